@@ -1,0 +1,1 @@
+//! Fixture minifilters for fltemu's verifier tests (filled in by the fltemu work).

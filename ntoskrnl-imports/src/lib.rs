@@ -1,0 +1,40 @@
+//! Kernel imports that windows-sys declares against `ntdll.dll`.
+//!
+//! windows-sys binds functions exported by both ntdll and ntoskrnl (DbgPrintEx, the C memory
+//! routines) to `ntdll.dll`; a driver that imports from ntdll does not load. Declaring them here,
+//! in a crate that itself depends on windows-sys, makes the linker see these import entries
+//! first, so the image imports them from `ntoskrnl.exe`. The declarations exist only on Windows
+//! targets: on a host build this crate is empty.
+#![no_std]
+
+#[cfg(target_os = "windows")]
+pub use imports::*;
+
+#[cfg(target_os = "windows")]
+mod imports {
+    // The dependency is what orders this crate's import library before windows-sys's.
+    use windows_sys as _;
+
+    #[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+    unsafe extern "C" {
+        /// `DbgPrintEx` (wdm.h): a C-variadic debug print, filtered by component and level.
+        pub fn DbgPrintEx(component_id: u32, level: u32, format: *const u8, ...) -> u32;
+        /// `memcpy`, exported by ntoskrnl; the compiler emits calls to it.
+        pub fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8;
+        /// `memmove`, exported by ntoskrnl; the compiler emits calls to it.
+        pub fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mut u8;
+        /// `memset`, exported by ntoskrnl; the compiler emits calls to it.
+        pub fn memset(dest: *mut u8, c: i32, n: usize) -> *mut u8;
+        /// `strlen`, exported by ntoskrnl; unoptimised builds of `alloc` reference it.
+        pub fn strlen(s: *const u8) -> usize;
+        /// `memcmp`, exported by ntoskrnl; the compiler emits calls to it.
+        pub fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32;
+    }
+
+    #[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+    unsafe extern "system" {
+        /// `KeBugCheckEx` (wdm.h), declared diverging as documented ("does not return"); the
+        /// windows-sys declaration returns `()`.
+        pub fn KeBugCheckEx(code: u32, parameter1: usize, parameter2: usize, parameter3: usize, parameter4: usize) -> !;
+    }
+}
