@@ -14,6 +14,7 @@ extern crate alloc;
 #[macro_use]
 pub mod kernel;
 
+pub mod accounting;
 pub mod context;
 pub mod instance;
 pub mod operations;

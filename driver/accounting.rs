@@ -1,0 +1,156 @@
+//! Live accounting of contexts and open handles, read by the port.
+//!
+//! Counters are lock-free atomics because context cleanup may run at DISPATCH_LEVEL-adjacent
+//! paths; the stream and handle registries are read under a shared push lock.
+//! (API first; the contexts work fills the registries in.)
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of one context type.
+pub struct KindCounters {
+    allocated: AtomicU64,
+    attached: AtomicU64,
+    collisions: AtomicU64,
+    freed: AtomicU64,
+    high_water: AtomicU64,
+}
+
+/// A consistent-enough copy of one context type's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KindSnapshot {
+    /// Contexts allocated with FltAllocateContext.
+    pub allocated: u64,
+    /// Contexts that ended up attached (the set succeeded).
+    pub attached: u64,
+    /// Sets that found a context already attached (STATUS_FLT_CONTEXT_ALREADY_DEFINED).
+    pub collisions: u64,
+    /// Contexts whose cleanup callback ran.
+    pub freed: u64,
+    /// Allocated minus freed: contexts alive now.
+    pub live: u64,
+    /// The most contexts of this type alive at once.
+    pub high_water: u64,
+}
+
+impl KindCounters {
+    /// All zero.
+    pub const fn new() -> Self {
+        Self {
+            allocated: AtomicU64::new(0),
+            attached: AtomicU64::new(0),
+            collisions: AtomicU64::new(0),
+            freed: AtomicU64::new(0),
+            high_water: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts an allocation and raises the high-water mark.
+    pub fn allocated(&self) {
+        let allocated = self.allocated.fetch_add(1, Ordering::Relaxed) + 1;
+        let live = allocated.saturating_sub(self.freed.load(Ordering::Relaxed));
+        self.high_water.fetch_max(live, Ordering::Relaxed);
+    }
+
+    /// Counts a successful attach.
+    pub fn attached(&self) {
+        self.attached.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a set that lost to an attached context.
+    pub fn collided(&self) {
+        self.collisions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a cleanup callback.
+    pub fn freed(&self) {
+        self.freed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads the counters.
+    pub fn snapshot(&self) -> KindSnapshot {
+        let freed = self.freed.load(Ordering::Relaxed);
+        let allocated = self.allocated.load(Ordering::Relaxed);
+        KindSnapshot {
+            allocated,
+            attached: self.attached.load(Ordering::Relaxed),
+            collisions: self.collisions.load(Ordering::Relaxed),
+            freed,
+            live: allocated.saturating_sub(freed),
+            high_water: self.high_water.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Default for KindCounters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counters of instance contexts.
+pub static INSTANCE: KindCounters = KindCounters::new();
+/// Counters of stream contexts.
+pub static STREAM: KindCounters = KindCounters::new();
+/// Counters of stream-handle contexts.
+pub static STREAM_HANDLE: KindCounters = KindCounters::new();
+
+/// Everything the port's GetStats reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Instance contexts.
+    pub instance: KindSnapshot,
+    /// Stream contexts.
+    pub stream: KindSnapshot,
+    /// Stream-handle contexts.
+    pub stream_handle: KindSnapshot,
+    /// Handles open now (successful creates whose cleanup has not run), all streams.
+    pub open_handles: u64,
+}
+
+/// Reads all counters.
+pub fn snapshot() -> Snapshot {
+    Snapshot {
+        instance: INSTANCE.snapshot(),
+        stream: STREAM.snapshot(),
+        stream_handle: STREAM_HANDLE.snapshot(),
+        open_handles: 0,
+    }
+}
+
+/// One stream as the port lists it.
+pub struct StreamView<'a> {
+    /// The normalized name (UTF-16), e.g. `\Device\HarddiskVolume2\dir\a.txt:ads`.
+    pub name: &'a [u16],
+    /// Handles open on the stream now.
+    pub open_handles: u32,
+    /// The process that opened the stream first.
+    pub first_opener_pid: u32,
+    /// When it was first opened (100 ns since 1601, UTC).
+    pub first_open_time: i64,
+}
+
+/// One open handle as the port lists it.
+pub struct HandleView<'a> {
+    /// The normalized name of the stream the handle is open on.
+    pub stream_name: &'a [u16],
+    /// The process that opened it.
+    pub pid: u32,
+    /// The access it asked for (`ACCESS_MASK`).
+    pub desired_access: u32,
+    /// The sharing it granted (`FILE_SHARE_*`).
+    pub share_access: u32,
+    /// When it was opened (100 ns since 1601, UTC).
+    pub create_time: i64,
+}
+
+/// Calls `visit` for each live stream, skipping the first `skip`, until it returns
+/// `ControlFlow::Break`. Runs at PASSIVE_LEVEL under a shared lock: `visit` must only copy.
+pub fn visit_streams(skip: usize, visit: &mut dyn FnMut(&StreamView<'_>) -> core::ops::ControlFlow<()>) {
+    let _ = (skip, visit);
+}
+
+/// Calls `visit` for each open handle (cleanup not yet seen) until it returns
+/// `ControlFlow::Break`. Runs at PASSIVE_LEVEL under a shared lock: `visit` must only copy.
+pub fn visit_handles(visit: &mut dyn FnMut(&HandleView<'_>) -> core::ops::ControlFlow<()>) {
+    let _ = visit;
+}
