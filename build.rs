@@ -19,11 +19,6 @@ fn main() {
 /// Emits the lld-link arguments of a kernel driver, for Windows MSVC targets only.
 #[cfg(not(feature = "wdk"))]
 fn emit_kernel_link_arguments() {
-    let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
-    if target_os != "windows" || target_env != "msvc" {
-        return;
-    }
     const ARGUMENTS: &[&str] = &[
         "/DRIVER",
         "/NODEFAULTLIB",
@@ -39,6 +34,11 @@ fn emit_kernel_link_arguments() {
         "/MAP",
         "/MAPINFO:EXPORTS",
     ];
+    let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    if target_os != "windows" || target_env != "msvc" {
+        return;
+    }
     for argument in ARGUMENTS {
         println!("cargo::rustc-cdylib-link-arg={argument}");
     }

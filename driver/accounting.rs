@@ -1,10 +1,16 @@
 //! Live accounting of contexts and open handles, read by the port.
 //!
-//! Counters are lock-free atomics because context cleanup may run at DISPATCH_LEVEL-adjacent
-//! paths; the stream and handle registries are read under a shared push lock.
-//! (API first; the contexts work fills the registries in.)
+//! Counters are lock-free atomics, so any callback can update them at any IRQL; the
+//! instance, stream and handle registries are read under a shared push lock (<= APC_LEVEL).
 
+use core::ops::ControlFlow;
 use core::sync::atomic::{AtomicU64, Ordering};
+
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_INSTANCE;
+
+use crate::context::registry::Registry;
+use crate::instance::{InstanceCounters, InstanceData};
+use crate::operations::{StreamData, StreamHandleData};
 
 /// Counters of one context type.
 pub struct KindCounters {
@@ -34,6 +40,7 @@ pub struct KindSnapshot {
 
 impl KindCounters {
     /// All zero.
+    #[must_use]
     pub const fn new() -> Self {
         Self {
             allocated: AtomicU64::new(0),
@@ -94,6 +101,53 @@ pub static STREAM: KindCounters = KindCounters::new();
 /// Counters of stream-handle contexts.
 pub static STREAM_HANDLE: KindCounters = KindCounters::new();
 
+/// Attached instance contexts, for per-instance counters.
+pub static INSTANCES: Registry<InstanceData> = Registry::new();
+/// Attached stream contexts, for ListStreams.
+pub static STREAMS: Registry<StreamData> = Registry::new();
+/// Attached stream-handle contexts, for QueryHandles.
+pub static HANDLES: Registry<StreamHandleData> = Registry::new();
+
+/// Handles open now, all streams.
+static OPEN_HANDLES: AtomicU64 = AtomicU64::new(0);
+
+/// Initialises the registries' locks (DriverEntry, before registering the filter).
+pub fn initialize() {
+    INSTANCES.initialize();
+    STREAMS.initialize();
+    HANDLES.initialize();
+}
+
+/// Deletes the registries' locks (unload, after FltUnregisterFilter freed every context).
+pub fn delete() {
+    INSTANCES.delete();
+    STREAMS.delete();
+    HANDLES.delete();
+}
+
+/// Counts a handle opened on a tracked stream.
+pub fn handle_opened() {
+    OPEN_HANDLES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts a tracked handle closed (cleanup, or its context torn down first).
+pub fn handle_closed() {
+    OPEN_HANDLES.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Runs `update` on the counters of `instance`'s context, if attached. No reference is taken:
+/// the registry's shared lock keeps the payload alive for the call.
+pub fn with_instance(instance: PFLT_INSTANCE, update: impl Fn(&InstanceCounters)) {
+    INSTANCES.visit(&mut |data| {
+        if data.instance == instance {
+            update(&data.counters);
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+}
+
 /// Everything the port's GetStats reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -113,7 +167,7 @@ pub fn snapshot() -> Snapshot {
         instance: INSTANCE.snapshot(),
         stream: STREAM.snapshot(),
         stream_handle: STREAM_HANDLE.snapshot(),
-        open_handles: 0,
+        open_handles: OPEN_HANDLES.load(Ordering::Relaxed),
     }
 }
 
@@ -145,12 +199,35 @@ pub struct HandleView<'a> {
 
 /// Calls `visit` for each live stream, skipping the first `skip`, until it returns
 /// `ControlFlow::Break`. Runs at PASSIVE_LEVEL under a shared lock: `visit` must only copy.
-pub fn visit_streams(skip: usize, visit: &mut dyn FnMut(&StreamView<'_>) -> core::ops::ControlFlow<()>) {
-    let _ = (skip, visit);
+pub fn visit_streams(skip: usize, visit: &mut dyn FnMut(&StreamView<'_>) -> ControlFlow<()>) {
+    let mut index = 0_usize;
+    STREAMS.visit(&mut |stream| {
+        index += 1;
+        if index <= skip {
+            return ControlFlow::Continue(());
+        }
+        visit(&StreamView {
+            name: &stream.name,
+            open_handles: stream.open_handles.load(Ordering::Relaxed),
+            first_opener_pid: stream.first_opener_pid,
+            first_open_time: stream.first_open_time,
+        })
+    });
 }
 
 /// Calls `visit` for each open handle (cleanup not yet seen) until it returns
 /// `ControlFlow::Break`. Runs at PASSIVE_LEVEL under a shared lock: `visit` must only copy.
-pub fn visit_handles(visit: &mut dyn FnMut(&HandleView<'_>) -> core::ops::ControlFlow<()>) {
-    let _ = visit;
+pub fn visit_handles(visit: &mut dyn FnMut(&HandleView<'_>) -> ControlFlow<()>) {
+    HANDLES.visit(&mut |handle| {
+        if handle.cleaned_up.load(Ordering::Acquire) {
+            return ControlFlow::Continue(());
+        }
+        visit(&HandleView {
+            stream_name: &handle.stream.name,
+            pid: handle.requestor_pid,
+            desired_access: handle.desired_access,
+            share_access: u32::from(handle.share_access),
+            create_time: handle.create_time,
+        })
+    });
 }

@@ -15,6 +15,7 @@ extern crate alloc;
 pub mod kernel;
 
 pub mod accounting;
+pub mod callback;
 pub mod context;
 pub mod instance;
 pub mod operations;

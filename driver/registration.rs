@@ -14,7 +14,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 use windows_sys::Wdk::System::SystemServices::{IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE};
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS, UNICODE_STRING};
 
-use crate::{context, instance, kernel, operations};
+use crate::{accounting, context, instance, kernel, operations};
 
 /// Registration data holds raw pointers; it lives in immutable statics that Filter Manager
 /// only reads.
@@ -27,23 +27,28 @@ unsafe impl<T> Sync for Static<T> {}
 
 static CONTEXTS: Static<[FLT_CONTEXT_REGISTRATION; 4]> = Static(context::CONTEXT_REGISTRATION);
 
-const fn operation(major_function: u32, pre: operations::PreCallback, post: operations::PostCallback) -> FLT_OPERATION_REGISTRATION {
+const fn operation(
+    major_function: u32,
+    pre: operations::PreCallback,
+    post: Option<operations::PostCallback>,
+) -> FLT_OPERATION_REGISTRATION {
     FLT_OPERATION_REGISTRATION {
-        #[allow(clippy::cast_possible_truncation)]
+        #[allow(clippy::cast_possible_truncation)] // IRP_MJ_* codes fit the UCHAR field.
         MajorFunction: major_function as u8,
         Flags: 0,
         PreOperation: Some(pre),
-        PostOperation: Some(post),
+        PostOperation: post,
         Reserved1: core::ptr::null_mut(),
     }
 }
 
 static OPERATIONS: Static<[FLT_OPERATION_REGISTRATION; 4]> = Static([
-    operation(IRP_MJ_CREATE, operations::pre_create, operations::post_create),
-    operation(IRP_MJ_CLEANUP, operations::pre_cleanup, operations::post_cleanup),
-    operation(IRP_MJ_CLOSE, operations::pre_close, operations::post_close),
+    operation(IRP_MJ_CREATE, operations::pre_create, Some(operations::post_create)),
+    // Cleanup and close do their work in the pre-operation and never ask for a post (E3).
+    operation(IRP_MJ_CLEANUP, operations::pre_cleanup, None),
+    operation(IRP_MJ_CLOSE, operations::pre_close, None),
     FLT_OPERATION_REGISTRATION {
-        #[allow(clippy::cast_possible_truncation)]
+        #[allow(clippy::cast_possible_truncation)] // 0x80 fits the UCHAR field.
         MajorFunction: IRP_MJ_OPERATION_END as u8,
         Flags: 0,
         PreOperation: None,
@@ -87,12 +92,14 @@ pub fn filter() -> PFLT_FILTER {
 /// Called once by the I/O manager with a valid driver object.
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn DriverEntry(driver_object: *mut DRIVER_OBJECT, _registry_path: *const UNICODE_STRING) -> NTSTATUS {
+    accounting::initialize();
     let mut filter: PFLT_FILTER = 0;
     // SAFETY: the driver object comes from the I/O manager; REGISTRATION is a static that
     // outlives the filter; `filter` is a valid out pointer.
     let status = unsafe { FltRegisterFilter(driver_object, &raw const REGISTRATION.0, &raw mut filter) };
     if !kernel::nt_success(status) {
         kprint!("FltRegisterFilter failed: {status:#010x}");
+        accounting::delete();
         return status;
     }
     FILTER.store(filter, Ordering::Release);
@@ -102,6 +109,7 @@ pub unsafe extern "system" fn DriverEntry(driver_object: *mut DRIVER_OBJECT, _re
     if !kernel::nt_success(status) {
         kprint!("FltStartFiltering failed: {status:#010x}");
         unregister();
+        accounting::delete();
         return status;
     }
     kprint!("loaded, version {}", env!("CARGO_PKG_VERSION"));
@@ -121,6 +129,8 @@ fn unregister() {
 /// FilterUnloadCallback (PASSIVE_LEVEL): always accepts; unregisters, then global cleanup.
 unsafe extern "system" fn filter_unload(_flags: u32) -> NTSTATUS {
     unregister();
+    // Every context was freed by FltUnregisterFilter, so the registries are empty.
+    accounting::delete();
     kprint!("unloaded");
     STATUS_SUCCESS
 }

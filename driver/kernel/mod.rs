@@ -7,9 +7,9 @@
 pub mod print;
 
 #[cfg(not(feature = "wdk"))]
-mod pool_allocator;
-#[cfg(not(feature = "wdk"))]
 mod panic;
+#[cfg(not(feature = "wdk"))]
+mod pool_allocator;
 #[cfg(not(feature = "wdk"))]
 mod runtime;
 
@@ -38,6 +38,15 @@ pub fn current_irql() -> u8 {
     // SAFETY: KeGetCurrentIrql takes no arguments, may be called at any IRQL and only reads
     // processor state.
     unsafe { windows_sys::Wdk::System::SystemServices::KeGetCurrentIrql() }
+}
+
+/// The system time (100 ns since 1601, UTC), `KeQuerySystemTimePrecise`.
+#[must_use]
+pub fn system_time() -> i64 {
+    let mut time = 0_i64;
+    // SAFETY: `time` is a valid out pointer; callable at any IRQL.
+    unsafe { windows_sys::Wdk::System::SystemServices::KeQuerySystemTimePrecise(&raw mut time) };
+    time
 }
 
 /// `NT_SUCCESS`: severity success or informational.

@@ -12,9 +12,8 @@ pub const CTXGUARD_BUGCHECK_CODE: u32 = u32::from_be_bytes(*b"CTXG");
 
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {
-    let (file, line, column) = info
-        .location()
-        .map_or(("?", 0, 0), |location| (location.file(), location.line(), location.column()));
+    let (file, line, column) =
+        info.location().map_or(("?", 0, 0), |location| (location.file(), location.line(), location.column()));
     kprint!("panic at {file}:{line}:{column}: {}", info.message());
     // SAFETY: KeBugCheckEx never returns; the parameters are plain numbers and the address of a
     // static string, for the crash dump only.

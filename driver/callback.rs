@@ -1,0 +1,203 @@
+//! The FFI edge of a callback's arguments: what Filter Manager passes in FLT_RELATED_OBJECTS
+//! and FLT_CALLBACK_DATA, read once through small typed wrappers so that callbacks stay safe.
+
+use alloc::vec::Vec;
+use core::marker::PhantomData;
+
+use windows_sys::Wdk::Foundation::FILE_OBJECT;
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_CALLBACK_DATA, FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED, FLT_FILE_NAME_QUERY_DEFAULT, FLT_RELATED_OBJECTS,
+    FltGetFileNameInformation, FltGetRequestorProcessId, FltGetVolumeName, FltReleaseFileNameInformation, PFLT_FILTER,
+    PFLT_INSTANCE, PFLT_VOLUME,
+};
+use windows_sys::Win32::Foundation::{
+    NTSTATUS, STATUS_BUFFER_TOO_SMALL, STATUS_FLT_DO_NOT_ATTACH, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS, UNICODE_STRING,
+};
+
+/// The objects Filter Manager passed to a callback (`FLT_RELATED_OBJECTS`), valid for as long
+/// as the callback runs. Context calls take it instead of raw handles, so that only objects
+/// Filter Manager handed to the driver can reach them.
+#[derive(Clone, Copy)]
+pub struct Related<'callback> {
+    filter: PFLT_FILTER,
+    instance: PFLT_INSTANCE,
+    volume: PFLT_VOLUME,
+    file_object: *const FILE_OBJECT,
+    callback: PhantomData<&'callback FLT_RELATED_OBJECTS>,
+}
+
+impl Related<'_> {
+    /// Reads the callback's related objects.
+    ///
+    /// # Safety
+    /// `objects` is the FLT_RELATED_OBJECTS pointer of the running callback, and the value is
+    /// used only during that callback.
+    #[must_use]
+    pub unsafe fn from_callback(objects: *const FLT_RELATED_OBJECTS) -> Self {
+        // SAFETY: guaranteed by the caller: Filter Manager's pointer, valid for the callback.
+        let objects = unsafe { &*objects };
+        Self {
+            filter: objects.Filter,
+            instance: objects.Instance,
+            volume: objects.Volume,
+            file_object: objects.FileObject,
+            callback: PhantomData,
+        }
+    }
+
+    /// The filter.
+    #[must_use]
+    pub fn filter(&self) -> PFLT_FILTER {
+        self.filter
+    }
+
+    /// The volume's name, read with the documented two-call pattern (size, then fill).
+    ///
+    /// # Errors
+    /// FltGetVolumeName's status, STATUS_FLT_DO_NOT_ATTACH for an oversized name, or
+    /// STATUS_INSUFFICIENT_RESOURCES.
+    pub fn volume_name(&self) -> Result<Vec<u16>, NTSTATUS> {
+        let volume = self.volume;
+        let mut needed: u32 = 0;
+        let mut empty = UNICODE_STRING { Length: 0, MaximumLength: 0, Buffer: core::ptr::null_mut() };
+        // SAFETY: `volume` comes from FLT_RELATED_OBJECTS; a zero-length UNICODE_STRING asks only
+        // for the size, written to `needed`.
+        let status = unsafe { FltGetVolumeName(volume, &raw mut empty, &raw mut needed) };
+        if status != STATUS_BUFFER_TOO_SMALL && status != STATUS_SUCCESS {
+            return Err(status);
+        }
+        let Ok(capacity) = u16::try_from(needed) else { return Err(STATUS_FLT_DO_NOT_ATTACH) };
+        let units = capacity / 2;
+        let mut name: Vec<u16> = Vec::new();
+        name.try_reserve_exact(usize::from(units)).map_err(|_| STATUS_INSUFFICIENT_RESOURCES)?;
+        let capacity = units * 2;
+        let mut string = UNICODE_STRING { Length: 0, MaximumLength: capacity, Buffer: name.as_mut_ptr() };
+        // SAFETY: the buffer has room for `capacity` bytes as MaximumLength says.
+        let status = unsafe { FltGetVolumeName(volume, &raw mut string, core::ptr::null_mut()) };
+        if status != STATUS_SUCCESS {
+            return Err(status);
+        }
+        let length = usize::from(string.Length.min(capacity)) / 2;
+        // SAFETY: FltGetVolumeName wrote `Length` bytes (<= capacity) of UTF-16 into the buffer.
+        unsafe { name.set_len(length) };
+        Ok(name)
+    }
+
+    /// The instance (an identity for accounting).
+    #[must_use]
+    pub fn instance(&self) -> PFLT_INSTANCE {
+        self.instance
+    }
+
+    /// The file object (NULL in instance callbacks), for Filter Manager calls.
+    pub(crate) fn file_object(&self) -> *const FILE_OBJECT {
+        self.file_object
+    }
+
+    /// True when the operation has a file object (every create, cleanup and close does).
+    #[must_use]
+    pub fn has_file_object(&self) -> bool {
+        !self.file_object.is_null()
+    }
+
+    /// Whether the file object is a paging file: no contexts for those (A9).
+    #[must_use]
+    pub fn is_paging_file(&self) -> bool {
+        // SAFETY: the file object came from Filter Manager for this callback; FsRtlIsPagingFile
+        // only reads it.
+        self.has_file_object() && unsafe { windows_sys::Wdk::Storage::FileSystem::FsRtlIsPagingFile(self.file_object) } != 0
+    }
+}
+
+/// One operation's FLT_CALLBACK_DATA, valid for as long as the callback runs.
+#[derive(Clone, Copy)]
+pub struct Operation<'callback> {
+    data: *mut FLT_CALLBACK_DATA,
+    callback: PhantomData<&'callback FLT_CALLBACK_DATA>,
+}
+
+/// What a create asked for.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CreateRequest {
+    /// `DesiredAccess` from the create's security context.
+    pub desired_access: u32,
+    /// `ShareAccess`.
+    pub share_access: u16,
+}
+
+impl Operation<'_> {
+    /// Wraps the callback's data.
+    ///
+    /// # Safety
+    /// `data` is the FLT_CALLBACK_DATA pointer of the running callback, and the value is used
+    /// only during that callback.
+    #[must_use]
+    pub unsafe fn from_callback(data: *mut FLT_CALLBACK_DATA) -> Self {
+        Self { data, callback: PhantomData }
+    }
+
+    /// The operation's final status (`IoStatus.Status`), meaningful in a post-operation.
+    #[must_use]
+    pub fn status(&self) -> NTSTATUS {
+        // SAFETY: `data` is valid for the callback (from_callback's contract).
+        let data = unsafe { &*self.data };
+        // SAFETY: after the operation completed, IoStatus holds its NTSTATUS.
+        unsafe { data.IoStatus.Anonymous.Status }
+    }
+
+    /// The requestor's process id (`FltGetRequestorProcessId`).
+    #[must_use]
+    pub fn requestor_pid(&self) -> u32 {
+        // SAFETY: `data` is valid for the callback.
+        unsafe { FltGetRequestorProcessId(self.data) }
+    }
+
+    /// The create's parameters; call only for IRP_MJ_CREATE.
+    #[must_use]
+    pub fn create_request(&self) -> CreateRequest {
+        // SAFETY: `data` is valid for the callback.
+        let data = unsafe { &*self.data };
+        // SAFETY: Iopb is valid for the callback.
+        let parameters = unsafe { &(*data.Iopb).Parameters };
+        // SAFETY: for IRP_MJ_CREATE the Create member of the parameter union is the active one.
+        let create = unsafe { parameters.Create };
+        let desired_access = if create.SecurityContext.is_null() {
+            0
+        } else {
+            // SAFETY: a create's non-NULL SecurityContext is valid for the callback.
+            unsafe { (*create.SecurityContext).DesiredAccess }
+        };
+        CreateRequest { desired_access, share_access: create.ShareAccess }
+    }
+
+    /// The normalized name of the target file (`FltGetFileNameInformation`), copied into pool.
+    ///
+    /// # Errors
+    /// The name query's failure status, or STATUS_INSUFFICIENT_RESOURCES for the copy.
+    pub fn normalized_name(&self) -> Result<Vec<u16>, NTSTATUS> {
+        let mut information: *mut FLT_FILE_NAME_INFORMATION = core::ptr::null_mut();
+        // SAFETY: `data` is valid for the callback; `information` is a valid out pointer.
+        let status = unsafe {
+            FltGetFileNameInformation(self.data, FLT_FILE_NAME_NORMALIZED | FLT_FILE_NAME_QUERY_DEFAULT, &raw mut information)
+        };
+        if status != STATUS_SUCCESS || information.is_null() {
+            return Err(status);
+        }
+        // SAFETY: a successful query returns a referenced, valid name information block.
+        let name = unsafe { &(*information).Name };
+        let length = usize::from(name.Length / 2);
+        let mut copy: Vec<u16> = Vec::new();
+        let result = if copy.try_reserve_exact(length).is_ok() {
+            if length > 0 {
+                // SAFETY: Name.Buffer holds Name.Length bytes of UTF-16 while the block is referenced.
+                copy.extend_from_slice(unsafe { core::slice::from_raw_parts(name.Buffer, length) });
+            }
+            Ok(copy)
+        } else {
+            Err(STATUS_INSUFFICIENT_RESOURCES)
+        };
+        // SAFETY: gives back the reference FltGetFileNameInformation returned, once.
+        unsafe { FltReleaseFileNameInformation(information) };
+        result
+    }
+}
