@@ -19,6 +19,12 @@ mod imports {
     unsafe extern "C" {
         /// `DbgPrintEx` (wdm.h): a C-variadic debug print, filtered by component and level.
         pub fn DbgPrintEx(component_id: u32, level: u32, format: *const u8, ...) -> u32;
+    }
+
+    // With the WDK (feature `wdk`) the C runtime routines come from the WDK's ntoskrnl.lib.
+    #[cfg(not(feature = "wdk"))]
+    #[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+    unsafe extern "C" {
         /// `memcpy`, exported by ntoskrnl; the compiler emits calls to it.
         pub fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8;
         /// `memmove`, exported by ntoskrnl; the compiler emits calls to it.
