@@ -1,0 +1,111 @@
+//! `ctxguard crypto`: proves that CryptReleaseContext, CertCloseStore and NCrypt release their
+//! handles as documented, scenario by scenario, with a verdict for each (PASS, DIFF, SKIP).
+//!
+//! Platform-neutral parts (catalog, report, runner, witness) build and are unit-tested on any
+//! host; the scenarios themselves (`win`) exist only on Windows.
+
+// The report/runner/witness types are used by the Windows scenarios and by unit tests; on other
+// hosts the binary only needs the catalog, so unused-item warnings there are expected.
+#![cfg_attr(not(windows), allow(dead_code))]
+
+pub mod catalog;
+pub mod report;
+pub mod runner;
+pub mod witness;
+
+#[cfg(windows)]
+mod win;
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use witness::{DriverAbsent, HandleWitness};
+
+/// Arguments of `ctxguard crypto`.
+#[derive(Debug, Args)]
+pub struct CryptoArgs {
+    /// Run only this scenario (repeatable); default: every scenario. `--list` shows the names.
+    #[arg(long = "scenario", value_name = "NAME", value_parser = parse_scenario_name)]
+    pub scenarios: Vec<String>,
+    /// Print the report as JSON (schema `ctxguard.crypto/1`, see companion/README.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Also run checks that pass already-released handles to the API (reads freed memory).
+    #[arg(long)]
+    pub unsafe_stale_checks: bool,
+    /// List the scenarios and their documented behaviour, then exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+fn parse_scenario_name(name: &str) -> Result<String, String> {
+    match catalog::find(name) {
+        Some(spec) => Ok(spec.name.to_owned()),
+        None => Err(format!("unknown scenario; valid names: {}", catalog::names())),
+    }
+}
+
+/// Runs `ctxguard crypto` without driver correlation (the port client is not wired in here).
+pub fn run(args: &CryptoArgs) -> ExitCode {
+    run_with_witness(args, &DriverAbsent::default())
+}
+
+/// Runs `ctxguard crypto`, asking `witness` which files the process holds open around each
+/// scenario. Exit status: 0 when the report was produced (whatever the verdicts), 1 when the
+/// run could not do what was asked (not Windows, no scratch directory, output failed).
+pub fn run_with_witness(args: &CryptoArgs, witness: &dyn HandleWitness) -> ExitCode {
+    if args.list {
+        for spec in catalog::SCENARIOS {
+            let opt_in = if spec.stale { " [--unsafe-stale-checks]" } else { "" };
+            println!("{}{opt_in}\n    {}", spec.name, spec.documented);
+        }
+        return ExitCode::SUCCESS;
+    }
+    #[cfg(windows)]
+    {
+        match win::run(args, witness) {
+            Ok(report) => {
+                let text = if args.json {
+                    match report.to_json() {
+                        Ok(json) => json,
+                        Err(err) => {
+                            eprintln!("ctxguard crypto: could not serialize the report: {err}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                } else {
+                    report.to_text()
+                };
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("ctxguard crypto: {err}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = witness;
+        eprintln!(
+            "ctxguard crypto: the scenarios call Windows APIs (CryptoAPI, crypt32, NCrypt) and cannot run on {}; \
+             use the Windows build (x86_64-pc-windows-gnu also runs under Wine)",
+            std::env::consts::OS
+        );
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_scenario_names_list_the_valid_ones() {
+        let err = parse_scenario_name("no-such-scenario").unwrap_err();
+        assert!(err.contains("verify-context") && err.contains("ncrypt-notify-change-key"), "{err}");
+        assert_eq!(parse_scenario_name("close-force").as_deref(), Ok("close-force"));
+    }
+}
