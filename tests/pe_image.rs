@@ -2,6 +2,7 @@
 //! point, checksum, imports, section permissions, TLS, relocations and mitigation flags, for
 //! both architectures. Each test builds the image it inspects (`support::driver_image`).
 
+mod pe_support;
 mod support;
 
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::path::PathBuf;
 use object::LittleEndian as LE;
 use object::pe;
 use object::read::pe::{Import, ImageNtHeaders, ImageOptionalHeader, PeFile64};
+use pe_support::{checksum_field_offset, directory_size, parse, pe_checksum};
 use support::{Arch, driver_image};
 
 const ARCHES: [Arch; 2] = [Arch::X64, Arch::Arm64];
@@ -19,10 +21,6 @@ const ALLOWED_IMPORT_MODULES: [&str; 3] = ["ntoskrnl.exe", "fltmgr.sys", "hal.dl
 fn image_bytes(arch: Arch) -> Vec<u8> {
     let path = driver_image(arch);
     std::fs::read(path).unwrap_or_else(|error| panic!("reading {}: {error}", path.display()))
-}
-
-fn parse(data: &[u8]) -> PeFile64<'_> {
-    PeFile64::parse(data).expect("ctxguard.sys is not a valid PE32+ image")
 }
 
 /// The `/MAP` file lld writes beside the image's object files.
@@ -81,31 +79,6 @@ fn imports(file: &PeFile64<'_>) -> Vec<(String, Vec<String>)> {
         modules.push((String::from_utf8_lossy(module).into_owned(), functions));
     }
     modules
-}
-
-/// The PE checksum (as `CheckSumMappedFile` computes it): the one's-complement-style sum of
-/// the file's 16-bit little-endian words with the checksum field itself taken as zero, folded
-/// to 16 bits, plus the file length.
-fn pe_checksum(data: &[u8], checksum_offset: usize) -> u32 {
-    let mut sum: u64 = 0;
-    for (index, chunk) in data.chunks(2).enumerate() {
-        let offset = index * 2;
-        if offset == checksum_offset || offset == checksum_offset + 2 {
-            continue;
-        }
-        let word = u16::from_le_bytes([chunk[0], chunk.get(1).copied().unwrap_or(0)]);
-        sum += u64::from(word);
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum = (sum & 0xffff) + (sum >> 16);
-    let length = u64::try_from(data.len()).expect("file length fits u64");
-    u32::try_from(sum + length).expect("a driver image is far below 4 GiB")
-}
-
-/// Offset of `OptionalHeader.CheckSum`: after the "PE\0\0" signature (4), the file header
-/// (20) and 64 bytes of optional header, the same in PE32 and PE32+.
-fn checksum_field_offset(file: &PeFile64<'_>) -> usize {
-    usize::try_from(file.dos_header().nt_headers_offset()).expect("offset fits usize") + 4 + 20 + 64
 }
 
 #[test]
@@ -196,13 +169,9 @@ fn imports_only_kernel_modules() {
         }
         let names: Vec<&str> = modules.iter().map(|(module, _)| module.as_str()).collect();
         assert!(names.iter().any(|name| name.eq_ignore_ascii_case("fltmgr.sys")), "{arch:?}: a minifilter imports fltmgr.sys: {names:?}");
-        let delay = file_directory_size(&data, pe::IMAGE_DIRECTORY_ENTRY_DELAY_IMPORT);
+        let delay = directory_size(&data, pe::IMAGE_DIRECTORY_ENTRY_DELAY_IMPORT);
         assert_eq!(delay, 0, "{arch:?}: delay-load imports cannot be resolved for a driver");
     }
-}
-
-fn file_directory_size(data: &[u8], index: usize) -> u32 {
-    parse(data).data_directories().get(index).map_or(0, |directory| directory.size.get(LE))
 }
 
 #[test]
@@ -225,7 +194,7 @@ fn no_section_is_both_writable_and_executable() {
 fn no_tls_directory() {
     for arch in ARCHES {
         let data = image_bytes(arch);
-        assert_eq!(file_directory_size(&data, pe::IMAGE_DIRECTORY_ENTRY_TLS), 0, "{arch:?}: a driver has no TLS callbacks or data");
+        assert_eq!(directory_size(&data, pe::IMAGE_DIRECTORY_ENTRY_TLS), 0, "{arch:?}: a driver has no TLS callbacks or data");
     }
 }
 
@@ -236,7 +205,7 @@ fn base_relocations_present() {
         let file = parse(&data);
         let characteristics = file.nt_headers().file_header().characteristics.get(LE);
         assert_eq!(characteristics & pe::IMAGE_FILE_RELOCS_STRIPPED, 0, "{arch:?}: relocations stripped");
-        let size = file_directory_size(&data, pe::IMAGE_DIRECTORY_ENTRY_BASERELOC);
+        let size = directory_size(&data, pe::IMAGE_DIRECTORY_ENTRY_BASERELOC);
         assert!(size > 0, "{arch:?}: no base relocation directory; the kernel loads drivers at any address");
         let blocks = file.data_directories().relocation_blocks(data.as_slice(), &file.section_table()).expect("relocations unreadable");
         assert!(blocks.is_some(), "{arch:?}: base relocation directory cannot be read");
