@@ -8,6 +8,7 @@
 //! target x86_64-pc-windows-gnu.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::fs;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -78,13 +79,14 @@ fn conformance_table(rows: &[Row]) -> String {
         } else {
             format!("{} ({} with `--unsafe-stale-checks`)", row.verdict, row.verdict_stale_checks)
         };
-        out.push_str(&format!(
-            "| `{}` | {} | {verdict} | {} | {:+} |\n",
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {verdict} | {} | {:+} |",
             row.scenario,
             row.documented.replace('|', "\\|"),
             row.observed.replace('|', "\\|"),
             row.handle_delta
-        ));
+        );
     }
     out.push('\n');
     out.push_str(README_END);

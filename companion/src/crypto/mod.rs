@@ -18,25 +18,68 @@ mod win;
 
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use witness::{DriverAbsent, HandleWitness};
 
+/// The subcommand's name.
+pub const NAME: &str = "crypto";
+
 /// Arguments of `ctxguard crypto`.
-#[derive(Debug, Args)]
+#[derive(Debug, Default)]
 pub struct CryptoArgs {
-    /// Run only this scenario (repeatable); default: every scenario. `--list` shows the names.
-    #[arg(long = "scenario", value_name = "NAME", value_parser = parse_scenario_name)]
+    /// `--scenario NAME` (repeatable): run only these; empty means every scenario.
     pub scenarios: Vec<String>,
-    /// Print the report as JSON (schema `ctxguard.crypto/1`, see companion/README.md).
-    #[arg(long)]
+    /// `--json`: print the report as JSON (schema `ctxguard.crypto/1`, see companion/README.md).
     pub json: bool,
-    /// Also run checks that pass already-released handles to the API (reads freed memory).
-    #[arg(long)]
+    /// `--unsafe-stale-checks`: also pass already-released handles to the API.
     pub unsafe_stale_checks: bool,
-    /// List the scenarios and their documented behaviour, then exit.
-    #[arg(long)]
+    /// `--list`: list the scenarios and their documented behaviour, then exit.
     pub list: bool,
+}
+
+/// The `crypto` subcommand's command line.
+pub fn command() -> Command {
+    Command::new(NAME)
+        .about("Exercise crypto handle release (CryptoAPI, certificate stores, NCrypt) and report verdicts")
+        .arg(
+            Arg::new("scenario")
+                .long("scenario")
+                .value_name("NAME")
+                .action(ArgAction::Append)
+                .value_parser(parse_scenario_name)
+                .help("Run only this scenario (repeatable); default: every scenario. --list shows the names"),
+        )
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .action(ArgAction::SetTrue)
+                .help("Print the report as JSON (schema ctxguard.crypto/1, see companion/README.md)"),
+        )
+        .arg(
+            Arg::new("unsafe-stale-checks")
+                .long("unsafe-stale-checks")
+                .action(ArgAction::SetTrue)
+                .help("Also run checks that pass already-released handles to the API (reads freed memory)"),
+        )
+        .arg(
+            Arg::new("list")
+                .long("list")
+                .action(ArgAction::SetTrue)
+                .help("List the scenarios and their documented behaviour, then exit"),
+        )
+}
+
+impl CryptoArgs {
+    /// The arguments from the `crypto` subcommand's matches.
+    pub fn from_matches(matches: &ArgMatches) -> Self {
+        CryptoArgs {
+            scenarios: matches.get_many::<String>("scenario").map(|v| v.cloned().collect()).unwrap_or_default(),
+            json: matches.get_flag("json"),
+            unsafe_stale_checks: matches.get_flag("unsafe-stale-checks"),
+            list: matches.get_flag("list"),
+        }
+    }
 }
 
 fn parse_scenario_name(name: &str) -> Result<String, String> {
@@ -101,6 +144,18 @@ pub fn run_with_witness(args: &CryptoArgs, witness: &dyn HandleWitness) -> ExitC
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arguments_are_parsed() {
+        let m = command()
+            .try_get_matches_from(["crypto", "--scenario", "close-force", "--scenario", "verify-context", "--json"])
+            .expect("valid arguments");
+        let args = CryptoArgs::from_matches(&m);
+        assert_eq!(args.scenarios, ["close-force", "verify-context"]);
+        assert!(args.json && !args.unsafe_stale_checks && !args.list);
+        let err = command().try_get_matches_from(["crypto", "--scenario", "nope"]).unwrap_err();
+        assert!(err.to_string().contains("valid names: verify-context"), "{err}");
+    }
 
     #[test]
     fn unknown_scenario_names_list_the_valid_ones() {

@@ -108,7 +108,7 @@ fn accounting(
 }
 
 fn note_failure(correlation: &mut Correlation, scenario: &str, err: &WitnessError) {
-    correlation.status = "partial".to_owned();
+    "partial".clone_into(&mut correlation.status);
     correlation.detail = format!("{}; {scenario}: {err}", correlation.detail);
 }
 

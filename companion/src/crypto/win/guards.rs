@@ -107,7 +107,7 @@ impl Provider {
     /// Do not use with CRYPT_DELETEKEYSET (its handle is undefined): see [`Provider::delete_keyset`].
     pub fn acquire(container: Option<&str>, prov_type: u32, flags: u32) -> Attempt<Provider> {
         let name = container.map(wide);
-        let name_ptr = name.as_ref().map_or(std::ptr::null(), |n| n.as_ptr());
+        let name_ptr = name.as_ref().map_or(std::ptr::null(), Vec::as_ptr);
         let mut handle = 0usize;
         let raw = bool_call(|| {
             // SAFETY: `handle` is a valid out pointer; `name_ptr` is NULL or a NUL-terminated
@@ -532,7 +532,7 @@ impl NcryptProvider {
     pub fn create_persisted_key(&self, alg: &str, name: Option<&str>, flags: u32) -> Attempt<NcryptKey<'_>> {
         let alg = wide(alg);
         let name = name.map(wide);
-        let name_ptr = name.as_ref().map_or(std::ptr::null(), |n| n.as_ptr());
+        let name_ptr = name.as_ref().map_or(std::ptr::null(), Vec::as_ptr);
         let mut key = 0usize;
         // SAFETY: the provider is live; `key` is a valid out pointer; both strings are
         // NUL-terminated (or NULL) and outlive the call.
