@@ -8,12 +8,17 @@ use std::process::ExitCode;
 
 use clap::Command;
 
+use ctxguard_companion::port::cli::{self as port_cli, PortCommand};
+
 mod crypto;
+#[path = "port/witness.rs"]
+mod port_witness;
 
 /// Every subcommand of the companion; each variant's arguments live in its own module.
 #[derive(Debug)]
 enum Commands {
-    // Port subcommands (status, stats, streams, handles, watch) go here.
+    /// status, stats, streams, handles, watch: the driver's port (companion/src/port).
+    Port(PortCommand),
     /// Exercise crypto handle release (CryptoAPI, certificate stores, NCrypt) and report verdicts.
     Crypto(crypto::CryptoArgs),
 }
@@ -25,20 +30,41 @@ fn cli() -> Command {
         .about("User-mode companion of ctxguard.sys")
         .subcommand_required(true)
         .arg_required_else_help(true)
+        .subcommands(port_cli::commands())
         .subcommand(crypto::command())
 }
 
 fn main() -> ExitCode {
     let matches = cli().get_matches();
-    let command = if let Some((crypto::NAME, m)) = matches.subcommand() {
-        Commands::Crypto(crypto::CryptoArgs::from_matches(m))
-    } else {
-        // subcommand_required makes clap exit before this; stay panic-free regardless.
-        eprintln!("ctxguard: no subcommand given; try --help");
-        return ExitCode::from(2);
+    let command = match matches.subcommand() {
+        Some((crypto::NAME, m)) => Commands::Crypto(crypto::CryptoArgs::from_matches(m)),
+        Some((name, m)) if port_cli::is_command(name) => match PortCommand::from_matches(name, m) {
+            Some(command) => Commands::Port(command),
+            None => return ExitCode::from(2),
+        },
+        _ => {
+            // subcommand_required makes clap exit before this; stay panic-free regardless.
+            eprintln!("ctxguard: no subcommand given; try --help");
+            return ExitCode::from(2);
+        }
     };
     match command {
-        Commands::Crypto(args) => crypto::run(&args),
+        Commands::Port(command) => match port_cli::execute(&command, port_cli::system_connector().as_ref(), &mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("ctxguard: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Commands::Crypto(args) => {
+            // Correlation is only asked for when scenarios run (not for --list).
+            let witness = if args.list {
+                Box::new(crypto::witness::DriverAbsent::default()) as Box<dyn crypto::witness::HandleWitness>
+            } else {
+                port_witness::PortWitness::connect_or_absent(port_cli::system_connector().as_ref())
+            };
+            crypto::run_with_witness(&args, witness.as_ref())
+        }
     }
 }
 
