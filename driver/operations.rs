@@ -24,7 +24,7 @@ use crate::callback::{Operation, Related};
 use crate::context::registry::{Link, Registered};
 use crate::context::{Attached, Lookup, StreamContext, StreamHandleContext};
 use crate::instance::InstanceCounters;
-use crate::kernel;
+use crate::{events, kernel};
 
 /// The signature of a pre-operation callback.
 pub type PreCallback =
@@ -176,6 +176,7 @@ fn track_open(operation: Operation<'_>, related: &Related<'_>) -> Result<(), NTS
         accounting::handle_opened();
         handle.cleaned_up.store(false, Ordering::Release);
         accounting::HANDLES.insert(&handle);
+        events::publish_open(requestor_pid, &handle.stream.name);
     }
     Ok(())
 }
@@ -198,6 +199,7 @@ pub(crate) unsafe extern "system" fn pre_cleanup(
         handle.stream.open_handles.fetch_sub(1, Ordering::AcqRel);
         accounting::handle_closed();
         accounting::with_instance(related.instance(), |counters| InstanceCounters::bump(&counters.cleanups));
+        events::publish_close(handle.requestor_pid, &handle.stream.name);
     }
     FLT_PREOP_SUCCESS_NO_CALLBACK
 }

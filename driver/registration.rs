@@ -1,8 +1,9 @@
 //! DriverEntry, the filter registration and unload.
 //!
-//! Order (fltmgr-semantics E7, E8): register → start filtering; on any failure after
-//! registering, unregister before returning the status (unload is never called when
-//! DriverEntry fails). Unload: unregister, then global cleanup.
+//! Order (fltmgr-semantics E7, E8): register → create the port → start filtering; on any
+//! failure after registering, close what was opened and unregister before returning the status
+//! (unload is never called when DriverEntry fails). Unload: close the port, unregister, then
+//! global cleanup.
 
 use core::sync::atomic::{AtomicIsize, Ordering};
 
@@ -14,7 +15,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 use windows_sys::Wdk::System::SystemServices::{IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE};
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS, UNICODE_STRING};
 
-use crate::{accounting, context, instance, kernel, operations};
+use crate::{accounting, context, instance, kernel, operations, port};
 
 /// Registration data holds raw pointers; it lives in immutable statics that Filter Manager
 /// only reads.
@@ -104,10 +105,20 @@ pub unsafe extern "system" fn DriverEntry(driver_object: *mut DRIVER_OBJECT, _re
     }
     FILTER.store(filter, Ordering::Release);
 
+    // The port exists before filtering starts, so the companion can connect from the first I/O.
+    let status = port::open(filter);
+    if !kernel::nt_success(status) {
+        kprint!("creating the communication port failed: {status:#010x}");
+        unregister();
+        accounting::delete();
+        return status;
+    }
+
     // SAFETY: `filter` was just returned by a successful FltRegisterFilter.
     let status = unsafe { FltStartFiltering(filter) };
     if !kernel::nt_success(status) {
         kprint!("FltStartFiltering failed: {status:#010x}");
+        port::close();
         unregister();
         accounting::delete();
         return status;
@@ -128,6 +139,8 @@ fn unregister() {
 
 /// FilterUnloadCallback (PASSIVE_LEVEL): always accepts; unregisters, then global cleanup.
 unsafe extern "system" fn filter_unload(_flags: u32) -> NTSTATUS {
+    // Ports first: FltUnregisterFilter waits for open server ports (E8, B11).
+    port::close();
     unregister();
     // Every context was freed by FltUnregisterFilter, so the registries are empty.
     accounting::delete();
