@@ -396,7 +396,7 @@ fn by_name(report: &Value) -> BTreeMap<String, &Value> {
 #[test]
 fn crypto_scenarios_under_wine_match_the_conformance_table() {
     let started = Instant::now();
-    let wine = find_tool(&["wine64"], &["/usr/lib/wine/wine64"]).unwrap_or_else(|| panic!("wine64 not found: {MISSING}"));
+    let wine = find_tool(&["wine64", "wine"], &["/usr/lib/wine/wine64"]).unwrap_or_else(|| panic!("wine64 not found: {MISSING}"));
     let wineserver = find_tool(&["wineserver"], &["/usr/lib/wine/wineserver64", "/usr/lib/wine/wineserver"])
         .unwrap_or_else(|| panic!("wineserver not found: {MISSING}"));
     let gcc = find_tool(&[MINGW_GCC], &[]).unwrap_or_else(|| panic!("{MINGW_GCC} not found: {MISSING}"));
