@@ -9,6 +9,7 @@
 #![cfg_attr(not(windows), allow(dead_code))]
 
 pub mod catalog;
+pub mod handle_table;
 pub mod report;
 pub mod runner;
 pub mod witness;

@@ -256,3 +256,55 @@ impl Report {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(matches: bool, returned: &str, last_error: Option<u32>) -> Step {
+        Step { call: "CertCloseStore(h, CHECK)".into(), expected: "TRUE".into(), returned: returned.into(), last_error, matches }
+    }
+
+    #[test]
+    fn observed_names_only_the_differing_calls() {
+        let outcome = Outcome {
+            verdict: Verdict::Diff,
+            skip_reason: None,
+            stopped: Some("CertOpenStore failed".into()),
+            steps: vec![step(true, "TRUE", None), step(false, "FALSE", Some(0x8009_200F))],
+        };
+        assert_eq!(
+            outcome.observed_summary(),
+            "CertCloseStore(h, CHECK) → FALSE, GetLastError 0x8009200f (stopped: CertOpenStore failed)"
+        );
+        assert_eq!(Outcome::skip("Wine stub").observed_summary(), "skipped: Wine stub");
+    }
+
+    #[test]
+    fn summary_counts_verdicts_and_leaks() {
+        let report = |verdict, delta, left_open: Option<Vec<String>>| ScenarioReport {
+            name: "s".into(),
+            documented: "d".into(),
+            verdict,
+            second_pass_verdict: verdict,
+            skip_reason: None,
+            observed: String::new(),
+            steps: Vec::new(),
+            handles: HandleAccounting { delta, ..HandleAccounting::default() },
+            left_open,
+        };
+        let summary = Report::summarize(&[
+            report(Verdict::Pass, Some(0), None),
+            report(Verdict::Diff, Some(2), None),
+            report(Verdict::Skip, None, Some(vec!["C:\\x".into()])),
+            report(Verdict::Pass, Some(-1), Some(Vec::new())),
+        ]);
+        assert_eq!(summary, Summary { pass: 2, diff: 1, skip: 1, leaking: 2 });
+    }
+
+    #[test]
+    fn verdicts_serialize_as_their_documented_spellings() {
+        let json = serde_json::to_string(&[Verdict::Pass, Verdict::Diff, Verdict::Skip]).expect("serialize");
+        assert_eq!(json, r#"["PASS","DIFF","SKIP"]"#);
+    }
+}

@@ -8,6 +8,7 @@ use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetCurrentProcessId, GetProcessHandleCount};
 use windows_sys::{s, w};
 
+use crate::crypto::handle_table::{HEADER_SIZE, count_own};
 use crate::crypto::runner::HandleCounter;
 
 /// `ntdll!wine_get_version()` if this process runs under Wine, else `None`.
@@ -34,13 +35,6 @@ pub fn wine_version() -> Option<String> {
 
 /// NtQuerySystemInformation class SystemExtendedHandleInformation.
 const SYSTEM_EXTENDED_HANDLE_INFORMATION: i32 = 64;
-/// SYSTEM_HANDLE_INFORMATION_EX header on x64: NumberOfHandles, Reserved (two ULONG_PTR).
-const HEADER_SIZE: usize = 16;
-/// SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX on x64: Object, UniqueProcessId, HandleValue (ULONG_PTR
-/// each), GrantedAccess (ULONG), two USHORTs, HandleAttributes, Reserved (ULONG).
-const ENTRY_SIZE: usize = 40;
-/// Offset of UniqueProcessId in an entry.
-const ENTRY_PID_OFFSET: usize = 8;
 /// Give up growing the buffer past this (a machine with millions of handles).
 const MAX_BUFFER: usize = 512 << 20;
 
@@ -82,29 +76,6 @@ impl KernelHandles {
             return Ok(buffer);
         }
     }
-}
-
-fn read_usize(bytes: &[u8], offset: usize) -> Option<u64> {
-    let chunk: [u8; 8] = bytes.get(offset..offset + 8)?.try_into().ok()?;
-    Some(u64::from_ne_bytes(chunk))
-}
-
-/// Counts entries of `table` (a SYSTEM_HANDLE_INFORMATION_EX) that belong to `pid`.
-fn count_own(table: &[u8], pid: u64) -> Result<u64, String> {
-    let total = read_usize(table, 0).ok_or("handle table shorter than its header")?;
-    let total = usize::try_from(total).map_err(|_| "handle count overflows")?;
-    let needed = total.checked_mul(ENTRY_SIZE).and_then(|n| n.checked_add(HEADER_SIZE)).ok_or("handle count overflows")?;
-    if needed > table.len() {
-        return Err(format!("handle table claims {total} entries but holds {} bytes", table.len()));
-    }
-    let mut own = 0;
-    for index in 0..total {
-        let at = HEADER_SIZE + index * ENTRY_SIZE + ENTRY_PID_OFFSET;
-        if read_usize(table, at) == Some(pid) {
-            own += 1;
-        }
-    }
-    Ok(own)
 }
 
 impl HandleCounter for KernelHandles {
