@@ -1,1 +1,305 @@
-//! Fixture minifilters for fltemu's verifier tests (filled in by the fltemu work).
+//! Fixture minifilters for fltemu's verifier tests.
+//!
+//! Without features: a correct pass-through filter that uses instance, volume, stream and
+//! stream-handle contexts the way fltmgr-semantics C1/C2 describes (find-or-create with
+//! KEEP_IF_EXISTS, the allocation reference released after every Set). Each `bug-*` feature
+//! plants exactly one bug, which fltemu must report as its exact violation:
+//! - `bug-leak-on-already-defined`: the losing context of a KEEP_IF_EXISTS race is never
+//!   released (ContextLeaked).
+//! - `bug-double-release`: pre-cleanup releases the stream-handle context twice, taking a linked
+//!   context to 0 (ReleasedLinkedToZero).
+//! - `bug-get-not-released`: pre-close never releases what FltGetStreamContext returned
+//!   (ContextLeaked at unload).
+//! - `bug-paged-volume-context`: the volume context comes from paged pool (WrongPoolForType;
+//!   A6: volume contexts must be non-paged — instance contexts may be paged, so the volume
+//!   context is the one that shows the rule).
+//! - `bug-no-unregister-on-failed-entry`: DriverEntry fails after FltRegisterFilter without
+//!   FltUnregisterFilter (FailedDriverEntryDidNotUnregister).
+//! - `bug-unresolvable-import`: imports fltmgr.sys!FltTagFile, which fltemu does not provide.
+//! - `bug-fault-in-driver-entry`: DriverEntry writes through a wild pointer.
+#![cfg_attr(target_os = "windows", no_std)]
+#![cfg(target_os = "windows")]
+
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicIsize, Ordering};
+
+use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, NonPagedPoolNx, PagedPool};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_CALLBACK_DATA, FLT_CONTEXT_REGISTRATION, FLT_OPERATION_REGISTRATION, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING,
+    FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_PREOP_SUCCESS_WITH_CALLBACK, FLT_REGISTRATION, FLT_RELATED_OBJECTS,
+    FLT_SET_CONTEXT_KEEP_IF_EXISTS, FLT_SET_CONTEXT_REPLACE_IF_EXISTS, FltAllocateContext, FltGetStreamContext, FltGetStreamHandleContext,
+    FltRegisterFilter, FltReleaseContext, FltSetInstanceContext, FltSetStreamContext, FltSetStreamHandleContext, FltSetVolumeContext,
+    FltStartFiltering, FltUnregisterFilter, PFLT_CONTEXT, PFLT_FILTER,
+};
+use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS, UNICODE_STRING};
+use windows_sys::Win32::Storage::InstallableFileSystems::FLT_FILESYSTEM_TYPE;
+
+/// `STATUS_NOT_FOUND`.
+const STATUS_NOT_FOUND: NTSTATUS = 0xC000_0225_u32 as i32;
+/// `STATUS_FLT_CONTEXT_ALREADY_DEFINED`.
+const STATUS_FLT_CONTEXT_ALREADY_DEFINED: NTSTATUS = 0xC01C_0002_u32 as i32;
+/// `STATUS_UNSUCCESSFUL`.
+const STATUS_UNSUCCESSFUL: NTSTATUS = 0xC000_0001_u32 as i32;
+
+#[repr(C)]
+struct InstanceData {
+    attached: u32,
+}
+
+#[repr(C)]
+struct VolumeData {
+    file_system: i32,
+}
+
+#[repr(C)]
+struct StreamData {
+    opens: u32,
+}
+
+#[repr(C)]
+struct HandleData {
+    pid: u32,
+}
+
+#[repr(transparent)]
+struct Static<T>(T);
+// SAFETY: immutable registration data; the raw pointers inside point to other immutable statics.
+unsafe impl<T> Sync for Static<T> {}
+
+const fn context(kind: u32, size: usize, tag: &[u8; 4]) -> FLT_CONTEXT_REGISTRATION {
+    FLT_CONTEXT_REGISTRATION {
+        ContextType: kind as u16,
+        Flags: 0,
+        ContextCleanupCallback: Some(cleanup),
+        Size: size,
+        PoolTag: u32::from_le_bytes(*tag),
+        ContextAllocateCallback: None,
+        ContextFreeCallback: None,
+        Reserved1: core::ptr::null_mut(),
+    }
+}
+
+static CONTEXTS: Static<[FLT_CONTEXT_REGISTRATION; 5]> = Static([
+    context(0x1, size_of::<VolumeData>(), b"FxVo"),
+    context(0x2, size_of::<InstanceData>(), b"FxIn"),
+    context(0x8, size_of::<StreamData>(), b"FxSt"),
+    context(0x10, size_of::<HandleData>(), b"FxSh"),
+    FLT_CONTEXT_REGISTRATION {
+        ContextType: 0xFFFF,
+        Flags: 0,
+        ContextCleanupCallback: None,
+        Size: 0,
+        PoolTag: 0,
+        ContextAllocateCallback: None,
+        ContextFreeCallback: None,
+        Reserved1: core::ptr::null_mut(),
+    },
+]);
+
+const fn operation(
+    major: u8,
+    pre: Option<unsafe extern "system" fn(*mut FLT_CALLBACK_DATA, *const FLT_RELATED_OBJECTS, *mut *mut c_void) -> FLT_PREOP_CALLBACK_STATUS>,
+    post: Option<unsafe extern "system" fn(*mut FLT_CALLBACK_DATA, *const FLT_RELATED_OBJECTS, *const c_void, u32) -> FLT_POSTOP_CALLBACK_STATUS>,
+) -> FLT_OPERATION_REGISTRATION {
+    FLT_OPERATION_REGISTRATION { MajorFunction: major, Flags: 0, PreOperation: pre, PostOperation: post, Reserved1: core::ptr::null_mut() }
+}
+
+static OPERATIONS: Static<[FLT_OPERATION_REGISTRATION; 4]> = Static([
+    operation(0x00, Some(pre_create), Some(post_create)),
+    operation(0x12, Some(pre_cleanup), None),
+    operation(0x02, Some(pre_close), None),
+    operation(0x80, None, None),
+]);
+
+static REGISTRATION: Static<FLT_REGISTRATION> = Static(FLT_REGISTRATION {
+    Size: size_of::<FLT_REGISTRATION>() as u16,
+    Version: 0x0203,
+    Flags: 0,
+    ContextRegistration: CONTEXTS.0.as_ptr(),
+    OperationRegistration: OPERATIONS.0.as_ptr(),
+    FilterUnloadCallback: Some(unload),
+    InstanceSetupCallback: Some(instance_setup),
+    InstanceQueryTeardownCallback: Some(query_teardown),
+    InstanceTeardownStartCallback: None,
+    InstanceTeardownCompleteCallback: None,
+    GenerateFileNameCallback: None,
+    NormalizeNameComponentCallback: None,
+    NormalizeContextCleanupCallback: None,
+    TransactionNotificationCallback: None,
+    NormalizeNameComponentExCallback: None,
+    SectionNotificationCallback: None,
+});
+
+static FILTER: AtomicIsize = AtomicIsize::new(0);
+
+fn filter() -> PFLT_FILTER {
+    FILTER.load(Ordering::Acquire)
+}
+
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    // SAFETY: KeBugCheckEx never returns; the parameters are plain numbers.
+    unsafe { ntoskrnl_imports::KeBugCheckEx(0x4658_5450, 0, 0, 0, 0) }
+}
+
+/// Allocates a context and initialises its body with `value`.
+fn allocate<T>(kind: u32, pool: i32, value: T) -> Option<PFLT_CONTEXT> {
+    let mut context: PFLT_CONTEXT = core::ptr::null_mut();
+    // SAFETY: a registered type and size; `context` is a valid out pointer.
+    let status = unsafe { FltAllocateContext(filter(), kind as u16, size_of::<T>(), pool, &raw mut context) };
+    if status < 0 {
+        return None;
+    }
+    // SAFETY: the context body is size_of::<T>() bytes, 16-byte aligned, owned by us until released.
+    unsafe { context.cast::<T>().write(value) };
+    Some(context)
+}
+
+fn release(context: PFLT_CONTEXT) {
+    // SAFETY: the caller owns one reference to `context`.
+    unsafe { FltReleaseContext(context) };
+}
+
+/// The entry point.
+///
+/// # Safety
+/// Called once by the I/O manager.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, _registry: *const UNICODE_STRING) -> NTSTATUS {
+    #[cfg(feature = "bug-fault-in-driver-entry")]
+    {
+        let wild = 0x10 as *mut u32;
+        // SAFETY: deliberately not safe: this fixture proves fltemu catches the fault.
+        unsafe { wild.write_volatile(0xDEAD) };
+    }
+    #[cfg(feature = "bug-unresolvable-import")]
+    {
+        // SAFETY: never reached in fltemu (the load fails on the import); the call only exists so
+        // the image imports FltTagFile.
+        unsafe { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltTagFile(0, core::ptr::null(), 0, core::ptr::null(), core::ptr::null(), 0) };
+    }
+    let mut handle: PFLT_FILTER = 0;
+    // SAFETY: a valid driver object and a static registration.
+    let status = unsafe { FltRegisterFilter(driver, &raw const REGISTRATION.0, &raw mut handle) };
+    if status < 0 {
+        return status;
+    }
+    FILTER.store(handle, Ordering::Release);
+    if cfg!(feature = "bug-no-unregister-on-failed-entry") {
+        // The bug: a failure after registering returns without FltUnregisterFilter (E7).
+        return STATUS_UNSUCCESSFUL;
+    }
+    // SAFETY: the handle from the successful FltRegisterFilter.
+    let status = unsafe { FltStartFiltering(handle) };
+    if status < 0 {
+        // SAFETY: registered above, unregistered once.
+        unsafe { FltUnregisterFilter(handle) };
+        return status;
+    }
+    STATUS_SUCCESS
+}
+
+unsafe extern "system" fn unload(_flags: u32) -> NTSTATUS {
+    let handle = FILTER.swap(0, Ordering::AcqRel);
+    if handle != 0 {
+        // SAFETY: the registered filter handle, unregistered once.
+        unsafe { FltUnregisterFilter(handle) };
+    }
+    STATUS_SUCCESS
+}
+
+unsafe extern "system" fn instance_setup(objects: *const FLT_RELATED_OBJECTS, _flags: u32, _device: u32, file_system: FLT_FILESYSTEM_TYPE) -> NTSTATUS {
+    // SAFETY: Filter Manager passes valid related objects.
+    let objects = unsafe { &*objects };
+    if let Some(context) = allocate(0x2, NonPagedPoolNx, InstanceData { attached: 1 }) {
+        // SAFETY: a valid instance and a fresh context; the old context is not wanted.
+        let _ = unsafe { FltSetInstanceContext(objects.Instance, FLT_SET_CONTEXT_KEEP_IF_EXISTS, context, core::ptr::null_mut()) };
+        release(context);
+    }
+    let pool = if cfg!(feature = "bug-paged-volume-context") { PagedPool } else { NonPagedPoolNx };
+    if let Some(context) = allocate(0x1, pool, VolumeData { file_system }) {
+        // SAFETY: a valid volume and a fresh context.
+        let _ = unsafe { FltSetVolumeContext(objects.Volume, FLT_SET_CONTEXT_KEEP_IF_EXISTS, context, core::ptr::null_mut()) };
+        release(context);
+    }
+    STATUS_SUCCESS
+}
+
+unsafe extern "system" fn query_teardown(_objects: *const FLT_RELATED_OBJECTS, _flags: u32) -> NTSTATUS {
+    STATUS_SUCCESS
+}
+
+unsafe extern "system" fn cleanup(_context: PFLT_CONTEXT, _kind: u16) {}
+
+unsafe extern "system" fn pre_create(_data: *mut FLT_CALLBACK_DATA, _objects: *const FLT_RELATED_OBJECTS, _completion: *mut *mut c_void) -> FLT_PREOP_CALLBACK_STATUS {
+    FLT_PREOP_SUCCESS_WITH_CALLBACK
+}
+
+/// Find-or-create the stream context (C1), then a fresh stream-handle context.
+unsafe extern "system" fn post_create(data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS, _completion: *const c_void, _flags: u32) -> FLT_POSTOP_CALLBACK_STATUS {
+    // SAFETY: Filter Manager passes valid callback data and related objects.
+    let (data, objects) = unsafe { (&*data, &*objects) };
+    // SAFETY: IoStatus.Status is the member the file system set.
+    if unsafe { data.IoStatus.Anonymous.Status } < 0 {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    let mut stream: PFLT_CONTEXT = core::ptr::null_mut();
+    // SAFETY: a valid instance and opened file object.
+    let status = unsafe { FltGetStreamContext(objects.Instance, objects.FileObject, &raw mut stream) };
+    if status == STATUS_NOT_FOUND {
+        let Some(new) = allocate(0x8, PagedPool, StreamData { opens: 0 }) else { return FLT_POSTOP_FINISHED_PROCESSING };
+        let mut old: PFLT_CONTEXT = core::ptr::null_mut();
+        // SAFETY: a valid instance, file object and fresh context.
+        let status = unsafe { FltSetStreamContext(objects.Instance, objects.FileObject, FLT_SET_CONTEXT_KEEP_IF_EXISTS, new, &raw mut old) };
+        if status >= 0 {
+            stream = new;
+        } else {
+            if !cfg!(feature = "bug-leak-on-already-defined") {
+                release(new);
+            }
+            if status == STATUS_FLT_CONTEXT_ALREADY_DEFINED {
+                stream = old;
+            }
+        }
+    } else if status < 0 {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    if !stream.is_null() {
+        // SAFETY: we hold a reference to the stream context.
+        unsafe { (*stream.cast::<StreamData>()).opens += 1 };
+        release(stream);
+    }
+    let pid = 0;
+    if let Some(handle) = allocate(0x10, PagedPool, HandleData { pid }) {
+        // SAFETY: a valid instance, file object and fresh context; the old one is dropped by
+        // Filter Manager (old NULL).
+        let _ = unsafe { FltSetStreamHandleContext(objects.Instance, objects.FileObject, FLT_SET_CONTEXT_REPLACE_IF_EXISTS, handle, core::ptr::null_mut()) };
+        release(handle);
+    }
+    FLT_POSTOP_FINISHED_PROCESSING
+}
+
+unsafe extern "system" fn pre_cleanup(_data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS, _completion: *mut *mut c_void) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: Filter Manager passes valid related objects.
+    let objects = unsafe { &*objects };
+    let mut handle: PFLT_CONTEXT = core::ptr::null_mut();
+    // SAFETY: a valid instance and file object.
+    if unsafe { FltGetStreamHandleContext(objects.Instance, objects.FileObject, &raw mut handle) } >= 0 {
+        release(handle);
+        if cfg!(feature = "bug-double-release") {
+            release(handle);
+        }
+    }
+    FLT_PREOP_SUCCESS_NO_CALLBACK
+}
+
+unsafe extern "system" fn pre_close(_data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS, _completion: *mut *mut c_void) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: Filter Manager passes valid related objects.
+    let objects = unsafe { &*objects };
+    let mut stream: PFLT_CONTEXT = core::ptr::null_mut();
+    // SAFETY: a valid instance and file object.
+    if unsafe { FltGetStreamContext(objects.Instance, objects.FileObject, &raw mut stream) } >= 0 && !cfg!(feature = "bug-get-not-released") {
+        release(stream);
+    }
+    FLT_PREOP_SUCCESS_NO_CALLBACK
+}

@@ -1,0 +1,317 @@
+//! Running driver code without letting it kill the process.
+//!
+//! Every entry into the driver runs on an emulator-owned worker thread. A SIGSEGV/SIGBUS
+//! handler (on an alternate signal stack) records the fault in the worker's slot, wakes the
+//! waiting caller through a futex and parks the faulting thread forever; KeBugCheckEx does the
+//! same from ordinary code. The caller sees a [`Stop`]. Parked threads are leaked by design: a
+//! crashed kernel thread never resumes either.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once, PoisonError};
+
+/// How a call into the driver ended abnormally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The driver faulted (SIGSEGV/SIGBUS).
+    Crash {
+        /// The faulting data address.
+        address: usize,
+        /// The faulting instruction address.
+        rip: usize,
+        /// `rip` relative to the image base, when the fault was inside the driver image.
+        rva: Option<u32>,
+        /// The signal number.
+        signal: i32,
+    },
+    /// The driver called KeBugCheckEx.
+    BugCheck {
+        /// The bug check code.
+        code: u32,
+        /// Parameters 1-4.
+        params: [usize; 4],
+    },
+}
+
+const IDLE: u32 = 0;
+const POSTED: u32 = 1;
+const DONE: u32 = 2;
+const STOPPED: u32 = 3;
+const EXIT: u32 = 4;
+
+/// One worker's mailbox.
+struct Slot {
+    state: AtomicU32,
+    job: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    // Written by the signal handler (async-signal-safe: plain atomics).
+    fault_address: AtomicUsize,
+    fault_rip: AtomicUsize,
+    fault_signal: AtomicU32,
+    stop: Mutex<Option<Stop>>,
+}
+
+thread_local! {
+    static CURRENT_SLOT: Cell<*const Slot> = const { Cell::new(core::ptr::null()) };
+}
+
+fn futex_wait(word: &AtomicU32, expected: u32) {
+    // SAFETY: FUTEX_WAIT on a live, aligned u32; returns at once if the value differs.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, expected, core::ptr::null::<libc::timespec>());
+    }
+}
+
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE on a live, aligned u32; async-signal-safe (a plain system call).
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX);
+    }
+}
+
+/// The image range, so the fault handler can compute RVAs (set by the emulator).
+pub static IMAGE_BASE: AtomicUsize = AtomicUsize::new(0);
+/// The image size.
+pub static IMAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// Parks the current thread forever (a crashed kernel thread never returns).
+fn park_forever() -> ! {
+    loop {
+        // SAFETY: pause has no preconditions; it only waits for a signal.
+        unsafe { libc::pause() };
+    }
+}
+
+extern "C" fn on_fault(signal: i32, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    let slot = CURRENT_SLOT.with(Cell::get);
+    if slot.is_null() {
+        // Not a driver thread: restore the default action and return, so the fault repeats and
+        // kills the process as it would have without fltemu.
+        // SAFETY: resetting a signal disposition is async-signal-safe.
+        unsafe { libc::signal(signal, libc::SIG_DFL) };
+        return;
+    }
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+    let info = unsafe { &*info };
+    // SAFETY: si_addr is valid for SIGSEGV/SIGBUS, the only signals this handler serves.
+    let address = unsafe { info.si_addr() } as usize;
+    let ucontext = context.cast::<libc::ucontext_t>();
+    // SAFETY: the kernel passes a valid ucontext_t for SA_SIGINFO handlers on x86_64.
+    let rip = unsafe { (*ucontext).uc_mcontext.gregs[libc::REG_RIP as usize] } as usize;
+    // SAFETY: `slot` points into an Arc<Slot> kept alive by the thread that owns it (this one).
+    let slot = unsafe { &*slot };
+    slot.fault_address.store(address, Ordering::Relaxed);
+    slot.fault_rip.store(rip, Ordering::Relaxed);
+    #[allow(clippy::cast_sign_loss)]
+    slot.fault_signal.store(signal as u32, Ordering::Relaxed);
+    slot.state.store(STOPPED, Ordering::Release);
+    futex_wake(&slot.state);
+    park_forever();
+}
+
+fn install_handlers() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for signal in [libc::SIGSEGV, libc::SIGBUS] {
+            // SAFETY: a zeroed sigaction is a valid starting value.
+            let mut action: libc::sigaction = unsafe { core::mem::zeroed() };
+            action.sa_sigaction = on_fault as *const () as usize;
+            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            // SAFETY: installs a handler for a synchronous fault signal; `action` is valid.
+            unsafe { libc::sigaction(signal, &raw const action, core::ptr::null_mut()) };
+        }
+    });
+}
+
+/// Records a bug check on the current worker and parks it. Called by the KeBugCheckEx export.
+pub fn bug_check(code: u32, params: [usize; 4]) -> ! {
+    let slot = CURRENT_SLOT.with(Cell::get);
+    if !slot.is_null() {
+        // SAFETY: the slot outlives its worker thread (the thread holds an Arc).
+        let slot = unsafe { &*slot };
+        *slot.stop.lock().unwrap_or_else(PoisonError::into_inner) = Some(Stop::BugCheck { code, params });
+        slot.state.store(STOPPED, Ordering::Release);
+        futex_wake(&slot.state);
+    }
+    park_forever();
+}
+
+const ALT_STACK_SIZE: usize = 64 * 1024;
+
+fn worker_main(slot: Arc<Slot>) {
+    // SAFETY: anonymous mapping for the alternate signal stack, owned by this thread.
+    let stack = unsafe {
+        libc::mmap(core::ptr::null_mut(), ALT_STACK_SIZE, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    if stack != libc::MAP_FAILED {
+        let alt = libc::stack_t { ss_sp: stack, ss_flags: 0, ss_size: ALT_STACK_SIZE };
+        // SAFETY: `alt` describes the mapping just made; it stays mapped while the thread runs
+        // (and forever if the thread parks after a fault).
+        unsafe { libc::sigaltstack(&raw const alt, core::ptr::null_mut()) };
+    }
+    CURRENT_SLOT.with(|c| c.set(Arc::as_ptr(&slot)));
+    loop {
+        let state = slot.state.load(Ordering::Acquire);
+        match state {
+            POSTED => {
+                let job = slot.job.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some(job) = job {
+                    job();
+                }
+                slot.state.store(DONE, Ordering::Release);
+                futex_wake(&slot.state);
+            }
+            EXIT => break,
+            other => futex_wait(&slot.state, other),
+        }
+    }
+    CURRENT_SLOT.with(|c| c.set(core::ptr::null()));
+    if stack != libc::MAP_FAILED {
+        let disable = libc::stack_t { ss_sp: core::ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
+        // SAFETY: disables this thread's alternate stack before unmapping it.
+        unsafe { libc::sigaltstack(&raw const disable, core::ptr::null_mut()) };
+        // SAFETY: the stack mapping is no longer in use by this thread.
+        unsafe { libc::munmap(stack, ALT_STACK_SIZE) };
+    }
+}
+
+/// A pool of worker threads that run driver code.
+pub struct Workers {
+    idle: Mutex<Vec<Arc<Slot>>>,
+    all: Mutex<Vec<Arc<Slot>>>,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Workers {
+    /// An empty pool; installs the fault handlers once per process.
+    #[must_use]
+    pub fn new() -> Self {
+        install_handlers();
+        Self { idle: Mutex::new(Vec::new()), all: Mutex::new(Vec::new()) }
+    }
+
+    fn take(&self) -> Arc<Slot> {
+        if let Some(slot) = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop() {
+            return slot;
+        }
+        let slot = Arc::new(Slot {
+            state: AtomicU32::new(IDLE),
+            job: Mutex::new(None),
+            fault_address: AtomicUsize::new(0),
+            fault_rip: AtomicUsize::new(0),
+            fault_signal: AtomicU32::new(0),
+            stop: Mutex::new(None),
+        });
+        let for_thread = Arc::clone(&slot);
+        std::thread::Builder::new()
+            .name("fltemu-driver".into())
+            .stack_size(1 << 20)
+            .spawn(move || worker_main(for_thread))
+            .expect("fltemu could not start a worker thread");
+        self.all.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::clone(&slot));
+        slot
+    }
+
+    /// Runs `job` on a worker and waits for it.
+    ///
+    /// # Errors
+    /// [`Stop`] when the job faulted or bug-checked; that worker is then parked forever.
+    pub fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, Stop> {
+        let slot = self.take();
+        let result: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
+        let sink = Arc::clone(&result);
+        *slot.job.lock().unwrap_or_else(PoisonError::into_inner) = Some(Box::new(move || {
+            let value = job();
+            *sink.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
+        }));
+        slot.state.store(POSTED, Ordering::Release);
+        futex_wake(&slot.state);
+        loop {
+            match slot.state.load(Ordering::Acquire) {
+                DONE => break,
+                STOPPED => return Err(Self::stop_of(&slot)),
+                other => futex_wait(&slot.state, other),
+            }
+        }
+        slot.state.store(IDLE, Ordering::Release);
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(slot);
+        let value = result.lock().unwrap_or_else(PoisonError::into_inner).take();
+        Ok(value.expect("a finished job always stores its result"))
+    }
+
+    fn stop_of(slot: &Slot) -> Stop {
+        if let Some(stop) = slot.stop.lock().unwrap_or_else(PoisonError::into_inner).clone() {
+            return stop;
+        }
+        let rip = slot.fault_rip.load(Ordering::Relaxed);
+        let base = IMAGE_BASE.load(Ordering::Relaxed);
+        let size = IMAGE_SIZE.load(Ordering::Relaxed);
+        #[allow(clippy::cast_possible_truncation)]
+        let rva = (rip >= base && rip < base + size).then(|| (rip - base) as u32);
+        #[allow(clippy::cast_possible_wrap)]
+        Stop::Crash { address: slot.fault_address.load(Ordering::Relaxed), rip, rva, signal: slot.fault_signal.load(Ordering::Relaxed) as i32 }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for slot in self.idle.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+            slot.state.store(EXIT, Ordering::Release);
+            futex_wake(&slot.state);
+        }
+    }
+}
+
+/// An IRQL value.
+pub type Irql = u8;
+/// `PASSIVE_LEVEL`.
+pub const PASSIVE_LEVEL: Irql = 0;
+/// `APC_LEVEL`.
+pub const APC_LEVEL: Irql = 1;
+/// `DISPATCH_LEVEL`.
+pub const DISPATCH_LEVEL: Irql = 2;
+
+thread_local! {
+    static IRQL: Cell<Irql> = const { Cell::new(PASSIVE_LEVEL) };
+    static PID: Cell<u32> = const { Cell::new(4) };
+    static OPERATION: Cell<crate::Operation> = const { Cell::new(crate::Operation::Other) };
+}
+
+/// The current thread's emulated IRQL.
+#[must_use]
+pub fn irql() -> Irql {
+    IRQL.with(Cell::get)
+}
+
+/// The current thread's emulated process id (PsGetCurrentProcessId).
+#[must_use]
+pub fn current_pid() -> u32 {
+    PID.with(Cell::get)
+}
+
+/// The operation whose callback the current thread is running (for call counts).
+#[must_use]
+pub fn operation() -> crate::Operation {
+    OPERATION.with(Cell::get)
+}
+
+/// Sets the current thread's IRQL, process and operation for a driver call.
+pub fn enter(irql: Irql, pid: u32, operation: crate::Operation) {
+    IRQL.with(|c| c.set(irql));
+    PID.with(|c| c.set(pid));
+    OPERATION.with(|c| c.set(operation));
+}
+
+/// Sets only the IRQL (callbacks inside a call run at their own documented IRQL).
+pub fn set_irql(irql: Irql) -> Irql {
+    IRQL.with(|c| c.replace(irql))
+}
+
+/// Sets only the operation, returning the previous one.
+pub fn set_operation(operation: crate::Operation) -> crate::Operation {
+    OPERATION.with(|c| c.replace(operation))
+}

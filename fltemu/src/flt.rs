@@ -1,0 +1,950 @@
+//! Emulated fltmgr.sys exports: registration, contexts, names, push locks, work items and
+//! security descriptors (ports are in [`crate::port`]).
+//!
+//! Rule ids (A1, B3, E1, …) refer to /shared/docs/fltmgr-semantics.md, which cites the
+//! learn.microsoft.com DDI/IFS pages each rule comes from.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_CONTEXT_REGISTRATION, FLT_FILE_NAME_INFORMATION, FLT_OPERATION_REGISTRATION, FLT_REGISTRATION,
+};
+use windows_sys::Win32::Foundation::UNICODE_STRING;
+
+use crate::exec::{self, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
+use crate::state::{self, status, ContextRecord, ContextRegistration, Filter, Inner, Life, LinkKey, FILTER_HANDLE};
+use crate::verifier::{ContextType, PoolKind, Violation};
+use crate::{io, Operation};
+
+/// `FLT_CONTEXT_END` (A1).
+const FLT_CONTEXT_END: u16 = 0xFFFF;
+/// `IRP_MJ_OPERATION_END` (E2).
+const IRP_MJ_OPERATION_END: u8 = 0x80;
+/// `FLTFL_CONTEXT_REGISTRATION_NO_EXACT_SIZE_MATCH` (A2).
+const NO_EXACT_SIZE_MATCH: u16 = 0x1;
+/// `FLT_VARIABLE_SIZED_CONTEXTS` (A2).
+const VARIABLE_SIZE: usize = usize::MAX;
+/// Registration flags E1 documents.
+const REGISTRATION_FLAGS_KNOWN: u32 = 0x1 | 0x2 | 0x4;
+/// `FLT_SET_CONTEXT_REPLACE_IF_EXISTS` (B4).
+const REPLACE_IF_EXISTS: u32 = 0;
+/// `FLT_SET_CONTEXT_KEEP_IF_EXISTS` (B3).
+const KEEP_IF_EXISTS: u32 = 1;
+/// Refuse registration arrays longer than this (a missing terminator).
+const MAX_ENTRIES: usize = 256;
+
+/// Writes `value` to a driver out pointer unless it is NULL.
+fn put<T>(pointer: *mut T, value: T) {
+    if !pointer.is_null() {
+        // SAFETY: out pointers come from the driver, which promises them valid (each DDI's
+        // contract); fltemu writes them with no lock held, so a bad one faults cleanly.
+        unsafe { pointer.write_unaligned(value) };
+    }
+}
+
+fn read<T: Copy>(pointer: *const T) -> T {
+    // SAFETY: the driver passes valid in pointers (each DDI's contract), read with no lock held.
+    unsafe { pointer.read_unaligned() }
+}
+
+/// Reads and validates FLT_REGISTRATION (E1, E2, A2, A3), returning the status to fail with.
+fn parse_registration(registration: *const FLT_REGISTRATION) -> Result<Filter, i32> {
+    let r: FLT_REGISTRATION = read(registration);
+    let version = u32::from(r.Version);
+    // E1: Version 0x0203 (Win8+) or 0x0202 (Vista); earlier 0x0200/0x0201 layouts are shorter.
+    if !(0x0200..=0x0203).contains(&version) {
+        return Err(status::INVALID_PARAMETER);
+    }
+    if version == 0x0203 && usize::from(r.Size) != size_of::<FLT_REGISTRATION>() {
+        return Err(status::INVALID_PARAMETER);
+    }
+    if r.Flags & !REGISTRATION_FLAGS_KNOWN != 0 {
+        return Err(status::INVALID_PARAMETER);
+    }
+    let mut filter = Filter {
+        unload: r.FilterUnloadCallback.map_or(0, |f| f as usize),
+        setup: r.InstanceSetupCallback.map_or(0, |f| f as usize),
+        query_teardown: r.InstanceQueryTeardownCallback.map_or(0, |f| f as usize),
+        teardown_start: r.InstanceTeardownStartCallback.map_or(0, |f| f as usize),
+        teardown_complete: r.InstanceTeardownCompleteCallback.map_or(0, |f| f as usize),
+        ..Filter::default()
+    };
+    if !r.ContextRegistration.is_null() {
+        let mut count_fixed = std::collections::HashMap::<u16, (usize, usize, bool)>::new();
+        for index in 0..=MAX_ENTRIES {
+            if index == MAX_ENTRIES {
+                return Err(status::FLT_INVALID_CONTEXT_REGISTRATION);
+            }
+            // SAFETY: the array is terminated by FLT_CONTEXT_END (A2), checked as we go.
+            let entry: FLT_CONTEXT_REGISTRATION = read(unsafe { r.ContextRegistration.add(index) });
+            if entry.ContextType == FLT_CONTEXT_END {
+                break;
+            }
+            if ContextType::from_raw(entry.ContextType).is_none() || entry.Flags & !NO_EXACT_SIZE_MATCH != 0 || !entry.Reserved1.is_null() {
+                return Err(status::FLT_INVALID_CONTEXT_REGISTRATION);
+            }
+            let custom = entry.ContextAllocateCallback.is_some();
+            if custom != entry.ContextFreeCallback.is_some() {
+                return Err(status::FLT_INVALID_CONTEXT_REGISTRATION);
+            }
+            // A3: fltemu treats a zero tag without an allocate callback as an error.
+            if !custom && entry.PoolTag == 0 {
+                return Err(status::FLT_INVALID_CONTEXT_REGISTRATION);
+            }
+            if !custom && entry.Size == 0 {
+                return Err(status::FLT_INVALID_CONTEXT_REGISTRATION);
+            }
+            let counts = count_fixed.entry(entry.ContextType).or_insert((0, 0, false));
+            // A3: an allocate callback must be the only entry of its type; ≤ 3 fixed, ≤ 1
+            // variable-size entries per type.
+            if counts.2 || (custom && counts.0 + counts.1 > 0) {
+                return Err(status::FLT_INVALID_CONTEXT_REGISTRATION);
+            }
+            if custom {
+                counts.2 = true;
+            } else if entry.Size == VARIABLE_SIZE {
+                counts.1 += 1;
+            } else {
+                counts.0 += 1;
+            }
+            if counts.0 > 3 || counts.1 > 1 {
+                return Err(status::FLT_INVALID_CONTEXT_REGISTRATION);
+            }
+            filter.contexts.push(ContextRegistration {
+                context_type: entry.ContextType,
+                flags: entry.Flags,
+                cleanup: entry.ContextCleanupCallback.map_or(0, |f| f as usize),
+                size: entry.Size,
+                tag: entry.PoolTag,
+            });
+        }
+    }
+    if !r.OperationRegistration.is_null() {
+        for index in 0..=MAX_ENTRIES {
+            if index == MAX_ENTRIES {
+                return Err(status::INVALID_PARAMETER);
+            }
+            // SAFETY: the array is terminated by IRP_MJ_OPERATION_END (E2), checked as we go.
+            let entry: FLT_OPERATION_REGISTRATION = read(unsafe { r.OperationRegistration.add(index) });
+            if entry.MajorFunction == IRP_MJ_OPERATION_END {
+                break;
+            }
+            // IRP_MJ_MAXIMUM_FUNCTION is 0x1B; Filter Manager's own operations are negative
+            // (0xFF downwards as UCHAR).
+            let valid_major = entry.MajorFunction <= 0x1B || entry.MajorFunction >= 0xE0;
+            if !valid_major || !entry.Reserved1.is_null() || entry.Flags & !0xF != 0 {
+                return Err(status::INVALID_PARAMETER);
+            }
+            let callbacks = (entry.PreOperation.map_or(0, |f| f as usize), entry.PostOperation.map_or(0, |f| f as usize));
+            if filter.operations.insert(entry.MajorFunction, callbacks).is_some() {
+                return Err(status::INVALID_PARAMETER);
+            }
+        }
+    }
+    Ok(filter)
+}
+
+/// `FltRegisterFilter` (DDI fltregisterfilter; E1): validates the registration; PASSIVE_LEVEL.
+extern "win64" fn flt_register_filter(driver: usize, registration: *const FLT_REGISTRATION, filter_out: *mut isize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    drop(inner.enter("FltRegisterFilter", PASSIVE_LEVEL));
+    if driver == 0 || registration.is_null() || filter_out.is_null() {
+        return status::INVALID_PARAMETER;
+    }
+    let filter = match parse_registration(registration) {
+        Ok(filter) => filter,
+        Err(status) => return status,
+    };
+    let mut state = inner.lock();
+    if state.filter.is_some() {
+        // One filter per driver object in fltemu's model.
+        return status::INVALID_PARAMETER;
+    }
+    state.filter = Some(filter);
+    state.filter_ever_registered = true;
+    state.unregistered = false;
+    drop(state);
+    put(filter_out, FILTER_HANDLE);
+    status::SUCCESS
+}
+
+/// `FltStartFiltering` (DDI fltstartfiltering; E6: instance setup for mounted volumes may run
+/// before it returns): PASSIVE_LEVEL.
+extern "win64" fn flt_start_filtering(filter: isize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let mut state = inner.enter("FltStartFiltering", PASSIVE_LEVEL);
+    if !state.filter_ok(filter) {
+        return status::INVALID_PARAMETER;
+    }
+    if let Some(f) = state.filter.as_mut() {
+        if f.started {
+            return status::INVALID_PARAMETER;
+        }
+        f.started = true;
+    }
+    let volumes: Vec<usize> = (0..state.volumes.len()).filter(|v| state.volumes[*v].mounted && state.volumes[*v].instance.is_none()).collect();
+    drop(state);
+    for volume in volumes {
+        // FLTFL_INSTANCE_SETUP_AUTOMATIC_ATTACHMENT (E6).
+        io::attach_instance(inner, volume, 0x1);
+    }
+    status::SUCCESS
+}
+
+/// `FltUnregisterFilter` (DDI fltunregisterfilter; B11): tears every instance down (reason
+/// FILTER_UNLOAD, + MANDATORY when the unload is mandatory), drops every link reference (cleanup
+/// callbacks run), waits for queued work items, then checks for leaks.
+extern "win64" fn flt_unregister_filter(filter: isize) {
+    let Some(inner) = state::current() else { return };
+    let state = inner.enter("FltUnregisterFilter", PASSIVE_LEVEL);
+    if !state.filter_ok(filter) {
+        drop(state);
+        inner.violation(Violation::InvalidParameter { function: "FltUnregisterFilter", reason: "not a registered filter handle" });
+        return;
+    }
+    drop(state);
+    unregister(inner);
+}
+
+/// The body of FltUnregisterFilter, also used by the emulator when a failed DriverEntry left the
+/// filter registered.
+pub(crate) fn unregister(inner: &Inner) {
+    let mandatory = io::unload_is_mandatory();
+    // FLTFL_INSTANCE_TEARDOWN_FILTER_UNLOAD 0x2, MANDATORY_FILTER_UNLOAD 0x4 (E6, B11).
+    let reason = if mandatory { 0x2 | 0x4 } else { 0x2 };
+    let instances: Vec<isize> = inner.lock().instances.keys().copied().collect();
+    for instance in instances {
+        io::teardown_instance(inner, instance, reason);
+    }
+    let ports = crate::port::close_all_server_ports(inner);
+    if ports > 0 {
+        inner.violation(Violation::PortOpenAtUnregister { count: ports });
+    }
+    let doomed = inner.lock().unlink_where(|key| matches!(key, LinkKey::Volume(_)));
+    inner.finish(doomed);
+    inner.wait_for_work();
+    let mut state = inner.lock();
+    let mut leaks: Vec<Violation> = state
+        .contexts
+        .values()
+        .filter(|c| c.life != Life::Freed)
+        .map(|c| Violation::ContextLeaked { context_type: c.context_type, size: c.size, tag: crate::Tag(c.tag), refcount: c.refs })
+        .collect();
+    let names = state.name_infos.values().filter(|n| n.refs > 0).count();
+    if names > 0 {
+        leaks.push(Violation::NameInfoLeaked { count: names });
+    }
+    state.violations.extend(leaks);
+    state.filter = None;
+    state.unregistered = true;
+}
+
+/// FltAllocateContext (DDI fltallocatecontext; A4, A5, A6, A8 ≤ APC_LEVEL).
+extern "win64" fn flt_allocate_context(filter: isize, context_type: u16, size: usize, pool_type: i32, out: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let mut state = inner.enter("FltAllocateContext", APC_LEVEL);
+    let result = (|| {
+        if !state.filter_ok(filter) {
+            return Err(status::INVALID_PARAMETER);
+        }
+        let Some(kind) = ContextType::from_raw(context_type) else { return Err(status::FLT_CONTEXT_ALLOCATION_NOT_FOUND) };
+        if size == 0 || size > usize::from(u16::MAX) {
+            return Err(status::INVALID_BUFFER_SIZE);
+        }
+        let pool = match pool_type {
+            0 | 512 => PoolKind::NonPaged,
+            1 => PoolKind::Paged,
+            _ => return Err(status::INVALID_PARAMETER),
+        };
+        let filter = state.filter.as_ref().ok_or(status::INVALID_PARAMETER)?;
+        let entries: Vec<&ContextRegistration> = filter.contexts.iter().filter(|c| c.context_type == context_type).collect();
+        // A4: exact size match, else (NO_EXACT_SIZE_MATCH) the smallest size ≥ request, else the
+        // variable-size entry.
+        let chosen = entries
+            .iter()
+            .find(|c| c.size == size)
+            .or_else(|| entries.iter().filter(|c| c.flags & NO_EXACT_SIZE_MATCH != 0 && c.size != VARIABLE_SIZE && c.size >= size).min_by_key(|c| c.size))
+            .or_else(|| entries.iter().find(|c| c.size == VARIABLE_SIZE))
+            .ok_or(status::FLT_CONTEXT_ALLOCATION_NOT_FOUND)?;
+        let body = if chosen.size == VARIABLE_SIZE { size } else { chosen.size };
+        Ok((kind, pool, body, chosen.tag, chosen.cleanup))
+    })();
+    let (kind, pool, body, tag, cleanup) = match result {
+        Ok(v) => v,
+        Err(failure) => {
+            drop(state);
+            put(out, 0);
+            return failure;
+        }
+    };
+    if kind == ContextType::Volume && pool == PoolKind::Paged {
+        state.violations.push(Violation::WrongPoolForType { context_type: kind, pool });
+    }
+    drop(state);
+    let Ok(layout) = std::alloc::Layout::from_size_align(body, 16) else { return status::INSUFFICIENT_RESOURCES };
+    // SAFETY: non-zero size (checked above).
+    let memory = unsafe { std::alloc::alloc(layout) };
+    if memory.is_null() {
+        put(out, 0);
+        return status::INSUFFICIENT_RESOURCES;
+    }
+    // SAFETY: the block was just allocated with `body` bytes (A5: contexts are not zeroed).
+    unsafe { core::ptr::write_bytes(memory, state::CONTEXT_ALLOC_POISON, body) };
+    let address = memory as usize;
+    inner.lock().contexts.insert(address, ContextRecord { context_type: kind, pool, size: body, tag, refs: 1, link: None, life: Life::Live, cleanup });
+    put(out, address);
+    status::SUCCESS
+}
+
+/// FltReferenceContext (DDI fltreferencecontext; B1 +1; ≤ DISPATCH_LEVEL).
+extern "win64" fn flt_reference_context(context: usize) {
+    let Some(inner) = state::current() else { return };
+    let mut state = inner.enter("FltReferenceContext", DISPATCH_LEVEL);
+    if let Some(record) = state.live_context(context, "FltReferenceContext") {
+        record.refs += 1;
+    }
+}
+
+/// FltReleaseContext (DDI fltreleasecontext; B1 −1, B10 cleanup at 0; A8: ≤ DISPATCH_LEVEL for
+/// non-paged, ≤ APC_LEVEL for paged contexts).
+extern "win64" fn flt_release_context(context: usize) {
+    let Some(inner) = state::current() else { return };
+    let mut state = inner.enter("FltReleaseContext", DISPATCH_LEVEL);
+    let Some(record) = state.live_context(context, "FltReleaseContext") else { return };
+    let paged = record.pool == PoolKind::Paged;
+    if paged && exec::irql() > APC_LEVEL {
+        state.violations.push(Violation::IrqlTooHigh { function: "FltReleaseContext", irql: exec::irql(), max: APC_LEVEL });
+    }
+    let doomed = state.drop_reference(context);
+    drop(state);
+    inner.finish(doomed.into_iter().collect());
+}
+
+/// Resolves the object a Get/Set/Delete names into a link key, or the failure status (B2, B6,
+/// A9, D1). `setting` adds the checks only a Set makes.
+fn resolve_key(inner: &Inner, function: &'static str, kind: ContextType, instance: isize, file_object: usize, setting: bool) -> Result<LinkKey, i32> {
+    let mut state = inner.enter(function, APC_LEVEL);
+    let Some(instance_record) = state.instances.get(&instance) else {
+        state.violations.push(Violation::InvalidParameter { function, reason: "not an instance handle" });
+        return Err(status::INVALID_PARAMETER);
+    };
+    if setting && instance_record.tearing_down {
+        return Err(status::FLT_DELETING_OBJECT);
+    }
+    let volume = instance_record.volume;
+    if kind == ContextType::Instance {
+        return Ok(LinkKey::Instance(instance));
+    }
+    let Some(file) = state.files.get(&file_object) else {
+        state.violations.push(Violation::ContextOnUnsupportedObject { function, reason: "not a FILE_OBJECT Filter Manager knows" });
+        return Err(status::INVALID_PARAMETER);
+    };
+    let (file_state, paging, stream) = (file.state, file.paging_file, file.stream);
+    match file_state {
+        state::FileState::Creating | state::FileState::Failed => {
+            if setting {
+                state.violations.push(Violation::ContextOnUnsupportedObject { function, reason: "FILE_OBJECT not opened (pre-create or failed create, B6)" });
+            }
+            return Err(status::NOT_SUPPORTED);
+        }
+        state::FileState::Closed => {
+            state.violations.push(Violation::ContextOnUnsupportedObject { function, reason: "FILE_OBJECT already closed" });
+            return Err(status::INVALID_PARAMETER);
+        }
+        state::FileState::Open | state::FileState::CleanedUp => {}
+    }
+    // A9: no stream contexts for paging files; D1: only volumes whose file system supports them.
+    if paging || !state.volumes[volume].stream_contexts {
+        return Err(status::NOT_SUPPORTED);
+    }
+    let Some(stream) = stream else { return Err(status::NOT_SUPPORTED) };
+    Ok(match kind {
+        ContextType::Stream => LinkKey::Stream(instance, stream),
+        _ => LinkKey::StreamHandle(instance, file_object),
+    })
+}
+
+/// Get (B1 +1; B2: `*Context` = NULL and STATUS_NOT_FOUND / NOT_SUPPORTED on failure).
+fn get_context(inner: &Inner, key: Result<LinkKey, i32>, out: *mut usize) -> i32 {
+    let found = key.and_then(|key| {
+        let mut state = inner.lock();
+        let address = *state.links.get(&key).ok_or(status::NOT_FOUND)?;
+        if let Some(record) = state.contexts.get_mut(&address) {
+            record.refs += 1;
+        }
+        Ok(address)
+    });
+    match found {
+        Ok(address) => {
+            put(out, address);
+            status::SUCCESS
+        }
+        Err(failure) => {
+            put(out, 0);
+            failure
+        }
+    }
+}
+
+/// Set (B3 KEEP_IF_EXISTS, B4 REPLACE_IF_EXISTS, B6 failures; OldContext NULL on failure).
+fn set_context(inner: &Inner, function: &'static str, key: Result<LinkKey, i32>, operation: u32, new: usize, old: *mut usize) -> i32 {
+    let mut doomed = Vec::new();
+    let result = key.and_then(|key| {
+        let mut state = inner.lock();
+        let Some(record) = state.live_context(new, function) else { return Err(status::INVALID_PARAMETER) };
+        if record.context_type != key.context_type() {
+            state.violations.push(Violation::InvalidParameter { function, reason: "context type does not match the Set function" });
+            return Err(status::INVALID_PARAMETER);
+        }
+        // B6 (per LNT, checked before ALREADY_DEFINED).
+        if record.link.is_some() {
+            return Err(status::FLT_CONTEXT_ALREADY_LINKED);
+        }
+        if operation != REPLACE_IF_EXISTS && operation != KEEP_IF_EXISTS {
+            return Err(status::INVALID_PARAMETER);
+        }
+        let existing = state.links.get(&key).copied();
+        if let (KEEP_IF_EXISTS, Some(existing)) = (operation, existing) {
+            if old.is_null() {
+                return Ok((status::FLT_CONTEXT_ALREADY_DEFINED, 0));
+            }
+            if let Some(record) = state.contexts.get_mut(&existing) {
+                record.refs += 1;
+            }
+            return Ok((status::FLT_CONTEXT_ALREADY_DEFINED, existing));
+        }
+        if let Some(record) = state.contexts.get_mut(&new) {
+            record.refs += 1;
+            record.link = Some(key);
+        }
+        state.links.insert(key, new);
+        let mut handed_back = 0;
+        if let Some(existing) = existing {
+            if let Some(record) = state.contexts.get_mut(&existing) {
+                record.link = None;
+            }
+            if old.is_null() {
+                doomed.extend(state.drop_reference(existing));
+            } else {
+                handed_back = existing;
+            }
+        }
+        Ok((status::SUCCESS, handed_back))
+    });
+    inner.finish(doomed);
+    match result {
+        Ok((result, old_value)) => {
+            put(old, old_value);
+            result
+        }
+        Err(failure) => {
+            put(old, 0);
+            failure
+        }
+    }
+}
+
+/// Delete (B7): unlink; OldContext NULL → drop the link reference, else hand it to the caller.
+fn delete_context(inner: &Inner, key: Result<LinkKey, i32>, old: *mut usize) -> i32 {
+    let mut doomed = Vec::new();
+    let result = key.and_then(|key| {
+        let mut state = inner.lock();
+        let address = state.links.remove(&key).ok_or(status::NOT_FOUND)?;
+        if let Some(record) = state.contexts.get_mut(&address) {
+            record.link = None;
+        }
+        if old.is_null() {
+            doomed.extend(state.drop_reference(address));
+            Ok(0)
+        } else {
+            Ok(address)
+        }
+    });
+    inner.finish(doomed);
+    match result {
+        Ok(value) => {
+            put(old, value);
+            status::SUCCESS
+        }
+        Err(failure) => {
+            put(old, 0);
+            failure
+        }
+    }
+}
+
+extern "win64" fn flt_get_instance_context(instance: isize, out: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let key = resolve_key(inner, "FltGetInstanceContext", ContextType::Instance, instance, 0, false);
+    get_context(inner, key, out)
+}
+
+extern "win64" fn flt_set_instance_context(instance: isize, operation: u32, new: usize, old: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let key = resolve_key(inner, "FltSetInstanceContext", ContextType::Instance, instance, 0, true);
+    set_context(inner, "FltSetInstanceContext", key, operation, new, old)
+}
+
+extern "win64" fn flt_delete_instance_context(instance: isize, old: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let key = resolve_key(inner, "FltDeleteInstanceContext", ContextType::Instance, instance, 0, false);
+    delete_context(inner, key, old)
+}
+
+extern "win64" fn flt_get_stream_context(instance: isize, file_object: usize, out: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let key = resolve_key(inner, "FltGetStreamContext", ContextType::Stream, instance, file_object, false);
+    get_context(inner, key, out)
+}
+
+extern "win64" fn flt_set_stream_context(instance: isize, file_object: usize, operation: u32, new: usize, old: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let key = resolve_key(inner, "FltSetStreamContext", ContextType::Stream, instance, file_object, true);
+    set_context(inner, "FltSetStreamContext", key, operation, new, old)
+}
+
+extern "win64" fn flt_delete_stream_context(instance: isize, file_object: usize, old: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let key = resolve_key(inner, "FltDeleteStreamContext", ContextType::Stream, instance, file_object, false);
+    delete_context(inner, key, old)
+}
+
+extern "win64" fn flt_get_stream_handle_context(instance: isize, file_object: usize, out: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let key = resolve_key(inner, "FltGetStreamHandleContext", ContextType::StreamHandle, instance, file_object, false);
+    get_context(inner, key, out)
+}
+
+extern "win64" fn flt_set_stream_handle_context(instance: isize, file_object: usize, operation: u32, new: usize, old: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let key = resolve_key(inner, "FltSetStreamHandleContext", ContextType::StreamHandle, instance, file_object, true);
+    set_context(inner, "FltSetStreamHandleContext", key, operation, new, old)
+}
+
+extern "win64" fn flt_delete_stream_handle_context(instance: isize, file_object: usize, old: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let key = resolve_key(inner, "FltDeleteStreamHandleContext", ContextType::StreamHandle, instance, file_object, false);
+    delete_context(inner, key, old)
+}
+
+fn volume_key(inner: &Inner, function: &'static str, volume: isize) -> Result<LinkKey, i32> {
+    let mut state = inner.enter(function, APC_LEVEL);
+    if let Some(index) = state.volume_of_handle(volume) {
+        Ok(LinkKey::Volume(index))
+    } else {
+        state.violations.push(Violation::InvalidParameter { function, reason: "not a volume handle" });
+        Err(status::INVALID_PARAMETER)
+    }
+}
+
+extern "win64" fn flt_get_volume_context(filter: isize, volume: isize, out: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let _ = filter;
+    let key = volume_key(inner, "FltGetVolumeContext", volume);
+    get_context(inner, key, out)
+}
+
+extern "win64" fn flt_set_volume_context(volume: isize, operation: u32, new: usize, old: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let key = volume_key(inner, "FltSetVolumeContext", volume);
+    set_context(inner, "FltSetVolumeContext", key, operation, new, old)
+}
+
+/// FltDeleteContext (DDI fltdeletecontext; B8): the caller holds a reference; unlink and drop
+/// the link reference; the caller's reference remains.
+extern "win64" fn flt_delete_context(context: usize) {
+    let Some(inner) = state::current() else { return };
+    let mut state = inner.enter("FltDeleteContext", APC_LEVEL);
+    let Some(record) = state.live_context(context, "FltDeleteContext") else { return };
+    let Some(key) = record.link.take() else { return };
+    state.links.remove(&key);
+    let record = &state.contexts[&context];
+    if record.refs <= 1 {
+        let violation = Violation::InvalidParameter { function: "FltDeleteContext", reason: "caller holds no reference of its own (B8)" };
+        state.violations.push(violation);
+    }
+    let doomed = state.drop_reference(context);
+    drop(state);
+    inner.finish(doomed.into_iter().collect());
+}
+
+/// FltGetVolumeName (DDI fltgetvolumename; ≤ APC_LEVEL): NULL name → STATUS_BUFFER_TOO_SMALL
+/// with the size needed; too small a buffer likewise; else copies and sets Length.
+extern "win64" fn flt_get_volume_name(volume: isize, name: *mut UNICODE_STRING, needed: *mut u32) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let mut state = inner.enter("FltGetVolumeName", APC_LEVEL);
+    let Some(index) = state.volume_of_handle(volume) else {
+        state.violations.push(Violation::InvalidParameter { function: "FltGetVolumeName", reason: "not a volume handle" });
+        return status::INVALID_PARAMETER;
+    };
+    let wide = state.volumes[index].name_wide.clone();
+    drop(state);
+    #[allow(clippy::cast_possible_truncation)]
+    let bytes = (wide.len() * 2) as u32;
+    if name.is_null() {
+        if needed.is_null() {
+            return status::INVALID_PARAMETER;
+        }
+        put(needed, bytes);
+        return status::BUFFER_TOO_SMALL;
+    }
+    let target: UNICODE_STRING = read(name);
+    if u32::from(target.MaximumLength) < bytes || target.Buffer.is_null() {
+        put(needed, bytes);
+        return status::BUFFER_TOO_SMALL;
+    }
+    // SAFETY: the caller's buffer holds MaximumLength ≥ `bytes` bytes.
+    unsafe { core::ptr::copy_nonoverlapping(wide.as_ptr(), target.Buffer, wide.len()) };
+    #[allow(clippy::cast_possible_truncation)]
+    // SAFETY: `name` is the caller's valid UNICODE_STRING.
+    unsafe {
+        (*name).Length = bytes as u16;
+    }
+    put(needed, bytes);
+    status::SUCCESS
+}
+
+/// The (major function, file object) of callback data Filter Manager built.
+fn callback_info(inner: &Inner, data: usize) -> Option<state::CallbackInfo> {
+    inner.lock().callback_data.get(&data).copied()
+}
+
+/// `FLT_FILE_NAME_NORMALIZED` etc. (fltKernel.h).
+const NAME_FORMAT_MASK: u32 = 0xFF;
+const NAME_QUERY_MASK: u32 = 0xFF00;
+
+/// FltGetFileNameInformation (DDI fltgetfilenameinformation; ≤ APC_LEVEL; not in post-close).
+/// Returns a referenced FLT_FILE_NAME_INFORMATION with Name and Volume filled in.
+extern "win64" fn flt_get_file_name_information(data: usize, options: u32, out: *mut *mut FLT_FILE_NAME_INFORMATION) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    drop(inner.enter("FltGetFileNameInformation", APC_LEVEL));
+    let failure = |code| {
+        put(out, core::ptr::null_mut());
+        code
+    };
+    let format = options & NAME_FORMAT_MASK;
+    if !(1..=3).contains(&format) || options & NAME_QUERY_MASK == 0 {
+        return failure(status::INVALID_PARAMETER);
+    }
+    if exec::operation() == Operation::PostClose {
+        inner.violation(Violation::InvalidParameter { function: "FltGetFileNameInformation", reason: "called in post-close" });
+        return failure(status::INVALID_PARAMETER);
+    }
+    let Some(info) = callback_info(inner, data) else {
+        inner.violation(Violation::InvalidParameter { function: "FltGetFileNameInformation", reason: "not callback data of a running operation" });
+        return failure(status::INVALID_PARAMETER);
+    };
+    let mut state = inner.lock();
+    let Some(file) = state.files.get(&info.file_object) else { return failure(status::INVALID_PARAMETER) };
+    let volume = &state.volumes[file.volume];
+    if format == 1 && file.state == state::FileState::Failed {
+        drop(state);
+        return failure(status::OBJECT_NAME_NOT_FOUND);
+    }
+    let full: Vec<u16> = volume.name_wide.iter().copied().chain(file.path.encode_utf16()).collect();
+    let volume_chars = volume.name_wide.len();
+    let mut block = Box::new(FLT_FILE_NAME_INFORMATION {
+        Size: u16::try_from(size_of::<FLT_FILE_NAME_INFORMATION>()).unwrap_or(u16::MAX),
+        NamesParsed: 0,
+        Format: format,
+        Name: empty_string(),
+        Volume: empty_string(),
+        Share: empty_string(),
+        Extension: empty_string(),
+        Stream: empty_string(),
+        FinalComponent: empty_string(),
+        ParentDir: empty_string(),
+    });
+    let buffer = full;
+    block.Name = slice_string(&buffer, 0, buffer.len());
+    block.Volume = slice_string(&buffer, 0, volume_chars);
+    let address = &raw mut *block as usize;
+    state.name_infos.insert(address, state::NameInfo { block, buffer, refs: 1, volume_chars });
+    drop(state);
+    put(out, address as *mut FLT_FILE_NAME_INFORMATION);
+    status::SUCCESS
+}
+
+fn empty_string() -> UNICODE_STRING {
+    UNICODE_STRING { Length: 0, MaximumLength: 0, Buffer: core::ptr::null_mut() }
+}
+
+/// A UNICODE_STRING over `buffer[start..start + length]` (the Vec's heap buffer never moves).
+fn slice_string(buffer: &[u16], start: usize, length: usize) -> UNICODE_STRING {
+    let bytes = u16::try_from(length * 2).unwrap_or(0xFFFE);
+    UNICODE_STRING { Length: bytes, MaximumLength: bytes, Buffer: buffer[start..].as_ptr().cast_mut() }
+}
+
+/// FltReleaseFileNameInformation (DDI; ≤ APC_LEVEL): −1; over-release is 0xF5/0x68.
+extern "win64" fn flt_release_file_name_information(info: usize) {
+    let Some(inner) = state::current() else { return };
+    let mut state = inner.enter("FltReleaseFileNameInformation", APC_LEVEL);
+    match state.name_infos.get_mut(&info) {
+        Some(name) if name.refs > 0 => name.refs -= 1,
+        _ => state.violations.push(Violation::NameInfoOverReleased),
+    }
+}
+
+/// FltReferenceFileNameInformation (DDI; ≤ APC_LEVEL): +1.
+extern "win64" fn flt_reference_file_name_information(info: usize) {
+    let Some(inner) = state::current() else { return };
+    let mut state = inner.enter("FltReferenceFileNameInformation", APC_LEVEL);
+    match state.name_infos.get_mut(&info) {
+        Some(name) if name.refs > 0 => name.refs += 1,
+        _ => state.violations.push(Violation::InvalidParameter { function: "FltReferenceFileNameInformation", reason: "not live name information" }),
+    }
+}
+
+/// FltParseFileNameInformation (DDI; ≤ APC_LEVEL): fills ParentDir, FinalComponent, Extension
+/// and Stream from Name and sets NamesParsed (FLTFL_FILE_NAME_PARSED_* 0x1|0x2|0x4|0x8).
+extern "win64" fn flt_parse_file_name_information(info: usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let mut state = inner.enter("FltParseFileNameInformation", APC_LEVEL);
+    let Some(name) = state.name_infos.get_mut(&info).filter(|n| n.refs > 0) else {
+        state.violations.push(Violation::InvalidParameter { function: "FltParseFileNameInformation", reason: "not live name information" });
+        return status::INVALID_PARAMETER;
+    };
+    let path = &name.buffer[name.volume_chars..];
+    let last_slash = path.iter().rposition(|c| *c == u16::from(b'\\')).map_or(0, |p| p + 1);
+    let final_start = name.volume_chars + last_slash;
+    let final_component = &name.buffer[final_start..];
+    let colon = final_component.iter().position(|c| *c == u16::from(b':'));
+    let base_end = colon.unwrap_or(final_component.len());
+    let dot = final_component[..base_end].iter().rposition(|c| *c == u16::from(b'.'));
+    let buffer = &name.buffer;
+    let parent = slice_string(buffer, name.volume_chars, last_slash);
+    let final_string = slice_string(buffer, final_start, final_component.len());
+    let extension = dot.map_or_else(empty_string, |d| slice_string(buffer, final_start + d + 1, base_end - d - 1));
+    let stream = colon.map_or_else(empty_string, |c| slice_string(buffer, final_start + c, final_component.len() - c));
+    name.block.ParentDir = parent;
+    name.block.FinalComponent = final_string;
+    name.block.Extension = extension;
+    name.block.Stream = stream;
+    name.block.NamesParsed = 0xF;
+    status::SUCCESS
+}
+
+/// FltGetRequestorProcessId (DDI; ≤ DISPATCH_LEVEL): the process that requested the I/O.
+extern "win64" fn flt_get_requestor_process_id(data: usize) -> u32 {
+    let Some(inner) = state::current() else { return 0 };
+    drop(inner.enter("FltGetRequestorProcessId", DISPATCH_LEVEL));
+    callback_info(inner, data).map_or_else(
+        || {
+            inner.violation(Violation::InvalidParameter { function: "FltGetRequestorProcessId", reason: "not callback data of a running operation" });
+            0
+        },
+        |info| info.requestor_pid,
+    )
+}
+
+/// FltBuildDefaultSecurityDescriptor (DDI; F1): an opaque descriptor; must be freed with
+/// FltFreeSecurityDescriptor (leaks are reported at unload).
+extern "win64" fn flt_build_default_security_descriptor(descriptor: *mut usize, _access: u32) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let mut state = inner.enter("FltBuildDefaultSecurityDescriptor", APC_LEVEL);
+    if descriptor.is_null() {
+        return status::INVALID_PARAMETER;
+    }
+    let mut block = Box::new([0u8; 64]);
+    block[0] = 1; // SECURITY_DESCRIPTOR_REVISION
+    let address = block.as_ptr() as usize;
+    state.security_descriptors.insert(address, block);
+    drop(state);
+    put(descriptor, address);
+    status::SUCCESS
+}
+
+/// FltFreeSecurityDescriptor (DDI).
+extern "win64" fn flt_free_security_descriptor(descriptor: usize) {
+    let Some(inner) = state::current() else { return };
+    let mut state = inner.enter("FltFreeSecurityDescriptor", APC_LEVEL);
+    if state.security_descriptors.remove(&descriptor).is_none() {
+        state.violations.push(Violation::InvalidParameter { function: "FltFreeSecurityDescriptor", reason: "not a descriptor from FltBuildDefaultSecurityDescriptor" });
+    }
+}
+
+fn push_lock(pointer: *mut usize) -> &'static AtomicUsize {
+    // SAFETY: an EX_PUSH_LOCK is a pointer-sized, aligned word in driver memory that lives as
+    // long as the lock is used (the push-lock DDIs' contract).
+    unsafe { AtomicUsize::from_ptr(pointer) }
+}
+
+/// The push lock word: bit 0 = held exclusive, the rest counts shared holders ×2.
+extern "win64" fn flt_initialize_push_lock(lock: *mut usize) {
+    if let Some(inner) = state::current() {
+        drop(inner.enter("FltInitializePushLock", APC_LEVEL));
+    }
+    push_lock(lock).store(0, Ordering::Release);
+}
+
+extern "win64" fn flt_acquire_push_lock_exclusive(lock: *mut usize) {
+    if let Some(inner) = state::current() {
+        drop(inner.enter("FltAcquirePushLockExclusive", APC_LEVEL));
+    }
+    let word = push_lock(lock);
+    while word.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        std::thread::yield_now();
+    }
+}
+
+extern "win64" fn flt_acquire_push_lock_shared(lock: *mut usize) {
+    if let Some(inner) = state::current() {
+        drop(inner.enter("FltAcquirePushLockShared", APC_LEVEL));
+    }
+    let word = push_lock(lock);
+    loop {
+        let value = word.load(Ordering::Relaxed);
+        if value & 1 == 0 && word.compare_exchange_weak(value, value + 2, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            return;
+        }
+        std::thread::yield_now();
+    }
+}
+
+extern "win64" fn flt_release_push_lock(lock: *mut usize) {
+    let inner = state::current();
+    if let Some(inner) = inner {
+        drop(inner.enter("FltReleasePushLock", APC_LEVEL));
+    }
+    let word = push_lock(lock);
+    let value = word.load(Ordering::Acquire);
+    if value & 1 == 1 {
+        word.store(0, Ordering::Release);
+    } else if value >= 2 {
+        word.fetch_sub(2, Ordering::Release);
+    } else if let Some(inner) = inner {
+        inner.violation(Violation::PushLockMisuse { function: "FltReleasePushLock" });
+    }
+}
+
+extern "win64" fn flt_delete_push_lock(lock: *mut usize) {
+    let Some(inner) = state::current() else { return };
+    drop(inner.enter("FltDeletePushLock", APC_LEVEL));
+    if push_lock(lock).load(Ordering::Acquire) != 0 {
+        inner.violation(Violation::PushLockMisuse { function: "FltDeletePushLock" });
+    }
+}
+
+/// FltAllocateGenericWorkItem (DDI; ≤ DISPATCH_LEVEL).
+extern "win64" fn flt_allocate_generic_work_item() -> usize {
+    let Some(inner) = state::current() else { return 0 };
+    let mut state = inner.enter("FltAllocateGenericWorkItem", DISPATCH_LEVEL);
+    let address = Box::into_raw(Box::new([0u64; 8])) as usize;
+    state.work_items.insert(address, false);
+    address
+}
+
+/// FltFreeGenericWorkItem (DDI; ≤ DISPATCH_LEVEL).
+extern "win64" fn flt_free_generic_work_item(item: usize) {
+    let Some(inner) = state::current() else { return };
+    let mut state = inner.enter("FltFreeGenericWorkItem", DISPATCH_LEVEL);
+    if state.work_items.remove(&item).is_none() {
+        state.violations.push(Violation::InvalidParameter { function: "FltFreeGenericWorkItem", reason: "not a live work item" });
+    }
+}
+
+/// FltQueueGenericWorkItem (DDI; ≤ DISPATCH_LEVEL): runs the routine on an emulator worker at
+/// PASSIVE_LEVEL; FltUnregisterFilter waits for it (B11). STATUS_FLT_DELETING_OBJECT once the
+/// filter is unregistering.
+extern "win64" fn flt_queue_generic_work_item(item: usize, object: usize, routine: usize, _queue: i32, context: usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let mut state = inner.enter("FltQueueGenericWorkItem", DISPATCH_LEVEL);
+    if !state.work_items.contains_key(&item) || routine == 0 {
+        state.violations.push(Violation::InvalidParameter { function: "FltQueueGenericWorkItem", reason: "not a live work item or no routine" });
+        return status::INVALID_PARAMETER;
+    }
+    if state.filter.is_none() {
+        return status::FLT_DELETING_OBJECT;
+    }
+    drop(state);
+    let Some(arc) = state::current_arc() else { return status::FLT_NOT_INITIALIZED };
+    arc.spawn(move || {
+        exec::enter(PASSIVE_LEVEL, 4, Operation::WorkItem);
+        // SAFETY: `routine` is the driver's PFLT_GENERIC_WORKITEM_ROUTINE (Win64).
+        let routine = unsafe { core::mem::transmute::<usize, unsafe extern "win64" fn(usize, usize, usize)>(routine) };
+        // SAFETY: called as FltQueueGenericWorkItem documents: (work item, object, context).
+        unsafe { routine(item, object, context) };
+    });
+    status::SUCCESS
+}
+
+/// fltmgr.sys exports by name.
+pub fn resolve(name: &str) -> Option<usize> {
+    let address = match name {
+        "FltRegisterFilter" => flt_register_filter as *const () as usize,
+        "FltStartFiltering" => flt_start_filtering as *const () as usize,
+        "FltUnregisterFilter" => flt_unregister_filter as *const () as usize,
+        "FltAllocateContext" => flt_allocate_context as *const () as usize,
+        "FltReferenceContext" => flt_reference_context as *const () as usize,
+        "FltReleaseContext" => flt_release_context as *const () as usize,
+        "FltGetInstanceContext" => flt_get_instance_context as *const () as usize,
+        "FltSetInstanceContext" => flt_set_instance_context as *const () as usize,
+        "FltDeleteInstanceContext" => flt_delete_instance_context as *const () as usize,
+        "FltGetStreamContext" => flt_get_stream_context as *const () as usize,
+        "FltSetStreamContext" => flt_set_stream_context as *const () as usize,
+        "FltDeleteStreamContext" => flt_delete_stream_context as *const () as usize,
+        "FltGetStreamHandleContext" => flt_get_stream_handle_context as *const () as usize,
+        "FltSetStreamHandleContext" => flt_set_stream_handle_context as *const () as usize,
+        "FltDeleteStreamHandleContext" => flt_delete_stream_handle_context as *const () as usize,
+        "FltGetVolumeContext" => flt_get_volume_context as *const () as usize,
+        "FltSetVolumeContext" => flt_set_volume_context as *const () as usize,
+        "FltDeleteContext" => flt_delete_context as *const () as usize,
+        "FltGetVolumeName" => flt_get_volume_name as *const () as usize,
+        "FltGetFileNameInformation" => flt_get_file_name_information as *const () as usize,
+        "FltReleaseFileNameInformation" => flt_release_file_name_information as *const () as usize,
+        "FltReferenceFileNameInformation" => flt_reference_file_name_information as *const () as usize,
+        "FltParseFileNameInformation" => flt_parse_file_name_information as *const () as usize,
+        "FltGetRequestorProcessId" => flt_get_requestor_process_id as *const () as usize,
+        "FltBuildDefaultSecurityDescriptor" => flt_build_default_security_descriptor as *const () as usize,
+        "FltFreeSecurityDescriptor" => flt_free_security_descriptor as *const () as usize,
+        "FltInitializePushLock" => flt_initialize_push_lock as *const () as usize,
+        "FltAcquirePushLockExclusive" => flt_acquire_push_lock_exclusive as *const () as usize,
+        "FltAcquirePushLockShared" => flt_acquire_push_lock_shared as *const () as usize,
+        "FltReleasePushLock" => flt_release_push_lock as *const () as usize,
+        "FltDeletePushLock" => flt_delete_push_lock as *const () as usize,
+        "FltAllocateGenericWorkItem" => flt_allocate_generic_work_item as *const () as usize,
+        "FltQueueGenericWorkItem" => flt_queue_generic_work_item as *const () as usize,
+        "FltFreeGenericWorkItem" => flt_free_generic_work_item as *const () as usize,
+        other => return crate::port::resolve(other),
+    };
+    Some(address)
+}
+
+/// Every fltmgr export fltemu provides apart from the port functions.
+pub const EXPORTS: &[&str] = &[
+    "FltRegisterFilter",
+    "FltStartFiltering",
+    "FltUnregisterFilter",
+    "FltAllocateContext",
+    "FltReferenceContext",
+    "FltReleaseContext",
+    "FltGetInstanceContext",
+    "FltSetInstanceContext",
+    "FltDeleteInstanceContext",
+    "FltGetStreamContext",
+    "FltSetStreamContext",
+    "FltDeleteStreamContext",
+    "FltGetStreamHandleContext",
+    "FltSetStreamHandleContext",
+    "FltDeleteStreamHandleContext",
+    "FltGetVolumeContext",
+    "FltSetVolumeContext",
+    "FltDeleteContext",
+    "FltGetVolumeName",
+    "FltGetFileNameInformation",
+    "FltReleaseFileNameInformation",
+    "FltReferenceFileNameInformation",
+    "FltParseFileNameInformation",
+    "FltGetRequestorProcessId",
+    "FltBuildDefaultSecurityDescriptor",
+    "FltFreeSecurityDescriptor",
+    "FltInitializePushLock",
+    "FltAcquirePushLockExclusive",
+    "FltAcquirePushLockShared",
+    "FltReleasePushLock",
+    "FltDeletePushLock",
+    "FltAllocateGenericWorkItem",
+    "FltQueueGenericWorkItem",
+    "FltFreeGenericWorkItem",
+];
+

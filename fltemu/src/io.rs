@@ -1,0 +1,446 @@
+//! The I/O side of the emulated Filter Manager: instances, creates, cleanups and closes, built
+//! and sequenced like Filter Manager does (fltmgr-semantics E3-E6, A9, B9). Every function here
+//! runs on an emulator worker thread, so driver callbacks are called inline.
+
+use core::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use windows_sys::Wdk::Foundation::{FILE_OBJECT, IO_SECURITY_CONTEXT};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK, FLT_RELATED_OBJECTS};
+use windows_sys::Win32::Foundation::UNICODE_STRING;
+
+use crate::exec::{self, Irql, PASSIVE_LEVEL};
+use crate::state::{self, status, CallbackInfo, FileRecord, FileState, Inner, InstanceRecord, StreamRecord, FILTER_HANDLE, INSTANCE_BASE};
+use crate::verifier::Violation;
+use crate::{EmuError, OpenOptions, Operation};
+
+/// IRP_MJ_CREATE.
+pub const IRP_MJ_CREATE: u8 = 0x00;
+/// IRP_MJ_CLOSE.
+pub const IRP_MJ_CLOSE: u8 = 0x02;
+/// IRP_MJ_CLEANUP.
+pub const IRP_MJ_CLEANUP: u8 = 0x12;
+/// FLT_CALLBACK_DATA flag FLTFL_CALLBACK_DATA_IRP_OPERATION.
+const FLTFL_CALLBACK_DATA_IRP_OPERATION: u32 = 0x1;
+/// FILE_DEVICE_DISK_FILE_SYSTEM (the volume device type passed to InstanceSetup).
+const FILE_DEVICE_DISK_FILE_SYSTEM: u32 = 0x8;
+
+static MANDATORY_UNLOAD: AtomicBool = AtomicBool::new(true);
+
+/// Whether the unload in progress is mandatory (sets the MANDATORY teardown reason, B11).
+pub fn unload_is_mandatory() -> bool {
+    MANDATORY_UNLOAD.load(Ordering::Relaxed)
+}
+
+/// Sets the mandatory flag for the next unload.
+pub fn set_unload_mandatory(mandatory: bool) {
+    MANDATORY_UNLOAD.store(mandatory, Ordering::Relaxed);
+}
+
+/// Runs `call` as a callback of `operation` at `irql`, restoring the thread's previous state.
+pub fn as_callback<R>(operation: Operation, irql: Irql, call: impl FnOnce() -> R) -> R {
+    let previous_operation = exec::set_operation(operation);
+    let previous_irql = exec::set_irql(irql);
+    let result = call();
+    exec::set_irql(previous_irql);
+    exec::set_operation(previous_operation);
+    result
+}
+
+fn related(instance: isize, volume: usize, file_object: usize) -> Box<FLT_RELATED_OBJECTS> {
+    Box::new(FLT_RELATED_OBJECTS {
+        Size: u16::try_from(size_of::<FLT_RELATED_OBJECTS>()).unwrap_or(0),
+        TransactionContext: 0,
+        Filter: FILTER_HANDLE,
+        Volume: state::volume_handle(volume),
+        Instance: instance,
+        FileObject: file_object as *const FILE_OBJECT,
+        Transaction: core::ptr::null(),
+    })
+}
+
+/// Attaches an instance to `volume` and calls InstanceSetup (E6; PASSIVE_LEVEL). Returns whether
+/// the filter attached (a failure status from InstanceSetup means "do not attach": no teardown
+/// callbacks, link references dropped).
+pub fn attach_instance(inner: &Inner, volume: usize, flags: u32) -> bool {
+    let mut state = inner.lock();
+    let Some(filter) = state.filter.as_ref().filter(|f| f.started) else { return false };
+    let setup = filter.setup;
+    if state.volumes[volume].instance.is_some() || !state.volumes[volume].mounted {
+        return false;
+    }
+    state.next_instance += 1;
+    let instance = INSTANCE_BASE + state.next_instance * 0x100;
+    state.instances.insert(instance, InstanceRecord { volume, tearing_down: false });
+    state.volumes[volume].instance = Some(instance);
+    let file_system = state.volumes[volume].file_system;
+    drop(state);
+    let mut result = status::SUCCESS;
+    if setup != 0 {
+        let objects = related(instance, volume, 0);
+        // SAFETY: `setup` is the driver's PFLT_INSTANCE_SETUP_CALLBACK (Win64 ABI).
+        let callback = unsafe { core::mem::transmute::<usize, unsafe extern "win64" fn(*const FLT_RELATED_OBJECTS, u32, u32, i32) -> i32>(setup) };
+        result = as_callback(Operation::InstanceSetup, PASSIVE_LEVEL, || {
+            // SAFETY: arguments as the InstanceSetupCallback DDI documents.
+            unsafe { callback(&raw const *objects, flags, FILE_DEVICE_DISK_FILE_SYSTEM, file_system) }
+        });
+    }
+    if result >= 0 {
+        return true;
+    }
+    let mut state = inner.lock();
+    let doomed = state.unlink_instance(instance);
+    state.instances.remove(&instance);
+    state.volumes[volume].instance = None;
+    drop(state);
+    inner.finish(doomed);
+    false
+}
+
+/// Asks InstanceQueryTeardown (E6): no callback registered means manual detach is refused.
+pub fn query_teardown(inner: &Inner, instance: isize) -> i32 {
+    let state = inner.lock();
+    let callback = state.filter.as_ref().map_or(0, |f| f.query_teardown);
+    let Some(volume) = state.instances.get(&instance).map(|i| i.volume) else { return status::INVALID_PARAMETER };
+    drop(state);
+    if callback == 0 {
+        return status::FLT_DO_NOT_DETACH;
+    }
+    let objects = related(instance, volume, 0);
+    // SAFETY: the driver's PFLT_INSTANCE_QUERY_TEARDOWN_CALLBACK.
+    let callback = unsafe { core::mem::transmute::<usize, unsafe extern "win64" fn(*const FLT_RELATED_OBJECTS, u32) -> i32>(callback) };
+    as_callback(Operation::InstanceQueryTeardown, PASSIVE_LEVEL, || {
+        // SAFETY: arguments as the DDI documents (flags reserved, 0).
+        unsafe { callback(&raw const *objects, 0) }
+    })
+}
+
+/// Tears an instance down (E6, B9): TeardownStart, TeardownComplete (the instance context is
+/// still gettable there), then every link reference of the instance is dropped.
+pub fn teardown_instance(inner: &Inner, instance: isize, reason: u32) {
+    let mut state = inner.lock();
+    let Some(record) = state.instances.get_mut(&instance) else { return };
+    record.tearing_down = true;
+    let volume = record.volume;
+    let (start, complete) = state.filter.as_ref().map_or((0, 0), |f| (f.teardown_start, f.teardown_complete));
+    drop(state);
+    let objects = related(instance, volume, 0);
+    for (callback, operation) in [(start, Operation::InstanceTeardownStart), (complete, Operation::InstanceTeardownComplete)] {
+        if callback != 0 {
+            // SAFETY: the driver's PFLT_INSTANCE_TEARDOWN_CALLBACK.
+            let callback = unsafe { core::mem::transmute::<usize, unsafe extern "win64" fn(*const FLT_RELATED_OBJECTS, u32)>(callback) };
+            as_callback(operation, PASSIVE_LEVEL, || {
+                // SAFETY: arguments as the DDI documents.
+                unsafe { callback(&raw const *objects, reason) };
+            });
+        }
+    }
+    let mut state = inner.lock();
+    let doomed = state.unlink_instance(instance);
+    state.instances.remove(&instance);
+    if state.volumes[volume].instance == Some(instance) {
+        state.volumes[volume].instance = None;
+    }
+    drop(state);
+    inner.finish(doomed);
+}
+
+/// The stream key of a path: case-insensitive, `::$DATA` is the unnamed stream.
+fn stream_key(path: &str) -> String {
+    let lower = path.to_lowercase();
+    lower.strip_suffix("::$data").map_or(lower.clone(), str::to_owned)
+}
+
+/// Everything one operation's callbacks see.
+struct OpFrame {
+    data: Box<FLT_CALLBACK_DATA>,
+    _iopb: Box<FLT_IO_PARAMETER_BLOCK>,
+    _security: Box<IO_SECURITY_CONTEXT>,
+    objects: Box<FLT_RELATED_OBJECTS>,
+}
+
+fn build_operation(major: u8, instance: isize, volume: usize, file_object: usize, options: &OpenOptions) -> OpFrame {
+    let mut security = Box::new(IO_SECURITY_CONTEXT {
+        SecurityQos: core::ptr::null_mut(),
+        AccessState: core::ptr::null_mut(),
+        DesiredAccess: options.desired_access,
+        FullCreateOptions: options.create_options,
+    });
+    // SAFETY: FLT_IO_PARAMETER_BLOCK is plain data; all-zero is a valid value.
+    let mut iopb: Box<FLT_IO_PARAMETER_BLOCK> = Box::new(unsafe { core::mem::zeroed() });
+    iopb.MajorFunction = major;
+    iopb.TargetFileObject = file_object as *mut FILE_OBJECT;
+    iopb.TargetInstance = instance;
+    if major == IRP_MJ_CREATE {
+        iopb.Parameters.Create.SecurityContext = &raw mut *security;
+        iopb.Parameters.Create.Options = options.create_options | (options.disposition << 24);
+        iopb.Parameters.Create.ShareAccess = options.share_access;
+        iopb.Parameters.Create.FileAttributes = 0x80; // FILE_ATTRIBUTE_NORMAL
+    }
+    // SAFETY: FLT_CALLBACK_DATA is plain data; all-zero is a valid value.
+    let mut data: Box<FLT_CALLBACK_DATA> = Box::new(unsafe { core::mem::zeroed() });
+    data.Flags = FLTFL_CALLBACK_DATA_IRP_OPERATION;
+    data.Iopb = &raw const *iopb;
+    data.RequestorMode = i8::from(options.user_mode);
+    OpFrame { data, _iopb: iopb, _security: security, objects: related(instance, volume, file_object) }
+}
+
+/// Pre-operation outcome (E3).
+enum Pre {
+    /// Call the post-operation callback with this completion context.
+    WithCallback(usize),
+    /// Skip the post-operation callback.
+    NoCallback,
+    /// The filter completed the operation with this status.
+    Complete(i32),
+}
+
+fn call_pre(inner: &Inner, op: &mut OpFrame, pre: usize, post: usize, operation: Operation) -> Pre {
+    if pre == 0 {
+        return if post == 0 { Pre::NoCallback } else { Pre::WithCallback(0) };
+    }
+    let mut completion: *mut c_void = core::ptr::null_mut();
+    // SAFETY: the driver's PFLT_PRE_OPERATION_CALLBACK.
+    let callback = unsafe {
+        core::mem::transmute::<usize, unsafe extern "win64" fn(*mut FLT_CALLBACK_DATA, *const FLT_RELATED_OBJECTS, *mut *mut c_void) -> i32>(pre)
+    };
+    let data = &raw mut *op.data;
+    let objects = &raw const *op.objects;
+    let result = as_callback(operation, PASSIVE_LEVEL, || {
+        // SAFETY: arguments as the pre-operation callback DDI documents.
+        unsafe { callback(data, objects, &raw mut completion) }
+    });
+    let completion = completion as usize;
+    let misuse = |reason| Violation::CompletionContextMisuse { operation, status: result, reason };
+    match result {
+        0 | 5 => {
+            if post == 0 {
+                inner.violation(misuse("asked for a post-operation callback that is not registered"));
+                return Pre::NoCallback;
+            }
+            if result == 5 && operation == Operation::PreCreate {
+                inner.violation(misuse("FLT_PREOP_SYNCHRONIZE is not for IRP_MJ_CREATE"));
+            }
+            Pre::WithCallback(completion)
+        }
+        1 | 3 | 4 | 6 => {
+            if completion != 0 {
+                inner.violation(misuse("CompletionContext set without a post-operation callback"));
+            }
+            if result == 4 {
+                // SAFETY: reading the IoStatus union's Status member the filter set.
+                let status = unsafe { op.data.IoStatus.Anonymous.Status };
+                if status == 0x103 {
+                    inner.violation(misuse("FLT_PREOP_COMPLETE with STATUS_PENDING"));
+                }
+                if status < 0 && matches!(operation, Operation::PreCleanup | Operation::PreClose) {
+                    inner.violation(misuse("cleanup/close completed with a failure status"));
+                }
+                return Pre::Complete(status);
+            }
+            Pre::NoCallback
+        }
+        2 => {
+            inner.violation(Violation::InvalidParameter { function: "pre-operation callback", reason: "FLT_PREOP_PENDING is not modelled by fltemu" });
+            Pre::NoCallback
+        }
+        _ => {
+            inner.violation(misuse("unknown FLT_PREOP_CALLBACK_STATUS"));
+            Pre::NoCallback
+        }
+    }
+}
+
+fn call_post(inner: &Inner, op: &mut OpFrame, post: usize, completion: usize, operation: Operation, irql: Irql) {
+    if post == 0 {
+        return;
+    }
+    // SAFETY: the driver's PFLT_POST_OPERATION_CALLBACK.
+    let callback = unsafe {
+        core::mem::transmute::<usize, unsafe extern "win64" fn(*mut FLT_CALLBACK_DATA, *const FLT_RELATED_OBJECTS, *const c_void, u32) -> i32>(post)
+    };
+    let data = &raw mut *op.data;
+    let objects = &raw const *op.objects;
+    let result = as_callback(operation, irql, || {
+        // SAFETY: arguments as the post-operation callback DDI documents (flags 0: not draining).
+        unsafe { callback(data, objects, completion as *const c_void, 0) }
+    });
+    if result != 0 {
+        inner.violation(Violation::InvalidParameter { function: "post-operation callback", reason: "only FLT_POSTOP_FINISHED_PROCESSING is modelled" });
+    }
+}
+
+fn set_io_status(op: &mut OpFrame, status: i32, information: usize) {
+    op.data.IoStatus.Anonymous.Status = status;
+    op.data.IoStatus.Information = information;
+}
+
+/// The filter's instance on a volume and its callbacks for `major`, if any.
+fn filter_for(inner: &Inner, volume: usize, major: u8) -> Option<(isize, usize, usize)> {
+    let state = inner.lock();
+    let instance = state.volumes[volume].instance?;
+    let (pre, post) = state.filter.as_ref()?.operations.get(&major).copied().unwrap_or((0, 0));
+    Some((instance, pre, post))
+}
+
+/// IRP_MJ_CREATE: pre-create (PASSIVE), the file system (`options.final_status`), post-create
+/// (always PASSIVE, A9), pre-op return values honoured (E3). Returns the FILE_OBJECT address.
+pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -> Result<usize, EmuError> {
+    let name: Vec<u16> = path.encode_utf16().collect();
+    // SAFETY: FILE_OBJECT is plain data; all-zero is a valid value.
+    let mut object: Box<FILE_OBJECT> = Box::new(unsafe { core::mem::zeroed() });
+    object.Type = 5; // IO_TYPE_FILE
+    object.Size = i16::try_from(size_of::<FILE_OBJECT>()).unwrap_or(0);
+    object.FileName = UNICODE_STRING {
+        Length: u16::try_from(name.len() * 2).unwrap_or(u16::MAX),
+        MaximumLength: u16::try_from(name.len() * 2).unwrap_or(u16::MAX),
+        Buffer: name.as_ptr().cast_mut(),
+    };
+    let file_object = &raw mut *object as usize;
+    {
+        let mut state = inner.lock();
+        if volume >= state.volumes.len() || !state.volumes[volume].mounted {
+            return Err(EmuError::NoSuchVolume);
+        }
+        state.files.insert(
+            file_object,
+            FileRecord { object, name, volume, path: path.to_owned(), stream: None, state: FileState::Creating, paging_file: options.paging_file },
+        );
+    }
+    let filter = filter_for(inner, volume, IRP_MJ_CREATE);
+    let (instance, pre, post) = filter.unwrap_or((0, 0, 0));
+    let mut op = build_operation(IRP_MJ_CREATE, instance, volume, file_object, options);
+    let data_address = &raw const *op.data as usize;
+    inner.lock().callback_data.insert(data_address, CallbackInfo { file_object, requestor_pid: options.pid });
+    exec::enter(PASSIVE_LEVEL, options.pid, Operation::Other);
+    let pre_result = if filter.is_some() { call_pre(inner, &mut op, pre, post, Operation::PreCreate) } else { Pre::NoCallback };
+    let final_status = match pre_result {
+        Pre::Complete(status) => status,
+        Pre::WithCallback(_) | Pre::NoCallback => {
+            let status = options.final_status;
+            let mut information = 0;
+            if status >= 0 {
+                let mut state = inner.lock();
+                let key = (volume, stream_key(path));
+                let stream = if let Some(existing) = state.stream_names.get(&key) {
+                    information = 1; // FILE_OPENED
+                    *existing
+                } else {
+                    information = 2; // FILE_CREATED
+                    let record = StreamRecord { fs_context: Box::new([0; 8]), volume, key: key.1.clone(), open_file_objects: 0 };
+                    let address = record.fs_context.as_ptr() as usize;
+                    state.streams.insert(address, record);
+                    state.stream_names.insert(key, address);
+                    address
+                };
+                if let Some(record) = state.streams.get_mut(&stream) {
+                    record.open_file_objects += 1;
+                }
+                if let Some(file) = state.files.get_mut(&file_object) {
+                    file.stream = Some(stream);
+                    file.state = FileState::Open;
+                    file.object.FsContext = stream as *mut c_void;
+                    file.object.ReadAccess = options.desired_access & (0x1 | 0x8000_0000) != 0;
+                    file.object.WriteAccess = options.desired_access & (0x2 | 0x4 | 0x4000_0000) != 0;
+                    file.object.DeleteAccess = options.desired_access & 0x1_0000 != 0;
+                    file.object.SharedRead = options.share_access & 0x1 != 0;
+                    file.object.SharedWrite = options.share_access & 0x2 != 0;
+                    file.object.SharedDelete = options.share_access & 0x4 != 0;
+                }
+            }
+            set_io_status(&mut op, status, information);
+            status
+        }
+    };
+    if let Pre::WithCallback(completion) = pre_result {
+        call_post(inner, &mut op, post, completion, Operation::PostCreate, PASSIVE_LEVEL);
+    }
+    let mut state = inner.lock();
+    state.callback_data.remove(&data_address);
+    if final_status >= 0 {
+        // Completed by the filter with success: opened without a file-system stream.
+        if let Some(file) = state.files.get_mut(&file_object).filter(|f| f.state == FileState::Creating) {
+            file.state = FileState::Open;
+        }
+        return Ok(file_object);
+    }
+    // A failed create: the FILE_OBJECT goes away; anything linked to it is dropped (B9).
+    if let Some(file) = state.files.get_mut(&file_object) {
+        file.state = FileState::Failed;
+    }
+    let doomed = state.unlink_where(|key| matches!(key, state::LinkKey::StreamHandle(_, fo) if fo == file_object));
+    drop(state);
+    inner.finish(doomed);
+    Err(EmuError::CreateFailed(final_status))
+}
+
+/// IRP_MJ_CLEANUP (the last handle closed): pre at PASSIVE, post at the configured IRQL.
+pub fn cleanup(inner: &Inner, file_object: usize, pid: u32) -> Result<(), EmuError> {
+    let volume = {
+        let mut state = inner.lock();
+        let file = state.files.get_mut(&file_object).ok_or(EmuError::InvalidHandle)?;
+        if file.state != FileState::Open {
+            return Err(EmuError::InvalidHandle);
+        }
+        file.state = FileState::CleanedUp;
+        file.volume
+    };
+    run_simple(inner, volume, file_object, pid, IRP_MJ_CLEANUP, inner.config.post_cleanup_irql);
+    Ok(())
+}
+
+/// IRP_MJ_CLOSE (the last reference to the FILE_OBJECT): pre at PASSIVE, post at the configured
+/// IRQL; then the FILE_OBJECT goes (stream-handle links dropped) and, at the last close of the
+/// stream, the stream is torn down (stream links dropped) (B9).
+pub fn close(inner: &Inner, file_object: usize, pid: u32) -> Result<(), EmuError> {
+    let volume = {
+        let state = inner.lock();
+        let file = state.files.get(&file_object).ok_or(EmuError::InvalidHandle)?;
+        if file.state != FileState::CleanedUp {
+            return Err(EmuError::InvalidHandle);
+        }
+        file.volume
+    };
+    run_simple(inner, volume, file_object, pid, IRP_MJ_CLOSE, inner.config.post_close_irql);
+    let mut state = inner.lock();
+    let Some(mut file) = state.files.remove(&file_object) else { return Ok(()) };
+    file.state = FileState::Closed;
+    let mut doomed = state.unlink_where(|key| matches!(key, state::LinkKey::StreamHandle(_, fo) if fo == file_object));
+    if let Some(stream) = file.stream {
+        let last = state.streams.get_mut(&stream).is_some_and(|s| {
+            s.open_file_objects -= 1;
+            s.open_file_objects == 0
+        });
+        if last {
+            doomed.extend(state.unlink_where(|key| matches!(key, state::LinkKey::Stream(_, s) if s == stream)));
+            if let Some(record) = state.streams.remove(&stream) {
+                state.stream_names.remove(&(record.volume, record.key.clone()));
+                // Keep the FsContext allocation alive until the emulator goes, so a new stream
+                // never reuses the address of one a driver may still hold a stale key for.
+                state.dead_streams.push(record);
+            }
+        }
+    }
+    // The FILE_OBJECT memory stays allocated (retired) for the same reason.
+    state.dead_files.push(file);
+    drop(state);
+    inner.finish(doomed);
+    Ok(())
+}
+
+/// Runs cleanup or close through the filter.
+fn run_simple(inner: &Inner, volume: usize, file_object: usize, pid: u32, major: u8, post_irql: Irql) {
+    let Some((instance, pre, post)) = filter_for(inner, volume, major) else { return };
+    let options = OpenOptions { pid, ..OpenOptions::default() };
+    let mut op = build_operation(major, instance, volume, file_object, &options);
+    let data_address = &raw const *op.data as usize;
+    inner.lock().callback_data.insert(data_address, CallbackInfo { file_object, requestor_pid: pid });
+    exec::enter(PASSIVE_LEVEL, pid, Operation::Other);
+    let (pre_op, post_op) = if major == IRP_MJ_CLEANUP { (Operation::PreCleanup, Operation::PostCleanup) } else { (Operation::PreClose, Operation::PostClose) };
+    let pre_result = call_pre(inner, &mut op, pre, post, pre_op);
+    if let Pre::WithCallback(completion) = pre_result {
+        set_io_status(&mut op, status::SUCCESS, 0);
+        call_post(inner, &mut op, post, completion, post_op, post_irql);
+    }
+    inner.lock().callback_data.remove(&data_address);
+}

@@ -1,0 +1,2 @@
+//! The fltemu command line (filled in below).
+fn main() {}

@@ -1,0 +1,348 @@
+//! Emulated ntoskrnl.exe exports.
+//!
+//! Each function cites the learn.microsoft.com DDI page it follows (wdm.h / ntifs.h pages) and
+//! the IRQL its page documents. They are Win64-ABI functions whose addresses go into the
+//! driver's import address table.
+
+use core::ffi::c_void;
+
+use crate::exec::{self, APC_LEVEL, DISPATCH_LEVEL};
+use crate::state::{self, POOL_ALLOC_POISON, PoolBlock, FREE_POISON, status};
+use crate::verifier::{PoolKind, Tag, Violation};
+
+/// `POOL_FLAG_UNINITIALIZED` (wdm.h).
+const POOL_FLAG_UNINITIALIZED: u64 = 0x2;
+/// `POOL_FLAG_NON_PAGED`.
+const POOL_FLAG_NON_PAGED: u64 = 0x40;
+/// `POOL_FLAG_NON_PAGED_EXECUTE`.
+const POOL_FLAG_NON_PAGED_EXECUTE: u64 = 0x80;
+/// `POOL_FLAG_PAGED`.
+const POOL_FLAG_PAGED: u64 = 0x100;
+/// Flags ExAllocatePool2 documents (USE_QUOTA 1, UNINITIALIZED 2, SESSION 4, CACHE_ALIGNED 8,
+/// RAISE_ON_FAILURE 0x20, NON_PAGED 0x40, NON_PAGED_EXECUTE 0x80, PAGED 0x100).
+const POOL_FLAGS_KNOWN: u64 = 0x1 | 0x2 | 0x4 | 0x8 | 0x20 | 0x40 | 0x80 | 0x100;
+/// Pool blocks are 16-byte aligned on x64 (MEMORY_ALLOCATION_ALIGNMENT).
+const POOL_ALIGNMENT: usize = 16;
+
+/// `DbgPrintEx` (wdm.h "DbgPrintEx"): printf-style, captured per run. It is C-variadic; under
+/// the Win64 convention every variadic integer/pointer argument occupies one 8-byte slot (the
+/// first in R9, the rest on the stack after the shadow space), exactly where these fixed
+/// parameters are read from, so a fixed-arity Win64 function sees the same values. Slots beyond
+/// those the caller passed are never read unless the format asks for them.
+#[allow(clippy::too_many_arguments)]
+extern "win64" fn dbg_print_ex(
+    _component: u32,
+    _level: u32,
+    format: usize,
+    a0: u64,
+    a1: u64,
+    a2: u64,
+    a3: u64,
+    a4: u64,
+    a5: u64,
+    a6: u64,
+    a7: u64,
+    a8: u64,
+    a9: u64,
+    a10: u64,
+    a11: u64,
+) -> i32 {
+    let Some(inner) = state::current() else { return status::SUCCESS };
+    drop(inner.enter("DbgPrintEx", 31));
+    let slots = [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11];
+    let mut index = 0;
+    let mut next = || {
+        let value = slots.get(index).copied().unwrap_or(0);
+        index += 1;
+        value
+    };
+    // SAFETY: the driver passes a NUL-terminated format and arguments matching it (DbgPrintEx's
+    // contract); strings are read up to their terminator.
+    let text = unsafe { crate::printf::format(format, &mut next) };
+    inner.debug.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(text.trim_end_matches('\n').to_owned());
+    status::SUCCESS
+}
+
+/// `KeBugCheckEx` (wdm.h): ends the run with the code and parameters.
+extern "win64" fn ke_bug_check_ex(code: u32, p1: usize, p2: usize, p3: usize, p4: usize) -> ! {
+    if let Some(inner) = state::current() {
+        drop(inner.enter("KeBugCheckEx", 31));
+    }
+    exec::bug_check(code, [p1, p2, p3, p4])
+}
+
+extern "win64" fn memcpy(destination: *mut u8, source: *const u8, count: usize) -> *mut u8 {
+    // SAFETY: the C contract of memcpy: both ranges valid and non-overlapping.
+    unsafe { core::ptr::copy_nonoverlapping(source, destination, count) };
+    destination
+}
+
+extern "win64" fn memmove(destination: *mut u8, source: *const u8, count: usize) -> *mut u8 {
+    // SAFETY: the C contract of memmove: both ranges valid, overlap allowed.
+    unsafe { core::ptr::copy(source, destination, count) };
+    destination
+}
+
+extern "win64" fn memset(destination: *mut u8, value: i32, count: usize) -> *mut u8 {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    // SAFETY: the C contract of memset: the range is valid for writes.
+    unsafe {
+        core::ptr::write_bytes(destination, value as u8, count);
+    }
+    destination
+}
+
+extern "win64" fn memcmp(a: *const u8, b: *const u8, count: usize) -> i32 {
+    // SAFETY: the C contract of memcmp: both ranges valid for `count` bytes.
+    let a = unsafe { std::slice::from_raw_parts(a, count) };
+    // SAFETY: as above.
+    let b = unsafe { std::slice::from_raw_parts(b, count) };
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (*x, *y);
+        if x != y {
+            return i32::from(x) - i32::from(y);
+        }
+    }
+    0
+}
+
+extern "win64" fn strlen(text: *const u8) -> usize {
+    // SAFETY: the C contract of strlen: a NUL-terminated string.
+    unsafe { core::ffi::CStr::from_ptr(text.cast()) }.count_bytes()
+}
+
+/// `ExAllocatePool2` (wdm.h "ExAllocatePool2"): zeroed unless POOL_FLAG_UNINITIALIZED
+/// (then poison-filled here); exactly one of NON_PAGED / NON_PAGED_EXECUTE / PAGED; non-zero
+/// tag; paged pool at IRQL ≤ APC_LEVEL, non-paged ≤ DISPATCH_LEVEL; NULL on failure.
+extern "win64" fn ex_allocate_pool2(flags: u64, size: usize, tag: u32) -> *mut c_void {
+    let Some(inner) = state::current() else { return core::ptr::null_mut() };
+    let pool_bits = flags & (POOL_FLAG_NON_PAGED | POOL_FLAG_NON_PAGED_EXECUTE | POOL_FLAG_PAGED);
+    let pool = if pool_bits == POOL_FLAG_PAGED { PoolKind::Paged } else { PoolKind::NonPaged };
+    let max = if pool == PoolKind::Paged { APC_LEVEL } else { DISPATCH_LEVEL };
+    let mut state = inner.enter("ExAllocatePool2", max);
+    let problem = if pool_bits.count_ones() != 1 {
+        Some("exactly one of POOL_FLAG_NON_PAGED, NON_PAGED_EXECUTE, PAGED is required")
+    } else if flags & !POOL_FLAGS_KNOWN != 0 {
+        Some("unknown POOL_FLAG bits")
+    } else if tag == 0 {
+        Some("zero pool tag")
+    } else {
+        None
+    };
+    if let Some(reason) = problem {
+        state.violations.push(Violation::BadPoolRequest { reason });
+        return core::ptr::null_mut();
+    }
+    drop(state);
+    let Ok(layout) = std::alloc::Layout::from_size_align(size.max(1), POOL_ALIGNMENT) else { return core::ptr::null_mut() };
+    // SAFETY: the layout has a non-zero size.
+    let block = unsafe { std::alloc::alloc(layout) };
+    if block.is_null() {
+        return core::ptr::null_mut();
+    }
+    let fill = if flags & POOL_FLAG_UNINITIALIZED != 0 { POOL_ALLOC_POISON } else { 0 };
+    // SAFETY: the block was just allocated with `size` (or 1) bytes.
+    unsafe { core::ptr::write_bytes(block, fill, size) };
+    inner.lock().pool.insert(block as usize, PoolBlock { size, tag, pool });
+    block.cast()
+}
+
+/// `ExFreePoolWithTag` (wdm.h): the tag must match the allocation's; ≤ DISPATCH_LEVEL
+/// (≤ APC_LEVEL for paged blocks). Freed blocks are poison-filled before release.
+extern "win64" fn ex_free_pool_with_tag(block: *mut c_void, tag: u32) {
+    let Some(inner) = state::current() else { return };
+    let mut state = inner.enter("ExFreePoolWithTag", DISPATCH_LEVEL);
+    let Some(record) = state.pool.remove(&(block as usize)) else {
+        state.violations.push(Violation::BadPoolFree { pointer: block as usize });
+        return;
+    };
+    if record.tag != tag {
+        state.violations.push(Violation::PoolTagMismatch { allocated: Tag(record.tag), freed: Tag(tag) });
+    }
+    if record.pool == PoolKind::Paged && exec::irql() > APC_LEVEL {
+        state.violations.push(Violation::IrqlTooHigh { function: "ExFreePoolWithTag", irql: exec::irql(), max: APC_LEVEL });
+    }
+    drop(state);
+    // SAFETY: the block is a live allocation of `size` bytes made by ex_allocate_pool2.
+    unsafe { core::ptr::write_bytes(block.cast::<u8>(), FREE_POISON, record.size) };
+    if let Ok(layout) = std::alloc::Layout::from_size_align(record.size.max(1), POOL_ALIGNMENT) {
+        // SAFETY: same pointer and layout as the allocation.
+        unsafe { std::alloc::dealloc(block.cast(), layout) };
+    }
+}
+
+/// `KeGetCurrentIrql` (wdm.h): the emulated IRQL of this thread.
+extern "win64" fn ke_get_current_irql() -> u8 {
+    exec::irql()
+}
+
+/// `KeQuerySystemTimePrecise` (wdm.h): 100 ns units since 1601-01-01 UTC.
+extern "win64" fn ke_query_system_time_precise(time: *mut i64) {
+    const EPOCH_DIFFERENCE_100NS: u128 = 116_444_736_000_000_000;
+    let since_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    #[allow(clippy::cast_possible_truncation)]
+    let value = (since_unix.as_nanos() / 100 + EPOCH_DIFFERENCE_100NS) as i64;
+    if !time.is_null() {
+        // SAFETY: the caller passes a valid LARGE_INTEGER out pointer.
+        unsafe { time.write(value) };
+    }
+}
+
+/// `PsGetCurrentProcessId` (ntddk.h): the emulated process of this thread (the requestor in
+/// I/O callbacks, the sender in port callbacks, System (4) otherwise).
+extern "win64" fn ps_get_current_process_id() -> usize {
+    exec::current_pid() as usize
+}
+
+/// `FsRtlIsPagingFile` (ntifs.h): TRUE for file objects opened as a paging file.
+extern "win64" fn fs_rtl_is_paging_file(file_object: usize) -> u32 {
+    let Some(inner) = state::current() else { return 0 };
+    let state = inner.enter("FsRtlIsPagingFile", APC_LEVEL);
+    u32::from(state.files.get(&file_object).is_some_and(|f| f.paging_file))
+}
+
+/// `MM_COPY_MEMORY_PHYSICAL`.
+const MM_COPY_MEMORY_PHYSICAL: u32 = 1;
+/// `MM_COPY_MEMORY_VIRTUAL`.
+const MM_COPY_MEMORY_VIRTUAL: u32 = 2;
+
+/// Reads `length` bytes at `source` into `target` without faulting: process_vm_readv on our
+/// own process returns EFAULT (or a short count) for unmapped or PROT_NONE pages.
+fn copy_without_faulting(target: usize, source: usize, length: usize) -> usize {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let mut done = 0;
+    while done < length {
+        let local = libc::iovec { iov_base: (target + done) as *mut c_void, iov_len: length - done };
+        let remote = libc::iovec { iov_base: (source + done) as *mut c_void, iov_len: length - done };
+        // SAFETY: `local` is the caller's kernel buffer (valid for `length` bytes per
+        // MmCopyMemory's contract); the remote side is only read by the kernel, which checks it.
+        let copied = unsafe { libc::process_vm_readv(pid, &raw const local, 1, &raw const remote, 1, 0) };
+        if copied <= 0 {
+            break;
+        }
+        #[allow(clippy::cast_sign_loss)]
+        let copied = copied as usize;
+        done += copied;
+    }
+    done
+}
+
+/// `MmCopyMemory` (ntddk.h "MmCopyMemory", Windows 8.1+, IRQL ≤ APC_LEVEL): with
+/// MM_COPY_MEMORY_VIRTUAL copies from a virtual address without faulting; an inaccessible range
+/// fails with STATUS_ACCESS_VIOLATION (fltemu's choice of "an appropriate error"), a partly
+/// accessible one with STATUS_PARTIAL_COPY; `*NumberOfBytesTransferred` reports the bytes copied.
+/// Physical copies are not modelled (STATUS_NOT_SUPPORTED).
+extern "win64" fn mm_copy_memory(target: usize, source: usize, length: usize, flags: u32, transferred: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::UNSUCCESSFUL };
+    drop(inner.enter("MmCopyMemory", APC_LEVEL));
+    let (result, copied) = if flags == MM_COPY_MEMORY_VIRTUAL {
+        let copied = copy_without_faulting(target, source, length);
+        let result = if copied == length {
+            status::SUCCESS
+        } else if copied == 0 {
+            status::ACCESS_VIOLATION
+        } else {
+            status::PARTIAL_COPY
+        };
+        (result, copied)
+    } else if flags == MM_COPY_MEMORY_PHYSICAL {
+        (status::NOT_SUPPORTED, 0)
+    } else {
+        (status::INVALID_PARAMETER, 0)
+    };
+    if !transferred.is_null() {
+        // SAFETY: the caller passes a valid SIZE_T out pointer.
+        unsafe { transferred.write(copied) };
+    }
+    result
+}
+
+/// `PAGE_READONLY`.
+const PAGE_READONLY: u32 = 0x02;
+/// `PAGE_READWRITE`.
+const PAGE_READWRITE: u32 = 0x04;
+
+/// `MmSecureVirtualMemory` (ntddk.h, IRQL ≤ APC_LEVEL): a non-NULL handle when the whole user
+/// range is mapped with at least the asked protection (PAGE_READONLY or PAGE_READWRITE), which
+/// then cannot be unmapped or made more restrictive until MmUnsecureVirtualMemory; NULL
+/// otherwise.
+extern "win64" fn mm_secure_virtual_memory(address: usize, size: usize, probe_mode: u32) -> usize {
+    use crate::user::Access;
+    let Some(inner) = state::current() else { return 0 };
+    drop(inner.enter("MmSecureVirtualMemory", APC_LEVEL));
+    if size == 0 {
+        return 0;
+    }
+    let ok = match inner.user.access_of(address, size) {
+        Some(Access::ReadWrite) => probe_mode == PAGE_READONLY || probe_mode == PAGE_READWRITE,
+        Some(Access::ReadOnly) => probe_mode == PAGE_READONLY,
+        _ => false,
+    };
+    if !ok {
+        return 0;
+    }
+    inner.user.secure(address, 1);
+    let mut state = inner.lock();
+    state.next_secure += 1;
+    let handle = 0x0000_5EC0_0000_0000 + state.next_secure * 16;
+    state.secured.insert(handle, (address, size));
+    handle
+}
+
+/// `MmUnsecureVirtualMemory` (ntddk.h): releases a handle from MmSecureVirtualMemory.
+extern "win64" fn mm_unsecure_virtual_memory(handle: usize) {
+    let Some(inner) = state::current() else { return };
+    let mut state = inner.enter("MmUnsecureVirtualMemory", APC_LEVEL);
+    let range = state.secured.remove(&handle);
+    if range.is_none() {
+        state.violations.push(Violation::InvalidParameter { function: "MmUnsecureVirtualMemory", reason: "not a handle from MmSecureVirtualMemory" });
+    }
+    drop(state);
+    if let Some((address, _)) = range {
+        inner.user.secure(address, -1);
+    }
+}
+
+/// ntoskrnl.exe exports by name.
+pub fn resolve(name: &str) -> Option<usize> {
+    Some(match name {
+        "DbgPrintEx" => dbg_print_ex as *const () as usize,
+        "KeBugCheckEx" => ke_bug_check_ex as *const () as usize,
+        "memcpy" => memcpy as *const () as usize,
+        "memmove" => memmove as *const () as usize,
+        "memset" => memset as *const () as usize,
+        "memcmp" => memcmp as *const () as usize,
+        "strlen" => strlen as *const () as usize,
+        "ExAllocatePool2" => ex_allocate_pool2 as *const () as usize,
+        "ExFreePoolWithTag" => ex_free_pool_with_tag as *const () as usize,
+        "KeGetCurrentIrql" => ke_get_current_irql as *const () as usize,
+        "KeQuerySystemTimePrecise" => ke_query_system_time_precise as *const () as usize,
+        "PsGetCurrentProcessId" => ps_get_current_process_id as *const () as usize,
+        "FsRtlIsPagingFile" => fs_rtl_is_paging_file as *const () as usize,
+        "MmCopyMemory" => mm_copy_memory as *const () as usize,
+        "MmSecureVirtualMemory" => mm_secure_virtual_memory as *const () as usize,
+        "MmUnsecureVirtualMemory" => mm_unsecure_virtual_memory as *const () as usize,
+        _ => return None,
+    })
+}
+
+/// Every ntoskrnl export fltemu provides (for the README table and the CLI).
+pub const EXPORTS: &[&str] = &[
+    "DbgPrintEx",
+    "KeBugCheckEx",
+    "memcpy",
+    "memmove",
+    "memset",
+    "memcmp",
+    "strlen",
+    "ExAllocatePool2",
+    "ExFreePoolWithTag",
+    "KeGetCurrentIrql",
+    "KeQuerySystemTimePrecise",
+    "PsGetCurrentProcessId",
+    "FsRtlIsPagingFile",
+    "MmCopyMemory",
+    "MmSecureVirtualMemory",
+    "MmUnsecureVirtualMemory",
+];

@@ -1,0 +1,185 @@
+//! Emulated user-mode memory: buffers in their own mappings that a test can make invalid.
+//!
+//! A driver must reach user buffers only through MmCopyMemory or a range secured with
+//! MmSecureVirtualMemory and then copied (fltmgr-semantics F4/F5). fltemu keeps every user
+//! buffer in a separate mmap with a PROT_NONE guard page after it, so a direct access to an
+//! invalid or short buffer faults and is reported as
+//! [`Violation::UserBufferTouchedDirectly`](crate::Violation::UserBufferTouchedDirectly).
+//! "Unmapped" buffers stay reserved as PROT_NONE (so the address is never reused) but are
+//! reported as not mapped to MmSecureVirtualMemory.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+const PAGE: usize = 4096;
+
+/// What a user buffer currently allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Readable and writable.
+    ReadWrite,
+    /// Read only.
+    ReadOnly,
+    /// Mapped, no access (PROT_NONE).
+    NoAccess,
+    /// Not mapped (kept reserved as PROT_NONE).
+    Unmapped,
+}
+
+#[derive(Debug)]
+pub(crate) struct Region {
+    pub base: usize,
+    pub length: usize,
+    pub access: Access,
+    pub secured: usize,
+}
+
+/// The registry of user mappings.
+#[derive(Debug, Default)]
+pub struct UserSpace {
+    pub(crate) regions: Mutex<Vec<Arc<Mutex<Region>>>>,
+}
+
+impl UserSpace {
+    /// True when `address` lies inside any user mapping ever made (fault classification).
+    pub fn contains(&self, address: usize) -> bool {
+        self.regions.lock().unwrap_or_else(PoisonError::into_inner).iter().any(|r| {
+            let r = r.lock().unwrap_or_else(PoisonError::into_inner);
+            address >= r.base && address < r.base + r.length
+        })
+    }
+
+    /// The access of the mapping holding `[address, address + length)`, if one holds it whole.
+    pub fn access_of(&self, address: usize, length: usize) -> Option<Access> {
+        let end = address.checked_add(length)?;
+        self.regions.lock().unwrap_or_else(PoisonError::into_inner).iter().find_map(|r| {
+            let r = r.lock().unwrap_or_else(PoisonError::into_inner);
+            (address >= r.base && end <= r.base + r.length).then_some(r.access)
+        })
+    }
+
+    /// Marks the mapping holding `address` as secured (+1) or unsecured (-1).
+    pub fn secure(&self, address: usize, delta: isize) {
+        for region in self.regions.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            let mut r = region.lock().unwrap_or_else(PoisonError::into_inner);
+            if address >= r.base && address < r.base + r.length {
+                r.secured = r.secured.saturating_add_signed(delta);
+            }
+        }
+    }
+}
+
+/// A buffer in emulated user memory (its own mapping, a guard page after it).
+#[derive(Debug)]
+pub struct UserBuffer {
+    region: Arc<Mutex<Region>>,
+    mapping: usize,
+    mapping_length: usize,
+    address: usize,
+    length: usize,
+}
+
+// SAFETY: the buffer owns its mapping; access goes through the region mutex or plain copies.
+unsafe impl Send for UserBuffer {}
+// SAFETY: as above.
+unsafe impl Sync for UserBuffer {}
+
+impl UserBuffer {
+    /// Maps a buffer of `length` bytes whose first byte is `misalignment` bytes past a 16-byte
+    /// boundary; the buffer ends right before a PROT_NONE guard page.
+    pub(crate) fn new(space: &UserSpace, length: usize, misalignment: usize) -> Self {
+        let data_pages = (length + misalignment + 16).div_ceil(PAGE).max(1);
+        let mapping_length = (data_pages + 1) * PAGE;
+        // SAFETY: anonymous private mapping chosen by the kernel.
+        let mapping = unsafe {
+            libc::mmap(core::ptr::null_mut(), mapping_length, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        assert!(mapping != libc::MAP_FAILED, "fltemu could not map a user buffer");
+        let mapping = mapping as usize;
+        let guard = mapping + data_pages * PAGE;
+        // SAFETY: the last page of the mapping just made becomes the guard page.
+        unsafe { libc::mprotect(guard as *mut libc::c_void, PAGE, libc::PROT_NONE) };
+        // End the buffer at the guard page; step back to the requested alignment.
+        let end_aligned = (guard - length) & !15;
+        let address = end_aligned + misalignment;
+        let address = if address + length > guard { end_aligned - 16 + misalignment } else { address };
+        let region = Arc::new(Mutex::new(Region { base: mapping, length: mapping_length, access: Access::ReadWrite, secured: 0 }));
+        space.regions.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::clone(&region));
+        Self { region, mapping, mapping_length, address, length }
+    }
+
+    /// The user-mode address the driver sees.
+    #[must_use]
+    pub fn address(&self) -> usize {
+        self.address
+    }
+
+    /// The length passed to the driver.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.length
+    }
+
+    /// True for a zero-length buffer.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.length == 0
+    }
+
+    /// The current access.
+    #[must_use]
+    pub fn access(&self) -> Access {
+        self.region.lock().unwrap_or_else(PoisonError::into_inner).access
+    }
+
+    /// Copies the buffer out (empty when not readable).
+    #[must_use]
+    pub fn read(&self) -> Vec<u8> {
+        if matches!(self.access(), Access::NoAccess | Access::Unmapped) {
+            return Vec::new();
+        }
+        // SAFETY: the buffer lies inside its readable mapping.
+        unsafe { std::slice::from_raw_parts(self.address as *const u8, self.length) }.to_vec()
+    }
+
+    /// Writes `bytes` at the start of the buffer (truncated to its length); false when the
+    /// buffer is not writable.
+    pub fn write(&self, bytes: &[u8]) -> bool {
+        if self.access() != Access::ReadWrite {
+            return false;
+        }
+        let n = bytes.len().min(self.length);
+        // SAFETY: the first `n` bytes lie inside the writable mapping.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), self.address as *mut u8, n) };
+        true
+    }
+
+    /// Changes the access, as a user thread could (VirtualProtect / VirtualFree) while the
+    /// driver works. Refused (false) while the range is secured, which is what
+    /// MmSecureVirtualMemory guarantees ("Remarks" of learn.microsoft.com MmSecureVirtualMemory).
+    pub fn set_access(&self, access: Access) -> bool {
+        let mut region = self.region.lock().unwrap_or_else(PoisonError::into_inner);
+        let loosening = matches!(access, Access::ReadWrite) || (access == Access::ReadOnly && region.access != Access::ReadWrite);
+        if region.secured > 0 && !loosening {
+            return false;
+        }
+        let protection = match access {
+            Access::ReadWrite => libc::PROT_READ | libc::PROT_WRITE,
+            Access::ReadOnly => libc::PROT_READ,
+            Access::NoAccess | Access::Unmapped => libc::PROT_NONE,
+        };
+        // SAFETY: changes the protection of this buffer's own data pages (not the guard page).
+        unsafe { libc::mprotect(self.mapping as *mut libc::c_void, self.mapping_length - PAGE, protection) };
+        region.access = access;
+        true
+    }
+}
+
+impl Drop for UserBuffer {
+    fn drop(&mut self) {
+        // Keep the range reserved and inaccessible rather than unmapping it: a driver holding a
+        // stale user address must fault, never read someone else's new mapping.
+        // SAFETY: this buffer's own mapping.
+        unsafe { libc::mprotect(self.mapping as *mut libc::c_void, self.mapping_length, libc::PROT_NONE) };
+        self.region.lock().unwrap_or_else(PoisonError::into_inner).access = Access::Unmapped;
+    }
+}
