@@ -9,18 +9,7 @@ use windows_sys::Win32::Storage::InstallableFileSystems::{
     FILTER_MESSAGE_HEADER, FilterConnectCommunicationPort, FilterGetMessage, FilterSendMessage,
 };
 
-use super::transport::{Transport, TransportError};
-
-/// `E_NOTIMPL`: what Wine's FltLib returns.
-const E_NOTIMPL: i32 = 0x8000_4001_u32.cast_signed();
-/// `HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND)`: no such port.
-const HRESULT_FILE_NOT_FOUND: i32 = 0x8007_0002_u32.cast_signed();
-/// `HRESULT_FROM_WIN32(ERROR_PATH_NOT_FOUND)`.
-const HRESULT_PATH_NOT_FOUND: i32 = 0x8007_0003_u32.cast_signed();
-/// `E_ACCESSDENIED`.
-const E_ACCESSDENIED: i32 = 0x8007_0005_u32.cast_signed();
-/// `FACILITY_NT_BIT`: an HRESULT that wraps an NTSTATUS (`HRESULT_FROM_NT`).
-const FACILITY_NT_BIT: u32 = 0x1000_0000;
+use super::transport::{classify_hresult as classify, Transport, TransportError};
 
 /// An open client port.
 pub struct FltLibTransport {
@@ -29,18 +18,6 @@ pub struct FltLibTransport {
 
 // SAFETY: a port handle may be used from any thread; FltLib calls are thread-safe.
 unsafe impl Send for FltLibTransport {}
-
-/// The transport error an HRESULT means.
-fn classify(hresult: i32) -> TransportError {
-    let bits = hresult.cast_unsigned();
-    match hresult {
-        E_NOTIMPL => TransportError::NotReachable("FltLib is not implemented here (Wine's FltLib returns E_NOTIMPL)".into()),
-        HRESULT_FILE_NOT_FOUND | HRESULT_PATH_NOT_FOUND => TransportError::PortNotFound,
-        E_ACCESSDENIED => TransportError::AccessDenied,
-        _ if bits & FACILITY_NT_BIT != 0 => TransportError::Status((bits & !FACILITY_NT_BIT).cast_signed()),
-        _ => TransportError::Other(format!("FltLib failed with HRESULT {bits:#010x}")),
-    }
-}
 
 /// An 8-aligned byte buffer (the driver refuses misaligned buffers).
 fn aligned_buffer(bytes: usize) -> Vec<u64> {
