@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use witness::{DriverAbsent, HandleWitness};
+use witness::HandleWitness;
 
 /// The subcommand's name.
 pub const NAME: &str = "crypto";
@@ -88,11 +88,6 @@ fn parse_scenario_name(name: &str) -> Result<String, String> {
         Some(spec) => Ok(spec.name.to_owned()),
         None => Err(format!("unknown scenario; valid names: {}", catalog::names())),
     }
-}
-
-/// Runs `ctxguard crypto` without driver correlation (the port client is not wired in here).
-pub fn run(args: &CryptoArgs) -> ExitCode {
-    run_with_witness(args, &DriverAbsent::default())
 }
 
 /// Runs `ctxguard crypto`, asking `witness` which files the process holds open around each
