@@ -1,7 +1,7 @@
-// Link setup for ctxguard.sys (and, through `include!`, for fltemu's fixture drivers).
-//
-// Default path (any host): rust-lld links a native-subsystem kernel image with the arguments
-// below. Feature `wdk` (Windows with the WDK): wdk-build configures the link instead.
+//! Link setup for ctxguard.sys (and, through `include!`, for fltemu's fixture drivers).
+//!
+//! Default path (any host): rust-lld links a native-subsystem kernel image with the arguments
+//! below. Feature `wdk` (Windows with the WDK): wdk-build configures the link instead.
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");

@@ -1,0 +1,149 @@
+//! fltemu's verifier against the fixture drivers: each planted bug is reported as its exact
+//! violation, and the correct fixture runs clean.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+mod support;
+
+use std::path::PathBuf;
+
+use fltemu::{Config, ContextType, EmuError, Emulator, OpenOptions, PoolKind, Tag, Violation, VolumeSpec};
+use support::{Arch, build_kernel_image};
+
+fn fixture(feature: Option<&str>) -> PathBuf {
+    let features: Vec<&str> = feature.into_iter().collect();
+    build_kernel_image("fltemu-fixture-driver", Arch::X64, &features, "fltemu_fixture_driver")
+}
+
+fn tag(text: &[u8; 4]) -> Tag {
+    Tag(u32::from_le_bytes(*text))
+}
+
+/// Opens and closes a few files (two opens of one stream overlap) on two volumes.
+fn exercise(emulator: &Emulator) {
+    let ntfs = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    let other = emulator.mount(VolumeSpec::without_stream_contexts("\\Device\\HarddiskVolume2")).unwrap();
+    let first = emulator.open(ntfs, "\\a.txt", &OpenOptions::default()).unwrap();
+    let second = emulator.open(ntfs, "\\a.txt", &OpenOptions::default()).unwrap();
+    let ads = emulator.open(ntfs, "\\a.txt:ads", &OpenOptions::default()).unwrap();
+    let plain = emulator.open(other, "\\b.txt", &OpenOptions::default()).unwrap();
+    for file in [first, second, ads, plain] {
+        emulator.cleanup(&file).unwrap();
+        emulator.close(file).unwrap();
+    }
+}
+
+#[test]
+fn correct_fixture_runs_clean_and_frees_everything() {
+    let emulator = Emulator::load(fixture(None), Config::default()).unwrap();
+    let ntfs = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    assert!(emulator.instance_context(ntfs).is_some(), "InstanceSetup linked an instance context");
+    let first = emulator.open(ntfs, "\\a.txt", &OpenOptions::default()).unwrap();
+    let stream = emulator.stream_context(&first).expect("post-create linked a stream context");
+    assert_eq!(stream.refcount, 1, "only the link holds the stream context between operations");
+    assert_eq!(stream.pool, PoolKind::Paged);
+    let second = emulator.open(ntfs, "\\a.txt", &OpenOptions::default()).unwrap();
+    assert_eq!(emulator.stream_context(&second).unwrap().address, stream.address, "one stream context per stream");
+    assert_ne!(emulator.stream_handle_context(&first).unwrap().address, emulator.stream_handle_context(&second).unwrap().address);
+    assert_eq!(emulator.open_file_objects(ntfs, "\\a.txt"), 2);
+    emulator.close(first).unwrap();
+    assert_eq!(emulator.context_refcount(stream.address), Some(1), "the stream lives while a FILE_OBJECT is open");
+    emulator.close(second).unwrap();
+    assert_eq!(emulator.context_refcount(stream.address), None, "the last close tore the stream down (B9)");
+    exercise(&emulator);
+    let report = emulator.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.contexts_outstanding, 0);
+}
+
+#[test]
+fn leak_on_already_defined_is_a_leaked_stream_context() {
+    // Simultaneous first opens of one stream make the KEEP_IF_EXISTS race happen for real.
+    let emulator = Emulator::load(fixture(Some("bug-leak-on-already-defined")), Config::default()).unwrap();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    let mut lost_race = false;
+    for round in 0..200 {
+        let path = format!("\\race{round}.txt");
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4).map(|_| scope.spawn(|| emulator.open(volume, &path, &OpenOptions::default()).unwrap())).collect();
+            for handle in handles {
+                emulator.close(handle.join().unwrap()).unwrap();
+            }
+        });
+        if emulator.live_context_count(ContextType::Stream) > 0 {
+            lost_race = true;
+            break;
+        }
+    }
+    assert!(lost_race, "no KEEP_IF_EXISTS race happened in 200 rounds of 4 simultaneous first opens");
+    let report = emulator.unload().unwrap();
+    assert!(
+        report.violations.iter().any(|v| matches!(v, Violation::ContextLeaked { context_type: ContextType::Stream, tag: t, refcount: 1, .. } if *t == tag(b"FxSt"))),
+        "{report}"
+    );
+    assert!(report.violations.iter().all(|v| matches!(v, Violation::ContextLeaked { .. })), "{report}");
+}
+
+#[test]
+fn double_release_takes_a_linked_context_to_zero() {
+    let emulator = Emulator::load(fixture(Some("bug-double-release")), Config::default()).unwrap();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    let file = emulator.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+    emulator.cleanup(&file).unwrap();
+    let violations = emulator.violations();
+    assert_eq!(violations, vec![Violation::ReleasedLinkedToZero { context_type: ContextType::StreamHandle, tag: tag(b"FxSh") }]);
+    emulator.close(file).unwrap();
+    let report = emulator.unload().unwrap();
+    assert_eq!(report.violations.len(), 1, "{report}");
+}
+
+#[test]
+fn get_not_released_leaks_the_stream_context() {
+    let emulator = Emulator::load(fixture(Some("bug-get-not-released")), Config::default()).unwrap();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    let file = emulator.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+    emulator.close(file).unwrap();
+    assert_eq!(emulator.live_context_count(ContextType::Stream), 1, "the un-released Get keeps the stream context alive");
+    let report = emulator.unload().unwrap();
+    assert_eq!(
+        report.violations,
+        vec![Violation::ContextLeaked { context_type: ContextType::Stream, size: 4, tag: tag(b"FxSt"), refcount: 1 }],
+        "{report}"
+    );
+}
+
+#[test]
+fn paged_volume_context_is_the_wrong_pool() {
+    let emulator = Emulator::load(fixture(Some("bug-paged-volume-context")), Config::default()).unwrap();
+    emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    let report = emulator.unload().unwrap();
+    assert_eq!(report.violations, vec![Violation::WrongPoolForType { context_type: ContextType::Volume, pool: PoolKind::Paged }], "{report}");
+}
+
+#[test]
+fn failed_driver_entry_without_unregister_is_reported() {
+    match Emulator::load(fixture(Some("bug-no-unregister-on-failed-entry")), Config::default()) {
+        Err(EmuError::DriverEntryFailed { status, report }) => {
+            assert_eq!(report.violations, vec![Violation::FailedDriverEntryDidNotUnregister { status }], "{report}");
+        }
+        other => panic!("expected DriverEntryFailed, got {other:?}"),
+    }
+}
+
+#[test]
+fn unresolvable_import_names_dll_and_function() {
+    let error = Emulator::load(fixture(Some("bug-unresolvable-import")), Config::default()).unwrap_err();
+    assert_eq!(error, EmuError::Load(fltemu::LoadError::UnresolvedImport("fltmgr.sys!FltTagFile".into())));
+    assert!(error.to_string().contains("fltmgr.sys!FltTagFile"));
+}
+
+#[test]
+fn fault_in_driver_entry_is_a_crash_with_its_rva() {
+    let error = Emulator::load(fixture(Some("bug-fault-in-driver-entry")), Config::default()).unwrap_err();
+    match error {
+        EmuError::Stopped(fltemu::Stop::Crash { address, rva, .. }) => {
+            assert_eq!(address, 0x10);
+            assert!(rva.is_some_and(|r| r >= 0x1000), "the faulting instruction is inside the image: {rva:?}");
+        }
+        other => panic!("expected a crash, got {other:?}"),
+    }
+}
