@@ -26,14 +26,14 @@ pub fn documented_order() {
 }
 "#;
 
-const RELEASE_BEFORE_KEY: &str = r#"
+const RELEASE_BEFORE_KEY: &str = r"
 pub fn release_before_key() {
     let Some(provider) = guards::Provider::acquire(None, 24, 0xF000_0000).value else { return };
     let Some(key) = provider.gen_key(0x660E, 0).value else { return };
     let _ = provider.release(0);
     let _ = key.destroy();
 }
-"#;
+";
 
 const RELEASE_BEFORE_HASH: &str = r#"
 pub fn release_before_hash() {
