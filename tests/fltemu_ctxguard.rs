@@ -1,0 +1,108 @@
+//! ctxguard.sys itself, run in fltemu: load/unload, an open storm, and bad images.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+mod support;
+
+use fltemu::{Config, EmuError, Emulator, LoadError, OpenOptions, VolumeSpec};
+use support::{Arch, driver_image};
+
+#[test]
+fn load_then_unload_is_clean() {
+    let emulator = Emulator::load(driver_image(Arch::X64), Config::default()).expect("ctxguard.sys loads");
+    let report = emulator.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.pool_bytes_outstanding, 0, "{report}");
+    assert!(!report.debug_output.is_empty(), "the driver prints through DbgPrintEx");
+}
+
+/// ≥ 10,000 opens across 4 threads and 3 volumes (one without stream contexts), with files held
+/// open while others open the same stream, simultaneous first opens, alternate streams, failed
+/// creates and paging files; then 0 violations and 0 pool at unload.
+#[test]
+fn ten_thousand_opens_on_four_threads_leave_nothing_behind() {
+    const THREADS: usize = 4;
+    const OPENS_PER_THREAD: usize = 2_600;
+    let emulator = Emulator::load(driver_image(Arch::X64), Config::default()).unwrap();
+    let volumes = [
+        emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap(),
+        emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume2")).unwrap(),
+        emulator.mount(VolumeSpec::without_stream_contexts("\\Device\\HarddiskVolume3")).unwrap(),
+    ];
+    let opened = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for thread in 0..THREADS {
+            let (emulator, opened) = (&emulator, &opened);
+            scope.spawn(move || {
+                for round in 0..OPENS_PER_THREAD {
+                    let volume = volumes[round % volumes.len()];
+                    let options = OpenOptions { pid: 1000 + u32::try_from(thread).unwrap(), ..OpenOptions::default() };
+                    // Shared names across threads make simultaneous first opens of one stream.
+                    let path = match round % 5 {
+                        0 => format!("\\shared\\file{}.txt", round % 16),
+                        1 => format!("\\shared\\file{}.txt:ads", round % 16),
+                        _ => format!("\\t{thread}\\file{}.dat", round % 64),
+                    };
+                    if round % 97 == 0 {
+                        let failed = OpenOptions { final_status: fltemu::status::OBJECT_NAME_NOT_FOUND, ..options.clone() };
+                        assert_eq!(emulator.open(volume, &path, &failed), Err(EmuError::CreateFailed(fltemu::status::OBJECT_NAME_NOT_FOUND)));
+                        opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    } else if round % 7 == 0 {
+                        // Hold one open while the same stream is opened again.
+                        let held = emulator.open(volume, &path, &options).unwrap();
+                        emulator.open_close(volume, &path, &options).unwrap();
+                        emulator.close(held).unwrap();
+                        opened.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+                    } else if round % 211 == 0 {
+                        let paging = OpenOptions { paging_file: true, ..options.clone() };
+                        emulator.open_close(volume, "\\pagefile.sys", &paging).unwrap();
+                        opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    } else {
+                        emulator.open_close(volume, &path, &options).unwrap();
+                        opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    assert!(opened.load(std::sync::atomic::Ordering::Relaxed) >= 10_000);
+    assert!(emulator.violations().is_empty(), "{:?}", emulator.violations());
+    let report = emulator.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!((report.pool_bytes_outstanding, report.pool_blocks_outstanding, report.contexts_outstanding), (0, 0, 0), "{report}");
+}
+
+fn image_bytes() -> Vec<u8> {
+    std::fs::read(driver_image(Arch::X64)).unwrap()
+}
+
+#[test]
+fn not_a_pe_is_refused() {
+    let error = Emulator::load_bytes(b"this is not a driver image, just some text bytes ......................", Config::default()).unwrap_err();
+    assert!(matches!(error, EmuError::Load(LoadError::NotPe(_))), "{error:?}");
+}
+
+#[test]
+fn arm64_image_is_the_wrong_machine() {
+    let error = Emulator::load(driver_image(Arch::Arm64), Config::default()).unwrap_err();
+    assert_eq!(error, EmuError::Load(LoadError::WrongMachine(0xAA64)));
+    assert!(error.to_string().contains("wrong machine"));
+}
+
+#[test]
+fn a_patched_byte_breaks_the_checksum() {
+    let mut bytes = image_bytes();
+    bytes[0x4E] ^= 0x20; // inside the DOS stub text
+    let error = Emulator::load_bytes(&bytes, Config::default()).unwrap_err();
+    assert!(matches!(error, EmuError::Load(LoadError::BadChecksum { stored, computed }) if stored != computed), "{error:?}");
+}
+
+#[test]
+fn a_renamed_import_is_unresolvable_and_named() {
+    let mut bytes = image_bytes();
+    let needle = b"FltGetVolumeName\0";
+    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("ctxguard imports FltGetVolumeName");
+    bytes[at + needle.len() - 2] = b'X';
+    fltemu::fix_checksum(&mut bytes);
+    let error = Emulator::load_bytes(&bytes, Config::default()).unwrap_err();
+    assert_eq!(error, EmuError::Load(LoadError::UnresolvedImport("fltmgr.sys!FltGetVolumeNamX".into())));
+}
