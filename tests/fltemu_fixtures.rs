@@ -106,7 +106,7 @@ fn get_not_released_leaks_the_stream_context() {
     let report = emulator.unload().unwrap();
     assert_eq!(
         report.violations,
-        vec![Violation::ContextLeaked { context_type: ContextType::Stream, size: 4, tag: tag(b"FxSt"), refcount: 1 }],
+        vec![Violation::ContextLeaked { context_type: ContextType::Stream, size: 4, tag: tag(b"FxSt"), refcount: 1, count: 1 }],
         "{report}"
     );
 }

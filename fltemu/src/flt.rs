@@ -224,11 +224,13 @@ pub(crate) fn unregister(inner: &Inner) {
     inner.finish(doomed);
     inner.wait_for_work();
     let mut state = inner.lock();
-    let mut leaks: Vec<Violation> = state
-        .contexts
-        .values()
-        .filter(|c| c.life != Life::Freed)
-        .map(|c| Violation::ContextLeaked { context_type: c.context_type, size: c.size, tag: crate::Tag(c.tag), refcount: c.refs })
+    let mut alike: std::collections::BTreeMap<(ContextType, usize, u32, i64), usize> = std::collections::BTreeMap::new();
+    for context in state.contexts.values().filter(|c| c.life != Life::Freed) {
+        *alike.entry((context.context_type, context.size, context.tag, context.refs)).or_insert(0) += 1;
+    }
+    let mut leaks: Vec<Violation> = alike
+        .into_iter()
+        .map(|((context_type, size, tag, refcount), count)| Violation::ContextLeaked { context_type, size, tag: crate::Tag(tag), refcount, count })
         .collect();
     let names = state.name_infos.values().filter(|n| n.refs > 0).count();
     if names > 0 {

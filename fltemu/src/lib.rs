@@ -30,6 +30,7 @@ mod nt;
 pub mod pe;
 mod port;
 mod printf;
+pub mod scenario;
 mod state;
 mod user;
 mod verifier;

@@ -91,8 +91,8 @@ impl ContextType {
 /// One contract violation found by the verifier.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Violation {
-    /// A context was still allocated when FltUnregisterFilter finished (Filter Verifier's leak
-    /// check at unload; B11).
+    /// Contexts still allocated when FltUnregisterFilter finished (Filter Verifier's leak check
+    /// at unload; B11), one entry per (type, size, tag, refcount) with how many.
     ContextLeaked {
         /// Its type.
         context_type: ContextType,
@@ -102,6 +102,8 @@ pub enum Violation {
         tag: Tag,
         /// Its reference count then.
         refcount: i64,
+        /// How many contexts leaked alike.
+        count: usize,
     },
     /// FltReleaseContext took a context that is still linked to an object to 0 (bug check
     /// 0xF5/0x6D, "context released too many times").
@@ -242,8 +244,8 @@ pub enum Violation {
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::ContextLeaked { context_type, size, tag, refcount } => {
-                write!(f, "context leaked at unload: {context_type:?} size {size} tag {tag} refcount {refcount}")
+            Self::ContextLeaked { context_type, size, tag, refcount, count } => {
+                write!(f, "{count} context(s) leaked at unload: {context_type:?} size {size} tag {tag} refcount {refcount}")
             }
             Self::ReleasedLinkedToZero { context_type, tag } => {
                 write!(f, "release took a linked {context_type:?} context ({tag}) to 0 (0xF5/0x6D)")

@@ -1,0 +1,261 @@
+//! Line-based scripts and the built-in scenarios of the `fltemu run` command.
+//!
+//! One command per line; `#` starts a comment; words are separated by spaces. Volumes are named
+//! by the name given to `mount`, handles by the name given to `open`.
+//!
+//! | Command | Meaning |
+//! |---|---|
+//! | `mount VOL [nostream]` | mount `\Device\VOL` (NTFS, or a file system without stream contexts) |
+//! | `open H VOL PATH [pid=N] [status=0xC0000034] [paging]` | IRP_MJ_CREATE; a failure status makes a failed create |
+//! | `cleanup H` / `close H` | IRP_MJ_CLEANUP / IRP_MJ_CLOSE of handle H (close runs cleanup if needed) |
+//! | `openclose VOL PATH [COUNT]` | create, cleanup, close, COUNT times |
+//! | `storm COUNT` | COUNT create/cleanup/close cycles over all mounted volumes on `--threads` threads |
+//! | `race ROUNDS` | per round, `--threads` threads open one new stream at the same moment, then close |
+//! | `detach VOL` / `attach VOL` / `dismount VOL` | instance teardown (manual), manual attach, dismount |
+//! | `unload` | FilterUnload (mandatory); added at the end when a script does not unload |
+
+use std::collections::HashMap;
+use std::sync::Barrier;
+
+use crate::{EmuError, Emulator, FileHandle, OpenOptions, Report, VolumeId, VolumeSpec};
+
+/// The built-in scenarios: (name, script).
+pub const SCENARIOS: &[(&str, &str)] = &[
+    ("load-unload", "# DriverEntry, then FilterUnload\nunload\n"),
+    ("open-storm", "mount vol1\nmount vol2\nmount vol3 nostream\nstorm 10000\nunload\n"),
+    ("race", "mount vol1\nrace 500\nunload\n"),
+    (
+        "teardown-with-open-files",
+        "mount vol1\nopen a vol1 \\a.txt\nopen b vol1 \\a.txt\nopen c vol1 \\b.txt:ads\ncleanup b\ndetach vol1\nclose a\nclose b\nclose c\nattach vol1\nopenclose vol1 \\a.txt 3\nunload\n",
+    ),
+    (
+        "unload-with-open-files",
+        "mount vol1\nmount vol2 nostream\nopen a vol1 \\a.txt\nopen b vol1 \\a.txt\nopen c vol2 \\c.txt\ncleanup b\nunload\nclose a\nclose b\nclose c\n",
+    ),
+    (
+        "unload-with-referenced-contexts",
+        "# stream and stream-handle contexts referenced by their links (and the instance context) at unload\nmount vol1\nmount vol2\nopen a vol1 \\shared.txt\nopen b vol1 \\shared.txt\nopen c vol1 \\shared.txt:ads\nopen d vol2 \\shared.txt\nstorm 200\nunload\n",
+    ),
+];
+
+/// The script of a built-in scenario.
+#[must_use]
+pub fn scenario(name: &str) -> Option<&'static str> {
+    SCENARIOS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// What a script run produced.
+#[derive(Debug)]
+pub struct ScriptRun {
+    /// One line per command run (what ran and its outcome).
+    pub log: Vec<String>,
+    /// The report at unload.
+    pub report: Report,
+}
+
+/// A script error: bad syntax, or an emulator failure on line `line`.
+#[derive(Debug)]
+pub enum ScriptError {
+    /// Bad syntax.
+    Syntax {
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The emulator failed (crash, bug check …).
+    Emulator {
+        /// 1-based line.
+        line: usize,
+        /// The error.
+        error: EmuError,
+        /// The log so far.
+        log: Vec<String>,
+    },
+}
+
+impl std::fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScriptError::Syntax { line, message } => write!(f, "script line {line}: {message}"),
+            ScriptError::Emulator { line, error, .. } => write!(f, "script line {line}: {error}"),
+        }
+    }
+}
+
+fn parse_status(text: &str) -> Option<i32> {
+    let value = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")).map_or_else(|| text.parse::<i64>().ok(), |h| i64::from_str_radix(h, 16).ok())?;
+    #[allow(clippy::cast_possible_wrap)]
+    Some(value as u32 as i32)
+}
+
+/// Runs `script` against `emulator` with `threads` threads for `storm` and `race`.
+///
+/// # Errors
+/// [`ScriptError`] on bad syntax or an emulator failure.
+#[allow(clippy::too_many_lines)]
+pub fn run_script(emulator: &Emulator, script: &str, threads: usize) -> Result<ScriptRun, ScriptError> {
+    let threads = threads.max(1);
+    let mut volumes: HashMap<String, VolumeId> = HashMap::new();
+    let mut handles: HashMap<String, FileHandle> = HashMap::new();
+    let mut log = Vec::new();
+    let mut report = None;
+    for (index, raw) in script.lines().enumerate() {
+        let line = index + 1;
+        let text = raw.split('#').next().unwrap_or("").trim();
+        if text.is_empty() {
+            continue;
+        }
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let syntax = |message: &str| ScriptError::Syntax { line, message: message.to_owned() };
+        let volume = |name: &str| volumes.get(name).copied().ok_or_else(|| syntax(&format!("unknown volume {name}")));
+        let fail = |error: EmuError, log: &Vec<String>| ScriptError::Emulator { line, error, log: log.clone() };
+        match words.as_slice() {
+            ["mount", name, rest @ ..] => {
+                let device = format!("\\Device\\{name}");
+                let spec = if rest.contains(&"nostream") { VolumeSpec::without_stream_contexts(&device) } else { VolumeSpec::ntfs(&device) };
+                let id = emulator.mount(spec).map_err(|e| fail(e, &log))?;
+                log.push(format!("mount {device}: attached={}", emulator.is_attached(id)));
+                volumes.insert((*name).to_owned(), id);
+            }
+            ["open", handle, vol, path, rest @ ..] => {
+                let mut options = OpenOptions::default();
+                for option in rest {
+                    if let Some(pid) = option.strip_prefix("pid=") {
+                        options.pid = pid.parse().map_err(|_| syntax("bad pid"))?;
+                    } else if let Some(status) = option.strip_prefix("status=") {
+                        options.final_status = parse_status(status).ok_or_else(|| syntax("bad status"))?;
+                    } else if *option == "paging" {
+                        options.paging_file = true;
+                    } else {
+                        return Err(syntax(&format!("unknown open option {option}")));
+                    }
+                }
+                match emulator.open(volume(vol)?, path, &options) {
+                    Ok(file) => {
+                        log.push(format!("open {handle} = {path}: ok"));
+                        handles.insert((*handle).to_owned(), file);
+                    }
+                    Err(EmuError::CreateFailed(status)) => log.push(format!("open {handle} = {path}: failed {status:#010x}")),
+                    Err(error) => return Err(fail(error, &log)),
+                }
+            }
+            ["cleanup", handle] => {
+                let file = handles.get(*handle).ok_or_else(|| syntax("unknown handle"))?;
+                emulator.cleanup(file).map_err(|e| fail(e, &log))?;
+                log.push(format!("cleanup {handle}"));
+            }
+            ["close", handle] => {
+                let file = handles.remove(*handle).ok_or_else(|| syntax("unknown handle"))?;
+                emulator.close(file).map_err(|e| fail(e, &log))?;
+                log.push(format!("close {handle}"));
+            }
+            ["openclose", vol, path, rest @ ..] => {
+                let count: usize = rest.first().map_or(Ok(1), |c| c.parse()).map_err(|_| syntax("bad count"))?;
+                let id = volume(vol)?;
+                for _ in 0..count {
+                    emulator.open_close(id, path, &OpenOptions::default()).map_err(|e| fail(e, &log))?;
+                }
+                log.push(format!("openclose {path} x{count}"));
+            }
+            ["storm", count] => {
+                let count: usize = count.parse().map_err(|_| syntax("bad count"))?;
+                let ids: Vec<VolumeId> = volumes.values().copied().collect();
+                if ids.is_empty() {
+                    return Err(syntax("storm needs a mounted volume"));
+                }
+                storm(emulator, &ids, count, threads).map_err(|e| fail(e, &log))?;
+                log.push(format!("storm {count} opens on {threads} threads over {} volumes", ids.len()));
+            }
+            ["race", rounds] => {
+                let rounds: usize = rounds.parse().map_err(|_| syntax("bad rounds"))?;
+                let id = *volumes.values().next().ok_or_else(|| syntax("race needs a mounted volume"))?;
+                race(emulator, id, rounds, threads.max(2)).map_err(|e| fail(e, &log))?;
+                log.push(format!("race {rounds} rounds of {} simultaneous first opens", threads.max(2)));
+            }
+            ["detach", vol] => {
+                emulator.detach(volume(vol)?).map_err(|e| fail(e, &log))?;
+                log.push(format!("detach {vol}"));
+            }
+            ["attach", vol] => {
+                let attached = emulator.attach(volume(vol)?).map_err(|e| fail(e, &log))?;
+                log.push(format!("attach {vol}: {attached}"));
+            }
+            ["dismount", vol] => {
+                emulator.dismount(volume(vol)?).map_err(|e| fail(e, &log))?;
+                log.push(format!("dismount {vol}"));
+            }
+            ["unload"] => {
+                report = Some(emulator.unload().map_err(|e| fail(e, &log))?);
+                log.push("unload".into());
+            }
+            _ => return Err(syntax(&format!("unknown command: {text}"))),
+        }
+    }
+    let report = match report {
+        Some(report) => report,
+        None => {
+            log.push("unload (implicit)".into());
+            emulator.unload().map_err(|error| ScriptError::Emulator { line: 0, error, log: log.clone() })?
+        }
+    };
+    Ok(ScriptRun { log, report })
+}
+
+/// `count` create/cleanup/close cycles over `volumes` on `threads` threads; a fifth of the
+/// opens use names shared by all threads.
+///
+/// # Errors
+/// The first emulator failure.
+pub fn storm(emulator: &Emulator, volumes: &[VolumeId], count: usize, threads: usize) -> Result<(), EmuError> {
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|thread| {
+                scope.spawn(move || -> Result<(), EmuError> {
+                    let mine = count / threads + usize::from(thread < count % threads);
+                    for round in 0..mine {
+                        let volume = volumes[(round + thread) % volumes.len()];
+                        let path = if round % 5 == 0 { format!("\\shared\\f{}.txt", round % 32) } else { format!("\\t{thread}\\f{}.txt", round % 128) };
+                        let options = OpenOptions { pid: 1000 + u32::try_from(thread).unwrap_or(0), ..OpenOptions::default() };
+                        match emulator.open_close(volume, &path, &options) {
+                            Ok(()) | Err(EmuError::CreateFailed(_)) => {}
+                            Err(error) => return Err(error),
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or(Err(EmuError::Unloaded))).collect()
+    })
+}
+
+/// `rounds` rounds in which `threads` threads open one new stream at the same moment.
+///
+/// # Errors
+/// The first emulator failure.
+pub fn race(emulator: &Emulator, volume: VolumeId, rounds: usize, threads: usize) -> Result<(), EmuError> {
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let barrier = &barrier;
+                scope.spawn(move || -> Result<(), EmuError> {
+                    // Every thread passes every barrier even after a failure, so none waits forever.
+                    let mut first_error = None;
+                    for round in 0..rounds {
+                        barrier.wait();
+                        let opened = emulator.open(volume, &format!("\\race\\r{round}.txt"), &OpenOptions::default());
+                        barrier.wait();
+                        let closed = opened.and_then(|file| emulator.close(file));
+                        if let Err(error) = closed {
+                            first_error.get_or_insert(error);
+                        }
+                    }
+                    first_error.map_or(Ok(()), Err)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or(Err(EmuError::Unloaded))).collect()
+    })
+}
