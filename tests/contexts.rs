@@ -5,11 +5,13 @@
 //! Manager calls) and its verifier (0 violations, 0 pool left at unload).
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+mod budget_support;
 mod support;
 
 use std::sync::Barrier;
 
-use fltemu::{CallCounts, Config, ContextType, EmuError, Emulator, FileHandle, OpenOptions, Operation, VolumeSpec, status};
+use budget_support::measure;
+use fltemu::{Config, ContextType, EmuError, Emulator, FileHandle, OpenOptions, Operation, VolumeSpec, status};
 use support::{Arch, driver_image};
 
 fn load() -> Emulator {
@@ -210,34 +212,6 @@ fn unloading_with_files_open_is_clean() {
     assert!(live(&emulator, ContextType::StreamHandle) == 8 && live(&emulator, ContextType::Stream) == 3);
     unload_clean(&emulator);
     files.clear();
-}
-
-/// Filter Manager context calls of one operation, grouped as the budget counts them.
-#[derive(Debug, PartialEq, Eq)]
-struct Budget {
-    get: u64,
-    allocate: u64,
-    set: u64,
-    release: u64,
-    name_queries: u64,
-}
-
-fn budget(calls: &CallCounts) -> Budget {
-    let sum = |names: &[&str]| names.iter().map(|name| calls.total(name)).sum();
-    Budget {
-        get: sum(&["FltGetInstanceContext", "FltGetStreamContext", "FltGetStreamHandleContext", "FltGetContexts"]),
-        allocate: sum(&["FltAllocateContext"]),
-        set: sum(&["FltSetInstanceContext", "FltSetStreamContext", "FltSetStreamHandleContext"]),
-        release: sum(&["FltReleaseContext", "FltReleaseContexts"]),
-        name_queries: sum(&["FltGetFileNameInformation"]),
-    }
-}
-
-/// Runs `action` and returns the context calls it made.
-fn measure<R>(emulator: &Emulator, action: impl FnOnce() -> R) -> (Budget, R) {
-    let before = emulator.calls();
-    let result = action();
-    (budget(&emulator.calls().since(&before)), result)
 }
 
 #[test]

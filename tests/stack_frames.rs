@@ -6,142 +6,25 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::path::Path;
+mod budget_support;
 
-use object::LittleEndian as LE;
-use object::pe::IMAGE_DIRECTORY_ENTRY_EXCEPTION;
-use object::read::pe::{ImageNtHeaders, PeFile64};
+use budget_support::{CALLBACKS, named_frames};
 
 /// The goal from the contexts issue: no callback frame above 1 KiB.
 const FRAME_BUDGET: u64 = 1024;
 
-/// Frame size of the function whose UNWIND_INFO sits at `rva`, following chained entries.
-fn frame_size(file: &PeFile64<'_>, data: &[u8], rva: u32) -> u64 {
-    let sections = file.section_table();
-    let info = sections.pe_data_at(data, rva).expect("UNWIND_INFO inside the image");
-    let flags = info[0] >> 3;
-    let code_count = usize::from(info[2]);
-    let codes: Vec<u16> = (0..code_count).map(|slot| u16::from_le_bytes([info[4 + 2 * slot], info[5 + 2 * slot]])).collect();
-    let mut size = 0_u64;
-    let mut slot = 0;
-    while slot < codes.len() {
-        let code = codes[slot];
-        let operation = (code >> 8) & 0x0F;
-        let operation_info = u64::from(code >> 12);
-        slot += 1;
-        match operation {
-            // UWOP_PUSH_NONVOL
-            0 => size += 8,
-            // UWOP_ALLOC_LARGE: the size follows in one slot (x8) or two slots (unscaled).
-            1 => {
-                if operation_info == 0 {
-                    size += u64::from(codes[slot]) * 8;
-                    slot += 1;
-                } else {
-                    size += u64::from(codes[slot]) | (u64::from(codes[slot + 1]) << 16);
-                    slot += 2;
-                }
-            }
-            // UWOP_ALLOC_SMALL
-            2 => size += operation_info * 8 + 8,
-            // UWOP_SET_FPREG: no allocation.
-            3 => {}
-            // UWOP_SAVE_NONVOL, UWOP_SAVE_XMM128: one extra slot, stored inside the allocation.
-            4 | 8 => slot += 1,
-            // UWOP_SAVE_NONVOL_FAR, UWOP_SAVE_XMM128_FAR: two extra slots.
-            5 | 9 => slot += 2,
-            // UWOP_PUSH_MACHFRAME: a machine frame, with or without an error code.
-            10 => size += if operation_info == 0 { 40 } else { 48 },
-            other => panic!("unknown unwind operation {other}"),
-        }
-    }
-    // UNW_FLAG_CHAININFO: the primary entry's frame is part of this function's frame too.
-    if flags & 0x4 != 0 {
-        let aligned = 4 + 2 * ((code_count + 1) & !1);
-        let chained_unwind = u32::from_le_bytes(info[aligned + 8..aligned + 12].try_into().unwrap());
-        size += frame_size(file, data, chained_unwind);
-    }
-    size
-}
-
-/// Function start RVA → frame size (without the return address) for every `.pdata` entry.
-fn frames(image: &[u8]) -> BTreeMap<u32, u64> {
-    let file = PeFile64::parse(image).expect("a PE32+ image");
-    let directory = file.data_directory(IMAGE_DIRECTORY_ENTRY_EXCEPTION).expect("an exception directory");
-    let (rva, size) = directory.address_range();
-    let table = file.section_table().pe_data_at(image, rva).expect(".pdata inside the image");
-    let mut frames = BTreeMap::new();
-    for entry in table[..size as usize].chunks_exact(12) {
-        let begin = u32::from_le_bytes(entry[0..4].try_into().unwrap());
-        let unwind = u32::from_le_bytes(entry[8..12].try_into().unwrap());
-        let frame = frame_size(&file, image, unwind);
-        frames.entry(begin).and_modify(|known: &mut u64| *known = (*known).max(frame)).or_insert(frame);
-    }
-    frames
-}
-
-/// Symbol name → RVA from the linker map (`Address  Publics by Value  Rva+Base  Lib:Object`).
-fn map_symbols(map: &Path, image_base: u64) -> BTreeMap<u32, String> {
-    let text = std::fs::read_to_string(map).expect("the /MAP file");
-    let mut symbols = BTreeMap::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() >= 3
-            && fields[0].contains(':')
-            && let Ok(address) = u64::from_str_radix(fields[2], 16)
-            && address >= image_base
-        {
-            symbols.insert(u32::try_from(address - image_base).unwrap(), fields[1].to_owned());
-        }
-    }
-    symbols
-}
-
 #[test]
 fn every_callback_frame_is_within_one_kib() {
-    let image_path = support::driver_image(support::Arch::X64);
-    let image = std::fs::read(image_path).unwrap();
-    let map = image_path.parent().unwrap().join("deps").join("ctxguard.map");
-    let file = PeFile64::parse(&*image).unwrap();
-    let image_base = file.nt_headers().optional_header.image_base.get(LE);
-    let symbols = map_symbols(&map, image_base);
-    let frames = frames(&image);
-    assert!(!frames.is_empty(), "no unwind information: frames cannot be measured");
-
-    let callbacks = [
-        "DriverEntry",
-        "filter_unload",
-        "setup",
-        "query_teardown",
-        "teardown_start",
-        "teardown_complete",
-        "pre_create",
-        "post_create",
-        "pre_cleanup",
-        "pre_close",
-        "cleanup",
-        "connect",
-        "disconnect",
-        "message",
-    ];
-    let mut report = Vec::new();
-    for (rva, frame) in &frames {
-        let name = symbols.get(rva).cloned().unwrap_or_else(|| format!("rva {rva:#x}"));
-        let total = frame + 8;
-        report.push((total, name.clone()));
-        assert!(total <= FRAME_BUDGET, "{name} needs a {total}-byte frame, over the {FRAME_BUDGET}-byte budget");
+    let report = named_frames(support::driver_image(support::Arch::X64));
+    assert!(!report.is_empty(), "no unwind information: frames cannot be measured");
+    for (total, name) in &report {
+        assert!(*total <= FRAME_BUDGET, "{name} needs a {total}-byte frame, over the {FRAME_BUDGET}-byte budget");
     }
-    report.sort();
     let deepest = report.last().unwrap();
     println!("deepest frame: {} bytes ({})", deepest.0, deepest.1);
-    let measured_callbacks: Vec<_> =
-        report.iter().filter(|(_, name)| callbacks.iter().any(|callback| name.contains(callback))).collect();
-    for (total, name) in &measured_callbacks {
+    let callbacks: Vec<_> = report.iter().filter(|(_, name)| CALLBACKS.iter().any(|callback| name.contains(callback))).collect();
+    for (total, name) in &callbacks {
         println!("callback frame: {total:>5} bytes  {name}");
     }
-    assert!(
-        measured_callbacks.iter().any(|(_, name)| name.contains("post_create")),
-        "post_create's frame was not found in the map"
-    );
+    assert!(callbacks.iter().any(|(_, name)| name.contains("post_create")), "post_create's frame was not found in the map");
 }
