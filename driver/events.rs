@@ -208,7 +208,8 @@ fn schedule_sender() {
     }
     // SAFETY: `item` is a fresh generic work item, `filter` the registered filter (the work
     // item holds it for the routine's duration), and `send_queued` matches the routine type.
-    let status = unsafe { FltQueueGenericWorkItem(item, filter as *const c_void, Some(send_queued), DelayedWorkQueue, core::ptr::null()) };
+    let status =
+        unsafe { FltQueueGenericWorkItem(item, filter as *const c_void, Some(send_queued), DelayedWorkQueue, core::ptr::null()) };
     if !kernel::nt_success(status) {
         // SAFETY: queueing failed, so the item is still ours and not queued.
         unsafe { FltFreeGenericWorkItem(item) };
@@ -258,7 +259,15 @@ fn send(filter: isize, message: &[u8]) {
     // NULLs under Filter Manager's serialization with FltSendMessage; the message is a live
     // kernel buffer; no reply is asked for; the timeout is a relative 100 ms.
     let status = unsafe {
-        FltSendMessage(filter, client_port.cast::<PFLT_PORT>(), message.as_ptr().cast(), length, core::ptr::null_mut(), core::ptr::null_mut(), &raw const timeout)
+        FltSendMessage(
+            filter,
+            client_port.cast::<PFLT_PORT>(),
+            message.as_ptr().cast(),
+            length,
+            core::ptr::null_mut(),
+            core::ptr::null_mut(),
+            &raw const timeout,
+        )
     };
     // STATUS_TIMEOUT is a success status: only STATUS_SUCCESS means delivered.
     if status == STATUS_SUCCESS {

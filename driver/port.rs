@@ -17,14 +17,14 @@ use core::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 
 use alloc::vec::Vec;
 use ctxguard_protocol::{
-    encode_hello_reply, encode_stats_reply, name_is_under, status, ConnectContext, HandleQuery, HelloReply, KindStats, ListWriter, Request,
-    StatsReply, CONNECT_CONTEXT_BYTES, CONNECT_FLAG_EVENTS, HEADER_BYTES, MAX_REPLY_BYTES, MAX_REQUEST_BYTES, PORT_NAME, PROTOCOL_MIN_VERSION,
-    PROTOCOL_VERSION,
+    CONNECT_CONTEXT_BYTES, CONNECT_FLAG_EVENTS, ConnectContext, HEADER_BYTES, HandleQuery, HelloReply, KindStats, ListWriter,
+    MAX_REPLY_BYTES, MAX_REQUEST_BYTES, PORT_NAME, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION, Request, StatsReply,
+    encode_hello_reply, encode_stats_reply, name_is_under, status,
 };
 use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FltBuildDefaultSecurityDescriptor, FltCloseClientPort, FltCloseCommunicationPort, FltCreateCommunicationPort, FltFreeSecurityDescriptor,
-    PFLT_FILTER, PFLT_PORT,
+    FltBuildDefaultSecurityDescriptor, FltCloseClientPort, FltCloseCommunicationPort, FltCreateCommunicationPort,
+    FltFreeSecurityDescriptor, PFLT_FILTER, PFLT_PORT,
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, STATUS_SUCCESS, UNICODE_STRING};
 use windows_sys::Win32::Security::PSECURITY_DESCRIPTOR;
@@ -159,10 +159,14 @@ unsafe extern "system" fn connect(
         Ok(request) => request,
         Err(status) => return status,
     };
-    let Some(slot) = CLIENT_PORTS.iter().position(|slot| slot.compare_exchange(0, client_port, Ordering::AcqRel, Ordering::Relaxed).is_ok()) else {
+    let Some(slot) =
+        CLIENT_PORTS.iter().position(|slot| slot.compare_exchange(0, client_port, Ordering::AcqRel, Ordering::Relaxed).is_ok())
+    else {
         return status::INSUFFICIENT_RESOURCES;
     };
-    if request.flags & CONNECT_FLAG_EVENTS != 0 && SUBSCRIBER.compare_exchange(0, slot + 1, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+    if request.flags & CONNECT_FLAG_EVENTS != 0
+        && SUBSCRIBER.compare_exchange(0, slot + 1, Ordering::AcqRel, Ordering::Relaxed).is_err()
+    {
         CLIENT_PORTS[slot].store(0, Ordering::Release);
         return status::DEVICE_BUSY;
     }
@@ -216,9 +220,10 @@ unsafe extern "system" fn message(
         Err(status) => (status, 0),
     };
     if !returned_length.is_null() {
-        #[allow(clippy::cast_possible_truncation)] // ≤ output_length, a u32.
+        // The reply is at most output_length bytes, itself a u32.
+        let length = u32::try_from(length).unwrap_or(0);
         // SAFETY: Filter Manager passes a kernel pointer to receive the reply's length.
-        unsafe { returned_length.write(length as u32) };
+        unsafe { returned_length.write(length) };
     }
     status
 }
@@ -310,7 +315,10 @@ fn query_handles(reply: &mut [u8], request_id: u32, query: &HandleQuery<'_>) -> 
             to_skip -= 1;
             return ControlFlow::Continue(());
         }
-        if writer.push_handle(handle.pid, handle.desired_access, handle.share_access, handle.create_time, handle.stream_name).is_err() {
+        if writer
+            .push_handle(handle.pid, handle.desired_access, handle.share_access, handle.create_time, handle.stream_name)
+            .is_err()
+        {
             more = true;
             return ControlFlow::Break(());
         }
@@ -328,8 +336,11 @@ fn finish(writer: ListWriter<'_>, cursor: u32, more: bool) -> Result<usize, NTST
 }
 
 /// The driver's version (major, minor, patch) from Cargo.
-const DRIVER_VERSION: [u16; 3] =
-    [parse_u16(env!("CARGO_PKG_VERSION_MAJOR")), parse_u16(env!("CARGO_PKG_VERSION_MINOR")), parse_u16(env!("CARGO_PKG_VERSION_PATCH"))];
+const DRIVER_VERSION: [u16; 3] = [
+    parse_u16(env!("CARGO_PKG_VERSION_MAJOR")),
+    parse_u16(env!("CARGO_PKG_VERSION_MINOR")),
+    parse_u16(env!("CARGO_PKG_VERSION_PATCH")),
+];
 
 const fn parse_u16(text: &str) -> u16 {
     let bytes = text.as_bytes();

@@ -20,8 +20,10 @@
 use alloc::vec::Vec;
 use core::ffi::c_void;
 
-use ctxguard_protocol::{status, BUFFER_ALIGNMENT};
-use windows_sys::Wdk::System::SystemServices::{MM_COPY_ADDRESS, MM_COPY_ADDRESS_0, MM_COPY_MEMORY_VIRTUAL, MmCopyMemory, MmSecureVirtualMemory, MmUnsecureVirtualMemory};
+use ctxguard_protocol::{BUFFER_ALIGNMENT, status};
+use windows_sys::Wdk::System::SystemServices::{
+    MM_COPY_ADDRESS, MM_COPY_ADDRESS_0, MM_COPY_MEMORY_VIRTUAL, MmCopyMemory, MmSecureVirtualMemory, MmUnsecureVirtualMemory,
+};
 use windows_sys::Win32::Foundation::NTSTATUS;
 
 /// `PAGE_READWRITE` (winnt.h): the range must stay readable and writable while secured.

@@ -13,6 +13,8 @@
 //!
 //! (`CTXGUARD_PORT_CAMPAIGN_SEED` picks another seed; the figures are printed at the end.)
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+// Random numbers are cut to field widths on purpose; figures are printed as f64.
+#![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss, clippy::too_many_lines)]
 
 mod port_support;
 mod support;
@@ -21,11 +23,11 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use ctxguard_protocol::{
-    command, encode_request, status, ConnectContext, HandleQuery, Header, Reply, Request, Utf16Le, HEADER_BYTES, MAX_REQUEST_BYTES,
-    PROTOCOL_VERSION,
+    ConnectContext, HEADER_BYTES, HandleQuery, Header, MAX_REQUEST_BYTES, PROTOCOL_VERSION, Reply, Request, Utf16Le, command,
+    encode_request, status,
 };
-use fltemu::{hresult_from_nt, Access, OpenOptions};
-use port_support::{assert_clean, connect_raw, load, unload_clean, COMPANION_PID};
+use fltemu::{Access, OpenOptions, hresult_from_nt};
+use port_support::{COMPANION_PID, assert_clean, connect_raw, load, unload_clean};
 
 /// xorshift64*: small, seedable, good enough to spread the cases.
 struct Rng(u64);
@@ -64,7 +66,11 @@ fn valid_request(rng: &mut Rng) -> Vec<u8> {
     };
     let prefix: Vec<u8> = (0..prefix_units)
         .flat_map(|_| {
-            let unit = if rng.chance(3) { rng.next() as u16 } else { u16::from(b"\\DeviceHarddiskVolume1docsABCxyz"[rng.below(32) as usize]) };
+            let unit = if rng.chance(3) {
+                rng.next() as u16
+            } else {
+                u16::from(b"\\DeviceHarddiskVolume1docsABCxyz"[rng.below(32) as usize])
+            };
             unit.to_le_bytes()
         })
         .collect();
@@ -76,7 +82,10 @@ fn valid_request(rng: &mut Rng) -> Vec<u8> {
             Request::Hello { min_version: a.min(b), max_version: a.max(b) }
         }
         1 => Request::GetStats,
-        2 => Request::ListStreams { cursor: if rng.chance(2) { rng.below(40) as u32 } else { rng.next() as u32 }, max_entries: rng.below(6) as u32 },
+        2 => Request::ListStreams {
+            cursor: if rng.chance(2) { rng.below(40) as u32 } else { rng.next() as u32 },
+            max_entries: rng.below(6) as u32,
+        },
         _ => Request::QueryHandles(HandleQuery {
             pid: if any_pid { 0 } else { [100, 200, 1000, rng.next() as u32][rng.below(4) as usize] },
             any_pid,
@@ -121,11 +130,26 @@ fn generate(rng: &mut Rng) -> (Vec<u8>, &'static str) {
             // A consistent header with a command and version from small sets and a random body.
             let body_length = rng.below(80) as usize;
             let body = rng.bytes(body_length);
-            let command = [command::HELLO, command::GET_STATS, command::LIST_STREAMS, command::QUERY_HANDLES, command::EVENT, 0x8002, rng.next() as u16]
-                [rng.below(7) as usize];
+            let command = [
+                command::HELLO,
+                command::GET_STATS,
+                command::LIST_STREAMS,
+                command::QUERY_HANDLES,
+                command::EVENT,
+                0x8002,
+                rng.next() as u16,
+            ][rng.below(7) as usize];
             let version = [PROTOCOL_VERSION, PROTOCOL_VERSION, 0, PROTOCOL_VERSION + 1, rng.next() as u16][rng.below(5) as usize];
             let mut message = vec![0; HEADER_BYTES + body.len()];
-            Header { magic: ctxguard_protocol::MAGIC, version, command, length: message.len() as u32, request_id: rng.next() as u32 }.encode(&mut message).unwrap();
+            Header {
+                magic: ctxguard_protocol::MAGIC,
+                version,
+                command,
+                length: message.len() as u32,
+                request_id: rng.next() as u32,
+            }
+            .encode(&mut message)
+            .unwrap();
             message[HEADER_BYTES..].copy_from_slice(&body);
             (message, "random-body")
         }
@@ -214,7 +238,9 @@ fn generated_messages_through_the_real_driver() {
     let files: Vec<_> = (0..24)
         .map(|index| {
             let path = if index == 0 { format!("\\docs\\{long}") } else { format!("\\docs\\dir{}\\file{index}.txt", index % 3) };
-            emulator.open(harness.volume, &path, &OpenOptions { pid: [100, 200, 1000][index % 3], ..OpenOptions::default() }).unwrap()
+            emulator
+                .open(harness.volume, &path, &OpenOptions { pid: [100, 200, 1000][index % 3], ..OpenOptions::default() })
+                .unwrap()
         })
         .collect();
     let context = ConnectContext { min_version: 1, max_version: 1, flags: 0 }.encode();
@@ -238,7 +264,8 @@ fn generated_messages_through_the_real_driver() {
         let (message, kind) = generate(&mut rng);
         // Half the messages are delivered cleanly, so that the parser and the answers get most
         // of the campaign; the other half spread over the buffer faults.
-        let mut delivery = if rng.chance(2) { Delivery::Aligned } else { DELIVERIES[rng.below(DELIVERIES.len() as u64) as usize] };
+        let mut delivery =
+            if rng.chance(2) { Delivery::Aligned } else { DELIVERIES[rng.below(DELIVERIES.len() as u64) as usize] };
         if delivery == Delivery::InputOverrun && (message.is_empty() || message.len() > 200) {
             delivery = Delivery::Aligned;
         }
@@ -273,27 +300,43 @@ fn generated_messages_through_the_real_driver() {
         let probe_off = matches!(delivery, Delivery::InaccessibleInput | Delivery::ReadOnlyOutput | Delivery::InputOverrun);
         port.set_probe(!probe_off);
         let input_range = if message.is_empty() && delivery != Delivery::InputOverrun { None } else { Some(in_range) };
-        let result = port.send_raw(input_range, out_range).unwrap_or_else(|error| panic!("message {index} ({kind}, {delivery:?}) stopped the driver: {error}"));
+        let result = port
+            .send_raw(input_range, out_range)
+            .unwrap_or_else(|error| panic!("message {index} ({kind}, {delivery:?}) stopped the driver: {error}"));
         let output_length = out_range.map_or(0, |(_, length)| length);
         let want = expected(&message, input_range.map_or(0, |(_, length)| length), delivery, output_length);
         match (result, want) {
             (Ok(returned), Ok(())) => {
                 let reply = if delivery == Delivery::SmallOutput { small_output.read() } else { output.read() };
-                let (header, _) = Reply::parse(&reply[..returned as usize]).unwrap_or_else(|error| panic!("message {index}: unparseable reply: {error}"));
+                let (header, _) = Reply::parse(&reply[..returned as usize])
+                    .unwrap_or_else(|error| panic!("message {index}: unparseable reply: {error}"));
                 let request_id = u32::from_le_bytes([message[12], message[13], message[14], message[15]]);
                 assert_eq!(header.request_id, request_id, "message {index}");
                 *outcomes.entry((kind, 0)).or_default() += 1;
             }
             (Err(hresult), Err(want)) => {
-                assert_eq!(hresult, hresult_from_nt(want), "message {index} ({kind}, {delivery:?}): got {hresult:#x}, want {} {:02x?}", status::name(want), &message[..message.len().min(48)]);
+                assert_eq!(
+                    hresult,
+                    hresult_from_nt(want),
+                    "message {index} ({kind}, {delivery:?}): got {hresult:#x}, want {} {:02x?}",
+                    status::name(want),
+                    &message[..message.len().min(48)]
+                );
                 *outcomes.entry((kind, want)).or_default() += 1;
             }
             // A 24-byte output holds an empty page only: with streams to list the driver must
             // refuse rather than answer "more" with no entries.
-            (Err(hresult), Ok(())) if delivery == Delivery::SmallOutput && hresult == hresult_from_nt(status::BUFFER_TOO_SMALL) && is_list(&message) => {
+            (Err(hresult), Ok(()))
+                if delivery == Delivery::SmallOutput
+                    && hresult == hresult_from_nt(status::BUFFER_TOO_SMALL)
+                    && is_list(&message) =>
+            {
                 *outcomes.entry((kind, status::BUFFER_TOO_SMALL)).or_default() += 1;
             }
-            (got, want) => panic!("message {index} ({kind}, {delivery:?}): got {got:?}, want {want:?}; {:02x?}", &message[..message.len().min(48)]),
+            (got, want) => panic!(
+                "message {index} ({kind}, {delivery:?}): got {got:?}, want {want:?}; {:02x?}",
+                &message[..message.len().min(48)]
+            ),
         }
         if index % 1000 == 999 {
             assert_eq!(emulator.pool_outstanding(), baseline, "pool changed by message batch ending at {index}");
@@ -311,7 +354,11 @@ fn generated_messages_through_the_real_driver() {
     }
     unload_clean(emulator);
 
-    eprintln!("port campaign: {messages} messages, seed {seed:#x}, {:.1} s ({:.0} messages/s); 0 stops, 0 violations, 0 bytes of pool left", elapsed.as_secs_f64(), messages as f64 / elapsed.as_secs_f64());
+    eprintln!(
+        "port campaign: {messages} messages, seed {seed:#x}, {:.1} s ({:.0} messages/s); 0 stops, 0 violations, 0 bytes of pool left",
+        elapsed.as_secs_f64(),
+        messages as f64 / elapsed.as_secs_f64()
+    );
     eprintln!("deliveries: {deliveries:?}");
     for ((kind, status_code), count) in &outcomes {
         eprintln!("  {kind:<13} {:<32} {count}", if *status_code == 0 { "reply" } else { status::name(*status_code) });

@@ -4,17 +4,19 @@
 //! I/O; events, MaxConnections, version negotiation and unload with a client connected or
 //! events queued are exercised through the same client code the `ctxguard` CLI runs.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+// Counts in these tests are small; the casts compare them with fltemu's usize counts.
+#![allow(clippy::cast_possible_truncation, clippy::too_many_lines)]
 
 mod port_support;
 mod support;
 
 use std::sync::Arc;
 
-use ctxguard_companion::port::cli::{execute, PortCommand};
+use ctxguard_companion::port::cli::{PortCommand, execute};
 use ctxguard_companion::port::{Client, Connector, PortError, Transport, TransportError};
-use ctxguard_protocol::{status, ConnectContext, CONNECT_FLAG_EVENTS, PROTOCOL_VERSION};
-use fltemu::{hresult_from_nt, ContextType, FileHandle, OpenOptions};
-use port_support::{assert_clean, connect_raw, connector, load, unload_clean, COMPANION_PID, VOLUME};
+use ctxguard_protocol::{CONNECT_FLAG_EVENTS, ConnectContext, PROTOCOL_VERSION, status};
+use fltemu::{ContextType, FileHandle, OpenOptions, hresult_from_nt};
+use port_support::{COMPANION_PID, VOLUME, assert_clean, connect_raw, connector, load, unload_clean};
 
 fn options(pid: u32, desired_access: u32, share_access: u16) -> OpenOptions {
     OpenOptions { pid, desired_access, share_access, ..OpenOptions::default() }
@@ -59,8 +61,9 @@ fn stats_streams_and_handles_match_fltemu_ground_truth() {
 
     // Streams: names, handle counts and first openers, as fltemu counts open file objects.
     let mut streams = client.streams().unwrap();
-    streams.sort_by(|x, y| x.name.to_lowercase().cmp(&y.name.to_lowercase()));
-    let open: Vec<(String, u32)> = streams.iter().filter(|s| s.open_handles > 0).map(|s| (s.name.to_lowercase(), s.open_handles)).collect();
+    streams.sort_by_key(|stream| stream.name.to_lowercase());
+    let open: Vec<(String, u32)> =
+        streams.iter().filter(|s| s.open_handles > 0).map(|s| (s.name.to_lowercase(), s.open_handles)).collect();
     assert_eq!(open, vec![(full_name("\\docs\\a.txt").to_lowercase(), 2), (full_name("\\docs\\sub\\b.txt").to_lowercase(), 1)]);
     let a = streams.iter().find(|s| s.name.eq_ignore_ascii_case(&full_name("\\Docs\\a.txt"))).unwrap();
     assert_eq!(a.first_opener_pid, 100);
@@ -87,7 +90,8 @@ fn stats_streams_and_handles_match_fltemu_ground_truth() {
     assert_eq!(json["stream_handle"]["live"], 3);
     assert_eq!(json["open_handles"], 3);
     let mut out = Vec::new();
-    execute(&PortCommand::Handles { pid: 100, under: Some(full_name("\\docs")), json: false }, &connector(emulator), &mut out).unwrap();
+    execute(&PortCommand::Handles { pid: 100, under: Some(full_name("\\docs")), json: false }, &connector(emulator), &mut out)
+        .unwrap();
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("a.txt") && text.contains("b.txt") && text.contains("2 handle(s) held by process 100"), "{text}");
     let mut out = Vec::new();
@@ -114,8 +118,9 @@ fn paging_returns_every_stream_once() {
     let emulator = &harness.emulator;
     // Enough long names that one 64 KiB reply cannot hold them all.
     let long = "x".repeat(400);
-    let files: Vec<FileHandle> =
-        (0..120).map(|index| emulator.open(harness.volume, &format!("\\many\\{index:03}-{long}"), &OpenOptions::default()).unwrap()).collect();
+    let files: Vec<FileHandle> = (0..120)
+        .map(|index| emulator.open(harness.volume, &format!("\\many\\{index:03}-{long}"), &OpenOptions::default()).unwrap())
+        .collect();
     let client = Client::connect(&connector(emulator), false).unwrap();
     let streams = client.streams().unwrap();
     let mut names: Vec<&str> = streams.iter().map(|s| s.name.as_str()).filter(|n| n.contains("\\many\\")).collect();
@@ -173,7 +178,7 @@ fn connections_beyond_max_connections_are_refused() {
     let emulator = &harness.emulator;
     let context = ConnectContext { min_version: 1, max_version: 1, flags: 0 }.encode();
     let mut ports: Vec<_> = (0..4).map(|pid| connect_raw(emulator, &context, 10 + pid).expect("within MaxConnections")).collect();
-    let refused = connect_raw(emulator, &context, 99).err().expect("the fifth connection is refused");
+    let refused = connect_raw(emulator, &context, 99).expect_err("the fifth connection is refused");
     // STATUS_CONNECTION_COUNT_LIMIT, as FltLib reports it.
     assert_eq!(refused, hresult_from_nt(0xC000_0246_u32.cast_signed()));
     let client_error = Client::connect(&connector(emulator), false).err().unwrap();
@@ -191,7 +196,7 @@ fn connections_beyond_max_connections_are_refused() {
 fn connect_contexts_are_validated_and_mismatches_name_both_versions() {
     let harness = load();
     let emulator = &harness.emulator;
-    let refused = |context: &[u8]| connect_raw(emulator, context, COMPANION_PID).err().expect("refused");
+    let refused = |context: &[u8]| connect_raw(emulator, context, COMPANION_PID).expect_err("refused");
     let good = ConnectContext { min_version: 1, max_version: 1, flags: 0 }.encode();
     assert_eq!(refused(&good[..8]), hresult_from_nt(status::BUFFER_TOO_SMALL));
     assert_eq!(refused(&[]), hresult_from_nt(status::BUFFER_TOO_SMALL));

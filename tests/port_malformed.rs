@@ -1,13 +1,17 @@
 //! Every malformed-message class against the real ctxguard.sys in fltemu: each gets its
 //! documented NTSTATUS (docs/port.md, as FltLib's HRESULT) and leaves no pool allocated.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+// Test messages are small: their lengths fit the header's u32.
+#![allow(clippy::cast_possible_truncation, clippy::too_many_lines)]
 
 mod port_support;
 mod support;
 
-use ctxguard_protocol::{command, encode_request, status, ConnectContext, Header, Reply, Request, HEADER_BYTES, MAX_REQUEST_BYTES, PROTOCOL_VERSION};
-use fltemu::{hresult_from_nt, Access, Emulator, UserPort};
-use port_support::{assert_clean, connect_raw, load, unload_clean, COMPANION_PID};
+use ctxguard_protocol::{
+    ConnectContext, HEADER_BYTES, Header, MAX_REQUEST_BYTES, PROTOCOL_VERSION, Reply, Request, command, encode_request, status,
+};
+use fltemu::{Access, Emulator, UserPort, hresult_from_nt};
+use port_support::{COMPANION_PID, assert_clean, connect_raw, load, unload_clean};
 
 fn request(request: &Request<'_>) -> Vec<u8> {
     let mut out = vec![0; MAX_REQUEST_BYTES];
@@ -19,7 +23,9 @@ fn request(request: &Request<'_>) -> Vec<u8> {
 /// A message with a consistent header around `body`.
 fn message(version: u16, command: u16, body: &[u8]) -> Vec<u8> {
     let mut out = vec![0; HEADER_BYTES + body.len()];
-    Header { magic: ctxguard_protocol::MAGIC, version, command, length: out.len() as u32, request_id: 1 }.encode(&mut out).unwrap();
+    Header { magic: ctxguard_protocol::MAGIC, version, command, length: out.len() as u32, request_id: 1 }
+        .encode(&mut out)
+        .unwrap();
     out[HEADER_BYTES..].copy_from_slice(body);
     out
 }
@@ -35,7 +41,13 @@ impl Probe<'_> {
     fn expect(&self, what: &str, input: Option<(usize, usize)>, output: Option<(usize, usize)>, expected: i32) {
         let before = self.emulator.pool_outstanding();
         let result = self.port.send_raw(input, output).expect("the driver survives");
-        assert_eq!(result, Err(hresult_from_nt(expected)), "{what}: expected {} ({:#010x})", status::name(expected), expected.cast_unsigned());
+        assert_eq!(
+            result,
+            Err(hresult_from_nt(expected)),
+            "{what}: expected {} ({:#010x})",
+            status::name(expected),
+            expected.cast_unsigned()
+        );
         assert_eq!(self.emulator.pool_outstanding(), before, "{what}: pool changed");
         assert_clean(self.emulator);
     }
@@ -67,24 +79,46 @@ fn every_malformed_class_gets_its_status_and_leaks_nothing() {
     assert!(misaligned.write(&stats));
     probe.expect("misaligned input", Some((misaligned.address(), misaligned.len())), out, status::DATATYPE_MISALIGNMENT);
     let misaligned_out = emulator.user_buffer_misaligned(4096, 2);
-    probe.expect("misaligned output", Some((input.address(), input.len())), Some((misaligned_out.address(), misaligned_out.len())), status::DATATYPE_MISALIGNMENT);
+    probe.expect(
+        "misaligned output",
+        Some((input.address(), input.len())),
+        Some((misaligned_out.address(), misaligned_out.len())),
+        status::DATATYPE_MISALIGNMENT,
+    );
 
     // Short: no input, less than a header, a body shorter than its command needs, a prefix
     // shorter than its count claims, an output buffer too small for the reply.
     probe.expect("no input", None, out, status::BUFFER_TOO_SMALL);
     probe.expect_bytes("half a header", &stats[..8], status::BUFFER_TOO_SMALL);
-    probe.expect_bytes("short ListStreams body", &message(PROTOCOL_VERSION, command::LIST_STREAMS, &[0; 4]), status::BUFFER_TOO_SMALL);
+    probe.expect_bytes(
+        "short ListStreams body",
+        &message(PROTOCOL_VERSION, command::LIST_STREAMS, &[0; 4]),
+        status::BUFFER_TOO_SMALL,
+    );
     let mut handles_body = vec![0u8; 16];
     handles_body[10..12].copy_from_slice(&5u16.to_le_bytes()); // claims 5 prefix units, carries 0
-    probe.expect_bytes("prefix shorter than its count", &message(PROTOCOL_VERSION, command::QUERY_HANDLES, &handles_body), status::BUFFER_TOO_SMALL);
+    probe.expect_bytes(
+        "prefix shorter than its count",
+        &message(PROTOCOL_VERSION, command::QUERY_HANDLES, &handles_body),
+        status::BUFFER_TOO_SMALL,
+    );
     let tiny = emulator.user_buffer(24);
-    probe.expect("output too small", Some((input.address(), input.len())), Some((tiny.address(), tiny.len())), status::BUFFER_TOO_SMALL);
+    probe.expect(
+        "output too small",
+        Some((input.address(), input.len())),
+        Some((tiny.address(), tiny.len())),
+        status::BUFFER_TOO_SMALL,
+    );
     probe.expect("no output", Some((input.address(), input.len())), None, status::BUFFER_TOO_SMALL);
 
     // Oversized: beyond the protocol's maximum (refused before capture), a body too long.
     let huge = emulator.user_buffer(MAX_REQUEST_BYTES + 8);
     probe.expect("oversized input", Some((huge.address(), huge.len())), out, status::INVALID_BUFFER_SIZE);
-    probe.expect_bytes("GetStats with a body", &message(PROTOCOL_VERSION, command::GET_STATS, &[0; 8]), status::INVALID_BUFFER_SIZE);
+    probe.expect_bytes(
+        "GetStats with a body",
+        &message(PROTOCOL_VERSION, command::GET_STATS, &[0; 8]),
+        status::INVALID_BUFFER_SIZE,
+    );
 
     // Header: bad magic, length field disagreeing with the bytes sent.
     let mut bad_magic = stats.clone();
@@ -101,7 +135,11 @@ fn every_malformed_class_gets_its_status_and_leaks_nothing() {
     probe.expect_bytes("wrong version", &message(PROTOCOL_VERSION + 1, command::GET_STATS, &[]), status::REVISION_MISMATCH);
     probe.expect_bytes("version 0", &message(0, command::GET_STATS, &[]), status::REVISION_MISMATCH);
     probe.expect_bytes("unknown command", &message(PROTOCOL_VERSION, 0x77, &[]), status::INVALID_DEVICE_REQUEST);
-    probe.expect_bytes("a reply as a request", &message(PROTOCOL_VERSION, command::GET_STATS | command::REPLY, &[]), status::INVALID_DEVICE_REQUEST);
+    probe.expect_bytes(
+        "a reply as a request",
+        &message(PROTOCOL_VERSION, command::GET_STATS | command::REPLY, &[]),
+        status::INVALID_DEVICE_REQUEST,
+    );
     probe.expect_bytes("an event as a request", &message(PROTOCOL_VERSION, command::EVENT, &[]), status::INVALID_DEVICE_REQUEST);
 
     // Invalid addresses, with Filter Manager's probe off so that the driver itself meets them
@@ -113,13 +151,28 @@ fn every_malformed_class_gets_its_status_and_leaks_nothing() {
     probe.expect("no-access input", Some((gone.address(), gone.len())), out, status::INVALID_USER_BUFFER);
     assert!(gone.set_access(Access::Unmapped));
     probe.expect("unmapped input", Some((gone.address(), gone.len())), out, status::INVALID_USER_BUFFER);
-    probe.expect("input running into the guard page", Some((input.address(), input.len() + 64)), out, status::INVALID_USER_BUFFER);
+    probe.expect(
+        "input running into the guard page",
+        Some((input.address(), input.len() + 64)),
+        out,
+        status::INVALID_USER_BUFFER,
+    );
     let read_only = emulator.user_buffer(4096);
     assert!(read_only.set_access(Access::ReadOnly));
-    probe.expect("read-only output", Some((input.address(), input.len())), Some((read_only.address(), read_only.len())), status::INVALID_USER_BUFFER);
+    probe.expect(
+        "read-only output",
+        Some((input.address(), input.len())),
+        Some((read_only.address(), read_only.len())),
+        status::INVALID_USER_BUFFER,
+    );
     let unmapped_out = emulator.user_buffer(4096);
     assert!(unmapped_out.set_access(Access::Unmapped));
-    probe.expect("unmapped output", Some((input.address(), input.len())), Some((unmapped_out.address(), unmapped_out.len())), status::INVALID_USER_BUFFER);
+    probe.expect(
+        "unmapped output",
+        Some((input.address(), input.len())),
+        Some((unmapped_out.address(), unmapped_out.len())),
+        status::INVALID_USER_BUFFER,
+    );
     probe.expect("NULL output with a length", Some((input.address(), input.len())), Some((0, 4096)), status::INVALID_USER_BUFFER);
     probe.port.set_probe(true);
 
@@ -141,7 +194,12 @@ fn reply_running_into_the_guard_page_is_refused() {
     // because the 200-byte reply would run past its end into the guard page.
     probe.port.set_probe(false);
     let short_out = emulator.user_buffer(64);
-    probe.expect("reply running into the guard page", Some((input.address(), input.len())), Some((short_out.address(), 4096)), status::INVALID_USER_BUFFER);
+    probe.expect(
+        "reply running into the guard page",
+        Some((input.address(), input.len())),
+        Some((short_out.address(), 4096)),
+        status::INVALID_USER_BUFFER,
+    );
     drop(probe);
     unload_clean(emulator);
 }

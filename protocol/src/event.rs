@@ -2,7 +2,7 @@
 
 use crate::bytes::{EncodeError, ParseError, Reader, Writer};
 use crate::text::Utf16Le;
-use crate::{command, pad8, Header, HEADER_BYTES, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION};
+use crate::{HEADER_BYTES, Header, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION, command, pad8};
 
 /// Fixed body bytes of an event: `kind u16, name_units u16, pid u32, sequence u64, time i64,
 /// flags u32, reserved u32`, then the name padded to 8.
@@ -96,7 +96,14 @@ impl<'a> Event<'a> {
     ///
     /// # Errors
     /// [`EncodeError::BufferTooSmall`] when `out` is shorter than [`Self::encoded_len`].
-    pub fn encode(kind: EventKind, pid: u32, sequence: u64, time: i64, name: &[u16], out: &mut [u8]) -> Result<usize, EncodeError> {
+    pub fn encode(
+        kind: EventKind,
+        pid: u32,
+        sequence: u64,
+        time: i64,
+        name: &[u16],
+        out: &mut [u8],
+    ) -> Result<usize, EncodeError> {
         let truncated = name.len() > MAX_EVENT_NAME_UNITS;
         let name = &name[..name.len().min(MAX_EVENT_NAME_UNITS)];
         let length = Self::encoded_len(name.len());

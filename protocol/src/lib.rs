@@ -28,15 +28,15 @@ pub mod status;
 mod text;
 
 pub use bytes::{EncodeError, ParseError};
-pub use event::{Event, EventKind, EVENT_FIXED_BYTES, MAX_EVENT_NAME_UNITS};
+pub use event::{EVENT_FIXED_BYTES, Event, EventKind, MAX_EVENT_NAME_UNITS};
 pub use reply::{
-    encode_hello_reply, encode_stats_reply, HandleEntry, HelloReply, KindStats, ListReply, ListWriter, Reply, StatsReply,
-    StreamEntry, HANDLE_ENTRY_FIXED_BYTES, LIST_FIXED_BYTES, LIST_FLAG_MORE, STREAM_ENTRY_FIXED_BYTES,
+    HANDLE_ENTRY_FIXED_BYTES, HandleEntry, HelloReply, KindStats, LIST_FIXED_BYTES, LIST_FLAG_MORE, ListReply, ListWriter, Reply,
+    STREAM_ENTRY_FIXED_BYTES, StatsReply, StreamEntry, encode_hello_reply, encode_stats_reply,
 };
 pub use request::{
-    encode_request, HandleQuery, Request, HANDLES_FLAG_ANY_PID, HANDLES_FIXED_BYTES, HELLO_BYTES, LIST_STREAMS_BYTES,
+    HANDLES_FIXED_BYTES, HANDLES_FLAG_ANY_PID, HELLO_BYTES, HandleQuery, LIST_STREAMS_BYTES, Request, encode_request,
 };
-pub use text::{fold_case, name_is_under, Utf16Le};
+pub use text::{Utf16Le, fold_case, name_is_under};
 
 /// The protocol version this build speaks (and the newest it understands).
 pub const PROTOCOL_VERSION: u16 = 1;

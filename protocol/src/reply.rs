@@ -4,7 +4,7 @@ use core::marker::PhantomData;
 
 use crate::bytes::{EncodeError, ParseError, Reader, Writer};
 use crate::text::Utf16Le;
-use crate::{command, pad8, Header, HEADER_BYTES, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION};
+use crate::{HEADER_BYTES, Header, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION, command, pad8};
 
 /// Body bytes of a Hello reply.
 pub const HELLO_REPLY_BYTES: usize = 16;
@@ -116,7 +116,10 @@ pub trait ListEntry<'a>: Sized {
 }
 
 /// Parses one entry with `parse` and reports how many bytes it consumed.
-fn measured<'a, E>(bytes: &'a [u8], parse: impl FnOnce(&mut Reader<'a>) -> Result<E, ParseError>) -> Result<(E, usize), ParseError> {
+fn measured<'a, E>(
+    bytes: &'a [u8],
+    parse: impl FnOnce(&mut Reader<'a>) -> Result<E, ParseError>,
+) -> Result<(E, usize), ParseError> {
     let mut reader = Reader::new(bytes);
     let entry = parse(&mut reader)?;
     Ok((entry, bytes.len() - reader.remaining().len()))
@@ -411,7 +414,13 @@ impl<'a> ListWriter<'a> {
     /// # Errors
     /// [`EncodeError::BufferTooSmall`] when it does not fit or the page is full (the caller
     /// then finishes with "more"); [`EncodeError::TooLong`] for a name over 65,535 units.
-    pub fn push_stream(&mut self, open_handles: u32, first_opener_pid: u32, first_open_time: i64, name: &[u16]) -> Result<(), EncodeError> {
+    pub fn push_stream(
+        &mut self,
+        open_handles: u32,
+        first_opener_pid: u32,
+        first_open_time: i64,
+        name: &[u16],
+    ) -> Result<(), EncodeError> {
         let mut fixed = [0; 16];
         fixed[0..4].copy_from_slice(&open_handles.to_le_bytes());
         fixed[4..8].copy_from_slice(&first_opener_pid.to_le_bytes());
@@ -423,7 +432,14 @@ impl<'a> ListWriter<'a> {
     ///
     /// # Errors
     /// As [`Self::push_stream`].
-    pub fn push_handle(&mut self, pid: u32, desired_access: u32, share_access: u32, create_time: i64, name: &[u16]) -> Result<(), EncodeError> {
+    pub fn push_handle(
+        &mut self,
+        pid: u32,
+        desired_access: u32,
+        share_access: u32,
+        create_time: i64,
+        name: &[u16],
+    ) -> Result<(), EncodeError> {
         let mut fixed = [0; 24];
         fixed[0..4].copy_from_slice(&pid.to_le_bytes());
         fixed[4..8].copy_from_slice(&desired_access.to_le_bytes());

@@ -2,7 +2,7 @@
 
 use crate::bytes::{EncodeError, ParseError, Reader, Writer};
 use crate::text::Utf16Le;
-use crate::{command, Header, HEADER_BYTES, MAX_PREFIX_UNITS, MAX_REQUEST_BYTES, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION};
+use crate::{HEADER_BYTES, Header, MAX_PREFIX_UNITS, MAX_REQUEST_BYTES, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION, command};
 
 /// Body bytes of Hello: `min_version u16, max_version u16, reserved u32`.
 pub const HELLO_BYTES: usize = 8;

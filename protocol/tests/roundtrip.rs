@@ -2,9 +2,9 @@
 #![allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // Test data sizes are small.
 
 use ctxguard_protocol::{
-    command, encode_hello_reply, encode_request, encode_stats_reply, status, ConnectContext, Event, EventKind, HandleQuery, Header,
-    HelloReply, KindStats, ListWriter, ParseError, Reply, Request, StatsReply, Utf16Le, CONNECT_FLAG_EVENTS, HEADER_BYTES,
-    MAX_EVENT_NAME_UNITS, MAX_REQUEST_BYTES, PROTOCOL_VERSION,
+    CONNECT_FLAG_EVENTS, ConnectContext, Event, EventKind, HEADER_BYTES, HandleQuery, Header, HelloReply, KindStats, ListWriter,
+    MAX_EVENT_NAME_UNITS, MAX_REQUEST_BYTES, PROTOCOL_VERSION, ParseError, Reply, Request, StatsReply, Utf16Le, command,
+    encode_hello_reply, encode_request, encode_stats_reply, status,
 };
 use proptest::prelude::*;
 
@@ -206,7 +206,13 @@ fn each_malformation_has_its_error_and_status() {
     assert_eq!(Request::parse(&unknown), Err(ParseError::UnknownCommand(command::EVENT)));
 
     let prefix = wire(&[u16::from(b'C'), u16::from(b':')]);
-    let query = request_bytes(&Request::QueryHandles(HandleQuery { pid: 4, any_pid: false, cursor: 0, max_entries: 0, prefix: Utf16Le::new(&prefix).unwrap() }));
+    let query = request_bytes(&Request::QueryHandles(HandleQuery {
+        pid: 4,
+        any_pid: false,
+        cursor: 0,
+        max_entries: 0,
+        prefix: Utf16Le::new(&prefix).unwrap(),
+    }));
     // prefix_units claims more units than are present: the length is not trusted.
     let mut claims_more = query.clone();
     claims_more[26..28].copy_from_slice(&3u16.to_le_bytes());

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ctxguard_companion::port::{classify_hresult, Connector, Transport, TransportError};
+use ctxguard_companion::port::{Connector, Transport, TransportError, classify_hresult};
 use ctxguard_protocol::{ConnectContext, Event, MAX_EVENT_NAME_UNITS, PORT_NAME};
-use fltemu::{Config, Emulator, EmuError, UserPort, VolumeId, VolumeSpec, FILTER_MESSAGE_HEADER_SIZE};
+use fltemu::{Config, EmuError, Emulator, FILTER_MESSAGE_HEADER_SIZE, UserPort, VolumeId, VolumeSpec};
 
-use crate::support::{driver_image, Arch};
+use crate::support::{Arch, driver_image};
 
 /// The volume the tests mount.
 pub const VOLUME: &str = "\\Device\\HarddiskVolume1";
@@ -77,7 +77,10 @@ pub fn connect_raw(emulator: &Emulator, context: &[u8], pid: u32) -> Result<User
 pub fn connector(emulator: &Arc<Emulator>) -> impl Connector + use<> {
     let emulator = Arc::clone(emulator);
     move |context: &ConnectContext| -> Result<Box<dyn Transport>, TransportError> {
-        let port = emulator.connect_port(PORT_NAME, &context.encode(), COMPANION_PID).map_err(|error| emu_error(&error))?.map_err(classify_hresult)?;
+        let port = emulator
+            .connect_port(PORT_NAME, &context.encode(), COMPANION_PID)
+            .map_err(|error| emu_error(&error))?
+            .map_err(classify_hresult)?;
         Ok(Box::new(EmuTransport { emulator: Arc::clone(&emulator), port }))
     }
 }

@@ -58,10 +58,19 @@ pub fn commands() -> Vec<Command> {
     vec![
         Command::new("status").about("Is the driver loaded, is its port reachable, which protocol versions both sides speak"),
         Command::new("stats").about("The driver's context accounting (per context type) and event counters").arg(json_flag()),
-        Command::new("streams").about("Every stream the driver tracks: open handles, first opener, first open time").arg(json_flag()),
+        Command::new("streams")
+            .about("Every stream the driver tracks: open handles, first opener, first open time")
+            .arg(json_flag()),
         Command::new("handles")
             .about("The handles a process holds open, optionally under a path")
-            .arg(Arg::new("pid").long("pid").value_name("N").required(true).value_parser(clap::value_parser!(u32)).help("The process id"))
+            .arg(
+                Arg::new("pid")
+                    .long("pid")
+                    .value_name("N")
+                    .required(true)
+                    .value_parser(clap::value_parser!(u32))
+                    .help("The process id"),
+            )
             .arg(
                 Arg::new("under")
                     .long("under")
@@ -72,7 +81,13 @@ pub fn commands() -> Vec<Command> {
         Command::new("watch")
             .about("Print open/close events live until Ctrl-C; dropped events are reported")
             .arg(Arg::new("json").long("json").action(ArgAction::SetTrue).help("One JSON object per line"))
-            .arg(Arg::new("count").long("count").value_name("N").value_parser(clap::value_parser!(u64)).help("Stop after N events")),
+            .arg(
+                Arg::new("count")
+                    .long("count")
+                    .value_name("N")
+                    .value_parser(clap::value_parser!(u64))
+                    .help("Stop after N events"),
+            ),
     ]
 }
 
@@ -91,7 +106,11 @@ impl PortCommand {
             "status" => Self::Status,
             "stats" => Self::Stats { json: json() },
             "streams" => Self::Streams { json: json() },
-            "handles" => Self::Handles { pid: *matches.get_one::<u32>("pid")?, under: matches.get_one::<String>("under").cloned(), json: json() },
+            "handles" => Self::Handles {
+                pid: *matches.get_one::<u32>("pid")?,
+                under: matches.get_one::<String>("under").cloned(),
+                json: json(),
+            },
             "watch" => Self::Watch { json: json(), count: matches.get_one::<u64>("count").copied() },
             _ => return None,
         })
@@ -124,7 +143,8 @@ pub fn execute(command: &PortCommand, connector: &dyn Connector, out: &mut dyn W
         PortCommand::Stats { json } => {
             let stats = Client::connect(connector, false)?.stats()?;
             if *json {
-                writeln!(out, "{}", serde_json::to_string_pretty(&stats).map_err(|error| PortError::Other(error.to_string()))?).map_err(io)
+                writeln!(out, "{}", serde_json::to_string_pretty(&stats).map_err(|error| PortError::Other(error.to_string()))?)
+                    .map_err(io)
             } else {
                 write_stats(out, &stats).map_err(io)
             }
@@ -132,11 +152,24 @@ pub fn execute(command: &PortCommand, connector: &dyn Connector, out: &mut dyn W
         PortCommand::Streams { json } => {
             let streams = Client::connect(connector, false)?.streams()?;
             if *json {
-                return writeln!(out, "{}", serde_json::to_string_pretty(&streams).map_err(|error| PortError::Other(error.to_string()))?).map_err(io);
+                return writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&streams).map_err(|error| PortError::Other(error.to_string()))?
+                )
+                .map_err(io);
             }
             writeln!(out, "{:>7}  {:>7}  {:<20}  NAME", "HANDLES", "PID", "FIRST OPEN (UTC)").map_err(io)?;
             for stream in &streams {
-                writeln!(out, "{:>7}  {:>7}  {:<20}  {}", stream.open_handles, stream.first_opener_pid, filetime(stream.first_open_time), paths::to_dos_path(&stream.name)).map_err(io)?;
+                writeln!(
+                    out,
+                    "{:>7}  {:>7}  {:<20}  {}",
+                    stream.open_handles,
+                    stream.first_opener_pid,
+                    filetime(stream.first_open_time),
+                    paths::to_dos_path(&stream.name)
+                )
+                .map_err(io)?;
             }
             writeln!(out, "{} stream(s)", streams.len()).map_err(io)
         }
@@ -144,11 +177,24 @@ pub fn execute(command: &PortCommand, connector: &dyn Connector, out: &mut dyn W
             let prefix = under.as_deref().map(paths::to_device_path).unwrap_or_default();
             let handles = Client::connect(connector, false)?.handles(Some(*pid), &prefix)?;
             if *json {
-                return writeln!(out, "{}", serde_json::to_string_pretty(&handles).map_err(|error| PortError::Other(error.to_string()))?).map_err(io);
+                return writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&handles).map_err(|error| PortError::Other(error.to_string()))?
+                )
+                .map_err(io);
             }
             writeln!(out, "{:>10}  {:>8}  {:<20}  NAME", "ACCESS", "SHARE", "OPENED (UTC)").map_err(io)?;
             for handle in &handles {
-                writeln!(out, "{:#010x}  {:>8}  {:<20}  {}", handle.desired_access, share(handle.share_access), filetime(handle.create_time), paths::to_dos_path(&handle.name)).map_err(io)?;
+                writeln!(
+                    out,
+                    "{:#010x}  {:>8}  {:<20}  {}",
+                    handle.desired_access,
+                    share(handle.share_access),
+                    filetime(handle.create_time),
+                    paths::to_dos_path(&handle.name)
+                )
+                .map_err(io)?;
             }
             writeln!(out, "{} handle(s) held by process {pid}", handles.len()).map_err(io)
         }
@@ -158,13 +204,24 @@ pub fn execute(command: &PortCommand, connector: &dyn Connector, out: &mut dyn W
 
 fn status(connector: &dyn Connector, out: &mut dyn Write) -> Result<(), PortError> {
     let io = |error: std::io::Error| PortError::Other(format!("cannot write the output: {error}"));
-    writeln!(out, "companion: ctxguard {} (protocol {PROTOCOL_MIN_VERSION}..={PROTOCOL_VERSION})", env!("CARGO_PKG_VERSION")).map_err(io)?;
+    writeln!(out, "companion: ctxguard {} (protocol {PROTOCOL_MIN_VERSION}..={PROTOCOL_VERSION})", env!("CARGO_PKG_VERSION"))
+        .map_err(io)?;
     match Client::connect(connector, false) {
         Ok(client) => {
             let hello = client.hello();
             let [major, minor, patch] = hello.driver_version;
-            writeln!(out, "driver:    loaded, ctxguard.sys {major}.{minor}.{patch} (protocol {}..={})", hello.driver_min_version, hello.driver_max_version).map_err(io)?;
-            writeln!(out, "port:      {PORT_NAME} reachable, protocol {} in use, at most {} connections", hello.version, hello.max_connections).map_err(io)
+            writeln!(
+                out,
+                "driver:    loaded, ctxguard.sys {major}.{minor}.{patch} (protocol {}..={})",
+                hello.driver_min_version, hello.driver_max_version
+            )
+            .map_err(io)?;
+            writeln!(
+                out,
+                "port:      {PORT_NAME} reachable, protocol {} in use, at most {} connections",
+                hello.version, hello.max_connections
+            )
+            .map_err(io)
         }
         Err(error) => {
             let (driver, port) = match &error {
@@ -181,9 +238,17 @@ fn status(connector: &dyn Connector, out: &mut dyn Write) -> Result<(), PortErro
 }
 
 fn write_stats(out: &mut dyn Write, stats: &super::client::Stats) -> std::io::Result<()> {
-    writeln!(out, "{:<14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}", "CONTEXT", "ALLOCATED", "ATTACHED", "COLLISIONS", "FREED", "LIVE", "HIGH-WATER")?;
+    writeln!(
+        out,
+        "{:<14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "CONTEXT", "ALLOCATED", "ATTACHED", "COLLISIONS", "FREED", "LIVE", "HIGH-WATER"
+    )?;
     let row = |out: &mut dyn Write, name: &str, kind: &KindInfo| {
-        writeln!(out, "{name:<14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}", kind.allocated, kind.attached, kind.collisions, kind.freed, kind.live, kind.high_water)
+        writeln!(
+            out,
+            "{name:<14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            kind.allocated, kind.attached, kind.collisions, kind.freed, kind.live, kind.high_water
+        )
     };
     row(out, "instance", &stats.instance)?;
     row(out, "stream", &stats.stream)?;
@@ -210,10 +275,19 @@ fn watch(connector: &dyn Connector, json: bool, count: Option<u64>, out: &mut dy
         }
         last_sequence = event.sequence;
         if json {
-            writeln!(out, "{}", serde_json::to_string(&event).map_err(|error| PortError::Other(error.to_string()))?).map_err(io)?;
+            writeln!(out, "{}", serde_json::to_string(&event).map_err(|error| PortError::Other(error.to_string()))?)
+                .map_err(io)?;
         } else {
             let truncated = if event.truncated { " (name truncated)" } else { "" };
-            writeln!(out, "{:<20}  {:<5}  {:>7}  {}{truncated}", filetime(event.time), event.kind, event.pid, paths::to_dos_path(&event.name)).map_err(io)?;
+            writeln!(
+                out,
+                "{:<20}  {:<5}  {:>7}  {}{truncated}",
+                filetime(event.time),
+                event.kind,
+                event.pid,
+                paths::to_dos_path(&event.name)
+            )
+            .map_err(io)?;
         }
         out.flush().map_err(io)?;
         seen += 1;
@@ -268,7 +342,10 @@ mod tests {
         };
         assert_eq!(parse(&["t", "status"]), PortCommand::Status);
         assert_eq!(parse(&["t", "stats", "--json"]), PortCommand::Stats { json: true });
-        assert_eq!(parse(&["t", "handles", "--pid", "42", "--under", "C:\\x"]), PortCommand::Handles { pid: 42, under: Some("C:\\x".into()), json: false });
+        assert_eq!(
+            parse(&["t", "handles", "--pid", "42", "--under", "C:\\x"]),
+            PortCommand::Handles { pid: 42, under: Some("C:\\x".into()), json: false }
+        );
         assert_eq!(parse(&["t", "watch", "--count", "3"]), PortCommand::Watch { json: false, count: Some(3) });
         assert!(cli.clone().try_get_matches_from(["t", "handles"]).is_err());
         assert!(NAMES.iter().all(|name| is_command(name)));

@@ -3,8 +3,8 @@
 use std::cell::Cell;
 
 use ctxguard_protocol::{
-    command, encode_request, ConnectContext, Event, EventKind, HandleQuery, Reply, Request, Utf16Le, CONNECT_FLAG_EVENTS, HANDLES_FIXED_BYTES,
-    HEADER_BYTES, MAX_PREFIX_UNITS, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION,
+    CONNECT_FLAG_EVENTS, ConnectContext, Event, EventKind, HANDLES_FIXED_BYTES, HEADER_BYTES, HandleQuery, MAX_PREFIX_UNITS,
+    PROTOCOL_MIN_VERSION, PROTOCOL_VERSION, Reply, Request, Utf16Le, command, encode_request,
 };
 use serde::Serialize;
 
@@ -160,7 +160,8 @@ impl Client {
         let id = self.next_request_id.get();
         self.next_request_id.set(id.wrapping_add(1));
         let mut out = vec![0; HEADER_BYTES + HANDLES_FIXED_BYTES + 2 * MAX_PREFIX_UNITS];
-        let length = encode_request(request, id, &mut out).map_err(|error| PortError::Other(format!("cannot encode the request: {error}")))?;
+        let length = encode_request(request, id, &mut out)
+            .map_err(|error| PortError::Other(format!("cannot encode the request: {error}")))?;
         out.truncate(length);
         let reply = self.transport.send(&out)?;
         let (header, _) = Reply::parse(&reply).map_err(PortError::BadReply)?;

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use ctxguard_protocol::{status, ParseError, PORT_NAME, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION};
+use ctxguard_protocol::{PORT_NAME, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION, ParseError, status};
 
 use super::transport::TransportError;
 
@@ -64,8 +64,12 @@ impl fmt::Display for PortError {
                 "protocol version mismatch: this ctxguard speaks {PROTOCOL_MIN_VERSION}..={PROTOCOL_VERSION}, the driver refused it and did not say its own; install a matching ctxguard and ctxguard.sys"
             ),
             Self::NotReachable(detail) => write!(formatter, "the driver's port is not reachable here: {detail}"),
-            Self::EventsBusy => formatter.write_str("another ctxguard watch is already receiving the driver's events; stop it first"),
-            Self::Refused(code) => write!(formatter, "the driver refused the request: {} ({:#010x})", status::name(*code), code.cast_unsigned()),
+            Self::EventsBusy => {
+                formatter.write_str("another ctxguard watch is already receiving the driver's events; stop it first")
+            }
+            Self::Refused(code) => {
+                write!(formatter, "the driver refused the request: {} ({:#010x})", status::name(*code), code.cast_unsigned())
+            }
             Self::BadReply(error) => write!(formatter, "the driver's reply is malformed: {error}"),
             Self::Other(detail) => formatter.write_str(detail),
         }

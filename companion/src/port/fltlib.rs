@@ -9,7 +9,7 @@ use windows_sys::Win32::Storage::InstallableFileSystems::{
     FILTER_MESSAGE_HEADER, FilterConnectCommunicationPort, FilterGetMessage, FilterSendMessage,
 };
 
-use super::transport::{classify_hresult as classify, Transport, TransportError};
+use super::transport::{Transport, TransportError, classify_hresult as classify};
 
 /// An open client port.
 pub struct FltLibTransport {
@@ -36,7 +36,14 @@ pub fn connect(context: &ConnectContext) -> Result<Box<dyn Transport>, Transport
     #[allow(clippy::cast_possible_truncation)] // 16 bytes.
     // SAFETY: `name` is NUL-terminated, `context` is 16 readable bytes, `port` a valid out pointer.
     let hresult = unsafe {
-        FilterConnectCommunicationPort(name.as_ptr(), 0, context.as_ptr().cast(), context.len() as u16, std::ptr::null(), &raw mut port)
+        FilterConnectCommunicationPort(
+            name.as_ptr(),
+            0,
+            context.as_ptr().cast(),
+            context.len() as u16,
+            std::ptr::null(),
+            &raw mut port,
+        )
     };
     if hresult < 0 {
         return Err(classify(hresult));
@@ -82,7 +89,8 @@ impl Transport for FltLibTransport {
         let mut buffer = aligned_buffer(capacity);
         #[allow(clippy::cast_possible_truncation)] // a few KiB.
         // SAFETY: `buffer` is 8-aligned, owned and `capacity` bytes long; no OVERLAPPED: the call blocks.
-        let hresult = unsafe { FilterGetMessage(self.port, buffer.as_mut_ptr().cast(), (buffer.len() * 8) as u32, std::ptr::null_mut()) };
+        let hresult =
+            unsafe { FilterGetMessage(self.port, buffer.as_mut_ptr().cast(), (buffer.len() * 8) as u32, std::ptr::null_mut()) };
         if hresult < 0 {
             return Err(classify(hresult));
         }

@@ -17,4 +17,4 @@ mod transport;
 
 pub use client::{Client, EventInfo, HandleInfo, Hello, KindInfo, Stats, StreamInfo};
 pub use error::PortError;
-pub use transport::{classify_hresult, Connector, Transport, TransportError};
+pub use transport::{Connector, Transport, TransportError, classify_hresult};

@@ -1,7 +1,7 @@
 //! The byte-moving interface under the client, so that the same client code runs against the
 //! real port (FltLib on Windows) and against fltemu's user side in tests.
 
-use ctxguard_protocol::{status, ConnectContext};
+use ctxguard_protocol::{ConnectContext, status};
 
 /// What a transport reports when it cannot deliver.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,7 +77,9 @@ pub fn classify_hresult(hresult: i32) -> TransportError {
             5 => TransportError::AccessDenied,     // ERROR_ACCESS_DENIED
             170 => TransportError::Status(status::DEVICE_BUSY), // ERROR_BUSY
             1306 => TransportError::Status(status::REVISION_MISMATCH), // ERROR_REVISION_MISMATCH
-            1238 => TransportError::Other("the driver's port already has its maximum number of clients; close another ctxguard first".into()),
+            1238 => TransportError::Other(
+                "the driver's port already has its maximum number of clients; close another ctxguard first".into(),
+            ),
             code => TransportError::Other(format!("FltLib failed with HRESULT {bits:#010x} (Win32 error {code})")),
         };
     }

@@ -3,7 +3,7 @@
 //! Compiled into the binary (beside the crypto module whose trait it implements), not into the
 //! companion library.
 
-use ctxguard_companion::port::{paths, Client, Connector, PortError};
+use ctxguard_companion::port::{Client, Connector, PortError, paths};
 
 use crate::crypto::witness::{DriverAbsent, HandleWitness, WitnessError};
 
@@ -24,7 +24,8 @@ impl PortWitness {
 
 impl HandleWitness for PortWitness {
     fn open_files(&self, pid: u32, under: &[&str]) -> Result<Vec<String>, WitnessError> {
-        let prefixes: Vec<String> = if under.is_empty() { vec![String::new()] } else { under.iter().map(|path| paths::to_device_path(path)).collect() };
+        let prefixes: Vec<String> =
+            if under.is_empty() { vec![String::new()] } else { under.iter().map(|path| paths::to_device_path(path)).collect() };
         let mut files = Vec::new();
         for prefix in &prefixes {
             let handles = self.client.handles(Some(pid), prefix).map_err(|error| match error {
