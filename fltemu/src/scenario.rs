@@ -226,7 +226,7 @@ pub fn storm(emulator: &Emulator, volumes: &[VolumeId], count: usize, threads: u
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or(Err(EmuError::Unloaded))).collect()
+        workers.into_iter().try_for_each(|w| w.join().unwrap_or(Err(EmuError::Unloaded)))
     })
 }
 
@@ -256,6 +256,6 @@ pub fn race(emulator: &Emulator, volume: VolumeId, rounds: usize, threads: usize
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or(Err(EmuError::Unloaded))).collect()
+        workers.into_iter().try_for_each(|w| w.join().unwrap_or(Err(EmuError::Unloaded)))
     })
 }

@@ -17,6 +17,9 @@
 //!   FltUnregisterFilter (FailedDriverEntryDidNotUnregister).
 //! - `bug-unresolvable-import`: imports fltmgr.sys!FltTagFile, which fltemu does not provide.
 //! - `bug-fault-in-driver-entry`: DriverEntry writes through a wild pointer.
+//!
+//! `with-port` adds a communication port (module `port`); `bug-touch-user-buffer` makes its
+//! message callback read the user buffer directly (UserBufferTouchedDirectly when invalid).
 #![cfg_attr(target_os = "windows", no_std)]
 #![cfg(target_os = "windows")]
 
@@ -189,6 +192,15 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, _registry:
         // The bug: a failure after registering returns without FltUnregisterFilter (E7).
         return STATUS_UNSUCCESSFUL;
     }
+    #[cfg(feature = "with-port")]
+    {
+        let status = port::create(handle);
+        if status < 0 {
+            // SAFETY: registered above, unregistered once.
+            unsafe { FltUnregisterFilter(handle) };
+            return status;
+        }
+    }
     // SAFETY: the handle from the successful FltRegisterFilter.
     let status = unsafe { FltStartFiltering(handle) };
     if status < 0 {
@@ -200,6 +212,8 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, _registry:
 }
 
 unsafe extern "system" fn unload(_flags: u32) -> NTSTATUS {
+    #[cfg(feature = "with-port")]
+    port::close();
     let handle = FILTER.swap(0, Ordering::AcqRel);
     if handle != 0 {
         // SAFETY: the registered filter handle, unregistered once.
@@ -269,6 +283,8 @@ unsafe extern "system" fn post_create(data: *mut FLT_CALLBACK_DATA, objects: *co
         unsafe { (*stream.cast::<StreamData>()).opens += 1 };
         release(stream);
     }
+    #[cfg(feature = "with-port")]
+    port::notify(filter());
     let pid = 0;
     if let Some(handle) = allocate(0x10, PagedPool, HandleData { pid }) {
         // SAFETY: a valid instance, file object and fresh context; the old one is dropped by
@@ -302,4 +318,122 @@ unsafe extern "system" fn pre_close(_data: *mut FLT_CALLBACK_DATA, objects: *con
         release(stream);
     }
     FLT_PREOP_SUCCESS_NO_CALLBACK
+}
+
+#[cfg(feature = "with-port")]
+mod port {
+    //! An echo port: the reply is the input reversed. User buffers are reached only through
+    //! MmCopyMemory (input) and a secured range (output), unless `bug-touch-user-buffer`.
+
+    use core::ffi::c_void;
+    use core::sync::atomic::{AtomicIsize, Ordering};
+
+    use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+        FltBuildDefaultSecurityDescriptor, FltCloseClientPort, FltCloseCommunicationPort, FltCreateCommunicationPort, FltFreeSecurityDescriptor,
+        FltSendMessage, PFLT_FILTER, PFLT_PORT,
+    };
+    use windows_sys::Wdk::System::SystemServices::{MM_COPY_ADDRESS, MM_COPY_ADDRESS_0, MmCopyMemory, MmSecureVirtualMemory, MmUnsecureVirtualMemory};
+    use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS, UNICODE_STRING};
+
+    static SERVER: AtomicIsize = AtomicIsize::new(0);
+    static CLIENT: AtomicIsize = AtomicIsize::new(0);
+    static NAME: [u16; 7] = [b'\\' as u16, b'F' as u16, b'x' as u16, b'P' as u16, b'o' as u16, b'r' as u16, b't' as u16];
+    const MAX: usize = 64;
+    const STATUS_INVALID_PARAMETER: NTSTATUS = 0xC000_000D_u32 as i32;
+    const STATUS_ACCESS_VIOLATION: NTSTATUS = 0xC000_0005_u32 as i32;
+
+    pub fn create(filter: PFLT_FILTER) -> NTSTATUS {
+        let mut descriptor = core::ptr::null_mut();
+        // SAFETY: a valid out pointer; FLT_PORT_ALL_ACCESS.
+        let status = unsafe { FltBuildDefaultSecurityDescriptor(&raw mut descriptor, 0x001F_0001) };
+        if status < 0 {
+            return status;
+        }
+        let name = UNICODE_STRING { Length: 14, MaximumLength: 14, Buffer: NAME.as_ptr().cast_mut() };
+        let attributes = OBJECT_ATTRIBUTES {
+            Length: size_of::<OBJECT_ATTRIBUTES>() as u32,
+            RootDirectory: core::ptr::null_mut(),
+            ObjectName: &raw const name,
+            Attributes: 0x200 | 0x40, // OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE
+            SecurityDescriptor: descriptor.cast(),
+            SecurityQualityOfService: core::ptr::null(),
+        };
+        let mut server: PFLT_PORT = 0;
+        // SAFETY: valid attributes and callbacks; one connection at a time.
+        let status = unsafe { FltCreateCommunicationPort(filter, &raw mut server, &raw const attributes, core::ptr::null(), Some(connect), Some(disconnect), Some(message), 1) };
+        // SAFETY: the descriptor from FltBuildDefaultSecurityDescriptor, freed once (F1).
+        unsafe { FltFreeSecurityDescriptor(descriptor) };
+        if status >= 0 {
+            SERVER.store(server, Ordering::Release);
+        }
+        status
+    }
+
+    pub fn close() {
+        let server = SERVER.swap(0, Ordering::AcqRel);
+        if server != 0 {
+            // SAFETY: the server port from FltCreateCommunicationPort, closed once.
+            unsafe { FltCloseCommunicationPort(server) };
+        }
+    }
+
+    /// Sends the create notification "open" to a connected client and waits up to 100 ms for
+    /// a reply; STATUS_TIMEOUT is a success code and is simply ignored here (F6).
+    pub fn notify(filter: PFLT_FILTER) {
+        if CLIENT.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut reply = [0u8; 8];
+        let mut length = reply.len() as u32;
+        let timeout: i64 = -1_000_000;
+        // SAFETY: the client port variable lives in a static; buffers are ours.
+        let _ = unsafe { FltSendMessage(filter, CLIENT.as_ptr(), b"open".as_ptr().cast(), 4, reply.as_mut_ptr().cast(), &raw mut length, &raw const timeout) };
+    }
+
+    unsafe extern "system" fn connect(client: PFLT_PORT, _server_cookie: *const c_void, _context: *const c_void, _size: u32, cookie: *mut *mut c_void) -> NTSTATUS {
+        CLIENT.store(client, Ordering::Release);
+        // SAFETY: Filter Manager passes a valid out pointer.
+        unsafe { *cookie = core::ptr::null_mut() };
+        STATUS_SUCCESS
+    }
+
+    unsafe extern "system" fn disconnect(_cookie: *const c_void) {
+        // SAFETY: the filter handle and our client port variable (NULLed by the call, F3).
+        unsafe { FltCloseClientPort(super::filter(), CLIENT.as_ptr()) };
+    }
+
+    unsafe extern "system" fn message(_cookie: *const c_void, input: *const c_void, input_length: u32, output: *mut c_void, output_length: u32, returned: *mut u32) -> NTSTATUS {
+        let length = input_length as usize;
+        if input.is_null() || length == 0 || length > MAX || output.is_null() || (output_length as usize) < length {
+            return STATUS_INVALID_PARAMETER;
+        }
+        let mut buffer = [0u8; MAX];
+        if cfg!(feature = "bug-touch-user-buffer") {
+            // The bug: a direct read of a user address (F4).
+            // SAFETY: deliberately unsafe: this fixture proves fltemu catches it.
+            unsafe { core::ptr::copy_nonoverlapping(input.cast::<u8>(), buffer.as_mut_ptr(), length) };
+        } else {
+            let mut copied = 0usize;
+            let source = MM_COPY_ADDRESS { Anonymous: MM_COPY_ADDRESS_0 { VirtualAddress: input.cast_mut() } };
+            // SAFETY: MmCopyMemory reads the user range without faulting into our stack buffer.
+            let status = unsafe { MmCopyMemory(buffer.as_mut_ptr().cast(), source, length, 2, &raw mut copied) };
+            if status < 0 || copied != length {
+                return STATUS_ACCESS_VIOLATION;
+            }
+        }
+        buffer[..length].reverse();
+        // SAFETY: pins the user output range with write access, or returns NULL.
+        let secure = unsafe { MmSecureVirtualMemory(output, length, 0x04) };
+        if secure.is_null() {
+            return STATUS_ACCESS_VIOLATION;
+        }
+        // SAFETY: the secured range stays mapped and writable until unsecured.
+        unsafe { core::ptr::copy_nonoverlapping(buffer.as_ptr(), output.cast::<u8>(), length) };
+        // SAFETY: the handle from MmSecureVirtualMemory, released once.
+        unsafe { MmUnsecureVirtualMemory(secure) };
+        // SAFETY: Filter Manager passes a valid out pointer.
+        unsafe { *returned = length as u32 };
+        STATUS_SUCCESS
+    }
 }
