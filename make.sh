@@ -48,6 +48,11 @@ if [[ ${#missing_packages[@]} -gt 0 ]]; then
 fi
 
 # --- Rust targets and components -----------------------------------------------------------
+# A fresh rustup install only reaches PATH in new login shells; use its env file meanwhile.
+if ! command -v rustup >/dev/null 2>&1 && [[ -f "${CARGO_HOME:-$HOME/.cargo}/env" ]]; then
+    # shellcheck source=/dev/null
+    . "${CARGO_HOME:-$HOME/.cargo}/env"
+fi
 command -v rustup >/dev/null 2>&1 || { log "rustup is required (https://rustup.rs)"; exit 1; }
 installed_targets=$(rustup target list --installed)
 for target in x86_64-pc-windows-msvc aarch64-pc-windows-msvc x86_64-pc-windows-gnu; do
