@@ -57,8 +57,14 @@ fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|error| panic!("reading {}: {error}", path.display()))
 }
 
-/// The shipped DER certificate as PEM, for tools that want PEM.
-fn certificate_pem() -> PathBuf {
+/// The shipped DER certificate as PEM, for tools that want PEM (converted once per process, so
+/// tests running in parallel never read a half-written file).
+fn certificate_pem() -> &'static Path {
+    static PEM: OnceLock<PathBuf> = OnceLock::new();
+    PEM.get_or_init(convert_certificate)
+}
+
+fn convert_certificate() -> PathBuf {
     let pem = support::nested_target_dir().join("package-test").join("ctxguard-test-from-cer.pem");
     std::fs::create_dir_all(pem.parent().expect("has a parent")).expect("scratch directory");
     let output = Command::new("openssl")
@@ -103,7 +109,7 @@ fn drivers_are_signed_and_verify_against_the_shipped_certificate() {
     let ca = certificate_pem();
     for (directory, _, _, _) in LAYOUT {
         let image = package().join(directory).join("ctxguard.sys");
-        let report = verify_signature(&image, &ca).unwrap_or_else(|report| panic!("{directory}: {report}"));
+        let report = verify_signature(&image, ca).unwrap_or_else(|report| panic!("{directory}: {report}"));
         assert!(report.contains("SHA256"), "{directory}: not a SHA-256 signature:\n{report}");
         assert!(report.contains("Page hash"), "{directory}: no page hashes (-ph):\n{report}");
     }
@@ -119,7 +125,7 @@ fn a_changed_driver_fails_verification() {
     data[offset] ^= 0xff;
     let tampered = support::nested_target_dir().join("package-test").join("tampered.sys");
     std::fs::write(&tampered, &data).expect("writing the tampered copy");
-    assert!(verify_signature(&tampered, &ca).is_err(), "a modified image still verified");
+    assert!(verify_signature(&tampered, ca).is_err(), "a modified image still verified");
 }
 
 #[test]
