@@ -106,3 +106,33 @@ fn a_renamed_import_is_unresolvable_and_named() {
     let error = Emulator::load_bytes(&bytes, Config::default()).unwrap_err();
     assert_eq!(error, EmuError::Load(LoadError::UnresolvedImport("fltmgr.sys!FltGetVolumeNamX".into())));
 }
+
+/// Simultaneous first opens of one stream on 4 threads, with the find-or-create window widened
+/// so they really meet: ctxguard's race path (ALREADY_DEFINED → use the winner, release the
+/// loser) leaves nothing behind.
+#[test]
+fn simultaneous_first_opens_race_cleanly() {
+    const ROUNDS: usize = 40;
+    let config = Config { widen_race_windows: true, ..Config::default() };
+    let emulator = Emulator::load(driver_image(Arch::X64), config).unwrap();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    let before = emulator.calls();
+    fltemu::scenario::race(&emulator, volume, ROUNDS, 4).unwrap();
+    let calls = emulator.calls().since(&before);
+    assert!(calls.total("FltSetStreamContext") > ROUNDS as u64, "the racers met in FltSetStreamContext: {calls:?}");
+    assert!(emulator.violations().is_empty(), "{:?}", emulator.violations());
+    let report = emulator.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
+/// The same storm with post-cleanup and post-close at DISPATCH_LEVEL (A9: post-ops may run
+/// there): ctxguard must make no call above its documented IRQL.
+#[test]
+fn post_operations_at_dispatch_stay_within_irql_limits() {
+    let config = Config { post_cleanup_irql: fltemu::DISPATCH_LEVEL, post_close_irql: fltemu::DISPATCH_LEVEL, ..Config::default() };
+    let emulator = Emulator::load(driver_image(Arch::X64), config).unwrap();
+    let volumes = [emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap()];
+    fltemu::scenario::storm(&emulator, &volumes, 400, 4).unwrap();
+    let report = emulator.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+}

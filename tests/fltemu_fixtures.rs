@@ -58,13 +58,22 @@ fn correct_fixture_runs_clean_and_frees_everything() {
 #[test]
 fn leak_on_already_defined_is_a_leaked_stream_context() {
     // Simultaneous first opens of one stream make the KEEP_IF_EXISTS race happen for real.
-    let emulator = Emulator::load(fixture(Some("bug-leak-on-already-defined")), Config::default()).unwrap();
+    let config = Config { widen_race_windows: true, ..Config::default() };
+    let emulator = Emulator::load(fixture(Some("bug-leak-on-already-defined")), config).unwrap();
     let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
     let mut lost_race = false;
-    for round in 0..200 {
+    let start = std::sync::Barrier::new(4);
+    for round in 0..50 {
         let path = format!("\\race{round}.txt");
         std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..4).map(|_| scope.spawn(|| emulator.open(volume, &path, &OpenOptions::default()).unwrap())).collect();
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        emulator.open(volume, &path, &OpenOptions::default()).unwrap()
+                    })
+                })
+                .collect();
             for handle in handles {
                 emulator.close(handle.join().unwrap()).unwrap();
             }
@@ -74,7 +83,7 @@ fn leak_on_already_defined_is_a_leaked_stream_context() {
             break;
         }
     }
-    assert!(lost_race, "no KEEP_IF_EXISTS race happened in 200 rounds of 4 simultaneous first opens");
+    assert!(lost_race, "no KEEP_IF_EXISTS race happened in 50 rounds of 4 simultaneous first opens");
     let report = emulator.unload().unwrap();
     assert!(
         report.violations.iter().any(|v| matches!(v, Violation::ContextLeaked { context_type: ContextType::Stream, tag: t, refcount: 1, .. } if *t == tag(b"FxSt"))),
@@ -146,4 +155,76 @@ fn fault_in_driver_entry_is_a_crash_with_its_rva() {
         }
         other => panic!("expected a crash, got {other:?}"),
     }
+}
+
+#[test]
+fn context_calls_at_dispatch_are_irql_violations() {
+    let config = Config { post_cleanup_irql: fltemu::DISPATCH_LEVEL, ..Config::default() };
+    let emulator = Emulator::load(fixture(Some("bug-get-at-dispatch")), config).unwrap();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    let file = emulator.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+    emulator.cleanup(&file).unwrap();
+    assert_eq!(
+        emulator.violations(),
+        vec![
+            Violation::IrqlTooHigh { function: "FltGetStreamHandleContext", irql: 2, max: 1 },
+            // The stream-handle context is paged: its release needs ≤ APC_LEVEL (A8).
+            Violation::IrqlTooHigh { function: "FltReleaseContext", irql: 2, max: 1 },
+        ]
+    );
+    emulator.close(file).unwrap();
+    drop(emulator.unload().unwrap());
+}
+
+#[test]
+fn post_cleanup_at_passive_is_fine_for_the_same_driver() {
+    let emulator = Emulator::load(fixture(Some("bug-get-at-dispatch")), Config::default()).unwrap();
+    exercise(&emulator);
+    let report = emulator.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
+#[test]
+fn reference_after_free_is_use_after_free() {
+    let emulator = Emulator::load(fixture(Some("bug-use-after-free")), Config::default()).unwrap();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    emulator.open_close(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+    assert_eq!(
+        emulator.violations(),
+        vec![Violation::UseAfterFree { function: "FltReferenceContext", context_type: ContextType::StreamHandle, tag: tag(b"FxSh") }]
+    );
+    drop(emulator.unload().unwrap());
+}
+
+#[test]
+fn releasing_a_foreign_pointer_is_not_a_context() {
+    let emulator = Emulator::load(fixture(Some("bug-not-a-context")), Config::default()).unwrap();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    emulator.open_close(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+    let violations = emulator.violations();
+    assert!(matches!(violations.as_slice(), [Violation::NotAContext { function: "FltReleaseContext", pointer }] if *pointer > emulator.image_base()), "{violations:?}");
+    drop(emulator.unload().unwrap());
+}
+
+#[test]
+fn completion_context_without_post_callback_is_misuse() {
+    let emulator = Emulator::load(fixture(Some("bug-completion-context")), Config::default()).unwrap();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    let before = emulator.calls();
+    emulator.open_close(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+    assert_eq!(emulator.calls().since(&before).total("FltGetStreamContext"), 1, "no post-create ran (SUCCESS_NO_CALLBACK honoured), pre-close did");
+    assert!(
+        matches!(emulator.violations().as_slice(), [Violation::CompletionContextMisuse { operation: fltemu::Operation::PreCreate, status: 1, .. }]),
+        "{:?}",
+        emulator.violations()
+    );
+    drop(emulator.unload().unwrap());
+}
+
+#[test]
+fn pool_never_freed_is_reported_by_tag() {
+    let emulator = Emulator::load(fixture(Some("bug-pool-leak")), Config::default()).unwrap();
+    let report = emulator.unload().unwrap();
+    assert_eq!(report.violations, vec![Violation::PoolLeaked { tag: tag(b"FxLk"), bytes: 100, count: 1 }], "{report}");
+    assert_eq!(report.pool_bytes_outstanding, 100);
 }

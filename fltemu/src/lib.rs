@@ -100,11 +100,15 @@ pub struct Config {
     pub check_checksum: bool,
     /// Service name (for the driver object and registry path).
     pub service_name: String,
+    /// Sleep 2 ms whenever a context Get returns STATUS_NOT_FOUND, so that simultaneous first
+    /// opens of one stream reliably meet in the find-or-create race (C3 "race path") instead of
+    /// only when the scheduler happens to interleave them.
+    pub widen_race_windows: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { post_cleanup_irql: PASSIVE_LEVEL, post_close_irql: PASSIVE_LEVEL, check_checksum: true, service_name: "ctxguard".into() }
+        Self { post_cleanup_irql: PASSIVE_LEVEL, post_close_irql: PASSIVE_LEVEL, check_checksum: true, service_name: "ctxguard".into(), widen_race_windows: false }
     }
 }
 

@@ -75,6 +75,8 @@ mod cli {
                     let name = iter.next().ok_or("--scenario needs a name")?;
                     let text = scenario::scenario(name).ok_or_else(|| format!("unknown scenario {name} (see `fltemu scenarios`)"))?;
                     script = Some((text.to_owned(), format!("scenario {name}")));
+                    // The race scenario wants the racers to meet (see Config::widen_race_windows).
+                    config.widen_race_windows |= name == "race";
                 }
                 "--script" => {
                     let file = iter.next().ok_or("--script needs a file")?;

@@ -109,7 +109,7 @@ const fn operation(
 
 static OPERATIONS: Static<[FLT_OPERATION_REGISTRATION; 4]> = Static([
     operation(0x00, Some(pre_create), Some(post_create)),
-    operation(0x12, Some(pre_cleanup), None),
+    operation(0x12, Some(pre_cleanup), if cfg!(feature = "bug-get-at-dispatch") { Some(post_cleanup) } else { None }),
     operation(0x02, Some(pre_close), None),
     operation(0x80, None, None),
 ]);
@@ -181,6 +181,11 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, _registry:
         // the image imports FltTagFile.
         unsafe { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltTagFile(0, core::ptr::null(), 0, core::ptr::null(), core::ptr::null(), 0) };
     }
+    if cfg!(feature = "bug-pool-leak") {
+        // The bug: 100 bytes of 'FxLk' pool never freed.
+        // SAFETY: a plain non-paged allocation.
+        let _ = unsafe { windows_sys::Wdk::System::SystemServices::ExAllocatePool2(0x40, 100, u32::from_le_bytes(*b"FxLk")) };
+    }
     let mut handle: PFLT_FILTER = 0;
     // SAFETY: a valid driver object and a static registration.
     let status = unsafe { FltRegisterFilter(driver, &raw const REGISTRATION.0, &raw mut handle) };
@@ -245,8 +250,26 @@ unsafe extern "system" fn query_teardown(_objects: *const FLT_RELATED_OBJECTS, _
 
 unsafe extern "system" fn cleanup(_context: PFLT_CONTEXT, _kind: u16) {}
 
-unsafe extern "system" fn pre_create(_data: *mut FLT_CALLBACK_DATA, _objects: *const FLT_RELATED_OBJECTS, _completion: *mut *mut c_void) -> FLT_PREOP_CALLBACK_STATUS {
+unsafe extern "system" fn pre_create(_data: *mut FLT_CALLBACK_DATA, _objects: *const FLT_RELATED_OBJECTS, completion: *mut *mut c_void) -> FLT_PREOP_CALLBACK_STATUS {
+    if cfg!(feature = "bug-completion-context") {
+        // The bug: a completion context with a status that has no post-operation call (E3).
+        // SAFETY: Filter Manager passes a valid out pointer.
+        unsafe { *completion = 0x1234 as *mut c_void };
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
     FLT_PREOP_SUCCESS_WITH_CALLBACK
+}
+
+/// Only with `bug-get-at-dispatch`: contexts APIs in a post-op that may run at DISPATCH_LEVEL.
+unsafe extern "system" fn post_cleanup(_data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS, _completion: *const c_void, _flags: u32) -> FLT_POSTOP_CALLBACK_STATUS {
+    // SAFETY: Filter Manager passes valid related objects.
+    let objects = unsafe { &*objects };
+    let mut handle: PFLT_CONTEXT = core::ptr::null_mut();
+    // SAFETY: a valid instance and file object.
+    if unsafe { FltGetStreamHandleContext(objects.Instance, objects.FileObject, &raw mut handle) } >= 0 {
+        release(handle);
+    }
+    FLT_POSTOP_FINISHED_PROCESSING
 }
 
 /// Find-or-create the stream context (C1), then a fresh stream-handle context.
@@ -306,7 +329,20 @@ unsafe extern "system" fn pre_cleanup(_data: *mut FLT_CALLBACK_DATA, objects: *c
             release(handle);
         }
     }
-    FLT_PREOP_SUCCESS_NO_CALLBACK
+    if cfg!(feature = "bug-use-after-free") {
+        if let Some(scratch) = allocate(0x10, PagedPool, HandleData { pid: 1 }) {
+            release(scratch);
+            // The bug: the context was freed by the release above.
+            // SAFETY: deliberately wrong: fltemu must report it.
+            unsafe { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltReferenceContext(scratch) };
+        }
+    }
+    if cfg!(feature = "bug-not-a-context") {
+        static NOT_A_CONTEXT: u64 = 0;
+        // The bug: a pointer to our own static released as a context.
+        release((&raw const NOT_A_CONTEXT).cast_mut().cast());
+    }
+    if cfg!(feature = "bug-get-at-dispatch") { FLT_PREOP_SUCCESS_WITH_CALLBACK } else { FLT_PREOP_SUCCESS_NO_CALLBACK }
 }
 
 unsafe extern "system" fn pre_close(_data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS, _completion: *mut *mut c_void) -> FLT_PREOP_CALLBACK_STATUS {
