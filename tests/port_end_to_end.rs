@@ -58,6 +58,13 @@ fn stats_streams_and_handles_match_fltemu_ground_truth() {
     assert_eq!(stats.stream_handle.freed, stats.stream_handle.allocated - stats.stream_handle.live);
     assert!(stats.stream_handle.high_water >= 3);
     assert_eq!(stats.connections, 1);
+    // Every FltAllocateContext fltemu saw is counted under one type, and every context fltemu
+    // no longer holds was counted as freed.
+    let allocated = stats.instance.allocated + stats.stream.allocated + stats.stream_handle.allocated;
+    assert_eq!(allocated, emulator.calls().total("FltAllocateContext"), "{stats:?}");
+    let live = stats.instance.live + stats.stream.live + stats.stream_handle.live;
+    assert_eq!(live, emulator.live_contexts().len() as u64, "{stats:?}");
+    assert_eq!(stats.instance.freed + stats.stream.freed + stats.stream_handle.freed, allocated - live);
 
     // Streams: names, handle counts and first openers, as fltemu counts open file objects.
     let mut streams = client.streams().unwrap();
