@@ -318,11 +318,20 @@ extern "win64" fn flt_send_message(filter: isize, client: *const isize, sender: 
     }
 }
 
-/// Closes every server port (FltUnregisterFilter with ports still open, B11); returns how many.
+/// At FltUnregisterFilter: closes every server port still open (a violation the caller reports,
+/// B11/E8) and cuts the kernel side of every remaining connection, so user-side waits end with
+/// STATUS_PORT_DISCONNECTED and no callback reaches the unloading driver. Returns how many
+/// server ports were open.
 pub fn close_all_server_ports(inner: &Inner) -> usize {
     let mut state = inner.lock();
     let count = state.ports.servers.len();
     state.ports.servers.clear();
+    let connections: Vec<Arc<Connection>> = state.ports.clients.values().cloned().collect();
+    drop(state);
+    for connection in connections {
+        connection.kernel_open.store(false, Ordering::Release);
+        connection.wake();
+    }
     count
 }
 
@@ -563,8 +572,10 @@ impl UserPort {
             let state = self.inner.lock();
             (state.ports.servers.get(&self.connection.server).map(|s| s.disconnect), self.connection.server)
         };
+        // No callback once the filter is gone (unregistered: its image may be unloaded).
+        let filter_alive = self.inner.lock().filter.is_some();
         let kernel_open = self.connection.kernel_open.load(Ordering::Acquire);
-        if let (Some(callback), true) = (callback, kernel_open) {
+        if let (Some(callback), true, true) = (callback, kernel_open, filter_alive) {
             let cookie = self.connection.cookie.load(Ordering::Acquire);
             let pid = self.connection.pid;
             let result = self.inner.workers.run(move || {
