@@ -228,3 +228,12 @@ fn pool_never_freed_is_reported_by_tag() {
     assert_eq!(report.violations, vec![Violation::PoolLeaked { tag: tag(b"FxLk"), bytes: 100, count: 1 }], "{report}");
     assert_eq!(report.pool_bytes_outstanding, 100);
 }
+
+#[test]
+fn a_deadlocked_driver_entry_is_a_hang_not_a_hung_test() {
+    let config = Config { call_timeout: std::time::Duration::from_millis(500), ..Config::default() };
+    let started = std::time::Instant::now();
+    let error = Emulator::load(fixture(Some("bug-deadlock-in-driver-entry")), config).unwrap_err();
+    assert_eq!(error, EmuError::Stopped(fltemu::Stop::Hang { after_ms: 500 }));
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}

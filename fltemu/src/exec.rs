@@ -31,6 +31,12 @@ pub enum Stop {
         /// Parameters 1-4.
         params: [usize; 4],
     },
+    /// A driver call did not return within [`Config::call_timeout`](crate::Config) (an endless
+    /// loop, a deadlock, or an FltSendMessage nobody answers); its thread is abandoned.
+    Hang {
+        /// How long fltemu waited, in milliseconds.
+        after_ms: u64,
+    },
 }
 
 const IDLE: u32 = 0;
@@ -58,6 +64,15 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
     // SAFETY: FUTEX_WAIT on a live, aligned u32; returns at once if the value differs.
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, expected, core::ptr::null::<libc::timespec>());
+    }
+}
+
+fn futex_wait_for(word: &AtomicU32, expected: u32, timeout: std::time::Duration) {
+    #[allow(clippy::cast_possible_wrap)]
+    let spec = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: libc::c_long::from(timeout.subsec_nanos()) };
+    // SAFETY: FUTEX_WAIT on a live, aligned u32 with a relative timeout.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, expected, &raw const spec);
     }
 }
 
@@ -216,11 +231,12 @@ impl Workers {
         slot
     }
 
-    /// Runs `job` on a worker and waits for it.
+    /// Runs `job` on a worker and waits for it, at most `timeout`.
     ///
     /// # Errors
-    /// [`Stop`] when the job faulted or bug-checked; that worker is then parked forever.
-    pub fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, Stop> {
+    /// [`Stop`] when the job faulted or bug-checked (that worker is then parked forever) or did
+    /// not finish in time (that worker is abandoned).
+    pub fn run<T: Send + 'static>(&self, timeout: std::time::Duration, job: impl FnOnce() -> T + Send + 'static) -> Result<T, Stop> {
         let slot = self.take();
         let result: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
         let sink = Arc::clone(&result);
@@ -230,11 +246,19 @@ impl Workers {
         }));
         slot.state.store(POSTED, Ordering::Release);
         futex_wake(&slot.state);
+        let deadline = std::time::Instant::now() + timeout;
         loop {
             match slot.state.load(Ordering::Acquire) {
                 DONE => break,
                 STOPPED => return Err(Self::stop_of(&slot)),
-                other => futex_wait(&slot.state, other),
+                other => {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        #[allow(clippy::cast_possible_truncation)]
+                        return Err(Stop::Hang { after_ms: timeout.as_millis() as u64 });
+                    }
+                    futex_wait_for(&slot.state, other, deadline - now);
+                }
             }
         }
         slot.state.store(IDLE, Ordering::Release);

@@ -768,6 +768,17 @@ extern "win64" fn flt_free_security_descriptor(descriptor: usize) {
     }
 }
 
+/// Waits for a contended push lock: yields first, then sleeps briefly, so a deadlocked driver
+/// costs little CPU while the watchdog (Config::call_timeout) runs out.
+fn back_off(round: &mut u32) {
+    *round += 1;
+    if *round < 64 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    }
+}
+
 fn push_lock(pointer: *mut usize) -> &'static AtomicUsize {
     // SAFETY: an EX_PUSH_LOCK is a pointer-sized, aligned word in driver memory that lives as
     // long as the lock is used (the push-lock DDIs' contract).
@@ -787,8 +798,9 @@ extern "win64" fn flt_acquire_push_lock_exclusive(lock: *mut usize) {
         drop(inner.enter("FltAcquirePushLockExclusive", APC_LEVEL));
     }
     let word = push_lock(lock);
+    let mut round = 0;
     while word.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        std::thread::yield_now();
+        back_off(&mut round);
     }
 }
 
@@ -797,12 +809,13 @@ extern "win64" fn flt_acquire_push_lock_shared(lock: *mut usize) {
         drop(inner.enter("FltAcquirePushLockShared", APC_LEVEL));
     }
     let word = push_lock(lock);
+    let mut round = 0;
     loop {
         let value = word.load(Ordering::Relaxed);
         if value & 1 == 0 && word.compare_exchange_weak(value, value + 2, Ordering::Acquire, Ordering::Relaxed).is_ok() {
             return;
         }
-        std::thread::yield_now();
+        back_off(&mut round);
     }
 }
 

@@ -104,11 +104,16 @@ pub struct Config {
     /// opens of one stream reliably meet in the find-or-create race (C3 "race path") instead of
     /// only when the scheduler happens to interleave them.
     pub widen_race_windows: bool,
+    /// How long one call into the driver may take before the run ends with [`Stop::Hang`].
+    pub call_timeout: std::time::Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { post_cleanup_irql: PASSIVE_LEVEL, post_close_irql: PASSIVE_LEVEL, check_checksum: true, service_name: "ctxguard".into(), widen_race_windows: false }
+        Self { post_cleanup_irql: PASSIVE_LEVEL, post_close_irql: PASSIVE_LEVEL, check_checksum: true, service_name: "ctxguard".into(),
+            widen_race_windows: false,
+            call_timeout: std::time::Duration::from_secs(120),
+        }
     }
 }
 
@@ -228,6 +233,7 @@ impl std::fmt::Display for EmuError {
                     None => write!(f, " (outside the image)"),
                 }
             }
+            EmuError::Stopped(Stop::Hang { after_ms }) => write!(f, "driver call did not return within {after_ms} ms"),
             EmuError::Stopped(Stop::BugCheck { code, params }) => {
                 write!(f, "bug check {code:#010x} ({:#x}, {:#x}, {:#x}, {:#x})", params[0], params[1], params[2], params[3])
             }
@@ -460,7 +466,7 @@ impl Emulator {
             return Err(EmuError::Stopped(stop));
         }
         let inner = Arc::clone(&self.inner);
-        self.inner.workers.run(move || job(&inner)).map_err(|stop| stopped(&self.inner, stop))
+        self.inner.workers.run(self.inner.config.call_timeout, move || job(&inner)).map_err(|stop| stopped(&self.inner, stop))
     }
 
     fn run_io<T: Send + 'static>(&self, job: impl FnOnce(&Inner) -> Result<T, EmuError> + Send + 'static) -> Result<T, EmuError> {

@@ -406,7 +406,7 @@ pub(crate) fn connect(inner: &Arc<Inner>, name: &str, context: &[u8], pid: u32) 
     state.ports.clients.insert(handle, Arc::clone(&connection));
     drop(state);
     let context = context.to_vec();
-    let result = inner.workers.run(move || {
+    let result = inner.workers.run(inner.config.call_timeout, move || {
         exec::enter(PASSIVE_LEVEL, pid, Operation::PortConnect);
         let mut connection_cookie: usize = 0;
         // SAFETY: the driver's PFLT_CONNECT_NOTIFY.
@@ -476,7 +476,7 @@ impl UserPort {
         let pid = self.connection.pid;
         let (in_address, in_length) = input.unwrap_or((0, 0));
         let (out_address, out_length) = output.unwrap_or((0, 0));
-        let result = self.inner.workers.run(move || {
+        let result = self.inner.workers.run(self.inner.config.call_timeout, move || {
             exec::enter(PASSIVE_LEVEL, pid, Operation::PortMessage);
             let mut returned: u32 = 0;
             // SAFETY: the driver's PFLT_MESSAGE_NOTIFY.
@@ -578,7 +578,7 @@ impl UserPort {
         if let (Some(callback), true, true) = (callback, kernel_open, filter_alive) {
             let cookie = self.connection.cookie.load(Ordering::Acquire);
             let pid = self.connection.pid;
-            let result = self.inner.workers.run(move || {
+            let result = self.inner.workers.run(self.inner.config.call_timeout, move || {
                 exec::enter(PASSIVE_LEVEL, pid, Operation::PortDisconnect);
                 // SAFETY: the driver's PFLT_DISCONNECT_NOTIFY.
                 let callback = unsafe { core::mem::transmute::<usize, unsafe extern "win64" fn(usize)>(callback) };

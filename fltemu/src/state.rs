@@ -335,7 +335,7 @@ impl Inner {
         *self.outstanding_work.lock().unwrap_or_else(PoisonError::into_inner) += 1;
         let inner = Arc::clone(self);
         std::thread::spawn(move || {
-            if let Err(stop) = inner.workers.run(job) {
+            if let Err(stop) = inner.workers.run(inner.config.call_timeout, job) {
                 inner.record_stop(stop);
             }
             let mut count = inner.outstanding_work.lock().unwrap_or_else(PoisonError::into_inner);

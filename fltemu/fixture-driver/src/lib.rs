@@ -17,11 +17,18 @@
 //!   FltUnregisterFilter (FailedDriverEntryDidNotUnregister).
 //! - `bug-unresolvable-import`: imports fltmgr.sys!FltTagFile, which fltemu does not provide.
 //! - `bug-fault-in-driver-entry`: DriverEntry writes through a wild pointer.
+//! - `bug-deadlock-in-driver-entry`: DriverEntry takes one push lock exclusively twice.
+//! - `bug-get-at-dispatch`: a post-cleanup callback gets/releases a paged context (IrqlTooHigh
+//!   when fltemu runs post-cleanup at DISPATCH_LEVEL).
+//! - `bug-use-after-free`, `bug-not-a-context`, `bug-completion-context`, `bug-pool-leak`: as
+//!   named (UseAfterFree, NotAContext, CompletionContextMisuse, PoolLeaked).
 //!
 //! `with-port` adds a communication port (module `port`); `bug-touch-user-buffer` makes its
 //! message callback read the user buffer directly (UserBufferTouchedDirectly when invalid).
 #![cfg_attr(target_os = "windows", no_std)]
 #![cfg(target_os = "windows")]
+// Windows field widths (USHORT types, ULONG lengths, NTSTATUS hex literals) are cast on purpose.
+#![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
 
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicIsize, Ordering};
@@ -181,6 +188,17 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, _registry:
         // the image imports FltTagFile.
         unsafe { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltTagFile(0, core::ptr::null(), 0, core::ptr::null(), core::ptr::null(), 0) };
     }
+    #[cfg(feature = "bug-deadlock-in-driver-entry")]
+    {
+        static LOCK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+        let lock = LOCK.as_ptr().cast();
+        // SAFETY: deliberately wrong: the second exclusive acquire never returns.
+        unsafe { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltInitializePushLock(lock) };
+        // SAFETY: as above.
+        unsafe { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAcquirePushLockExclusive(lock) };
+        // SAFETY: as above.
+        unsafe { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAcquirePushLockExclusive(lock) };
+    }
     if cfg!(feature = "bug-pool-leak") {
         // The bug: 100 bytes of 'FxLk' pool never freed.
         // SAFETY: a plain non-paged allocation.
@@ -274,8 +292,10 @@ unsafe extern "system" fn post_cleanup(_data: *mut FLT_CALLBACK_DATA, objects: *
 
 /// Find-or-create the stream context (C1), then a fresh stream-handle context.
 unsafe extern "system" fn post_create(data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS, _completion: *const c_void, _flags: u32) -> FLT_POSTOP_CALLBACK_STATUS {
-    // SAFETY: Filter Manager passes valid callback data and related objects.
-    let (data, objects) = unsafe { (&*data, &*objects) };
+    // SAFETY: Filter Manager passes valid callback data.
+    let data = unsafe { &*data };
+    // SAFETY: Filter Manager passes valid related objects.
+    let objects = unsafe { &*objects };
     // SAFETY: IoStatus.Status is the member the file system set.
     if unsafe { data.IoStatus.Anonymous.Status } < 0 {
         return FLT_POSTOP_FINISHED_PROCESSING;
@@ -329,13 +349,13 @@ unsafe extern "system" fn pre_cleanup(_data: *mut FLT_CALLBACK_DATA, objects: *c
             release(handle);
         }
     }
-    if cfg!(feature = "bug-use-after-free") {
-        if let Some(scratch) = allocate(0x10, PagedPool, HandleData { pid: 1 }) {
-            release(scratch);
-            // The bug: the context was freed by the release above.
-            // SAFETY: deliberately wrong: fltemu must report it.
-            unsafe { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltReferenceContext(scratch) };
-        }
+    if cfg!(feature = "bug-use-after-free")
+        && let Some(scratch) = allocate(0x10, PagedPool, HandleData { pid: 1 })
+    {
+        release(scratch);
+        // The bug: the context was freed by the release above.
+        // SAFETY: deliberately wrong: fltemu must report it.
+        unsafe { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltReferenceContext(scratch) };
     }
     if cfg!(feature = "bug-not-a-context") {
         static NOT_A_CONTEXT: u64 = 0;
