@@ -102,3 +102,28 @@ fn touching_a_user_buffer_directly_is_reported() {
     // The emulator refuses further driver calls after a crash.
     assert!(matches!(emulator.unload(), Err(EmuError::Stopped(_))));
 }
+
+#[test]
+fn user_ranges_running_into_the_guard_page_are_not_accessible() {
+    let emulator = Emulator::load(fixture(&["with-port"]), Config::default()).unwrap();
+    let port = emulator.connect_port("\\FxPort", &[], 5).unwrap().unwrap();
+    // 16-byte buffers end exactly at their guard page (buffers are 16-byte aligned).
+    let input = emulator.user_buffer_from(b"0123456789abcdef");
+    let output = emulator.user_buffer(16);
+    // The claimed output length runs past the buffer into the guard page: Filter Manager's
+    // probe refuses it, and without the probe MmSecureVirtualMemory does.
+    let claimed = Some((output.address(), 32));
+    assert_eq!(port.send_raw(Some((input.address(), 16)), claimed).unwrap(), Err(hresult_from_nt(status::ACCESS_VIOLATION)));
+    port.set_probe(false);
+    let long_input = emulator.user_buffer_from(&[7; 32]);
+    assert_eq!(port.send_raw(Some((long_input.address(), 32)), claimed).unwrap(), Err(hresult_from_nt(status::ACCESS_VIOLATION)));
+    // Reading past the input's end: MmCopyMemory copies what it can and fails (no fault).
+    let wide_output = emulator.user_buffer(64);
+    assert_eq!(
+        port.send_raw(Some((input.address(), 32)), Some((wide_output.address(), 64))).unwrap(),
+        Err(hresult_from_nt(status::ACCESS_VIOLATION))
+    );
+    assert!(emulator.violations().is_empty(), "{:?}", emulator.violations());
+    port.close().unwrap();
+    assert!(emulator.unload().unwrap().is_clean());
+}

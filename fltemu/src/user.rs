@@ -28,6 +28,7 @@ pub enum Access {
 #[derive(Debug)]
 pub(crate) struct Region {
     pub base: usize,
+    /// The data pages only; the guard page after them is never accessible.
     pub length: usize,
     pub access: Access,
     pub secured: usize,
@@ -40,11 +41,12 @@ pub struct UserSpace {
 }
 
 impl UserSpace {
-    /// True when `address` lies inside any user mapping ever made (fault classification).
+    /// True when `address` lies inside any user mapping ever made, guard page included (fault
+    /// classification).
     pub fn contains(&self, address: usize) -> bool {
         self.regions.lock().unwrap_or_else(PoisonError::into_inner).iter().any(|r| {
             let r = r.lock().unwrap_or_else(PoisonError::into_inner);
-            address >= r.base && address < r.base + r.length
+            address >= r.base && address < r.base + r.length + PAGE
         })
     }
 
@@ -102,7 +104,7 @@ impl UserBuffer {
         let end_aligned = (guard - length) & !15;
         let address = end_aligned + misalignment;
         let address = if address + length > guard { end_aligned - 16 + misalignment } else { address };
-        let region = Arc::new(Mutex::new(Region { base: mapping, length: mapping_length, access: Access::ReadWrite, secured: 0 }));
+        let region = Arc::new(Mutex::new(Region { base: mapping, length: data_pages * PAGE, access: Access::ReadWrite, secured: 0 }));
         space.regions.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::clone(&region));
         Self { region, mapping, mapping_length, address, length }
     }
