@@ -337,6 +337,11 @@ fn resolve_key(inner: &Inner, function: &'static str, kind: ContextType, instanc
     if kind == ContextType::Instance {
         return Ok(LinkKey::Instance(instance));
     }
+    // A9: no file, stream or stream-handle contexts in post-close (the FILE_OBJECT is going).
+    if exec::operation() == Operation::PostClose {
+        state.violations.push(Violation::ContextOnUnsupportedObject { function, reason: "file-object context used in post-close (A9)" });
+        return Err(status::NOT_SUPPORTED);
+    }
     let Some(file) = state.files.get(&file_object) else {
         state.violations.push(Violation::ContextOnUnsupportedObject { function, reason: "not a FILE_OBJECT Filter Manager knows" });
         return Err(status::INVALID_PARAMETER);

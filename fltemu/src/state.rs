@@ -271,6 +271,31 @@ pub struct Inner {
     pub user: crate::user::UserSpace,
 }
 
+impl Drop for Inner {
+    /// Returns context bodies and pool blocks to the allocator. Only reached when no driver
+    /// thread can run any more (the emulator leaks `Inner` after a crash, bug check or hang).
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for (address, context) in state.contexts.drain() {
+            if let Ok(layout) = std::alloc::Layout::from_size_align(context.size, 16) {
+                // SAFETY: allocated with this layout by FltAllocateContext and never freed
+                // (freed contexts stay allocated, poisoned, until now).
+                unsafe { std::alloc::dealloc(address as *mut u8, layout) };
+            }
+        }
+        for (address, block) in state.pool.drain() {
+            if let Ok(layout) = std::alloc::Layout::from_size_align(block.size.max(1), 16) {
+                // SAFETY: a live ExAllocatePool2 block of this layout the driver never freed.
+                unsafe { std::alloc::dealloc(address as *mut u8, layout) };
+            }
+        }
+        for (address, _) in state.work_items.drain() {
+            // SAFETY: allocated by FltAllocateGenericWorkItem as Box<[u64; 8]> and never freed.
+            drop(unsafe { Box::from_raw(address as *mut [u64; 8]) });
+        }
+    }
+}
+
 static CURRENT: AtomicPtr<Inner> = AtomicPtr::new(core::ptr::null_mut());
 static CURRENT_ARC: Mutex<Option<Arc<Inner>>> = Mutex::new(None);
 
