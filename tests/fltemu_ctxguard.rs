@@ -69,6 +69,8 @@ fn ten_thousand_opens_on_four_threads_leave_nothing_behind() {
     let report = emulator.unload().unwrap();
     assert!(report.is_clean(), "{report}");
     assert_eq!((report.pool_bytes_outstanding, report.pool_blocks_outstanding, report.contexts_outstanding), (0, 0, 0), "{report}");
+    // Sampled at every import call: the driver stays far inside a 24 KiB kernel stack.
+    assert!(report.max_stack_depth > 0 && report.max_stack_depth < 12 * 1024, "{report}");
 }
 
 fn image_bytes() -> Vec<u8> {

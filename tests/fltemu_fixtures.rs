@@ -237,3 +237,14 @@ fn a_deadlocked_driver_entry_is_a_hang_not_a_hung_test() {
     assert_eq!(error, EmuError::Stopped(fltemu::Stop::Hang { after_ms: 500 }));
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }
+
+#[test]
+fn a_stack_deeper_than_a_kernel_stack_is_reported() {
+    let emulator = Emulator::load(fixture(Some("bug-deep-stack")), Config::default()).unwrap();
+    let report = emulator.unload().unwrap();
+    assert!(report.max_stack_depth > 32 * 1024, "{report}");
+    assert!(
+        matches!(report.violations.as_slice(), [Violation::StackTooDeep { function: "KeGetCurrentIrql", limit: 0x6000, bytes }] if *bytes > 32 * 1024),
+        "{report}"
+    );
+}

@@ -299,6 +299,45 @@ pub const APC_LEVEL: Irql = 1;
 /// `DISPATCH_LEVEL`.
 pub const DISPATCH_LEVEL: Irql = 2;
 
+/// The x64 kernel stack a driver thread gets (KERNEL_STACK_SIZE, 24 KiB).
+pub const KERNEL_STACK_SIZE: usize = 0x6000;
+
+thread_local! {
+    /// The stack pointer where the outermost call into the driver began (0: not in the driver).
+    static STACK_TOP: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The current stack pointer.
+#[inline(always)]
+fn stack_pointer() -> usize {
+    let pointer: usize;
+    // SAFETY: reads RSP into a register; no memory is touched.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) pointer, options(nomem, nostack, preserves_flags)) };
+    pointer
+}
+
+/// Runs `call` (a call into the driver), measuring stack depth from here; nested calls (a
+/// cleanup callback inside FltReleaseContext) keep the outermost starting point.
+pub fn driver_call<R>(call: impl FnOnce() -> R) -> R {
+    let outer = STACK_TOP.with(Cell::get);
+    if outer == 0 {
+        STACK_TOP.with(|c| c.set(stack_pointer()));
+    }
+    let result = call();
+    if outer == 0 {
+        STACK_TOP.with(|c| c.set(0));
+    }
+    result
+}
+
+/// Bytes of stack used since the outermost driver call began (0 outside the driver). Sampled by
+/// every export, so it is a lower bound of the driver's real depth.
+#[must_use]
+pub fn stack_depth() -> usize {
+    let top = STACK_TOP.with(Cell::get);
+    if top == 0 { 0 } else { top.saturating_sub(stack_pointer()) }
+}
+
 thread_local! {
     static IRQL: Cell<Irql> = const { Cell::new(PASSIVE_LEVEL) };
     static PID: Cell<u32> = const { Cell::new(4) };

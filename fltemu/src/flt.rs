@@ -886,7 +886,7 @@ extern "win64" fn flt_queue_generic_work_item(item: usize, object: usize, routin
         // SAFETY: `routine` is the driver's PFLT_GENERIC_WORKITEM_ROUTINE (Win64).
         let routine = unsafe { core::mem::transmute::<usize, unsafe extern "win64" fn(usize, usize, usize)>(routine) };
         // SAFETY: called as FltQueueGenericWorkItem documents: (work item, object, context).
-        unsafe { routine(item, object, context) };
+        exec::driver_call(|| unsafe { routine(item, object, context) });
     });
     status::SUCCESS
 }

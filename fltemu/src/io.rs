@@ -41,7 +41,7 @@ pub fn set_unload_mandatory(mandatory: bool) {
 pub fn as_callback<R>(operation: Operation, irql: Irql, call: impl FnOnce() -> R) -> R {
     let previous_operation = exec::set_operation(operation);
     let previous_irql = exec::set_irql(irql);
-    let result = call();
+    let result = exec::driver_call(call);
     exec::set_irql(previous_irql);
     exec::set_operation(previous_operation);
     result

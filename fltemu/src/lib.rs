@@ -443,7 +443,7 @@ impl Emulator {
             // SAFETY: the image's entry point is DriverEntry (Win64 ABI, /ENTRY:DriverEntry).
             let entry = unsafe { core::mem::transmute::<usize, unsafe extern "win64" fn(usize, usize) -> i32>(entry) };
             // SAFETY: called as the I/O manager does: a driver object and the registry path.
-            unsafe { entry(&raw mut *driver as usize, &raw const *registry_path as usize) }
+            exec::driver_call(|| unsafe { entry(&raw mut *driver as usize, &raw const *registry_path as usize) })
         })?;
         if result >= 0 {
             return Ok(());
@@ -636,7 +636,7 @@ impl Emulator {
             // SAFETY: the driver's PFLT_FILTER_UNLOAD_CALLBACK.
             let callback = unsafe { core::mem::transmute::<usize, unsafe extern "win64" fn(u32) -> i32>(callback) };
             // SAFETY: called with FLTFL_FILTER_UNLOAD_MANDATORY (0x1) or 0, as the DDI documents.
-            unsafe { callback(u32::from(mandatory)) }
+            exec::driver_call(|| unsafe { callback(u32::from(mandatory)) })
         })?;
         if result < 0 {
             if mandatory {
@@ -687,6 +687,7 @@ impl Emulator {
             pool_bytes_outstanding: bytes,
             pool_blocks_outstanding: blocks,
             contexts_outstanding: state.contexts_outstanding(),
+            max_stack_depth: state.max_stack_depth,
         }
     }
 

@@ -173,11 +173,17 @@ extern "win64" fn ex_free_pool_with_tag(block: *mut c_void, tag: u32) {
 
 /// `KeGetCurrentIrql` (wdm.h): the emulated IRQL of this thread.
 extern "win64" fn ke_get_current_irql() -> u8 {
+    if let Some(inner) = state::current() {
+        drop(inner.enter("KeGetCurrentIrql", 31));
+    }
     exec::irql()
 }
 
 /// `KeQuerySystemTimePrecise` (wdm.h): 100 ns units since 1601-01-01 UTC.
 extern "win64" fn ke_query_system_time_precise(time: *mut i64) {
+    if let Some(inner) = state::current() {
+        drop(inner.enter("KeQuerySystemTimePrecise", 31));
+    }
     const EPOCH_DIFFERENCE_100NS: u128 = 116_444_736_000_000_000;
     let since_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     #[allow(clippy::cast_possible_truncation)]
@@ -191,6 +197,9 @@ extern "win64" fn ke_query_system_time_precise(time: *mut i64) {
 /// `PsGetCurrentProcessId` (ntddk.h): the emulated process of this thread (the requestor in
 /// I/O callbacks, the sender in port callbacks, System (4) otherwise).
 extern "win64" fn ps_get_current_process_id() -> usize {
+    if let Some(inner) = state::current() {
+        drop(inner.enter("PsGetCurrentProcessId", 31));
+    }
     exec::current_pid() as usize
 }
 

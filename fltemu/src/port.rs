@@ -414,7 +414,7 @@ pub(crate) fn connect(inner: &Arc<Inner>, name: &str, context: &[u8], pid: u32) 
         let size = u32::try_from(context.len()).unwrap_or(0);
         let pointer = if context.is_empty() { core::ptr::null() } else { context.as_ptr() };
         // SAFETY: arguments as the ConnectNotifyCallback DDI documents.
-        let status = unsafe { callback(handle, cookie, pointer, size, &raw mut connection_cookie) };
+        let status = exec::driver_call(|| unsafe { callback(handle, cookie, pointer, size, &raw mut connection_cookie) });
         (status, connection_cookie)
     });
     let (status, connection_cookie) = match result {
@@ -583,7 +583,7 @@ impl UserPort {
                 // SAFETY: the driver's PFLT_DISCONNECT_NOTIFY.
                 let callback = unsafe { core::mem::transmute::<usize, unsafe extern "win64" fn(usize)>(callback) };
                 // SAFETY: called with the connection cookie, as the DDI documents.
-                unsafe { callback(cookie) };
+                exec::driver_call(|| unsafe { callback(cookie) });
             });
             if let Err(stop) = result {
                 return Err(crate::stopped(&self.inner, stop));

@@ -250,6 +250,9 @@ pub struct State {
     pub next_secure: usize,
     pub violations: Vec<Violation>,
     pub calls: BTreeMap<(Operation, &'static str), u64>,
+    /// The deepest driver stack seen at an import call, and whether it was reported.
+    pub max_stack_depth: usize,
+    pub stack_reported: bool,
     pub ports: crate::port::Ports,
 }
 
@@ -343,6 +346,14 @@ impl Inner {
         if irql > max_irql {
             state.violations.push(Violation::IrqlTooHigh { function, irql, max: max_irql });
         }
+        let depth = exec::stack_depth();
+        if depth > state.max_stack_depth {
+            state.max_stack_depth = depth;
+            if depth > exec::KERNEL_STACK_SIZE && !state.stack_reported {
+                state.stack_reported = true;
+                state.violations.push(Violation::StackTooDeep { bytes: depth, function, limit: exec::KERNEL_STACK_SIZE });
+            }
+        }
         state
     }
 
@@ -403,7 +414,7 @@ impl Inner {
                 // driver's FLT_REGISTRATION, a Win64 function taking (context, type).
                 let callback = unsafe { core::mem::transmute::<usize, unsafe extern "win64" fn(usize, u16)>(context.cleanup) };
                 // SAFETY: the context is alive (Dying) and the callback's contract is A7.
-                unsafe { callback(context.address, context.context_type) };
+                exec::driver_call(|| unsafe { callback(context.address, context.context_type) });
                 exec::set_operation(previous);
             }
             // SAFETY: the context body is `size` bytes fltemu allocated and never returns to the

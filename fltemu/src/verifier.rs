@@ -239,6 +239,16 @@ pub enum Violation {
         /// How many.
         count: usize,
     },
+    /// The driver's stack, measured when it called `function`, went past the 24 KiB an x64
+    /// kernel thread has (KERNEL_STACK_SIZE): on Windows that is a double fault (reported once).
+    StackTooDeep {
+        /// Bytes in use.
+        bytes: usize,
+        /// The import being called.
+        function: &'static str,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -277,6 +287,7 @@ impl fmt::Display for Violation {
             Self::PushLockMisuse { function } => write!(f, "{function}: push lock misuse"),
             Self::InvalidParameter { function, reason } => write!(f, "{function}: {reason}"),
             Self::SecurityDescriptorLeaked { count } => write!(f, "{count} security descriptors never freed (F1)"),
+            Self::StackTooDeep { bytes, function, limit } => write!(f, "driver stack {bytes} bytes deep at {function} (kernel stacks have {limit})"),
         }
     }
 }
@@ -296,6 +307,9 @@ pub struct Report {
     pub pool_blocks_outstanding: usize,
     /// Contexts allocated and not freed.
     pub contexts_outstanding: usize,
+    /// The deepest driver stack seen at an import call, in bytes (a lower bound of its real
+    /// maximum; x64 kernel stacks are 24 KiB).
+    pub max_stack_depth: usize,
 }
 
 impl Report {
@@ -319,10 +333,11 @@ impl fmt::Display for Report {
         }
         writeln!(
             f,
-            "pool outstanding: {} bytes in {} blocks; contexts outstanding: {}; violations: {}",
+            "pool outstanding: {} bytes in {} blocks; contexts outstanding: {}; deepest driver stack seen: {} bytes; violations: {}",
             self.pool_bytes_outstanding,
             self.pool_blocks_outstanding,
             self.contexts_outstanding,
+            self.max_stack_depth,
             self.violations.len()
         )
     }

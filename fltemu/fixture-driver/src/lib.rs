@@ -18,6 +18,7 @@
 //! - `bug-unresolvable-import`: imports fltmgr.sys!FltTagFile, which fltemu does not provide.
 //! - `bug-fault-in-driver-entry`: DriverEntry writes through a wild pointer.
 //! - `bug-deadlock-in-driver-entry`: DriverEntry takes one push lock exclusively twice.
+//! - `bug-deep-stack`: DriverEntry recurses past the 24 KiB kernel stack (StackTooDeep).
 //! - `bug-get-at-dispatch`: a post-cleanup callback gets/releases a paged context (IrqlTooHigh
 //!   when fltemu runs post-cleanup at DISPATCH_LEVEL).
 //! - `bug-use-after-free`, `bug-not-a-context`, `bug-completion-context`, `bug-pool-leak`: as
@@ -165,6 +166,17 @@ fn allocate<T>(kind: u32, pool: i32, value: T) -> Option<PFLT_CONTEXT> {
     Some(context)
 }
 
+/// Recurses `levels` deep with a 1 KiB frame each, then calls an import at the bottom.
+#[inline(never)]
+fn deep(levels: u32) -> u8 {
+    let frame = core::hint::black_box([levels as u8; 1024]);
+    if levels == 0 {
+        // SAFETY: KeGetCurrentIrql has no preconditions.
+        return unsafe { windows_sys::Wdk::System::SystemServices::KeGetCurrentIrql() };
+    }
+    deep(levels - 1).wrapping_add(core::hint::black_box(frame)[levels as usize % 1024])
+}
+
 fn release(context: PFLT_CONTEXT) {
     // SAFETY: the caller owns one reference to `context`.
     unsafe { FltReleaseContext(context) };
@@ -198,6 +210,9 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, _registry:
         unsafe { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAcquirePushLockExclusive(lock) };
         // SAFETY: as above.
         unsafe { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAcquirePushLockExclusive(lock) };
+    }
+    if cfg!(feature = "bug-deep-stack") {
+        let _ = deep(32);
     }
     if cfg!(feature = "bug-pool-leak") {
         // The bug: 100 bytes of 'FxLk' pool never freed.
