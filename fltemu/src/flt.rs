@@ -971,3 +971,82 @@ pub const EXPORTS: &[&str] = &[
     "FltFreeGenericWorkItem",
 ];
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_CONTEXT;
+
+    unsafe extern "system" fn cleanup(_context: PFLT_CONTEXT, _kind: u16) {}
+
+    fn context(kind: u16, size: usize, tag: u32) -> FLT_CONTEXT_REGISTRATION {
+        FLT_CONTEXT_REGISTRATION {
+            ContextType: kind,
+            Flags: 0,
+            ContextCleanupCallback: Some(cleanup),
+            Size: size,
+            PoolTag: tag,
+            ContextAllocateCallback: None,
+            ContextFreeCallback: None,
+            Reserved1: core::ptr::null_mut(),
+        }
+    }
+
+    fn end() -> FLT_CONTEXT_REGISTRATION {
+        context(FLT_CONTEXT_END, 0, 0)
+    }
+
+    fn operation(major: u8) -> FLT_OPERATION_REGISTRATION {
+        FLT_OPERATION_REGISTRATION { MajorFunction: major, Flags: 0, PreOperation: None, PostOperation: None, Reserved1: core::ptr::null_mut() }
+    }
+
+    fn parse(contexts: &[FLT_CONTEXT_REGISTRATION], operations: &[FLT_OPERATION_REGISTRATION], version: u16, size: u16) -> Result<Filter, i32> {
+        // SAFETY: FLT_REGISTRATION is plain data; all-zero is a valid value.
+        let mut registration: FLT_REGISTRATION = unsafe { core::mem::zeroed() };
+        registration.Size = size;
+        registration.Version = version;
+        registration.ContextRegistration = contexts.as_ptr();
+        registration.OperationRegistration = operations.as_ptr();
+        parse_registration(&raw const registration)
+    }
+
+    const SIZE: u16 = size_of::<FLT_REGISTRATION>() as u16;
+
+    #[test]
+    fn a_valid_registration_is_copied() {
+        let contexts = [context(0x2, 16, 0x6E49_7843), context(0x8, 8, 0x7453_7843), context(0x8, usize::MAX, 0x7453_7843), end()];
+        let operations = [operation(0x00), operation(0x12), operation(IRP_MJ_OPERATION_END)];
+        let filter = parse(&contexts, &operations, 0x0203, SIZE).unwrap();
+        assert_eq!(filter.contexts.len(), 3);
+        assert_eq!(filter.operations.len(), 2);
+        assert!(parse(&contexts, &operations, 0x0202, SIZE).is_ok(), "Vista layout version accepted");
+    }
+
+    #[test]
+    fn version_size_and_operations_are_checked() {
+        let contexts = [end()];
+        let good = [operation(IRP_MJ_OPERATION_END)];
+        assert_eq!(parse(&contexts, &good, 0x0100, SIZE).err(), Some(status::INVALID_PARAMETER));
+        assert_eq!(parse(&contexts, &good, 0x0203, SIZE - 8).err(), Some(status::INVALID_PARAMETER));
+        let duplicate = [operation(0x00), operation(0x00), operation(IRP_MJ_OPERATION_END)];
+        assert_eq!(parse(&contexts, &duplicate, 0x0203, SIZE).err(), Some(status::INVALID_PARAMETER));
+        let bad_major = [operation(0x40), operation(IRP_MJ_OPERATION_END)];
+        assert_eq!(parse(&contexts, &bad_major, 0x0203, SIZE).err(), Some(status::INVALID_PARAMETER));
+    }
+
+    #[test]
+    fn context_registration_rules_a2_a3() {
+        let operations = [operation(IRP_MJ_OPERATION_END)];
+        let invalid = Some(status::FLT_INVALID_CONTEXT_REGISTRATION);
+        assert_eq!(parse(&[context(0x8, 8, 0), end()], &operations, 0x0203, SIZE).err(), invalid, "zero tag");
+        assert_eq!(parse(&[context(0x3, 8, 1), end()], &operations, 0x0203, SIZE).err(), invalid, "not a context type");
+        assert_eq!(parse(&[context(0x8, 0, 1), end()], &operations, 0x0203, SIZE).err(), invalid, "zero size");
+        let four_fixed = [context(0x8, 8, 1), context(0x8, 16, 1), context(0x8, 24, 1), context(0x8, 32, 1), end()];
+        assert_eq!(parse(&four_fixed, &operations, 0x0203, SIZE).err(), invalid, "more than 3 fixed sizes");
+        let two_variable = [context(0x8, usize::MAX, 1), context(0x8, usize::MAX, 1), end()];
+        assert_eq!(parse(&two_variable, &operations, 0x0203, SIZE).err(), invalid, "more than 1 variable size");
+        let mut flagged = context(0x8, 8, 1);
+        flagged.Flags = 0x2;
+        assert_eq!(parse(&[flagged, end()], &operations, 0x0203, SIZE).err(), invalid, "unknown flag");
+    }
+}
