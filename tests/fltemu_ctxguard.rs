@@ -138,3 +138,36 @@ fn post_operations_at_dispatch_stay_within_irql_limits() {
     let report = emulator.unload().unwrap();
     assert!(report.is_clean(), "{report}");
 }
+
+/// The loader maps each section with the protection its characteristics ask for.
+#[test]
+fn sections_are_mapped_with_their_protections() {
+    let bytes = image_bytes();
+    let parsed = fltemu::pe::ParsedImage::parse(&bytes).unwrap();
+    let emulator = Emulator::load_bytes(&bytes, Config::default()).unwrap();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let permissions = |address: usize| -> String {
+        maps.lines()
+            .find_map(|line| {
+                let (range, rest) = line.split_once(' ')?;
+                let (start, end) = range.split_once('-')?;
+                let (start, end) = (usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?);
+                (address >= start && address < end).then(|| rest[..4].to_owned())
+            })
+            .unwrap_or_default()
+    };
+    let mut seen = 0;
+    for section in &parsed.sections {
+        let expected = match section.name.as_str() {
+            ".text" => "r-xp",
+            ".rdata" | ".pdata" => "r--p",
+            ".data" => "rw-p",
+            _ => continue,
+        };
+        assert_eq!(permissions(emulator.image_base() + section.virtual_address as usize), expected, "{}", section.name);
+        seen += 1;
+    }
+    assert!(seen >= 3, "ctxguard.sys has .text, .rdata and .data");
+    assert_eq!(permissions(emulator.image_base()), "r--p", "headers are read-only");
+    drop(emulator.unload().unwrap());
+}
