@@ -248,3 +248,10 @@ fn a_stack_deeper_than_a_kernel_stack_is_reported() {
         "{report}"
     );
 }
+
+#[test]
+fn a_panic_is_a_bug_check_with_code_and_parameters() {
+    let error = Emulator::load(fixture(Some("bug-panic-in-driver-entry")), Config::default()).unwrap_err();
+    assert_eq!(error, EmuError::Stopped(fltemu::Stop::BugCheck { code: 0x4658_5450, params: [1, 2, 3, 4] }));
+    assert!(error.to_string().contains("bug check 0x46585450"), "{error}");
+}

@@ -19,6 +19,7 @@
 //! - `bug-fault-in-driver-entry`: DriverEntry writes through a wild pointer.
 //! - `bug-deadlock-in-driver-entry`: DriverEntry takes one push lock exclusively twice.
 //! - `bug-deep-stack`: DriverEntry recurses past the 24 KiB kernel stack (StackTooDeep).
+//! - `bug-panic-in-driver-entry`: DriverEntry panics; the panic handler calls KeBugCheckEx.
 //! - `bug-get-at-dispatch`: a post-cleanup callback gets/releases a paged context (IrqlTooHigh
 //!   when fltemu runs post-cleanup at DISPATCH_LEVEL).
 //! - `bug-use-after-free`, `bug-not-a-context`, `bug-completion-context`, `bug-pool-leak`: as
@@ -150,7 +151,7 @@ fn filter() -> PFLT_FILTER {
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     // SAFETY: KeBugCheckEx never returns; the parameters are plain numbers.
-    unsafe { ntoskrnl_imports::KeBugCheckEx(0x4658_5450, 0, 0, 0, 0) }
+    unsafe { ntoskrnl_imports::KeBugCheckEx(0x4658_5450, 1, 2, 3, 4) }
 }
 
 /// Allocates a context and initialises its body with `value`.
@@ -210,6 +211,9 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, _registry:
         unsafe { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAcquirePushLockExclusive(lock) };
         // SAFETY: as above.
         unsafe { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAcquirePushLockExclusive(lock) };
+    }
+    if cfg!(feature = "bug-panic-in-driver-entry") {
+        panic!("fixture panic");
     }
     if cfg!(feature = "bug-deep-stack") {
         let _ = deep(32);
