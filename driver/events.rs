@@ -25,6 +25,11 @@ use crate::{kernel, port};
 
 /// Events the ring holds; beyond this they are dropped (and counted).
 pub const QUEUE_CAPACITY: usize = 256;
+/// How many times a publisher tries the queue's lock before dropping its event: the holders'
+/// critical sections are a few loads and stores, so a short bounded spin almost always wins.
+const PUBLISH_LOCK_ATTEMPTS: u32 = 256;
+/// Events one sender work item sends at most before handing over to a fresh work item.
+const SENDER_BATCH: usize = 16;
 /// How long one FltSendMessage may wait for the companion to take an event: 100 ms,
 /// negative = relative, in 100 ns units.
 const SEND_TIMEOUT: i64 = -100 * 10_000;
@@ -50,7 +55,24 @@ impl<T> TryLock<T> {
     }
 
     fn try_lock(&self) -> Option<Guard<'_, T>> {
-        self.locked.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok().then_some(Guard { lock: self })
+        // A guard exists only when this call took the lock: its Drop releases the lock, so one
+        // built eagerly and dropped after a failed attempt would release someone else's.
+        match self.locked.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => Some(Guard { lock: self }),
+            Err(_) => None,
+        }
+    }
+
+    /// Tries up to `attempts` times: a bounded wait for another publisher's few stores, never
+    /// an unbounded one.
+    fn try_lock_bounded(&self, attempts: u32) -> Option<Guard<'_, T>> {
+        for _ in 0..attempts {
+            if let Some(guard) = self.try_lock() {
+                return Some(guard);
+            }
+            core::hint::spin_loop();
+        }
+        None
     }
 
     /// Spins until the lock is free; only at PASSIVE_LEVEL, outside any I/O path.
@@ -138,8 +160,16 @@ pub fn queued() -> u64 {
     QUEUED.load(Ordering::Relaxed)
 }
 
+/// Counts a numbered event (already in the sequence) as lost.
 fn drop_one() {
     DROPPED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts an event lost before it was numbered, and spends a sequence number on it so that the
+/// companion sees the gap.
+fn drop_unnumbered() {
+    SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    drop_one();
 }
 
 /// Publishes an open of `stream_name` by `pid`. Never blocks; callable at IRQL <= DISPATCH_LEVEL.
@@ -156,9 +186,8 @@ fn publish(kind: EventKind, pid: u32, name: &[u16]) {
     if CLOSING.load(Ordering::Acquire) || !port::has_subscriber() {
         return;
     }
-    let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed) + 1;
     if kernel::current_irql() > kernel::DISPATCH_LEVEL {
-        drop_one();
+        drop_unnumbered();
         return;
     }
     let mut time = 0i64;
@@ -167,18 +196,21 @@ fn publish(kind: EventKind, pid: u32, name: &[u16]) {
     let length = Event::encoded_len(name.len());
     let mut message = Vec::new();
     if message.try_reserve_exact(length).is_err() {
-        drop_one();
+        drop_unnumbered();
         return;
     }
     message.resize(length, 0);
-    if Event::encode(kind, pid, sequence, time, name, &mut message).is_err() {
-        drop_one();
+    // Numbered below, under the lock, so that the ring's order is the sequence's order.
+    if Event::encode(kind, pid, 0, time, name, &mut message).is_err() {
+        drop_unnumbered();
         return;
     }
-    let Some(mut ring) = QUEUE.try_lock() else {
-        drop_one();
+    let Some(mut ring) = QUEUE.try_lock_bounded(PUBLISH_LOCK_ATTEMPTS) else {
+        drop_unnumbered();
         return;
     };
+    let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed) + 1;
+    Event::set_sequence(&mut message, sequence);
     let pushed = ring.push(message);
     QUEUED.store(ring.len as u64, Ordering::Relaxed);
     drop(ring);
@@ -220,14 +252,17 @@ fn schedule_sender() {
 /// The sender (PASSIVE_LEVEL, system thread): sends until the ring is empty, then frees its
 /// work item.
 unsafe extern "system" fn send_queued(item: PFLT_GENERIC_WORKITEM, filter: *const c_void, _context: *const c_void) {
-    loop {
+    // A bounded batch, so that a companion that stopped reading holds a system worker thread
+    // for at most SENDER_BATCH timeouts; the re-check below queues a fresh item for the rest.
+    for _ in 0..SENDER_BATCH {
         let Some(message) = QUEUE.lock().pop_counted() else { break };
         send(filter as isize, &message);
     }
     SENDER_SCHEDULED.store(false, Ordering::Release);
     // SAFETY: `item` is this routine's own work item, no longer queued once it runs.
     unsafe { FltFreeGenericWorkItem(item) };
-    // An event published between the last pop and clearing the flag found it set: send it.
+    // Events left after the batch, or published between the last pop and clearing the flag
+    // (that publisher found the flag set): a fresh work item sends them.
     if QUEUE.lock().len != 0 {
         schedule_sender();
     }

@@ -161,7 +161,8 @@ fn events_reach_the_subscriber_and_drops_are_counted() {
     assert_eq!((open.kind, open.pid, open.name.as_str()), ("open", 777, full_name("\\watched.txt").as_str()));
     assert_eq!((close.kind, close.pid), ("close", 777));
     assert_eq!(close.sequence, open.sequence + 1);
-    let stats = reader.stats().unwrap();
+    // FltSendMessage returns to the sender after the delivery: its count may trail a moment.
+    let stats = settled(&reader, |stats| stats.events_sent == 2);
     assert_eq!((stats.events_sent, stats.events_dropped), (2, 0), "{stats:?}");
 
     // Nobody reads: the sender times out (100 ms each) and the 256-event ring overflows; every
@@ -177,6 +178,18 @@ fn events_reach_the_subscriber_and_drops_are_counted() {
     drop(watcher);
     drop(reader);
     unload_clean(emulator);
+}
+
+/// Polls GetStats (for up to 5 s) until `done` holds; returns the last answer.
+fn settled(client: &Client, done: impl Fn(&ctxguard_companion::port::Stats) -> bool) -> ctxguard_companion::port::Stats {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let stats = client.stats().unwrap();
+        if done(&stats) || std::time::Instant::now() > deadline {
+            return stats;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[test]
@@ -260,4 +273,88 @@ fn unload_while_events_are_queued() {
     assert!(stats.events_queued > 0, "{stats:?}");
     unload_clean(&emulator);
     drop(watcher);
+}
+
+#[test]
+fn events_under_concurrent_io_are_all_accounted_for() {
+    let harness = load();
+    let emulator = &*harness.emulator;
+    let volume = harness.volume;
+    let watcher = Client::connect(&connector(&harness.emulator), true).unwrap();
+    let threads = 4;
+    let per_thread = 150;
+    let received = std::thread::scope(|scope| {
+        for thread in 0..threads {
+            scope.spawn(move || {
+                for index in 0..per_thread {
+                    let options = OpenOptions { pid: 500 + thread, ..OpenOptions::default() };
+                    emulator.open_close(volume, &format!("\\t{thread}\\f{index}.txt"), &options).unwrap();
+                }
+            });
+        }
+        // Read while the writers run, until every published event was either delivered here
+        // or counted as dropped.
+        let counter = Client::connect(&connector(&harness.emulator), false).unwrap();
+        let published = u64::from(threads * per_thread * 2);
+        let mut received = Vec::new();
+        loop {
+            let stats = counter.stats().unwrap();
+            if stats.events_sent + stats.events_dropped == published && received.len() as u64 == stats.events_sent {
+                break;
+            }
+            match watcher.next_event() {
+                Ok(event) => received.push(event),
+                // The event in flight may have timed out (a counted drop) while we waited.
+                Err(error) => {
+                    let stats = counter.stats().unwrap();
+                    assert_eq!(stats.events_sent + stats.events_dropped, published, "events stopped early: {error}; {stats:?}");
+                }
+            }
+        }
+        received
+    });
+    // Sequence numbers only grow (delivery order is sequence order), stay within what was
+    // published, and the numbers missing are exactly the counted drops (checked below).
+    assert!(received.windows(2).all(|pair| pair[0].sequence < pair[1].sequence));
+    assert!(received.last().is_none_or(|last| last.sequence <= u64::from(threads * per_thread * 2)));
+    let stats = Client::connect(&connector(&harness.emulator), false).unwrap().stats().unwrap();
+    let published = u64::from(threads * per_thread * 2);
+    assert_eq!(stats.events_sent, received.len() as u64, "{stats:?}");
+    assert_eq!(stats.events_sent + stats.events_dropped + stats.events_queued, published, "{stats:?}");
+    // Every open has its close, per process, among the delivered events when nothing dropped.
+    if stats.events_dropped == 0 {
+        for thread in 0..threads {
+            let opens = received.iter().filter(|e| e.pid == 500 + thread && e.kind == "open").count();
+            let closes = received.iter().filter(|e| e.pid == 500 + thread && e.kind == "close").count();
+            assert_eq!((opens, closes), (per_thread as usize, per_thread as usize));
+        }
+    }
+    drop(watcher);
+    assert_clean(emulator);
+    unload_clean(emulator);
+}
+
+#[test]
+fn concurrent_clients_connect_ask_and_disconnect() {
+    let harness = load();
+    let emulator = &harness.emulator;
+    std::thread::scope(|scope| {
+        for _ in 0..3 {
+            scope.spawn(|| {
+                for _ in 0..100 {
+                    // With three threads the fourth slot is always free: no refusal expected.
+                    let client = Client::connect(&connector(emulator), false).unwrap();
+                    let stats = client.stats().unwrap();
+                    assert!((1..=3).contains(&stats.connections), "{stats:?}");
+                    assert!(client.streams().is_ok());
+                }
+            });
+        }
+        for index in 0..100 {
+            emulator.open_close(harness.volume, &format!("\\busy{index}.txt"), &OpenOptions::default()).unwrap();
+        }
+    });
+    assert_eq!(Client::connect(&connector(emulator), false).unwrap().stats().unwrap().connections, 1);
+    assert_clean(emulator);
+    unload_clean(emulator);
 }

@@ -84,6 +84,19 @@ impl<'a> Event<'a> {
         Ok(Self { kind, pid, sequence, time, truncated: flags & FLAG_TRUNCATED != 0, name })
     }
 
+    /// Rewrites the sequence number of an encoded event in place (the driver numbers an event
+    /// only once it holds the queue, so that delivery order is sequence order). Returns false,
+    /// changing nothing, when `message` is too short to be an event.
+    pub fn set_sequence(message: &mut [u8], sequence: u64) -> bool {
+        let Some(field) = message.get_mut(HEADER_BYTES + 8..HEADER_BYTES + 16) else {
+            return false;
+        };
+        field.copy_from_slice(&sequence.to_le_bytes());
+        #[allow(clippy::cast_possible_truncation)] // the header carries the low 32 bits.
+        message[12..16].copy_from_slice(&(sequence as u32).to_le_bytes());
+        true
+    }
+
     /// Bytes an event about `name_units` units of name takes (after truncation).
     #[must_use]
     pub const fn encoded_len(name_units: usize) -> usize {

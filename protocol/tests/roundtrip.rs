@@ -144,6 +144,12 @@ proptest! {
         prop_assert_eq!((event.kind, event.pid, event.sequence, event.time), (kind, pid, sequence, time));
         prop_assert_eq!(event.truncated, name.len() > MAX_EVENT_NAME_UNITS);
         prop_assert_eq!(units(event.name), name[..name.len().min(MAX_EVENT_NAME_UNITS)].to_vec());
+        let renumbered = sequence.wrapping_add(17);
+        prop_assert!(Event::set_sequence(&mut out, renumbered));
+        let event = Event::parse(&out).unwrap();
+        prop_assert_eq!((event.sequence, event.pid, event.time), (renumbered, pid, time));
+        prop_assert_eq!(Header::parse(&out).unwrap().request_id, renumbered as u32);
+        prop_assert!(!Event::set_sequence(&mut out[..HEADER_BYTES + 15], 1));
     }
 
     /// Arbitrary bytes never panic any parser, and whatever parses re-encodes to the same bytes.

@@ -61,7 +61,7 @@ impl Transport for EmuTransport {
 
     fn get_message(&self) -> Result<Vec<u8>, TransportError> {
         let capacity = FILTER_MESSAGE_HEADER_SIZE + Event::encoded_len(MAX_EVENT_NAME_UNITS);
-        match self.port.get_message(capacity, Some(Duration::from_secs(10))) {
+        match self.port.get_message(capacity, Some(Duration::from_secs(2))) {
             Ok(message) => Ok(message.payload),
             Err(hresult) => Err(classify_hresult(hresult)),
         }
