@@ -255,3 +255,19 @@ fn a_panic_is_a_bug_check_with_code_and_parameters() {
     assert_eq!(error, EmuError::Stopped(fltemu::Stop::BugCheck { code: 0x4658_5450, params: [1, 2, 3, 4] }));
     assert!(error.to_string().contains("bug check 0x46585450"), "{error}");
 }
+
+#[test]
+fn work_items_run_before_unregister_returns_and_print_formatted() {
+    let emulator = Emulator::load(fixture(Some("with-work-item")), Config::default()).unwrap();
+    let report = emulator.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.debug_output, vec!["work item -42 narrow wide counted 0000beef 7  |".to_owned()]);
+    assert_eq!(emulator.calls().get(fltemu::Operation::WorkItem, "FltFreeGenericWorkItem"), 1);
+}
+
+#[test]
+fn a_work_item_never_freed_is_reported() {
+    let emulator = Emulator::load(fixture(Some("bug-work-item-leak")), Config::default()).unwrap();
+    let report = emulator.unload().unwrap();
+    assert_eq!(report.violations, vec![Violation::WorkItemLeaked { count: 1 }], "{report}");
+}

@@ -20,6 +20,8 @@
 //! - `bug-deadlock-in-driver-entry`: DriverEntry takes one push lock exclusively twice.
 //! - `bug-deep-stack`: DriverEntry recurses past the 24 KiB kernel stack (StackTooDeep).
 //! - `bug-panic-in-driver-entry`: DriverEntry panics; the panic handler calls KeBugCheckEx.
+//! - `with-work-item`: DriverEntry queues a generic work item that prints through DbgPrintEx
+//!   and frees itself; `bug-work-item-leak` never frees it (WorkItemLeaked).
 //! - `bug-get-at-dispatch`: a post-cleanup callback gets/releases a paged context (IrqlTooHigh
 //!   when fltemu runs post-cleanup at DISPATCH_LEVEL).
 //! - `bug-use-after-free`, `bug-not-a-context`, `bug-completion-context`, `bug-pool-leak`: as
@@ -250,6 +252,8 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, _registry:
         unsafe { FltUnregisterFilter(handle) };
         return status;
     }
+    #[cfg(feature = "with-work-item")]
+    work_item::queue(handle);
     STATUS_SUCCESS
 }
 
@@ -510,5 +514,51 @@ mod port {
         // SAFETY: Filter Manager passes a valid out pointer.
         unsafe { *returned = length as u32 };
         STATUS_SUCCESS
+    }
+}
+
+#[cfg(feature = "with-work-item")]
+mod work_item {
+    //! A generic work item that prints a formatted line.
+
+    use core::ffi::c_void;
+
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::{FltAllocateGenericWorkItem, FltFreeGenericWorkItem, FltQueueGenericWorkItem, PFLT_FILTER};
+    use windows_sys::Win32::Foundation::UNICODE_STRING;
+
+    static WIDE: [u16; 5] = [b'w' as u16, b'i' as u16, b'd' as u16, b'e' as u16, 0];
+    static COUNTED: [u16; 7] = [b'c' as u16, b'o' as u16, b'u' as u16, b'n' as u16, b't' as u16, b'e' as u16, b'd' as u16];
+
+    pub fn queue(filter: PFLT_FILTER) {
+        // SAFETY: no preconditions at PASSIVE_LEVEL.
+        let item = unsafe { FltAllocateGenericWorkItem() };
+        if item == 0 {
+            return;
+        }
+        // SAFETY: a fresh work item, our filter, a routine with the documented signature;
+        // DelayedWorkQueue = 1.
+        let _ = unsafe { FltQueueGenericWorkItem(item, filter as *const c_void, Some(routine), 1, core::ptr::null()) };
+    }
+
+    unsafe extern "system" fn routine(item: isize, _object: *const c_void, _context: *const c_void) {
+        let counted = UNICODE_STRING { Length: 14, MaximumLength: 14, Buffer: COUNTED.as_ptr().cast_mut() };
+        // SAFETY: a NUL-terminated format whose conversions match the arguments.
+        unsafe {
+            ntoskrnl_imports::DbgPrintEx(
+                77,
+                3,
+                c"work item %d %s %ws %wZ %08x %-3u|\n".as_ptr().cast(),
+                -42i32,
+                c"narrow".as_ptr(),
+                WIDE.as_ptr(),
+                &raw const counted,
+                0xBEEFu32,
+                7u32,
+            );
+        }
+        if !cfg!(feature = "bug-work-item-leak") {
+            // SAFETY: the work item this routine was queued with, freed once.
+            unsafe { FltFreeGenericWorkItem(item) };
+        }
     }
 }
