@@ -257,7 +257,7 @@ fn a_panic_is_a_bug_check_with_code_and_parameters() {
 }
 
 #[test]
-fn work_items_run_before_unregister_returns_and_print_formatted() {
+fn work_items_run_and_print_formatted() {
     let emulator = Emulator::load(fixture(Some("with-work-item")), Config::default()).unwrap();
     let report = emulator.unload().unwrap();
     assert!(report.is_clean(), "{report}");
@@ -270,4 +270,30 @@ fn a_work_item_never_freed_is_reported() {
     let emulator = Emulator::load(fixture(Some("bug-work-item-leak")), Config::default()).unwrap();
     let report = emulator.unload().unwrap();
     assert_eq!(report.violations, vec![Violation::WorkItemLeaked { count: 1 }], "{report}");
+}
+
+#[test]
+fn detach_with_open_files_drops_every_link_and_later_closes_bypass_the_filter() {
+    let emulator = Emulator::load(fixture(None), Config::default()).unwrap();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    let a = emulator.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+    let b = emulator.open(volume, "\\a.txt:ads", &OpenOptions::default()).unwrap();
+    assert_eq!(emulator.live_context_count(ContextType::Stream), 2);
+    emulator.detach(volume).unwrap();
+    assert!(!emulator.is_attached(volume));
+    assert_eq!(emulator.instance_context(volume), None);
+    for kind in [ContextType::Instance, ContextType::Stream, ContextType::StreamHandle] {
+        assert_eq!(emulator.live_context_count(kind), 0, "{kind:?} links dropped at teardown (B9)");
+    }
+    assert_eq!(emulator.live_context_count(ContextType::Volume), 1, "volume contexts live until dismount or unload");
+    let before = emulator.calls();
+    emulator.close(a).unwrap();
+    emulator.close(b).unwrap();
+    assert_eq!(emulator.calls().since(&before), fltemu::CallCounts::default(), "no instance, no callbacks");
+    assert!(emulator.attach(volume).unwrap());
+    assert!(emulator.instance_context(volume).is_some());
+    emulator.dismount(volume).unwrap();
+    assert_eq!(emulator.live_context_count(ContextType::Volume), 0);
+    let report = emulator.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
 }
