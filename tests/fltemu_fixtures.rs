@@ -297,3 +297,31 @@ fn detach_with_open_files_drops_every_link_and_later_closes_bypass_the_filter() 
     let report = emulator.unload().unwrap();
     assert!(report.is_clean(), "{report}");
 }
+
+#[test]
+fn paging_files_unsupported_volumes_and_failed_creates_hold_no_contexts() {
+    let emulator = Emulator::load(fixture(None), Config::default()).unwrap();
+    let ntfs = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    let other = emulator.mount(VolumeSpec::without_stream_contexts("\\Device\\HarddiskVolume2")).unwrap();
+
+    // A paging file: stream and stream-handle contexts are NOT_SUPPORTED (A9).
+    let paging = emulator.open(ntfs, "\\pagefile.sys", &OpenOptions { paging_file: true, ..OpenOptions::default() }).unwrap();
+    assert_eq!(emulator.stream_context(&paging), None);
+    assert_eq!(emulator.stream_handle_context(&paging), None);
+    // A file system without stream-context support (D1).
+    let plain = emulator.open(other, "\\b.txt", &OpenOptions::default()).unwrap();
+    assert_eq!(emulator.stream_context(&plain), None);
+    assert_eq!(emulator.live_context_count(ContextType::StreamHandle), 0, "the refused stream-handle contexts were released");
+
+    // A failed create: post-create sees the failure and allocates nothing.
+    let before = emulator.calls();
+    let failed = OpenOptions { final_status: fltemu::status::OBJECT_NAME_NOT_FOUND, ..OpenOptions::default() };
+    assert_eq!(emulator.open(ntfs, "\\missing.txt", &failed), Err(EmuError::CreateFailed(fltemu::status::OBJECT_NAME_NOT_FOUND)));
+    assert_eq!(emulator.calls().since(&before).total("FltAllocateContext"), 0);
+    assert_eq!(emulator.open_file_objects(ntfs, "\\missing.txt"), 0);
+
+    emulator.close(paging).unwrap();
+    emulator.close(plain).unwrap();
+    let report = emulator.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+}
