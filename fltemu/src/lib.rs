@@ -466,7 +466,15 @@ impl Emulator {
             return Err(EmuError::Stopped(stop));
         }
         let inner = Arc::clone(&self.inner);
-        self.inner.workers.run(self.inner.config.call_timeout, move || job(&inner)).map_err(|stop| stopped(&self.inner, stop))
+        self.inner
+            .workers
+            .run(self.inner.config.call_timeout, move || {
+                // Each job starts as a System-process thread at PASSIVE_LEVEL; I/O jobs then
+                // switch to the requestor's process.
+                exec::enter(PASSIVE_LEVEL, 4, Operation::Other);
+                job(&inner)
+            })
+            .map_err(|stop| stopped(&self.inner, stop))
     }
 
     fn run_io<T: Send + 'static>(&self, job: impl FnOnce(&Inner) -> Result<T, EmuError> + Send + 'static) -> Result<T, EmuError> {
