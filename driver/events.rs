@@ -1,9 +1,10 @@
 //! Open/close events, driver → the subscribed companion, via FltSendMessage.
 //!
 //! The I/O path never waits: [`publish_open`] / [`publish_close`] encode the event into a
-//! fresh pool buffer, take the queue's lock only if it is free at once, append to a bounded
-//! ring and, if no sender is scheduled, queue a generic work item. The work item (PASSIVE_LEVEL,
-//! a system thread) sends each event with a bounded timeout. Every event that does not reach
+//! fresh pool buffer, try the queue's lock a bounded number of times, number the event and
+//! append it to a bounded ring under that lock and, if no sender is scheduled, queue a generic
+//! work item. The work item (PASSIVE_LEVEL, a system thread) sends a batch of events, each with
+//! a bounded timeout. Every event that does not reach
 //! the companion — no room, lock busy, no memory, send timed out or failed, discarded at
 //! unload — is counted in [`dropped`]; each event carries a sequence number that also counts
 //! the dropped ones, so the companion sees the gap.
@@ -249,8 +250,8 @@ fn schedule_sender() {
     }
 }
 
-/// The sender (PASSIVE_LEVEL, system thread): sends until the ring is empty, then frees its
-/// work item.
+/// The sender (PASSIVE_LEVEL, system thread): sends a batch, frees its work item, and queues a
+/// fresh one if events remain.
 unsafe extern "system" fn send_queued(item: PFLT_GENERIC_WORKITEM, filter: *const c_void, _context: *const c_void) {
     // A bounded batch, so that a companion that stopped reading holds a system worker thread
     // for at most SENDER_BATCH timeouts; the re-check below queues a fresh item for the rest.
