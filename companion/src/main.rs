@@ -9,10 +9,15 @@ use std::process::ExitCode;
 use clap::Command;
 
 use ctxguard_companion::port::cli::{self as port_cli, PortCommand};
+use ctxguard_companion::selftest::cli::{self as selftest_cli, SelftestArgs};
 
 mod crypto;
 #[path = "port/witness.rs"]
 mod port_witness;
+#[path = "selftest/bin.rs"]
+mod selftest_bin;
+#[path = "selftest/crypto_bridge.rs"]
+mod selftest_crypto;
 
 /// Every subcommand of the companion; each variant's arguments live in its own module.
 #[derive(Debug)]
@@ -21,6 +26,8 @@ enum Commands {
     Port(PortCommand),
     /// Exercise crypto handle release (CryptoAPI, certificate stores, NCrypt) and report verdicts.
     Crypto(crypto::CryptoArgs),
+    /// Check the loaded driver end to end and write a report (companion/src/selftest).
+    Selftest(SelftestArgs),
 }
 
 /// The command line: one subcommand per module.
@@ -32,12 +39,14 @@ fn cli() -> Command {
         .arg_required_else_help(true)
         .subcommands(port_cli::commands())
         .subcommand(crypto::command())
+        .subcommand(selftest_cli::command())
 }
 
 fn main() -> ExitCode {
     let matches = cli().get_matches();
     let command = match matches.subcommand() {
         Some((crypto::NAME, m)) => Commands::Crypto(crypto::CryptoArgs::from_matches(m)),
+        Some((selftest_cli::NAME, m)) => Commands::Selftest(SelftestArgs::from_matches(m)),
         Some((name, m)) if port_cli::is_command(name) => match PortCommand::from_matches(name, m) {
             Some(command) => Commands::Port(command),
             None => return ExitCode::from(2),
@@ -65,6 +74,7 @@ fn main() -> ExitCode {
             };
             crypto::run_with_witness(&args, witness.as_ref())
         }
+        Commands::Selftest(args) => selftest_bin::execute(&args),
     }
 }
 

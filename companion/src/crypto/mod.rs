@@ -137,6 +137,20 @@ pub fn run_with_witness(args: &CryptoArgs, witness: &dyn HandleWitness) -> ExitC
     }
 }
 
+/// The report of the selected scenarios with `witness`, for `ctxguard selftest` (which judges
+/// it); an error where the scenarios cannot run (not Windows, no scratch directory).
+pub fn run_report(args: &CryptoArgs, witness: &dyn HandleWitness) -> Result<report::Report, String> {
+    #[cfg(windows)]
+    {
+        win::run(args, witness)
+    }
+    #[cfg(not(windows))]
+    {
+        let _ = (args, witness);
+        Err(format!("the crypto scenarios call Windows APIs and cannot run on {}", std::env::consts::OS))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
