@@ -53,8 +53,16 @@ impl Rng {
     }
 }
 
+/// A number from the environment (decimal, or hex with `0x`); a value that does not parse
+/// fails the test rather than silently running the default.
 fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|value| value.replace('_', "").parse().ok()).unwrap_or(default)
+    let Ok(value) = std::env::var(name) else { return default };
+    let value = value.replace('_', "");
+    let parsed = match value.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => value.parse(),
+    };
+    parsed.unwrap_or_else(|error| panic!("{name}={value}: {error}"))
 }
 
 /// A valid request of a random kind with random fields.
