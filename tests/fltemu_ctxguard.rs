@@ -171,3 +171,60 @@ fn sections_are_mapped_with_their_protections() {
     assert_eq!(permissions(emulator.image_base()), "r--p", "headers are read-only");
     drop(emulator.unload().unwrap());
 }
+
+const INSUFFICIENT_RESOURCES: i32 = fltemu::status::INSUFFICIENT_RESOURCES;
+
+fn failing(function: &'static str, every: u64, times: u64) -> fltemu::Failure {
+    fltemu::Failure { function, status: INSUFFICIENT_RESOURCES, every, times }
+}
+
+/// DriverEntry's error paths (E7): whichever step fails, DriverEntry returns that status, has
+/// unregistered, and leaves no pool, context or descriptor behind.
+#[test]
+fn driver_entry_failures_unwind_completely() {
+    for function in ["FltRegisterFilter", "FltBuildDefaultSecurityDescriptor", "FltCreateCommunicationPort", "FltStartFiltering"] {
+        let config = Config { failures: vec![failing(function, 1, 1)], ..Config::default() };
+        match Emulator::load(driver_image(Arch::X64), config) {
+            Err(EmuError::DriverEntryFailed { status, report }) => {
+                assert_eq!(status, INSUFFICIENT_RESOURCES, "{function}");
+                assert!(report.is_clean(), "{function}: {report}");
+                assert_eq!((report.pool_bytes_outstanding, report.contexts_outstanding), (0, 0), "{function}: {report}");
+            }
+            Ok(_) => panic!("{function} failed but DriverEntry succeeded"),
+            Err(other) => panic!("{function}: {other}"),
+        }
+    }
+}
+
+/// An open storm while allocations, name queries and Sets keep failing: every error path
+/// releases what it took (0 violations, 0 pool, 0 contexts at unload).
+#[test]
+fn opens_survive_injected_failures_without_leaking() {
+    let config = Config {
+        failures: vec![
+            failing("FltAllocateContext", 7, u64::MAX),
+            failing("ExAllocatePool2", 11, u64::MAX),
+            failing("FltGetFileNameInformation", 5, u64::MAX),
+            failing("FltSetStreamContext", 13, u64::MAX),
+            failing("FltSetStreamHandleContext", 17, u64::MAX),
+            failing("FltGetStreamContext", 19, u64::MAX),
+        ],
+        ..Config::default()
+    };
+    let emulator = Emulator::load(driver_image(Arch::X64), config).unwrap();
+    let volumes = [
+        emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap(),
+        emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume2")).unwrap(),
+    ];
+    fltemu::scenario::storm(&emulator, &volumes, 3_000, 4).unwrap();
+    let held: Vec<_> = (0..20).map(|i| emulator.open(volumes[i % 2], &format!("\\held{}.txt", i % 5), &OpenOptions::default()).unwrap()).collect();
+    for file in held {
+        emulator.close(file).unwrap();
+    }
+    let injected = emulator.calls();
+    assert!(injected.total("FltAllocateContext") > 100, "the storm reached the allocation paths");
+    emulator.clear_injected_failures();
+    let report = emulator.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!((report.pool_bytes_outstanding, report.contexts_outstanding), (0, 0), "{report}");
+}

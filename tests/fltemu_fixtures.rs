@@ -325,3 +325,29 @@ fn paging_files_unsupported_volumes_and_failed_creates_hold_no_contexts() {
     let report = emulator.unload().unwrap();
     assert!(report.is_clean(), "{report}");
 }
+
+#[test]
+fn the_correct_fixture_unregisters_when_start_filtering_fails() {
+    let failure = fltemu::Failure { function: "FltStartFiltering", status: fltemu::status::INSUFFICIENT_RESOURCES, every: 1, times: 1 };
+    let config = Config { failures: vec![failure], ..Config::default() };
+    match Emulator::load(fixture(None), config) {
+        Err(EmuError::DriverEntryFailed { status, report }) => {
+            assert_eq!(status, fltemu::status::INSUFFICIENT_RESOURCES);
+            assert!(report.is_clean(), "{report}");
+        }
+        other => panic!("expected DriverEntryFailed, got {other:?}"),
+    }
+}
+
+#[test]
+fn injected_allocation_failures_take_the_fixture_error_paths_cleanly() {
+    let emulator = Emulator::load(fixture(None), Config::default()).unwrap();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    assert!(emulator.inject_failure("FltAllocateContext", fltemu::status::INSUFFICIENT_RESOURCES, 2, 50));
+    assert!(!emulator.inject_failure("FltReleaseContext", 0, 1, 1), "a release cannot fail");
+    for round in 0..40 {
+        emulator.open_close(volume, &format!("\\f{}.txt", round % 4), &OpenOptions::default()).unwrap();
+    }
+    let report = emulator.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+}

@@ -147,7 +147,9 @@ fn parse_registration(registration: *const FLT_REGISTRATION) -> Result<Filter, i
 /// `FltRegisterFilter` (DDI fltregisterfilter; E1): validates the registration; PASSIVE_LEVEL.
 extern "win64" fn flt_register_filter(driver: usize, registration: *const FLT_REGISTRATION, filter_out: *mut isize) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
-    drop(inner.enter("FltRegisterFilter", PASSIVE_LEVEL));
+    if let Some(failure) = inner.enter("FltRegisterFilter", PASSIVE_LEVEL).injected("FltRegisterFilter") {
+        return failure;
+    }
     if driver == 0 || registration.is_null() || filter_out.is_null() {
         return status::INVALID_PARAMETER;
     }
@@ -175,6 +177,9 @@ extern "win64" fn flt_start_filtering(filter: isize) -> i32 {
     let mut state = inner.enter("FltStartFiltering", PASSIVE_LEVEL);
     if !state.filter_ok(filter) {
         return status::INVALID_PARAMETER;
+    }
+    if let Some(failure) = state.injected("FltStartFiltering") {
+        return failure;
     }
     if let Some(f) = state.filter.as_mut() {
         if f.started {
@@ -248,6 +253,9 @@ extern "win64" fn flt_allocate_context(filter: isize, context_type: u16, size: u
     let result = (|| {
         if !state.filter_ok(filter) {
             return Err(status::INVALID_PARAMETER);
+        }
+        if let Some(failure) = state.injected("FltAllocateContext") {
+            return Err(failure);
         }
         let Some(kind) = ContextType::from_raw(context_type) else { return Err(status::FLT_CONTEXT_ALLOCATION_NOT_FOUND) };
         if size == 0 || size > usize::from(u16::MAX) {
@@ -326,6 +334,9 @@ extern "win64" fn flt_release_context(context: usize) {
 /// A9, D1). `setting` adds the checks only a Set makes.
 fn resolve_key(inner: &Inner, function: &'static str, kind: ContextType, instance: isize, file_object: usize, setting: bool) -> Result<LinkKey, i32> {
     let mut state = inner.enter(function, APC_LEVEL);
+    if let Some(failure) = state.injected(function) {
+        return Err(failure);
+    }
     let Some(instance_record) = state.instances.get(&instance) else {
         state.violations.push(Violation::InvalidParameter { function, reason: "not an instance handle" });
         return Err(status::INVALID_PARAMETER);
@@ -539,6 +550,9 @@ extern "win64" fn flt_delete_stream_handle_context(instance: isize, file_object:
 
 fn volume_key(inner: &Inner, function: &'static str, volume: isize) -> Result<LinkKey, i32> {
     let mut state = inner.enter(function, APC_LEVEL);
+    if let Some(failure) = state.injected(function) {
+        return Err(failure);
+    }
     if let Some(index) = state.volume_of_handle(volume) {
         Ok(LinkKey::Volume(index))
     } else {
@@ -583,6 +597,9 @@ extern "win64" fn flt_delete_context(context: usize) {
 extern "win64" fn flt_get_volume_name(volume: isize, name: *mut UNICODE_STRING, needed: *mut u32) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
     let mut state = inner.enter("FltGetVolumeName", APC_LEVEL);
+    if let Some(failure) = state.injected("FltGetVolumeName") {
+        return failure;
+    }
     let Some(index) = state.volume_of_handle(volume) else {
         state.violations.push(Violation::InvalidParameter { function: "FltGetVolumeName", reason: "not a volume handle" });
         return status::INVALID_PARAMETER;
@@ -627,11 +644,14 @@ const NAME_QUERY_MASK: u32 = 0xFF00;
 /// Returns a referenced FLT_FILE_NAME_INFORMATION with Name and Volume filled in.
 extern "win64" fn flt_get_file_name_information(data: usize, options: u32, out: *mut *mut FLT_FILE_NAME_INFORMATION) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
-    drop(inner.enter("FltGetFileNameInformation", APC_LEVEL));
+    let injected = inner.enter("FltGetFileNameInformation", APC_LEVEL).injected("FltGetFileNameInformation");
     let failure = |code| {
         put(out, core::ptr::null_mut());
         code
     };
+    if let Some(code) = injected {
+        return failure(code);
+    }
     let format = options & NAME_FORMAT_MASK;
     if !(1..=3).contains(&format) || options & NAME_QUERY_MASK == 0 {
         return failure(status::INVALID_PARAMETER);
@@ -755,6 +775,11 @@ extern "win64" fn flt_build_default_security_descriptor(descriptor: *mut usize, 
     if descriptor.is_null() {
         return status::INVALID_PARAMETER;
     }
+    if let Some(failure) = state.injected("FltBuildDefaultSecurityDescriptor") {
+        drop(state);
+        put(descriptor, 0);
+        return failure;
+    }
     let mut block = Box::new([0u8; 64]);
     block[0] = 1; // SECURITY_DESCRIPTOR_REVISION
     let address = block.as_ptr() as usize;
@@ -852,6 +877,9 @@ extern "win64" fn flt_delete_push_lock(lock: *mut usize) {
 extern "win64" fn flt_allocate_generic_work_item() -> usize {
     let Some(inner) = state::current() else { return 0 };
     let mut state = inner.enter("FltAllocateGenericWorkItem", DISPATCH_LEVEL);
+    if state.injected("FltAllocateGenericWorkItem").is_some() {
+        return 0;
+    }
     let address = Box::into_raw(Box::new([0u64; 8])) as usize;
     state.work_items.insert(address, false);
     address
@@ -878,6 +906,9 @@ extern "win64" fn flt_queue_generic_work_item(item: usize, object: usize, routin
     }
     if state.filter.is_none() {
         return status::FLT_DELETING_OBJECT;
+    }
+    if let Some(failure) = state.injected("FltQueueGenericWorkItem") {
+        return failure;
     }
     drop(state);
     let Some(arc) = state::current_arc() else { return status::FLT_NOT_INITIALIZED };

@@ -106,6 +106,22 @@ pub struct Config {
     pub widen_race_windows: bool,
     /// How long one call into the driver may take before the run ends with [`Stop::Hang`].
     pub call_timeout: std::time::Duration,
+    /// Failures injected from the start (so DriverEntry's error paths can be driven); see
+    /// [`Emulator::inject_failure`].
+    pub failures: Vec<Failure>,
+}
+
+/// A planned failure of an emulated function (see [`Emulator::inject_failure`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The function, e.g. "FltAllocateContext".
+    pub function: &'static str,
+    /// The status it fails with (ignored by the functions that fail with NULL).
+    pub status: i32,
+    /// Every `every`-th call fails.
+    pub every: u64,
+    /// At most this many times.
+    pub times: u64,
 }
 
 impl Default for Config {
@@ -113,6 +129,7 @@ impl Default for Config {
         Self { post_cleanup_irql: PASSIVE_LEVEL, post_close_irql: PASSIVE_LEVEL, check_checksum: true, service_name: "ctxguard".into(),
             widen_race_windows: false,
             call_timeout: std::time::Duration::from_secs(120),
+            failures: Vec::new(),
         }
     }
 }
@@ -412,6 +429,11 @@ impl Emulator {
         });
         state::install(&inner);
         let emulator = Emulator { inner, unloaded: Mutex::new(false), _lease: lease };
+        for failure in emulator.inner.config.failures.clone() {
+            if !emulator.inject_failure(failure.function, failure.status, failure.every, failure.times) {
+                return Err(EmuError::Load(LoadError::Io(format!("fltemu cannot inject a failure into {}", failure.function))));
+            }
+        }
         emulator.driver_entry()?;
         Ok(emulator)
     }
@@ -835,6 +857,32 @@ impl Emulator {
     /// [`EmuError::Stopped`] when the connect callback crashed.
     pub fn connect_port(&self, name: &str, context: &[u8], pid: u32) -> Result<Result<UserPort, i32>, EmuError> {
         port::connect(&self.inner, name, context, pid)
+    }
+
+    /// Makes every `every`-th later call of `function` fail with `status` (at most `times`
+    /// times), the way its DDI documents failures: NULL for ExAllocatePool2,
+    /// MmSecureVirtualMemory and FltAllocateGenericWorkItem; the status with out pointers NULLed
+    /// for the NTSTATUS functions. Use it to drive a driver's error paths (e.g.
+    /// `STATUS_INSUFFICIENT_RESOURCES` from FltAllocateContext) and check nothing leaks.
+    /// `every` = 1 fails the next `times` calls. Returns false for a function fltemu cannot fail
+    /// (see [`injectable_functions`](Self::injectable_functions)).
+    pub fn inject_failure(&self, function: &'static str, status: i32, every: u64, times: u64) -> bool {
+        if !state::INJECTABLE.contains(&function) || every == 0 {
+            return false;
+        }
+        self.inner.lock().injections.insert(function, state::Injection { status, every, remaining: times, seen: 0 });
+        true
+    }
+
+    /// Stops all failure injection.
+    pub fn clear_injected_failures(&self) {
+        self.inner.lock().injections.clear();
+    }
+
+    /// The functions [`inject_failure`](Self::inject_failure) can fail.
+    #[must_use]
+    pub fn injectable_functions() -> &'static [&'static str] {
+        state::INJECTABLE
     }
 
     /// The image base (to turn RVAs from [`Stop::Crash`] into addresses and back).

@@ -133,6 +133,9 @@ extern "win64" fn ex_allocate_pool2(flags: u64, size: usize, tag: u32) -> *mut c
         state.violations.push(Violation::BadPoolRequest { reason });
         return core::ptr::null_mut();
     }
+    if state.injected("ExAllocatePool2").is_some() {
+        return core::ptr::null_mut();
+    }
     drop(state);
     let Ok(layout) = std::alloc::Layout::from_size_align(size.max(1), POOL_ALIGNMENT) else { return core::ptr::null_mut() };
     // SAFETY: the layout has a non-zero size.
@@ -244,7 +247,13 @@ fn copy_without_faulting(target: usize, source: usize, length: usize) -> usize {
 /// Physical copies are not modelled (STATUS_NOT_SUPPORTED).
 extern "win64" fn mm_copy_memory(target: usize, source: usize, length: usize, flags: u32, transferred: *mut usize) -> i32 {
     let Some(inner) = state::current() else { return status::UNSUCCESSFUL };
-    drop(inner.enter("MmCopyMemory", APC_LEVEL));
+    if let Some(failure) = inner.enter("MmCopyMemory", APC_LEVEL).injected("MmCopyMemory") {
+        if !transferred.is_null() {
+            // SAFETY: the caller passes a valid SIZE_T out pointer.
+            unsafe { transferred.write(0) };
+        }
+        return failure;
+    }
     let (result, copied) = if flags == MM_COPY_MEMORY_VIRTUAL {
         let copied = copy_without_faulting(target, source, length);
         let result = if copied == length {
@@ -279,7 +288,9 @@ const PAGE_READWRITE: u32 = 0x04;
 extern "win64" fn mm_secure_virtual_memory(address: usize, size: usize, probe_mode: u32) -> usize {
     use crate::user::Access;
     let Some(inner) = state::current() else { return 0 };
-    drop(inner.enter("MmSecureVirtualMemory", APC_LEVEL));
+    if inner.enter("MmSecureVirtualMemory", APC_LEVEL).injected("MmSecureVirtualMemory").is_some() {
+        return 0;
+    }
     if size == 0 {
         return 0;
     }

@@ -157,7 +157,13 @@ extern "win64" fn flt_create_communication_port(
     max_connections: i32,
 ) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
-    let filter_ok = inner.enter("FltCreateCommunicationPort", PASSIVE_LEVEL).filter_ok(filter);
+    let (filter_ok, injected) = {
+        let mut state = inner.enter("FltCreateCommunicationPort", PASSIVE_LEVEL);
+        (state.filter_ok(filter), state.injected("FltCreateCommunicationPort"))
+    };
+    if let Some(failure) = injected {
+        return failure;
+    }
     if !filter_ok || port_out.is_null() || attributes.is_null() || connect == 0 || disconnect == 0 {
         return status::INVALID_PARAMETER;
     }
@@ -252,7 +258,13 @@ fn deadline(timeout: *const i64) -> Option<Instant> {
 #[allow(clippy::too_many_arguments)]
 extern "win64" fn flt_send_message(filter: isize, client: *const isize, sender: *const u8, sender_length: u32, reply: *mut u8, reply_length: *mut u32, timeout: *const i64) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
-    let filter_ok = inner.enter("FltSendMessage", APC_LEVEL).filter_ok(filter);
+    let (filter_ok, injected) = {
+        let mut state = inner.enter("FltSendMessage", APC_LEVEL);
+        (state.filter_ok(filter), state.injected("FltSendMessage"))
+    };
+    if let Some(failure) = injected {
+        return failure;
+    }
     if !filter_ok || client.is_null() {
         return status::INVALID_PARAMETER;
     }

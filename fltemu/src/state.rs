@@ -157,6 +157,40 @@ pub struct PoolBlock {
     pub pool: PoolKind,
 }
 
+/// A planned failure: every `every`-th call fails with `status`, at most `remaining` times.
+#[derive(Clone, Copy, Debug)]
+pub struct Injection {
+    pub status: i32,
+    pub every: u64,
+    pub remaining: u64,
+    pub seen: u64,
+}
+
+/// Functions whose failure can be injected (each fails the way its DDI documents).
+pub const INJECTABLE: &[&str] = &[
+    "ExAllocatePool2",
+    "FltAllocateContext",
+    "FltAllocateGenericWorkItem",
+    "FltBuildDefaultSecurityDescriptor",
+    "FltCreateCommunicationPort",
+    "FltGetFileNameInformation",
+    "FltGetInstanceContext",
+    "FltGetStreamContext",
+    "FltGetStreamHandleContext",
+    "FltGetVolumeContext",
+    "FltGetVolumeName",
+    "FltQueueGenericWorkItem",
+    "FltRegisterFilter",
+    "FltSendMessage",
+    "FltSetInstanceContext",
+    "FltSetStreamContext",
+    "FltSetStreamHandleContext",
+    "FltSetVolumeContext",
+    "FltStartFiltering",
+    "MmCopyMemory",
+    "MmSecureVirtualMemory",
+];
+
 /// A volume.
 #[derive(Debug)]
 pub struct VolumeRecord {
@@ -250,6 +284,8 @@ pub struct State {
     pub next_secure: usize,
     pub violations: Vec<Violation>,
     pub calls: BTreeMap<(Operation, &'static str), u64>,
+    /// Failure injection per function (see [`crate::Emulator::inject_failure`]).
+    pub injections: HashMap<&'static str, Injection>,
     /// The deepest driver stack seen at an import call, and whether it was reported.
     pub max_stack_depth: usize,
     pub stack_reported: bool,
@@ -499,6 +535,17 @@ impl State {
     /// Checks a filter handle.
     pub fn filter_ok(&self, handle: isize) -> bool {
         handle == FILTER_HANDLE && self.filter.is_some()
+    }
+
+    /// The injected failure status for this call of `function`, if one is due.
+    pub fn injected(&mut self, function: &'static str) -> Option<i32> {
+        let injection = self.injections.get_mut(function)?;
+        injection.seen += 1;
+        if injection.remaining == 0 || injection.seen % injection.every != 0 {
+            return None;
+        }
+        injection.remaining -= 1;
+        Some(injection.status)
     }
 
     /// Pool bytes and blocks outstanding.
