@@ -358,6 +358,10 @@ fn resolve_key(inner: &Inner, function: &'static str, kind: ContextType, instanc
         return Err(status::INVALID_PARAMETER);
     };
     let (file_state, paging, stream) = (file.state, file.paging_file, file.stream);
+    if file.volume != volume {
+        state.violations.push(Violation::InvalidParameter { function, reason: "FILE_OBJECT is not on the instance's volume" });
+        return Err(status::INVALID_PARAMETER);
+    }
     match file_state {
         state::FileState::Creating | state::FileState::Failed => {
             if setting {

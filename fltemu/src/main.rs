@@ -131,7 +131,7 @@ mod cli {
         if options.json {
             let stop = report.and_then(|r| r.stop.as_ref()).map(|s| format!("{s:?}"));
             println!(
-                "{{\"driver\":{},\"ran\":{},\"log\":{},\"debug_output\":{},\"violations\":{},\"stop\":{},\"failure\":{},\"pool_bytes_outstanding\":{},\"contexts_outstanding\":{}}}",
+                "{{\"driver\":{},\"ran\":{},\"log\":{},\"debug_output\":{},\"violations\":{},\"stop\":{},\"failure\":{},\"pool_bytes_outstanding\":{},\"contexts_outstanding\":{},\"max_stack_depth\":{}}}",
                 json_string(&options.driver),
                 json_string(&options.source),
                 json_list(log),
@@ -141,6 +141,7 @@ mod cli {
                 failure.map_or("null".into(), json_string),
                 report.map_or(0, |r| r.pool_bytes_outstanding),
                 report.map_or(0, |r| r.contexts_outstanding),
+                report.map_or(0, |r| r.max_stack_depth),
             );
             return;
         }
