@@ -240,3 +240,71 @@ fn filter_manager_calls_per_operation_stay_within_the_budget() {
     cleanup_and_close(&emulator, first);
     unload_clean(&emulator);
 }
+
+/// Every failure a Filter Manager or pool call can return on the open path, injected one kind
+/// at a time: the create still succeeds, nothing leaks, and the accounting stays consistent.
+#[test]
+fn injected_failures_on_the_open_path_leak_nothing() {
+    let failures = [
+        ("FltAllocateContext", status::INSUFFICIENT_RESOURCES),
+        ("FltSetStreamContext", status::FLT_DELETING_OBJECT),
+        ("FltSetStreamHandleContext", status::INSUFFICIENT_RESOURCES),
+        ("FltGetStreamContext", status::INSUFFICIENT_RESOURCES),
+        ("FltGetStreamHandleContext", status::INSUFFICIENT_RESOURCES),
+        ("FltGetFileNameInformation", status::OBJECT_NAME_NOT_FOUND),
+        ("ExAllocatePool2", 0),
+    ];
+    for (function, failure) in failures {
+        let emulator = load();
+        let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+        assert!(emulator.inject_failure(function, failure, 2, 40), "fltemu cannot fail {function}");
+        let files: Vec<_> = (0..30).map(|index| open(&emulator, volume, &format!("\\f{}.txt", index % 5))).collect();
+        for file in files {
+            cleanup_and_close(&emulator, file);
+        }
+        emulator.clear_injected_failures();
+        assert_eq!((live(&emulator, ContextType::Stream), live(&emulator, ContextType::StreamHandle)), (0, 0), "{function}");
+        let report = emulator.unload().expect("unload");
+        assert!(report.is_clean(), "{function} failing: {report}");
+        assert_eq!((report.pool_bytes_outstanding, report.contexts_outstanding), (0, 0), "{function} failing: {report}");
+    }
+}
+
+/// InstanceSetup's failures decline the volume and leave nothing behind.
+#[test]
+fn instance_setup_failures_decline_the_volume_cleanly() {
+    for (function, failure) in [
+        ("FltGetVolumeName", status::INSUFFICIENT_RESOURCES),
+        ("FltAllocateContext", status::INSUFFICIENT_RESOURCES),
+        ("FltSetInstanceContext", status::FLT_DELETING_OBJECT),
+        ("ExAllocatePool2", 0),
+    ] {
+        let emulator = load();
+        assert!(emulator.inject_failure(function, failure, 1, 1));
+        let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+        assert!(!emulator.is_attached(volume), "{function} failing must decline the volume");
+        assert_eq!(live(&emulator, ContextType::Instance), 0, "{function}");
+        // A later manual attach works once the failure is gone.
+        assert!(emulator.attach(volume).unwrap(), "{function}: re-attach");
+        unload_clean(&emulator);
+    }
+}
+
+/// DriverEntry's failures after FltRegisterFilter unregister before returning (E7).
+#[test]
+fn driver_entry_failures_unregister_and_leak_nothing() {
+    for function in ["FltRegisterFilter", "FltBuildDefaultSecurityDescriptor", "FltCreateCommunicationPort", "FltStartFiltering"]
+    {
+        let failure = fltemu::Failure { function, status: status::INSUFFICIENT_RESOURCES, every: 1, times: 1 };
+        let config = Config { failures: vec![failure], ..Config::default() };
+        match Emulator::load(driver_image(Arch::X64), config) {
+            Err(EmuError::DriverEntryFailed { status: entry_status, report }) => {
+                assert_eq!(entry_status, status::INSUFFICIENT_RESOURCES, "{function}: DriverEntry returns the failing status");
+                assert!(report.is_clean(), "{function}: {report}");
+                assert_eq!(report.pool_bytes_outstanding, 0, "{function}: {report}");
+            }
+            Err(other) => panic!("{function}: unexpected {other}"),
+            Ok(_) => panic!("{function} failing must fail DriverEntry"),
+        }
+    }
+}
