@@ -351,3 +351,17 @@ fn injected_allocation_failures_take_the_fixture_error_paths_cleanly() {
     let report = emulator.unload().unwrap();
     assert!(report.is_clean(), "{report}");
 }
+
+#[test]
+fn a_context_set_in_pre_create_is_on_an_unsupported_object() {
+    let emulator = Emulator::load(fixture(Some("bug-set-in-pre-create")), Config::default()).unwrap();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    emulator.open_close(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+    assert!(
+        matches!(emulator.violations().as_slice(), [Violation::ContextOnUnsupportedObject { function: "FltSetStreamHandleContext", .. }]),
+        "{:?}",
+        emulator.violations()
+    );
+    let report = emulator.unload().unwrap();
+    assert_eq!(report.contexts_outstanding, 0, "the refused context was released: {report}");
+}

@@ -20,6 +20,8 @@
 //! - `bug-deadlock-in-driver-entry`: DriverEntry takes one push lock exclusively twice.
 //! - `bug-deep-stack`: DriverEntry recurses past the 24 KiB kernel stack (StackTooDeep).
 //! - `bug-panic-in-driver-entry`: DriverEntry panics; the panic handler calls KeBugCheckEx.
+//! - `bug-set-in-pre-create`: pre-create sets a context on the unopened FILE_OBJECT
+//!   (ContextOnUnsupportedObject).
 //! - `with-work-item`: DriverEntry queues a generic work item that prints through DbgPrintEx
 //!   and frees itself; `bug-work-item-leak` never frees it (WorkItemLeaked).
 //! - `bug-get-at-dispatch`: a post-cleanup callback gets/releases a paged context (IrqlTooHigh
@@ -291,7 +293,17 @@ unsafe extern "system" fn query_teardown(_objects: *const FLT_RELATED_OBJECTS, _
 
 unsafe extern "system" fn cleanup(_context: PFLT_CONTEXT, _kind: u16) {}
 
-unsafe extern "system" fn pre_create(_data: *mut FLT_CALLBACK_DATA, _objects: *const FLT_RELATED_OBJECTS, completion: *mut *mut c_void) -> FLT_PREOP_CALLBACK_STATUS {
+unsafe extern "system" fn pre_create(_data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS, completion: *mut *mut c_void) -> FLT_PREOP_CALLBACK_STATUS {
+    if cfg!(feature = "bug-set-in-pre-create")
+        && let Some(handle) = allocate(0x10, PagedPool, HandleData { pid: 2 })
+    {
+        // SAFETY: Filter Manager passes valid related objects.
+        let objects = unsafe { &*objects };
+        // The bug: the FILE_OBJECT is not opened yet in pre-create (B6).
+        // SAFETY: valid arguments; the call itself is the contract violation under test.
+        let _ = unsafe { FltSetStreamHandleContext(objects.Instance, objects.FileObject, FLT_SET_CONTEXT_REPLACE_IF_EXISTS, handle, core::ptr::null_mut()) };
+        release(handle);
+    }
     if cfg!(feature = "bug-completion-context") {
         // The bug: a completion context with a status that has no post-operation call (E3).
         // SAFETY: Filter Manager passes a valid out pointer.
