@@ -389,3 +389,29 @@ fn an_unloaded_driver_is_reported_with_the_load_command_and_nothing_else_runs() 
     assert_eq!(report.exit_code, 1);
     assert!(report.scratch.is_none() && report.baseline.is_none());
 }
+
+#[test]
+fn the_vm_runbook_calls_the_selftest_with_arguments_the_cli_accepts() {
+    let runbook = std::fs::read_to_string(support::workspace_root().join("tests/vm/runbook.ps1")).unwrap();
+    let call = runbook.lines().find(|line| line.contains("& $exe selftest")).expect("the runbook runs ctxguard selftest");
+    let words: Vec<&str> = call.split_whitespace().skip(2).map(|word| if word == "$Report" { "report.json" } else { word }).collect();
+    let matches = ctxguard_companion::selftest::cli::command().try_get_matches_from(&words).unwrap_or_else(|error| panic!("{call}: {error}"));
+    let args = SelftestArgs::from_matches(&matches);
+    assert!(args.json && args.report.is_some(), "the runbook collects the JSON report: {args:?}");
+    // The steps the issue asks for, with the documented verifier syntax.
+    for step in [
+        "bcdedit @('/set', 'testsigning', 'on')",
+        "Cert:\\LocalMachine\\$store",
+        "@('Root', 'TrustedPublisher')",
+        "pnputil @('/add-driver'",
+        "@('/ruleclasses', '5', '37')",
+        "@('/flags', '0x10')",
+        "fltmc @('load', 'ctxguard')",
+        "fltmc @('instances', '-f', 'ctxguard')",
+        "fltmc unload ctxguard",
+        "pnputil /delete-driver $oem /uninstall",
+        "exit $selftest",
+    ] {
+        assert!(runbook.contains(step), "the runbook lacks {step}");
+    }
+}
