@@ -54,6 +54,8 @@ struct Slot {
     fault_rip: AtomicUsize,
     fault_signal: AtomicU32,
     stop: Mutex<Option<Stop>>,
+    /// A panic of fltemu's own code in a job, re-raised in the caller.
+    panic: Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
 thread_local! {
@@ -169,8 +171,10 @@ fn worker_main(slot: Arc<Slot>) {
         match state {
             POSTED => {
                 let job = slot.job.lock().unwrap_or_else(PoisonError::into_inner).take();
-                if let Some(job) = job {
-                    job();
+                if let Some(job) = job
+                    && let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+                {
+                    *slot.panic.lock().unwrap_or_else(PoisonError::into_inner) = Some(payload);
                 }
                 slot.state.store(DONE, Ordering::Release);
                 futex_wake(&slot.state);
@@ -220,6 +224,7 @@ impl Workers {
             fault_rip: AtomicUsize::new(0),
             fault_signal: AtomicU32::new(0),
             stop: Mutex::new(None),
+            panic: Mutex::new(None),
         });
         let for_thread = Arc::clone(&slot);
         std::thread::Builder::new()
@@ -262,7 +267,11 @@ impl Workers {
             }
         }
         slot.state.store(IDLE, Ordering::Release);
+        let panic = slot.panic.lock().unwrap_or_else(PoisonError::into_inner).take();
         self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(slot);
+        if let Some(payload) = panic {
+            std::panic::resume_unwind(payload);
+        }
         let value = result.lock().unwrap_or_else(PoisonError::into_inner).take();
         Ok(value.expect("a finished job always stores its result"))
     }
