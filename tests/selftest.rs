@@ -34,8 +34,8 @@ use std::time::Duration;
 use ctxguard_companion::port::Connector;
 use ctxguard_companion::selftest::cli::{SelftestArgs, emit};
 use ctxguard_companion::selftest::{
-    CheckStatus, CryptoSuite, CryptoSummary, DriverPresence, DriverProbe, Environment, FileSystem, InstanceInfo, Report, Settings,
-    checks, run,
+    CheckStatus, CryptoSuite, CryptoSummary, DriverPresence, DriverProbe, Environment, FileSystem, InstanceInfo, Report,
+    Settings, checks, run,
 };
 use fltemu::{ContextType, Emulator, FileHandle, OpenOptions, VolumeId};
 use port_support::{COMPANION_PID, VOLUME, assert_clean, connector, load, unload_clean};
@@ -148,7 +148,13 @@ impl Scenario for KeyFileScenario<'_> {
             self.emulator.cleanup(&file).unwrap();
             self.emulator.close(file).unwrap();
         }
-        let step = Step { call: "release(key)".into(), expected: "TRUE".into(), returned: "TRUE".into(), last_error: None, matches: true };
+        let step = Step {
+            call: "release(key)".into(),
+            expected: "TRUE".into(),
+            returned: "TRUE".into(),
+            last_error: None,
+            matches: true,
+        };
         Outcome { verdict: Verdict::Pass, skip_reason: None, stopped: None, steps: vec![step] }
     }
 }
@@ -173,7 +179,8 @@ struct EmulatedCrypto<'e> {
 
 impl<'e> EmulatedCrypto<'e> {
     fn new(emulator: &'e Emulator, volume: VolumeId, leaky: bool) -> Self {
-        let scenario = |name, leaves_open| KeyFileScenario { name, emulator, volume, leaves_open, held: RefCell::new(Vec::new()) };
+        let scenario =
+            |name, leaves_open| KeyFileScenario { name, emulator, volume, leaves_open, held: RefCell::new(Vec::new()) };
         let mut scenarios = vec![scenario("key-a", false), scenario("key-b", false)];
         if leaky {
             scenarios.push(scenario("key-leaky", true));
@@ -219,7 +226,8 @@ fn every_check_passes_against_ctxguard_in_fltemu_and_the_json_report_has_the_sch
     let harness = load();
     let emulator = &harness.emulator;
     // Something open before the selftest starts must neither be counted nor disturb the baseline.
-    let unrelated = emulator.open(harness.volume, "\\other\\kept-open.txt", &OpenOptions { pid: 77, ..OpenOptions::default() }).unwrap();
+    let unrelated =
+        emulator.open(harness.volume, "\\other\\kept-open.txt", &OpenOptions { pid: 77, ..OpenOptions::default() }).unwrap();
     let connector = connector(emulator);
     let probe = probe(emulator, harness.volume, true);
     let mut files = EmulatedFiles::new(emulator, harness.volume, false);
@@ -258,7 +266,9 @@ fn every_check_passes_against_ctxguard_in_fltemu_and_the_json_report_has_the_sch
     assert_eq!(json["crypto"]["correlation"], "ran");
     let scenarios = json["crypto"]["scenarios"].as_array().unwrap();
     assert_eq!(scenarios.len(), 2);
-    assert!(scenarios.iter().all(|s| s["verdict"] == "PASS" && s["left_open"] == serde_json::json!([]) && s["handle_delta"] == 0));
+    assert!(
+        scenarios.iter().all(|s| s["verdict"] == "PASS" && s["left_open"] == serde_json::json!([]) && s["handle_delta"] == 0)
+    );
     assert_eq!(json["summary"], serde_json::json!({"passed": 10, "failed": 0, "skipped": 0}));
     assert!(json["error"].is_null());
 
@@ -273,44 +283,68 @@ fn every_check_passes_against_ctxguard_in_fltemu_and_the_json_report_has_the_sch
     assert_eq!((&printed, &written), (&json, &json));
     assert!(err.is_empty());
 
+    // The settings a real system runs with (lower bounds and monotonic counters) pass as well.
+    let mut files = EmulatedFiles::new(emulator, harness.volume, false);
+    let mut environment =
+        Environment { connector: &connector, probe: &probe, file_system: &mut files, crypto: Some(&crypto as &dyn CryptoSuite) };
+    let lax = run(&mut environment, &Settings { exact_counts: false, ..settings(Duration::from_secs(2)) });
+    assert_eq!((lax.exit_code, lax.summary.passed), (0, 10), "{}", lax.to_text());
+
     emulator.cleanup(&unrelated).unwrap();
     emulator.close(unrelated).unwrap();
     assert_clean(emulator);
     unload_clean(emulator);
 }
 
-#[test]
-fn a_handle_left_open_fails_the_handle_checks_and_exits_1() {
+/// One run with a file system that keeps the first file it is asked to close.
+fn run_leaky(exact_counts: bool) -> Report {
     let harness = load();
     let emulator = &harness.emulator;
     let connector = connector(emulator);
     let probe = probe(emulator, harness.volume, true);
     let mut files = EmulatedFiles::new(emulator, harness.volume, true);
     let mut environment = Environment { connector: &connector, probe: &probe, file_system: &mut files, crypto: None };
-
-    let report = run(&mut environment, &settings(Duration::from_millis(300)));
-
-    for name in [checks::DRIVER_LOADED, checks::PORT_HELLO, checks::STATS_BASELINE, checks::FILES_OPEN_HANDLES, checks::FILES_OPEN_STATS] {
-        assert_eq!(status_of(&report, name), CheckStatus::Pass, "{name}: {}", report.to_text());
-    }
-    for name in [checks::FILES_CLOSED_HANDLES, checks::FILES_CLOSED_STATS, checks::LEAK_FINAL] {
-        assert_eq!(status_of(&report, name), CheckStatus::Fail, "{name}: {}", report.to_text());
-    }
-    assert_eq!(status_of(&report, checks::CRYPTO), CheckStatus::Skip);
-    let closed = detail_of(&report, checks::FILES_CLOSED_HANDLES);
-    assert!(closed.starts_with("1 handle(s) still open") && closed.contains("selftest-000.txt"), "{closed}");
-    assert!(detail_of(&report, checks::FILES_CLOSED_STATS).contains("open handles 1 (+1)"), "{}", report.to_text());
-    assert!(detail_of(&report, checks::LEAK_FINAL).starts_with("1 stream(s) of ours still tracked"), "{}", report.to_text());
-    assert_eq!((report.exit_code, report.summary.failed), (1, 3));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let args = SelftestArgs { json: false, report: None, files: 8, settle_ms: 300, skip_crypto: true, dir: None };
-    assert_eq!(emit(&report, &args, &mut out, &mut err), 1);
-    let text = String::from_utf8(out).unwrap();
-    assert!(text.contains("FAIL  files.closed.handles") && text.contains("result: FAIL (6 passed, 3 failed, 1 skipped; exit 1)"), "{text}");
-
+    let report = run(&mut environment, &Settings { exact_counts, ..settings(Duration::from_millis(300)) });
     files.close_leaked();
     assert_clean(emulator);
     unload_clean(emulator);
+    report
+}
+
+#[test]
+fn a_handle_left_open_fails_the_handle_checks_and_exits_1() {
+    for exact in [true, false] {
+        let report = run_leaky(exact);
+        let text = report.to_text();
+        for name in [
+            checks::DRIVER_LOADED,
+            checks::PORT_HELLO,
+            checks::STATS_BASELINE,
+            checks::FILES_OPEN_HANDLES,
+            checks::FILES_OPEN_STATS,
+        ] {
+            assert_eq!(status_of(&report, name), CheckStatus::Pass, "{name} (exact: {exact}): {text}");
+        }
+        for name in [checks::FILES_CLOSED_HANDLES, checks::FILES_CLOSED_STATS, checks::LEAK_FINAL] {
+            assert_eq!(status_of(&report, name), CheckStatus::Fail, "{name} (exact: {exact}): {text}");
+        }
+        assert_eq!(status_of(&report, checks::CRYPTO), CheckStatus::Skip);
+        let closed = detail_of(&report, checks::FILES_CLOSED_HANDLES);
+        assert!(closed.starts_with("1 handle(s) still open") && closed.contains("selftest-000.txt"), "{closed}");
+        let stats = detail_of(&report, checks::FILES_CLOSED_STATS);
+        assert!(stats.starts_with("1 stream(s) of ours with open handles; open handles 1 (+1)"), "{stats}");
+        assert!(stats.contains("stream handles 7 (+7) (freed)"), "{stats}");
+        assert!(detail_of(&report, checks::LEAK_FINAL).starts_with("1 stream(s) of ours still tracked"), "{text}");
+        assert_eq!((report.exit_code, report.summary.failed), (1, 3));
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let args = SelftestArgs { json: false, report: None, files: 8, settle_ms: 300, skip_crypto: true, dir: None };
+        assert_eq!(emit(&report, &args, &mut out, &mut err), 1);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("FAIL  files.closed.handles") && text.contains("result: FAIL (6 passed, 3 failed, 1 skipped; exit 1)"),
+            "{text}"
+        );
+    }
 }
 
 #[test]
@@ -394,8 +428,11 @@ fn an_unloaded_driver_is_reported_with_the_load_command_and_nothing_else_runs() 
 fn the_vm_runbook_calls_the_selftest_with_arguments_the_cli_accepts() {
     let runbook = std::fs::read_to_string(support::workspace_root().join("tests/vm/runbook.ps1")).unwrap();
     let call = runbook.lines().find(|line| line.contains("& $exe selftest")).expect("the runbook runs ctxguard selftest");
-    let words: Vec<&str> = call.split_whitespace().skip(2).map(|word| if word == "$Report" { "report.json" } else { word }).collect();
-    let matches = ctxguard_companion::selftest::cli::command().try_get_matches_from(&words).unwrap_or_else(|error| panic!("{call}: {error}"));
+    let words: Vec<&str> =
+        call.split_whitespace().skip(2).map(|word| if word == "$Report" { "report.json" } else { word }).collect();
+    let matches = ctxguard_companion::selftest::cli::command()
+        .try_get_matches_from(&words)
+        .unwrap_or_else(|error| panic!("{call}: {error}"));
     let args = SelftestArgs::from_matches(&matches);
     assert!(args.json && args.report.is_some(), "the runbook collects the JSON report: {args:?}");
     // The steps the issue asks for, with the documented verifier syntax.

@@ -15,7 +15,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const TARGET: &str = "x86_64-pc-windows-gnu";
-const MISSING: &str = "needs wine64 (with wineserver), gcc-mingw-w64-x86-64 and the rustup target x86_64-pc-windows-gnu; make.sh installs them";
+const MISSING: &str =
+    "needs wine64 (with wineserver), gcc-mingw-w64-x86-64 and the rustup target x86_64-pc-windows-gnu; make.sh installs them";
 
 fn find_tool(names: &[&str], fallbacks: &[&str]) -> PathBuf {
     let in_path = std::env::var_os("PATH").and_then(|path| {
@@ -136,7 +137,8 @@ fn under_wine_the_selftest_reports_the_driver_unreachable_and_exits_2() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(stderr.contains("ctxguard selftest: the driver's port is not reachable here"), "{stderr}");
 
-    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("no JSON report ({error}):\n{stdout}"));
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("no JSON report ({error}):\n{stdout}"));
     let written: serde_json::Value = serde_json::from_str(&fs::read_to_string(&report_path).unwrap()).unwrap();
     assert_eq!(report, written, "--report writes what --json prints");
     assert_eq!(report["schema"], "ctxguard.selftest/1");

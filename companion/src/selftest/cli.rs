@@ -140,7 +140,17 @@ mod tests {
     #[test]
     fn arguments_are_parsed_and_bounded() {
         let matches = command()
-            .try_get_matches_from(["selftest", "--json", "--files", "3", "--settle-ms", "0", "--skip-crypto", "--report", "r.json"])
+            .try_get_matches_from([
+                "selftest",
+                "--json",
+                "--files",
+                "3",
+                "--settle-ms",
+                "0",
+                "--skip-crypto",
+                "--report",
+                "r.json",
+            ])
             .unwrap();
         let args = SelftestArgs::from_matches(&matches);
         assert_eq!((args.json, args.files, args.settle_ms, args.skip_crypto), (true, 3, 0, true));

@@ -189,7 +189,8 @@ impl Report {
         }
         if let Some(crypto) = &self.crypto {
             for scenario in &crypto.scenarios {
-                let left = scenario.left_open.as_ref().map_or("not correlated".to_owned(), |left| format!("{} left open", left.len()));
+                let left =
+                    scenario.left_open.as_ref().map_or("not correlated".to_owned(), |left| format!("{} left open", left.len()));
                 let _ = writeln!(out, "      crypto {:<4} {} ({left})", scenario.verdict, scenario.name);
             }
         }

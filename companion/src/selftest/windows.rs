@@ -65,8 +65,12 @@ fn u16_at(bytes: &[u8], offset: usize) -> usize {
 }
 
 fn utf16_at(bytes: &[u8], offset: usize, length: usize) -> String {
-    let units: Vec<u16> =
-        bytes.get(offset..offset + length).unwrap_or_default().chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+    let units: Vec<u16> = bytes
+        .get(offset..offset + length)
+        .unwrap_or_default()
+        .chunks_exact(2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+        .collect();
     String::from_utf16_lossy(&units)
 }
 
@@ -92,7 +96,13 @@ fn fltlib_presence() -> Result<DriverPresence, String> {
     #[allow(clippy::cast_possible_truncation)] // 8 KiB.
     // SAFETY: `buffer` is 8-aligned and holds the length passed; `returned` and `find` are valid out pointers.
     let first = unsafe {
-        FilterFindFirst(FilterFullInformation, buffer.as_mut_ptr().cast(), ENUMERATION_BYTES as u32, &raw mut returned, &raw mut find)
+        FilterFindFirst(
+            FilterFullInformation,
+            buffer.as_mut_ptr().cast(),
+            ENUMERATION_BYTES as u32,
+            &raw mut returned,
+            &raw mut find,
+        )
     };
     if first == NO_MORE_ITEMS {
         return Ok(DriverPresence { loaded: false, instances: Vec::new(), source: "fltlib".into() });
@@ -155,7 +165,13 @@ fn fltlib_instances() -> Result<Vec<InstanceInfo>, String> {
         #[allow(clippy::cast_possible_truncation)] // 8 KiB.
         // SAFETY: `find` came from FilterInstanceFindFirst and is still open; the buffer is as above.
         let next = unsafe {
-            FilterInstanceFindNext(find, InstanceFullInformation, buffer.as_mut_ptr().cast(), ENUMERATION_BYTES as u32, &raw mut returned)
+            FilterInstanceFindNext(
+                find,
+                InstanceFullInformation,
+                buffer.as_mut_ptr().cast(),
+                ENUMERATION_BYTES as u32,
+                &raw mut returned,
+            )
         };
         if next == NO_MORE_ITEMS {
             break;
