@@ -451,4 +451,9 @@ fn the_vm_runbook_calls_the_selftest_with_arguments_the_cli_accepts() {
     ] {
         assert!(runbook.contains(step), "the runbook lacks {step}");
     }
+    // docs/vm.md documents every check by its stable name.
+    let doc = std::fs::read_to_string(support::workspace_root().join("docs/vm.md")).unwrap();
+    for name in checks::ALL {
+        assert!(doc.contains(&format!("| `{name}` |")), "docs/vm.md does not document {name}");
+    }
 }
