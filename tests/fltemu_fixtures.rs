@@ -170,6 +170,8 @@ fn context_calls_at_dispatch_are_irql_violations() {
             Violation::IrqlTooHigh { function: "FltGetStreamHandleContext", irql: 2, max: 1 },
             // The stream-handle context is paged: its release needs ≤ APC_LEVEL (A8).
             Violation::IrqlTooHigh { function: "FltReleaseContext", irql: 2, max: 1 },
+            // DbgPrintEx's Unicode conversions are PASSIVE_LEVEL only.
+            Violation::IrqlTooHigh { function: "DbgPrintEx (Unicode format)", irql: 2, max: 0 },
         ]
     );
     emulator.close(file).unwrap();
@@ -182,6 +184,7 @@ fn post_cleanup_at_passive_is_fine_for_the_same_driver() {
     exercise(&emulator);
     let report = emulator.unload().unwrap();
     assert!(report.is_clean(), "{report}");
+    assert!(report.debug_output.iter().any(|line| line == "post-cleanup pc"), "{report}");
 }
 
 #[test]

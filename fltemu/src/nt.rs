@@ -58,8 +58,12 @@ extern "win64" fn dbg_print_ex(
     };
     // SAFETY: the driver passes a NUL-terminated format and arguments matching it (DbgPrintEx's
     // contract); strings are read up to their terminator.
-    let text = unsafe { crate::printf::format(format, &mut next) };
-    inner.debug.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(text.trim_end_matches('\n').to_owned());
+    let formatted = unsafe { crate::printf::format(format, &mut next) };
+    // DbgPrintEx's Remarks: Unicode conversions only at PASSIVE_LEVEL.
+    if formatted.unicode && exec::irql() > exec::PASSIVE_LEVEL {
+        inner.violation(Violation::IrqlTooHigh { function: "DbgPrintEx (Unicode format)", irql: exec::irql(), max: exec::PASSIVE_LEVEL });
+    }
+    inner.debug.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(formatted.text.trim_end_matches('\n').to_owned());
     status::SUCCESS
 }
 

@@ -90,13 +90,23 @@ fn pad(text: String, width: usize, left: bool, zero: bool) -> String {
     }
 }
 
+/// A formatted line and whether it used a Unicode conversion (`%C %S %lc %ls %wc %ws %wZ`),
+/// which DbgPrintEx allows only at PASSIVE_LEVEL (DDI DbgPrintEx, Remarks).
+pub struct Formatted {
+    /// The text.
+    pub text: String,
+    /// A Unicode conversion was used.
+    pub unicode: bool,
+}
+
 /// Formats `format` (a NUL-terminated C string in driver memory) with arguments from `next`.
 ///
 /// # Safety
 /// `format` and every string argument the format names must be readable as described in the
 /// readers above.
 #[allow(clippy::too_many_lines, clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_sign_loss)]
-pub unsafe fn format(format: usize, next: &mut dyn FnMut() -> u64) -> String {
+pub unsafe fn format(format: usize, next: &mut dyn FnMut() -> u64) -> Formatted {
+    let mut unicode = false;
     // SAFETY: forwarded contract.
     let spec = unsafe { narrow(format) };
     let bytes = spec.as_bytes();
@@ -152,6 +162,7 @@ pub unsafe fn format(format: usize, next: &mut dyn FnMut() -> u64) -> String {
         // Length modifiers: 64-bit for ll / I64 / z / I / l on pointers; l alone is 32-bit on Windows.
         let mut bits = 32;
         let mut is_wide = false;
+        let mut long = false;
         loop {
             if i >= bytes.len() {
                 break;
@@ -174,6 +185,7 @@ pub unsafe fn format(format: usize, next: &mut dyn FnMut() -> u64) -> String {
                     i += 1;
                 }
                 b'l' => {
+                    long = true;
                     i += 1;
                 }
                 b'w' => {
@@ -194,6 +206,9 @@ pub unsafe fn format(format: usize, next: &mut dyn FnMut() -> u64) -> String {
         }
         let Some(&conversion) = bytes.get(i) else { break };
         i += 1;
+        // `l` on %c / %s means a wide character / string, as `w` does.
+        let is_wide = is_wide || (long && matches!(conversion, b'c' | b's'));
+        unicode |= matches!(conversion, b'C' | b'S') || (is_wide && matches!(conversion, b'c' | b's' | b'Z'));
         let truncate = |value: u64| -> u64 {
             match bits {
                 8 => value & 0xFF,
@@ -254,7 +269,7 @@ pub unsafe fn format(format: usize, next: &mut dyn FnMut() -> u64) -> String {
         let zero_ok = zero && !left && !matches!(conversion, b's' | b'S' | b'Z' | b'c' | b'C');
         out.push_str(&pad(text, width, left, zero_ok));
     }
-    out
+    Formatted { text: out, unicode }
 }
 
 #[cfg(test)]
@@ -266,7 +281,28 @@ mod tests {
         let mut it = args.iter().copied();
         // SAFETY: the format is a NUL-terminated Rust string alive for the call; the tests pass
         // only string pointers to live NUL-terminated data.
-        unsafe { format(c.as_ptr() as usize, &mut || it.next().unwrap_or(0)) }
+        unsafe { format(c.as_ptr() as usize, &mut || it.next().unwrap_or(0)) }.text
+    }
+
+    fn unicode(spec: &str) -> bool {
+        let c = format!("{spec}\0");
+        let wide: Vec<u16> = "w\0".encode_utf16().collect();
+        let pointer = wide.as_ptr() as u64;
+        let counted = [0u64, pointer];
+        let argument = if spec.contains('Z') { counted.as_ptr() as u64 } else { pointer };
+        // SAFETY: a NUL-terminated format; every string argument is the live wide string (or a
+        // counted string whose Length 0 reads nothing).
+        unsafe { format(c.as_ptr() as usize, &mut || argument) }.unicode
+    }
+
+    #[test]
+    fn unicode_conversions_are_detected() {
+        for spec in ["%ws", "%wZ", "%S", "%ls", "%C", "%lc", "%wc"] {
+            assert!(unicode(spec), "{spec}");
+        }
+        for spec in ["%s", "%d", "%Z", "%x", "%c"] {
+            assert!(!unicode(spec), "{spec}");
+        }
     }
 
     #[test]

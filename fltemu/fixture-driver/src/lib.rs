@@ -322,6 +322,10 @@ unsafe extern "system" fn post_cleanup(_data: *mut FLT_CALLBACK_DATA, objects: *
     if unsafe { FltGetStreamHandleContext(objects.Instance, objects.FileObject, &raw mut handle) } >= 0 {
         release(handle);
     }
+    static NAME: [u16; 3] = [b'p' as u16, b'c' as u16, 0];
+    // SAFETY: a NUL-terminated format and a NUL-terminated wide string; Unicode conversions are
+    // only allowed at PASSIVE_LEVEL, which is the bug when this runs at DISPATCH_LEVEL.
+    unsafe { ntoskrnl_imports::DbgPrintEx(77, 3, c"post-cleanup %ws\n".as_ptr().cast(), NAME.as_ptr()) };
     FLT_POSTOP_FINISHED_PROCESSING
 }
 
