@@ -457,3 +457,24 @@ fn the_vm_runbook_calls_the_selftest_with_arguments_the_cli_accepts() {
         assert!(doc.contains(&format!("| `{name}` |")), "docs/vm.md does not document {name}");
     }
 }
+
+#[test]
+fn a_prompt_that_is_not_elevated_cannot_run_the_selftest() {
+    let harness = load();
+    let emulator = &harness.emulator;
+    // FltLib's answer to a process outside Administrators: HRESULT_FROM_WIN32(ERROR_ACCESS_DENIED).
+    let denied = |_: &ctxguard_protocol::ConnectContext| -> Result<Box<dyn ctxguard_companion::port::Transport>, _> {
+        Err(ctxguard_companion::port::classify_hresult(0x8007_0005_u32.cast_signed()))
+    };
+    let probe = probe(emulator, harness.volume, true);
+    let mut files = EmulatedFiles::new(emulator, harness.volume, false);
+    let mut environment = Environment { connector: &denied, probe: &probe, file_system: &mut files, crypto: None };
+
+    let report = run(&mut environment, &settings(Duration::ZERO));
+
+    assert_eq!(status_of(&report, checks::PORT_HELLO), CheckStatus::Fail);
+    assert!(detail_of(&report, checks::PORT_HELLO).contains("elevated prompt"), "{}", report.to_text());
+    assert_eq!((report.exit_code, report.summary.skipped), (2, 8));
+    assert_clean(emulator);
+    unload_clean(emulator);
+}

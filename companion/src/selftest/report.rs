@@ -58,8 +58,8 @@ pub enum Outcome {
     /// At least one check failed (exit 1).
     #[serde(rename = "fail")]
     Fail,
-    /// The selftest cannot run here: no scratch directory, or no filter communication port in
-    /// this environment (not Windows, Wine) (exit 2).
+    /// The selftest cannot run here: no scratch directory, no filter communication port in this
+    /// environment (not Windows, Wine), or not elevated (exit 2).
     #[serde(rename = "cannot-run")]
     CannotRun,
 }
