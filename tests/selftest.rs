@@ -451,6 +451,26 @@ fn the_vm_runbook_calls_the_selftest_with_arguments_the_cli_accepts() {
     ] {
         assert!(runbook.contains(step), "the runbook lacks {step}");
     }
+    // Without a catalog the runbook writes the INF's altitude itself: the pattern it reads it
+    // with must find it in the INF.
+    let inf = std::fs::read_to_string(support::workspace_root().join("inf/ctxguard.inx")).unwrap();
+    assert!(runbook.contains(r#"'^\s*Instance1\.Altitude\s*=\s*"(\d+)"'"#), "the runbook reads the altitude from the INF");
+    let altitude_lines: Vec<&str> = inf
+        .lines()
+        .filter(|line| {
+            let line = line.trim_start();
+            line.starts_with("Instance1.Altitude")
+                && line.split('=').nth(1).is_some_and(|value| {
+                    let value = value.trim();
+                    value.len() > 2
+                        && value.starts_with('"')
+                        && value.ends_with('"')
+                        && value[1..value.len() - 1].bytes().all(|b| b.is_ascii_digit())
+                })
+        })
+        .collect();
+    assert_eq!(altitude_lines.len(), 1, "inf/ctxguard.inx has one Instance1.Altitude = \"<digits>\" line");
+
     // docs/vm.md documents every check by its stable name.
     let doc = std::fs::read_to_string(support::workspace_root().join("docs/vm.md")).unwrap();
     for name in checks::ALL {

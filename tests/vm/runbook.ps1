@@ -82,6 +82,8 @@ if (-not $SkipInstall) {
     } else {
         # No catalog (the Linux-built package): the driver store refuses it, so create the service
         # with the values the INF writes (README, "Without a catalog").
+        $inf = Join-Path $driverDir 'ctxguard.inf'
+        $altitude = (Select-String -Path $inf -Pattern '^\s*Instance1\.Altitude\s*=\s*"(\d+)"').Matches[0].Groups[1].Value
         Copy-Item (Join-Path $driverDir 'ctxguard.sys') "$env:SystemRoot\System32\drivers\ctxguard.sys" -Force
         Run sc.exe @('create', 'ctxguard', 'type=', 'filesys', 'start=', 'demand', 'error=', 'normal',
             'group=', 'FSFilter Activity Monitor', 'depend=', 'FltMgr', 'binPath=', 'System32\drivers\ctxguard.sys')
@@ -91,7 +93,7 @@ if (-not $SkipInstall) {
             New-Item "$key\Instances\ctxguard Instance" -Force | Out-Null
             New-ItemProperty $key -Name SupportedFeatures -PropertyType DWord -Value 3 -Force | Out-Null
             New-ItemProperty "$key\Instances" -Name DefaultInstance -Value 'ctxguard Instance' -Force | Out-Null
-            New-ItemProperty "$key\Instances\ctxguard Instance" -Name Altitude -Value '385210' -Force | Out-Null
+            New-ItemProperty "$key\Instances\ctxguard Instance" -Name Altitude -Value $altitude -Force | Out-Null
             New-ItemProperty "$key\Instances\ctxguard Instance" -Name Flags -PropertyType DWord -Value 0 -Force | Out-Null
         }
     }
