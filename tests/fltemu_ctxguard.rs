@@ -228,3 +228,37 @@ fn opens_survive_injected_failures_without_leaking() {
     assert!(report.is_clean(), "{report}");
     assert_eq!((report.pool_bytes_outstanding, report.contexts_outstanding), (0, 0), "{report}");
 }
+
+/// Manual detach/attach cycles and finally the unload itself, while four threads keep opening
+/// files: teardown drains the instance's in-flight operations before TeardownComplete (E6), and
+/// nothing is leaked or used after teardown.
+#[test]
+fn detach_attach_and_unload_during_an_open_storm() {
+    let emulator = Emulator::load(driver_image(Arch::X64), Config::default()).unwrap();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let report = std::thread::scope(|scope| {
+        for thread in 0..4 {
+            let (emulator, stop) = (&emulator, &stop);
+            scope.spawn(move || {
+                let mut round = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let path = if round % 3 == 0 { format!("\\shared{}.txt", round % 8) } else { format!("\\t{thread}\\{}.txt", round % 32) };
+                    emulator.open_close(volume, &path, &OpenOptions::default()).unwrap();
+                    round += 1;
+                }
+            });
+        }
+        for _ in 0..10 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            emulator.detach(volume).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            assert!(emulator.attach(volume).unwrap());
+        }
+        let report = emulator.unload().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        report
+    });
+    assert!(report.is_clean(), "{report}");
+    assert_eq!((report.pool_bytes_outstanding, report.contexts_outstanding), (0, 0), "{report}");
+}

@@ -228,6 +228,7 @@ pub(crate) fn unregister(inner: &Inner) {
     let doomed = inner.lock().unlink_where(|key| matches!(key, LinkKey::Volume(_)));
     inner.finish(doomed);
     inner.wait_for_work();
+    inner.wait_for_finishes();
     let mut state = inner.lock();
     let mut alike: std::collections::BTreeMap<(ContextType, usize, u32, i64), usize> = std::collections::BTreeMap::new();
     for context in state.contexts.values().filter(|c| c.life != Life::Freed) {

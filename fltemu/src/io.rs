@@ -71,7 +71,7 @@ pub fn attach_instance(inner: &Inner, volume: usize, flags: u32) -> bool {
     }
     state.next_instance += 1;
     let instance = INSTANCE_BASE + state.next_instance * 0x100;
-    state.instances.insert(instance, InstanceRecord { volume, tearing_down: false });
+    state.instances.insert(instance, InstanceRecord { volume, tearing_down: false, in_flight: 0 });
     state.volumes[volume].instance = Some(instance);
     let file_system = state.volumes[volume].file_system;
     drop(state);
@@ -126,6 +126,12 @@ pub fn teardown_instance(inner: &Inner, instance: isize, reason: u32) {
     drop(state);
     let objects = related(instance, volume, 0);
     for (callback, operation) in [(start, Operation::InstanceTeardownStart), (complete, Operation::InstanceTeardownComplete)] {
+        if operation == Operation::InstanceTeardownComplete {
+            // E6: TeardownComplete comes after the instance's outstanding I/O has drained.
+            while inner.lock().instances.get(&instance).is_some_and(|i| i.in_flight > 0) {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
         if callback != 0 {
             // SAFETY: the driver's PFLT_INSTANCE_TEARDOWN_CALLBACK.
             let callback = unsafe { core::mem::transmute::<usize, unsafe extern "win64" fn(*const FLT_RELATED_OBJECTS, u32)>(callback) };
@@ -275,12 +281,26 @@ fn set_io_status(op: &mut OpFrame, status: i32, information: usize) {
     op.data.IoStatus.Information = information;
 }
 
-/// The filter's instance on a volume and its callbacks for `major`, if any.
+/// The filter's instance on a volume and its callbacks for `major`, if any. An instance being
+/// torn down receives no new operations; the operation is counted in flight until
+/// [`op_done`], so teardown can drain it (E6).
 fn filter_for(inner: &Inner, volume: usize, major: u8) -> Option<(isize, usize, usize)> {
-    let state = inner.lock();
+    let mut state = inner.lock();
     let instance = state.volumes[volume].instance?;
     let (pre, post) = state.filter.as_ref()?.operations.get(&major).copied().unwrap_or((0, 0));
+    let record = state.instances.get_mut(&instance)?;
+    if record.tearing_down {
+        return None;
+    }
+    record.in_flight += 1;
     Some((instance, pre, post))
+}
+
+/// The operation on `instance` has finished its callbacks.
+fn op_done(inner: &Inner, instance: isize) {
+    if let Some(record) = inner.lock().instances.get_mut(&instance) {
+        record.in_flight -= 1;
+    }
 }
 
 /// IRP_MJ_CREATE: pre-create (PASSIVE), the file system (`options.final_status`), post-create
@@ -362,6 +382,10 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
         if let Some(file) = state.files.get_mut(&file_object).filter(|f| f.state == FileState::Creating) {
             file.state = FileState::Open;
         }
+        drop(state);
+        if filter.is_some() {
+            op_done(inner, instance);
+        }
         return Ok(file_object);
     }
     // A failed create: the FILE_OBJECT goes away; anything linked to it is dropped (B9).
@@ -371,6 +395,9 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
     let doomed = state.unlink_where(|key| matches!(key, state::LinkKey::StreamHandle(_, fo) if fo == file_object));
     drop(state);
     inner.finish(doomed);
+    if filter.is_some() {
+        op_done(inner, instance);
+    }
     Err(EmuError::CreateFailed(final_status))
 }
 
@@ -385,7 +412,9 @@ pub fn cleanup(inner: &Inner, file_object: usize, pid: u32) -> Result<(), EmuErr
         file.state = FileState::CleanedUp;
         file.volume
     };
-    run_simple(inner, volume, file_object, pid, IRP_MJ_CLEANUP, inner.config.post_cleanup_irql);
+    if let Some(instance) = run_simple(inner, volume, file_object, pid, IRP_MJ_CLEANUP, inner.config.post_cleanup_irql) {
+        op_done(inner, instance);
+    }
     Ok(())
 }
 
@@ -401,9 +430,18 @@ pub fn close(inner: &Inner, file_object: usize, pid: u32) -> Result<(), EmuError
         }
         file.volume
     };
-    run_simple(inner, volume, file_object, pid, IRP_MJ_CLOSE, inner.config.post_close_irql);
+    let instance = run_simple(inner, volume, file_object, pid, IRP_MJ_CLOSE, inner.config.post_close_irql);
+    close_file_object(inner, file_object);
+    if let Some(instance) = instance {
+        op_done(inner, instance);
+    }
+    Ok(())
+}
+
+/// Filter Manager's side of a close: the FILE_OBJECT goes, and the stream with its last one.
+fn close_file_object(inner: &Inner, file_object: usize) {
     let mut state = inner.lock();
-    let Some(mut file) = state.files.remove(&file_object) else { return Ok(()) };
+    let Some(mut file) = state.files.remove(&file_object) else { return };
     file.state = FileState::Closed;
     let mut doomed = state.unlink_where(|key| matches!(key, state::LinkKey::StreamHandle(_, fo) if fo == file_object));
     if let Some(stream) = file.stream {
@@ -425,12 +463,13 @@ pub fn close(inner: &Inner, file_object: usize, pid: u32) -> Result<(), EmuError
     state.dead_files.push(file);
     drop(state);
     inner.finish(doomed);
-    Ok(())
 }
 
-/// Runs cleanup or close through the filter.
-fn run_simple(inner: &Inner, volume: usize, file_object: usize, pid: u32, major: u8, post_irql: Irql) {
-    let Some((instance, pre, post)) = filter_for(inner, volume, major) else { return };
+/// Runs cleanup or close through the filter; returns the instance whose operation is still
+/// counted in flight (the caller ends it with [`op_done`] once Filter Manager's own processing
+/// of the operation is over).
+fn run_simple(inner: &Inner, volume: usize, file_object: usize, pid: u32, major: u8, post_irql: Irql) -> Option<isize> {
+    let (instance, pre, post) = filter_for(inner, volume, major)?;
     let options = OpenOptions { pid, ..OpenOptions::default() };
     let mut op = build_operation(major, instance, volume, file_object, &options);
     let data_address = &raw const *op.data as usize;
@@ -443,4 +482,5 @@ fn run_simple(inner: &Inner, volume: usize, file_object: usize, pid: u32, major:
         call_post(inner, &mut op, post, completion, post_op, post_irql);
     }
     inner.lock().callback_data.remove(&data_address);
+    Some(instance)
 }

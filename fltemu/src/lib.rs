@@ -424,6 +424,7 @@ impl Emulator {
             debug: Mutex::new(Vec::new()),
             stop: Mutex::new(None),
             outstanding_work: Mutex::new(0),
+            finishing: std::sync::atomic::AtomicUsize::new(0),
             work_done: Condvar::new(),
             user: user::UserSpace::default(),
         });

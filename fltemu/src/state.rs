@@ -208,6 +208,8 @@ pub struct VolumeRecord {
 pub struct InstanceRecord {
     pub volume: usize,
     pub tearing_down: bool,
+    /// Operations between their pre- and post-callback (drained before TeardownComplete, E6).
+    pub in_flight: usize,
 }
 
 /// A stream (one FsContext; alternate data streams are separate streams).
@@ -306,6 +308,8 @@ pub struct Inner {
     pub debug: Mutex<Vec<String>>,
     pub stop: Mutex<Option<Stop>>,
     pub outstanding_work: Mutex<usize>,
+    /// Threads currently inside [`Inner::finish`] (a cleanup callback may be running).
+    pub finishing: std::sync::atomic::AtomicUsize,
     pub work_done: Condvar,
     pub user: crate::user::UserSpace,
 }
@@ -430,6 +434,19 @@ impl Inner {
         if doomed.is_empty() {
             return;
         }
+        self.finishing.fetch_add(1, Ordering::AcqRel);
+        self.finish_counted(doomed);
+        self.finishing.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Waits until no thread is freeing contexts (so a leak check sees a settled state).
+    pub fn wait_for_finishes(&self) {
+        while self.finishing.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+
+    fn finish_counted(&self, doomed: Vec<Doomed>) {
         if exec::irql() > exec::APC_LEVEL
             && let Some(inner) = current_arc()
         {
