@@ -368,3 +368,17 @@ fn a_context_set_in_pre_create_is_on_an_unsupported_object() {
     let report = emulator.unload().unwrap();
     assert_eq!(report.contexts_outstanding, 0, "the refused context was released: {report}");
 }
+
+#[test]
+fn query_teardown_can_refuse_a_manual_detach() {
+    let emulator = Emulator::load(fixture(Some("refuse-detach")), Config::default()).unwrap();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    let file = emulator.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+    assert_eq!(emulator.detach(volume), Err(EmuError::DetachRefused(0xC01C_0010_u32 as i32)));
+    assert!(emulator.is_attached(volume));
+    assert!(emulator.stream_context(&file).is_some(), "nothing was torn down");
+    emulator.close(file).unwrap();
+    // A mandatory unload is not asked: the instance goes anyway.
+    let report = emulator.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+}

@@ -29,6 +29,7 @@
 //! - `bug-use-after-free`, `bug-not-a-context`, `bug-completion-context`, `bug-pool-leak`: as
 //!   named (UseAfterFree, NotAContext, CompletionContextMisuse, PoolLeaked).
 //!
+//! `refuse-detach` makes InstanceQueryTeardown refuse manual detaches.
 //! `with-port` adds a communication port (module `port`); `bug-touch-user-buffer` makes its
 //! message callback read the user buffer directly (UserBufferTouchedDirectly when invalid).
 #![cfg_attr(target_os = "windows", no_std)]
@@ -288,6 +289,9 @@ unsafe extern "system" fn instance_setup(objects: *const FLT_RELATED_OBJECTS, _f
 }
 
 unsafe extern "system" fn query_teardown(_objects: *const FLT_RELATED_OBJECTS, _flags: u32) -> NTSTATUS {
+    if cfg!(feature = "refuse-detach") {
+        return 0xC01C_0010_u32 as i32; // STATUS_FLT_DO_NOT_DETACH
+    }
     STATUS_SUCCESS
 }
 
