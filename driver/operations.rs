@@ -85,14 +85,23 @@ impl Drop for StreamData {
     }
 }
 
+impl StreamHandleData {
+    /// The handle stops counting as open: at IRP_MJ_CLEANUP, or when its context goes first
+    /// (instance teardown, unload). True for the one caller that made the change.
+    fn stop_counting(&self) -> bool {
+        if self.cleaned_up.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.stream.open_handles.fetch_sub(1, Ordering::AcqRel);
+        accounting::handle_closed();
+        true
+    }
+}
+
 impl Drop for StreamHandleData {
     fn drop(&mut self) {
         accounting::HANDLES.remove(self);
-        // A handle whose cleanup never came (the instance tore down first) stops counting.
-        if !self.cleaned_up.swap(true, Ordering::AcqRel) {
-            self.stream.open_handles.fetch_sub(1, Ordering::AcqRel);
-            accounting::handle_closed();
-        }
+        self.stop_counting();
     }
 }
 
@@ -194,10 +203,8 @@ pub(crate) unsafe extern "system" fn pre_cleanup(
     // SAFETY: Filter Manager's related objects for this callback, used only during it.
     let related = unsafe { Related::from_callback(objects) };
     if let Lookup::Found(handle) = StreamHandleContext::<StreamHandleData>::get(&related)
-        && !handle.cleaned_up.swap(true, Ordering::AcqRel)
+        && handle.stop_counting()
     {
-        handle.stream.open_handles.fetch_sub(1, Ordering::AcqRel);
-        accounting::handle_closed();
         accounting::with_instance(related.instance(), |counters| InstanceCounters::bump(&counters.cleanups));
         events::publish_close(handle.requestor_pid, &handle.stream.name);
     }

@@ -43,6 +43,19 @@ pub trait Kind {
     const POOL_TAG: u32;
     /// Lock-free accounting of this kind.
     fn counters() -> &'static KindCounters;
+
+    /// This kind's `FltGet*Context`.
+    ///
+    /// # Safety
+    /// `related` holds the running callback's objects; `context` is a valid out pointer.
+    unsafe fn get(related: &Related<'_>, context: *mut PFLT_CONTEXT) -> NTSTATUS;
+
+    /// This kind's `FltSet*Context` with `FLT_SET_CONTEXT_KEEP_IF_EXISTS`.
+    ///
+    /// # Safety
+    /// As for [`Kind::get`]; `new` is an unlinked context of this kind the caller holds a
+    /// reference to; `existing` is a valid out pointer.
+    unsafe fn set_keep_if_exists(related: &Related<'_>, new: PFLT_CONTEXT, existing: *mut PFLT_CONTEXT) -> NTSTATUS;
 }
 
 /// Instance contexts: one per attached volume.
@@ -59,6 +72,14 @@ impl Kind for Instance {
     fn counters() -> &'static KindCounters {
         &crate::accounting::INSTANCE
     }
+    unsafe fn get(related: &Related<'_>, context: *mut PFLT_CONTEXT) -> NTSTATUS {
+        // SAFETY: the caller's contract (Kind::get).
+        unsafe { FltGetInstanceContext(related.instance(), context) }
+    }
+    unsafe fn set_keep_if_exists(related: &Related<'_>, new: PFLT_CONTEXT, existing: *mut PFLT_CONTEXT) -> NTSTATUS {
+        // SAFETY: the caller's contract (Kind::set_keep_if_exists).
+        unsafe { FltSetInstanceContext(related.instance(), FLT_SET_CONTEXT_KEEP_IF_EXISTS, new, existing) }
+    }
 }
 
 #[allow(clippy::cast_possible_truncation)] // FLT_CONTEXT_TYPE is a USHORT; the constants fit.
@@ -68,6 +89,14 @@ impl Kind for Stream {
     fn counters() -> &'static KindCounters {
         &crate::accounting::STREAM
     }
+    unsafe fn get(related: &Related<'_>, context: *mut PFLT_CONTEXT) -> NTSTATUS {
+        // SAFETY: the caller's contract (Kind::get); the file object is the callback's.
+        unsafe { FltGetStreamContext(related.instance(), related.file_object(), context) }
+    }
+    unsafe fn set_keep_if_exists(related: &Related<'_>, new: PFLT_CONTEXT, existing: *mut PFLT_CONTEXT) -> NTSTATUS {
+        // SAFETY: the caller's contract (Kind::set_keep_if_exists); the file object is the callback's.
+        unsafe { FltSetStreamContext(related.instance(), related.file_object(), FLT_SET_CONTEXT_KEEP_IF_EXISTS, new, existing) }
+    }
 }
 
 #[allow(clippy::cast_possible_truncation)] // FLT_CONTEXT_TYPE is a USHORT; the constants fit.
@@ -76,6 +105,16 @@ impl Kind for StreamHandle {
     const POOL_TAG: u32 = u32::from_le_bytes(*b"CxSh");
     fn counters() -> &'static KindCounters {
         &crate::accounting::STREAM_HANDLE
+    }
+    unsafe fn get(related: &Related<'_>, context: *mut PFLT_CONTEXT) -> NTSTATUS {
+        // SAFETY: the caller's contract (Kind::get); the file object is the callback's.
+        unsafe { FltGetStreamHandleContext(related.instance(), related.file_object(), context) }
+    }
+    unsafe fn set_keep_if_exists(related: &Related<'_>, new: PFLT_CONTEXT, existing: *mut PFLT_CONTEXT) -> NTSTATUS {
+        // SAFETY: the caller's contract (Kind::set_keep_if_exists); the file object is the callback's.
+        unsafe {
+            FltSetStreamHandleContext(related.instance(), related.file_object(), FLT_SET_CONTEXT_KEEP_IF_EXISTS, new, existing)
+        }
     }
 }
 
@@ -294,80 +333,26 @@ impl<K: Kind, T: Payload<Kind = K>> Context<K, T> {
     }
 }
 
-impl<T: Payload<Kind = Instance>> Context<Instance, T> {
-    /// `FltGetInstanceContext`.
+impl<K: Kind, T: Payload<Kind = K>> Context<K, T> {
+    /// `FltGet{Instance,Stream,StreamHandle}Context` on the callback's objects.
     #[must_use]
     pub fn get(related: &Related<'_>) -> Lookup<Self> {
-        let instance = related.instance();
         let mut raw: PFLT_CONTEXT = core::ptr::null_mut();
-        // SAFETY: `instance` is an instance Filter Manager passed to a callback; `raw` is a
-        // valid out pointer.
-        let status = unsafe { FltGetInstanceContext(instance, &raw mut raw) };
+        // SAFETY: `related` holds the running callback's objects; `raw` is a valid out pointer.
+        let status = unsafe { K::get(related, &raw mut raw) };
         Self::lookup(status, raw)
     }
 
-    /// `FltSetInstanceContext(KEEP_IF_EXISTS)`; returns the context that is attached.
+    /// `FltSet{Instance,Stream,StreamHandle}Context(KEEP_IF_EXISTS)` on the callback's objects;
+    /// returns the context that is attached.
     ///
     /// # Errors
     /// The set's failure status other than ALREADY_DEFINED (our context is released).
     pub fn attach(self, related: &Related<'_>) -> Result<Attached<Self>, NTSTATUS> {
-        let instance = related.instance();
         self.settle(|new, existing| {
-            // SAFETY: `new` is an unlinked instance context we hold a reference to; `existing`
-            // is a valid out pointer.
-            unsafe { FltSetInstanceContext(instance, FLT_SET_CONTEXT_KEEP_IF_EXISTS, new, existing) }
-        })
-    }
-}
-
-impl<T: Payload<Kind = Stream>> Context<Stream, T> {
-    /// `FltGetStreamContext`.
-    #[must_use]
-    pub fn get(related: &Related<'_>) -> Lookup<Self> {
-        let (instance, file_object) = (related.instance(), related.file_object());
-        let mut raw: PFLT_CONTEXT = core::ptr::null_mut();
-        // SAFETY: instance and file object come from the callback's FLT_RELATED_OBJECTS;
-        // `raw` is a valid out pointer.
-        let status = unsafe { FltGetStreamContext(instance, file_object, &raw mut raw) };
-        Self::lookup(status, raw)
-    }
-
-    /// `FltSetStreamContext(KEEP_IF_EXISTS)`; returns the context that is attached.
-    ///
-    /// # Errors
-    /// The set's failure status other than ALREADY_DEFINED (our context is released).
-    pub fn attach(self, related: &Related<'_>) -> Result<Attached<Self>, NTSTATUS> {
-        let (instance, file_object) = (related.instance(), related.file_object());
-        self.settle(|new, existing| {
-            // SAFETY: `new` is an unlinked stream context we hold a reference to; instance
-            // and file object come from the callback; `existing` is a valid out pointer.
-            unsafe { FltSetStreamContext(instance, file_object, FLT_SET_CONTEXT_KEEP_IF_EXISTS, new, existing) }
-        })
-    }
-}
-
-impl<T: Payload<Kind = StreamHandle>> Context<StreamHandle, T> {
-    /// `FltGetStreamHandleContext`.
-    #[must_use]
-    pub fn get(related: &Related<'_>) -> Lookup<Self> {
-        let (instance, file_object) = (related.instance(), related.file_object());
-        let mut raw: PFLT_CONTEXT = core::ptr::null_mut();
-        // SAFETY: instance and file object come from the callback's FLT_RELATED_OBJECTS;
-        // `raw` is a valid out pointer.
-        let status = unsafe { FltGetStreamHandleContext(instance, file_object, &raw mut raw) };
-        Self::lookup(status, raw)
-    }
-
-    /// `FltSetStreamHandleContext(KEEP_IF_EXISTS)`; returns the context that is attached.
-    ///
-    /// # Errors
-    /// The set's failure status other than ALREADY_DEFINED (our context is released).
-    pub fn attach(self, related: &Related<'_>) -> Result<Attached<Self>, NTSTATUS> {
-        let (instance, file_object) = (related.instance(), related.file_object());
-        self.settle(|new, existing| {
-            // SAFETY: `new` is an unlinked stream-handle context we hold a reference to;
-            // instance and file object come from the callback; `existing` is a valid out pointer.
-            unsafe { FltSetStreamHandleContext(instance, file_object, FLT_SET_CONTEXT_KEEP_IF_EXISTS, new, existing) }
+            // SAFETY: `new` is an unlinked context of kind K we hold a reference to; `related`
+            // holds the running callback's objects; `existing` is a valid out pointer.
+            unsafe { K::set_keep_if_exists(related, new, existing) }
         })
     }
 }
