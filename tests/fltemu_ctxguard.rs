@@ -243,7 +243,7 @@ fn detach_attach_and_unload_during_an_open_storm() {
             scope.spawn(move || {
                 let mut round = 0usize;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let path = if round % 3 == 0 { format!("\\shared{}.txt", round % 8) } else { format!("\\t{thread}\\{}.txt", round % 32) };
+                    let path = if round.is_multiple_of(3) { format!("\\shared{}.txt", round % 8) } else { format!("\\t{thread}\\{}.txt", round % 32) };
                     emulator.open_close(volume, &path, &OpenOptions::default()).unwrap();
                     round += 1;
                 }

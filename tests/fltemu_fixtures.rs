@@ -14,8 +14,8 @@ fn fixture(feature: Option<&str>) -> PathBuf {
     build_kernel_image("fltemu-fixture-driver", Arch::X64, &features, "fltemu_fixture_driver")
 }
 
-fn tag(text: &[u8; 4]) -> Tag {
-    Tag(u32::from_le_bytes(*text))
+fn tag(text: [u8; 4]) -> Tag {
+    Tag(u32::from_le_bytes(text))
 }
 
 /// Opens and closes a few files (two opens of one stream overlap) on two volumes.
@@ -86,7 +86,7 @@ fn leak_on_already_defined_is_a_leaked_stream_context() {
     assert!(lost_race, "no KEEP_IF_EXISTS race happened in 50 rounds of 4 simultaneous first opens");
     let report = emulator.unload().unwrap();
     assert!(
-        report.violations.iter().any(|v| matches!(v, Violation::ContextLeaked { context_type: ContextType::Stream, tag: t, refcount: 1, .. } if *t == tag(b"FxSt"))),
+        report.violations.iter().any(|v| matches!(v, Violation::ContextLeaked { context_type: ContextType::Stream, tag: t, refcount: 1, .. } if *t == tag(*b"FxSt"))),
         "{report}"
     );
     assert!(report.violations.iter().all(|v| matches!(v, Violation::ContextLeaked { .. })), "{report}");
@@ -99,7 +99,7 @@ fn double_release_takes_a_linked_context_to_zero() {
     let file = emulator.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
     emulator.cleanup(&file).unwrap();
     let violations = emulator.violations();
-    assert_eq!(violations, vec![Violation::ReleasedLinkedToZero { context_type: ContextType::StreamHandle, tag: tag(b"FxSh") }]);
+    assert_eq!(violations, vec![Violation::ReleasedLinkedToZero { context_type: ContextType::StreamHandle, tag: tag(*b"FxSh") }]);
     emulator.close(file).unwrap();
     let report = emulator.unload().unwrap();
     assert_eq!(report.violations.len(), 1, "{report}");
@@ -115,7 +115,7 @@ fn get_not_released_leaks_the_stream_context() {
     let report = emulator.unload().unwrap();
     assert_eq!(
         report.violations,
-        vec![Violation::ContextLeaked { context_type: ContextType::Stream, size: 4, tag: tag(b"FxSt"), refcount: 1, count: 1 }],
+        vec![Violation::ContextLeaked { context_type: ContextType::Stream, size: 4, tag: tag(*b"FxSt"), refcount: 1, count: 1 }],
         "{report}"
     );
 }
@@ -194,7 +194,7 @@ fn reference_after_free_is_use_after_free() {
     emulator.open_close(volume, "\\a.txt", &OpenOptions::default()).unwrap();
     assert_eq!(
         emulator.violations(),
-        vec![Violation::UseAfterFree { function: "FltReferenceContext", context_type: ContextType::StreamHandle, tag: tag(b"FxSh") }]
+        vec![Violation::UseAfterFree { function: "FltReferenceContext", context_type: ContextType::StreamHandle, tag: tag(*b"FxSh") }]
     );
     drop(emulator.unload().unwrap());
 }
@@ -228,7 +228,7 @@ fn completion_context_without_post_callback_is_misuse() {
 fn pool_never_freed_is_reported_by_tag() {
     let emulator = Emulator::load(fixture(Some("bug-pool-leak")), Config::default()).unwrap();
     let report = emulator.unload().unwrap();
-    assert_eq!(report.violations, vec![Violation::PoolLeaked { tag: tag(b"FxLk"), bytes: 100, count: 1 }], "{report}");
+    assert_eq!(report.violations, vec![Violation::PoolLeaked { tag: tag(*b"FxLk"), bytes: 100, count: 1 }], "{report}");
     assert_eq!(report.pool_bytes_outstanding, 100);
 }
 
@@ -374,7 +374,7 @@ fn query_teardown_can_refuse_a_manual_detach() {
     let emulator = Emulator::load(fixture(Some("refuse-detach")), Config::default()).unwrap();
     let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
     let file = emulator.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
-    assert_eq!(emulator.detach(volume), Err(EmuError::DetachRefused(0xC01C_0010_u32 as i32)));
+    assert_eq!(emulator.detach(volume), Err(EmuError::DetachRefused(fltemu::status::FLT_DO_NOT_DETACH)));
     assert!(emulator.is_attached(volume));
     assert!(emulator.stream_context(&file).is_some(), "nothing was torn down");
     emulator.close(file).unwrap();

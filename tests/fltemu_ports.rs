@@ -19,7 +19,7 @@ fn echo_through_user_buffers_and_limits() {
     assert_eq!(emulator.connect_port("\\NoSuchPort", &[], 77).unwrap().err(), Some(hresult_from_nt(status::OBJECT_NAME_NOT_FOUND)));
     let port = emulator.connect_port("\\FxPort", b"hello", 77).unwrap().expect("connects");
     // MaxConnections = 1 (F2).
-    assert_eq!(emulator.connect_port("\\FxPort", &[], 78).unwrap().err(), Some(0x8007_04D6_u32 as i32));
+    assert_eq!(emulator.connect_port("\\FxPort", &[], 78).unwrap().err(), Some(0x8007_04D6_u32.cast_signed()));
 
     let input = emulator.user_buffer_from(b"abcdef");
     let output = emulator.user_buffer(16);

@@ -112,6 +112,7 @@ extern "C" fn on_fault(signal: i32, info: *mut libc::siginfo_t, context: *mut li
     // SAFETY: si_addr is valid for SIGSEGV/SIGBUS, the only signals this handler serves.
     let address = unsafe { info.si_addr() } as usize;
     let ucontext = context.cast::<libc::ucontext_t>();
+    #[allow(clippy::cast_sign_loss)] // a saved register: its bits are the address
     // SAFETY: the kernel passes a valid ucontext_t for SA_SIGINFO handlers on x86_64.
     let rip = unsafe { (*ucontext).uc_mcontext.gregs[libc::REG_RIP as usize] } as usize;
     // SAFETY: `slot` points into an Arc<Slot> kept alive by the thread that owns it (this one).
@@ -154,7 +155,7 @@ pub fn bug_check(code: u32, params: [usize; 4]) -> ! {
 
 const ALT_STACK_SIZE: usize = 64 * 1024;
 
-fn worker_main(slot: Arc<Slot>) {
+fn worker_main(slot: &Arc<Slot>) {
     // SAFETY: anonymous mapping for the alternate signal stack, owned by this thread.
     let stack = unsafe {
         libc::mmap(core::ptr::null_mut(), ALT_STACK_SIZE, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
@@ -165,7 +166,7 @@ fn worker_main(slot: Arc<Slot>) {
         // (and forever if the thread parks after a fault).
         unsafe { libc::sigaltstack(&raw const alt, core::ptr::null_mut()) };
     }
-    CURRENT_SLOT.with(|c| c.set(Arc::as_ptr(&slot)));
+    CURRENT_SLOT.with(|c| c.set(Arc::as_ptr(slot)));
     loop {
         let state = slot.state.load(Ordering::Acquire);
         match state {
@@ -230,7 +231,7 @@ impl Workers {
         std::thread::Builder::new()
             .name("fltemu-driver".into())
             .stack_size(1 << 20)
-            .spawn(move || worker_main(for_thread))
+            .spawn(move || worker_main(&for_thread))
             .expect("fltemu could not start a worker thread");
         self.all.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::clone(&slot));
         slot
@@ -317,7 +318,7 @@ thread_local! {
 }
 
 /// The current stack pointer.
-#[inline(always)]
+#[inline]
 fn stack_pointer() -> usize {
     let pointer: usize;
     // SAFETY: reads RSP into a register; no memory is touched.

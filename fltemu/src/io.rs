@@ -47,6 +47,8 @@ pub fn as_callback<R>(operation: Operation, irql: Irql, call: impl FnOnce() -> R
     result
 }
 
+// Boxed: the driver gets its address, which must stay put while the callback runs.
+#[allow(clippy::unnecessary_box_returns)]
 fn related(instance: isize, volume: usize, file_object: usize) -> Box<FLT_RELATED_OBJECTS> {
     Box::new(FLT_RELATED_OBJECTS {
         Size: u16::try_from(size_of::<FLT_RELATED_OBJECTS>()).unwrap_or(0),

@@ -458,7 +458,7 @@ impl Emulator {
             // SAFETY: DRIVER_OBJECT is plain data; all-zero is a valid value.
             let driver: &'static mut windows_sys::Wdk::Foundation::DRIVER_OBJECT = Box::leak(Box::new(unsafe { core::mem::zeroed() }));
             driver.Type = 4; // IO_TYPE_DRIVER
-            driver.Size = size_of::<windows_sys::Wdk::Foundation::DRIVER_OBJECT>() as i16;
+            driver.Size = i16::try_from(size_of::<windows_sys::Wdk::Foundation::DRIVER_OBJECT>()).unwrap_or(0);
             driver.DriverStart = base as *mut core::ffi::c_void;
             driver.DriverSize = size as u32;
             driver.DriverName = unicode(driver_name);
@@ -612,6 +612,8 @@ impl Emulator {
     ///
     /// # Errors
     /// [`EmuError::InvalidHandle`], [`EmuError::Stopped`].
+    // Takes the handle by value so that a closed handle cannot be used again.
+    #[allow(clippy::needless_pass_by_value)]
     pub fn close(&self, file: FileHandle) -> Result<(), EmuError> {
         let (file_object, pid) = (file.file_object, file.pid);
         self.run_io(move |inner| {
@@ -847,7 +849,8 @@ impl Emulator {
     #[must_use]
     pub fn user_buffer_from(&self, bytes: &[u8]) -> UserBuffer {
         let buffer = self.user_buffer(bytes.len());
-        buffer.write(bytes);
+        let written = buffer.write(bytes);
+        debug_assert!(written, "a fresh buffer is writable");
         buffer
     }
 

@@ -10,7 +10,7 @@
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 fn main() {
-    std::process::exit(cli::main(std::env::args().skip(1).collect()));
+    std::process::exit(cli::main(&std::env::args().skip(1).collect::<Vec<_>>()));
 }
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
@@ -21,6 +21,7 @@ fn main() {
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod cli {
+    use std::fmt::Write as _;
     use std::time::Instant;
 
     use fltemu::scenario::{self, ScriptError};
@@ -33,7 +34,7 @@ mod cli {
         64
     }
 
-    pub fn main(args: Vec<String>) -> i32 {
+    pub fn main(args: &[String]) -> i32 {
         match args.first().map(String::as_str) {
             Some("run") => run(&args[1..]),
             Some("bench") => bench(&args[1..]),
@@ -113,7 +114,9 @@ mod cli {
                 '"' => out.push_str("\\\""),
                 '\\' => out.push_str("\\\\"),
                 '\n' => out.push_str("\\n"),
-                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
                 c => out.push(c),
             }
         }

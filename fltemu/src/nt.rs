@@ -188,10 +188,10 @@ extern "win64" fn ke_get_current_irql() -> u8 {
 
 /// `KeQuerySystemTimePrecise` (wdm.h): 100 ns units since 1601-01-01 UTC.
 extern "win64" fn ke_query_system_time_precise(time: *mut i64) {
+    const EPOCH_DIFFERENCE_100NS: u128 = 116_444_736_000_000_000;
     if let Some(inner) = state::current() {
         drop(inner.enter("KeQuerySystemTimePrecise", 31));
     }
-    const EPOCH_DIFFERENCE_100NS: u128 = 116_444_736_000_000_000;
     let since_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     #[allow(clippy::cast_possible_truncation)]
     let value = (since_unix.as_nanos() / 100 + EPOCH_DIFFERENCE_100NS) as i64;

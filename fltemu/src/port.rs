@@ -236,6 +236,7 @@ extern "win64" fn flt_close_client_port(filter: isize, port: *mut isize) {
 /// The deadline of an FltSendMessage timeout (100 ns units; negative = relative, positive =
 /// absolute system time, 0 = do not wait; NULL = forever) (F6).
 fn deadline(timeout: *const i64) -> Option<Instant> {
+    const EPOCH_DIFFERENCE_100NS: i64 = 116_444_736_000_000_000;
     if timeout.is_null() {
         return None;
     }
@@ -244,7 +245,6 @@ fn deadline(timeout: *const i64) -> Option<Instant> {
     if value <= 0 {
         return Some(now + Duration::from_nanos(value.unsigned_abs().saturating_mul(100)));
     }
-    const EPOCH_DIFFERENCE_100NS: i64 = 116_444_736_000_000_000;
     let unix_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let now_100ns = i64::try_from(unix_now.as_nanos() / 100).unwrap_or(i64::MAX) + EPOCH_DIFFERENCE_100NS;
     let remaining = value.saturating_sub(now_100ns).max(0).unsigned_abs();

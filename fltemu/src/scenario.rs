@@ -85,7 +85,8 @@ impl std::fmt::Display for ScriptError {
 
 fn parse_status(text: &str) -> Option<i32> {
     let value = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")).map_or_else(|| text.parse::<i64>().ok(), |h| i64::from_str_radix(h, 16).ok())?;
-    #[allow(clippy::cast_possible_wrap)]
+    // An NTSTATUS is written as its 32-bit pattern (0xC0000034); keep the low 32 bits.
+    #[allow(clippy::cast_possible_wrap, clippy::cast_sign_loss)]
     Some(value as u32 as i32)
 }
 
@@ -192,12 +193,11 @@ pub fn run_script(emulator: &Emulator, script: &str, threads: usize) -> Result<S
             _ => return Err(syntax(&format!("unknown command: {text}"))),
         }
     }
-    let report = match report {
-        Some(report) => report,
-        None => {
-            log.push("unload (implicit)".into());
-            emulator.unload().map_err(|error| ScriptError::Emulator { line: 0, error, log: log.clone() })?
-        }
+    let report = if let Some(report) = report {
+        report
+    } else {
+        log.push("unload (implicit)".into());
+        emulator.unload().map_err(|error| ScriptError::Emulator { line: 0, error, log: log.clone() })?
     };
     Ok(ScriptRun { log, report })
 }

@@ -145,6 +145,7 @@ impl UserBuffer {
 
     /// Writes `bytes` at the start of the buffer (truncated to its length); false when the
     /// buffer is not writable.
+    #[must_use = "a write to a read-only or invalid buffer does nothing"]
     pub fn write(&self, bytes: &[u8]) -> bool {
         if self.access() != Access::ReadWrite {
             return false;

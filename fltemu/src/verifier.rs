@@ -266,7 +266,7 @@ impl fmt::Display for Violation {
             Self::NotAContext { function, pointer } => write!(f, "{function} got {pointer:#x}, which is not a context"),
             Self::WrongPoolForType { context_type, pool } => write!(f, "{context_type:?} context allocated from {pool:?} pool"),
             Self::IrqlTooHigh { function, irql, max } => write!(f, "{function} called at IRQL {irql} (max {max})"),
-            Self::ContextOnUnsupportedObject { function, reason } => write!(f, "{function}: {reason}"),
+            Self::ContextOnUnsupportedObject { function, reason } | Self::InvalidParameter { function, reason } => write!(f, "{function}: {reason}"),
             Self::PoolLeaked { tag, bytes, count } => write!(f, "pool leaked at unload: tag {tag}, {count} blocks, {bytes} bytes"),
             Self::CompletionContextMisuse { operation, status, reason } => {
                 write!(f, "{operation:?} pre-op returned {status}: {reason} (E3, 0xF5/0x66)")
@@ -285,7 +285,6 @@ impl fmt::Display for Violation {
             Self::WorkItemLeaked { count } => write!(f, "{count} generic work items never freed"),
             Self::PortOpenAtUnregister { count } => write!(f, "{count} server ports open at FltUnregisterFilter (E8)"),
             Self::PushLockMisuse { function } => write!(f, "{function}: push lock misuse"),
-            Self::InvalidParameter { function, reason } => write!(f, "{function}: {reason}"),
             Self::SecurityDescriptorLeaked { count } => write!(f, "{count} security descriptors never freed (F1)"),
             Self::StackTooDeep { bytes, function, limit } => write!(f, "driver stack {bytes} bytes deep at {function} (kernel stacks have {limit})"),
         }
