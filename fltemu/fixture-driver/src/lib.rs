@@ -192,6 +192,9 @@ fn release(context: PFLT_CONTEXT) {
 ///
 /// # Safety
 /// Called once by the I/O manager.
+///
+/// # Panics
+/// Only with `bug-panic-in-driver-entry`, on purpose.
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, _registry: *const UNICODE_STRING) -> NTSTATUS {
     #[cfg(feature = "bug-fault-in-driver-entry")]
@@ -217,6 +220,8 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, _registry:
         // SAFETY: as above.
         unsafe { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltAcquirePushLockExclusive(lock) };
     }
+    // The planted panic reads as what it is: a branch that panics.
+    #[allow(clippy::manual_assert)]
     if cfg!(feature = "bug-panic-in-driver-entry") {
         panic!("fixture panic");
     }
@@ -319,6 +324,7 @@ unsafe extern "system" fn pre_create(_data: *mut FLT_CALLBACK_DATA, objects: *co
 
 /// Only with `bug-get-at-dispatch`: contexts APIs in a post-op that may run at DISPATCH_LEVEL.
 unsafe extern "system" fn post_cleanup(_data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS, _completion: *const c_void, _flags: u32) -> FLT_POSTOP_CALLBACK_STATUS {
+    static NAME: [u16; 3] = [b'p' as u16, b'c' as u16, 0];
     // SAFETY: Filter Manager passes valid related objects.
     let objects = unsafe { &*objects };
     let mut handle: PFLT_CONTEXT = core::ptr::null_mut();
@@ -326,7 +332,6 @@ unsafe extern "system" fn post_cleanup(_data: *mut FLT_CALLBACK_DATA, objects: *
     if unsafe { FltGetStreamHandleContext(objects.Instance, objects.FileObject, &raw mut handle) } >= 0 {
         release(handle);
     }
-    static NAME: [u16; 3] = [b'p' as u16, b'c' as u16, 0];
     // SAFETY: a NUL-terminated format and a NUL-terminated wide string; Unicode conversions are
     // only allowed at PASSIVE_LEVEL, which is the bug when this runs at DISPATCH_LEVEL.
     unsafe { ntoskrnl_imports::DbgPrintEx(77, 3, c"post-cleanup %ws\n".as_ptr().cast(), NAME.as_ptr()) };
