@@ -1,7 +1,8 @@
-//! Link setup for ctxguard.sys (and, through `include!`, for fltemu's fixture drivers).
+//! Link setup for ctxguard.sys.
 //!
 //! Default path (any host): rust-lld links a native-subsystem kernel image with the arguments
-//! below. Feature `wdk` (Windows with the WDK): wdk-build configures the link instead.
+//! of `ntoskrnl_imports::KERNEL_LINK_ARGUMENTS` (shared with fltemu's fixture drivers).
+//! Feature `wdk` (Windows with the WDK): wdk-build configures the link instead.
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
@@ -13,33 +14,5 @@ fn main() {
     }
 
     #[cfg(not(feature = "wdk"))]
-    emit_kernel_link_arguments();
-}
-
-/// Emits the lld-link arguments of a kernel driver, for Windows MSVC targets only.
-#[cfg(not(feature = "wdk"))]
-fn emit_kernel_link_arguments() {
-    const ARGUMENTS: &[&str] = &[
-        "/DRIVER",
-        "/NODEFAULTLIB",
-        "/SUBSYSTEM:NATIVE,10.0",
-        "/OSVERSION:10.0",
-        "/ENTRY:DriverEntry",
-        "/NXCOMPAT",
-        "/DYNAMICBASE",
-        "/OPT:REF,ICF",
-        // lld leaves the PE checksum 0 unless asked; the kernel loader requires it for drivers.
-        "/RELEASE",
-        "/MANIFEST:NO",
-        "/MAP",
-        "/MAPINFO:EXPORTS",
-    ];
-    let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
-    if target_os != "windows" || target_env != "msvc" {
-        return;
-    }
-    for argument in ARGUMENTS {
-        println!("cargo::rustc-cdylib-link-arg={argument}");
-    }
+    ntoskrnl_imports::emit_kernel_link_arguments();
 }

@@ -5,7 +5,47 @@
 //! in a crate that itself depends on windows-sys, makes the linker see these import entries
 //! first, so the image imports them from `ntoskrnl.exe`. The declarations exist only on Windows
 //! targets: on a host build this crate is empty.
+//!
+//! With feature `link-arguments` (used as a build-dependency) it also provides
+//! [`emit_kernel_link_arguments`], the one list of lld-link arguments every kernel image of the
+//! workspace (ctxguard.sys, fltemu's fixture drivers) links with.
 #![no_std]
+
+#[cfg(feature = "link-arguments")]
+extern crate std;
+
+/// The lld-link arguments of a native-subsystem kernel driver linked without the WDK.
+#[cfg(feature = "link-arguments")]
+pub const KERNEL_LINK_ARGUMENTS: &[&str] = &[
+    "/DRIVER",
+    "/NODEFAULTLIB",
+    "/SUBSYSTEM:NATIVE,10.0",
+    "/OSVERSION:10.0",
+    "/ENTRY:DriverEntry",
+    "/NXCOMPAT",
+    "/DYNAMICBASE",
+    "/OPT:REF,ICF",
+    // lld leaves the PE checksum 0 unless asked; the kernel loader requires it for drivers.
+    "/RELEASE",
+    "/MANIFEST:NO",
+    // The map names functions for the stack-frame measurements (tests/stack_frames.rs).
+    "/MAP",
+    "/MAPINFO:EXPORTS",
+];
+
+/// From a build script: emits [`KERNEL_LINK_ARGUMENTS`] for the cdylib when the target is a
+/// Windows MSVC one, and nothing otherwise (host builds stay ordinary libraries).
+#[cfg(feature = "link-arguments")]
+pub fn emit_kernel_link_arguments() {
+    let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
+    if target_os != "windows" || target_env != "msvc" {
+        return;
+    }
+    for argument in KERNEL_LINK_ARGUMENTS {
+        std::println!("cargo::rustc-cdylib-link-arg={argument}");
+    }
+}
 
 #[cfg(target_os = "windows")]
 pub use imports::*;
