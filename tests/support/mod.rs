@@ -46,7 +46,11 @@ pub fn nested_target_dir() -> PathBuf {
 pub fn build_kernel_image(package: &str, arch: Arch, features: &[&str], artifact: &str) -> PathBuf {
     let target_dir = nested_target_dir().join(if features.is_empty() { "default".to_owned() } else { features.join("+") });
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command.current_dir(workspace_root()).args(["build", "--release", "--quiet", "-p", package, "--target", arch.triple()]).arg("--target-dir").arg(&target_dir);
+    command
+        .current_dir(workspace_root())
+        .args(["build", "--release", "--quiet", "-p", package, "--target", arch.triple()])
+        .arg("--target-dir")
+        .arg(&target_dir);
     if !features.is_empty() {
         command.arg("--features").arg(features.join(","));
     }
