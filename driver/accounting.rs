@@ -6,6 +6,7 @@
 use core::ops::ControlFlow;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use ctxguard_protocol::KindStats;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_INSTANCE;
 
 use crate::context::registry::Registry;
@@ -19,23 +20,6 @@ pub struct KindCounters {
     collisions: AtomicU64,
     freed: AtomicU64,
     high_water: AtomicU64,
-}
-
-/// A consistent-enough copy of one context type's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KindSnapshot {
-    /// Contexts allocated with FltAllocateContext.
-    pub allocated: u64,
-    /// Contexts that ended up attached (the set succeeded).
-    pub attached: u64,
-    /// Sets that found a context already attached (STATUS_FLT_CONTEXT_ALREADY_DEFINED).
-    pub collisions: u64,
-    /// Contexts whose cleanup callback ran.
-    pub freed: u64,
-    /// Allocated minus freed: contexts alive now.
-    pub live: u64,
-    /// The most contexts of this type alive at once.
-    pub high_water: u64,
 }
 
 impl KindCounters {
@@ -73,11 +57,11 @@ impl KindCounters {
         self.freed.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Reads the counters.
-    pub fn snapshot(&self) -> KindSnapshot {
+    /// Reads the counters, in the wire format's shape (the port sends them as they are).
+    pub fn snapshot(&self) -> KindStats {
         let freed = self.freed.load(Ordering::Relaxed);
         let allocated = self.allocated.load(Ordering::Relaxed);
-        KindSnapshot {
+        KindStats {
             allocated,
             attached: self.attached.load(Ordering::Relaxed),
             collisions: self.collisions.load(Ordering::Relaxed),
@@ -152,11 +136,11 @@ pub fn with_instance(instance: PFLT_INSTANCE, update: impl Fn(&InstanceCounters)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// Instance contexts.
-    pub instance: KindSnapshot,
+    pub instance: KindStats,
     /// Stream contexts.
-    pub stream: KindSnapshot,
+    pub stream: KindStats,
     /// Stream-handle contexts.
-    pub stream_handle: KindSnapshot,
+    pub stream_handle: KindStats,
     /// Handles open now (successful creates whose cleanup has not run), all streams.
     pub open_handles: u64,
 }

@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 
 use alloc::vec::Vec;
 use ctxguard_protocol::{
-    CONNECT_CONTEXT_BYTES, CONNECT_FLAG_EVENTS, ConnectContext, HEADER_BYTES, HandleQuery, HelloReply, KindStats, ListWriter,
+    CONNECT_CONTEXT_BYTES, CONNECT_FLAG_EVENTS, ConnectContext, HEADER_BYTES, HandleQuery, HelloReply, ListWriter,
     MAX_REPLY_BYTES, MAX_REQUEST_BYTES, PORT_NAME, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION, Request, StatsReply,
     encode_hello_reply, encode_stats_reply, name_is_under, status,
 };
@@ -263,23 +263,12 @@ fn answer(input: *const c_void, input_length: usize, output: *mut c_void, output
     Ok(length)
 }
 
-fn kind(snapshot: &accounting::KindSnapshot) -> KindStats {
-    KindStats {
-        allocated: snapshot.allocated,
-        attached: snapshot.attached,
-        collisions: snapshot.collisions,
-        freed: snapshot.freed,
-        live: snapshot.live,
-        high_water: snapshot.high_water,
-    }
-}
-
 fn stats() -> StatsReply {
     let snapshot = accounting::snapshot();
     StatsReply {
-        instance: kind(&snapshot.instance),
-        stream: kind(&snapshot.stream),
-        stream_handle: kind(&snapshot.stream_handle),
+        instance: snapshot.instance,
+        stream: snapshot.stream,
+        stream_handle: snapshot.stream_handle,
         open_handles: snapshot.open_handles,
         events_sent: events::sent(),
         events_dropped: events::dropped(),
