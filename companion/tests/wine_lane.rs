@@ -2,25 +2,23 @@
 //! Debian's wine64 8.0, every scenario's verdict asserted against companion/conformance/wine-8.0.tsv;
 //! plus the checks that keep that table, the companion's catalog and the README in step.
 //!
-//! Needs (installed by the project's make.sh on CI): wine64 (binary /usr/lib/wine/wine64 or
-//! `wine64` in PATH, with wineserver), gcc-mingw-w64-x86-64 (x86_64-w64-mingw32-gcc, the linker
-//! configured in .cargo/config.toml and the compiler of the ProcessPrng shim), and the rustup
-//! target x86_64-pc-windows-gnu.
+//! Needs what wine_support/mod.rs lists (wine64 with wineserver, gcc-mingw-w64-x86-64, the rustup
+//! target x86_64-pc-windows-gnu); make.sh installs them on CI.
+
+mod wine_support;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use object::read::pe::PeFile64;
 use serde_json::Value;
+use wine_support::{Lane, MISSING, WineTools, run_with_limit};
 
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
-const TARGET: &str = "x86_64-pc-windows-gnu";
-const MINGW_GCC: &str = "x86_64-w64-mingw32-gcc";
 /// Where Debian (and most distributions) put Wine's builtin PE DLLs.
 const WINE_DLL_DIRS: &[&str] = &[
     "/usr/lib/x86_64-linux-gnu/wine/x86_64-windows",
@@ -28,7 +26,8 @@ const WINE_DLL_DIRS: &[&str] = &[
     "/usr/lib64/wine/x86_64-windows",
     "/usr/local/lib/wine/x86_64-windows",
 ];
-const README_BEGIN: &str = "<!-- conformance table: generated from conformance/wine-8.0.tsv by tests/wine_lane.rs; do not edit -->";
+const README_BEGIN: &str =
+    "<!-- conformance table: generated from conformance/wine-8.0.tsv by tests/wine_lane.rs; do not edit -->";
 const README_END: &str = "<!-- end of conformance table -->";
 
 /// One row of companion/conformance/wine-8.0.tsv.
@@ -126,8 +125,7 @@ fn the_data_covers_exactly_the_companions_scenarios_and_their_documented_behavio
         let name = name.trim_end_matches(" [--unsafe-stale-checks]");
         catalog.push((name.to_owned(), documented.trim().to_owned()));
     }
-    let rows: Vec<(String, String)> =
-        conformance_rows().into_iter().map(|r| (r.scenario, r.documented)).collect();
+    let rows: Vec<(String, String)> = conformance_rows().into_iter().map(|r| (r.scenario, r.documented)).collect();
     assert_eq!(rows, catalog, "conformance/wine-8.0.tsv and the companion's catalog disagree");
 }
 
@@ -150,116 +148,6 @@ fn bad_input_is_refused_with_a_clear_message() {
 
 // ---------------------------------------------------------------------------------------------
 // The lane itself
-
-fn find_in_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
-}
-
-fn find_tool(names: &[&str], fallbacks: &[&str]) -> Option<PathBuf> {
-    names
-        .iter()
-        .find_map(|n| find_in_path(n))
-        .or_else(|| fallbacks.iter().map(PathBuf::from).find(|p| p.is_file()))
-}
-
-const MISSING: &str = "the Wine lane needs wine64 and gcc-mingw-w64-x86-64 \
-     (Debian: apt-get install --no-install-recommends wine64 gcc-mingw-w64-x86-64) and the rustup target \
-     x86_64-pc-windows-gnu; make.sh installs them";
-
-/// A temp directory (holding a ~700 MB Wine prefix) that is removed after the wineserver of
-/// its prefix has been ended.
-struct Lane {
-    dir: PathBuf,
-    prefix: PathBuf,
-    wineserver: PathBuf,
-}
-
-impl Drop for Lane {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.wineserver)
-            .arg("-k")
-            .env("WINEPREFIX", &self.prefix)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Runs `command`, killing it after `limit`.
-fn run_with_limit(command: &mut Command, limit: Duration) -> Output {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-    // Drain both pipes on threads so a chatty child cannot block on a full pipe.
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out_thread = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for child") {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output { status, stdout: out_thread.join().expect("stdout reader"), stderr: err_thread.join().expect("stderr reader") }
-}
-
-/// Cross-compiles the companion with a nested cargo and its own target directory.
-fn build_companion() -> PathBuf {
-    let workspace = Path::new(MANIFEST_DIR).parent().expect("companion lives in the workspace");
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace.join("target"), PathBuf::from)
-        .join("wine-lane");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = run_with_limit(
-        Command::new(cargo)
-            .current_dir(workspace)
-            .args(["build", "-p", "ctxguard-companion", "--target", TARGET, "--target-dir"])
-            .arg(&target_dir)
-            // The outer test's flags target the host; the nested build picks its own.
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env_remove("CARGO_BUILD_TARGET"),
-        Duration::from_secs(600),
-    );
-    assert!(
-        out.status.success(),
-        "cross-compiling the companion for {TARGET} failed ({MISSING}):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    target_dir.join(TARGET).join("debug").join("ctxguard.exe")
-}
-
-fn build_shim(gcc: &Path, out_dir: &Path) {
-    let source = Path::new(MANIFEST_DIR).join("wine-shim/processprng.c");
-    let out = run_with_limit(
-        Command::new(gcc)
-            .args(["-shared", "-O2", "-o"])
-            .arg(out_dir.join("bcryptprimitives.dll"))
-            .arg(&source)
-            .arg("-ladvapi32"),
-        Duration::from_secs(120),
-    );
-    assert!(out.status.success(), "building the ProcessPrng shim failed:\n{}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// The exports of a PE DLL, by name.
 fn exports_of(path: &Path) -> Vec<String> {
@@ -358,19 +246,8 @@ fn missing_imports(exe: &Path, wine_dlls: &Path) -> (usize, Vec<String>) {
     (total, missing)
 }
 
-fn run_crypto(exe: &Path, wine: &Path, lane: &Lane, args: &[&str]) -> Output {
-    let mut command = Command::new(wine);
-    command
-        .arg(exe)
-        .arg("crypto")
-        .args(args)
-        .current_dir(&lane.dir)
-        .env("WINEPREFIX", &lane.prefix)
-        .env("WINEDEBUG", "-all")
-        // No Mono/Gecko installers on a fresh prefix, and no winedbg crash dumps on stdout.
-        .env("WINEDLLOVERRIDES", "mscoree,mshtml=;winedbg.exe=d")
-        .env("WINESERVER", &lane.wineserver);
-    run_with_limit(&mut command, Duration::from_secs(180))
+fn run_crypto(lane: &Lane, args: &[&str]) -> Output {
+    run_with_limit(&mut lane.companion(&[&["crypto"], args].concat()), Duration::from_secs(180))
 }
 
 fn parse_report(out: &Output, what: &str) -> Value {
@@ -396,36 +273,25 @@ fn by_name(report: &Value) -> BTreeMap<String, &Value> {
 #[test]
 fn crypto_scenarios_under_wine_match_the_conformance_table() {
     let started = Instant::now();
-    let wine = find_tool(&["wine64", "wine"], &["/usr/lib/wine/wine64"]).unwrap_or_else(|| panic!("wine64 not found: {MISSING}"));
-    let wineserver = find_tool(&["wineserver"], &["/usr/lib/wine/wineserver64", "/usr/lib/wine/wineserver"])
-        .unwrap_or_else(|| panic!("wineserver not found: {MISSING}"));
-    let gcc = find_tool(&[MINGW_GCC], &[]).unwrap_or_else(|| panic!("{MINGW_GCC} not found: {MISSING}"));
+    let tools = WineTools::require();
     let wine_dlls = WINE_DLL_DIRS
         .iter()
         .map(PathBuf::from)
         .find(|d| d.join("kernel32.dll").is_file())
         .unwrap_or_else(|| panic!("Wine's x86_64 PE DLLs not found in {WINE_DLL_DIRS:?}: {MISSING}"));
-
-    let built = build_companion();
-    let dir = std::env::temp_dir().join(format!("ctxguard-wine-lane-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).expect("create the lane directory");
-    let lane = Lane { prefix: dir.join("prefix"), dir, wineserver };
-    let exe = lane.dir.join("ctxguard.exe");
-    fs::copy(&built, &exe).unwrap_or_else(|e| panic!("copy {}: {e}", built.display()));
-    build_shim(&gcc, &lane.dir);
+    let lane = Lane::with_companion("wine-lane", tools);
 
     // One missing export stops the whole program at load: check them all before running.
-    let (imports, missing) = missing_imports(&exe, &wine_dlls);
+    let (imports, missing) = missing_imports(&lane.exe, &wine_dlls);
     assert!(imports > 50, "implausibly few imports ({imports}): the import table was not read");
     assert!(missing.is_empty(), "imports Wine does not provide: {missing:?}");
 
     let rows = conformance_rows();
-    let default_run = run_crypto(&exe, &wine, &lane, &["--json"]);
+    let default_run = run_crypto(&lane, &["--json"]);
     let report = parse_report(&default_run, "ctxguard crypto --json");
-    let stale_run = run_crypto(&exe, &wine, &lane, &["--json", "--unsafe-stale-checks"]);
+    let stale_run = run_crypto(&lane, &["--json", "--unsafe-stale-checks"]);
     let stale_report = parse_report(&stale_run, "ctxguard crypto --json --unsafe-stale-checks");
-    let unknown = run_crypto(&exe, &wine, &lane, &["--scenario", "no-such-scenario"]);
+    let unknown = run_crypto(&lane, &["--scenario", "no-such-scenario"]);
 
     assert_eq!(report["schema"], "ctxguard.crypto/1");
     let version = report["platform"]["wine_version"].as_str().unwrap_or("(not detected)");
@@ -438,7 +304,8 @@ fn crypto_scenarios_under_wine_match_the_conformance_table() {
 
     let observed = by_name(&report);
     let observed_stale = by_name(&stale_report);
-    let names: Vec<&str> = report["options"]["scenarios"].as_array().expect("options.scenarios").iter().filter_map(Value::as_str).collect();
+    let names: Vec<&str> =
+        report["options"]["scenarios"].as_array().expect("options.scenarios").iter().filter_map(Value::as_str).collect();
     let expected_names: Vec<&str> = rows.iter().map(|r| r.scenario.as_str()).collect();
     assert_eq!(names, expected_names, "the run's scenarios differ from the table's");
 
