@@ -245,13 +245,16 @@ impl<'a> Reply<'a> {
         let reply = match header.command {
             command if command == command::HELLO | command::REPLY => {
                 exact(body, HELLO_REPLY_BYTES)?;
-                Self::Hello(HelloReply {
+                let hello = HelloReply {
                     version: reader.u16()?,
                     driver_min_version: reader.u16()?,
                     driver_max_version: reader.u16()?,
                     max_connections: reader.u16()?,
                     driver_version: [reader.u16()?, reader.u16()?, reader.u16()?],
-                })
+                };
+                // The trailing reserved u16, like every reserved field, must be zero.
+                reader.reserved(2)?;
+                Self::Hello(hello)
             }
             command if command == command::GET_STATS | command::REPLY => {
                 exact(body, STATS_REPLY_BYTES)?;
