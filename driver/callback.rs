@@ -5,6 +5,8 @@ use alloc::vec::Vec;
 use core::marker::PhantomData;
 
 use windows_sys::Wdk::Foundation::FILE_OBJECT;
+
+use crate::kernel::paged_name::PagedName;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED, FLT_FILE_NAME_QUERY_DEFAULT, FLT_RELATED_OBJECTS,
     FltGetFileNameInformation, FltGetRequestorProcessId, FltGetVolumeName, FltReleaseFileNameInformation, PFLT_FILTER,
@@ -170,31 +172,32 @@ impl Operation<'_> {
         CreateRequest { desired_access, share_access: create.ShareAccess }
     }
 
-    /// The normalized name of the target file (`FltGetFileNameInformation`), copied into pool.
+    /// The normalized name of the target file (`FltGetFileNameInformation`), copied into
+    /// paged pool.
     ///
     /// # Errors
     /// The name query's failure status, or STATUS_INSUFFICIENT_RESOURCES for the copy.
-    pub fn normalized_name(&self) -> Result<Vec<u16>, NTSTATUS> {
+    pub fn normalized_name(&self) -> Result<PagedName, NTSTATUS> {
         let mut information: *mut FLT_FILE_NAME_INFORMATION = core::ptr::null_mut();
         // SAFETY: `data` is valid for the callback; `information` is a valid out pointer.
         let status = unsafe {
             FltGetFileNameInformation(self.data, FLT_FILE_NAME_NORMALIZED | FLT_FILE_NAME_QUERY_DEFAULT, &raw mut information)
         };
-        if status != STATUS_SUCCESS || information.is_null() {
-            return Err(status);
+        if information.is_null() {
+            return Err(if status == STATUS_SUCCESS { STATUS_INSUFFICIENT_RESOURCES } else { status });
         }
-        // SAFETY: a successful query returns a referenced, valid name information block.
-        let name = unsafe { &(*information).Name };
-        let length = usize::from(name.Length / 2);
-        let mut copy: Vec<u16> = Vec::new();
-        let result = if copy.try_reserve_exact(length).is_ok() {
-            if length > 0 {
+        let result = if status == STATUS_SUCCESS {
+            // SAFETY: a successful query returns a referenced, valid name information block.
+            let name = unsafe { &(*information).Name };
+            let units = if name.Length == 0 || name.Buffer.is_null() {
+                &[][..]
+            } else {
                 // SAFETY: Name.Buffer holds Name.Length bytes of UTF-16 while the block is referenced.
-                copy.extend_from_slice(unsafe { core::slice::from_raw_parts(name.Buffer, length) });
-            }
-            Ok(copy)
+                unsafe { core::slice::from_raw_parts(name.Buffer, usize::from(name.Length / 2)) }
+            };
+            PagedName::copy_from(units)
         } else {
-            Err(STATUS_INSUFFICIENT_RESOURCES)
+            Err(status)
         };
         // SAFETY: gives back the reference FltGetFileNameInformation returned, once.
         unsafe { FltReleaseFileNameInformation(information) };

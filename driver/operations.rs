@@ -9,7 +9,6 @@
 //! - cleanup: Get stream-handle · Release; close: nothing (the link is dropped by Filter
 //!   Manager with the FILE_OBJECT, B9).
 
-use alloc::vec::Vec;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -24,6 +23,7 @@ use crate::callback::{Operation, Related};
 use crate::context::registry::{Link, Registered};
 use crate::context::{Attached, Lookup, StreamContext, StreamHandleContext};
 use crate::instance::InstanceCounters;
+use crate::kernel::paged_name::PagedName;
 use crate::{events, kernel};
 
 /// The signature of a pre-operation callback.
@@ -39,8 +39,8 @@ pub type PostCallback = unsafe extern "system" fn(
 
 /// What ctxguard keeps per stream (one per instance and stream, B9/A10).
 pub struct StreamData {
-    /// The normalized name, e.g. `\Device\HarddiskVolume2\dir\a.txt:ads` (UTF-16).
-    pub name: Vec<u16>,
+    /// The normalized name, e.g. `\Device\HarddiskVolume2\dir\a.txt:ads` (UTF-16, paged pool).
+    pub name: PagedName,
     /// Handles open on the stream (successful creates whose cleanup has not run).
     pub open_handles: AtomicU32,
     /// The process that opened the stream first.

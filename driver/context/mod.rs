@@ -124,7 +124,10 @@ impl Kind for StreamHandle {
 /// Implementing it asserts that `Self` is the only payload type registered for `Kind` in
 /// [`CONTEXT_REGISTRATION`], with `size_of::<Self>()` and `cleanup::<Self>`: a context of that
 /// kind obtained from Filter Manager then always holds an initialised `Self`.
-pub unsafe trait Payload: Sync + Sized + 'static {
+///
+/// `Send + Sync`: Filter Manager shares a context between threads and runs the cleanup callback
+/// (the payload's `Drop`) on whichever thread releases it last.
+pub unsafe trait Payload: Send + Sync + Sized + 'static {
     /// The context type carrying this payload.
     type Kind: Kind;
 }
@@ -146,7 +149,12 @@ unsafe impl Payload for StreamHandleData {
 /// payloads are small (see the README's budget table).
 const CONTEXT_POOL: POOL_TYPE = NonPagedPoolNx;
 
+/// The alignment a payload may rely on: Filter Manager places the context after its own header
+/// in a pool block, which guarantees pointer alignment, not the pool's 16 bytes.
+const CONTEXT_ALIGNMENT: usize = 8;
+
 const fn registration<T: Payload>() -> FLT_CONTEXT_REGISTRATION {
+    assert!(align_of::<T>() <= CONTEXT_ALIGNMENT, "a context payload may not need more than pointer alignment");
     FLT_CONTEXT_REGISTRATION {
         ContextType: T::Kind::CONTEXT_TYPE,
         Flags: 0,
@@ -271,8 +279,9 @@ impl<K: Kind, T: Payload<Kind = K>> Context<K, T> {
         }
         K::counters().allocated();
         let context = raw.cast::<T>();
-        // SAFETY: Filter Manager returned `size_of::<T>()` bytes of pool, aligned for any
-        // pool allocation (16 bytes), uninitialised and owned by us alone until published.
+        // SAFETY: Filter Manager returned `size_of::<T>()` bytes of pool, pointer-aligned (which
+        // `registration::<T>` checked is enough for T), uninitialised and ours alone until
+        // published.
         unsafe { context.write(payload) };
         // SAFETY: FltAllocateContext succeeded and the payload is now initialised.
         Ok(unsafe { Self::adopt(raw, Source::Allocate) })

@@ -13,6 +13,7 @@ use core::ptr;
 use core::sync::atomic::Ordering::Relaxed;
 use core::sync::atomic::{AtomicPtr, AtomicUsize};
 
+use super::{Context, Kind, Payload};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FltAcquirePushLockExclusive, FltAcquirePushLockShared, FltDeletePushLock, FltInitializePushLock, FltReleasePushLock,
 };
@@ -150,12 +151,21 @@ impl<T: Registered> Registry<T> {
         self.lock.delete();
     }
 
-    /// Adds `member`. It must leave with [`Registry::remove`] before its memory is freed,
-    /// which is what the payloads' `Drop` does.
-    pub fn insert(&self, member: &T) {
+    /// Adds the payload of an attached context. Taking the context guard (not a bare `&T`)
+    /// means the member lives in Filter Manager's context memory, which does not move; it
+    /// leaves with [`Registry::remove`] in its `Drop`, before that memory is freed. A member
+    /// already in the registry is left as it is.
+    pub fn insert<K: Kind>(&self, context: &Context<K, T>)
+    where
+        T: Payload<Kind = K>,
+    {
+        let member: &T = context;
         let link = member.link();
         let link_pointer = ptr::from_ref(link).cast_mut();
         let _held = self.lock.exclusive();
+        if !link.owner.load(Relaxed).is_null() {
+            return;
+        }
         let head = self.head.load(Relaxed);
         link.owner.store(ptr::from_ref(member).cast_mut().cast(), Relaxed);
         link.previous.store(ptr::null_mut(), Relaxed);

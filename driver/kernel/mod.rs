@@ -5,6 +5,7 @@
 
 #[macro_use]
 pub mod print;
+pub mod paged_name;
 
 #[cfg(not(feature = "wdk"))]
 mod panic;
