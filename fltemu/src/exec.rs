@@ -327,7 +327,8 @@ fn stack_pointer() -> usize {
 }
 
 /// Runs `call` (a call into the driver), measuring stack depth from here; nested calls (a
-/// cleanup callback inside FltReleaseContext) keep the outermost starting point.
+/// cleanup callback inside FltReleaseContext) keep the outermost starting point. The outermost
+/// call also checks that the driver released its spin locks.
 pub fn driver_call<R>(call: impl FnOnce() -> R) -> R {
     let outer = STACK_TOP.with(Cell::get);
     if outer == 0 {
@@ -336,6 +337,16 @@ pub fn driver_call<R>(call: impl FnOnce() -> R) -> R {
     let result = call();
     if outer == 0 {
         STACK_TOP.with(|c| c.set(0));
+        // A callback must release every spin lock it took before it returns (wdm.h spin-lock
+        // rules); the worker thread then runs other callbacks, so its record starts afresh.
+        if crate::nt::take_held_spin_locks() != 0
+            && let Some(inner) = crate::state::current()
+        {
+            inner.violation(crate::verifier::Violation::InvalidParameter {
+                function: "KeAcquireSpinLockRaiseToDpc",
+                reason: "a driver callback returned holding a spin lock",
+            });
+        }
     }
     result
 }

@@ -5,6 +5,7 @@
 //! driver's import address table.
 
 use core::ffi::c_void;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::exec::{self, APC_LEVEL, DISPATCH_LEVEL};
 use crate::state::{self, POOL_ALLOC_POISON, PoolBlock, FREE_POISON, status};
@@ -186,6 +187,97 @@ extern "win64" fn ke_get_current_irql() -> u8 {
     exec::irql()
 }
 
+thread_local! {
+    /// The KSPIN_LOCK addresses this emulated thread holds, in acquisition order.
+    static HELD_SPIN_LOCKS: core::cell::RefCell<Vec<usize>> = const { core::cell::RefCell::new(Vec::new()) };
+}
+
+fn spin_lock_word(pointer: *mut usize) -> &'static AtomicUsize {
+    // SAFETY: a KSPIN_LOCK is a pointer-sized, aligned word in non-paged driver memory that
+    // lives as long as the lock is used (the spin-lock DDIs' contract).
+    unsafe { AtomicUsize::from_ptr(pointer) }
+}
+
+/// Waits for a spin lock's holder: a real waiter spins, but an emulated holder is a host thread
+/// the host may preempt, so after a short spin the waiter gives its core away.
+fn spin_back_off(round: &mut u32) {
+    *round = round.saturating_add(1);
+    if *round < 64 {
+        core::hint::spin_loop();
+    } else if *round < 128 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+}
+
+/// `KeAcquireSpinLockRaiseToDpc` (wdm.h; learn.microsoft.com
+/// /windows-hardware/drivers/ddi/wdm/nf-wdm-keacquirespinlockraisetodpc): IRQL <=
+/// DISPATCH_LEVEL; acquires the KSPIN_LOCK (a real mutual exclusion on the word, 0 = free),
+/// raises this thread's IRQL to DISPATCH_LEVEL and returns the previous IRQL. Every export the
+/// driver calls while holding it is then checked against DISPATCH_LEVEL. Spin locks are not
+/// recursive: acquiring one this thread holds is flagged, then spins (a real processor would
+/// hang; fltemu ends in `Stop::Hang`).
+extern "win64" fn ke_acquire_spin_lock_raise_to_dpc(lock: *mut usize) -> u8 {
+    let inner = state::current();
+    if let Some(inner) = inner {
+        drop(inner.enter("KeAcquireSpinLockRaiseToDpc", DISPATCH_LEVEL));
+        if HELD_SPIN_LOCKS.with(|held| held.borrow().contains(&(lock as usize))) {
+            inner.violation(Violation::InvalidParameter {
+                function: "KeAcquireSpinLockRaiseToDpc",
+                reason: "spin lock already held by this thread (deadlock)",
+            });
+        }
+    }
+    let old_irql = exec::set_irql(DISPATCH_LEVEL.max(exec::irql()));
+    let word = spin_lock_word(lock);
+    let mut round = 0;
+    while word.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        spin_back_off(&mut round);
+    }
+    HELD_SPIN_LOCKS.with(|held| held.borrow_mut().push(lock as usize));
+    old_irql
+}
+
+/// `KeReleaseSpinLock` (wdm.h; learn.microsoft.com
+/// /windows-hardware/drivers/ddi/wdm/nf-wdm-kereleasespinlock): IRQL = DISPATCH_LEVEL; releases
+/// a spin lock this thread acquired and restores the IRQL to `new_irql`, the value its acquire
+/// returned. Releasing a lock this thread does not hold, releasing below DISPATCH_LEVEL, or a
+/// `new_irql` above DISPATCH_LEVEL is flagged; a lock held by another thread is left held.
+extern "win64" fn ke_release_spin_lock(lock: *mut usize, new_irql: u8) {
+    let inner = state::current();
+    if let Some(inner) = inner {
+        drop(inner.enter("KeReleaseSpinLock", DISPATCH_LEVEL));
+    }
+    let flag = |reason: &'static str| {
+        if let Some(inner) = inner {
+            inner.violation(Violation::InvalidParameter { function: "KeReleaseSpinLock", reason });
+        }
+    };
+    if exec::irql() < DISPATCH_LEVEL {
+        flag("called below DISPATCH_LEVEL");
+    }
+    if new_irql > DISPATCH_LEVEL {
+        flag("NewIrql above DISPATCH_LEVEL (not a value KeAcquireSpinLockRaiseToDpc returns)");
+    }
+    let held = HELD_SPIN_LOCKS.with(|held| {
+        let mut held = held.borrow_mut();
+        let position = held.iter().rposition(|&address| address == lock as usize);
+        position.map(|position| held.remove(position)).is_some()
+    });
+    if held {
+        spin_lock_word(lock).store(0, Ordering::Release);
+    } else {
+        flag("spin lock not held by this thread");
+    }
+    exec::set_irql(new_irql);
+}
+
+/// Spin locks the current thread still holds, forgotten (a driver call returned holding them).
+pub fn take_held_spin_locks() -> usize {
+    HELD_SPIN_LOCKS.with(|held| core::mem::take(&mut *held.borrow_mut()).len())
+}
+
 /// `KeQuerySystemTimePrecise` (wdm.h): 100 ns units since 1601-01-01 UTC.
 extern "win64" fn ke_query_system_time_precise(time: *mut i64) {
     const EPOCH_DIFFERENCE_100NS: u128 = 116_444_736_000_000_000;
@@ -342,6 +434,8 @@ pub fn resolve(name: &str) -> Option<usize> {
         "ExFreePoolWithTag" => ex_free_pool_with_tag as *const () as usize,
         "KeGetCurrentIrql" => ke_get_current_irql as *const () as usize,
         "KeQuerySystemTimePrecise" => ke_query_system_time_precise as *const () as usize,
+        "KeAcquireSpinLockRaiseToDpc" => ke_acquire_spin_lock_raise_to_dpc as *const () as usize,
+        "KeReleaseSpinLock" => ke_release_spin_lock as *const () as usize,
         "PsGetCurrentProcessId" => ps_get_current_process_id as *const () as usize,
         "FsRtlIsPagingFile" => fs_rtl_is_paging_file as *const () as usize,
         "MmCopyMemory" => mm_copy_memory as *const () as usize,
@@ -364,9 +458,64 @@ pub const EXPORTS: &[&str] = &[
     "ExFreePoolWithTag",
     "KeGetCurrentIrql",
     "KeQuerySystemTimePrecise",
+    "KeAcquireSpinLockRaiseToDpc",
+    "KeReleaseSpinLock",
     "PsGetCurrentProcessId",
     "FsRtlIsPagingFile",
     "MmCopyMemory",
     "MmSecureVirtualMemory",
     "MmUnsecureVirtualMemory",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spin_lock_excludes_other_threads_and_restores_irql() {
+        // A read-yield-write increment loses updates unless the spin lock really excludes.
+        static LOCK: AtomicUsize = AtomicUsize::new(0);
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        const THREADS: usize = 4;
+        const ROUNDS: usize = 500;
+        let workers: Vec<_> = (0..THREADS)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    for _ in 0..ROUNDS {
+                        let old = ke_acquire_spin_lock_raise_to_dpc(LOCK.as_ptr());
+                        assert_eq!((old, exec::irql()), (exec::PASSIVE_LEVEL, DISPATCH_LEVEL));
+                        let value = COUNTER.load(Ordering::Relaxed);
+                        std::thread::yield_now();
+                        COUNTER.store(value + 1, Ordering::Relaxed);
+                        ke_release_spin_lock(LOCK.as_ptr(), old);
+                        assert_eq!(exec::irql(), exec::PASSIVE_LEVEL);
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        assert_eq!(COUNTER.load(Ordering::Relaxed), THREADS * ROUNDS);
+        assert_eq!(LOCK.load(Ordering::Relaxed), 0, "released");
+    }
+
+    #[test]
+    fn acquire_at_dispatch_returns_dispatch_and_held_locks_are_tracked() {
+        let lock = AtomicUsize::new(0);
+        let outer = std::thread::spawn(move || {
+            exec::set_irql(DISPATCH_LEVEL);
+            let old = ke_acquire_spin_lock_raise_to_dpc(lock.as_ptr());
+            assert_eq!(old, DISPATCH_LEVEL);
+            assert_eq!(lock.load(Ordering::Relaxed), 1, "held");
+            assert_eq!(take_held_spin_locks(), 1, "a forgotten lock is reported");
+            assert_eq!(take_held_spin_locks(), 0, "and the record starts afresh");
+            // Forgotten by the record, the word stays held: release it by hand.
+            lock.store(0, Ordering::Relaxed);
+            let old = ke_acquire_spin_lock_raise_to_dpc(lock.as_ptr());
+            ke_release_spin_lock(lock.as_ptr(), old);
+            assert_eq!((exec::irql(), lock.load(Ordering::Relaxed), take_held_spin_locks()), (DISPATCH_LEVEL, 0, 0));
+        });
+        outer.join().unwrap();
+    }
+}
