@@ -1,18 +1,17 @@
 //! Open/close events, driver → the subscribed companion, via FltSendMessage.
 //!
-//! The I/O path never waits: [`publish_open`] / [`publish_close`] encode the event into a
-//! fresh pool buffer, try the queue's lock a bounded number of times, number the event and
-//! append it to a bounded ring under that lock and, if no sender is scheduled, queue a generic
-//! work item. The work item (PASSIVE_LEVEL, a system thread) sends a batch of events, each with
-//! a bounded timeout. Every event that does not reach
-//! the companion — no room, lock busy, no memory, send timed out or failed, discarded at
-//! unload — is counted in [`dropped`]; each event carries a sequence number that also counts
-//! the dropped ones, so the companion sees the gap.
+//! The I/O path never blocks: [`publish_open`] / [`publish_close`] encode the event into a
+//! fresh pool buffer, then under the queue's spin lock number the event and append it to a
+//! bounded ring and, if no sender is scheduled, queue a generic work item. The spin lock's
+//! holders run at DISPATCH_LEVEL for a few stores (no allocation, no call out, no free), so a
+//! publisher spins for at most that long and never waits for a preempted thread. The work item
+//! (PASSIVE_LEVEL, a system thread) sends a batch of events, each with a bounded timeout. Every
+//! event that does not reach the companion — no room, no memory, published while unloading,
+//! send timed out or failed, discarded at unload — is counted in [`dropped`]; each event
+//! carries a sequence number that also counts the dropped ones, so the companion sees the gap.
 
 use alloc::vec::Vec;
-use core::cell::UnsafeCell;
 use core::ffi::c_void;
-use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ctxguard_protocol::{Event, EventKind};
@@ -22,91 +21,16 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 use windows_sys::Wdk::System::SystemServices::{DelayedWorkQueue, KeQuerySystemTimePrecise};
 use windows_sys::Win32::Foundation::STATUS_SUCCESS;
 
+use crate::kernel::spin_lock::SpinLock;
 use crate::{kernel, port};
 
 /// Events the ring holds; beyond this they are dropped (and counted).
 pub const QUEUE_CAPACITY: usize = 256;
-/// How many times a publisher tries the queue's lock before dropping its event: the holders'
-/// critical sections are a few loads and stores, so a short bounded spin almost always wins.
-const PUBLISH_LOCK_ATTEMPTS: u32 = 256;
 /// Events one sender work item sends at most before handing over to a fresh work item.
 const SENDER_BATCH: usize = 16;
 /// How long one FltSendMessage may wait for the companion to take an event: 100 ms,
 /// negative = relative, in 100 ns units.
 const SEND_TIMEOUT: i64 = -100 * 10_000;
-
-/// A lock that is only ever tried by the I/O path and spun on by the sender and unload, whose
-/// critical sections are a few loads and stores (no allocation, no call out).
-struct TryLock<T> {
-    locked: AtomicBool,
-    value: UnsafeCell<T>,
-}
-
-// SAFETY: access to `value` is serialized by `locked` (acquire on lock, release on unlock);
-// the ring holds owned `Vec<u8>`s, which are Send.
-unsafe impl<T: Send> Sync for TryLock<T> {}
-
-struct Guard<'a, T> {
-    lock: &'a TryLock<T>,
-}
-
-impl<T> TryLock<T> {
-    const fn new(value: T) -> Self {
-        Self { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
-    }
-
-    fn try_lock(&self) -> Option<Guard<'_, T>> {
-        // A guard exists only when this call took the lock: its Drop releases the lock, so one
-        // built eagerly and dropped after a failed attempt would release someone else's.
-        match self.locked.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => Some(Guard { lock: self }),
-            Err(_) => None,
-        }
-    }
-
-    /// Tries up to `attempts` times: a bounded wait for another publisher's few stores, never
-    /// an unbounded one.
-    fn try_lock_bounded(&self, attempts: u32) -> Option<Guard<'_, T>> {
-        for _ in 0..attempts {
-            if let Some(guard) = self.try_lock() {
-                return Some(guard);
-            }
-            core::hint::spin_loop();
-        }
-        None
-    }
-
-    /// Spins until the lock is free; only at PASSIVE_LEVEL, outside any I/O path.
-    fn lock(&self) -> Guard<'_, T> {
-        loop {
-            if let Some(guard) = self.try_lock() {
-                return guard;
-            }
-            core::hint::spin_loop();
-        }
-    }
-}
-
-impl<T> Deref for Guard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: the guard exists only while `locked` is held by this thread.
-        unsafe { &*self.lock.value.get() }
-    }
-}
-
-impl<T> DerefMut for Guard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: the guard exists only while `locked` is held by this thread.
-        unsafe { &mut *self.lock.value.get() }
-    }
-}
-
-impl<T> Drop for Guard<'_, T> {
-    fn drop(&mut self) {
-        self.lock.locked.store(false, Ordering::Release);
-    }
-}
 
 /// A fixed ring of encoded event messages.
 struct Ring {
@@ -136,7 +60,9 @@ impl Ring {
     }
 }
 
-static QUEUE: TryLock<Ring> = TryLock::new(Ring { slots: [const { None }; QUEUE_CAPACITY], head: 0, len: 0 });
+/// The queue; its critical sections only move a buffer pointer and a few counters, so pool
+/// buffers are allocated before taking it and freed after releasing it.
+static QUEUE: SpinLock<Ring> = SpinLock::new(Ring { slots: [const { None }; QUEUE_CAPACITY], head: 0, len: 0 });
 /// Set while the sender work item is queued or running.
 static SENDER_SCHEDULED: AtomicBool = AtomicBool::new(false);
 /// Set by unload: nothing more is queued or sent.
@@ -206,20 +132,29 @@ fn publish(kind: EventKind, pid: u32, name: &[u16]) {
         drop_unnumbered();
         return;
     }
-    let Some(mut ring) = QUEUE.try_lock_bounded(PUBLISH_LOCK_ATTEMPTS) else {
-        drop_unnumbered();
-        return;
+    let refused = {
+        let mut ring = QUEUE.lock();
+        // Unload sets CLOSING before it takes this lock to empty the ring: a publisher that
+        // passed the check above but gets the lock after that drain must not refill the ring,
+        // or its buffer would outlive the image. Under the lock the flag cannot be missed.
+        if CLOSING.load(Ordering::Acquire) {
+            Some((message, false))
+        } else {
+            let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed) + 1;
+            Event::set_sequence(&mut message, sequence);
+            let pushed = ring.push(message);
+            QUEUED.store(ring.len as u64, Ordering::Relaxed);
+            pushed.err().map(|message| (message, true))
+        }
     };
-    let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed) + 1;
-    Event::set_sequence(&mut message, sequence);
-    let pushed = ring.push(message);
-    QUEUED.store(ring.len as u64, Ordering::Relaxed);
-    drop(ring);
-    if pushed.is_err() {
-        drop_one();
-        return;
+    // The refused buffer is freed here, after the lock is released.
+    match refused {
+        None => schedule_sender(),
+        Some((message, numbered)) => {
+            drop(message);
+            if numbered { drop_one() } else { drop_unnumbered() }
+        }
     }
-    schedule_sender();
 }
 
 /// Queues the sender work item unless it is already queued or running.
@@ -256,7 +191,7 @@ unsafe extern "system" fn send_queued(item: PFLT_GENERIC_WORKITEM, filter: *cons
     // A bounded batch, so that a companion that stopped reading holds a system worker thread
     // for at most SENDER_BATCH timeouts; the re-check below queues a fresh item for the rest.
     for _ in 0..SENDER_BATCH {
-        let Some(message) = QUEUE.lock().pop_counted() else { break };
+        let Some(message) = pop_next() else { break };
         send(filter as isize, &message);
     }
     SENDER_SCHEDULED.store(false, Ordering::Release);
@@ -267,6 +202,11 @@ unsafe extern "system" fn send_queued(item: PFLT_GENERIC_WORKITEM, filter: *cons
     if QUEUE.lock().len != 0 {
         schedule_sender();
     }
+}
+
+/// Pops the oldest event under the lock; the caller frees it after the lock is released.
+fn pop_next() -> Option<Vec<u8>> {
+    QUEUE.lock().pop_counted()
 }
 
 impl Ring {
@@ -317,9 +257,19 @@ fn send(filter: isize, message: &[u8]) {
 /// as dropped). A sender still running finds the ring empty; Filter Manager runs it down
 /// before FltUnregisterFilter returns.
 pub fn shutdown() {
+    // Set before the drain takes the lock: a publisher that gets the lock after the drain
+    // sees it there and keeps its event out of the ring.
     CLOSING.store(true, Ordering::Release);
-    let mut ring = QUEUE.lock();
-    while ring.pop_counted().is_some() {
+    discard_remaining();
+}
+
+/// Frees every queued event, counting each as dropped. Unload calls it again after
+/// FltUnregisterFilter, when no callback or sender can run any more, so no pool buffer outlives
+/// the image.
+pub fn discard_remaining() {
+    // One event per acquisition, freed after each release: nothing is freed under the lock.
+    while let Some(message) = pop_next() {
+        drop(message);
         drop_one();
     }
 }

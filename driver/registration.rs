@@ -15,7 +15,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 use windows_sys::Wdk::System::SystemServices::{IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE};
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS, UNICODE_STRING};
 
-use crate::{accounting, context, instance, kernel, operations, port};
+use crate::{accounting, context, events, instance, kernel, operations, port};
 
 /// Registration data holds raw pointers; it lives in immutable statics that Filter Manager
 /// only reads.
@@ -142,6 +142,7 @@ unsafe extern "system" fn filter_unload(_flags: u32) -> NTSTATUS {
     // Ports first: FltUnregisterFilter waits for open server ports (E8, B11).
     port::close();
     unregister();
+    events::discard_remaining();
     // Every context was freed by FltUnregisterFilter, so the registries are empty.
     accounting::delete();
     kprint!("unloaded");

@@ -13,6 +13,7 @@ mod panic;
 mod pool_allocator;
 #[cfg(not(feature = "wdk"))]
 mod runtime;
+pub mod spin_lock;
 
 #[cfg(feature = "wdk")]
 #[global_allocator]

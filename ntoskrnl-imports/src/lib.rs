@@ -1,4 +1,4 @@
-//! Kernel imports that windows-sys declares against `ntdll.dll`.
+//! Kernel imports that windows-sys declares against `ntdll.dll`, or not at all.
 //!
 //! windows-sys binds functions exported by both ntdll and ntoskrnl (DbgPrintEx, the C memory
 //! routines) to `ntdll.dll`; a driver that imports from ntdll does not load. Declaring them here,
@@ -82,5 +82,17 @@ mod imports {
         /// `KeBugCheckEx` (wdm.h), declared diverging as documented ("does not return"); the
         /// windows-sys declaration returns `()`.
         pub fn KeBugCheckEx(code: u32, parameter1: usize, parameter2: usize, parameter3: usize, parameter4: usize) -> !;
+    }
+
+    // windows-sys 0.61.2 declares neither: on x64 and ARM64 wdm.h makes KeAcquireSpinLock a
+    // macro over this ntoskrnl export (x86 had hal's KfAcquireSpinLock instead).
+    #[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+    unsafe extern "system" {
+        /// `KeAcquireSpinLockRaiseToDpc` (wdm.h): at IRQL <= DISPATCH_LEVEL, raises to
+        /// DISPATCH_LEVEL, acquires the `KSPIN_LOCK` and returns the previous IRQL.
+        pub fn KeAcquireSpinLockRaiseToDpc(spin_lock: *mut usize) -> u8;
+        /// `KeReleaseSpinLock` (wdm.h): at DISPATCH_LEVEL, releases the `KSPIN_LOCK` and lowers
+        /// the IRQL to `new_irql`, the value its acquire returned.
+        pub fn KeReleaseSpinLock(spin_lock: *mut usize, new_irql: u8);
     }
 }
