@@ -7,7 +7,8 @@
 //! Each input is checked as given and again with a valid magic and length field.
 #![no_main]
 
-use ctxguard_protocol::{EVENT_FIXED_BYTES, Event, HEADER_BYTES, Header, MAGIC, MAX_EVENT_NAME_UNITS, command, status};
+use ctxguard_protocol::{EVENT_FIXED_BYTES, Event, HEADER_BYTES, Header, MAX_EVENT_NAME_UNITS, command, status};
+use ctxguard_protocol_fuzz::check_as_is_and_with_valid_header;
 use libfuzzer_sys::fuzz_target;
 
 /// Byte offset of the event's `flags u32`: `kind`, `name_units`, `pid`, `sequence` and `time` come first.
@@ -51,19 +52,4 @@ fn check(data: &[u8]) {
     assert_eq!(Header::parse(&renumbered).expect("header").request_id, 0x89ab_cdef);
 }
 
-/// The input with a valid magic and a length field equal to its size, so that most inputs
-/// reach the body checks; `None` when that changes nothing or there is no header.
-fn with_valid_header(data: &[u8]) -> Option<Vec<u8>> {
-    let length = u32::try_from(data.len()).ok()?;
-    let mut patched = data.get(..HEADER_BYTES).map(|_| data.to_vec())?;
-    patched[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-    patched[8..12].copy_from_slice(&length.to_le_bytes());
-    (patched != data).then_some(patched)
-}
-
-fuzz_target!(|data: &[u8]| {
-    check(data);
-    if let Some(patched) = with_valid_header(data) {
-        check(&patched);
-    }
-});
+fuzz_target!(|data: &[u8]| check_as_is_and_with_valid_header(data, check));

@@ -7,9 +7,9 @@
 #![no_main]
 
 use ctxguard_protocol::{
-    HEADER_BYTES, LIST_FIXED_BYTES, ListWriter, MAGIC, PROTOCOL_VERSION, Reply, command, encode_hello_reply, encode_stats_reply,
-    status,
+    HEADER_BYTES, LIST_FIXED_BYTES, ListWriter, PROTOCOL_VERSION, Reply, command, encode_hello_reply, encode_stats_reply, status,
 };
+use ctxguard_protocol_fuzz::check_as_is_and_with_valid_header;
 use libfuzzer_sys::fuzz_target;
 
 /// Checks what a name view promises: an even byte count, units that read back as those bytes.
@@ -79,19 +79,4 @@ fn check(data: &[u8]) {
     assert_eq!(Reply::parse(&out).expect("a re-encoded reply parses").1, reply);
 }
 
-/// The input with a valid magic and a length field equal to its size, so that most inputs
-/// reach the body checks; `None` when that changes nothing or there is no header.
-fn with_valid_header(data: &[u8]) -> Option<Vec<u8>> {
-    let length = u32::try_from(data.len()).ok()?;
-    let mut patched = data.get(..HEADER_BYTES).map(|_| data.to_vec())?;
-    patched[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-    patched[8..12].copy_from_slice(&length.to_le_bytes());
-    (patched != data).then_some(patched)
-}
-
-fuzz_target!(|data: &[u8]| {
-    check(data);
-    if let Some(patched) = with_valid_header(data) {
-        check(&patched);
-    }
-});
+fuzz_target!(|data: &[u8]| check_as_is_and_with_valid_header(data, check));

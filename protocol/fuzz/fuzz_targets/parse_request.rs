@@ -8,9 +8,9 @@
 #![no_main]
 
 use ctxguard_protocol::{
-    HEADER_BYTES, MAGIC, MAX_PREFIX_UNITS, MAX_REQUEST_BYTES, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION, Request, encode_request,
-    status,
+    HEADER_BYTES, MAX_PREFIX_UNITS, MAX_REQUEST_BYTES, PROTOCOL_MIN_VERSION, PROTOCOL_VERSION, Request, encode_request, status,
 };
+use ctxguard_protocol_fuzz::check_as_is_and_with_valid_header;
 use libfuzzer_sys::fuzz_target;
 
 fn check(data: &[u8]) {
@@ -57,19 +57,4 @@ fn check(data: &[u8]) {
     assert!(data.len() >= HEADER_BYTES);
 }
 
-/// The input with a valid magic and a length field equal to its size, so that most inputs
-/// reach the body checks; `None` when that changes nothing or there is no header.
-fn with_valid_header(data: &[u8]) -> Option<Vec<u8>> {
-    let length = u32::try_from(data.len()).ok()?;
-    let mut patched = data.get(..HEADER_BYTES).map(|_| data.to_vec())?;
-    patched[0..4].copy_from_slice(&MAGIC.to_le_bytes());
-    patched[8..12].copy_from_slice(&length.to_le_bytes());
-    (patched != data).then_some(patched)
-}
-
-fuzz_target!(|data: &[u8]| {
-    check(data);
-    if let Some(patched) = with_valid_header(data) {
-        check(&patched);
-    }
-});
+fuzz_target!(|data: &[u8]| check_as_is_and_with_valid_header(data, check));
