@@ -47,6 +47,20 @@ impl Related<'_> {
         }
     }
 
+    /// Reads the callback's related objects if the callback may do context and registry work:
+    /// at IRQL <= APC_LEVEL (A8); `None` above.
+    ///
+    /// # Safety
+    /// As for [`Related::from_callback`].
+    #[must_use]
+    pub unsafe fn from_callback_at_most_apc(objects: *const FLT_RELATED_OBJECTS) -> Option<Self> {
+        if crate::kernel::current_irql() > crate::kernel::APC_LEVEL {
+            return None;
+        }
+        // SAFETY: guaranteed by the caller.
+        Some(unsafe { Self::from_callback(objects) })
+    }
+
     /// The filter.
     #[must_use]
     pub fn filter(&self) -> PFLT_FILTER {

@@ -196,12 +196,11 @@ pub(crate) unsafe extern "system" fn pre_cleanup(
     objects: *const FLT_RELATED_OBJECTS,
     _completion: *mut *mut c_void,
 ) -> FLT_PREOP_CALLBACK_STATUS {
-    // Context gets are not allowed above APC_LEVEL (A8).
-    if kernel::current_irql() > kernel::APC_LEVEL {
-        return FLT_PREOP_SUCCESS_NO_CALLBACK;
-    }
     // SAFETY: Filter Manager's related objects for this callback, used only during it.
-    let related = unsafe { Related::from_callback(objects) };
+    let Some(related) = (unsafe { Related::from_callback_at_most_apc(objects) }) else {
+        // Context gets are not allowed above APC_LEVEL (A8).
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
     if let Lookup::Found(handle) = StreamHandleContext::<StreamHandleData>::get(&related)
         && handle.stop_counting()
     {
@@ -218,12 +217,10 @@ pub(crate) unsafe extern "system" fn pre_close(
     objects: *const FLT_RELATED_OBJECTS,
     _completion: *mut *mut c_void,
 ) -> FLT_PREOP_CALLBACK_STATUS {
-    // The registry's push lock is for <= APC_LEVEL.
-    if kernel::current_irql() > kernel::APC_LEVEL {
-        return FLT_PREOP_SUCCESS_NO_CALLBACK;
-    }
     // SAFETY: Filter Manager's related objects for this callback, used only during it.
-    let related = unsafe { Related::from_callback(objects) };
-    accounting::with_instance(related.instance(), |counters| InstanceCounters::bump(&counters.closes));
+    if let Some(related) = unsafe { Related::from_callback_at_most_apc(objects) } {
+        // The instance registry's push lock is for <= APC_LEVEL, hence the check.
+        accounting::with_instance(related.instance(), |counters| InstanceCounters::bump(&counters.closes));
+    }
     FLT_PREOP_SUCCESS_NO_CALLBACK
 }
