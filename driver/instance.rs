@@ -66,12 +66,6 @@ impl Drop for InstanceData {
     }
 }
 
-// SAFETY: PFLT_INSTANCE is an opaque handle used only as an identity; everything else is
-// owned data or atomics.
-unsafe impl Sync for InstanceData {}
-// SAFETY: as above.
-unsafe impl Send for InstanceData {}
-
 /// InstanceSetupCallback (PASSIVE_LEVEL): attach to local file systems with an instance
 /// context; decline RAW, named pipes, mailslots and network redirectors (E6: an error status
 /// means "do not attach").
