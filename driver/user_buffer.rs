@@ -11,8 +11,10 @@
 //! * **Writes** pin the output range with `MmSecureVirtualMemory(PAGE_READWRITE)` — while
 //!   secured it cannot be freed or made read-only / no-access — copy, then
 //!   `MmUnsecureVirtualMemory` in the same process context (the message callback runs in the
-//!   sender's). What remains unprotected is documented in docs/port.md: an in-page I/O error
-//!   on the secured range still raises an exception.
+//!   sender's). Between securing and copying, `ZwQueryVirtualMemory` must report the whole
+//!   range as committed private memory: a mapped view of a file could take an in-page I/O
+//!   error from its backing file (a network share, removable media) during the copy, and
+//!   nothing would catch it. What remains unprotected is documented in docs/port.md.
 //!
 //! Every refusal is an NTSTATUS from [`ctxguard_protocol::status`], and a refused capture
 //! frees its buffer before returning.
@@ -28,6 +30,29 @@ use windows_sys::Win32::Foundation::NTSTATUS;
 
 /// `PAGE_READWRITE` (winnt.h): the range must stay readable and writable while secured.
 const PAGE_READWRITE: u32 = 0x04;
+/// `NtCurrentProcess()` / `ZwCurrentProcess()` (wdm.h): the pseudo-handle `(HANDLE)-1`.
+const CURRENT_PROCESS: *mut c_void = usize::MAX as *mut c_void;
+/// `MemoryBasicInformation` (ntifs.h `MEMORY_INFORMATION_CLASS`).
+const MEMORY_BASIC_INFORMATION_CLASS: i32 = 0;
+/// `MEM_COMMIT` (winnt.h): the region's pages are committed.
+const MEM_COMMIT: u32 = 0x1000;
+/// `MEM_PRIVATE` (winnt.h): the region is private memory, backed by the page file only.
+const MEM_PRIVATE: u32 = 0x2_0000;
+
+/// `MEMORY_BASIC_INFORMATION` (winnt.h) on 64-bit targets; declared here because the
+/// workspace does not enable windows-sys's `Win32_System_Memory`.
+#[repr(C)]
+#[derive(Default)]
+struct MemoryBasicInformation {
+    base_address: usize,
+    allocation_base: usize,
+    allocation_protect: u32,
+    partition_id: u16,
+    region_size: usize,
+    state: u32,
+    protect: u32,
+    kind: u32,
+}
 
 /// Whether `address` meets the protocol's alignment.
 fn aligned(address: usize) -> bool {
@@ -109,6 +134,12 @@ pub fn write(address: *mut c_void, capacity: usize, data: &[u8]) -> Result<(), N
     if secured.is_null() {
         return Err(status::INVALID_USER_BUFFER);
     }
+    if !committed_private(address as usize, data.len()) {
+        // SAFETY: `secured` came from MmSecureVirtualMemory above, in this same process
+        // context, and is released exactly once (nothing was written).
+        unsafe { MmUnsecureVirtualMemory(secured) };
+        return Err(status::INVALID_USER_BUFFER);
+    }
     // SAFETY: the range [address, address + data.len()) is secured read-write for the
     // duration of the copy, so it is mapped and writable; `data` is kernel memory that cannot
     // overlap a user range.
@@ -117,6 +148,41 @@ pub fn write(address: *mut c_void, capacity: usize, data: &[u8]) -> Result<(), N
     // and is released exactly once.
     unsafe { MmUnsecureVirtualMemory(secured) };
     Ok(())
+}
+
+/// Whether every region overlapping `[address, address + length)` of the current process is
+/// committed private memory. Called only on a secured range, which cannot be freed or remapped
+/// until it is unsecured, so the answer stays true for the copy that follows.
+fn committed_private(address: usize, length: usize) -> bool {
+    let Some(end) = address.checked_add(length) else { return false };
+    let mut cursor = address;
+    while cursor < end {
+        let mut information = MemoryBasicInformation::default();
+        let mut returned = 0usize;
+        // SAFETY: `information` is a writable MEMORY_BASIC_INFORMATION of the length passed;
+        // ZwQueryVirtualMemory validates the address itself. The message callback runs at
+        // PASSIVE_LEVEL in the sender's process, which the current-process handle names.
+        let result = unsafe {
+            ntoskrnl_imports::ZwQueryVirtualMemory(
+                CURRENT_PROCESS,
+                cursor as *const c_void,
+                MEMORY_BASIC_INFORMATION_CLASS,
+                (&raw mut information).cast(),
+                size_of::<MemoryBasicInformation>(),
+                &raw mut returned,
+            )
+        };
+        if result != status::SUCCESS || information.state != MEM_COMMIT || information.kind != MEM_PRIVATE {
+            return false;
+        }
+        // The region starts at the page holding `cursor`; a zero size would never advance.
+        let Some(region_end) = information.base_address.checked_add(information.region_size) else { return false };
+        if region_end <= cursor {
+            return false;
+        }
+        cursor = region_end;
+    }
+    true
 }
 
 /// Copies exactly `out.len()` bytes at `address` (any alignment) into `out`, allocating nothing.

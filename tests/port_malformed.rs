@@ -174,6 +174,17 @@ fn every_malformed_class_gets_its_status_and_leaks_nothing() {
         status::INVALID_USER_BUFFER,
     );
     probe.expect("NULL output with a length", Some((input.address(), input.len())), Some((0, 4096)), status::INVALID_USER_BUFFER);
+    // A mapped view of a file could take an in-page I/O error during the write: refused after
+    // securing, and not one byte of the reply lands in it.
+    let mapped_out = emulator.user_buffer_mapped_file(4096);
+    assert!(mapped_out.write(&[0xA5; 4096]));
+    probe.expect(
+        "mapped-file output",
+        Some((input.address(), input.len())),
+        Some((mapped_out.address(), mapped_out.len())),
+        status::INVALID_USER_BUFFER,
+    );
+    assert!(mapped_out.read().iter().all(|&b| b == 0xA5), "mapped-file output: the driver wrote into it");
     probe.port.set_probe(true);
 
     // After all that the port still answers.

@@ -845,6 +845,16 @@ impl Emulator {
         UserBuffer::new(&self.inner.user, length, misalignment % 16)
     }
 
+    /// A user buffer that `ZwQueryVirtualMemory` reports as a mapped view of a file
+    /// (`MEM_MAPPED`), like a view of a file on a network share; reads and writes work as for
+    /// [`user_buffer`](Self::user_buffer).
+    #[must_use]
+    pub fn user_buffer_mapped_file(&self, length: usize) -> UserBuffer {
+        let buffer = self.user_buffer(length);
+        buffer.mark_mapped_file();
+        buffer
+    }
+
     /// A user buffer holding `bytes`.
     #[must_use]
     pub fn user_buffer_from(&self, bytes: &[u8]) -> UserBuffer {

@@ -420,6 +420,58 @@ extern "win64" fn mm_unsecure_virtual_memory(handle: usize) {
     }
 }
 
+/// `MemoryBasicInformation` (ntifs.h `MEMORY_INFORMATION_CLASS`).
+const MEMORY_BASIC_INFORMATION_CLASS: i32 = 0;
+/// `sizeof(MEMORY_BASIC_INFORMATION)` on x64.
+const MEMORY_BASIC_INFORMATION_SIZE: usize = 48;
+/// `STATUS_INVALID_INFO_CLASS`.
+const STATUS_INVALID_INFO_CLASS: i32 = 0xC000_0003_u32.cast_signed();
+/// `STATUS_INFO_LENGTH_MISMATCH`.
+const STATUS_INFO_LENGTH_MISMATCH: i32 = 0xC000_0004_u32.cast_signed();
+
+/// `ZwQueryVirtualMemory` (ntifs.h, IRQL PASSIVE_LEVEL): the state, protection and type of the
+/// run of pages holding `address` in the current process (the only process handle the
+/// emulated driver can hold is `ZwCurrentProcess()`, `(HANDLE)-1`). Only
+/// MemoryBasicInformation is supported, as documented.
+extern "win64" fn zw_query_virtual_memory(
+    process: usize,
+    address: usize,
+    class: i32,
+    information: usize,
+    length: usize,
+    returned: usize,
+) -> i32 {
+    let Some(inner) = state::current() else { return status::UNSUCCESSFUL };
+    let mut state = inner.enter("ZwQueryVirtualMemory", exec::PASSIVE_LEVEL);
+    if process != usize::MAX {
+        state.violations.push(Violation::InvalidParameter { function: "ZwQueryVirtualMemory", reason: "not ZwCurrentProcess()" });
+        return status::INVALID_PARAMETER;
+    }
+    drop(state);
+    if class != MEMORY_BASIC_INFORMATION_CLASS {
+        return STATUS_INVALID_INFO_CLASS;
+    }
+    if length < MEMORY_BASIC_INFORMATION_SIZE || information == 0 {
+        return STATUS_INFO_LENGTH_MISMATCH;
+    }
+    let region = inner.user.query(address);
+    let mut bytes = [0u8; MEMORY_BASIC_INFORMATION_SIZE];
+    bytes[0..8].copy_from_slice(&region.base.to_le_bytes());
+    bytes[8..16].copy_from_slice(&region.allocation_base.to_le_bytes());
+    bytes[16..20].copy_from_slice(&(if region.allocation_base == 0 { 0 } else { region.protect }).to_le_bytes());
+    bytes[24..32].copy_from_slice(&region.size.to_le_bytes());
+    bytes[32..36].copy_from_slice(&region.state.to_le_bytes());
+    bytes[36..40].copy_from_slice(&region.protect.to_le_bytes());
+    bytes[40..44].copy_from_slice(&region.kind.to_le_bytes());
+    // SAFETY: the caller passed a buffer of at least `length` ≥ 48 bytes (checked above).
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), information as *mut u8, bytes.len()) };
+    if returned != 0 {
+        // SAFETY: ReturnLength is an optional PSIZE_T the caller owns.
+        unsafe { (returned as *mut usize).write_unaligned(MEMORY_BASIC_INFORMATION_SIZE) };
+    }
+    status::SUCCESS
+}
+
 /// ntoskrnl.exe exports by name.
 pub fn resolve(name: &str) -> Option<usize> {
     Some(match name {
@@ -441,6 +493,7 @@ pub fn resolve(name: &str) -> Option<usize> {
         "MmCopyMemory" => mm_copy_memory as *const () as usize,
         "MmSecureVirtualMemory" => mm_secure_virtual_memory as *const () as usize,
         "MmUnsecureVirtualMemory" => mm_unsecure_virtual_memory as *const () as usize,
+        "ZwQueryVirtualMemory" => zw_query_virtual_memory as *const () as usize,
         _ => return None,
     })
 }
@@ -465,6 +518,7 @@ pub const EXPORTS: &[&str] = &[
     "MmCopyMemory",
     "MmSecureVirtualMemory",
     "MmUnsecureVirtualMemory",
+    "ZwQueryVirtualMemory",
 ];
 
 #[cfg(test)]

@@ -32,6 +32,28 @@ pub(crate) struct Region {
     pub length: usize,
     pub access: Access,
     pub secured: usize,
+    /// Reported as a mapped view of a file (`MEM_MAPPED`) rather than private memory.
+    pub mapped_file: bool,
+}
+
+/// `MEM_COMMIT` (winnt.h).
+pub(crate) const MEM_COMMIT: u32 = 0x1000;
+/// `MEM_FREE` (winnt.h).
+pub(crate) const MEM_FREE: u32 = 0x1_0000;
+/// `MEM_PRIVATE` (winnt.h).
+pub(crate) const MEM_PRIVATE: u32 = 0x2_0000;
+/// `MEM_MAPPED` (winnt.h).
+pub(crate) const MEM_MAPPED: u32 = 0x4_0000;
+
+/// One `MEMORY_BASIC_INFORMATION` answer: the run of equal pages holding an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RegionInfo {
+    pub base: usize,
+    pub allocation_base: usize,
+    pub size: usize,
+    pub state: u32,
+    pub protect: u32,
+    pub kind: u32,
 }
 
 /// The registry of user mappings.
@@ -57,6 +79,42 @@ impl UserSpace {
             let r = r.lock().unwrap_or_else(PoisonError::into_inner);
             (address >= r.base && end <= r.base + r.length).then_some(r.access)
         })
+    }
+
+    /// What `ZwQueryVirtualMemory` reports for the page holding `address`: a buffer's data
+    /// pages are one region (committed with the buffer's protection, or free once unmapped),
+    /// its guard page another (committed, no access); an address in no mapping is a free page.
+    pub(crate) fn query(&self, address: usize) -> RegionInfo {
+        const PAGE_NOACCESS: u32 = 0x01;
+        const PAGE_READONLY: u32 = 0x02;
+        const PAGE_READWRITE: u32 = 0x04;
+        let page = address & !(PAGE - 1);
+        let free = RegionInfo { base: page, allocation_base: 0, size: PAGE, state: MEM_FREE, protect: PAGE_NOACCESS, kind: 0 };
+        for region in self.regions.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            let r = region.lock().unwrap_or_else(PoisonError::into_inner);
+            if address < r.base || address >= r.base + r.length + PAGE {
+                continue;
+            }
+            let kind = if r.mapped_file { MEM_MAPPED } else { MEM_PRIVATE };
+            if address >= r.base + r.length {
+                return RegionInfo {
+                    base: r.base + r.length,
+                    allocation_base: r.base,
+                    size: PAGE,
+                    state: MEM_COMMIT,
+                    protect: PAGE_NOACCESS,
+                    kind,
+                };
+            }
+            let protect = match r.access {
+                Access::ReadWrite => PAGE_READWRITE,
+                Access::ReadOnly => PAGE_READONLY,
+                Access::NoAccess => PAGE_NOACCESS,
+                Access::Unmapped => return RegionInfo { base: r.base, size: r.length, ..free },
+            };
+            return RegionInfo { base: r.base, allocation_base: r.base, size: r.length, state: MEM_COMMIT, protect, kind };
+        }
+        free
     }
 
     /// Marks the mapping holding `address` as secured (+1) or unsecured (-1).
@@ -104,9 +162,14 @@ impl UserBuffer {
         let end_aligned = (guard - length) & !15;
         let address = end_aligned + misalignment;
         let address = if address + length > guard { end_aligned - 16 + misalignment } else { address };
-        let region = Arc::new(Mutex::new(Region { base: mapping, length: data_pages * PAGE, access: Access::ReadWrite, secured: 0 }));
+        let region = Arc::new(Mutex::new(Region { base: mapping, length: data_pages * PAGE, access: Access::ReadWrite, secured: 0, mapped_file: false }));
         space.regions.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::clone(&region));
         Self { region, mapping, mapping_length, address, length }
+    }
+
+    /// Reports the buffer's mapping as a mapped view of a file (`MEM_MAPPED`) from now on.
+    pub(crate) fn mark_mapped_file(&self) {
+        self.region.lock().unwrap_or_else(PoisonError::into_inner).mapped_file = true;
     }
 
     /// The user-mode address the driver sees.

@@ -95,4 +95,20 @@ mod imports {
         /// the IRQL to `new_irql`, the value its acquire returned.
         pub fn KeReleaseSpinLock(spin_lock: *mut usize, new_irql: u8);
     }
+
+    // windows-sys 0.61.2 binds this one to ntdll.dll; ntoskrnl exports it too (ntifs.h).
+    #[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+    unsafe extern "system" {
+        /// `ZwQueryVirtualMemory` (ntifs.h, IRQL PASSIVE_LEVEL): fills a
+        /// `MEMORY_BASIC_INFORMATION` for the run of pages with equal attributes that starts at
+        /// the page holding `base_address`, in the process `process` names.
+        pub fn ZwQueryVirtualMemory(
+            process: *mut core::ffi::c_void,
+            base_address: *const core::ffi::c_void,
+            information_class: i32,
+            information: *mut core::ffi::c_void,
+            information_length: usize,
+            return_length: *mut usize,
+        ) -> i32;
+    }
 }
