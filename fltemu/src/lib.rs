@@ -773,23 +773,26 @@ impl Emulator {
     /// The stream context linked to the stream of `file` by the filter's instance, if any.
     #[must_use]
     pub fn stream_context(&self, file: &FileHandle) -> Option<ContextInfo> {
-        let address = {
-            let state = self.inner.lock();
-            let record = state.files.get(&file.file_object)?;
-            let instance = state.volumes[record.volume].instance?;
-            *state.links.get(&state::LinkKey::Stream(instance, record.stream?))?
-        };
-        self.live_contexts().into_iter().find(|c| c.address == address)
+        self.file_link(file, |instance, record| Some(state::LinkKey::Stream(instance, record.stream?)))
     }
 
     /// The stream-handle context linked to `file`, if any.
     #[must_use]
     pub fn stream_handle_context(&self, file: &FileHandle) -> Option<ContextInfo> {
+        self.file_link(file, |instance, _| Some(state::LinkKey::StreamHandle(instance, file.file_object)))
+    }
+
+    /// The live context linked under the key `key` builds from `file`'s instance and record.
+    fn file_link(
+        &self,
+        file: &FileHandle,
+        key: impl FnOnce(isize, &state::FileRecord) -> Option<state::LinkKey>,
+    ) -> Option<ContextInfo> {
         let address = {
             let state = self.inner.lock();
             let record = state.files.get(&file.file_object)?;
             let instance = state.volumes[record.volume].instance?;
-            *state.links.get(&state::LinkKey::StreamHandle(instance, file.file_object))?
+            *state.links.get(&key(instance, record)?)?
         };
         self.live_contexts().into_iter().find(|c| c.address == address)
     }
