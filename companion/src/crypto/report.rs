@@ -1,4 +1,4 @@
-//! The report of a `ctxguard crypto` run: its JSON form (schema `ctxguard.crypto/1`, documented
+//! The report of a `ctxguard crypto` run: its JSON form (schema `ctxguard.crypto/2`, documented
 //! in companion/README.md) and its text form.
 //!
 //! Field names and verdict spellings are part of the stable schema: add fields, never rename.
@@ -8,17 +8,26 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 /// Schema identifier written into every JSON report; bump only on an incompatible change.
-pub const SCHEMA: &str = "ctxguard.crypto/1";
+pub const SCHEMA: &str = "ctxguard.crypto/2";
 
-/// How an observed behaviour compares with the documentation.
+/// How an observed behaviour compares with Windows' recorded behaviour and its documentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Verdict {
-    /// Every step returned what the documentation says.
+    /// Every step returned what Windows is recorded to return (Wine's tests, run on Windows).
     #[serde(rename = "PASS")]
     Pass,
-    /// At least one step returned something the documentation does not say.
+    /// At least one step with Windows-run evidence returned something else: this platform
+    /// differs from Windows.
     #[serde(rename = "DIFF")]
     Diff,
+    /// This platform matches Windows, and Windows differs from its documentation (the
+    /// scenario's `doc_says` / `windows_does` say how).
+    #[serde(rename = "DOC")]
+    Doc,
+    /// No Windows-run evidence decides it: the scenario rests on the documentation alone, or
+    /// only calls listed in `unverified_calls` (documentation only) differ.
+    #[serde(rename = "UNVERIFIED")]
+    Unverified,
     /// The scenario did not run here; `skip_reason` says why.
     #[serde(rename = "SKIP")]
     Skip,
@@ -30,8 +39,57 @@ impl Verdict {
         match self {
             Verdict::Pass => "PASS",
             Verdict::Diff => "DIFF",
+            Verdict::Doc => "DOC",
+            Verdict::Unverified => "UNVERIFIED",
             Verdict::Skip => "SKIP",
         }
+    }
+}
+
+/// What backs a scenario's expectations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Evidence {
+    /// Every checked call has a Windows-run assertion (cited in the scenario's source).
+    Windows,
+    /// The calls whose name starts with one of these rest on the documentation alone.
+    Partial(&'static [&'static str]),
+    /// No Windows-run assertion: the expectation is our reading of the documentation.
+    DocsOnly,
+}
+
+impl Evidence {
+    /// Whether the expectation of `call` rests on the documentation alone.
+    pub fn docs_only(self, call: &str) -> bool {
+        match self {
+            Evidence::Windows => false,
+            Evidence::Partial(prefixes) => prefixes.iter().any(|p| call.starts_with(p)),
+            Evidence::DocsOnly => true,
+        }
+    }
+
+    /// The verdict of a pass whose raw outcome (PASS/DIFF/SKIP against the expectations) is
+    /// `raw`, and the calls of it that rest on the documentation alone. `doc_discrepancy`:
+    /// Windows is recorded to differ from its documentation in this scenario.
+    pub fn classify(self, raw: &Outcome, doc_discrepancy: bool) -> (Verdict, Vec<String>) {
+        if raw.verdict == Verdict::Skip {
+            return (Verdict::Skip, Vec::new());
+        }
+        let unverified: Vec<String> =
+            raw.steps.iter().filter(|s| self.docs_only(&s.call)).map(|s| s.call.clone()).collect();
+        let differs_from_windows = raw.steps.iter().any(|s| !s.matches && !self.docs_only(&s.call));
+        // A scenario that stopped without a differing step still did not do what Windows does.
+        let stopped_silently = raw.stopped.is_some() && raw.steps.iter().all(|s| s.matches);
+        let docs_only_differs = raw.steps.iter().any(|s| !s.matches && self.docs_only(&s.call));
+        let verdict = if differs_from_windows || stopped_silently {
+            Verdict::Diff
+        } else if doc_discrepancy {
+            Verdict::Doc
+        } else if self == Evidence::DocsOnly || docs_only_differs {
+            Verdict::Unverified
+        } else {
+            Verdict::Pass
+        };
+        (verdict, unverified)
     }
 }
 
@@ -117,8 +175,18 @@ pub struct HandleAccounting {
 pub struct ScenarioReport {
     /// Stable scenario name (the `--scenario` value).
     pub name: String,
-    /// The documented behaviour the scenario checks.
+    /// The behaviour the scenario checks: Windows' recorded behaviour where Wine's tests
+    /// record it, else the documentation's.
     pub documented: String,
+    /// Where the expectation comes from: the documentation sentence and the Windows-run
+    /// assertion (file and function of Wine's conformance tests), or that there is none.
+    pub source: String,
+    /// What the documentation says, where Windows is recorded to do otherwise.
+    pub doc_says: Option<String>,
+    /// What Windows is recorded to do, where that differs from the documentation.
+    pub windows_does: Option<String>,
+    /// The calls of the first pass whose expectation rests on the documentation alone.
+    pub unverified_calls: Vec<String>,
     /// Verdict of the first pass.
     pub verdict: Verdict,
     /// Verdict of the second pass (run for leak accounting); differs only if the API is unstable.
@@ -170,6 +238,10 @@ pub struct Summary {
     pub pass: usize,
     /// Scenarios with verdict DIFF.
     pub diff: usize,
+    /// Scenarios with verdict DOC.
+    pub doc: usize,
+    /// Scenarios with verdict UNVERIFIED.
+    pub unverified: usize,
     /// Scenarios with verdict SKIP.
     pub skip: usize,
     /// Scenarios whose second pass left kernel handles open (delta > 0) or files open.
@@ -203,6 +275,8 @@ impl Report {
             match s.verdict {
                 Verdict::Pass => summary.pass += 1,
                 Verdict::Diff => summary.diff += 1,
+                Verdict::Doc => summary.doc += 1,
+                Verdict::Unverified => summary.unverified += 1,
                 Verdict::Skip => summary.skip += 1,
             }
             let kernel_leak = s.handles.delta.is_some_and(|d| d > 0);
@@ -227,7 +301,15 @@ impl Report {
         let _ = writeln!(out, "correlation: {} ({})", self.correlation.status, self.correlation.detail);
         for s in &self.scenarios {
             let _ = writeln!(out, "\n[{}] {}", s.verdict.as_str(), s.name);
-            let _ = writeln!(out, "  documented: {}", s.documented);
+            let _ = writeln!(out, "  expected:   {}", s.documented);
+            let _ = writeln!(out, "  source:     {}", s.source);
+            if let (Some(doc), Some(windows)) = (&s.doc_says, &s.windows_does) {
+                let _ = writeln!(out, "  doc says:   {doc}");
+                let _ = writeln!(out, "  Windows does: {windows}");
+            }
+            if !s.unverified_calls.is_empty() {
+                let _ = writeln!(out, "  docs only (no Windows-run evidence): {}", s.unverified_calls.join("; "));
+            }
             let _ = writeln!(out, "  observed:   {}", s.observed);
             for step in &s.steps {
                 let mark = if step.matches { "ok  " } else { "DIFF" };
@@ -252,7 +334,11 @@ impl Report {
             }
         }
         let m = &self.summary;
-        let _ = writeln!(out, "\n{} PASS, {} DIFF, {} SKIP, {} leaking", m.pass, m.diff, m.skip, m.leaking);
+        let _ = writeln!(
+            out,
+            "\n{} PASS, {} DIFF, {} DOC, {} UNVERIFIED, {} SKIP, {} leaking",
+            m.pass, m.diff, m.doc, m.unverified, m.skip, m.leaking
+        );
         out
     }
 }
@@ -285,6 +371,10 @@ mod tests {
         let report = |verdict, delta, left_open: Option<Vec<String>>| ScenarioReport {
             name: "s".into(),
             documented: "d".into(),
+            source: "src".into(),
+            doc_says: None,
+            windows_does: None,
+            unverified_calls: Vec::new(),
             verdict,
             second_pass_verdict: verdict,
             skip_reason: None,
@@ -298,13 +388,52 @@ mod tests {
             report(Verdict::Diff, Some(2), None),
             report(Verdict::Skip, None, Some(vec!["C:\\x".into()])),
             report(Verdict::Pass, Some(-1), Some(Vec::new())),
+            report(Verdict::Doc, Some(0), None),
+            report(Verdict::Unverified, Some(0), None),
         ]);
-        assert_eq!(summary, Summary { pass: 2, diff: 1, skip: 1, leaking: 2 });
+        assert_eq!(summary, Summary { pass: 2, diff: 1, doc: 1, unverified: 1, skip: 1, leaking: 2 });
     }
 
     #[test]
     fn verdicts_serialize_as_their_documented_spellings() {
-        let json = serde_json::to_string(&[Verdict::Pass, Verdict::Diff, Verdict::Skip]).expect("serialize");
-        assert_eq!(json, r#"["PASS","DIFF","SKIP"]"#);
+        let all = [Verdict::Pass, Verdict::Diff, Verdict::Doc, Verdict::Unverified, Verdict::Skip];
+        let json = serde_json::to_string(&all).expect("serialize");
+        assert_eq!(json, r#"["PASS","DIFF","DOC","UNVERIFIED","SKIP"]"#);
+        assert!(all.iter().all(|v| json.contains(&format!("\"{}\"", v.as_str()))));
+    }
+
+    fn raw(steps: Vec<Step>) -> Outcome {
+        let verdict = if steps.iter().all(|s| s.matches) { Verdict::Pass } else { Verdict::Diff };
+        Outcome { verdict, skip_reason: None, stopped: None, steps }
+    }
+
+    fn call(call: &str, matches: bool) -> Step {
+        Step { call: call.into(), expected: "TRUE".into(), returned: "TRUE".into(), last_error: None, matches }
+    }
+
+    #[test]
+    fn a_difference_counts_only_where_windows_is_on_record() {
+        let partial = Evidence::Partial(&["CryptContextAddRef"]);
+        let backed_differs = raw(vec![call("CryptGenRandom(h)", false), call("CryptContextAddRef(h)", true)]);
+        assert_eq!(partial.classify(&backed_differs, false), (Verdict::Diff, vec!["CryptContextAddRef(h)".to_owned()]));
+        let docs_only_differs = raw(vec![call("CryptGenRandom(h)", true), call("CryptContextAddRef(h)", false)]);
+        assert_eq!(partial.classify(&docs_only_differs, false).0, Verdict::Unverified);
+        let all_match = raw(vec![call("CryptGenRandom(h)", true), call("CryptContextAddRef(h)", true)]);
+        assert_eq!(partial.classify(&all_match, false), (Verdict::Pass, vec!["CryptContextAddRef(h)".to_owned()]));
+        assert_eq!(Evidence::DocsOnly.classify(&raw(vec![call("x", false)]), false).0, Verdict::Unverified);
+        assert_eq!(Evidence::DocsOnly.classify(&raw(vec![call("x", true)]), false).0, Verdict::Unverified);
+    }
+
+    #[test]
+    fn a_match_is_pass_or_doc_and_a_skip_stays_a_skip() {
+        let all_match = raw(vec![call("CertCloseStore(h, CHECK)", true)]);
+        assert_eq!(Evidence::Windows.classify(&all_match, false), (Verdict::Pass, Vec::new()));
+        assert_eq!(Evidence::Windows.classify(&all_match, true).0, Verdict::Doc);
+        // A Windows-backed difference outranks the documentation finding.
+        assert_eq!(Evidence::Windows.classify(&raw(vec![call("c", false)]), true).0, Verdict::Diff);
+        assert_eq!(Evidence::Windows.classify(&Outcome::skip("Wine stub"), true).0, Verdict::Skip);
+        let mut stopped = raw(vec![call("c", true)]);
+        stopped.stopped = Some("prerequisite".into());
+        assert_eq!(Evidence::Windows.classify(&stopped, false).0, Verdict::Diff);
     }
 }

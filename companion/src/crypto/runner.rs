@@ -5,17 +5,31 @@
 //! provider keeps open for the process) settle in it, so the second pass's handle delta is the
 //! scenario's own leak.
 
-use super::report::{Correlation, HandleAccounting, Outcome, ScenarioReport};
+use super::report::{Correlation, Evidence, HandleAccounting, Outcome, ScenarioReport};
 use super::witness::{HandleWitness, WitnessError, left_open};
 
 /// One named check.
 pub trait Scenario {
     /// Stable name (the `--scenario` value).
     fn name(&self) -> &'static str;
-    /// The documented behaviour it checks.
+    /// The behaviour it checks (Windows' recorded behaviour where there is a record).
     fn documented(&self) -> &'static str;
     /// Runs one pass; `pass` is 1 or 2 (scenarios use it to make names unique per pass).
+    /// Its verdict is the raw comparison with the expectations (PASS, DIFF or SKIP); the
+    /// runner turns it into the reported verdict with [`Scenario::evidence`].
     fn run(&self, pass: u32) -> Outcome;
+    /// The documentation sentence and the Windows-run assertion the expectation rests on.
+    fn source(&self) -> &'static str {
+        ""
+    }
+    /// Which expectations have Windows-run evidence.
+    fn evidence(&self) -> Evidence {
+        Evidence::Windows
+    }
+    /// What the documentation says and what Windows is recorded to do, where they disagree.
+    fn doc_vs_windows(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
 }
 
 /// Counts the current process's handles.
@@ -70,11 +84,18 @@ pub fn run_scenarios(
             _ => None,
         };
 
+        let discrepancy = scenario.doc_vs_windows();
+        let (verdict, unverified_calls) = scenario.evidence().classify(&first, discrepancy.is_some());
+        let (second_pass_verdict, _) = scenario.evidence().classify(&second, discrepancy.is_some());
         reports.push(ScenarioReport {
             name: scenario.name().to_owned(),
             documented: scenario.documented().to_owned(),
-            verdict: first.verdict,
-            second_pass_verdict: second.verdict,
+            source: scenario.source().to_owned(),
+            doc_says: discrepancy.map(|(doc, _)| doc.to_owned()),
+            windows_does: discrepancy.map(|(_, windows)| windows.to_owned()),
+            unverified_calls,
+            verdict,
+            second_pass_verdict,
             skip_reason: first.skip_reason.clone(),
             observed: first.observed_summary(),
             steps: first.steps,

@@ -8,7 +8,7 @@ use crate::crypto::report::{Correlation, ScenarioReport};
 
 /// The selftest's view of a crypto run: correlation, and per scenario the verdict, the files
 /// the driver saw left open and the kernel-handle delta. `report` is the whole
-/// `ctxguard.crypto/1` report when there is one.
+/// `ctxguard.crypto/2` report when there is one.
 pub fn summary(correlation: &Correlation, reports: &[ScenarioReport], report: Option<serde_json::Value>) -> CryptoSummary {
     CryptoSummary {
         correlation: correlation.status.clone(),

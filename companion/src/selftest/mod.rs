@@ -131,7 +131,7 @@ where
 pub struct CryptoScenario {
     /// The scenario's stable name.
     pub name: String,
-    /// `PASS`, `DIFF` or `SKIP` (schema `ctxguard.crypto/1`).
+    /// `PASS`, `DIFF`, `DOC`, `UNVERIFIED` or `SKIP` (schema `ctxguard.crypto/2`).
     pub verdict: String,
     /// Files the driver saw left open by the scenario's second pass; `None` without correlation.
     pub left_open: Option<Vec<String>>,
@@ -148,7 +148,7 @@ pub struct CryptoSummary {
     pub correlation_detail: String,
     /// One entry per scenario.
     pub scenarios: Vec<CryptoScenario>,
-    /// The whole `ctxguard.crypto/1` report, when the runner produced one.
+    /// The whole `ctxguard.crypto/2` report, when the runner produced one.
     pub report: Option<serde_json::Value>,
 }
 

@@ -61,6 +61,7 @@ pub fn code_name(code: u32) -> Option<&'static str> {
         0x8009_0027 => "NTE_INVALID_PARAMETER",
         0x8009_0029 => "NTE_NOT_SUPPORTED",
         0x8009_200F => "CRYPT_E_PENDING_CLOSE",
+        0x8000_FFFF => "E_UNEXPECTED",
         _ => return None,
     })
 }

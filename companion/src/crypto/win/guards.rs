@@ -14,7 +14,9 @@ use std::path::Path;
 
 use windows_sys::Win32::Foundation::{GetLastError, HANDLE, INVALID_HANDLE_VALUE, SetLastError};
 use windows_sys::Win32::Security::Cryptography::{
-    CERT_CLOSE_STORE_CHECK_FLAG, CERT_CLOSE_STORE_FORCE_FLAG, CERT_CONTEXT, CERT_STORE_ADD_ALWAYS,
+    CRL_CONTEXT, CTL_CONTEXT, CertAddEncodedCRLToStore, CertAddEncodedCTLToStore, CertAddStoreToCollection,
+    CertCreateCertificateContext, CertFreeCRLContext, CertFreeCTLContext, CryptDuplicateHash, CryptDuplicateKey,
+    CERT_STORE_PROV_COLLECTION, CERT_CLOSE_STORE_CHECK_FLAG, CERT_CLOSE_STORE_FORCE_FLAG, CERT_CONTEXT, CERT_STORE_ADD_ALWAYS,
     CERT_STORE_PROV_FILE, CERT_STORE_PROV_FILENAME_W, CERT_STORE_PROV_MEMORY, CERT_STORE_PROV_SYSTEM_W,
     CERT_SYSTEM_STORE_CURRENT_USER, CertAddEncodedCertificateToStore, CertCloseStore,
     CertDuplicateCertificateContext, CertDuplicateStore, CertEnumCertificatesInStore,
@@ -138,6 +140,27 @@ impl Provider {
         })
     }
 
+    /// CRYPT_DELETEKEYSET with the handle variable pre-set to `sentinel`: the result and what
+    /// the API left in the variable (never released: it is no context).
+    pub fn delete_keyset_reporting_handle(container: &str, prov_type: u32, sentinel: usize) -> (BoolResult, usize) {
+        let name = wide(container);
+        let mut written = sentinel;
+        let result = bool_call(|| {
+            // SAFETY: `written` is a valid out pointer; `name` is NUL-terminated and lives
+            // across the call.
+            unsafe {
+                CryptAcquireContextW(
+                    &raw mut written,
+                    name.as_ptr(),
+                    std::ptr::null(),
+                    prov_type,
+                    windows_sys::Win32::Security::Cryptography::CRYPT_DELETEKEYSET,
+                )
+            }
+        });
+        (result, written)
+    }
+
     /// CryptContextAddRef: one more reference, owned by the returned guard.
     pub fn add_ref(&self) -> Attempt<Provider> {
         let raw = bool_call(|| {
@@ -193,7 +216,113 @@ impl Provider {
     }
 }
 
+/// A key or hash handle whose provider was released while it was alive; kept only for the
+/// opt-in stale checks, never destroyed by a guard.
+#[derive(Clone, Copy, Debug)]
+pub struct Orphan(usize);
+
+impl Orphan {
+    /// CryptHashData on an orphaned hash.
+    ///
+    /// # Safety
+    /// The hash's provider was released; the caller accepts that the API reads freed memory.
+    pub unsafe fn hash_data(self) -> BoolResult {
+        let byte = [0u8; 1];
+        bool_call(|| {
+            // SAFETY: the caller opted in to a stale handle; `byte` is readable for 1 byte.
+            unsafe { CryptHashData(self.0, byte.as_ptr(), 1, 0) }
+        })
+    }
+
+    /// CryptDuplicateHash (`key` false) or CryptDuplicateKey (`key` true) on an orphan; a
+    /// duplicate it returned anyway is not destroyed (its provider is gone).
+    ///
+    /// # Safety
+    /// As for [`Orphan::hash_data`].
+    pub unsafe fn duplicate(self, key: bool) -> BoolResult {
+        let mut copy = 0usize;
+        bool_call(|| {
+            if key {
+                // SAFETY: the caller opted in to a stale handle; `copy` is a valid out pointer.
+                unsafe { CryptDuplicateKey(self.0, std::ptr::null(), 0, &raw mut copy) }
+            } else {
+                // SAFETY: the caller opted in to a stale handle; `copy` is a valid out pointer.
+                unsafe { CryptDuplicateHash(self.0, std::ptr::null(), 0, &raw mut copy) }
+            }
+        })
+    }
+
+    /// CryptDestroyHash (`key` false) or CryptDestroyKey (`key` true) on an orphan.
+    ///
+    /// # Safety
+    /// As for [`Orphan::hash_data`].
+    pub unsafe fn destroy(self, key: bool) -> BoolResult {
+        bool_call(|| {
+            if key {
+                // SAFETY: the caller opted in to a stale handle.
+                unsafe { CryptDestroyKey(self.0) }
+            } else {
+                // SAFETY: the caller opted in to a stale handle.
+                unsafe { CryptDestroyHash(self.0) }
+            }
+        })
+    }
+}
+
+impl Key<'_> {
+    /// Gives up the guard without destroying the key, for a release while it is alive.
+    pub fn into_orphan(self) -> Orphan {
+        let handle = self.handle;
+        std::mem::forget(self);
+        Orphan(handle)
+    }
+}
+
+impl Hash<'_> {
+    /// Gives up the guard without destroying the hash, for a release while it is alive.
+    pub fn into_orphan(self) -> Orphan {
+        let handle = self.handle;
+        std::mem::forget(self);
+        Orphan(handle)
+    }
+}
+
 impl Released {
+    /// CryptGenRandom on the released handle.
+    ///
+    /// # Safety
+    /// As for [`Released::release_again`].
+    pub unsafe fn gen_random(self) -> BoolResult {
+        let mut buf = [0u8; 1];
+        bool_call(|| {
+            // SAFETY: the caller opted in to a stale handle; `buf` is writable for 1 byte.
+            unsafe { CryptGenRandom(self.0, 1, buf.as_mut_ptr()) }
+        })
+    }
+
+    /// CryptContextAddRef on the released handle; a reference it adds anyway is not released.
+    ///
+    /// # Safety
+    /// As for [`Released::release_again`].
+    pub unsafe fn add_ref(self) -> BoolResult {
+        bool_call(|| {
+            // SAFETY: the caller opted in to a stale handle.
+            unsafe { CryptContextAddRef(self.0, std::ptr::null(), 0) }
+        })
+    }
+
+    /// CryptCreateHash on the released handle; a hash it creates anyway is not destroyed.
+    ///
+    /// # Safety
+    /// As for [`Released::release_again`].
+    pub unsafe fn create_hash(self, alg: u32) -> BoolResult {
+        let mut hash = 0usize;
+        bool_call(|| {
+            // SAFETY: the caller opted in to a stale handle; `hash` is a valid out pointer.
+            unsafe { CryptCreateHash(self.0, alg, 0, 0, &raw mut hash) }
+        })
+    }
+
     /// CryptReleaseContext on the released handle: the provider looks it up in freed memory.
     ///
     /// # Safety
@@ -329,6 +458,45 @@ impl Store {
         Self::open(CERT_STORE_PROV_FILENAME_W, ENCODING, flags, name.as_ptr().cast())
     }
 
+    /// CertOpenStore(CERT_STORE_PROV_COLLECTION): an empty collection.
+    pub fn open_collection() -> Attempt<Store> {
+        Self::open(CERT_STORE_PROV_COLLECTION, 0, 0, std::ptr::null())
+    }
+
+    /// CertAddStoreToCollection(self, `member`, 0, 0): the collection takes its own reference.
+    pub fn add_to_collection(&self, member: &Store) -> BoolResult {
+        bool_call(|| {
+            // SAFETY: both stores are live (their guards hold references).
+            unsafe { CertAddStoreToCollection(self.handle, member.handle, 0, 0) }
+        })
+    }
+
+    /// CertAddEncodedCRLToStore(ADD_ALWAYS) asking for the added CRL context.
+    pub fn add_encoded_crl(&self, der: &[u8]) -> Attempt<CrlContext> {
+        let len = u32::try_from(der.len()).unwrap_or(u32::MAX);
+        let mut context: *mut CRL_CONTEXT = std::ptr::null_mut();
+        let raw = bool_call(|| {
+            // SAFETY: the store is live; `der` is readable for `len` bytes; `context` is a valid
+            // out pointer.
+            unsafe { CertAddEncodedCRLToStore(self.handle, X509_ASN_ENCODING, der.as_ptr(), len, CERT_STORE_ADD_ALWAYS, &raw mut context) }
+        });
+        let value = (raw.ok && !context.is_null()).then_some(CrlContext { context });
+        Attempt { raw: Raw::Bool(raw), value }
+    }
+
+    /// CertAddEncodedCTLToStore(ADD_ALWAYS) asking for the added CTL context.
+    pub fn add_encoded_ctl(&self, der: &[u8]) -> Attempt<CtlContext> {
+        let len = u32::try_from(der.len()).unwrap_or(u32::MAX);
+        let mut context: *mut CTL_CONTEXT = std::ptr::null_mut();
+        let raw = bool_call(|| {
+            // SAFETY: the store is live; `der` is readable for `len` bytes; `context` is a valid
+            // out pointer.
+            unsafe { CertAddEncodedCTLToStore(self.handle, ENCODING, der.as_ptr(), len, CERT_STORE_ADD_ALWAYS, &raw mut context) }
+        });
+        let value = (raw.ok && !context.is_null()).then_some(CtlContext { context });
+        Attempt { raw: Raw::Bool(raw), value }
+    }
+
     /// The handle value, to compare with a duplicate.
     pub fn handle_value(&self) -> usize {
         self.handle as usize
@@ -430,6 +598,74 @@ impl Store {
     }
 }
 
+/// CertCloseStore(NULL, 0): closes nothing.
+pub fn close_null_store() -> BoolResult {
+    bool_call(|| {
+        // SAFETY: NULL is no store; the API is called with it on purpose (it must not touch it).
+        unsafe { CertCloseStore(std::ptr::null_mut(), 0) }
+    })
+}
+
+/// CertCreateCertificateContext(X509): a context in no store the caller opened.
+pub fn create_certificate_context(der: &[u8]) -> Attempt<CertContext> {
+    let len = u32::try_from(der.len()).unwrap_or(u32::MAX);
+    clear_last_error();
+    // SAFETY: `der` is readable for `len` bytes.
+    let context = unsafe { CertCreateCertificateContext(X509_ASN_ENCODING, der.as_ptr(), len) };
+    let raw = BoolResult { ok: !context.is_null(), last_error: if context.is_null() { last_error() } else { 0 } };
+    Attempt { raw: Raw::Bool(raw), value: (!context.is_null()).then_some(CertContext { context }) }
+}
+
+/// One reference to a CRL context. Drop: CertFreeCRLContext.
+#[derive(Debug)]
+pub struct CrlContext {
+    context: *mut CRL_CONTEXT,
+}
+
+impl CrlContext {
+    /// CertFreeCRLContext, consuming the guard.
+    pub fn free(self) -> BoolResult {
+        let context = self.context;
+        std::mem::forget(self);
+        bool_call(|| {
+            // SAFETY: the guard owned one reference to the context; it is given up here.
+            unsafe { CertFreeCRLContext(context) }
+        })
+    }
+}
+
+impl Drop for CrlContext {
+    fn drop(&mut self) {
+        // SAFETY: the guard owns one reference to the context.
+        unsafe { CertFreeCRLContext(self.context) };
+    }
+}
+
+/// One reference to a CTL context. Drop: CertFreeCTLContext.
+#[derive(Debug)]
+pub struct CtlContext {
+    context: *mut CTL_CONTEXT,
+}
+
+impl CtlContext {
+    /// CertFreeCTLContext, consuming the guard.
+    pub fn free(self) -> BoolResult {
+        let context = self.context;
+        std::mem::forget(self);
+        bool_call(|| {
+            // SAFETY: the guard owned one reference to the context; it is given up here.
+            unsafe { CertFreeCTLContext(context) }
+        })
+    }
+}
+
+impl Drop for CtlContext {
+    fn drop(&mut self) {
+        // SAFETY: the guard owns one reference to the context.
+        unsafe { CertFreeCTLContext(self.context) };
+    }
+}
+
 impl Drop for Store {
     fn drop(&mut self) {
         // SAFETY: this guard owns one reference to the store.
@@ -461,6 +697,27 @@ impl CertContext {
         // SAFETY: this guard holds a reference, so the context stays valid (contexts outlive a
         // store closed without FORCE; FORCE takes the guards by value).
         unsafe { (*self.context).cbCertEncoded }
+    }
+
+    /// CertCloseStore(`hCertStore` of this context, `flags`): the caller never opened that
+    /// store, so Windows refuses (testEmptyStore); the result is returned as is.
+    pub fn close_its_store(&self, flags: CloseFlags) -> BoolResult {
+        // SAFETY: this guard holds a reference, so the context (and its hCertStore field) is valid.
+        let store = unsafe { (*self.context).hCertStore };
+        let flags = match flags {
+            CloseFlags::Default => 0,
+            CloseFlags::Check => CERT_CLOSE_STORE_CHECK_FLAG,
+        };
+        bool_call(|| {
+            // SAFETY: `store` is the live store the held context points to; closing it is the check.
+            unsafe { CertCloseStore(store, flags) }
+        })
+    }
+
+    /// Whether the context names a store (`hCertStore` non-NULL).
+    pub fn has_store(&self) -> bool {
+        // SAFETY: this guard holds a reference, so the context is valid.
+        !unsafe { (*self.context).hCertStore }.is_null()
     }
 
     /// CertFreeCertificateContext, consuming the guard.
@@ -507,6 +764,13 @@ pub struct NcryptProvider {
 pub fn free_object_raw(handle: usize) -> HRESULT {
     // SAFETY: only ever called with 0 (no object), which the API rejects without dereferencing.
     unsafe { NCryptFreeObject(handle) }
+}
+
+/// NCryptFreeObject on the address of `not_an_object` (memory that holds no NCrypt object).
+pub fn free_object_not_a_handle(not_an_object: &[u8; 64]) -> HRESULT {
+    // SAFETY: the address points to 64 readable bytes filled so that no object type matches;
+    // the API is expected to reject it without writing or freeing.
+    unsafe { NCryptFreeObject(not_an_object.as_ptr() as usize) }
 }
 
 impl NcryptProvider {

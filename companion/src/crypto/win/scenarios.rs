@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use windows_sys::Win32::Foundation::{
-    CRYPT_E_PENDING_CLOSE, ERROR_INVALID_PARAMETER, INVALID_HANDLE_VALUE, NTE_BAD_FLAGS, NTE_BAD_KEYSET, NTE_EXISTS,
+    CRYPT_E_PENDING_CLOSE, E_UNEXPECTED, ERROR_INVALID_PARAMETER, INVALID_HANDLE_VALUE, NTE_BAD_FLAGS, NTE_BAD_KEYSET, NTE_EXISTS,
     NTE_INVALID_HANDLE, WAIT_OBJECT_0,
 };
 use windows_sys::Win32::Security::Cryptography::{
@@ -14,13 +14,20 @@ use windows_sys::Win32::Security::Cryptography::{
 };
 
 use super::check::{Expect, Recorder, Stop};
-use super::guards::{CloseFlags, NcryptProvider, Provider, Store, file_size, free_object_raw};
+use super::guards::{
+    CloseFlags, NcryptProvider, Provider, Store, close_null_store, create_certificate_context, file_size,
+    free_object_not_a_handle, free_object_raw,
+};
 use crate::crypto::catalog::ScenarioSpec;
-use crate::crypto::report::Outcome;
+use crate::crypto::report::{Evidence, Outcome};
 use crate::crypto::runner::Scenario;
 
 /// A self-signed certificate (EC P-256, CN "ctxguard crypto scenario") made for these scenarios.
 const CERT: &[u8] = include_bytes!("scenario-cert.der");
+/// An empty CRL and a CTL (PKCS #7 signed, one code-signing usage) of a throw-away EC P-256
+/// issuer, made by make_fixtures.py beside this file.
+const CRL: &[u8] = include_bytes!("scenario-crl.der");
+const CTL: &[u8] = include_bytes!("scenario-ctl.der");
 /// The software key storage provider every NCrypt scenario opens.
 const KSP: &str = "Microsoft Software Key Storage Provider";
 /// HRESULT-valued error codes as the u32 GetLastError returns them.
@@ -73,6 +80,17 @@ impl<'c> WinScenario<'c> {
             "ncrypt-key-lifecycle" => ncrypt_key_lifecycle,
             "ncrypt-key-persistence" => ncrypt_key_persistence,
             "ncrypt-notify-change-key" => ncrypt_notify_change_key,
+            "close-check-empty" => close_check_empty,
+            "close-check-duplicate-last" => close_check_duplicate_last,
+            "close-check-held-crl" => close_check_held_crl,
+            "close-check-held-ctl" => close_check_held_ctl,
+            "close-implicit-store" => close_implicit_store,
+            "close-null-store" => close_null,
+            "release-with-key-and-hash-alive" => release_with_key_and_hash_alive,
+            "delete-keyset-handle" => delete_keyset_handle,
+            "ncrypt-finalize-twice" => ncrypt_finalize_twice,
+            "ncrypt-free-non-handle" => ncrypt_free_non_handle,
+            "collection-outlives-member" => collection_outlives_member,
             _ => return None,
         };
         Some(WinScenario { spec, ctx, body })
@@ -86,6 +104,18 @@ impl Scenario for WinScenario<'_> {
 
     fn documented(&self) -> &'static str {
         self.spec.documented
+    }
+
+    fn source(&self) -> &'static str {
+        self.spec.source
+    }
+
+    fn evidence(&self) -> Evidence {
+        self.spec.evidence
+    }
+
+    fn doc_vs_windows(&self) -> Option<(&'static str, &'static str)> {
+        self.spec.doc_vs_windows
     }
 
     fn run(&self, pass: u32) -> Outcome {
@@ -330,7 +360,12 @@ fn close_check_duplicate_open(_: &Ctx, _: u32, r: &mut Recorder) -> Result<(), S
     let store = r.require("CertOpenStore(MEMORY)", Store::open_memory())?;
     let duplicate = store.duplicate();
     r.bool("CertAddEncodedCertificateToStore(h, ADD_ALWAYS, NULL)", store.add_encoded_without_context(CERT), Expect::True);
-    r.bool("CertCloseStore(h, CHECK) while a duplicate is open", store.close(CloseFlags::Check), Expect::True);
+    // Windows (store.c testCloseStore): the open duplicate makes CHECK report a pending close.
+    r.bool(
+        "CertCloseStore(h, CHECK) while a duplicate is open",
+        store.close(CloseFlags::Check),
+        Expect::FalseWith(bits(CRYPT_E_PENDING_CLOSE)),
+    );
     r.bool("CertCloseStore(duplicate, 0)", duplicate.close(CloseFlags::Default), Expect::True);
     Ok(())
 }
@@ -430,5 +465,164 @@ fn ncrypt_notify_change_key(ctx: &Ctx, pass: u32, r: &mut Recorder) -> Result<()
         format!("{:#x}", handle as usize),
         handle == INVALID_HANDLE_VALUE,
     );
+    Ok(())
+}
+
+fn close_check_empty(_: &Ctx, _: u32, r: &mut Recorder) -> Result<(), Stop> {
+    let store = r.require("CertOpenStore(MEMORY)", Store::open_memory())?;
+    r.bool("CertCloseStore(h, CHECK) of a fresh empty store", store.close(CloseFlags::Check), Expect::True);
+    Ok(())
+}
+
+fn close_check_duplicate_last(_: &Ctx, _: u32, r: &mut Recorder) -> Result<(), Stop> {
+    let store = r.require("CertOpenStore(MEMORY)", Store::open_memory())?;
+    let duplicate = store.duplicate();
+    same(r, "CertDuplicateStore(h)", "the same handle", store.handle_value(), duplicate.handle_value());
+    r.bool(
+        "CertCloseStore(h, CHECK), the first of two references",
+        store.close(CloseFlags::Check),
+        Expect::FalseWith(bits(CRYPT_E_PENDING_CLOSE)),
+    );
+    r.bool("CertCloseStore(duplicate, CHECK), the last reference", duplicate.close(CloseFlags::Check), Expect::True);
+    Ok(())
+}
+
+fn close_check_held_crl(_: &Ctx, _: u32, r: &mut Recorder) -> Result<(), Stop> {
+    let store = r.require("CertOpenStore(MEMORY)", Store::open_memory())?;
+    let crl = r.require("CertAddEncodedCRLToStore(h, ADD_ALWAYS, &context)", store.add_encoded_crl(CRL))?;
+    r.bool(
+        "CertCloseStore(h, CHECK) with a CRL context held",
+        store.close(CloseFlags::Check),
+        Expect::FalseWith(bits(CRYPT_E_PENDING_CLOSE)),
+    );
+    r.bool("CertFreeCRLContext(crl)", crl.free(), Expect::True);
+    Ok(())
+}
+
+fn close_check_held_ctl(_: &Ctx, _: u32, r: &mut Recorder) -> Result<(), Stop> {
+    let store = r.require("CertOpenStore(MEMORY)", Store::open_memory())?;
+    let ctl = r.require("CertAddEncodedCTLToStore(h, ADD_ALWAYS, &context)", store.add_encoded_ctl(CTL))?;
+    r.bool(
+        "CertCloseStore(h, CHECK) with a CTL context held",
+        store.close(CloseFlags::Check),
+        Expect::FalseWith(bits(CRYPT_E_PENDING_CLOSE)),
+    );
+    r.bool("CertFreeCTLContext(ctl)", ctl.free(), Expect::True);
+    Ok(())
+}
+
+fn close_implicit_store(_: &Ctx, _: u32, r: &mut Recorder) -> Result<(), Stop> {
+    let context = r.require("CertCreateCertificateContext(X509, cert)", create_certificate_context(CERT))?;
+    let named = context.has_store();
+    r.fact("context->hCertStore", "non-NULL", if named { "non-NULL" } else { "NULL" }.to_owned(), named);
+    if named {
+        r.bool(
+            "CertCloseStore(context->hCertStore, CHECK)",
+            context.close_its_store(CloseFlags::Check),
+            Expect::FalseWith(bits(E_UNEXPECTED)),
+        );
+        r.bool(
+            "CertCloseStore(context->hCertStore, 0)",
+            context.close_its_store(CloseFlags::Default),
+            Expect::FalseWith(bits(E_UNEXPECTED)),
+        );
+    }
+    r.bool("CertFreeCertificateContext(context)", context.free(), Expect::True);
+    Ok(())
+}
+
+#[allow(clippy::unnecessary_wraps, reason = "every scenario body has the same signature")]
+fn close_null(_: &Ctx, _: u32, r: &mut Recorder) -> Result<(), Stop> {
+    r.bool("CertCloseStore(NULL, 0)", close_null_store(), Expect::True);
+    Ok(())
+}
+
+fn release_with_key_and_hash_alive(ctx: &Ctx, _: u32, r: &mut Recorder) -> Result<(), Stop> {
+    let provider = verify_provider(r)?;
+    let key = r.require("CryptGenKey(h, CALG_AES_128)", provider.gen_key(CALG_AES_128, 0))?.into_orphan();
+    let hash = r.require("CryptCreateHash(h, CALG_SHA_256)", provider.create_hash(CALG_SHA_256))?.into_orphan();
+    let (released, stale) = provider.release(0);
+    r.bool("CryptReleaseContext(h, 0) with a key and a hash alive", released, Expect::True);
+    if !ctx.stale {
+        return Ok(());
+    }
+    let invalid = Expect::FalseWith(ERROR_INVALID_PARAMETER);
+    // The provider was released above, so each call below passes released objects to the API.
+    // SAFETY: the user opted in with --unsafe-stale-checks.
+    r.bool("CryptHashData(hash) after the release", unsafe { hash.hash_data() }, invalid);
+    // SAFETY: as above.
+    r.bool("CryptDuplicateHash(hash) after the release", unsafe { hash.duplicate(false) }, invalid);
+    // SAFETY: as above.
+    r.bool("CryptDuplicateKey(key) after the release", unsafe { key.duplicate(true) }, invalid);
+    // SAFETY: as above.
+    r.bool("CryptDestroyHash(hash) after the release", unsafe { hash.destroy(false) }, invalid);
+    // SAFETY: as above.
+    r.bool("CryptDestroyKey(key) after the release", unsafe { key.destroy(true) }, invalid);
+    // SAFETY: as above.
+    r.bool("CryptGenRandom(h) after the release", unsafe { stale.gen_random() }, invalid);
+    // SAFETY: as above.
+    r.bool("CryptContextAddRef(h) after the release", unsafe { stale.add_ref() }, invalid);
+    // SAFETY: as above.
+    r.bool("CryptCreateHash(h) after the release", unsafe { stale.create_hash(CALG_SHA_256) }, invalid);
+    Ok(())
+}
+
+/// What the handle variable holds before CRYPT_DELETEKEYSET, to see whether the API writes it.
+const DELETE_SENTINEL: usize = 0x00C7_6A4D;
+
+fn delete_keyset_handle(ctx: &Ctx, pass: u32, r: &mut Recorder) -> Result<(), Stop> {
+    let name = format!("ctxguard-crypto-delete-{}-{pass}", ctx.pid);
+    let created = r.require_provider(
+        "CryptAcquireContextW(name, NULL, PROV_RSA_AES, CRYPT_NEWKEYSET)",
+        Provider::acquire(Some(&name), PROV_RSA_AES, CRYPT_NEWKEYSET),
+    )?;
+    let mut cleanup = ContainerCleanup { name: &name, deleted: false };
+    let (released, _) = created.release(0);
+    r.bool("CryptReleaseContext(h, 0)", released, Expect::True);
+    let (deleted, written) = Provider::delete_keyset_reporting_handle(&name, PROV_RSA_AES, DELETE_SENTINEL);
+    cleanup.deleted = deleted.ok;
+    r.bool("CryptAcquireContextW(name, …, CRYPT_DELETEKEYSET)", deleted, Expect::True);
+    let shown = if written == DELETE_SENTINEL { "left as it was".to_owned() } else { format!("{written:#x}") };
+    r.fact("handle variable after CRYPT_DELETEKEYSET", "0x0", shown, written == 0);
+    Ok(())
+}
+
+fn ncrypt_finalize_twice(_: &Ctx, _: u32, r: &mut Recorder) -> Result<(), Stop> {
+    let provider = open_ksp(r)?;
+    let key = r.require("NCryptCreatePersistedKey(RSA, no name)", provider.create_persisted_key("RSA", None, 0))?;
+    r.status("NCryptFinalizeKey(key, 0)", key.finalize(), Expect::Status(0));
+    r.status("NCryptFinalizeKey(key, 0) again", key.finalize(), Expect::AnyError);
+    r.status("NCryptFreeObject(key)", key.free(), Expect::Status(0));
+    r.status("NCryptFreeObject(provider)", provider.free(), Expect::Status(0));
+    Ok(())
+}
+
+#[allow(clippy::unnecessary_wraps, reason = "every scenario body has the same signature")]
+fn ncrypt_free_non_handle(_: &Ctx, _: u32, r: &mut Recorder) -> Result<(), Stop> {
+    // All bits set: no NCrypt object kind (provider, key, …) reads as this.
+    let not_an_object = [0xFFu8; 64];
+    r.status(
+        "NCryptFreeObject(&memory holding no object)",
+        free_object_not_a_handle(&not_an_object),
+        Expect::Status(NTE_INVALID_HANDLE),
+    );
+    r.fact(
+        "that memory after the call",
+        "unchanged",
+        if not_an_object.iter().all(|&b| b == 0xFF) { "unchanged" } else { "written" }.to_owned(),
+        not_an_object.iter().all(|&b| b == 0xFF),
+    );
+    Ok(())
+}
+
+fn collection_outlives_member(_: &Ctx, _: u32, r: &mut Recorder) -> Result<(), Stop> {
+    let collection = r.require("CertOpenStore(COLLECTION)", Store::open_collection())?;
+    let member = r.require("CertOpenStore(MEMORY)", Store::open_memory())?;
+    r.bool("CertAddEncodedCertificateToStore(member, ADD_ALWAYS, NULL)", member.add_encoded_without_context(CERT), Expect::True);
+    r.bool("CertAddStoreToCollection(collection, member, 0, 0)", collection.add_to_collection(&member), Expect::True);
+    r.bool("CertCloseStore(member, 0)", member.close(CloseFlags::Default), Expect::True);
+    let count = collection.certificate_count();
+    r.fact("certificates in the collection after the member's close", "1", count.to_string(), count == 1);
+    r.bool("CertCloseStore(collection, 0)", collection.close(CloseFlags::Default), Expect::True);
     Ok(())
 }

@@ -1,0 +1,58 @@
+"""Makes scenario-crl.der and scenario-ctl.der: an empty CRL and a CTL (PKCS #7 signed, one
+code-signing usage) of a throw-away EC P-256 issuer, for the crypto scenarios that hold CRL and
+CTL contexts. Needs python3 with the `cryptography` package and openssl (for `cms -sign`, which
+sets the CTL content type). Run it in this directory; the issuer key is not kept."""
+import datetime
+import os
+import subprocess
+import tempfile
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+def tlv(tag, body):
+    n = len(body)
+    length = bytes([n]) if n < 0x80 else bytes([0x81, n]) if n < 0x100 else bytes([0x82, n >> 8, n & 0xFF])
+    return bytes([tag]) + length + body
+
+
+def oid(dotted):
+    parts = [int(p) for p in dotted.split(".")]
+    out = bytes([40 * parts[0] + parts[1]])
+    for p in parts[2:]:
+        enc = [p & 0x7F]
+        p >>= 7
+        while p:
+            enc.insert(0, 0x80 | (p & 0x7F))
+            p >>= 7
+        out += bytes(enc)
+    return tlv(0x06, out)
+
+
+key = ec.generate_private_key(ec.SECP256R1())
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ctxguard crypto scenario issuer")])
+start = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+far = start + datetime.timedelta(days=36500)
+issuer = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+          .serial_number(2).not_valid_before(start).not_valid_after(far).sign(key, hashes.SHA256()))
+crl = x509.CertificateRevocationListBuilder().issuer_name(name).last_update(start).next_update(far).sign(key, hashes.SHA256())
+with open("scenario-crl.der", "wb") as f:
+    f.write(crl.public_bytes(serialization.Encoding.DER))
+
+# CertificateTrustList: SubjectUsage (code signing), ThisUpdate, SubjectAlgorithm (SHA-1).
+ctl = tlv(0x30, tlv(0x30, oid("1.3.6.1.5.5.7.3.3")) + tlv(0x17, b"260101000000Z") + tlv(0x30, oid("1.3.14.3.2.26") + b"\x05\x00"))
+with tempfile.TemporaryDirectory() as tmp:
+    paths = {n: os.path.join(tmp, n) for n in ("content.der", "issuer.pem", "issuer.key")}
+    with open(paths["content.der"], "wb") as f:
+        f.write(ctl)
+    with open(paths["issuer.pem"], "wb") as f:
+        f.write(issuer.public_bytes(serialization.Encoding.PEM))
+    with open(paths["issuer.key"], "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    subprocess.run(["openssl", "cms", "-sign", "-binary", "-nodetach", "-nosmimecap", "-md", "sha256",
+                    "-in", paths["content.der"], "-inform", "DER", "-econtent_type", "1.3.6.1.4.1.311.10.1",
+                    "-signer", paths["issuer.pem"], "-inkey", paths["issuer.key"],
+                    "-outform", "DER", "-out", "scenario-ctl.der"], check=True)
