@@ -35,10 +35,19 @@ const README_END: &str = "<!-- end of conformance table -->";
 struct Row {
     scenario: String,
     documented: String,
+    source: String,
+    doc_says: Option<String>,
+    windows_does: Option<String>,
     verdict: String,
     verdict_stale_checks: String,
     handle_delta: i64,
     observed: String,
+}
+
+const VERDICTS: &[&str] = &["PASS", "DIFF", "DOC", "UNVERIFIED", "SKIP"];
+
+fn optional(field: &str) -> Option<String> {
+    (field != "-").then(|| field.to_owned())
 }
 
 fn conformance_rows() -> Vec<Row> {
@@ -46,21 +55,27 @@ fn conformance_rows() -> Vec<Row> {
     let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let mut lines = text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty());
     let header = lines.next().expect("the TSV has a header line");
-    assert_eq!(header, "scenario\tdocumented\tverdict\tverdict_stale_checks\thandle_delta\tobserved");
+    assert_eq!(
+        header,
+        "scenario\tdocumented\tsource\tdoc_says\twindows_does\tverdict\tverdict_stale_checks\thandle_delta\tobserved"
+    );
     lines
         .map(|line| {
             let f: Vec<&str> = line.split('\t').collect();
-            assert_eq!(f.len(), 6, "malformed TSV line: {line}");
-            for verdict in [f[2], f[3]] {
-                assert!(["PASS", "DIFF", "SKIP"].contains(&verdict), "bad verdict {verdict} in: {line}");
+            assert_eq!(f.len(), 9, "malformed TSV line: {line}");
+            for verdict in [f[5], f[6]] {
+                assert!(VERDICTS.contains(&verdict), "bad verdict {verdict} in: {line}");
             }
             Row {
                 scenario: f[0].to_owned(),
                 documented: f[1].to_owned(),
-                verdict: f[2].to_owned(),
-                verdict_stale_checks: f[3].to_owned(),
-                handle_delta: f[4].parse().unwrap_or_else(|e| panic!("bad handle delta in {line}: {e}")),
-                observed: f[5].to_owned(),
+                source: f[2].to_owned(),
+                doc_says: optional(f[3]),
+                windows_does: optional(f[4]),
+                verdict: f[5].to_owned(),
+                verdict_stale_checks: f[6].to_owned(),
+                handle_delta: f[7].parse().unwrap_or_else(|e| panic!("bad handle delta in {line}: {e}")),
+                observed: f[8].to_owned(),
             }
         })
         .collect()
@@ -70,19 +85,26 @@ fn conformance_rows() -> Vec<Row> {
 fn conformance_table(rows: &[Row]) -> String {
     let mut out = String::new();
     out.push_str(README_BEGIN);
-    out.push_str("\n\n| Scenario | Documented | Wine 8.0 | Wine 8.0 observed | 2nd-pass handle delta |\n");
-    out.push_str("|---|---|---|---|---|\n");
+    out.push_str(
+        "\n\n| Scenario | Expected | Source | Doc says / Windows does | Wine 8.0 | Wine 8.0 observed | 2nd-pass handle delta |\n",
+    );
+    out.push_str("|---|---|---|---|---|---|---|\n");
     for row in rows {
         let verdict = if row.verdict == row.verdict_stale_checks {
             row.verdict.clone()
         } else {
             format!("{} ({} with `--unsafe-stale-checks`)", row.verdict, row.verdict_stale_checks)
         };
+        let finding = match (&row.doc_says, &row.windows_does) {
+            (Some(doc), Some(windows)) => format!("**doc:** {doc}; **Windows:** {windows}"),
+            _ => "agree".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "| `{}` | {} | {verdict} | {} | {:+} |",
+            "| `{}` | {} | {} | {finding} | {verdict} | {} | {:+} |",
             row.scenario,
             row.documented.replace('|', "\\|"),
+            row.source.replace('|', "\\|"),
             row.observed.replace('|', "\\|"),
             row.handle_delta
         );
@@ -119,14 +141,48 @@ fn the_data_covers_exactly_the_companions_scenarios_and_their_documented_behavio
     let out = Command::new(env!("CARGO_BIN_EXE_ctxguard")).args(["crypto", "--list"]).output().expect("run ctxguard");
     assert!(out.status.success(), "ctxguard crypto --list failed: {}", String::from_utf8_lossy(&out.stderr));
     let listing = String::from_utf8(out.stdout).expect("UTF-8 listing");
-    let mut catalog = Vec::new();
-    let mut lines = listing.lines();
-    while let (Some(name), Some(documented)) = (lines.next(), lines.next()) {
-        let name = name.trim_end_matches(" [--unsafe-stale-checks]");
-        catalog.push((name.to_owned(), documented.trim().to_owned()));
+    // Per scenario: its name, then indented lines: the expectation, `source: …` and, where
+    // Windows is recorded to differ from its documentation, `doc says: …` and `Windows does: …`.
+    type Listed = (String, String, String, Option<String>, Option<String>);
+    let mut catalog: Vec<Listed> = Vec::new();
+    for line in listing.lines() {
+        if !line.starts_with(' ') {
+            let name = line.trim_end_matches(" [--unsafe-stale-checks]").to_owned();
+            catalog.push((name, String::new(), String::new(), None, None));
+            continue;
+        }
+        let entry = catalog.last_mut().expect("a scenario line comes first");
+        let line = line.trim();
+        if let Some(source) = line.strip_prefix("source: ") {
+            entry.2 = source.to_owned();
+        } else if let Some(doc) = line.strip_prefix("doc says: ") {
+            entry.3 = Some(doc.to_owned());
+        } else if let Some(windows) = line.strip_prefix("Windows does: ") {
+            entry.4 = Some(windows.to_owned());
+        } else {
+            entry.1 = line.to_owned();
+        }
     }
-    let rows: Vec<(String, String)> = conformance_rows().into_iter().map(|r| (r.scenario, r.documented)).collect();
+    let rows: Vec<Listed> = conformance_rows()
+        .into_iter()
+        .map(|r| (r.scenario, r.documented, r.source, r.doc_says, r.windows_does))
+        .collect();
     assert_eq!(rows, catalog, "conformance/wine-8.0.tsv and the companion's catalog disagree");
+    assert!(rows.iter().all(|r| !r.2.is_empty()), "every scenario has a cited source");
+}
+
+#[test]
+fn no_diff_rests_on_an_expectation_windows_contradicts() {
+    // A DIFF blames Wine, so it may stand only on Windows-run evidence: a scenario whose source
+    // has none cannot be DIFF (its verdict is UNVERIFIED); a DOC verdict names both sides.
+    for row in conformance_rows() {
+        let on_record = !row.source.contains("Windows: none");
+        for verdict in [&row.verdict, &row.verdict_stale_checks] {
+            assert!(verdict != "DIFF" || on_record, "{}: DIFF without Windows-run evidence", row.scenario);
+            let finding = row.doc_says.is_some() && row.windows_does.is_some();
+            assert!(verdict != "DOC" || finding, "{}: DOC without doc says / Windows does", row.scenario);
+        }
+    }
 }
 
 #[test]
@@ -293,7 +349,7 @@ fn crypto_scenarios_under_wine_match_the_conformance_table() {
     let stale_report = parse_report(&stale_run, "ctxguard crypto --json --unsafe-stale-checks");
     let unknown = run_crypto(&lane, &["--scenario", "no-such-scenario"]);
 
-    assert_eq!(report["schema"], "ctxguard.crypto/1");
+    assert_eq!(report["schema"], "ctxguard.crypto/2");
     let version = report["platform"]["wine_version"].as_str().unwrap_or("(not detected)");
     assert!(
         version == "8.0" || version.starts_with("8.0."),
@@ -322,6 +378,9 @@ fn crypto_scenarios_under_wine_match_the_conformance_table() {
         check("second_pass_verdict", &s["second_pass_verdict"], row.verdict.clone().into());
         check("verdict with --unsafe-stale-checks", &stale["verdict"], row.verdict_stale_checks.clone().into());
         check("documented", &s["documented"], row.documented.clone().into());
+        check("source", &s["source"], row.source.clone().into());
+        check("doc_says", &s["doc_says"], row.doc_says.clone().map_or(Value::Null, Value::from));
+        check("windows_does", &s["windows_does"], row.windows_does.clone().map_or(Value::Null, Value::from));
         check("observed", &s["observed"], row.observed.clone().into());
         check("handles.delta", &s["handles"]["delta"], row.handle_delta.into());
         // GetProcessHandleCount is documented to be useless under Wine 8.0: it reports 0.

@@ -32,6 +32,45 @@ def oid(dotted):
     return tlv(0x06, out)
 
 
+def parse(data, at=0):
+    """(tag, header length, body length) of the TLV at `at`."""
+    tag, first = data[at], data[at + 1]
+    if first < 0x80:
+        return tag, 2, first
+    count = first & 0x7F
+    return tag, 2 + count, int.from_bytes(data[at + 2:at + 2 + count], "big")
+
+
+def pkcs7_content(cms):
+    """CMS wraps a non-data eContent in an OCTET STRING; PKCS #7 (what CTLs use, and what
+    crypt32 decodes) puts the content itself under [0]: rebuild ContentInfo that way."""
+    _, h, _ = parse(cms)                      # ContentInfo SEQUENCE
+    at = h
+    _, h2, n2 = parse(cms, at)                # contentType OID
+    at += h2 + n2
+    _, h3, _ = parse(cms, at)                 # [0] EXPLICIT
+    at += h3
+    _, h4, _ = parse(cms, at)                 # SignedData SEQUENCE
+    signed_start, signed_body = at + h4, at + h4
+    fields, cursor = [], signed_body
+    end = at + h4 + parse(cms, at)[2]
+    while cursor < end:
+        tag, hh, nn = parse(cms, cursor)
+        fields.append(cms[cursor:cursor + hh + nn])
+        cursor += hh + nn
+    encap = fields[2]                         # version, digestAlgorithms, encapContentInfo, ...
+    _, eh, _ = parse(encap)
+    _, oh, on = parse(encap, eh)
+    content_type = encap[eh:eh + oh + on]
+    _, xh, _ = parse(encap, eh + oh + on)
+    _, sh, sn = parse(encap, eh + oh + on + xh)
+    inner = encap[eh + oh + on + xh + sh:eh + oh + on + xh + sh + sn]
+    fields[0] = tlv(0x02, b"\x01")            # PKCS #7 SignedData version 1
+    fields[2] = tlv(0x30, content_type + tlv(0xA0, inner))
+    signed = tlv(0x30, b"".join(fields))
+    return tlv(0x30, cms[h:h + h2 + n2] + tlv(0xA0, signed))
+
+
 key = ec.generate_private_key(ec.SECP256R1())
 name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ctxguard crypto scenario issuer")])
 start = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
@@ -55,4 +94,8 @@ with tempfile.TemporaryDirectory() as tmp:
     subprocess.run(["openssl", "cms", "-sign", "-binary", "-nodetach", "-nosmimecap", "-md", "sha256",
                     "-in", paths["content.der"], "-inform", "DER", "-econtent_type", "1.3.6.1.4.1.311.10.1",
                     "-signer", paths["issuer.pem"], "-inkey", paths["issuer.key"],
-                    "-outform", "DER", "-out", "scenario-ctl.der"], check=True)
+                    "-outform", "DER", "-out", os.path.join(tmp, "cms.der")], check=True)
+    with open(os.path.join(tmp, "cms.der"), "rb") as f:
+        cms = f.read()
+with open("scenario-ctl.der", "wb") as f:
+    f.write(pkcs7_content(cms))
