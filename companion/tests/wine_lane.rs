@@ -135,6 +135,9 @@ fn readme_conformance_table_is_generated_from_the_data() {
     }
 }
 
+/// A scenario as `--list` prints it: name, expectation, source, doc says, Windows does.
+type Listed = (String, String, String, Option<String>, Option<String>);
+
 #[test]
 fn the_data_covers_exactly_the_companions_scenarios_and_their_documented_behaviour() {
     // `--list` runs on any host, so the catalog is checked without Wine.
@@ -143,7 +146,6 @@ fn the_data_covers_exactly_the_companions_scenarios_and_their_documented_behavio
     let listing = String::from_utf8(out.stdout).expect("UTF-8 listing");
     // Per scenario: its name, then indented lines: the expectation, `source: …` and, where
     // Windows is recorded to differ from its documentation, `doc says: …` and `Windows does: …`.
-    type Listed = (String, String, String, Option<String>, Option<String>);
     let mut catalog: Vec<Listed> = Vec::new();
     for line in listing.lines() {
         if !line.starts_with(' ') {

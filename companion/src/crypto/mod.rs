@@ -84,6 +84,18 @@ impl CryptoArgs {
     }
 }
 
+/// The scenarios `args` asks for, in catalog order when none is named: what `ctxguard crypto`
+/// and `ctxguard selftest` (which passes the defaults) run.
+pub fn selected(args: &CryptoArgs) -> Result<Vec<&'static catalog::ScenarioSpec>, String> {
+    if args.scenarios.is_empty() {
+        return Ok(catalog::SCENARIOS.iter().collect());
+    }
+    args.scenarios
+        .iter()
+        .map(|name| catalog::find(name).ok_or_else(|| format!("unknown scenario {name}; valid: {}", catalog::names())))
+        .collect()
+}
+
 fn parse_scenario_name(name: &str) -> Result<String, String> {
     match catalog::find(name) {
         Some(spec) => Ok(spec.name.to_owned()),
@@ -169,6 +181,31 @@ mod tests {
         assert!(args.json && !args.unsafe_stale_checks && !args.list);
         let err = command().try_get_matches_from(["crypto", "--scenario", "nope"]).unwrap_err();
         assert!(err.to_string().contains("valid names: verify-context"), "{err}");
+    }
+
+    #[test]
+    fn the_defaults_the_selftest_passes_run_every_scenario_including_the_release_rules() {
+        let names: Vec<&str> = selected(&CryptoArgs::default()).expect("defaults").iter().map(|s| s.name).collect();
+        assert_eq!(names.len(), catalog::SCENARIOS.len());
+        for rule in [
+            "close-check-empty",
+            "close-check-duplicate-last",
+            "close-check-held-crl",
+            "close-check-held-ctl",
+            "close-implicit-store",
+            "close-null-store",
+            "release-with-key-and-hash-alive",
+            "delete-keyset-handle",
+            "ncrypt-finalize-twice",
+            "ncrypt-free-non-handle",
+            "collection-outlives-member",
+        ] {
+            assert!(names.contains(&rule), "{rule} is not run by default");
+            assert!(!catalog::find(rule).expect("in the catalog").stale, "{rule} must run without opt-in");
+        }
+        let one = CryptoArgs { scenarios: vec!["close-null-store".into()], ..CryptoArgs::default() };
+        assert_eq!(selected(&one).expect("known").len(), 1);
+        assert!(selected(&CryptoArgs { scenarios: vec!["nope".into()], ..CryptoArgs::default() }).is_err());
     }
 
     #[test]

@@ -145,7 +145,7 @@ impl Outcome {
         let differing: Vec<String> =
             self.steps.iter().filter(|s| !s.matches).map(|s| format!("{} → {}", s.call, s.observed())).collect();
         let mut summary =
-            if differing.is_empty() { "as documented".to_owned() } else { differing.join("; ") };
+            if differing.is_empty() { "as expected".to_owned() } else { differing.join("; ") };
         if let Some(stopped) = &self.stopped {
             let _ = write!(summary, " (stopped: {stopped})");
         }

@@ -16,7 +16,7 @@ mod scenarios;
 use std::path::{Path, PathBuf};
 
 use super::CryptoArgs;
-use super::catalog::{self, ScenarioSpec};
+use super::catalog::ScenarioSpec;
 use super::report::{Platform, Report, RunOptions, SCHEMA};
 use super::runner::{Scenario, Watch, run_scenarios};
 use super::witness::HandleWitness;
@@ -58,14 +58,7 @@ pub fn run(args: &CryptoArgs, witness: &dyn HandleWitness) -> Result<Report, Str
         .map_err(|err| format!("cannot create the scratch directory {}: {err}", scratch.display()))?;
     let _scratch = ScratchDir(scratch.clone());
 
-    let selected: Vec<&'static ScenarioSpec> = if args.scenarios.is_empty() {
-        catalog::SCENARIOS.iter().collect()
-    } else {
-        args.scenarios
-            .iter()
-            .map(|name| catalog::find(name).ok_or_else(|| format!("unknown scenario {name}; valid: {}", catalog::names())))
-            .collect::<Result<_, _>>()?
-    };
+    let selected: Vec<&'static ScenarioSpec> = super::selected(args)?;
     let ctx = Ctx { wine: wine_version.is_some(), stale: args.unsafe_stale_checks, scratch: scratch.clone(), pid };
     let bound: Vec<WinScenario<'_>> = selected
         .iter()
