@@ -165,10 +165,8 @@ fn the_data_covers_exactly_the_companions_scenarios_and_their_documented_behavio
             entry.1 = line.to_owned();
         }
     }
-    let rows: Vec<Listed> = conformance_rows()
-        .into_iter()
-        .map(|r| (r.scenario, r.documented, r.source, r.doc_says, r.windows_does))
-        .collect();
+    let rows: Vec<Listed> =
+        conformance_rows().into_iter().map(|r| (r.scenario, r.documented, r.source, r.doc_says, r.windows_does)).collect();
     assert_eq!(rows, catalog, "conformance/wine-8.0.tsv and the companion's catalog disagree");
     assert!(rows.iter().all(|r| !r.2.is_empty()), "every scenario has a cited source");
 }

@@ -38,7 +38,14 @@ const fn found(
     doc_says: &'static str,
     windows_does: &'static str,
 ) -> ScenarioSpec {
-    ScenarioSpec { name, documented, source, evidence: Evidence::Windows, doc_vs_windows: Some((doc_says, windows_does)), stale: false }
+    ScenarioSpec {
+        name,
+        documented,
+        source,
+        evidence: Evidence::Windows,
+        doc_vs_windows: Some((doc_says, windows_does)),
+        stale: false,
+    }
 }
 
 /// The documentation of CERT_CLOSE_STORE_CHECK_FLAG, and what testCloseStore records Windows doing.
@@ -83,7 +90,10 @@ pub const SCENARIOS: &[ScenarioSpec] = &[
         "named-container",
         "CRYPT_NEWKEYSET on a new name → TRUE; open (flags 0) → TRUE; CRYPT_NEWKEYSET again → FALSE + NTE_EXISTS; CRYPT_DELETEKEYSET → TRUE; open → FALSE + NTE_BAD_KEYSET",
         "doc: CryptAcquireContext (flag table and return codes). Windows: advapi32/tests/crypt.c test_incorrect_api_usage (CRYPT_NEWKEYSET → TRUE, CRYPT_DELETEKEYSET → TRUE) and test_acquire_context (an existing container, flags 0 → TRUE); NTE_EXISTS and NTE_BAD_KEYSET: docs only",
-        Evidence::Partial(&["CryptAcquireContextW(name, …, CRYPT_NEWKEYSET) again", "CryptAcquireContextW(name, …, 0) after the delete"]),
+        Evidence::Partial(&[
+            "CryptAcquireContextW(name, …, CRYPT_NEWKEYSET) again",
+            "CryptAcquireContextW(name, …, 0) after the delete",
+        ]),
     ),
     spec(
         "keys-hashes-before-release",

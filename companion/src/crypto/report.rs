@@ -74,8 +74,7 @@ impl Evidence {
         if raw.verdict == Verdict::Skip {
             return (Verdict::Skip, Vec::new());
         }
-        let unverified: Vec<String> =
-            raw.steps.iter().filter(|s| self.docs_only(&s.call)).map(|s| s.call.clone()).collect();
+        let unverified: Vec<String> = raw.steps.iter().filter(|s| self.docs_only(&s.call)).map(|s| s.call.clone()).collect();
         let differs_from_windows = raw.steps.iter().any(|s| !s.matches && !self.docs_only(&s.call));
         // A scenario that stopped without a differing step still did not do what Windows does.
         let stopped_silently = raw.stopped.is_some() && raw.steps.iter().all(|s| s.matches);
@@ -144,8 +143,7 @@ impl Outcome {
         }
         let differing: Vec<String> =
             self.steps.iter().filter(|s| !s.matches).map(|s| format!("{} → {}", s.call, s.observed())).collect();
-        let mut summary =
-            if differing.is_empty() { "as expected".to_owned() } else { differing.join("; ") };
+        let mut summary = if differing.is_empty() { "as expected".to_owned() } else { differing.join("; ") };
         if let Some(stopped) = &self.stopped {
             let _ = write!(summary, " (stopped: {stopped})");
         }

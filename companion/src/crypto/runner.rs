@@ -153,7 +153,11 @@ mod tests {
             assert_eq!(pid, 77);
             self.calls.set(self.calls.get() + 1);
             let open = self.open.borrow();
-            Ok(open.iter().filter(|p| under.iter().any(|u| p.to_ascii_lowercase().starts_with(&u.to_ascii_lowercase()))).cloned().collect())
+            Ok(open
+                .iter()
+                .filter(|p| under.iter().any(|u| p.to_ascii_lowercase().starts_with(&u.to_ascii_lowercase())))
+                .cloned()
+                .collect())
         }
     }
 
@@ -177,7 +181,13 @@ mod tests {
             if self.closes {
                 self.witness.open.borrow_mut().retain(|p| *p != path);
             }
-            let step = Step { call: "CertCloseStore(h, 0)".into(), expected: "TRUE".into(), returned: "TRUE".into(), last_error: None, matches: true };
+            let step = Step {
+                call: "CertCloseStore(h, 0)".into(),
+                expected: "TRUE".into(),
+                returned: "TRUE".into(),
+                last_error: None,
+                matches: true,
+            };
             Outcome { verdict: Verdict::Pass, skip_reason: None, stopped: None, steps: vec![step] }
         }
     }

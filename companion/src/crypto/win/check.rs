@@ -194,11 +194,8 @@ impl Recorder {
                     Err(Stop::Failed(why)) => Some(why),
                     _ => None,
                 };
-                let verdict = if stopped.is_none() && self.steps.iter().all(|s| s.matches) {
-                    Verdict::Pass
-                } else {
-                    Verdict::Diff
-                };
+                let verdict =
+                    if stopped.is_none() && self.steps.iter().all(|s| s.matches) { Verdict::Pass } else { Verdict::Diff };
                 Outcome { verdict, skip_reason: None, stopped, steps: self.steps }
             }
         }

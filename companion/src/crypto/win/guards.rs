@@ -14,17 +14,16 @@ use std::path::Path;
 
 use windows_sys::Win32::Foundation::{GetLastError, HANDLE, INVALID_HANDLE_VALUE, SetLastError};
 use windows_sys::Win32::Security::Cryptography::{
-    CRL_CONTEXT, CTL_CONTEXT, CertAddEncodedCRLToStore, CertAddEncodedCTLToStore, CertAddStoreToCollection,
-    CertCreateCertificateContext, CertFreeCRLContext, CertFreeCTLContext, CryptDuplicateHash, CryptDuplicateKey,
-    CERT_STORE_PROV_COLLECTION, CERT_CLOSE_STORE_CHECK_FLAG, CERT_CLOSE_STORE_FORCE_FLAG, CERT_CONTEXT, CERT_STORE_ADD_ALWAYS,
+    CERT_CLOSE_STORE_CHECK_FLAG, CERT_CLOSE_STORE_FORCE_FLAG, CERT_CONTEXT, CERT_STORE_ADD_ALWAYS, CERT_STORE_PROV_COLLECTION,
     CERT_STORE_PROV_FILE, CERT_STORE_PROV_FILENAME_W, CERT_STORE_PROV_MEMORY, CERT_STORE_PROV_SYSTEM_W,
-    CERT_SYSTEM_STORE_CURRENT_USER, CertAddEncodedCertificateToStore, CertCloseStore,
-    CertDuplicateCertificateContext, CertDuplicateStore, CertEnumCertificatesInStore,
-    CertFreeCertificateContext, CertOpenStore, CryptAcquireContextW, CryptContextAddRef, CryptCreateHash,
-    CryptDestroyHash, CryptDestroyKey, CryptGenKey, CryptGenRandom, CryptHashData, CryptReleaseContext,
-    HCERTSTORE, NCRYPT_REGISTER_NOTIFY_FLAG, NCRYPT_UNREGISTER_NOTIFY_FLAG, NCryptCreatePersistedKey,
-    NCryptDeleteKey, NCryptFinalizeKey, NCryptFreeObject, NCryptNotifyChangeKey, NCryptOpenKey,
-    NCryptOpenStorageProvider, PKCS_7_ASN_ENCODING, X509_ASN_ENCODING,
+    CERT_SYSTEM_STORE_CURRENT_USER, CRL_CONTEXT, CTL_CONTEXT, CertAddEncodedCRLToStore, CertAddEncodedCTLToStore,
+    CertAddEncodedCertificateToStore, CertAddStoreToCollection, CertCloseStore, CertCreateCertificateContext,
+    CertDuplicateCertificateContext, CertDuplicateStore, CertEnumCertificatesInStore, CertFreeCRLContext, CertFreeCTLContext,
+    CertFreeCertificateContext, CertOpenStore, CryptAcquireContextW, CryptContextAddRef, CryptCreateHash, CryptDestroyHash,
+    CryptDestroyKey, CryptDuplicateHash, CryptDuplicateKey, CryptGenKey, CryptGenRandom, CryptHashData, CryptReleaseContext,
+    HCERTSTORE, NCRYPT_REGISTER_NOTIFY_FLAG, NCRYPT_UNREGISTER_NOTIFY_FLAG, NCryptCreatePersistedKey, NCryptDeleteKey,
+    NCryptFinalizeKey, NCryptFreeObject, NCryptNotifyChangeKey, NCryptOpenKey, NCryptOpenStorageProvider, PKCS_7_ASN_ENCODING,
+    X509_ASN_ENCODING,
 };
 use windows_sys::Win32::System::Threading::WaitForSingleObject;
 use windows_sys::core::{BOOL, HRESULT, PCSTR};
@@ -478,7 +477,16 @@ impl Store {
         let raw = bool_call(|| {
             // SAFETY: the store is live; `der` is readable for `len` bytes; `context` is a valid
             // out pointer.
-            unsafe { CertAddEncodedCRLToStore(self.handle, X509_ASN_ENCODING, der.as_ptr(), len, CERT_STORE_ADD_ALWAYS, &raw mut context) }
+            unsafe {
+                CertAddEncodedCRLToStore(
+                    self.handle,
+                    X509_ASN_ENCODING,
+                    der.as_ptr(),
+                    len,
+                    CERT_STORE_ADD_ALWAYS,
+                    &raw mut context,
+                )
+            }
         });
         let value = (raw.ok && !context.is_null()).then_some(CrlContext { context });
         Attempt { raw: Raw::Bool(raw), value }

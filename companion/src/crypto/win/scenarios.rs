@@ -5,12 +5,12 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use windows_sys::Win32::Foundation::{
-    CRYPT_E_PENDING_CLOSE, E_UNEXPECTED, ERROR_INVALID_PARAMETER, INVALID_HANDLE_VALUE, NTE_BAD_FLAGS, NTE_BAD_KEYSET, NTE_EXISTS,
-    NTE_INVALID_HANDLE, WAIT_OBJECT_0,
+    CRYPT_E_PENDING_CLOSE, E_UNEXPECTED, ERROR_INVALID_PARAMETER, INVALID_HANDLE_VALUE, NTE_BAD_FLAGS, NTE_BAD_KEYSET,
+    NTE_EXISTS, NTE_INVALID_HANDLE, WAIT_OBJECT_0,
 };
 use windows_sys::Win32::Security::Cryptography::{
-    CALG_AES_128, CALG_SHA_256, CERT_FILE_STORE_COMMIT_ENABLE_FLAG, CERT_STORE_OPEN_EXISTING_FLAG,
-    CERT_STORE_READONLY_FLAG, CRYPT_NEWKEYSET, CRYPT_VERIFYCONTEXT, PROV_RSA_AES,
+    CALG_AES_128, CALG_SHA_256, CERT_FILE_STORE_COMMIT_ENABLE_FLAG, CERT_STORE_OPEN_EXISTING_FLAG, CERT_STORE_READONLY_FLAG,
+    CRYPT_NEWKEYSET, CRYPT_VERIFYCONTEXT, PROV_RSA_AES,
 };
 
 use super::check::{Expect, Recorder, Stop};
@@ -132,7 +132,8 @@ fn verify_provider(r: &mut Recorder) -> Result<Provider, Stop> {
 }
 
 /// Why a check needing a freed handle did not run.
-const STALE_OPT_IN: &str = "passes a released handle to the API (the provider reads freed memory); opt in with --unsafe-stale-checks";
+const STALE_OPT_IN: &str =
+    "passes a released handle to the API (the provider reads freed memory); opt in with --unsafe-stale-checks";
 
 fn verify_context(_: &Ctx, _: u32, r: &mut Recorder) -> Result<(), Stop> {
     let provider = verify_provider(r)?;
@@ -382,11 +383,7 @@ fn close_force(_: &Ctx, _: u32, r: &mut Recorder) -> Result<(), Stop> {
     let store = r.require("CertOpenStore(MEMORY)", Store::open_memory())?;
     let context = r.require("CertAddEncodedCertificateToStore(h, ADD_ALWAYS, &context)", store.add_encoded(CERT))?;
     let duplicate = context.duplicate();
-    r.bool(
-        "CertCloseStore(h, FORCE) with 2 context references held",
-        store.close_forced(vec![context, duplicate]),
-        Expect::True,
-    );
+    r.bool("CertCloseStore(h, FORCE) with 2 context references held", store.close_forced(vec![context, duplicate]), Expect::True);
     Ok(())
 }
 
@@ -442,8 +439,7 @@ fn ncrypt_key_persistence(ctx: &Ctx, pass: u32, r: &mut Recorder) -> Result<(), 
 fn ncrypt_notify_change_key(ctx: &Ctx, pass: u32, r: &mut Recorder) -> Result<(), Stop> {
     if ctx.wine {
         return Err(Stop::Skip(
-            "Wine: NCryptNotifyChangeKey is an unimplemented stub that raises a non-continuable exception; not called"
-                .to_owned(),
+            "Wine: NCryptNotifyChangeKey is an unimplemented stub that raises a non-continuable exception; not called".to_owned(),
         ));
     }
     let provider = open_ksp(r)?;
