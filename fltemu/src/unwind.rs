@@ -19,7 +19,7 @@ use crate::exec;
 pub struct Context {
     home: [u64; 6],
     /// CONTEXT_FLAGS.
-    pub context_flags: u32,
+    pub flags: u32,
     /// MXCSR.
     pub mx_csr: u32,
     segments: [u16; 6],
@@ -57,7 +57,7 @@ impl Context {
     pub fn zeroed() -> Self {
         Self {
             home: [0; 6],
-            context_flags: CONTEXT_FULL,
+            flags: CONTEXT_FULL,
             mx_csr: 0x1F80,
             segments: [0; 6],
             eflags: 0x202,

@@ -42,6 +42,7 @@ fn scanner_is_clean_in_the_open_storm_scenario() {
 const SUM: u32 = 1;
 const COUNT: u32 = 2;
 const RAISE: u32 = 3;
+const UNWIND: u32 = 4;
 
 fn command(command: u32, data: &[u8]) -> Vec<u8> {
     let mut bytes = command.to_le_bytes().to_vec();
@@ -102,6 +103,10 @@ fn scanner_catches_bad_user_buffers_in_its_except_blocks() {
         // ExRaiseStatus inside __try with a filter that matches the code.
         let input = emulator.user_buffer_from(&raise_command(0x123));
         assert_eq!(port.send_message(Some(&input), Some(&output)).unwrap(), Err(hresult(0xC000_0123)), "{profile:?}: ExRaiseStatus");
+        // Both __finally blocks between the raise and the __except run during the unwind.
+        let input = emulator.user_buffer_from(&command(UNWIND, &[]));
+        assert_eq!(port.send_message(Some(&input), Some(&output)).unwrap(), Ok(4), "{profile:?}: unwind");
+        assert_eq!(output.read(), 2u32.to_le_bytes(), "{profile:?}: termination handlers run once each");
         port.set_probe(true);
 
         port.close().unwrap();
@@ -238,5 +243,21 @@ fn a_try_around_a_bad_kernel_pointer_is_bug_check_0x50_in_the_default_run() {
         assert_eq!(code, 2, "{profile:?}:\n{text}");
         assert!(text.contains("bug check 0x00000050 (0xffffc0000bad0000, 0x0"), "{profile:?}:\n{text}");
         assert!(text.contains("PAGE_FAULT_IN_NONPAGED_AREA"), "{profile:?}:\n{text}");
+    }
+}
+
+#[test]
+fn chkstk_probes_big_frames_and_reports_one_past_the_kernel_stack() {
+    for profile in [Profile::Release, Profile::Debug] {
+        let image = CDriver::new("passthrough").profile(profile).build();
+        let parsed = fltemu::pe::ParsedImage::parse(&std::fs::read(&image).unwrap()).unwrap();
+        assert!(parsed.imports.iter().any(|i| i.dll == "ntoskrnl.exe" && i.name == "__chkstk"), "{profile:?}: lld-link binds __chkstk to the ntoskrnl import");
+        let clean = Emulator::load(&image, Config::default()).unwrap();
+        let report = clean.unload().unwrap();
+        assert!(report.is_clean(), "{profile:?}: {report}");
+        drop(clean);
+        let (code, text) = run(&CDriver::new("passthrough").define("BUG_DEEP_STACK").profile(profile), "load-unload");
+        assert_eq!(code, 1, "{profile:?}:\n{text}");
+        assert!(text.contains("__chkstk"), "{profile:?}:\n{text}");
     }
 }

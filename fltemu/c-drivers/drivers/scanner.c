@@ -10,6 +10,8 @@
  *   2 COUNT      output ULONG: creates scanned so far, verdicts received
  *   3 RAISE      ExRaiseStatus(0xC0000000 | the ULONG data) inside __try, with a filter
  *                matching that code: returns the status
+ *   4 UNWIND     output ULONG: how many __finally blocks ran while an ExRaiseStatus inside
+ *                two nested __try/__finally unwound to the outer __except (2 per call)
  *
  * One-bug variants (each a /D switch):
  *   BUG_NO_TRY              the data is copied without __try: a bad buffer is bug check 0x1E
@@ -25,6 +27,7 @@
 #define SCANNER_SUM 1
 #define SCANNER_COUNT 2
 #define SCANNER_RAISE 3
+#define SCANNER_UNWIND 4
 #define SCANNER_MAX_DATA 4096
 
 typedef struct _SCANNER_COMMAND {
@@ -46,6 +49,23 @@ static PFLT_PORT g_server_port;
 static PFLT_PORT g_client_port;
 static volatile LONG g_scanned;
 static volatile LONG g_verdicts;
+static volatile LONG g_finally_runs;
+
+/* Raises from two __finally-protected levels; both handlers run during the unwind. */
+static __declspec(noinline) VOID raise_through_finally(NTSTATUS status)
+{
+    __try {
+        __try {
+            ExRaiseStatus(status);
+        } __finally {
+            _InterlockedIncrement(&g_finally_runs);
+        }
+    } __finally {
+        if (AbnormalTermination()) {
+            _InterlockedIncrement(&g_finally_runs);
+        }
+    }
+}
 
 void *memcpy(void *destination, const void *source, SIZE_T count);
 #pragma intrinsic(memcpy)
@@ -156,6 +176,15 @@ static NTSTATUS message_notify(PVOID cookie, PVOID input, ULONG input_length, PV
                 status = GetExceptionCode();
             }
 #endif
+            break;
+        }
+        case SCANNER_UNWIND: {
+            LONG before = g_finally_runs;
+            __try {
+                raise_through_finally(STATUS_UNSUCCESSFUL);
+            } __except (EXCEPTION_EXECUTE_HANDLER) {
+                status = reply_ulong(output, output_length, (ULONG)(g_finally_runs - before), returned);
+            }
             break;
         }
         default:

@@ -76,6 +76,7 @@ typedef const UNICODE_STRING *PCUNICODE_STRING;
 #define EXCEPTION_CONTINUE_SEARCH     0
 #define EXCEPTION_CONTINUE_EXECUTION  (-1)
 #define GetExceptionCode() ((NTSTATUS)_exception_code())
+#define AbnormalTermination() _abnormal_termination()
 
 /* ---- IRQL, pool (wdm.h) -------------------------------------------------------------------- */
 #define PASSIVE_LEVEL 0
