@@ -80,7 +80,7 @@ pub fn initialise_cookie(base: usize, size: usize) -> Cookie {
     if cookie_va == 0 {
         return Cookie::None;
     }
-    if !image.contains(cookie_va) || cookie_va % 8 != 0 || !image.contains(cookie_va + 7) {
+    if !image.contains(cookie_va) || !cookie_va.is_multiple_of(8) || !image.contains(cookie_va + 7) {
         return Cookie::Invalid(cookie_va);
     }
     #[allow(clippy::cast_possible_truncation)]

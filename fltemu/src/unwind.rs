@@ -504,3 +504,205 @@ pub fn restore(context: &Context) -> ! {
     // by capture or virtual unwind; the code below it is abandoned, holding no locks.
     unsafe { fltemu_restore_context(context) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake image: headers with an exception directory, `.pdata`, unwind infos and code.
+    struct Fake {
+        bytes: Vec<u64>,
+    }
+
+    const PDATA: usize = 0x400;
+    const XDATA: usize = 0x600;
+    const SIZE: usize = 0x2000;
+
+    impl Fake {
+        fn new() -> Self {
+            let mut fake = Self { bytes: vec![0; SIZE / 8] };
+            fake.put32(0x3C, 0x80);
+            fake.put32(0x80 + 24 + 108, 16);
+            // Code bytes default to int3, which no epilog starts with.
+            for at in 0x1000..0x1800 {
+                fake.put8(at, 0xCC);
+            }
+            fake
+        }
+        fn base(&self) -> usize {
+            self.bytes.as_ptr() as usize
+        }
+        fn image(&self) -> Image {
+            Image { base: self.base(), size: SIZE }
+        }
+        fn bytes_mut(&mut self) -> &mut [u8] {
+            // SAFETY: a Vec<u64> viewed as its bytes; u8 has no alignment or validity needs.
+            unsafe { core::slice::from_raw_parts_mut(self.bytes.as_mut_ptr().cast::<u8>(), SIZE) }
+        }
+        fn put8(&mut self, at: usize, value: u8) {
+            self.bytes_mut()[at] = value;
+        }
+        fn put32(&mut self, at: usize, value: u32) {
+            self.bytes_mut()[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        }
+        fn put(&mut self, at: usize, data: &[u8]) {
+            self.bytes_mut()[at..at + data.len()].copy_from_slice(data);
+        }
+        /// Writes the `.pdata` table (sorted) and its directory entry.
+        fn functions(&mut self, entries: &[(u32, u32, u32)]) {
+            for (index, (begin, end, unwind)) in entries.iter().enumerate() {
+                self.put32(PDATA + index * 12, *begin);
+                self.put32(PDATA + index * 12 + 4, *end);
+                self.put32(PDATA + index * 12 + 8, *unwind);
+            }
+            self.put32(0x80 + 24 + 112 + 3 * 8, PDATA as u32);
+            #[allow(clippy::cast_possible_truncation)]
+            self.put32(0x80 + 24 + 112 + 3 * 8 + 4, (entries.len() * 12) as u32);
+        }
+    }
+
+    fn stack() -> Vec<u64> {
+        vec![0; 64]
+    }
+
+    /// push rbp; push rsi; sub rsp, 0x28; lea rbp, [rsp + 0x20] — with a handler.
+    fn framed_function(fake: &mut Fake) {
+        let flags = UNW_FLAG_EHANDLER << 3;
+        fake.put(XDATA, &[1 | flags, 11, 4, 0x25, 11, 0x03, 6, 0x42, 2, 0x60, 1, 0x50]);
+        fake.put32(XDATA + 12, 0x1700);
+        fake.put32(XDATA + 16, 0xABCD);
+    }
+
+    #[test]
+    fn a_framed_function_body_restores_pushes_and_finds_its_handler() {
+        let mut fake = Fake::new();
+        framed_function(&mut fake);
+        fake.functions(&[(0x1000, 0x1100, XDATA as u32)]);
+        let mut stack = stack();
+        let s = &raw mut stack[16] as u64;
+        stack[16 + 5] = 0x5151; // saved rsi at S + 0x28
+        stack[16 + 6] = 0xB0B0; // saved rbp at S + 0x30
+        stack[16 + 7] = 0x7777; // return address at S + 0x38
+        let image = fake.image();
+        let mut context = Context::zeroed();
+        context.rip = (fake.base() + 0x1050) as u64;
+        context.gpr[RSP] = s;
+        context.gpr[5] = s + 0x20;
+        let function = image.lookup(0x1050).expect("covered by .pdata");
+        let frame = virtual_unwind(&image, &function, &mut context, UNW_FLAG_EHANDLER).unwrap();
+        assert_eq!(frame.establisher, s, "frame register minus 16 x offset");
+        assert_eq!((context.gpr[6], context.gpr[5], context.rip, context.gpr[RSP]), (0x5151, 0xB0B0, 0x7777, s + 0x40));
+        let handler = frame.handler.expect("EHANDLER in the body");
+        assert_eq!(handler.routine, fake.base() + 0x1700);
+        assert_eq!(handler.data, fake.base() + XDATA + 16);
+        // SAFETY: the handler data lies inside the fake image.
+        assert_eq!(unsafe { (handler.data as *const u32).read_unaligned() }, 0xABCD);
+    }
+
+    #[test]
+    fn inside_the_prolog_only_executed_codes_are_undone_and_no_handler_runs() {
+        let mut fake = Fake::new();
+        framed_function(&mut fake);
+        fake.functions(&[(0x1000, 0x1100, XDATA as u32)]);
+        let mut stack = stack();
+        let t = &raw mut stack[8] as u64;
+        stack[8] = 0x5151; // rsi pushed last
+        stack[9] = 0xB0B0;
+        stack[10] = 0x7777;
+        let image = fake.image();
+        let mut context = Context::zeroed();
+        context.rip = (fake.base() + 0x1002) as u64; // after both pushes, before sub rsp
+        context.gpr[RSP] = t;
+        context.gpr[5] = 0xDEAD;
+        let function = image.lookup(0x1002).unwrap();
+        let frame = virtual_unwind(&image, &function, &mut context, UNW_FLAG_EHANDLER).unwrap();
+        assert_eq!(frame.establisher, t, "before SET_FPREG the establisher is RSP");
+        assert_eq!(frame.handler, None);
+        assert_eq!((context.gpr[6], context.gpr[5], context.rip, context.gpr[RSP]), (0x5151, 0xB0B0, 0x7777, t + 24));
+    }
+
+    #[test]
+    fn an_epilog_is_simulated_forward() {
+        let mut fake = Fake::new();
+        framed_function(&mut fake);
+        fake.functions(&[(0x1000, 0x1100, XDATA as u32)]);
+        // add rsp, 0x28; pop rsi; pop rbp; ret
+        fake.put(0x1080, &[0x48, 0x83, 0xC4, 0x28, 0x5E, 0x5D, 0xC3]);
+        let mut stack = stack();
+        let s = &raw mut stack[16] as u64;
+        stack[16 + 5] = 0x5151;
+        stack[16 + 6] = 0xB0B0;
+        stack[16 + 7] = 0x7777;
+        let image = fake.image();
+        let mut context = Context::zeroed();
+        context.rip = (fake.base() + 0x1080) as u64;
+        context.gpr[RSP] = s;
+        context.gpr[5] = s + 0x20;
+        let function = image.lookup(0x1080).unwrap();
+        let frame = virtual_unwind(&image, &function, &mut context, UNW_FLAG_EHANDLER).unwrap();
+        assert_eq!(frame.handler, None, "no handler runs for a frame in its epilog");
+        assert_eq!((context.gpr[6], context.gpr[5], context.rip, context.gpr[RSP]), (0x5151, 0xB0B0, 0x7777, s + 0x40));
+    }
+
+    #[test]
+    fn chained_info_save_nonvol_alloc_large_and_xmm_saves() {
+        let mut fake = Fake::new();
+        // Parent: sub rsp, 0x100 (ALLOC_LARGE info 0: size / 8 in the next slot) after push r12.
+        let parent = XDATA + 0x100;
+        fake.put(parent, &[1, 9, 3, 0, 9, 0x01, 0x20, 0x00, 2, 0xC0]);
+        // Chained child: SAVE_NONVOL rbx at frame + 2 x 8, SAVE_XMM128 xmm6 at frame + 3 x 16.
+        let child = XDATA;
+        fake.put(child, &[1 | (4 << 3), 0, 4, 0, 0, 0x34, 2, 0, 0, 0x68, 3, 0]);
+        fake.put32(child + 4 + 8, 0x1200);
+        fake.put32(child + 4 + 12, 0x1300);
+        #[allow(clippy::cast_possible_truncation)]
+        fake.put32(child + 4 + 16, parent as u32);
+        fake.functions(&[(0x1200, 0x1300, parent as u32), (0x1300, 0x1400, child as u32)]);
+        let mut stack = vec![0u64; 0x120 / 8 + 2];
+        let first = stack.as_ptr() as u64;
+        let skip = usize::from(!first.is_multiple_of(16));
+        let u = first + skip as u64 * 8;
+        for (offset, value) in [(16, 0xB8B8), (48, 0x6666), (56, 0x6667), (0x100, 0x1212), (0x108, 0x7777)] {
+            stack[skip + offset / 8] = value;
+        }
+        let image = fake.image();
+        let mut context = Context::zeroed();
+        context.rip = (fake.base() + 0x1310) as u64;
+        context.gpr[RSP] = u;
+        let function = image.lookup(0x1310).unwrap();
+        let frame = virtual_unwind(&image, &function, &mut context, UNW_FLAG_EHANDLER).unwrap();
+        assert_eq!(frame.establisher, u);
+        assert_eq!(context.gpr[3], 0xB8B8, "rbx from SAVE_NONVOL");
+        assert_eq!(context.xmm[6], 0x6667_u128 << 64 | 0x6666, "xmm6 from SAVE_XMM128");
+        assert_eq!(context.gpr[12], 0x1212, "r12 from the chained parent's PUSH_NONVOL");
+        assert_eq!((context.rip, context.gpr[RSP]), (0x7777, u + 0x110));
+    }
+
+    #[test]
+    fn a_function_without_pdata_is_a_leaf() {
+        let mut fake = Fake::new();
+        fake.functions(&[(0x1000, 0x1010, XDATA as u32)]);
+        let mut stack = stack();
+        let t = &raw mut stack[4] as u64;
+        stack[4] = 0x4242;
+        let image = fake.image();
+        let mut context = Context::zeroed();
+        context.rip = (fake.base() + 0x1500) as u64;
+        context.gpr[RSP] = t;
+        let (frame, function) = step(&image, &mut context, UNW_FLAG_EHANDLER).unwrap();
+        assert_eq!(function, None);
+        assert_eq!((frame.establisher, context.rip, context.gpr[RSP]), (t, 0x4242, t + 8));
+    }
+
+    #[test]
+    fn unknown_versions_and_codes_are_refused() {
+        let mut fake = Fake::new();
+        fake.put(XDATA, &[3, 0, 0, 0]);
+        fake.functions(&[(0x1000, 0x1010, XDATA as u32)]);
+        let image = fake.image();
+        let mut context = Context::zeroed();
+        context.rip = (fake.base() + 0x1004) as u64;
+        let function = image.lookup(0x1004).unwrap();
+        assert_eq!(virtual_unwind(&image, &function, &mut context, 0), Err(UnwindError::BadUnwindInfo(XDATA as u32)));
+    }
+}

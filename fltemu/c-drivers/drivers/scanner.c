@@ -20,6 +20,9 @@
  *   BUG_GS_OVERRUN          SUM copies the data into a 16-byte stack buffer without checking
  *                           the length: the /GS cookie catches it (bug check 0xF7)
  *   BUG_RAISE_UNCAUGHT      RAISE calls ExRaiseStatus outside any __try (bug check 0x1E)
+ *   BUG_CONTINUE_RAISE      RAISE's filter answers EXCEPTION_CONTINUE_EXECUTION to ExRaiseStatus,
+ *                           whose exception is noncontinuable (bug check 0x1E with
+ *                           STATUS_NONCONTINUABLE_EXCEPTION)
  */
 #include "fltemu_km.h"
 
@@ -172,7 +175,11 @@ static NTSTATUS message_notify(PVOID cookie, PVOID input, ULONG input_length, PV
 #else
             __try {
                 ExRaiseStatus(raised);
+#if defined(BUG_CONTINUE_RAISE)
+            } __except (EXCEPTION_CONTINUE_EXECUTION) {
+#else
             } __except (GetExceptionCode() == raised ? EXCEPTION_EXECUTE_HANDLER : EXCEPTION_CONTINUE_SEARCH) {
+#endif
                 status = GetExceptionCode();
             }
 #endif
