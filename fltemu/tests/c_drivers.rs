@@ -274,3 +274,18 @@ fn chkstk_probes_big_frames_and_reports_one_past_the_kernel_stack() {
         assert!(text.contains("__chkstk"), "{profile:?}:\n{text}");
     }
 }
+
+/// A frame whose language handler is __GSHandlerCheck (our /GS runtime's) takes part in
+/// dispatch: an intact cookie lets the exception reach DriverEntry's __except, a damaged one is
+/// bug check 0xF7 during the dispatch.
+#[test]
+fn gs_handler_check_runs_during_dispatch() {
+    for profile in [Profile::Release, Profile::Debug] {
+        let (code, text) = run(&CDriver::new("gs_handler").profile(profile), "load-unload");
+        assert_eq!(code, 0, "{profile:?}:\n{text}");
+        assert!(text.contains("gs_handler: caught 0xc0000001 past a __GSHandlerCheck frame"), "{profile:?}:\n{text}");
+        let (code, text) = run(&CDriver::new("gs_handler").define("BUG_GS_HANDLER_COOKIE").profile(profile), "load-unload");
+        assert_eq!(code, 2, "{profile:?}:\n{text}");
+        assert!(text.contains("bug check 0x000000f7") && text.contains("DRIVER_OVERRAN_STACK_BUFFER"), "{profile:?}:\n{text}");
+    }
+}
