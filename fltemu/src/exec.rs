@@ -180,6 +180,7 @@ fn worker_main(slot: &Arc<Slot>) {
         unsafe { libc::sigaltstack(&raw const alt, core::ptr::null_mut()) };
     }
     CURRENT_SLOT.with(|c| c.set(Arc::as_ptr(slot)));
+    crate::seh::note_stack_bounds();
     loop {
         let state = slot.state.load(Ordering::Acquire);
         match state {

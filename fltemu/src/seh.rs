@@ -577,6 +577,35 @@ unsafe extern "C" {
     fn fltemu_memset();
 }
 
+thread_local! {
+    /// The lowest usable address of this driver thread's stack (0: unknown, never redirect).
+    static STACK_LOW: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Stack the dispatcher needs below the redirected frame (its CONTEXT copies and handler calls).
+const DISPATCH_STACK: usize = 64 * 1024;
+
+/// Records the current thread's stack bounds, so a fault is only redirected when the dispatcher
+/// has room to run (called by each driver worker thread when it starts).
+pub fn note_stack_bounds() {
+    // SAFETY: a zeroed pthread_attr_t is what pthread_getattr_np initialises.
+    let mut attributes: libc::pthread_attr_t = unsafe { core::mem::zeroed() };
+    // SAFETY: queries the calling thread's own attributes into the local.
+    if unsafe { libc::pthread_getattr_np(libc::pthread_self(), &raw mut attributes) } != 0 {
+        return;
+    }
+    let mut low: *mut libc::c_void = core::ptr::null_mut();
+    let mut size: libc::size_t = 0;
+    // SAFETY: reads the stack range from the attributes just filled.
+    let found = unsafe { libc::pthread_attr_getstack(&raw const attributes, &raw mut low, &raw mut size) } == 0;
+    // SAFETY: releases the attributes pthread_getattr_np initialised.
+    unsafe { libc::pthread_attr_destroy(&raw mut attributes) };
+    if found {
+        // The guard page(s) lie at the low end; one page is left for them.
+        STACK_LOW.with(|c| c.set(low as usize + 4096));
+    }
+}
+
 /// Space left untouched below the faulting RSP before the redirected frame (the faulting
 /// function's outgoing area, and room for the restore's return slot).
 const REDIRECT_GAP: usize = 256;
@@ -665,6 +694,10 @@ pub fn redirect_fault(address: usize, ucontext: *mut libc::ucontext_t) -> bool {
     let context_at = (rsp_usize - REDIRECT_GAP - size_of::<Context>()) & !15;
     let record_at = (context_at - size_of::<ExceptionRecord>()) & !15;
     let frame = record_at - 8;
+    let low = STACK_LOW.with(Cell::get);
+    if low == 0 || frame < low + DISPATCH_STACK || rsp_usize < frame {
+        return false; // no room to dispatch on this stack: the fault ends the run as a crash
+    }
     // SAFETY: dead stack below the faulting RSP on the driver thread's own stack (Win64 has no
     // red zone); the fault is not a stack overflow (checked above).
     unsafe { (context_at as *mut Context).write(context) };
