@@ -590,8 +590,10 @@ const DISPATCH_STACK: usize = 64 * 1024;
 pub fn note_stack_bounds() {
     // SAFETY: a zeroed pthread_attr_t is what pthread_getattr_np initialises.
     let mut attributes: libc::pthread_attr_t = unsafe { core::mem::zeroed() };
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() };
     // SAFETY: queries the calling thread's own attributes into the local.
-    if unsafe { libc::pthread_getattr_np(libc::pthread_self(), &raw mut attributes) } != 0 {
+    if unsafe { libc::pthread_getattr_np(me, &raw mut attributes) } != 0 {
         return;
     }
     let mut low: *mut libc::c_void = core::ptr::null_mut();
