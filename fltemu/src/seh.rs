@@ -740,6 +740,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_listed_export_resolves() {
+        for name in EXPORTS.iter().chain(crate::gs::EXPORTS).chain(&["memcpy", "memmove", "memset"]) {
+            assert!(resolve(name).or_else(|| crate::gs::resolve(name)).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn leaf_routines_copy_move_and_fill() {
+        // SAFETY: the leaf routines follow the Win64 C signatures of memcpy/memmove/memset.
+        let memmove = unsafe { core::mem::transmute::<usize, extern "win64" fn(*mut u8, *const u8, usize) -> *mut u8>(resolve("memmove").unwrap()) };
+        // SAFETY: as above.
+        let memset = unsafe { core::mem::transmute::<usize, extern "win64" fn(*mut u8, i32, usize) -> *mut u8>(resolve("memset").unwrap()) };
+        // SAFETY: as above.
+        let memcpy = unsafe { core::mem::transmute::<usize, extern "win64" fn(*mut u8, *const u8, usize) -> *mut u8>(resolve("memcpy").unwrap()) };
+        let mut bytes: Vec<u8> = (0..16).collect();
+        let base = bytes.as_mut_ptr();
+        // Overlapping forward move (destination above source) must copy backwards.
+        assert_eq!(memmove(base.wrapping_add(4), base, 8), base.wrapping_add(4));
+        assert_eq!(bytes, [0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 12, 13, 14, 15]);
+        let base = bytes.as_mut_ptr();
+        memmove(base, base.wrapping_add(2), 4);
+        assert_eq!(&bytes[..6], &[2, 3, 0, 1, 0, 1]);
+        let base = bytes.as_mut_ptr();
+        assert_eq!(memset(base, 0x1AB, 3), base);
+        assert_eq!(&bytes[..4], &[0xAB, 0xAB, 0xAB, 1]);
+        let source = [9u8; 5];
+        let base = bytes.as_mut_ptr();
+        assert_eq!(memcpy(base.wrapping_add(10), source.as_ptr(), 5), base.wrapping_add(10));
+        assert_eq!(&bytes[10..15], &[9; 5]);
+    }
+
+    #[test]
     fn records_are_laid_out_as_winnt_h() {
         assert_eq!(size_of::<ExceptionRecord>(), 152);
         assert_eq!(core::mem::offset_of!(ExceptionRecord, information), 32);
