@@ -111,7 +111,11 @@ extern "win64" fn chkstk_check(new_rsp: usize) {
     if depth > exec::KERNEL_STACK_SIZE
         && let Some(inner) = crate::state::current()
     {
-        inner.violation(crate::verifier::Violation::StackTooDeep { bytes: depth, function: "__chkstk", limit: exec::KERNEL_STACK_SIZE });
+        inner.violation(crate::verifier::Violation::StackTooDeep {
+            bytes: depth,
+            function: "__chkstk",
+            limit: exec::KERNEL_STACK_SIZE,
+        });
     }
 }
 

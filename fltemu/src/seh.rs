@@ -136,7 +136,12 @@ fn not_handled(image: Option<&Image>, record: &ExceptionRecord) -> ! {
     #[allow(clippy::cast_possible_truncation)]
     exec::bug_check(
         KMODE_EXCEPTION_NOT_HANDLED,
-        [record.code.cast_unsigned() as usize, record.address as usize, record.information[0] as usize, record.information[1] as usize],
+        [
+            record.code.cast_unsigned() as usize,
+            record.address as usize,
+            record.information[0] as usize,
+            record.information[1] as usize,
+        ],
     )
 }
 
@@ -175,7 +180,8 @@ pub fn dispatch(mut record: ExceptionRecord, context: &Context) -> ! {
         match disposition {
             EXCEPTION_CONTINUE_EXECUTION_DISPOSITION => {
                 if record.flags & EXCEPTION_NONCONTINUABLE != 0 {
-                    let nested = ExceptionRecord::new(STATUS_NONCONTINUABLE_EXCEPTION, EXCEPTION_NONCONTINUABLE, record.address, &[]);
+                    let nested =
+                        ExceptionRecord::new(STATUS_NONCONTINUABLE_EXCEPTION, EXCEPTION_NONCONTINUABLE, record.address, &[]);
                     not_handled(Some(&image), &nested);
                 }
                 unwind::restore(&original);
@@ -274,7 +280,12 @@ fn scope(table: usize, index: u32) -> Scope {
 /// `__C_specific_handler` (ntoskrnl export; x64 exception handling, "language-specific
 /// handler"): runs the `__except` filters of the scopes containing the PC during dispatch and
 /// the `__finally` handlers of the scopes being left during unwind.
-extern "win64" fn c_specific_handler(record: *mut ExceptionRecord, establisher: u64, context: *mut Context, dispatcher: *mut DispatcherContext) -> i32 {
+extern "win64" fn c_specific_handler(
+    record: *mut ExceptionRecord,
+    establisher: u64,
+    context: *mut Context,
+    dispatcher: *mut DispatcherContext,
+) -> i32 {
     // SAFETY: called by fltemu's dispatcher (or a driver) with a live DISPATCHER_CONTEXT.
     let dispatcher = unsafe { &mut *dispatcher };
     // SAFETY: as above, the record being dispatched.
@@ -403,7 +414,8 @@ extern "win64" fn probe_for_write(address: usize, length: usize, alignment: u32,
         raise(STATUS_DATATYPE_MISALIGNMENT, &captured(context));
     }
     let writable = in_user_space(address, length)
-        && crate::state::current().is_some_and(|inner| inner.user.access_of(address, length) == Some(crate::user::Access::ReadWrite));
+        && crate::state::current()
+            .is_some_and(|inner| inner.user.access_of(address, length) == Some(crate::user::Access::ReadWrite));
     if !writable {
         raise(STATUS_ACCESS_VIOLATION, &captured(context));
     }
@@ -500,7 +512,8 @@ extern "sysv64" fn fault_entry(record: *const ExceptionRecord, context: *const C
             _ => 0,
         };
         if let Some(inner) = crate::state::current() {
-            let place = exec::image_rva(usize::try_from(record.address).unwrap_or(0)).map_or_else(|| format!("{:#x}", record.address), |rva| format!("image RVA {rva:#x}"));
+            let place = exec::image_rva(usize::try_from(record.address).unwrap_or(0))
+                .map_or_else(|| format!("{:#x}", record.address), |rva| format!("image RVA {rva:#x}"));
             inner.debug.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(format!(
                 "fltemu: PAGE_FAULT_IN_NONPAGED_AREA: {address:#x} (not user memory) referenced at {place}; __try cannot catch it"
             ));
@@ -686,11 +699,7 @@ pub fn redirect_fault(address: usize, ucontext: *mut libc::ucontext_t) -> bool {
         }
     }
     let error = register(libc::REG_ERR);
-    let kind = if error & 0x10 != 0 {
-        8
-    } else {
-        u64::from(error & 0x2 != 0)
-    };
+    let kind = if error & 0x10 != 0 { 8 } else { u64::from(error & 0x2 != 0) };
     let record = ExceptionRecord::new(STATUS_ACCESS_VIOLATION, 0, fault_rip, &[kind, address as u64]);
     // Lay out [return slot][record][context] below the faulting RSP, 16-aligned.
     let context_at = (rsp_usize - REDIRECT_GAP - size_of::<Context>()) & !15;
@@ -749,11 +758,17 @@ mod tests {
     #[test]
     fn leaf_routines_copy_move_and_fill() {
         // SAFETY: the leaf routines follow the Win64 C signatures of memcpy/memmove/memset.
-        let memmove = unsafe { core::mem::transmute::<usize, extern "win64" fn(*mut u8, *const u8, usize) -> *mut u8>(resolve("memmove").unwrap()) };
+        let memmove = unsafe {
+            core::mem::transmute::<usize, extern "win64" fn(*mut u8, *const u8, usize) -> *mut u8>(resolve("memmove").unwrap())
+        };
         // SAFETY: as above.
-        let memset = unsafe { core::mem::transmute::<usize, extern "win64" fn(*mut u8, i32, usize) -> *mut u8>(resolve("memset").unwrap()) };
+        let memset = unsafe {
+            core::mem::transmute::<usize, extern "win64" fn(*mut u8, i32, usize) -> *mut u8>(resolve("memset").unwrap())
+        };
         // SAFETY: as above.
-        let memcpy = unsafe { core::mem::transmute::<usize, extern "win64" fn(*mut u8, *const u8, usize) -> *mut u8>(resolve("memcpy").unwrap()) };
+        let memcpy = unsafe {
+            core::mem::transmute::<usize, extern "win64" fn(*mut u8, *const u8, usize) -> *mut u8>(resolve("memcpy").unwrap())
+        };
         let mut bytes: Vec<u8> = (0..16).collect();
         let base = bytes.as_mut_ptr();
         // Overlapping forward move (destination above source) must copy backwards.

@@ -72,7 +72,6 @@ impl Context {
             tail: [0; 6],
         }
     }
-
 }
 
 /// One `.pdata` entry (RVAs).
@@ -246,7 +245,14 @@ fn slots(op: u8, info: u8) -> usize {
 
 /// Applies `info`'s unwind codes to `context`. `prolog_offset` = how far into the prolog the PC
 /// is (codes for instructions not yet executed are skipped); `None` = prolog complete.
-fn apply_codes(image: &Image, rva: u32, info: &Info, context: &mut Context, frame_base: u64, prolog_offset: Option<u8>) -> Result<bool, UnwindError> {
+fn apply_codes(
+    image: &Image,
+    rva: u32,
+    info: &Info,
+    context: &mut Context,
+    frame_base: u64,
+    prolog_offset: Option<u8>,
+) -> Result<bool, UnwindError> {
     let bad = UnwindError::BadUnwindInfo(rva);
     let mut index = 0;
     while index < info.code_count {
@@ -273,9 +279,15 @@ fn apply_codes(image: &Image, rva: u32, info: &Info, context: &mut Context, fram
             2 => context.gpr[RSP] = rsp + u64::from(reg) * 8 + 8,
             3 => context.gpr[RSP] = context.gpr[info.frame_register] - info.frame_offset,
             4 => context.gpr[usize::from(reg)] = read::<u64>((frame_base + u64::from(slot(1)?) * 8) as usize),
-            5 => context.gpr[usize::from(reg)] = read::<u64>((frame_base + (u64::from(slot(1)?) | (u64::from(slot(2)?) << 16))) as usize),
+            5 => {
+                context.gpr[usize::from(reg)] =
+                    read::<u64>((frame_base + (u64::from(slot(1)?) | (u64::from(slot(2)?) << 16))) as usize)
+            }
             8 => context.xmm[usize::from(reg)] = read::<u128>((frame_base + u64::from(slot(1)?) * 16) as usize),
-            9 => context.xmm[usize::from(reg)] = read::<u128>((frame_base + (u64::from(slot(1)?) | (u64::from(slot(2)?) << 16))) as usize),
+            9 => {
+                context.xmm[usize::from(reg)] =
+                    read::<u128>((frame_base + (u64::from(slot(1)?) | (u64::from(slot(2)?) << 16))) as usize)
+            }
             10 => {
                 // PUSH_MACHFRAME: RIP, CS, EFLAGS, old RSP, SS (after an error code when info 1).
                 let top = rsp + if reg == 1 { 8 } else { 0 };
@@ -310,7 +322,9 @@ fn unwind_epilog(image: &Image, context: &mut Context, info: &Info) -> bool {
         }
         (true, Some(0x81), Some(0xC4)) => {
             let bytes = [code(3), code(4), code(5), code(6)];
-            let Some(value) = bytes.iter().try_fold(0u32, |acc, b| b.map(|b| (acc >> 8) | (u32::from(b) << 24))) else { return false };
+            let Some(value) = bytes.iter().try_fold(0u32, |acc, b| b.map(|b| (acc >> 8) | (u32::from(b) << 24))) else {
+                return false;
+            };
             simulated.gpr[RSP] += u64::from(value);
             pc = 7;
         }
@@ -324,7 +338,9 @@ fn unwind_epilog(image: &Image, context: &mut Context, info: &Info) -> bool {
                 }
                 2 => {
                     let bytes = [code(3), code(4), code(5), code(6)];
-                    let Some(value) = bytes.iter().try_fold(0u32, |acc, b| b.map(|b| (acc >> 8) | (u32::from(b) << 24))) else { return false };
+                    let Some(value) = bytes.iter().try_fold(0u32, |acc, b| b.map(|b| (acc >> 8) | (u32::from(b) << 24))) else {
+                        return false;
+                    };
                     pc = 7;
                     i64::from(value.cast_signed())
                 }
@@ -366,7 +382,12 @@ fn unwind_epilog(image: &Image, context: &mut Context, info: &Info) -> bool {
 ///
 /// # Errors
 /// [`UnwindError`] for unwind data the format does not allow.
-pub fn virtual_unwind(image: &Image, function: &RuntimeFunction, context: &mut Context, wanted: u8) -> Result<Frame, UnwindError> {
+pub fn virtual_unwind(
+    image: &Image,
+    function: &RuntimeFunction,
+    context: &mut Context,
+    wanted: u8,
+) -> Result<Frame, UnwindError> {
     let info = parse_info(image, function.unwind_data)?;
     let offset_in_function = image.rva(context.rip).saturating_sub(function.begin);
     let in_prolog = offset_in_function < u32::from(info.prolog_size);

@@ -91,23 +91,43 @@ fn scanner_catches_bad_user_buffers_in_its_except_blocks() {
         let misaligned = emulator.user_buffer_misaligned(12, 2);
         assert!(misaligned.write(&command(SUM, &[1, 2, 3, 4])));
         port.set_probe(false);
-        assert_eq!(port.send_message(Some(&misaligned), Some(&output)).unwrap(), Err(hresult(0x8000_0002)), "{profile:?}: misalignment");
+        assert_eq!(
+            port.send_message(Some(&misaligned), Some(&output)).unwrap(),
+            Err(hresult(0x8000_0002)),
+            "{profile:?}: misalignment"
+        );
         // A no-access user buffer passes ProbeForRead (user space) and faults inside memcpy.
         let no_access = emulator.user_buffer_from(&command(SUM, &[9; 8]));
         assert!(no_access.set_access(Access::NoAccess));
-        assert_eq!(port.send_message(Some(&no_access), Some(&output)).unwrap(), Err(hresult(0xC000_0005)), "{profile:?}: fault in memcpy");
+        assert_eq!(
+            port.send_message(Some(&no_access), Some(&output)).unwrap(),
+            Err(hresult(0xC000_0005)),
+            "{profile:?}: fault in memcpy"
+        );
         // A kernel address: ProbeForRead raises STATUS_ACCESS_VIOLATION before any access.
         let kernel = Box::new([0u8; 16]);
         let kernel_range = (&raw const *kernel as usize, 16);
-        assert_eq!(port.send_raw(Some(kernel_range), Some((output.address(), 4))).unwrap(), Err(hresult(0xC000_0005)), "{profile:?}: kernel pointer");
+        assert_eq!(
+            port.send_raw(Some(kernel_range), Some((output.address(), 4))).unwrap(),
+            Err(hresult(0xC000_0005)),
+            "{profile:?}: kernel pointer"
+        );
         // A read-only output buffer: ProbeForWrite raises.
         let read_only = emulator.user_buffer(4);
         assert!(read_only.set_access(Access::ReadOnly));
         let input = emulator.user_buffer_from(&command(SUM, &[5]));
-        assert_eq!(port.send_message(Some(&input), Some(&read_only)).unwrap(), Err(hresult(0xC000_0005)), "{profile:?}: read-only output");
+        assert_eq!(
+            port.send_message(Some(&input), Some(&read_only)).unwrap(),
+            Err(hresult(0xC000_0005)),
+            "{profile:?}: read-only output"
+        );
         // ExRaiseStatus inside __try with a filter that matches the code.
         let input = emulator.user_buffer_from(&raise_command(0x123));
-        assert_eq!(port.send_message(Some(&input), Some(&output)).unwrap(), Err(hresult(0xC000_0123)), "{profile:?}: ExRaiseStatus");
+        assert_eq!(
+            port.send_message(Some(&input), Some(&output)).unwrap(),
+            Err(hresult(0xC000_0123)),
+            "{profile:?}: ExRaiseStatus"
+        );
         // Both __finally blocks between the raise and the __except run during the unwind.
         let input = emulator.user_buffer_from(&command(UNWIND, &[]));
         assert_eq!(port.send_message(Some(&input), Some(&output)).unwrap(), Ok(4), "{profile:?}: unwind");
@@ -163,19 +183,30 @@ fn scanner_scan_round_trip_with_replies() {
                 }
             });
             for index in 0..opens {
-                emulator.open_close(volume, &format!("\\scan\\{index}.txt"), &OpenOptions { pid: 4242, ..Default::default() }).unwrap();
+                emulator
+                    .open_close(volume, &format!("\\scan\\{index}.txt"), &OpenOptions { pid: 4242, ..Default::default() })
+                    .unwrap();
             }
             client.join().unwrap();
         });
         let output = emulator.user_buffer(4);
         let input = emulator.user_buffer_from(&command(COUNT, &[]));
         assert_eq!(port.send_message(Some(&input), Some(&output)).unwrap(), Ok(4));
-        assert_eq!(u32::from_le_bytes(output.read().try_into().unwrap()), opens * 0x10000 + opens, "{profile:?}: every scan got its verdict");
+        assert_eq!(
+            u32::from_le_bytes(output.read().try_into().unwrap()),
+            opens * 0x10000 + opens,
+            "{profile:?}: every scan got its verdict"
+        );
         port.close().unwrap();
         let calls = emulator.calls();
         let report = emulator.unload().unwrap();
         assert!(report.is_clean(), "{profile:?}: {report}");
-        eprintln!("scanner {profile:?} round trip: {opens} opens, {} FltSendMessage, {} calls in all, {:?}", calls.total("FltSendMessage"), calls.0.values().sum::<u64>(), started.elapsed());
+        eprintln!(
+            "scanner {profile:?} round trip: {opens} opens, {} FltSendMessage, {} calls in all, {:?}",
+            calls.total("FltSendMessage"),
+            calls.0.values().sum::<u64>(),
+            started.elapsed()
+        );
     }
 }
 
@@ -202,9 +233,15 @@ fn an_exception_not_caught_is_bug_check_0x1e_with_the_faulting_rva() {
         assert_eq!(params[2], 0, "a read: {text}");
         let inside = |address: usize| address >= input.address() && address < input.address() + input.len();
         assert!(inside(params[3]), "the faulting address is in the user buffer: {text}");
-        assert!(text.contains("KMODE_EXCEPTION_NOT_HANDLED") && text.contains("image RVA") || text.contains("outside the image"), "{text}");
         assert!(
-            emulator.violations().iter().any(|v| matches!(v, Violation::UserBufferTouchedDirectly { address, .. } if inside(*address))),
+            text.contains("KMODE_EXCEPTION_NOT_HANDLED") && text.contains("image RVA") || text.contains("outside the image"),
+            "{text}"
+        );
+        assert!(
+            emulator
+                .violations()
+                .iter()
+                .any(|v| matches!(v, Violation::UserBufferTouchedDirectly { address, .. } if inside(*address))),
             "{:?}",
             emulator.violations()
         );
@@ -282,7 +319,10 @@ fn chkstk_probes_big_frames_and_reports_one_past_the_kernel_stack() {
     for profile in [Profile::Release, Profile::Debug] {
         let image = CDriver::new("passthrough").profile(profile).build();
         let parsed = fltemu::pe::ParsedImage::parse(&std::fs::read(&image).unwrap()).unwrap();
-        assert!(parsed.imports.iter().any(|i| i.dll == "ntoskrnl.exe" && i.name == "__chkstk"), "{profile:?}: lld-link binds __chkstk to the ntoskrnl import");
+        assert!(
+            parsed.imports.iter().any(|i| i.dll == "ntoskrnl.exe" && i.name == "__chkstk"),
+            "{profile:?}: lld-link binds __chkstk to the ntoskrnl import"
+        );
         let clean = Emulator::load(&image, Config::default()).unwrap();
         let report = clean.unload().unwrap();
         assert!(report.is_clean(), "{profile:?}: {report}");

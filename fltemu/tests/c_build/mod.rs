@@ -143,7 +143,8 @@ impl CDriver {
         let out_dir = target_dir().join("c-drivers");
         // Parallel tests may build the same driver: each build works in its own scratch
         // directory and renames the finished image into place.
-        let scratch = out_dir.join(format!("tmp-{}-{}-{}", self.stem(), std::process::id(), SCRATCH.fetch_add(1, Ordering::Relaxed)));
+        let scratch =
+            out_dir.join(format!("tmp-{}-{}-{}", self.stem(), std::process::id(), SCRATCH.fetch_add(1, Ordering::Relaxed)));
         std::fs::create_dir_all(&scratch).expect("create the C build directory");
         // clang behaves as clang-cl (cl.exe's options and defaults) when invoked by that name.
         let clang_cl = scratch.join("clang-cl");
