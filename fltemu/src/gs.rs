@@ -58,11 +58,14 @@ fn random_cookie() -> u64 {
     }
 }
 
+/// `IMAGE_SCN_MEM_WRITE`.
+const SCN_WRITE: u32 = 0x8000_0000;
+
 /// Initialises the image's /GS cookie from its load-config directory, as the kernel loader
-/// does before DriverEntry. Called on the mapped, relocated image (the cookie's page is
-/// writable data).
+/// does before DriverEntry. Called on the mapped, relocated image.
 #[must_use]
-pub fn initialise_cookie(base: usize, size: usize) -> Cookie {
+pub fn initialise_cookie(mapped: &crate::pe::MappedImage) -> Cookie {
+    let (base, size) = (mapped.base, mapped.size);
     let image = Image { base, size };
     let Some((rva, length)) = image.directory(LOAD_CONFIG_DIRECTORY) else { return Cookie::None };
     let (rva, length) = (rva as usize, length as usize);
@@ -85,17 +88,18 @@ pub fn initialise_cookie(base: usize, size: usize) -> Cookie {
     }
     #[allow(clippy::cast_possible_truncation)]
     let address = cookie_va as usize;
-    let value = random_cookie();
-    // Only a writable section can hold it; mprotect answers without faulting if it is not.
-    let page = address & !0xFFF;
-    // SAFETY: querying/adding write permission on a page of our own image mapping is harmless;
-    // a read-only cookie section is an invalid image, reported below.
-    let writable = unsafe { libc::mprotect(page as *mut libc::c_void, 4096, libc::PROT_READ | libc::PROT_WRITE) } == 0;
+    let cookie_offset = image.rva(cookie_va);
+    // The cookie must live in a writable section (it is program data the loader rewrites).
+    let writable = mapped.parsed.sections.iter().any(|section| {
+        let end = section.virtual_address.saturating_add(section.virtual_size.max(section.raw_size));
+        cookie_offset >= section.virtual_address && cookie_offset + 8 <= end && section.characteristics & SCN_WRITE != 0
+    });
     if !writable {
         return Cookie::Invalid(cookie_va);
     }
-    // SAFETY: the cookie lies inside the image on a page that is now writable.
-    unsafe { (address as *mut u64).write(value) };
+    let value = random_cookie();
+    // SAFETY: the cookie lies inside a writable section of the mapped image (checked above).
+    unsafe { (address as *mut u64).write_unaligned(value) };
     Cookie::Initialised { address, value }
 }
 

@@ -443,8 +443,8 @@ impl Emulator {
         exec::IMAGE_BASE.store(image.base, std::sync::atomic::Ordering::Relaxed);
         exec::IMAGE_SIZE.store(image.size, std::sync::atomic::Ordering::Relaxed);
         // The loader's /GS step: a random __security_cookie before any driver code runs.
-        if let gs::Cookie::Invalid(va) = gs::initialise_cookie(image.base, image.size) {
-            return Err(EmuError::Load(LoadError::NotPe(format!("load config SecurityCookie {va:#x} is not an aligned, writable address in the image"))));
+        if let gs::Cookie::Invalid(va) = gs::initialise_cookie(&image) {
+            return Err(EmuError::Load(LoadError::NotPe(format!("load config SecurityCookie {va:#x} is not an aligned address in a writable section of the image"))));
         }
         let inner = Arc::new(Inner {
             image,

@@ -281,12 +281,12 @@ fn apply_codes(
             4 => context.gpr[usize::from(reg)] = read::<u64>((frame_base + u64::from(slot(1)?) * 8) as usize),
             5 => {
                 context.gpr[usize::from(reg)] =
-                    read::<u64>((frame_base + (u64::from(slot(1)?) | (u64::from(slot(2)?) << 16))) as usize)
+                    read::<u64>((frame_base + (u64::from(slot(1)?) | (u64::from(slot(2)?) << 16))) as usize);
             }
             8 => context.xmm[usize::from(reg)] = read::<u128>((frame_base + u64::from(slot(1)?) * 16) as usize),
             9 => {
                 context.xmm[usize::from(reg)] =
-                    read::<u128>((frame_base + (u64::from(slot(1)?) | (u64::from(slot(2)?) << 16))) as usize)
+                    read::<u128>((frame_base + (u64::from(slot(1)?) | (u64::from(slot(2)?) << 16))) as usize);
             }
             10 => {
                 // PUSH_MACHFRAME: RIP, CS, EFLAGS, old RSP, SS (after an error code when info 1).

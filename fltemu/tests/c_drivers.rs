@@ -347,3 +347,13 @@ fn gs_handler_check_runs_during_dispatch() {
         assert!(text.contains("bug check 0x000000f7") && text.contains("DRIVER_OVERRAN_STACK_BUFFER"), "{profile:?}:\n{text}");
     }
 }
+
+/// The loader refuses an image whose load-config SecurityCookie is not writable data.
+#[test]
+fn a_security_cookie_in_a_read_only_section_refuses_the_load() {
+    let image = CDriver::new("passthrough").define("BUG_COOKIE_READ_ONLY").build();
+    match Emulator::load(image, Config::default()) {
+        Err(EmuError::Load(error)) => assert!(error.to_string().contains("SecurityCookie"), "{error}"),
+        other => panic!("expected a load failure, got {other:?}"),
+    }
+}

@@ -9,7 +9,8 @@
  *   - PE format "Load Configuration Structure (Image Only)": SecurityCookie is the VA of the
  *     cookie the loader initialises, so the image carries _load_config_used (lld-link points the
  *     load-config directory at that symbol, as link.exe does).
- * This file must be compiled without /GS (-fno-stack-protector): it is the check itself.
+ * This file must be compiled without /GS (-fno-stack-protector): it is the check itself. It is
+ * compiled with the driver's defines, so a fixture can ask for the BUG_COOKIE_READ_ONLY image.
  */
 #include "fltemu_km.h"
 
@@ -120,7 +121,15 @@ typedef struct _IMAGE_LOAD_CONFIG_DIRECTORY64 {
 } IMAGE_LOAD_CONFIG_DIRECTORY64;
 _Static_assert(FIELD_OFFSET(IMAGE_LOAD_CONFIG_DIRECTORY64, SecurityCookie) == 0x58, "SecurityCookie offset (PE format)");
 
+#if defined(BUG_COOKIE_READ_ONLY)
+/* A broken image: SecurityCookie names a constant in a read-only section. */
+static const ULONG_PTR read_only_cookie = DEFAULT_SECURITY_COOKIE;
+#define COOKIE_ADDRESS (&read_only_cookie)
+#else
+#define COOKIE_ADDRESS (&__security_cookie)
+#endif
+
 const IMAGE_LOAD_CONFIG_DIRECTORY64 _load_config_used = {
     .Size = sizeof(IMAGE_LOAD_CONFIG_DIRECTORY64),
-    .SecurityCookie = (ULONGLONG)&__security_cookie,
+    .SecurityCookie = (ULONGLONG)COOKIE_ADDRESS,
 };

@@ -174,7 +174,7 @@ impl CDriver {
         let driver_obj = scratch.join(format!("{}.obj", self.name));
         compile(&root.join("drivers").join(format!("{}.c", self.name)), &driver_obj, true, &self.defines);
         let runtime_obj = scratch.join("gs_support.obj");
-        compile(&root.join("runtime").join("gs_support.c"), &runtime_obj, false, &[]);
+        compile(&root.join("runtime").join("gs_support.c"), &runtime_obj, false, &self.defines);
 
         let image = scratch.join(format!("{}.sys", self.stem()));
         run(Command::new(&tools.lld_link)
