@@ -25,13 +25,16 @@
 
 mod exec;
 mod flt;
+mod gs;
 mod io;
 mod nt;
 pub mod pe;
 mod port;
 mod printf;
 pub mod scenario;
+mod seh;
 mod state;
+mod unwind;
 mod user;
 mod verifier;
 
@@ -252,7 +255,22 @@ impl std::fmt::Display for EmuError {
             }
             EmuError::Stopped(Stop::Hang { after_ms }) => write!(f, "driver call did not return within {after_ms} ms"),
             EmuError::Stopped(Stop::BugCheck { code, params }) => {
-                write!(f, "bug check {code:#010x} ({:#x}, {:#x}, {:#x}, {:#x})", params[0], params[1], params[2], params[3])
+                write!(f, "bug check {code:#010x} ({:#x}, {:#x}, {:#x}, {:#x})", params[0], params[1], params[2], params[3])?;
+                match *code {
+                    seh::KMODE_EXCEPTION_NOT_HANDLED => {
+                        write!(f, " KMODE_EXCEPTION_NOT_HANDLED: exception {:#010x}", params[0])?;
+                        match exec::image_rva(params[1]) {
+                            Some(rva) => write!(f, " at image RVA {rva:#x}"),
+                            None => write!(f, " at {:#x} (outside the image)", params[1]),
+                        }
+                    }
+                    seh::PAGE_FAULT_IN_NONPAGED_AREA => match exec::image_rva(params[2]) {
+                        Some(rva) => write!(f, " PAGE_FAULT_IN_NONPAGED_AREA: {:#x} referenced at image RVA {rva:#x}", params[0]),
+                        None => write!(f, " PAGE_FAULT_IN_NONPAGED_AREA: {:#x} referenced at {:#x}", params[0], params[2]),
+                    },
+                    gs::DRIVER_OVERRAN_STACK_BUFFER => write!(f, " DRIVER_OVERRAN_STACK_BUFFER: stack cookie {:#x}, expected {:#x}", params[0], params[1]),
+                    _ => Ok(()),
+                }
             }
             EmuError::CreateFailed(s) => write!(f, "create failed with {s:#010x}"),
             EmuError::DetachRefused(s) => write!(f, "detach refused with {s:#010x}"),
@@ -355,6 +373,14 @@ pub(crate) fn stopped(inner: &Inner, stop: Stop) -> EmuError {
     {
         inner.violation(Violation::UserBufferTouchedDirectly { address, rva });
     }
+    // An access violation on a user address that no __except handled: the driver touched the
+    // buffer outside structured exception handling (F4).
+    if let Stop::BugCheck { code: seh::KMODE_EXCEPTION_NOT_HANDLED, params } = stop
+        && params[0] == seh::STATUS_ACCESS_VIOLATION.cast_unsigned() as usize
+        && inner.user.contains(params[3])
+    {
+        inner.violation(Violation::UserBufferTouchedDirectly { address: params[3], rva: exec::image_rva(params[1]) });
+    }
     inner.record_stop(stop.clone());
     EmuError::Stopped(inner.stop.lock().unwrap_or_else(PoisonError::into_inner).clone().unwrap_or(stop))
 }
@@ -362,7 +388,7 @@ pub(crate) fn stopped(inner: &Inner, stop: Stop) -> EmuError {
 /// Resolves an import of the driver against the emulated modules.
 fn resolve_import(dll: &str, name: &str) -> Option<usize> {
     match dll {
-        "ntoskrnl.exe" => nt::resolve(name),
+        "ntoskrnl.exe" => seh::resolve(name).or_else(|| gs::resolve(name)).or_else(|| nt::resolve(name)),
         "fltmgr.sys" => flt::resolve(name),
         _ => None,
     }
@@ -371,7 +397,7 @@ fn resolve_import(dll: &str, name: &str) -> Option<usize> {
 /// Every emulated export as `dll!function`.
 #[must_use]
 pub fn emulated_exports() -> Vec<String> {
-    let nt = nt::EXPORTS.iter().map(|f| format!("ntoskrnl.exe!{f}"));
+    let nt = nt::EXPORTS.iter().chain(seh::EXPORTS).chain(gs::EXPORTS).map(|f| format!("ntoskrnl.exe!{f}"));
     let flt = flt::EXPORTS.iter().chain(port::EXPORTS).map(|f| format!("fltmgr.sys!{f}"));
     nt.chain(flt).collect()
 }
@@ -416,6 +442,10 @@ impl Emulator {
         .map_err(EmuError::Load)?;
         exec::IMAGE_BASE.store(image.base, std::sync::atomic::Ordering::Relaxed);
         exec::IMAGE_SIZE.store(image.size, std::sync::atomic::Ordering::Relaxed);
+        // The loader's /GS step: a random __security_cookie before any driver code runs.
+        if let gs::Cookie::Invalid(va) = gs::initialise_cookie(&image) {
+            return Err(EmuError::Load(LoadError::NotPe(format!("load config SecurityCookie {va:#x} is not an aligned address in a writable section of the image"))));
+        }
         let inner = Arc::new(Inner {
             image,
             workers: exec::Workers::new(),
