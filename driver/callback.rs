@@ -48,6 +48,21 @@ pub fn volume_name(objects: &InstanceObjects<'_>) -> Result<Vec<u16>, NTSTATUS> 
     Ok(name)
 }
 
+/// `FO_VOLUME_OPEN` (wdm.h): the FILE_OBJECT opened the volume itself, not a file.
+const FO_VOLUME_OPEN: u32 = 0x0040_0000;
+/// `SL_OPEN_TARGET_DIRECTORY` (wdm.h), in a create's `Iopb->OperationFlags`.
+const SL_OPEN_TARGET_DIRECTORY: u8 = 0x04;
+
+/// Whether the FILE_OBJECT is a volume open (`FO_VOLUME_OPEN`): it has no stream of a file, so
+/// ctxguard tracks none for it.
+#[must_use]
+pub fn is_volume_open(objects: &FileObjects<'_>) -> bool {
+    // SAFETY: the file object came from Filter Manager for this callback and is open; Flags is
+    // set by the I/O manager before the create is sent.
+    let flags = unsafe { (*objects.file_object()).Flags };
+    flags & FO_VOLUME_OPEN != 0
+}
+
 /// Whether the file object is a paging file: no contexts for those (A9).
 #[must_use]
 pub fn is_paging_file(objects: &FileObjects<'_>) -> bool {
@@ -90,6 +105,18 @@ impl Operation<'_> {
         let data = unsafe { &*self.data };
         // SAFETY: after the operation completed, IoStatus holds its NTSTATUS.
         unsafe { data.IoStatus.Anonymous.Status }
+    }
+
+    /// Whether a create carries `SL_OPEN_TARGET_DIRECTORY` (a rename or hard link's target): its
+    /// FILE_OBJECT is the target's parent directory while the name query answers the target's
+    /// name, so its stream must not be given that name. Call only for IRP_MJ_CREATE.
+    #[must_use]
+    pub fn is_target_directory_open(&self) -> bool {
+        // SAFETY: `data` is valid for the callback.
+        let data = unsafe { &*self.data };
+        // SAFETY: Iopb is valid for the callback.
+        let flags = unsafe { (*data.Iopb).OperationFlags };
+        flags & SL_OPEN_TARGET_DIRECTORY != 0
     }
 
     /// The requestor's process id (`FltGetRequestorProcessId`).

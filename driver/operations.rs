@@ -20,7 +20,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_REPARSE};
 
 use crate::accounting::{self, InstanceCounters};
-use crate::callback::{Operation, is_paging_file};
+use crate::callback::{Operation, is_paging_file, is_volume_open};
 use crate::payloads::{StreamData, StreamHandleData};
 use crate::{events, kernel};
 
@@ -59,6 +59,11 @@ pub(crate) unsafe extern "system" fn post_create(
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
     accounting::count(instance.instance(), |counters: &InstanceCounters| &counters.opens);
+    // A target-directory open's FILE_OBJECT is the parent directory under the target's name,
+    // and a volume open's is the volume: neither is the stream the name query describes.
+    if operation.is_target_directory_open() || is_volume_open(&objects) {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
     // A failure leaves the open untracked and nothing allocated; the create itself succeeds.
     let _ = track_open(operation, &objects);
     FLT_POSTOP_FINISHED_PROCESSING

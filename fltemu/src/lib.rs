@@ -182,6 +182,11 @@ pub struct OpenOptions {
     pub paging_file: bool,
     /// RequestorMode UserMode.
     pub user_mode: bool,
+    /// `SL_OPEN_TARGET_DIRECTORY` in the create's OperationFlags: the FILE_OBJECT opens the
+    /// path's parent directory (its stream), while the name query answers the path itself.
+    pub open_target_directory: bool,
+    /// A volume open: `FO_VOLUME_OPEN` in the FILE_OBJECT's Flags, the volume's own stream.
+    pub volume_open: bool,
 }
 
 impl Default for OpenOptions {
@@ -195,6 +200,8 @@ impl Default for OpenOptions {
             final_status: 0,
             paging_file: false,
             user_mode: true,
+            open_target_directory: false,
+            volume_open: false,
         }
     }
 }
