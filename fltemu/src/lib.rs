@@ -165,6 +165,7 @@ pub struct VolumeId(pub usize);
 
 /// Parameters of one create.
 #[derive(Clone, Debug)]
+#[allow(clippy::struct_excessive_bools)] // Each is an independent property of one create.
 pub struct OpenOptions {
     /// IO_SECURITY_CONTEXT.DesiredAccess.
     pub desired_access: u32,
