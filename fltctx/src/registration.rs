@@ -116,6 +116,7 @@ const fn pool_tag(context_type: u16) -> u32 {
 
 /// The context registration array, ended by `FLT_CONTEXT_END`. Made by
 /// [`contexts!`](crate::contexts).
+#[repr(transparent)]
 pub struct ContextTable<const N: usize>([FLT_CONTEXT_REGISTRATION; N]);
 
 // SAFETY: the table is immutable; its only pointers are to functions.
@@ -188,6 +189,7 @@ impl Operation {
 
 /// The operation table, ended by `IRP_MJ_OPERATION_END`. Made by
 /// [`operations!`](crate::operations).
+#[repr(transparent)]
 pub struct OperationTable<const N: usize>([FLT_OPERATION_REGISTRATION; N]);
 
 // SAFETY: the table is immutable; its only pointers are to functions.
