@@ -109,6 +109,20 @@ fn a_deleted_context_not_released_is_a_leak() {
 }
 
 #[test]
+fn a_guard_parked_in_a_static_is_reported_after_unregister() {
+    let emulator = Emulator::load(fixture(Some("bug-guard-parked-in-static")), Config::default()).unwrap();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    emulator.open_close(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+    let report = emulator.unload().unwrap();
+    assert!(
+        report.violations.iter().any(|v| matches!(v, Violation::ContextLeaked { context_type: ContextType::StreamHandle, .. })),
+        "{report}"
+    );
+    let output = emulator.debug_output().join("");
+    assert!(output.contains("1 context guards outlived FltUnregisterFilter"), "fltctx::unregister counted the parked guard: {output}");
+}
+
+#[test]
 fn dropping_the_last_reference_inside_a_registry_visit_neither_deadlocks_nor_leaks() {
     // Without fltctx deferring the release, the cleanup it triggers would wait for the
     // registry lock its own thread holds: a hang, which this timeout turns into a failure.

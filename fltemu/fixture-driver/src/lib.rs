@@ -239,7 +239,11 @@ unsafe extern "system" fn unload(_flags: u32) -> NTSTATUS {
     let handle = FILTER.swap(0, Ordering::AcqRel);
     if handle != 0 {
         // SAFETY: the registered filter handle, unregistered once.
-        let _ = unsafe { fltctx::unregister(handle) };
+        let alive = unsafe { fltctx::unregister(handle) };
+        if alive != 0 {
+            // SAFETY: a NUL-terminated format whose one conversion matches the argument.
+            unsafe { ntoskrnl_imports::DbgPrintEx(77, 3, c"%zu context guards outlived FltUnregisterFilter\n".as_ptr().cast(), alive) };
+        }
         HANDLES.delete();
     }
     STATUS_SUCCESS
@@ -356,8 +360,34 @@ unsafe extern "system" fn post_create(data: *mut FLT_CALLBACK_DATA, objects: *co
         && let Ok(Attached::New(handle)) = handle.attach(&file)
     {
         handle.list();
+        #[cfg(feature = "bug-guard-parked-in-static")]
+        parked::park(&handle);
     }
     FLT_POSTOP_FINISHED_PROCESSING
+}
+
+#[cfg(feature = "bug-guard-parked-in-static")]
+mod parked {
+    //! The bug: a guard kept in a static, where unload never drops it.
+
+    use core::cell::UnsafeCell;
+    use core::sync::atomic::{AtomicBool, Ordering};
+
+    use super::{HandleData, StreamHandleContext};
+
+    struct Slot(UnsafeCell<Option<StreamHandleContext<HandleData>>>);
+    // SAFETY: written once, by the thread that wins `TAKEN`; never read.
+    unsafe impl Sync for Slot {}
+
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    static PARKED: Slot = Slot(UnsafeCell::new(None));
+
+    pub fn park(handle: &StreamHandleContext<HandleData>) {
+        if !TAKEN.swap(true, Ordering::AcqRel) {
+            // SAFETY: only the one thread that set TAKEN writes the slot.
+            unsafe { *PARKED.0.get() = Some(handle.clone()) };
+        }
+    }
 }
 
 /// The raw find-or-create, for the bugs a guard cannot express: a loser never released
