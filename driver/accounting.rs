@@ -1,17 +1,14 @@
-//! Live accounting of contexts and open handles, read by the port.
+//! Live accounting of contexts, open handles and per-volume operations, read by the port.
 //!
-//! Counters are lock-free atomics, so any callback can update them at any IRQL; the
-//! instance, stream and handle registries are read under a shared push lock (<= APC_LEVEL).
+//! Everything here is a lock-free atomic, so any callback can update it at any IRQL. This
+//! module imports nothing of the driver: the guards report through [`ContextAccounting`] (the
+//! fltctx hook), the callbacks through the functions below.
 
-use core::ops::ControlFlow;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 
 use ctxguard_protocol::KindStats;
+use fltctx::ContextKind;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_INSTANCE;
-
-use crate::context::registry::Registry;
-use crate::instance::{InstanceCounters, InstanceData};
-use crate::operations::{StreamData, StreamHandleData};
 
 /// Counters of one context type.
 pub struct KindCounters {
@@ -35,26 +32,10 @@ impl KindCounters {
         }
     }
 
-    /// Counts an allocation and raises the high-water mark.
-    pub fn allocated(&self) {
+    fn allocated(&self) {
         let allocated = self.allocated.fetch_add(1, Ordering::Relaxed) + 1;
         let live = allocated.saturating_sub(self.freed.load(Ordering::Relaxed));
         self.high_water.fetch_max(live, Ordering::Relaxed);
-    }
-
-    /// Counts a successful attach.
-    pub fn attached(&self) {
-        self.attached.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts a set that lost to an attached context.
-    pub fn collided(&self) {
-        self.collisions.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts a cleanup callback.
-    pub fn freed(&self) {
-        self.freed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Reads the counters, in the wire format's shape (the port sends them as they are).
@@ -85,29 +66,43 @@ pub static STREAM: KindCounters = KindCounters::new();
 /// Counters of stream-handle contexts.
 pub static STREAM_HANDLE: KindCounters = KindCounters::new();
 
-/// Attached instance contexts, for per-instance counters.
-pub static INSTANCES: Registry<InstanceData> = Registry::new();
-/// Attached stream contexts, for ListStreams.
-pub static STREAMS: Registry<StreamData> = Registry::new();
-/// Attached stream-handle contexts, for QueryHandles.
-pub static HANDLES: Registry<StreamHandleData> = Registry::new();
+/// The fltctx accounting hook of every ctxguard payload.
+pub enum ContextAccounting {}
+
+fn counters(kind: ContextKind) -> Option<&'static KindCounters> {
+    match kind {
+        ContextKind::Instance => Some(&INSTANCE),
+        ContextKind::Stream => Some(&STREAM),
+        ContextKind::StreamHandle => Some(&STREAM_HANDLE),
+        _ => None,
+    }
+}
+
+impl fltctx::Accounting for ContextAccounting {
+    fn allocated(kind: ContextKind) {
+        if let Some(counters) = counters(kind) {
+            counters.allocated();
+        }
+    }
+    fn attached(kind: ContextKind) {
+        if let Some(counters) = counters(kind) {
+            counters.attached.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    fn collided(kind: ContextKind) {
+        if let Some(counters) = counters(kind) {
+            counters.collisions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    fn freed(kind: ContextKind) {
+        if let Some(counters) = counters(kind) {
+            counters.freed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
 
 /// Handles open now, all streams.
 static OPEN_HANDLES: AtomicU64 = AtomicU64::new(0);
-
-/// Initialises the registries' locks (DriverEntry, before registering the filter).
-pub fn initialize() {
-    INSTANCES.initialize();
-    STREAMS.initialize();
-    HANDLES.initialize();
-}
-
-/// Deletes the registries' locks (unload, after FltUnregisterFilter freed every context).
-pub fn delete() {
-    INSTANCES.delete();
-    STREAMS.delete();
-    HANDLES.delete();
-}
 
 /// Counts a handle opened on a tracked stream.
 pub fn handle_opened() {
@@ -119,17 +114,99 @@ pub fn handle_closed() {
     OPEN_HANDLES.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Runs `update` on the counters of `instance`'s context, if attached. No reference is taken:
-/// the registry's shared lock keeps the payload alive for the call.
-pub fn with_instance(instance: PFLT_INSTANCE, update: impl Fn(&InstanceCounters)) {
-    INSTANCES.visit(&mut |data| {
-        if data.instance == instance {
-            update(&data.counters);
-            ControlFlow::Break(())
-        } else {
-            ControlFlow::Continue(())
+/// Per-volume operation counts.
+#[derive(Default)]
+pub struct InstanceCounters {
+    /// Successful creates seen in post-create.
+    pub opens: AtomicU64,
+    /// Creates the file system failed.
+    pub failed_creates: AtomicU64,
+    /// IRP_MJ_CLEANUP (handle closes) of handles ctxguard tracked.
+    pub cleanups: AtomicU64,
+    /// IRP_MJ_CLOSE requests seen on the instance.
+    pub closes: AtomicU64,
+}
+
+/// Instances whose counters can be kept at once; an instance beyond that is not counted.
+pub const INSTANCE_SLOTS: usize = 64;
+
+/// One volume's counters, keyed by its instance handle (0 = free).
+struct InstanceSlot {
+    instance: AtomicIsize,
+    counters: InstanceCounters,
+}
+
+/// The per-instance counters, an open-addressing table keyed by the instance handle: a create
+/// or close finds its instance's counters with a hash and a few atomic loads, with no lock
+/// and no Filter Manager call (it used to scan the instance list under a push lock).
+static INSTANCES: [InstanceSlot; INSTANCE_SLOTS] = [const {
+    InstanceSlot {
+        instance: AtomicIsize::new(0),
+        counters: InstanceCounters {
+            opens: AtomicU64::new(0),
+            failed_creates: AtomicU64::new(0),
+            cleanups: AtomicU64::new(0),
+            closes: AtomicU64::new(0),
+        },
+    }
+}; INSTANCE_SLOTS];
+
+/// The probe order of `instance`: its slot by hash, then the following ones.
+fn probe(instance: PFLT_INSTANCE) -> impl Iterator<Item = &'static InstanceSlot> {
+    // Instance handles are pool addresses: the low bits are alignment, the next ones vary.
+    #[allow(clippy::cast_sign_loss)]
+    let start = ((instance as usize) >> 4).wrapping_mul(0x9E37_79B9) % INSTANCE_SLOTS;
+    (0..INSTANCE_SLOTS).map(move |step| &INSTANCES[(start + step) % INSTANCE_SLOTS])
+}
+
+/// A slot whose instance went: skipped by lookups (the probe run stays intact), reused by
+/// [`add_instance`].
+const TOMBSTONE: isize = -1;
+
+/// Claims zeroed counters for a newly attached instance (InstanceSetup); false when the table
+/// is full (the instance is then simply not counted).
+#[allow(clippy::must_use_candidate)] // A full table only means the volume goes uncounted.
+pub fn add_instance(instance: PFLT_INSTANCE) -> bool {
+    if probe(instance).take_while(|slot| slot.instance.load(Ordering::Acquire) != 0).any(|slot| slot.instance.load(Ordering::Acquire) == instance) {
+        return true;
+    }
+    for slot in probe(instance) {
+        let key = slot.instance.load(Ordering::Acquire);
+        if key == 0 || key == TOMBSTONE {
+            // Nobody counts into a free slot, so zeroing before the claim races with no one.
+            for counter in [&slot.counters.opens, &slot.counters.failed_creates, &slot.counters.cleanups, &slot.counters.closes] {
+                counter.store(0, Ordering::Relaxed);
+            }
+            if slot.instance.compare_exchange(key, instance, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                return true;
+            }
         }
-    });
+    }
+    false
+}
+
+/// Frees the instance's slot (its context's cleanup).
+pub fn remove_instance(instance: PFLT_INSTANCE) {
+    if let Some(slot) = probe(instance)
+        .take_while(|slot| slot.instance.load(Ordering::Acquire) != 0)
+        .find(|slot| slot.instance.load(Ordering::Acquire) == instance)
+    {
+        slot.instance.store(TOMBSTONE, Ordering::Release);
+    }
+}
+
+/// Adds one to `field` of `instance`'s counters, if it has a slot.
+pub fn count(instance: PFLT_INSTANCE, field: fn(&InstanceCounters) -> &AtomicU64) {
+    for slot in probe(instance) {
+        match slot.instance.load(Ordering::Acquire) {
+            0 => return,
+            key if key == instance => {
+                field(&slot.counters).fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Everything the port's GetStats reports.
@@ -153,65 +230,4 @@ pub fn snapshot() -> Snapshot {
         stream_handle: STREAM_HANDLE.snapshot(),
         open_handles: OPEN_HANDLES.load(Ordering::Relaxed),
     }
-}
-
-/// One stream as the port lists it.
-pub struct StreamView<'a> {
-    /// The normalized name (UTF-16), e.g. `\Device\HarddiskVolume2\dir\a.txt:ads`.
-    pub name: &'a [u16],
-    /// Handles open on the stream now.
-    pub open_handles: u32,
-    /// The process that opened the stream first.
-    pub first_opener_pid: u32,
-    /// When it was first opened (100 ns since 1601, UTC).
-    pub first_open_time: i64,
-}
-
-/// One open handle as the port lists it.
-pub struct HandleView<'a> {
-    /// The normalized name of the stream the handle is open on.
-    pub stream_name: &'a [u16],
-    /// The process that opened it.
-    pub pid: u32,
-    /// The access it asked for (`ACCESS_MASK`).
-    pub desired_access: u32,
-    /// The sharing it granted (`FILE_SHARE_*`).
-    pub share_access: u32,
-    /// When it was opened (100 ns since 1601, UTC).
-    pub create_time: i64,
-}
-
-/// Calls `visit` for each live stream, skipping the first `skip`, until it returns
-/// `ControlFlow::Break`. Runs at PASSIVE_LEVEL under a shared lock: `visit` must only copy.
-pub fn visit_streams(skip: usize, visit: &mut dyn FnMut(&StreamView<'_>) -> ControlFlow<()>) {
-    let mut index = 0_usize;
-    STREAMS.visit(&mut |stream| {
-        index += 1;
-        if index <= skip {
-            return ControlFlow::Continue(());
-        }
-        visit(&StreamView {
-            name: &stream.name,
-            open_handles: stream.open_handles.load(Ordering::Relaxed),
-            first_opener_pid: stream.first_opener_pid,
-            first_open_time: stream.first_open_time,
-        })
-    });
-}
-
-/// Calls `visit` for each open handle (cleanup not yet seen) until it returns
-/// `ControlFlow::Break`. Runs at PASSIVE_LEVEL under a shared lock: `visit` must only copy.
-pub fn visit_handles(visit: &mut dyn FnMut(&HandleView<'_>) -> ControlFlow<()>) {
-    HANDLES.visit(&mut |handle| {
-        if handle.cleaned_up.load(Ordering::Acquire) {
-            return ControlFlow::Continue(());
-        }
-        visit(&HandleView {
-            stream_name: &handle.stream.name,
-            pid: handle.requestor_pid,
-            desired_access: handle.desired_access,
-            share_access: u32::from(handle.share_access),
-            create_time: handle.create_time,
-        })
-    });
 }

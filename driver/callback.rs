@@ -1,128 +1,74 @@
-//! The FFI edge of a callback's arguments: what Filter Manager passes in FLT_RELATED_OBJECTS
-//! and FLT_CALLBACK_DATA, read once through small typed wrappers so that callbacks stay safe.
+//! The FFI edge of a callback's arguments beyond the related objects (which fltctx reads):
+//! FLT_CALLBACK_DATA, the volume name and the paging-file test, through small typed wrappers
+//! so that callbacks stay safe.
 
 use alloc::vec::Vec;
 use core::marker::PhantomData;
 
-use windows_sys::Wdk::Foundation::FILE_OBJECT;
+use fltctx::{FileObjects, InstanceObjects};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_CALLBACK_DATA, FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED, FLT_FILE_NAME_QUERY_DEFAULT,
+    FltGetFileNameInformation, FltGetRequestorProcessId, FltGetVolumeName, FltReleaseFileNameInformation,
+};
 
 use crate::kernel::paged_name::PagedName;
-use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CALLBACK_DATA, FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED, FLT_FILE_NAME_QUERY_DEFAULT, FLT_RELATED_OBJECTS,
-    FltGetFileNameInformation, FltGetRequestorProcessId, FltGetVolumeName, FltReleaseFileNameInformation, PFLT_FILTER,
-    PFLT_INSTANCE, PFLT_VOLUME,
-};
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_BUFFER_TOO_SMALL, STATUS_FLT_DO_NOT_ATTACH, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS, UNICODE_STRING,
 };
 
-/// The objects Filter Manager passed to a callback (`FLT_RELATED_OBJECTS`), valid for as long
-/// as the callback runs. Context calls take it instead of raw handles, so that only objects
-/// Filter Manager handed to the driver can reach them.
-#[derive(Clone, Copy)]
-pub struct Related<'callback> {
-    filter: PFLT_FILTER,
-    instance: PFLT_INSTANCE,
-    volume: PFLT_VOLUME,
-    file_object: *const FILE_OBJECT,
-    callback: PhantomData<&'callback FLT_RELATED_OBJECTS>,
+/// The volume's name, read with the documented two-call pattern (size, then fill).
+///
+/// # Errors
+/// FltGetVolumeName's status, STATUS_FLT_DO_NOT_ATTACH for an oversized name, or
+/// STATUS_INSUFFICIENT_RESOURCES.
+pub fn volume_name(objects: &InstanceObjects<'_>) -> Result<Vec<u16>, NTSTATUS> {
+    let volume = objects.volume();
+    let mut needed: u32 = 0;
+    let mut empty = UNICODE_STRING { Length: 0, MaximumLength: 0, Buffer: core::ptr::null_mut() };
+    // SAFETY: `volume` comes from FLT_RELATED_OBJECTS; a zero-length UNICODE_STRING asks only
+    // for the size, written to `needed`.
+    let status = unsafe { FltGetVolumeName(volume, &raw mut empty, &raw mut needed) };
+    if status != STATUS_BUFFER_TOO_SMALL && status != STATUS_SUCCESS {
+        return Err(status);
+    }
+    let Ok(capacity) = u16::try_from(needed) else { return Err(STATUS_FLT_DO_NOT_ATTACH) };
+    let units = capacity / 2;
+    let mut name: Vec<u16> = Vec::new();
+    name.try_reserve_exact(usize::from(units)).map_err(|_| STATUS_INSUFFICIENT_RESOURCES)?;
+    let capacity = units * 2;
+    let mut string = UNICODE_STRING { Length: 0, MaximumLength: capacity, Buffer: name.as_mut_ptr() };
+    // SAFETY: the buffer has room for `capacity` bytes as MaximumLength says.
+    let status = unsafe { FltGetVolumeName(volume, &raw mut string, core::ptr::null_mut()) };
+    if status != STATUS_SUCCESS {
+        return Err(status);
+    }
+    let length = usize::from(string.Length.min(capacity)) / 2;
+    // SAFETY: FltGetVolumeName wrote `Length` bytes (<= capacity) of UTF-16 into the buffer.
+    unsafe { name.set_len(length) };
+    Ok(name)
 }
 
-impl Related<'_> {
-    /// Reads the callback's related objects.
-    ///
-    /// # Safety
-    /// `objects` is the FLT_RELATED_OBJECTS pointer of the running callback, and the value is
-    /// used only during that callback.
-    #[must_use]
-    pub unsafe fn from_callback(objects: *const FLT_RELATED_OBJECTS) -> Self {
-        // SAFETY: guaranteed by the caller: Filter Manager's pointer, valid for the callback.
-        let objects = unsafe { &*objects };
-        Self {
-            filter: objects.Filter,
-            instance: objects.Instance,
-            volume: objects.Volume,
-            file_object: objects.FileObject,
-            callback: PhantomData,
-        }
-    }
+/// `FO_VOLUME_OPEN` (wdm.h): the FILE_OBJECT opened the volume itself, not a file.
+const FO_VOLUME_OPEN: u32 = 0x0040_0000;
+/// `SL_OPEN_TARGET_DIRECTORY` (wdm.h), in a create's `Iopb->OperationFlags`.
+const SL_OPEN_TARGET_DIRECTORY: u8 = 0x04;
 
-    /// Reads the callback's related objects if the callback may do context and registry work:
-    /// at IRQL <= APC_LEVEL (A8); `None` above.
-    ///
-    /// # Safety
-    /// As for [`Related::from_callback`].
-    #[must_use]
-    pub unsafe fn from_callback_at_most_apc(objects: *const FLT_RELATED_OBJECTS) -> Option<Self> {
-        if crate::kernel::current_irql() > crate::kernel::APC_LEVEL {
-            return None;
-        }
-        // SAFETY: guaranteed by the caller.
-        Some(unsafe { Self::from_callback(objects) })
-    }
+/// Whether the FILE_OBJECT is a volume open (`FO_VOLUME_OPEN`): it has no stream of a file, so
+/// ctxguard tracks none for it.
+#[must_use]
+pub fn is_volume_open(objects: &FileObjects<'_>) -> bool {
+    // SAFETY: the file object came from Filter Manager for this callback and is open; Flags is
+    // set by the I/O manager before the create is sent.
+    let flags = unsafe { (*objects.file_object()).Flags };
+    flags & FO_VOLUME_OPEN != 0
+}
 
-    /// The filter.
-    #[must_use]
-    pub fn filter(&self) -> PFLT_FILTER {
-        self.filter
-    }
-
-    /// The volume's name, read with the documented two-call pattern (size, then fill).
-    ///
-    /// # Errors
-    /// FltGetVolumeName's status, STATUS_FLT_DO_NOT_ATTACH for an oversized name, or
-    /// STATUS_INSUFFICIENT_RESOURCES.
-    pub fn volume_name(&self) -> Result<Vec<u16>, NTSTATUS> {
-        let volume = self.volume;
-        let mut needed: u32 = 0;
-        let mut empty = UNICODE_STRING { Length: 0, MaximumLength: 0, Buffer: core::ptr::null_mut() };
-        // SAFETY: `volume` comes from FLT_RELATED_OBJECTS; a zero-length UNICODE_STRING asks only
-        // for the size, written to `needed`.
-        let status = unsafe { FltGetVolumeName(volume, &raw mut empty, &raw mut needed) };
-        if status != STATUS_BUFFER_TOO_SMALL && status != STATUS_SUCCESS {
-            return Err(status);
-        }
-        let Ok(capacity) = u16::try_from(needed) else { return Err(STATUS_FLT_DO_NOT_ATTACH) };
-        let units = capacity / 2;
-        let mut name: Vec<u16> = Vec::new();
-        name.try_reserve_exact(usize::from(units)).map_err(|_| STATUS_INSUFFICIENT_RESOURCES)?;
-        let capacity = units * 2;
-        let mut string = UNICODE_STRING { Length: 0, MaximumLength: capacity, Buffer: name.as_mut_ptr() };
-        // SAFETY: the buffer has room for `capacity` bytes as MaximumLength says.
-        let status = unsafe { FltGetVolumeName(volume, &raw mut string, core::ptr::null_mut()) };
-        if status != STATUS_SUCCESS {
-            return Err(status);
-        }
-        let length = usize::from(string.Length.min(capacity)) / 2;
-        // SAFETY: FltGetVolumeName wrote `Length` bytes (<= capacity) of UTF-16 into the buffer.
-        unsafe { name.set_len(length) };
-        Ok(name)
-    }
-
-    /// The instance (an identity for accounting).
-    #[must_use]
-    pub fn instance(&self) -> PFLT_INSTANCE {
-        self.instance
-    }
-
-    /// The file object (NULL in instance callbacks), for Filter Manager calls.
-    pub(crate) fn file_object(&self) -> *const FILE_OBJECT {
-        self.file_object
-    }
-
-    /// True when the operation has a file object (every create, cleanup and close does).
-    #[must_use]
-    pub fn has_file_object(&self) -> bool {
-        !self.file_object.is_null()
-    }
-
-    /// Whether the file object is a paging file: no contexts for those (A9).
-    #[must_use]
-    pub fn is_paging_file(&self) -> bool {
-        // SAFETY: the file object came from Filter Manager for this callback; FsRtlIsPagingFile
-        // only reads it.
-        self.has_file_object() && unsafe { windows_sys::Wdk::Storage::FileSystem::FsRtlIsPagingFile(self.file_object) } != 0
-    }
+/// Whether the file object is a paging file: no contexts for those (A9).
+#[must_use]
+pub fn is_paging_file(objects: &FileObjects<'_>) -> bool {
+    // SAFETY: the file object came from Filter Manager for this callback; FsRtlIsPagingFile
+    // only reads it.
+    unsafe { windows_sys::Wdk::Storage::FileSystem::FsRtlIsPagingFile(objects.file_object()) != 0 }
 }
 
 /// One operation's FLT_CALLBACK_DATA, valid for as long as the callback runs.
@@ -159,6 +105,18 @@ impl Operation<'_> {
         let data = unsafe { &*self.data };
         // SAFETY: after the operation completed, IoStatus holds its NTSTATUS.
         unsafe { data.IoStatus.Anonymous.Status }
+    }
+
+    /// Whether a create carries `SL_OPEN_TARGET_DIRECTORY` (a rename or hard link's target): its
+    /// FILE_OBJECT is the target's parent directory while the name query answers the target's
+    /// name, so its stream must not be given that name. Call only for IRP_MJ_CREATE.
+    #[must_use]
+    pub fn is_target_directory_open(&self) -> bool {
+        // SAFETY: `data` is valid for the callback.
+        let data = unsafe { &*self.data };
+        // SAFETY: Iopb is valid for the callback.
+        let flags = unsafe { (*data.Iopb).OperationFlags };
+        flags & SL_OPEN_TARGET_DIRECTORY != 0
     }
 
     /// The requestor's process id (`FltGetRequestorProcessId`).

@@ -16,13 +16,13 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ctxguard_protocol::{Event, EventKind};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FltAllocateGenericWorkItem, FltFreeGenericWorkItem, FltQueueGenericWorkItem, FltSendMessage, PFLT_GENERIC_WORKITEM, PFLT_PORT,
+    FltAllocateGenericWorkItem, FltFreeGenericWorkItem, FltQueueGenericWorkItem, FltSendMessage, PFLT_GENERIC_WORKITEM,
 };
 use windows_sys::Wdk::System::SystemServices::{DelayedWorkQueue, KeQuerySystemTimePrecise};
 use windows_sys::Win32::Foundation::STATUS_SUCCESS;
 
 use crate::kernel::spin_lock::SpinLock;
-use crate::{kernel, port};
+use crate::{clients, kernel};
 
 /// Events the ring holds; beyond this they are dropped (and counted).
 pub const QUEUE_CAPACITY: usize = 256;
@@ -99,21 +99,23 @@ fn drop_unnumbered() {
     drop_one();
 }
 
-/// Publishes an open of `stream_name` by `pid`. Never blocks; callable at IRQL <= DISPATCH_LEVEL.
+/// Publishes an open of `stream_name` by `pid`. Never blocks; callable at any IRQL, and drops
+/// (counted) what it is given above APC_LEVEL, where the paged name must not be read.
 pub fn publish_open(pid: u32, stream_name: &[u16]) {
     publish(EventKind::Open, pid, stream_name);
 }
 
-/// Publishes a close (cleanup) of `stream_name` by `pid`. Never blocks; IRQL <= DISPATCH_LEVEL.
+/// Publishes a close (cleanup) of `stream_name` by `pid`; as [`publish_open`].
 pub fn publish_close(pid: u32, stream_name: &[u16]) {
     publish(EventKind::Close, pid, stream_name);
 }
 
 fn publish(kind: EventKind, pid: u32, name: &[u16]) {
-    if CLOSING.load(Ordering::Acquire) || !port::has_subscriber() {
+    if CLOSING.load(Ordering::Acquire) || !clients::has_subscriber() {
         return;
     }
-    if kernel::current_irql() > kernel::DISPATCH_LEVEL {
+    // The name is in paged pool (kernel::paged_name): reading it above APC_LEVEL could fault.
+    if kernel::current_irql() > kernel::APC_LEVEL {
         drop_unnumbered();
         return;
     }
@@ -162,7 +164,7 @@ fn schedule_sender() {
     if CLOSING.load(Ordering::Acquire) || SENDER_SCHEDULED.swap(true, Ordering::AcqRel) {
         return;
     }
-    let filter = port::filter();
+    let filter = clients::filter();
     // SAFETY: FltAllocateGenericWorkItem takes no arguments and runs at <= DISPATCH_LEVEL.
     let item = unsafe { FltAllocateGenericWorkItem() };
     if item == 0 || filter == 0 {
@@ -220,10 +222,6 @@ impl Ring {
 
 /// Sends one event to the subscriber, counting it as sent or dropped.
 fn send(filter: isize, message: &[u8]) {
-    let Some(client_port) = port::subscriber_port() else {
-        drop_one();
-        return;
-    };
     if CLOSING.load(Ordering::Acquire) {
         drop_one();
         return;
@@ -231,22 +229,17 @@ fn send(filter: isize, message: &[u8]) {
     let timeout = SEND_TIMEOUT;
     #[allow(clippy::cast_possible_truncation)] // events are at most a few KiB.
     let length = message.len() as u32;
-    // SAFETY: `client_port` points to the subscriber's slot, a static that FltCloseClientPort
-    // NULLs under Filter Manager's serialization with FltSendMessage; the message is a live
-    // kernel buffer; no reply is asked for; the timeout is a relative 100 ms.
-    let status = unsafe {
-        FltSendMessage(
-            filter,
-            client_port.cast::<PFLT_PORT>(),
-            message.as_ptr().cast(),
-            length,
-            core::ptr::null_mut(),
-            core::ptr::null_mut(),
-            &raw const timeout,
-        )
-    };
+    // Only the subscriber whose token was read first receives it (clients: generations).
+    let status = clients::with_subscriber(|client_port| {
+        // SAFETY: `client_port` is the subscriber's slot, a static that FltCloseClientPort
+        // NULLs under Filter Manager's serialization with FltSendMessage; the message is a live
+        // kernel buffer; no reply is asked for; the timeout is a relative 100 ms.
+        unsafe {
+            FltSendMessage(filter, client_port, message.as_ptr().cast(), length, core::ptr::null_mut(), core::ptr::null_mut(), &raw const timeout)
+        }
+    });
     // STATUS_TIMEOUT is a success status: only STATUS_SUCCESS means delivered.
-    if status == STATUS_SUCCESS {
+    if status == Some(STATUS_SUCCESS) {
         SENT.fetch_add(1, Ordering::Relaxed);
     } else {
         drop_one();

@@ -4,67 +4,19 @@
 //! Setup follows the ctx sample's order (C2), with the name gathered before the context is
 //! allocated so the payload is complete the moment it exists.
 
-use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
-
-use windows_sys::Wdk::Storage::FileSystem::Minifilters::{FLT_RELATED_OBJECTS, PFLT_INSTANCE};
+use fltctx::{Attached, InstanceContext, InstanceObjects};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_RELATED_OBJECTS;
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_FLT_DO_NOT_ATTACH, STATUS_SUCCESS};
 use windows_sys::Win32::Storage::InstallableFileSystems::{
     FLT_FILESYSTEM_TYPE, FLT_FSTYPE_MSFS, FLT_FSTYPE_NPFS, FLT_FSTYPE_RAW,
 };
 
 use crate::accounting;
-use crate::callback::Related;
-use crate::context::registry::{Link, Registered};
-use crate::context::{Attached, InstanceContext};
+use crate::callback::volume_name;
+use crate::payloads::InstanceData;
 
 /// `FILE_DEVICE_NETWORK_FILE_SYSTEM`: redirectors, which ctxguard does not watch.
 const FILE_DEVICE_NETWORK_FILE_SYSTEM: u32 = 0x14;
-
-/// What ctxguard keeps per attached volume.
-pub struct InstanceData {
-    /// The instance this context is attached to (an identity, never dereferenced).
-    pub instance: PFLT_INSTANCE,
-    /// The volume's device name, e.g. `\Device\HarddiskVolume2` (UTF-16).
-    pub volume_name: Vec<u16>,
-    /// `FLT_FILESYSTEM_TYPE` of the volume.
-    pub file_system_type: FLT_FILESYSTEM_TYPE,
-    /// Per-instance counters.
-    pub counters: InstanceCounters,
-    link: Link,
-}
-
-/// Per-volume operation counts, lock-free.
-#[derive(Default)]
-pub struct InstanceCounters {
-    /// Successful creates seen in post-create.
-    pub opens: AtomicU64,
-    /// Creates the file system failed.
-    pub failed_creates: AtomicU64,
-    /// IRP_MJ_CLEANUP (handle closes) of handles ctxguard tracked.
-    pub cleanups: AtomicU64,
-    /// IRP_MJ_CLOSE requests seen on the instance.
-    pub closes: AtomicU64,
-}
-
-impl InstanceCounters {
-    /// Adds one to `counter`.
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl Registered for InstanceData {
-    fn link(&self) -> &Link {
-        &self.link
-    }
-}
-
-impl Drop for InstanceData {
-    fn drop(&mut self) {
-        accounting::INSTANCES.remove(self);
-    }
-}
 
 /// InstanceSetupCallback (PASSIVE_LEVEL): attach to local file systems with an instance
 /// context; decline RAW, named pipes, mailslots and network redirectors (E6: an error status
@@ -80,34 +32,27 @@ pub(crate) unsafe extern "system" fn setup(
     {
         return STATUS_FLT_DO_NOT_ATTACH;
     }
-    // SAFETY: Filter Manager's related objects for this callback, used only during it.
-    let related = unsafe { Related::from_callback(objects) };
-    let name = match related.volume_name() {
+    // SAFETY: Filter Manager's related objects for this callback (PASSIVE_LEVEL), used only
+    // during it.
+    let Some(objects) = (unsafe { InstanceObjects::from_callback(objects) }) else { return STATUS_FLT_DO_NOT_ATTACH };
+    let name = match volume_name(&objects) {
         Ok(name) => name,
         Err(status) => {
             kprint!("not attaching: no volume name ({status:#010x})");
             return STATUS_FLT_DO_NOT_ATTACH;
         }
     };
-    let payload = InstanceData {
-        instance: related.instance(),
-        volume_name: name,
-        file_system_type,
-        counters: InstanceCounters::default(),
-        link: Link::new(),
-    };
-    let context = match InstanceContext::new(&related, payload) {
+    // Counters first: the payload's Drop gives the slot back, on every path from here.
+    accounting::add_instance(objects.instance());
+    let payload = InstanceData { instance: objects.instance(), volume_name: name, file_system_type };
+    let context = match InstanceContext::new(&objects, payload) {
         Ok(context) => context,
         Err(status) => return status,
     };
-    match context.attach(&related) {
-        Ok(Attached::New(attached)) => {
-            accounting::INSTANCES.insert(&attached);
-            STATUS_SUCCESS
-        }
-        // Setup runs once per instance, so another context is not expected; it is attached
-        // and complete, which is all the instance needs.
-        Ok(Attached::Existing(_)) => STATUS_SUCCESS,
+    match context.attach(&objects) {
+        // Setup runs once per instance, so another context is not expected; if there is one it
+        // is attached and complete, which is all the instance needs.
+        Ok(Attached::New(_) | Attached::Existing(_)) => STATUS_SUCCESS,
         Err(status) => status,
     }
     // The guard drops here: the link keeps the context alive (B5).

@@ -1,7 +1,10 @@
 //! ctxguard.sys — a file-system minifilter whose context references cannot leak.
 //!
-//! Data flows one way: Filter Manager → callbacks ([`registration`], [`instance`],
-//! [`operations`]) → contexts ([`context`]) and accounting → the communication port.
+//! Layers, each importing only those below it (tests/driver_layers.rs checks it):
+//! [`registration`] (the FLT_REGISTRATION, DriverEntry, unload) → [`port`] → [`instance`],
+//! [`operations`] (the callbacks) → [`events`] → [`clients`]; and [`payloads`] (what the
+//! contexts carry, on fltctx's guards) → [`accounting`]; [`callback`], [`user_buffer`] and
+//! [`kernel`] at the bottom. The context guards themselves are the fltctx crate.
 //! The [`kernel`] corner holds what a `no_std` image needs from its environment.
 //!
 //! On a non-Windows host the crate is empty: the driver is only ever built for the
@@ -16,10 +19,11 @@ pub mod kernel;
 
 pub mod accounting;
 pub mod callback;
-pub mod context;
+pub mod clients;
 pub mod events;
 pub mod instance;
 pub mod operations;
+pub mod payloads;
 pub mod port;
 pub mod registration;
 pub mod user_buffer;

@@ -10,100 +10,19 @@
 //!   Manager with the FILE_OBJECT, B9).
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32};
 
+use fltctx::{Attached, FileObjects, InstanceObjects, Lookup, StreamContext, StreamHandleContext};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING, FLT_PREOP_CALLBACK_STATUS,
     FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_PREOP_SUCCESS_WITH_CALLBACK, FLT_RELATED_OBJECTS, FLTFL_POST_OPERATION_DRAINING,
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_REPARSE};
 
-use crate::accounting;
-use crate::callback::{Operation, Related};
-use crate::context::registry::{Link, Registered};
-use crate::context::{Attached, Lookup, StreamContext, StreamHandleContext};
-use crate::instance::InstanceCounters;
-use crate::kernel::paged_name::PagedName;
+use crate::accounting::{self, InstanceCounters};
+use crate::callback::{Operation, is_paging_file, is_volume_open};
+use crate::payloads::{StreamData, StreamHandleData};
 use crate::{events, kernel};
-
-/// The signature of a pre-operation callback.
-pub type PreCallback =
-    unsafe extern "system" fn(*mut FLT_CALLBACK_DATA, *const FLT_RELATED_OBJECTS, *mut *mut c_void) -> FLT_PREOP_CALLBACK_STATUS;
-/// The signature of a post-operation callback.
-pub type PostCallback = unsafe extern "system" fn(
-    *mut FLT_CALLBACK_DATA,
-    *const FLT_RELATED_OBJECTS,
-    *const c_void,
-    u32,
-) -> FLT_POSTOP_CALLBACK_STATUS;
-
-/// What ctxguard keeps per stream (one per instance and stream, B9/A10).
-pub struct StreamData {
-    /// The normalized name, e.g. `\Device\HarddiskVolume2\dir\a.txt:ads` (UTF-16, paged pool).
-    pub name: PagedName,
-    /// Handles open on the stream (successful creates whose cleanup has not run).
-    pub open_handles: AtomicU32,
-    /// The process that opened the stream first.
-    pub first_opener_pid: u32,
-    /// When it was first opened (100 ns since 1601, UTC).
-    pub first_open_time: i64,
-    link: Link,
-}
-
-/// What ctxguard keeps per open (one per FILE_OBJECT).
-pub struct StreamHandleData {
-    /// The stream this handle is open on; the reference goes when the FILE_OBJECT does.
-    pub stream: StreamContext<StreamData>,
-    /// The requestor's process id.
-    pub requestor_pid: u32,
-    /// `DesiredAccess` of the create.
-    pub desired_access: u32,
-    /// When the create completed (100 ns since 1601, UTC).
-    pub create_time: i64,
-    /// `ShareAccess` of the create.
-    pub share_access: u16,
-    /// Set by IRP_MJ_CLEANUP: the handle is closed, the FILE_OBJECT may live on.
-    pub cleaned_up: AtomicBool,
-    link: Link,
-}
-
-impl Registered for StreamData {
-    fn link(&self) -> &Link {
-        &self.link
-    }
-}
-
-impl Registered for StreamHandleData {
-    fn link(&self) -> &Link {
-        &self.link
-    }
-}
-
-impl Drop for StreamData {
-    fn drop(&mut self) {
-        accounting::STREAMS.remove(self);
-    }
-}
-
-impl StreamHandleData {
-    /// The handle stops counting as open: at IRP_MJ_CLEANUP, or when its context goes first
-    /// (instance teardown, unload). True for the one caller that made the change.
-    fn stop_counting(&self) -> bool {
-        if self.cleaned_up.swap(true, Ordering::AcqRel) {
-            return false;
-        }
-        self.stream.open_handles.fetch_sub(1, Ordering::AcqRel);
-        accounting::handle_closed();
-        true
-    }
-}
-
-impl Drop for StreamHandleData {
-    fn drop(&mut self) {
-        accounting::HANDLES.remove(self);
-        self.stop_counting();
-    }
-}
 
 /// Pre-create: contexts cannot be set before the file object is open (A9); ask for post.
 pub(crate) unsafe extern "system" fn pre_create(
@@ -127,25 +46,32 @@ pub(crate) unsafe extern "system" fn post_create(
     }
     // SAFETY: Filter Manager's callback data for this callback, used only during it.
     let operation = unsafe { Operation::from_callback(data) };
-    // SAFETY: likewise its related objects.
-    let related = unsafe { Related::from_callback(objects) };
     let status = operation.status();
+    // SAFETY: likewise its related objects; post-create runs at PASSIVE_LEVEL (A9).
+    let Some(instance) = (unsafe { InstanceObjects::from_callback(objects) }) else { return FLT_POSTOP_FINISHED_PROCESSING };
     if !kernel::nt_success(status) || status == STATUS_REPARSE {
-        accounting::with_instance(related.instance(), |counters| InstanceCounters::bump(&counters.failed_creates));
+        accounting::count(instance.instance(), |counters: &InstanceCounters| &counters.failed_creates);
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
-    if !related.has_file_object() || related.is_paging_file() {
+    // SAFETY: as above; after a successful create the FILE_OBJECT is open (A9).
+    let Some(objects) = (unsafe { FileObjects::from_callback(objects) }) else { return FLT_POSTOP_FINISHED_PROCESSING };
+    if is_paging_file(&objects) {
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
-    accounting::with_instance(related.instance(), |counters| InstanceCounters::bump(&counters.opens));
+    accounting::count(instance.instance(), |counters: &InstanceCounters| &counters.opens);
+    // A target-directory open's FILE_OBJECT is the parent directory under the target's name,
+    // and a volume open's is the volume: neither is the stream the name query describes.
+    if operation.is_target_directory_open() || is_volume_open(&objects) {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
     // A failure leaves the open untracked and nothing allocated; the create itself succeeds.
-    let _ = track_open(operation, &related);
+    let _ = track_open(operation, &objects);
     FLT_POSTOP_FINISHED_PROCESSING
 }
 
 /// Attaches (or finds) the stream context, then attaches a stream-handle context holding it.
 /// Every failing path leaves nothing allocated: the guards release what they hold.
-fn track_open(operation: Operation<'_>, related: &Related<'_>) -> Result<(), NTSTATUS> {
+fn track_open(operation: Operation<'_>, related: &FileObjects<'_>) -> Result<(), NTSTATUS> {
     let requestor_pid = operation.requestor_pid();
     let stream = match StreamContext::<StreamData>::get(related) {
         Lookup::Found(stream) => stream,
@@ -155,11 +81,11 @@ fn track_open(operation: Operation<'_>, related: &Related<'_>) -> Result<(), NTS
                 open_handles: AtomicU32::new(0),
                 first_opener_pid: requestor_pid,
                 first_open_time: kernel::system_time(),
-                link: Link::new(),
+                link: fltctx::Link::new(),
             };
             match StreamContext::new(related, payload)?.attach(related)? {
                 Attached::New(stream) => {
-                    accounting::STREAMS.insert(&stream);
+                    stream.list();
                     stream
                 }
                 Attached::Existing(stream) => stream,
@@ -178,14 +104,21 @@ fn track_open(operation: Operation<'_>, related: &Related<'_>) -> Result<(), NTS
         share_access: request.share_access,
         // Counted as open only once attached, so a lost or failed set never decrements.
         cleaned_up: AtomicBool::new(true),
-        link: Link::new(),
+        link: fltctx::Link::new(),
     };
-    if let Attached::New(handle) = StreamHandleContext::new(related, payload)?.attach(related)? {
-        handle.stream.open_handles.fetch_add(1, Ordering::AcqRel);
-        accounting::handle_opened();
-        handle.cleaned_up.store(false, Ordering::Release);
-        accounting::HANDLES.insert(&handle);
-        events::publish_open(requestor_pid, &handle.stream.name);
+    match StreamHandleContext::new(related, payload)?.attach(related)? {
+        Attached::New(handle) => {
+            handle.start_counting();
+            handle.list();
+            events::publish_open(requestor_pid, &handle.stream.name);
+        }
+        // A handle context already on this FILE_OBJECT: the handle counts through it, so an
+        // open it does not count yet is counted now rather than lost.
+        Attached::Existing(handle) => {
+            if handle.cleaned_up.load(core::sync::atomic::Ordering::Acquire) {
+                handle.start_counting();
+            }
+        }
     }
     Ok(())
 }
@@ -196,15 +129,16 @@ pub(crate) unsafe extern "system" fn pre_cleanup(
     objects: *const FLT_RELATED_OBJECTS,
     _completion: *mut *mut c_void,
 ) -> FLT_PREOP_CALLBACK_STATUS {
-    // SAFETY: Filter Manager's related objects for this callback, used only during it.
-    let Some(related) = (unsafe { Related::from_callback_at_most_apc(objects) }) else {
+    // SAFETY: Filter Manager's related objects for this callback, used only during it; a
+    // cleanup's FILE_OBJECT is open.
+    let Some(related) = (unsafe { FileObjects::from_callback(objects) }) else {
         // Context gets are not allowed above APC_LEVEL (A8).
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     };
     if let Lookup::Found(handle) = StreamHandleContext::<StreamHandleData>::get(&related)
         && handle.stop_counting()
     {
-        accounting::with_instance(related.instance(), |counters| InstanceCounters::bump(&counters.cleanups));
+        accounting::count(related.instance_objects().instance(), |counters: &InstanceCounters| &counters.cleanups);
         events::publish_close(handle.requestor_pid, &handle.stream.name);
     }
     FLT_PREOP_SUCCESS_NO_CALLBACK
@@ -217,10 +151,9 @@ pub(crate) unsafe extern "system" fn pre_close(
     objects: *const FLT_RELATED_OBJECTS,
     _completion: *mut *mut c_void,
 ) -> FLT_PREOP_CALLBACK_STATUS {
-    // SAFETY: Filter Manager's related objects for this callback, used only during it.
-    if let Some(related) = unsafe { Related::from_callback_at_most_apc(objects) } {
-        // The instance registry's push lock is for <= APC_LEVEL, hence the check.
-        accounting::with_instance(related.instance(), |counters| InstanceCounters::bump(&counters.closes));
+    // SAFETY: Filter Manager's related objects for this callback, read for the instance only.
+    if let Some(related) = unsafe { InstanceObjects::from_callback(objects) } {
+        accounting::count(related.instance(), |counters: &InstanceCounters| &counters.closes);
     }
     FLT_PREOP_SUCCESS_NO_CALLBACK
 }

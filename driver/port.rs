@@ -2,7 +2,7 @@
 //!
 //! * Security: the port's descriptor is FltBuildDefaultSecurityDescriptor(FLT_PORT_ALL_ACCESS),
 //!   so only SYSTEM and administrators connect; the object is created with OBJ_KERNEL_HANDLE.
-//! * At most [`MAX_CONNECTIONS`] clients; each holds one slot of [`CLIENT_PORTS`], a static,
+//! * At most [`MAX_CONNECTIONS`] clients; each holds one slot of [`clients`], a static,
 //!   so FltCloseClientPort and FltSendMessage always get a stable `PFLT_PORT*`.
 //! * Connect validates the client's connection context (magic, version range, flags); one
 //!   client at a time may subscribe to events.
@@ -13,7 +13,7 @@
 
 use core::ffi::c_void;
 use core::ops::ControlFlow;
-use core::sync::atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicIsize, Ordering};
 
 use alloc::vec::Vec;
 use ctxguard_protocol::{
@@ -29,10 +29,9 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 use windows_sys::Win32::Foundation::{NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, STATUS_SUCCESS, UNICODE_STRING};
 use windows_sys::Win32::Security::PSECURITY_DESCRIPTOR;
 
-use crate::{accounting, events, kernel, user_buffer};
+use crate::clients::{self, MAX_CONNECTIONS, connections};
+use crate::{accounting, events, kernel, payloads, user_buffer};
 
-/// The most clients connected at once (FltCreateCommunicationPort's MaxConnections).
-pub const MAX_CONNECTIONS: usize = 4;
 /// `FLT_PORT_ALL_ACCESS` (fltkernel.h): `FLT_PORT_CONNECT | STANDARD_RIGHTS_ALL`.
 const FLT_PORT_ALL_ACCESS: u32 = 0x001F_0001;
 
@@ -48,37 +47,8 @@ static PORT_NAME_UTF16: [u16; PORT_NAME.len()] = {
     units
 };
 
-/// The filter handle the port belongs to (0 while closed).
-static FILTER: AtomicIsize = AtomicIsize::new(0);
 /// The server port (0 while closed).
 static SERVER_PORT: AtomicIsize = AtomicIsize::new(0);
-/// One client port per connection slot; 0 when free. FltCloseClientPort NULLs its slot.
-static CLIENT_PORTS: [AtomicIsize; MAX_CONNECTIONS] = [const { AtomicIsize::new(0) }; MAX_CONNECTIONS];
-/// The slot (index + 1) of the client that receives events; 0 when none.
-static SUBSCRIBER: AtomicUsize = AtomicUsize::new(0);
-/// Clients connected now.
-static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
-
-/// The filter the port was opened for (0 when closed).
-pub fn filter() -> PFLT_FILTER {
-    FILTER.load(Ordering::Acquire)
-}
-
-/// Whether a client subscribed to events.
-pub fn has_subscriber() -> bool {
-    SUBSCRIBER.load(Ordering::Acquire) != 0
-}
-
-/// The subscriber's client-port slot, for FltSendMessage.
-pub fn subscriber_port() -> Option<*mut isize> {
-    let slot = SUBSCRIBER.load(Ordering::Acquire);
-    CLIENT_PORTS.get(slot.checked_sub(1)?).map(AtomicIsize::as_ptr)
-}
-
-/// Clients connected now.
-pub fn connections() -> u64 {
-    CONNECTIONS.load(Ordering::Relaxed)
-}
 
 /// Creates the server port. Call in DriverEntry after FltRegisterFilter, before
 /// FltStartFiltering; on failure, unregister and fail DriverEntry with the status.
@@ -105,7 +75,7 @@ pub fn open(filter: PFLT_FILTER) -> NTSTATUS {
         SecurityDescriptor: descriptor.cast(),
         SecurityQualityOfService: core::ptr::null(),
     };
-    FILTER.store(filter, Ordering::Release);
+    clients::set_filter(filter);
     events::start();
     let mut server_port: PFLT_PORT = 0;
     #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)] // MAX_CONNECTIONS is 4.
@@ -128,7 +98,7 @@ pub fn open(filter: PFLT_FILTER) -> NTSTATUS {
     unsafe { FltFreeSecurityDescriptor(descriptor) };
     if !kernel::nt_success(status) {
         kprint!("FltCreateCommunicationPort failed: {status:#010x}");
-        FILTER.store(0, Ordering::Release);
+        clients::set_filter(0);
         return status;
     }
     SERVER_PORT.store(server_port, Ordering::Release);
@@ -159,18 +129,11 @@ unsafe extern "system" fn connect(
         Ok(request) => request,
         Err(status) => return status,
     };
-    let Some(slot) =
-        CLIENT_PORTS.iter().position(|slot| slot.compare_exchange(0, client_port, Ordering::AcqRel, Ordering::Relaxed).is_ok())
-    else {
-        return status::INSUFFICIENT_RESOURCES;
+    let slot = match clients::connect(client_port, request.flags & CONNECT_FLAG_EVENTS != 0) {
+        Ok(slot) => slot,
+        Err(true) => return status::DEVICE_BUSY,
+        Err(false) => return status::INSUFFICIENT_RESOURCES,
     };
-    if request.flags & CONNECT_FLAG_EVENTS != 0
-        && SUBSCRIBER.compare_exchange(0, slot + 1, Ordering::AcqRel, Ordering::Relaxed).is_err()
-    {
-        CLIENT_PORTS[slot].store(0, Ordering::Release);
-        return status::DEVICE_BUSY;
-    }
-    CONNECTIONS.fetch_add(1, Ordering::Relaxed);
     // SAFETY: Filter Manager passes a valid out pointer for the connection cookie.
     unsafe { connection_cookie.write((slot + 1) as *mut c_void) };
     STATUS_SUCCESS
@@ -197,11 +160,10 @@ unsafe extern "system" fn disconnect(connection_cookie: *const c_void) {
     let Some(slot) = (connection_cookie as usize).checked_sub(1).filter(|slot| *slot < MAX_CONNECTIONS) else {
         return;
     };
-    let _ = SUBSCRIBER.compare_exchange(slot + 1, 0, Ordering::AcqRel, Ordering::Relaxed);
+    clients::disconnect(slot);
     // SAFETY: the slot holds this connection's client port; FltCloseClientPort closes it and
     // NULLs the slot, serialized with any FltSendMessage on it.
-    unsafe { FltCloseClientPort(FILTER.load(Ordering::Acquire), CLIENT_PORTS[slot].as_ptr()) };
-    CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+    unsafe { FltCloseClientPort(clients::filter(), clients::client_port_slot(slot)) };
 }
 
 /// Message notify (PASSIVE_LEVEL, the sender's thread). `input` and `output` are raw user
@@ -281,7 +243,7 @@ fn stats() -> StatsReply {
 fn list_streams(reply: &mut [u8], request_id: u32, cursor: u32, max_entries: u32) -> Result<usize, NTSTATUS> {
     let mut writer = ListWriter::streams(reply, request_id, max_entries).map_err(|_| status::BUFFER_TOO_SMALL)?;
     let mut more = false;
-    accounting::visit_streams(cursor as usize, &mut |stream| {
+    payloads::visit_streams(cursor as usize, &mut |stream| {
         if writer.push_stream(stream.open_handles, stream.first_opener_pid, stream.first_open_time, stream.name).is_err() {
             more = true;
             return ControlFlow::Break(());
@@ -296,7 +258,7 @@ fn query_handles(reply: &mut [u8], request_id: u32, query: &HandleQuery<'_>) -> 
     let mut writer = ListWriter::handles(reply, request_id, query.max_entries).map_err(|_| status::BUFFER_TOO_SMALL)?;
     let mut more = false;
     let mut to_skip = query.cursor;
-    accounting::visit_handles(&mut |handle| {
+    payloads::visit_handles(&mut |handle| {
         if !(query.any_pid || handle.pid == query.pid) || !name_is_under(handle.stream_name, query.prefix) {
             return ControlFlow::Continue(());
         }

@@ -7,77 +7,38 @@
 
 use core::sync::atomic::{AtomicIsize, Ordering};
 
+use fltctx::{Operation, Registration};
 use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
-use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CONTEXT_REGISTRATION, FLT_OPERATION_REGISTRATION, FLT_REGISTRATION, FLT_REGISTRATION_VERSION_0203, FltRegisterFilter,
-    FltStartFiltering, FltUnregisterFilter, IRP_MJ_OPERATION_END, PFLT_FILTER,
-};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{FltRegisterFilter, FltStartFiltering, PFLT_FILTER};
 use windows_sys::Wdk::System::SystemServices::{IRP_MJ_CLEANUP, IRP_MJ_CLOSE, IRP_MJ_CREATE};
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS, UNICODE_STRING};
 
-use crate::{accounting, context, events, instance, kernel, operations, port};
+use crate::{events, instance, kernel, operations, payloads, port};
 
-/// Registration data holds raw pointers; it lives in immutable statics that Filter Manager
-/// only reads.
-#[repr(transparent)]
-struct Static<T>(T);
-
-// SAFETY: the wrapped registration structures are never mutated after compilation; the raw
-// pointers inside point to other immutable statics.
-unsafe impl<T> Sync for Static<T> {}
-
-static CONTEXTS: Static<[FLT_CONTEXT_REGISTRATION; 4]> = Static(context::CONTEXT_REGISTRATION);
-
-const fn operation(
-    major_function: u32,
-    pre: operations::PreCallback,
-    post: Option<operations::PostCallback>,
-) -> FLT_OPERATION_REGISTRATION {
-    FLT_OPERATION_REGISTRATION {
-        #[allow(clippy::cast_possible_truncation)] // IRP_MJ_* codes fit the UCHAR field.
-        MajorFunction: major_function as u8,
-        Flags: 0,
-        PreOperation: Some(pre),
-        PostOperation: post,
-        Reserved1: core::ptr::null_mut(),
-    }
+/// The IRP_MJ_* codes ctxguard registers, as the UCHAR of FLT_OPERATION_REGISTRATION.
+#[allow(clippy::cast_possible_truncation)] // IRP_MJ_* codes fit the UCHAR field.
+mod major {
+    pub const CREATE: u8 = super::IRP_MJ_CREATE as u8;
+    pub const CLEANUP: u8 = super::IRP_MJ_CLEANUP as u8;
+    pub const CLOSE: u8 = super::IRP_MJ_CLOSE as u8;
 }
 
-static OPERATIONS: Static<[FLT_OPERATION_REGISTRATION; 4]> = Static([
-    operation(IRP_MJ_CREATE, operations::pre_create, Some(operations::post_create)),
-    // Cleanup and close do their work in the pre-operation and never ask for a post (E3).
-    operation(IRP_MJ_CLEANUP, operations::pre_cleanup, None),
-    operation(IRP_MJ_CLOSE, operations::pre_close, None),
-    FLT_OPERATION_REGISTRATION {
-        #[allow(clippy::cast_possible_truncation)] // 0x80 fits the UCHAR field.
-        MajorFunction: IRP_MJ_OPERATION_END as u8,
-        Flags: 0,
-        PreOperation: None,
-        PostOperation: None,
-        Reserved1: core::ptr::null_mut(),
-    },
-]);
+fltctx::operations! {
+    /// The operation table (IRP_MJ_OPERATION_END appended by fltctx).
+    static OPERATIONS = [
+        Operation::new(major::CREATE).pre(operations::pre_create).post(operations::post_create),
+        // Cleanup and close do their work in the pre-operation and never ask for a post (E3).
+        Operation::new(major::CLEANUP).pre(operations::pre_cleanup),
+        Operation::new(major::CLOSE).pre(operations::pre_close),
+    ];
+}
 
-static REGISTRATION: Static<FLT_REGISTRATION> = Static(FLT_REGISTRATION {
-    #[allow(clippy::cast_possible_truncation)]
-    Size: size_of::<FLT_REGISTRATION>() as u16,
-    #[allow(clippy::cast_possible_truncation)]
-    Version: FLT_REGISTRATION_VERSION_0203 as u16,
-    Flags: 0,
-    ContextRegistration: CONTEXTS.0.as_ptr(),
-    OperationRegistration: OPERATIONS.0.as_ptr(),
-    FilterUnloadCallback: Some(filter_unload),
-    InstanceSetupCallback: Some(instance::setup),
-    InstanceQueryTeardownCallback: Some(instance::query_teardown),
-    InstanceTeardownStartCallback: Some(instance::teardown_start),
-    InstanceTeardownCompleteCallback: Some(instance::teardown_complete),
-    GenerateFileNameCallback: None,
-    NormalizeNameComponentCallback: None,
-    NormalizeContextCleanupCallback: None,
-    TransactionNotificationCallback: None,
-    NormalizeNameComponentExCallback: None,
-    SectionNotificationCallback: None,
-});
+static REGISTRATION: Registration = Registration::new(&payloads::CONTEXTS, &OPERATIONS)
+    .unload(filter_unload)
+    .instance_setup(Some(instance::setup))
+    .instance_query_teardown(Some(instance::query_teardown))
+    .instance_teardown_start(Some(instance::teardown_start))
+    .instance_teardown_complete(Some(instance::teardown_complete));
 
 /// The filter handle from FltRegisterFilter; 0 while unregistered.
 static FILTER: AtomicIsize = AtomicIsize::new(0);
@@ -93,14 +54,14 @@ pub fn filter() -> PFLT_FILTER {
 /// Called once by the I/O manager with a valid driver object.
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn DriverEntry(driver_object: *mut DRIVER_OBJECT, _registry_path: *const UNICODE_STRING) -> NTSTATUS {
-    accounting::initialize();
+    payloads::initialize();
     let mut filter: PFLT_FILTER = 0;
     // SAFETY: the driver object comes from the I/O manager; REGISTRATION is a static that
     // outlives the filter; `filter` is a valid out pointer.
-    let status = unsafe { FltRegisterFilter(driver_object, &raw const REGISTRATION.0, &raw mut filter) };
+    let status = unsafe { FltRegisterFilter(driver_object, REGISTRATION.as_ptr(), &raw mut filter) };
     if !kernel::nt_success(status) {
         kprint!("FltRegisterFilter failed: {status:#010x}");
-        accounting::delete();
+        payloads::delete();
         return status;
     }
     FILTER.store(filter, Ordering::Release);
@@ -110,7 +71,7 @@ pub unsafe extern "system" fn DriverEntry(driver_object: *mut DRIVER_OBJECT, _re
     if !kernel::nt_success(status) {
         kprint!("creating the communication port failed: {status:#010x}");
         unregister();
-        accounting::delete();
+        payloads::delete();
         return status;
     }
 
@@ -120,7 +81,7 @@ pub unsafe extern "system" fn DriverEntry(driver_object: *mut DRIVER_OBJECT, _re
         kprint!("FltStartFiltering failed: {status:#010x}");
         port::close();
         unregister();
-        accounting::delete();
+        payloads::delete();
         return status;
     }
     kprint!("loaded, version {}", env!("CARGO_PKG_VERSION"));
@@ -133,7 +94,13 @@ fn unregister() {
     if filter != 0 {
         // SAFETY: `filter` came from a successful FltRegisterFilter and is unregistered once,
         // because the swap above hands it to exactly one caller.
-        unsafe { FltUnregisterFilter(filter) };
+        let parked = unsafe { fltctx::unregister(filter) };
+        if parked != 0 {
+            // Every guard ctxguard holds lives in a callback or in a context payload, so none
+            // outlives FltUnregisterFilter; a non-zero count would be a bug worth seeing. (No
+            // number in the message: formatting one would pull integer Display into the image.)
+            kprint!("context guards outlived FltUnregisterFilter");
+        }
     }
 }
 
@@ -144,7 +111,7 @@ unsafe extern "system" fn filter_unload(_flags: u32) -> NTSTATUS {
     unregister();
     events::discard_remaining();
     // Every context was freed by FltUnregisterFilter, so the registries are empty.
-    accounting::delete();
+    payloads::delete();
     kprint!("unloaded");
     STATUS_SUCCESS
 }

@@ -14,7 +14,10 @@
 //!   sender's). Between securing and copying, `ZwQueryVirtualMemory` must report the whole
 //!   range as committed private memory: a mapped view of a file could take an in-page I/O
 //!   error from its backing file (a network share, removable media) during the copy, and
-//!   nothing would catch it. What remains unprotected is documented in docs/port.md.
+//!   nothing would catch it. A writable page of the client's image (`.data`, `.bss`: MEM_IMAGE)
+//!   is refused for the same reason: until first written it is copy-on-write, backed by the
+//!   image file, and the region information cannot tell whether it was. What remains
+//!   unprotected is documented in docs/port.md.
 //!
 //! Every refusal is an NTSTATUS from [`ctxguard_protocol::status`], and a refused capture
 //! frees its buffer before returning.

@@ -308,3 +308,51 @@ fn driver_entry_failures_unregister_and_leak_nothing() {
         }
     }
 }
+
+/// An SL_OPEN_TARGET_DIRECTORY open's FILE_OBJECT is the parent directory while the name query
+/// answers the target's name, and a volume open's FILE_OBJECT is the volume: neither may give
+/// a stream a context (the directory's stream would carry the wrong name for as long as it
+/// lives).
+#[test]
+fn target_directory_and_volume_opens_get_no_stream_context() {
+    let emulator = load();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    let target = OpenOptions { open_target_directory: true, ..OpenOptions::default() };
+    let rename_target = emulator.open(volume, "\\dir\\renamed.txt", &target).unwrap();
+    assert_eq!(emulator.stream_context(&rename_target), None, "the parent directory's stream got a context named after the target");
+    assert_eq!(emulator.stream_handle_context(&rename_target), None);
+    let volume_open = OpenOptions { volume_open: true, ..OpenOptions::default() };
+    let whole_volume = emulator.open(volume, "", &volume_open).unwrap();
+    assert_eq!(emulator.stream_context(&whole_volume), None, "a volume open got a stream context");
+    assert_eq!((live(&emulator, ContextType::Stream), live(&emulator, ContextType::StreamHandle)), (0, 0));
+    // The directory itself, opened normally, is tracked under its own name.
+    let directory = open(&emulator, volume, "\\dir");
+    assert!(emulator.stream_context(&directory).is_some());
+    for file in [rename_target, whole_volume, directory] {
+        cleanup_and_close(&emulator, file);
+    }
+    unload_clean(&emulator);
+}
+
+/// The per-volume counters cost no lock: cleanup and close used to scan the instance list
+/// under a shared push lock to bump one counter.
+#[test]
+fn per_volume_counters_take_no_lock() {
+    let emulator = load();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    let first = open(&emulator, volume, "\\counted.txt");
+    let locks = |calls: &fltemu::CallCounts| calls.total("FltAcquirePushLockShared") + calls.total("FltAcquirePushLockExclusive");
+    let before = emulator.calls();
+    let later = open(&emulator, volume, "\\counted.txt");
+    assert_eq!(locks(&emulator.calls().since(&before)), 1, "a later open locks once, to list its handle");
+    let before = emulator.calls();
+    emulator.cleanup(&later).unwrap();
+    assert_eq!(locks(&emulator.calls().since(&before)), 0, "cleanup takes no lock");
+    let failed = OpenOptions { final_status: status::OBJECT_NAME_NOT_FOUND, ..OpenOptions::default() };
+    let before = emulator.calls();
+    let _ = emulator.open(volume, "\\missing.txt", &failed);
+    assert_eq!(locks(&emulator.calls().since(&before)), 0, "a failed create takes no lock");
+    emulator.close(later).unwrap();
+    cleanup_and_close(&emulator, first);
+    unload_clean(&emulator);
+}

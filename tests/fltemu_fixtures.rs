@@ -40,7 +40,7 @@ fn correct_fixture_runs_clean_and_frees_everything() {
     let first = emulator.open(ntfs, "\\a.txt", &OpenOptions::default()).unwrap();
     let stream = emulator.stream_context(&first).expect("post-create linked a stream context");
     assert_eq!(stream.refcount, 1, "only the link holds the stream context between operations");
-    assert_eq!(stream.pool, PoolKind::Paged);
+    assert_eq!(stream.pool, PoolKind::NonPaged, "fltctx allocates every context from NonPagedPoolNx");
     let second = emulator.open(ntfs, "\\a.txt", &OpenOptions::default()).unwrap();
     assert_eq!(emulator.stream_context(&second).unwrap().address, stream.address, "one stream context per stream");
     assert_ne!(emulator.stream_handle_context(&first).unwrap().address, emulator.stream_handle_context(&second).unwrap().address);
@@ -53,6 +53,90 @@ fn correct_fixture_runs_clean_and_frees_everything() {
     let report = emulator.unload().unwrap();
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.contexts_outstanding, 0);
+}
+
+#[test]
+fn replace_at_cleanup_and_delete_at_close_release_what_they_hand_back() {
+    let emulator = Emulator::load(fixture(None), Config::default()).unwrap();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    let file = emulator.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+    let opened = emulator.stream_handle_context(&file).expect("post-create attached a stream-handle context");
+    let before = emulator.calls();
+    emulator.cleanup(&file).unwrap();
+    let cleanup = emulator.calls().since(&before);
+    assert_eq!(cleanup.total("FltSetStreamHandleContext"), 1, "cleanup replaced the handle context");
+    let replaced = emulator.stream_handle_context(&file).expect("the replacement is attached");
+    assert_ne!(replaced.address, opened.address);
+    assert_eq!(emulator.context_refcount(opened.address), None, "the replaced context was released to zero (B4)");
+    assert_eq!(replaced.refcount, 1, "only the link holds the replacement");
+    let before = emulator.calls();
+    emulator.close(file).unwrap();
+    assert_eq!(emulator.calls().since(&before).total("FltDeleteStreamHandleContext"), 1, "close deleted the handle context");
+    assert_eq!(emulator.context_refcount(replaced.address), None, "the deleted context was released to zero (B7)");
+    assert_eq!(emulator.live_context_count(ContextType::StreamHandle), 0);
+    let report = emulator.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
+/// Opens, cleans up and closes one file, then unloads: the report of a fixture variant.
+fn open_cleanup_close_unload(feature: &str) -> fltemu::Report {
+    let emulator = Emulator::load(fixture(Some(feature)), Config::default()).unwrap();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    let file = emulator.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+    emulator.cleanup(&file).unwrap();
+    emulator.close(file).unwrap();
+    emulator.unload().unwrap()
+}
+
+#[test]
+fn a_replaced_context_not_released_is_a_leak() {
+    let report = open_cleanup_close_unload("bug-forget-replaced-context");
+    assert_eq!(
+        report.violations,
+        vec![Violation::ContextLeaked { context_type: ContextType::StreamHandle, size: 32, tag: tag(*b"FxSh"), refcount: 1, count: 1 }],
+        "{report}"
+    );
+}
+
+#[test]
+fn a_deleted_context_not_released_is_a_leak() {
+    let report = open_cleanup_close_unload("bug-forget-deleted-context");
+    assert_eq!(
+        report.violations,
+        vec![Violation::ContextLeaked { context_type: ContextType::StreamHandle, size: 32, tag: tag(*b"FxSh"), refcount: 1, count: 1 }],
+        "{report}"
+    );
+}
+
+#[test]
+fn a_guard_parked_in_a_static_is_reported_after_unregister() {
+    let emulator = Emulator::load(fixture(Some("bug-guard-parked-in-static")), Config::default()).unwrap();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    emulator.open_close(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+    let report = emulator.unload().unwrap();
+    assert!(
+        report.violations.iter().any(|v| matches!(v, Violation::ContextLeaked { context_type: ContextType::StreamHandle, .. })),
+        "{report}"
+    );
+    let output = emulator.debug_output().join("");
+    assert!(output.contains("1 context guards outlived FltUnregisterFilter"), "fltctx::unregister counted the parked guard: {output}");
+}
+
+#[test]
+fn dropping_the_last_reference_inside_a_registry_visit_neither_deadlocks_nor_leaks() {
+    // Without fltctx deferring the release, the cleanup it triggers would wait for the
+    // registry lock its own thread holds: a hang, which this timeout turns into a failure.
+    let config = Config { call_timeout: std::time::Duration::from_secs(10), ..Config::default() };
+    let emulator = Emulator::load(fixture(Some("visit-drops-last-reference")), config).unwrap();
+    let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    for round in 0..3 {
+        let file = emulator.open(volume, &format!("\\v{round}.txt"), &OpenOptions::default()).unwrap();
+        emulator.cleanup(&file).unwrap();
+        emulator.close(file).unwrap();
+        assert_eq!(emulator.live_context_count(ContextType::StreamHandle), 0, "the last reference was released after the visit");
+    }
+    let report = emulator.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
 }
 
 #[test]
@@ -238,8 +322,10 @@ fn pool_never_freed_is_reported_by_tag() {
 #[test]
 fn a_deadlocked_driver_entry_is_a_hang_not_a_hung_test() {
     let config = Config { call_timeout: std::time::Duration::from_millis(500), ..Config::default() };
+    // Built first: the limit is on the run, not on compiling the fixture under load.
+    let image = fixture(Some("bug-deadlock-in-driver-entry"));
     let started = std::time::Instant::now();
-    let error = Emulator::load(fixture(Some("bug-deadlock-in-driver-entry")), config).unwrap_err();
+    let error = Emulator::load(image, config).unwrap_err();
     assert_eq!(error, EmuError::Stopped(fltemu::Stop::Hang { after_ms: 500 }));
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }

@@ -153,6 +153,26 @@ pub fn teardown_instance(inner: &Inner, instance: isize, reason: u32) {
     inner.finish(doomed);
 }
 
+/// `SL_OPEN_TARGET_DIRECTORY` (wdm.h): a create that opens the target's parent directory (a
+/// rename or link's target), in `Iopb->OperationFlags`.
+const SL_OPEN_TARGET_DIRECTORY: u8 = 0x04;
+/// `FO_VOLUME_OPEN` (wdm.h): a FILE_OBJECT that opened the volume itself, in `FileObject->Flags`.
+const FO_VOLUME_OPEN: u32 = 0x0040_0000;
+
+/// The stream a create opens: the path's, its parent directory's for an
+/// SL_OPEN_TARGET_DIRECTORY open (the name query still answers the path), or the volume's
+/// (empty key) for a volume open.
+fn opened_stream_key(path: &str, options: &OpenOptions) -> String {
+    if options.volume_open {
+        return String::new();
+    }
+    if options.open_target_directory {
+        let parent = path.rfind('\\').map_or("", |at| &path[..at]);
+        return stream_key(if parent.is_empty() { "\\" } else { parent });
+    }
+    stream_key(path)
+}
+
 /// The stream key of a path: case-insensitive, `::$DATA` is the unnamed stream.
 fn stream_key(path: &str) -> String {
     let lower = path.to_lowercase();
@@ -184,6 +204,9 @@ fn build_operation(major: u8, instance: isize, volume: usize, file_object: usize
         iopb.Parameters.Create.Options = options.create_options | (options.disposition << 24);
         iopb.Parameters.Create.ShareAccess = options.share_access;
         iopb.Parameters.Create.FileAttributes = 0x80; // FILE_ATTRIBUTE_NORMAL
+        if options.open_target_directory {
+            iopb.OperationFlags |= SL_OPEN_TARGET_DIRECTORY;
+        }
     }
     // SAFETY: FLT_CALLBACK_DATA is plain data; all-zero is a valid value.
     let mut data: Box<FLT_CALLBACK_DATA> = Box::new(unsafe { core::mem::zeroed() });
@@ -343,7 +366,7 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
             let mut information = 0;
             if status >= 0 {
                 let mut state = inner.lock();
-                let key = (volume, stream_key(path));
+                let key = (volume, opened_stream_key(path, options));
                 let stream = if let Some(existing) = state.stream_names.get(&key) {
                     information = 1; // FILE_OPENED
                     *existing
@@ -362,6 +385,9 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
                     file.stream = Some(stream);
                     file.state = FileState::Open;
                     file.object.FsContext = stream as *mut c_void;
+                    if options.volume_open {
+                        file.object.Flags |= FO_VOLUME_OPEN;
+                    }
                     file.object.ReadAccess = options.desired_access & (0x1 | 0x8000_0000) != 0;
                     file.object.WriteAccess = options.desired_access & (0x2 | 0x4 | 0x4000_0000) != 0;
                     file.object.DeleteAccess = options.desired_access & 0x1_0000 != 0;

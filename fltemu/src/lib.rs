@@ -168,6 +168,7 @@ pub struct VolumeId(pub usize);
 
 /// Parameters of one create.
 #[derive(Clone, Debug)]
+#[allow(clippy::struct_excessive_bools)] // Each is an independent property of one create.
 pub struct OpenOptions {
     /// IO_SECURITY_CONTEXT.DesiredAccess.
     pub desired_access: u32,
@@ -185,6 +186,11 @@ pub struct OpenOptions {
     pub paging_file: bool,
     /// RequestorMode UserMode.
     pub user_mode: bool,
+    /// `SL_OPEN_TARGET_DIRECTORY` in the create's OperationFlags: the FILE_OBJECT opens the
+    /// path's parent directory (its stream), while the name query answers the path itself.
+    pub open_target_directory: bool,
+    /// A volume open: `FO_VOLUME_OPEN` in the FILE_OBJECT's Flags, the volume's own stream.
+    pub volume_open: bool,
 }
 
 impl Default for OpenOptions {
@@ -198,6 +204,8 @@ impl Default for OpenOptions {
             final_status: 0,
             paging_file: false,
             user_mode: true,
+            open_target_directory: false,
+            volume_open: false,
         }
     }
 }

@@ -302,6 +302,17 @@ extern "win64" fn ps_get_current_process_id() -> usize {
     exec::current_pid() as usize
 }
 
+/// `PsGetCurrentThreadId` (ntddk.h, any IRQL): the host thread's id, so that each emulated
+/// kernel thread (driver calls run on emulator worker threads) has a distinct non-zero one.
+extern "win64" fn ps_get_current_thread_id() -> usize {
+    if let Some(inner) = state::current() {
+        drop(inner.enter("PsGetCurrentThreadId", 31));
+    }
+    // SAFETY: gettid has no preconditions.
+    let id = unsafe { libc::gettid() };
+    usize::try_from(id).unwrap_or(usize::MAX)
+}
+
 /// `FsRtlIsPagingFile` (ntifs.h): TRUE for file objects opened as a paging file.
 extern "win64" fn fs_rtl_is_paging_file(file_object: usize) -> u32 {
     let Some(inner) = state::current() else { return 0 };
@@ -489,6 +500,7 @@ pub fn resolve(name: &str) -> Option<usize> {
         "KeAcquireSpinLockRaiseToDpc" => ke_acquire_spin_lock_raise_to_dpc as *const () as usize,
         "KeReleaseSpinLock" => ke_release_spin_lock as *const () as usize,
         "PsGetCurrentProcessId" => ps_get_current_process_id as *const () as usize,
+        "PsGetCurrentThreadId" => ps_get_current_thread_id as *const () as usize,
         "FsRtlIsPagingFile" => fs_rtl_is_paging_file as *const () as usize,
         "MmCopyMemory" => mm_copy_memory as *const () as usize,
         "MmSecureVirtualMemory" => mm_secure_virtual_memory as *const () as usize,

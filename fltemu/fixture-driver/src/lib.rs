@@ -1,9 +1,14 @@
 //! Fixture minifilters for fltemu's verifier tests.
 //!
-//! Without features: a correct pass-through filter that uses instance, volume, stream and
-//! stream-handle contexts the way fltmgr-semantics C1/C2 describes (find-or-create with
-//! KEEP_IF_EXISTS, the allocation reference released after every Set). Each `bug-*` feature
-//! plants exactly one bug, which fltemu must report as its exact violation:
+//! Without features: a correct pass-through filter on fltctx that uses instance, volume, stream
+//! and stream-handle contexts the way fltmgr-semantics C1/C2 describes (find-or-create with
+//! KEEP_IF_EXISTS, the allocation reference released after every Set), replaces each
+//! stream-handle context at cleanup (REPLACE_IF_EXISTS, the old one released), deletes it at
+//! close (FltDeleteStreamHandleContext, the unlinked one released) and unlinks the instance
+//! context at teardown (FltDeleteContext); the registration comes from fltctx's builders. The
+//! bugs below are planted with raw calls where a guard cannot express them, and by forgetting a
+//! guard where it can. Each `bug-*` feature plants exactly one bug, which fltemu must report as
+//! its exact violation:
 //! - `bug-leak-on-already-defined`: the losing context of a KEEP_IF_EXISTS race is never
 //!   released (ContextLeaked).
 //! - `bug-double-release`: pre-cleanup releases the stream-handle context twice, taking a linked
@@ -28,6 +33,11 @@
 //!   when fltemu runs post-cleanup at DISPATCH_LEVEL).
 //! - `bug-use-after-free`, `bug-not-a-context`, `bug-completion-context`, `bug-pool-leak`: as
 //!   named (UseAfterFree, NotAContext, CompletionContextMisuse, PoolLeaked).
+//! - `bug-forget-replaced-context`, `bug-forget-deleted-context`: the guard `replace` / `delete`
+//!   handed back is forgotten instead of dropped (ContextLeaked): the leak a missing release in
+//!   either would cause, so the correct fixture's clean runs prove both releases happen.
+//! - `visit-drops-last-reference`: pre-close drops a context's last reference inside a visit of
+//!   the registry that lists it (runs clean because fltctx defers the release).
 //!
 //! `refuse-detach` makes InstanceQueryTeardown refuse manual detaches.
 //! `with-port` adds a communication port (module `port`); `bug-touch-user-buffer` makes its
@@ -40,12 +50,15 @@
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicIsize, Ordering};
 
-use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, NonPagedPoolNx, PagedPool};
+use fltctx::{
+    Attached, Deleted, FileObjects, InstanceContext, InstanceObjects, Lookup, Operation, Registration, StreamContext, StreamHandleContext,
+    VolumeContext,
+};
+use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, PagedPool};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CALLBACK_DATA, FLT_CONTEXT_REGISTRATION, FLT_OPERATION_REGISTRATION, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING,
-    FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_PREOP_SUCCESS_WITH_CALLBACK, FLT_REGISTRATION, FLT_RELATED_OBJECTS,
-    FLT_SET_CONTEXT_KEEP_IF_EXISTS, FLT_SET_CONTEXT_REPLACE_IF_EXISTS, FltAllocateContext, FltGetStreamContext, FltGetStreamHandleContext,
-    FltRegisterFilter, FltReleaseContext, FltSetInstanceContext, FltSetStreamContext, FltSetStreamHandleContext, FltSetVolumeContext,
+    FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING, FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_SUCCESS_NO_CALLBACK,
+    FLT_PREOP_SUCCESS_WITH_CALLBACK, FLT_RELATED_OBJECTS, FLT_SET_CONTEXT_KEEP_IF_EXISTS, FLT_SET_CONTEXT_REPLACE_IF_EXISTS, FltAllocateContext,
+    FltGetStreamContext, FltGetStreamHandleContext, FltRegisterFilter, FltReleaseContext, FltSetStreamContext, FltSetStreamHandleContext,
     FltStartFiltering, FltUnregisterFilter, PFLT_CONTEXT, PFLT_FILTER,
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS, UNICODE_STRING};
@@ -58,94 +71,48 @@ const STATUS_FLT_CONTEXT_ALREADY_DEFINED: NTSTATUS = 0xC01C_0002_u32 as i32;
 /// `STATUS_UNSUCCESSFUL`.
 const STATUS_UNSUCCESSFUL: NTSTATUS = 0xC000_0001_u32 as i32;
 
-#[repr(C)]
 struct InstanceData {
     attached: u32,
 }
 
-#[repr(C)]
 struct VolumeData {
     file_system: i32,
 }
 
-#[repr(C)]
 struct StreamData {
-    opens: u32,
+    opens: core::sync::atomic::AtomicU32,
 }
 
-#[repr(C)]
 struct HandleData {
     pid: u32,
+    cleaned_up: bool,
+    link: fltctx::Link,
 }
 
-#[repr(transparent)]
-struct Static<T>(T);
-// SAFETY: immutable registration data; the raw pointers inside point to other immutable statics.
-unsafe impl<T> Sync for Static<T> {}
-
-const fn context(kind: u32, size: usize, tag: &[u8; 4]) -> FLT_CONTEXT_REGISTRATION {
-    FLT_CONTEXT_REGISTRATION {
-        ContextType: kind as u16,
-        Flags: 0,
-        ContextCleanupCallback: Some(cleanup),
-        Size: size,
-        PoolTag: u32::from_le_bytes(*tag),
-        ContextAllocateCallback: None,
-        ContextFreeCallback: None,
-        Reserved1: core::ptr::null_mut(),
-    }
+fltctx::contexts! {
+    static CONTEXTS: accounting = ();
+    VolumeData: Volume, tag b"FxVo";
+    InstanceData: Instance, tag b"FxIn";
+    StreamData: Stream, tag b"FxSt";
+    HandleData: StreamHandle, tag b"FxSh", in HANDLES => link;
 }
 
-static CONTEXTS: Static<[FLT_CONTEXT_REGISTRATION; 5]> = Static([
-    context(0x1, size_of::<VolumeData>(), b"FxVo"),
-    context(0x2, size_of::<InstanceData>(), b"FxIn"),
-    context(0x8, size_of::<StreamData>(), b"FxSt"),
-    context(0x10, size_of::<HandleData>(), b"FxSh"),
-    FLT_CONTEXT_REGISTRATION {
-        ContextType: 0xFFFF,
-        Flags: 0,
-        ContextCleanupCallback: None,
-        Size: 0,
-        PoolTag: 0,
-        ContextAllocateCallback: None,
-        ContextFreeCallback: None,
-        Reserved1: core::ptr::null_mut(),
-    },
-]);
+/// The live stream-handle contexts (for `visit-drops-last-reference`).
+static HANDLES: fltctx::Registry<HandleData> = fltctx::Registry::new();
 
-const fn operation(
-    major: u8,
-    pre: Option<unsafe extern "system" fn(*mut FLT_CALLBACK_DATA, *const FLT_RELATED_OBJECTS, *mut *mut c_void) -> FLT_PREOP_CALLBACK_STATUS>,
-    post: Option<unsafe extern "system" fn(*mut FLT_CALLBACK_DATA, *const FLT_RELATED_OBJECTS, *const c_void, u32) -> FLT_POSTOP_CALLBACK_STATUS>,
-) -> FLT_OPERATION_REGISTRATION {
-    FLT_OPERATION_REGISTRATION { MajorFunction: major, Flags: 0, PreOperation: pre, PostOperation: post, Reserved1: core::ptr::null_mut() }
+fltctx::operations! {
+    static OPERATIONS = [
+        Operation::new(0x00).pre(pre_create).post(post_create),
+        if cfg!(feature = "bug-get-at-dispatch") { Operation::new(0x12).pre(pre_cleanup).post(post_cleanup) } else { Operation::new(0x12).pre(pre_cleanup) },
+        Operation::new(0x02).pre(pre_close),
+    ];
 }
 
-static OPERATIONS: Static<[FLT_OPERATION_REGISTRATION; 4]> = Static([
-    operation(0x00, Some(pre_create), Some(post_create)),
-    operation(0x12, Some(pre_cleanup), if cfg!(feature = "bug-get-at-dispatch") { Some(post_cleanup) } else { None }),
-    operation(0x02, Some(pre_close), None),
-    operation(0x80, None, None),
-]);
-
-static REGISTRATION: Static<FLT_REGISTRATION> = Static(FLT_REGISTRATION {
-    Size: size_of::<FLT_REGISTRATION>() as u16,
-    Version: 0x0203,
-    Flags: 0,
-    ContextRegistration: CONTEXTS.0.as_ptr(),
-    OperationRegistration: OPERATIONS.0.as_ptr(),
-    FilterUnloadCallback: Some(unload),
-    InstanceSetupCallback: Some(instance_setup),
-    InstanceQueryTeardownCallback: Some(query_teardown),
-    InstanceTeardownStartCallback: None,
-    InstanceTeardownCompleteCallback: None,
-    GenerateFileNameCallback: None,
-    NormalizeNameComponentCallback: None,
-    NormalizeContextCleanupCallback: None,
-    TransactionNotificationCallback: None,
-    NormalizeNameComponentExCallback: None,
-    SectionNotificationCallback: None,
-});
+static REGISTRATION: Registration = Registration::new(&CONTEXTS, &OPERATIONS)
+    .unload(unload)
+    .instance_setup(Some(instance_setup))
+    .instance_query_teardown(Some(query_teardown))
+    .instance_teardown_complete(Some(teardown_complete));
 
 static FILTER: AtomicIsize = AtomicIsize::new(0);
 
@@ -233,9 +200,10 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, _registry:
         // SAFETY: a plain non-paged allocation.
         let _ = unsafe { windows_sys::Wdk::System::SystemServices::ExAllocatePool2(0x40, 100, u32::from_le_bytes(*b"FxLk")) };
     }
+    HANDLES.initialize();
     let mut handle: PFLT_FILTER = 0;
     // SAFETY: a valid driver object and a static registration.
-    let status = unsafe { FltRegisterFilter(driver, &raw const REGISTRATION.0, &raw mut handle) };
+    let status = unsafe { FltRegisterFilter(driver, REGISTRATION.as_ptr(), &raw mut handle) };
     if status < 0 {
         return status;
     }
@@ -271,26 +239,49 @@ unsafe extern "system" fn unload(_flags: u32) -> NTSTATUS {
     let handle = FILTER.swap(0, Ordering::AcqRel);
     if handle != 0 {
         // SAFETY: the registered filter handle, unregistered once.
-        unsafe { FltUnregisterFilter(handle) };
+        let alive = unsafe { fltctx::unregister(handle) };
+        if alive != 0 {
+            // SAFETY: a NUL-terminated format whose one conversion matches the argument.
+            unsafe { ntoskrnl_imports::DbgPrintEx(77, 3, c"%zu context guards outlived FltUnregisterFilter\n".as_ptr().cast(), alive) };
+        }
+        HANDLES.delete();
     }
     STATUS_SUCCESS
 }
 
 unsafe extern "system" fn instance_setup(objects: *const FLT_RELATED_OBJECTS, _flags: u32, _device: u32, file_system: FLT_FILESYSTEM_TYPE) -> NTSTATUS {
-    // SAFETY: Filter Manager passes valid related objects.
-    let objects = unsafe { &*objects };
-    if let Some(context) = allocate(0x2, NonPagedPoolNx, InstanceData { attached: 1 }) {
-        // SAFETY: a valid instance and a fresh context; the old context is not wanted.
-        let _ = unsafe { FltSetInstanceContext(objects.Instance, FLT_SET_CONTEXT_KEEP_IF_EXISTS, context, core::ptr::null_mut()) };
-        release(context);
+    // SAFETY: Filter Manager passes valid related objects; setup runs at PASSIVE_LEVEL.
+    let Some(instance) = (unsafe { InstanceObjects::from_callback(objects) }) else { return STATUS_SUCCESS };
+    if let Ok(context) = InstanceContext::new(&instance, InstanceData { attached: 1 }) {
+        let _ = context.attach(&instance);
     }
-    let pool = if cfg!(feature = "bug-paged-volume-context") { PagedPool } else { NonPagedPoolNx };
-    if let Some(context) = allocate(0x1, pool, VolumeData { file_system }) {
-        // SAFETY: a valid volume and a fresh context.
-        let _ = unsafe { FltSetVolumeContext(objects.Volume, FLT_SET_CONTEXT_KEEP_IF_EXISTS, context, core::ptr::null_mut()) };
-        release(context);
+    if cfg!(feature = "bug-paged-volume-context") {
+        // The bug: a volume context from paged pool (A6), which fltctx cannot allocate.
+        if let Some(context) = allocate(0x1, PagedPool, VolumeData { file_system }) {
+            // SAFETY: Filter Manager passes valid related objects.
+            let volume = unsafe { (*objects).Volume };
+            // SAFETY: a valid volume and a fresh context.
+            let _ = unsafe { windows_sys::Wdk::Storage::FileSystem::Minifilters::FltSetVolumeContext(volume, FLT_SET_CONTEXT_KEEP_IF_EXISTS, context, core::ptr::null_mut()) };
+            release(context);
+        }
+    } else if let Ok(context) = VolumeContext::new(&instance, VolumeData { file_system })
+        && let Ok(attached) = context.attach(&instance)
+    {
+        let _ = attached.into_inner().file_system;
     }
     STATUS_SUCCESS
+}
+
+/// Unlinks the instance context before Filter Manager would (FltDeleteContext), then
+/// releases the reference the get took.
+unsafe extern "system" fn teardown_complete(objects: *const FLT_RELATED_OBJECTS, _reason: u32) {
+    // SAFETY: Filter Manager passes valid related objects; teardown runs at PASSIVE_LEVEL.
+    if let Some(instance) = unsafe { InstanceObjects::from_callback(objects) }
+        && let Lookup::Found(context) = InstanceContext::<InstanceData>::get(&instance)
+    {
+        let _ = context.attached;
+        context.unlink();
+    }
 }
 
 unsafe extern "system" fn query_teardown(_objects: *const FLT_RELATED_OBJECTS, _flags: u32) -> NTSTATUS {
@@ -300,11 +291,9 @@ unsafe extern "system" fn query_teardown(_objects: *const FLT_RELATED_OBJECTS, _
     STATUS_SUCCESS
 }
 
-unsafe extern "system" fn cleanup(_context: PFLT_CONTEXT, _kind: u16) {}
-
 unsafe extern "system" fn pre_create(_data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS, completion: *mut *mut c_void) -> FLT_PREOP_CALLBACK_STATUS {
     if cfg!(feature = "bug-set-in-pre-create")
-        && let Some(handle) = allocate(0x10, PagedPool, HandleData { pid: 2 })
+        && let Some(handle) = allocate(0x10, PagedPool, HandleData { pid: 2, cleaned_up: false, link: fltctx::Link::new() })
     {
         // SAFETY: Filter Manager passes valid related objects.
         let objects = unsafe { &*objects };
@@ -342,17 +331,78 @@ unsafe extern "system" fn post_cleanup(_data: *mut FLT_CALLBACK_DATA, objects: *
 unsafe extern "system" fn post_create(data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS, _completion: *const c_void, _flags: u32) -> FLT_POSTOP_CALLBACK_STATUS {
     // SAFETY: Filter Manager passes valid callback data.
     let data = unsafe { &*data };
-    // SAFETY: Filter Manager passes valid related objects.
-    let objects = unsafe { &*objects };
     // SAFETY: IoStatus.Status is the member the file system set.
     if unsafe { data.IoStatus.Anonymous.Status } < 0 {
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
+    if cfg!(feature = "bug-leak-on-already-defined") || cfg!(feature = "bug-get-at-dispatch") {
+        // SAFETY: as above.
+        unsafe { post_create_raw(objects) };
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    // SAFETY: Filter Manager passes valid related objects; a successful create's FILE_OBJECT
+    // is open in post-create (PASSIVE_LEVEL).
+    let Some(file) = (unsafe { FileObjects::from_callback(objects) }) else { return FLT_POSTOP_FINISHED_PROCESSING };
+    let stream = match StreamContext::<StreamData>::get(&file) {
+        Lookup::Found(stream) => Some(stream),
+        Lookup::NotFound => StreamContext::new(&file, StreamData { opens: core::sync::atomic::AtomicU32::new(0) })
+            .ok()
+            .and_then(|stream| stream.attach(&file).ok())
+            .map(Attached::into_inner),
+        Lookup::NotSupported | Lookup::Failed(_) => return FLT_POSTOP_FINISHED_PROCESSING,
+    };
+    if let Some(stream) = stream {
+        stream.opens.fetch_add(1, Ordering::Relaxed);
+    }
+    #[cfg(feature = "with-port")]
+    port::notify(filter());
+    if let Ok(handle) = StreamHandleContext::new(&file, HandleData { pid: 0, cleaned_up: false, link: fltctx::Link::new() })
+        && let Ok(Attached::New(handle)) = handle.attach(&file)
+    {
+        handle.list();
+        #[cfg(feature = "bug-guard-parked-in-static")]
+        parked::park(&handle);
+    }
+    FLT_POSTOP_FINISHED_PROCESSING
+}
+
+#[cfg(feature = "bug-guard-parked-in-static")]
+mod parked {
+    //! The bug: a guard kept in a static, where unload never drops it.
+
+    use core::cell::UnsafeCell;
+    use core::sync::atomic::{AtomicBool, Ordering};
+
+    use super::{HandleData, StreamHandleContext};
+
+    struct Slot(UnsafeCell<Option<StreamHandleContext<HandleData>>>);
+    // SAFETY: written once, by the thread that wins `TAKEN`; never read.
+    unsafe impl Sync for Slot {}
+
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    static PARKED: Slot = Slot(UnsafeCell::new(None));
+
+    pub fn park(handle: &StreamHandleContext<HandleData>) {
+        if !TAKEN.swap(true, Ordering::AcqRel) {
+            // SAFETY: only the one thread that set TAKEN writes the slot.
+            unsafe { *PARKED.0.get() = Some(handle.clone()) };
+        }
+    }
+}
+
+/// The raw find-or-create, for the bugs a guard cannot express: a loser never released
+/// (`bug-leak-on-already-defined`) and a paged stream-handle context (`bug-get-at-dispatch`).
+///
+/// # Safety
+/// `objects` is the running post-create's related objects.
+unsafe fn post_create_raw(objects: *const FLT_RELATED_OBJECTS) {
+    // SAFETY: the caller's contract.
+    let objects = unsafe { &*objects };
     let mut stream: PFLT_CONTEXT = core::ptr::null_mut();
     // SAFETY: a valid instance and opened file object.
     let status = unsafe { FltGetStreamContext(objects.Instance, objects.FileObject, &raw mut stream) };
     if status == STATUS_NOT_FOUND {
-        let Some(new) = allocate(0x8, PagedPool, StreamData { opens: 0 }) else { return FLT_POSTOP_FINISHED_PROCESSING };
+        let Some(new) = allocate(0x8, PagedPool, StreamData { opens: core::sync::atomic::AtomicU32::new(0) }) else { return };
         let mut old: PFLT_CONTEXT = core::ptr::null_mut();
         // SAFETY: a valid instance, file object and fresh context.
         let status = unsafe { FltSetStreamContext(objects.Instance, objects.FileObject, FLT_SET_CONTEXT_KEEP_IF_EXISTS, new, &raw mut old) };
@@ -367,38 +417,58 @@ unsafe extern "system" fn post_create(data: *mut FLT_CALLBACK_DATA, objects: *co
             }
         }
     } else if status < 0 {
-        return FLT_POSTOP_FINISHED_PROCESSING;
+        return;
     }
     if !stream.is_null() {
-        // SAFETY: we hold a reference to the stream context.
-        unsafe { (*stream.cast::<StreamData>()).opens += 1 };
         release(stream);
     }
-    #[cfg(feature = "with-port")]
-    port::notify(filter());
-    let pid = 0;
-    if let Some(handle) = allocate(0x10, PagedPool, HandleData { pid }) {
+    if let Some(handle) = allocate(0x10, PagedPool, HandleData { pid: 0, cleaned_up: false, link: fltctx::Link::new() }) {
         // SAFETY: a valid instance, file object and fresh context; the old one is dropped by
         // Filter Manager (old NULL).
         let _ = unsafe { FltSetStreamHandleContext(objects.Instance, objects.FileObject, FLT_SET_CONTEXT_REPLACE_IF_EXISTS, handle, core::ptr::null_mut()) };
         release(handle);
     }
-    FLT_POSTOP_FINISHED_PROCESSING
 }
 
 unsafe extern "system" fn pre_cleanup(_data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS, _completion: *mut *mut c_void) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: Filter Manager passes valid related objects; a cleanup's FILE_OBJECT is open.
+    let file = unsafe { FileObjects::from_callback(objects) };
     // SAFETY: Filter Manager passes valid related objects.
     let objects = unsafe { &*objects };
-    let mut handle: PFLT_CONTEXT = core::ptr::null_mut();
-    // SAFETY: a valid instance and file object.
-    if unsafe { FltGetStreamHandleContext(objects.Instance, objects.FileObject, &raw mut handle) } >= 0 {
-        release(handle);
-        if cfg!(feature = "bug-double-release") {
+    if cfg!(feature = "bug-double-release") || cfg!(feature = "bug-get-at-dispatch") {
+        // Raw: a double release is not expressible with guards, and the paged context
+        // post-cleanup must find is the one post-create attached.
+        let mut handle: PFLT_CONTEXT = core::ptr::null_mut();
+        // SAFETY: a valid instance and file object.
+        if unsafe { FltGetStreamHandleContext(objects.Instance, objects.FileObject, &raw mut handle) } >= 0 {
             release(handle);
+            if cfg!(feature = "bug-double-release") {
+                release(handle);
+            }
+        }
+    } else if let Some(file) = &file
+        && let Lookup::Found(handle) = StreamHandleContext::<HandleData>::get(file)
+    {
+        // The handle is marked closed by replacing its context (REPLACE_IF_EXISTS, B4); the
+        // old one comes back as a guard and is released when it drops.
+        let closed = HandleData { pid: handle.pid, cleaned_up: true, link: fltctx::Link::new() };
+        drop(handle);
+        if let Ok(replacement) = StreamHandleContext::new(file, closed)
+            && let Ok(replaced) = replacement.replace(file)
+        {
+            replaced.new.list();
+            if let Some(old) = replaced.old {
+                if cfg!(feature = "bug-forget-replaced-context") {
+                    // The bug: the old link reference is never released.
+                    core::mem::forget(old);
+                } else {
+                    drop(old);
+                }
+            }
         }
     }
     if cfg!(feature = "bug-use-after-free")
-        && let Some(scratch) = allocate(0x10, PagedPool, HandleData { pid: 1 })
+        && let Some(scratch) = allocate(0x10, PagedPool, HandleData { pid: 1, cleaned_up: false, link: fltctx::Link::new() })
     {
         release(scratch);
         // The bug: the context was freed by the release above.
@@ -414,12 +484,44 @@ unsafe extern "system" fn pre_cleanup(_data: *mut FLT_CALLBACK_DATA, objects: *c
 }
 
 unsafe extern "system" fn pre_close(_data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS, _completion: *mut *mut c_void) -> FLT_PREOP_CALLBACK_STATUS {
-    // SAFETY: Filter Manager passes valid related objects.
-    let objects = unsafe { &*objects };
-    let mut stream: PFLT_CONTEXT = core::ptr::null_mut();
-    // SAFETY: a valid instance and file object.
-    if unsafe { FltGetStreamContext(objects.Instance, objects.FileObject, &raw mut stream) } >= 0 && !cfg!(feature = "bug-get-not-released") {
-        release(stream);
+    // SAFETY: Filter Manager passes valid related objects; a close's FILE_OBJECT is still open
+    // in pre-close.
+    let Some(file) = (unsafe { FileObjects::from_callback(objects) }) else { return FLT_PREOP_SUCCESS_NO_CALLBACK };
+    if let Lookup::Found(stream) = StreamContext::<StreamData>::get(&file) {
+        if cfg!(feature = "bug-get-not-released") {
+            // The bug: the reference the get took is never released.
+            core::mem::forget(stream);
+        } else {
+            drop(stream);
+        }
+    }
+    if cfg!(feature = "visit-drops-last-reference") {
+        // Holds the only reference left once the context is deleted, and drops it inside a
+        // visit of the registry that lists it.
+        let mut last = match StreamHandleContext::<HandleData>::get(&file) {
+            Lookup::Found(handle) => Some(handle),
+            _ => None,
+        };
+        if let Deleted::Found(unlinked) = StreamHandleContext::<HandleData>::delete(&file) {
+            drop(unlinked);
+        }
+        HANDLES.visit(&mut |member| {
+            let _ = member.cleaned_up;
+            drop(last.take());
+            core::ops::ControlFlow::Continue(())
+        });
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    // The stream-handle context goes with the FILE_OBJECT anyway; deleting it here hands its
+    // link reference back as a guard (B7), released when it drops.
+    if let Deleted::Found(handle) = StreamHandleContext::<HandleData>::delete(&file) {
+        let _ = handle.pid;
+        if cfg!(feature = "bug-forget-deleted-context") {
+            // The bug: the link reference the delete handed over is never released.
+            core::mem::forget(handle);
+        } else {
+            drop(handle);
+        }
     }
     FLT_PREOP_SUCCESS_NO_CALLBACK
 }
