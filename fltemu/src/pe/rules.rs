@@ -89,7 +89,7 @@ pub struct Headers {
 /// One section header's fields.
 #[derive(Debug, Clone, Default)]
 pub struct SectionHeader {
-    /// The name, NULs trimmed (lossy UTF-8).
+    /// The name, NULs trimmed (lossy UTF-8); `#N` (1-based table index) when empty.
     pub name: String,
     /// `VirtualSize`.
     pub virtual_size: u32,
@@ -182,9 +182,10 @@ impl Headers {
         let table = optional + optional_size as u64;
         for index in 0..section_count {
             let at = table + (index * 40) as u64;
-            let name = bytes::<8>(file, at, "section table")?;
+            let raw_name = bytes::<8>(file, at, "section table")?;
+            let name = String::from_utf8_lossy(&raw_name).trim_end_matches('\0').to_owned();
             headers.sections.push(SectionHeader {
-                name: String::from_utf8_lossy(&name).trim_end_matches('\0').to_owned(),
+                name: if name.is_empty() { format!("#{}", index + 1) } else { name },
                 virtual_size: le32(file, at + 8, "section table")?,
                 virtual_address: le32(file, at + 12, "section table")?,
                 raw_size: le32(file, at + 16, "section table")?,
