@@ -58,7 +58,22 @@ pub enum LoadError {
 }
 
 impl fmt::Display for LoadError {
+    /// One line whatever the image holds: control characters from names in the image (a section
+    /// or import name with a newline) are escaped.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::new();
+        self.describe(&mut text)?;
+        f.write_str(&one_line(&text))
+    }
+}
+
+/// `text` with its control characters escaped (`\n`, `\u{e}`), so that it prints as one line.
+fn one_line(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+impl LoadError {
+    fn describe(&self, f: &mut impl fmt::Write) -> fmt::Result {
         match self {
             LoadError::Io(e) => write!(f, "cannot read the image: {e}"),
             LoadError::NotPe(why) => write!(f, "not a PE image: {why}"),
@@ -632,6 +647,15 @@ mod tests {
         terminated[12] = 0;
         assert_eq!(image.c_string(&terminated, 0x1000), Ok("AAAA".into()));
         assert!(matches!(image.c_string(&file, 0x0FFF_FFFF), Err(LoadError::NotPe(_))));
+    }
+
+    /// Fuzz finding: a section name with a newline made a two-line refusal.
+    #[test]
+    fn a_refusal_naming_a_name_with_control_characters_stays_one_line() {
+        let error = LoadError::InvalidImage { status: rules::STATUS_INVALID_IMAGE_FORMAT, reason: "section \u{e}\0\n at 0x10000000 leaves a gap".into() };
+        let text = error.to_string();
+        assert!(!text.contains('\n') && text.contains("\\n at 0x10000000"), "{text}");
+        assert_eq!(LoadError::UnresolvedImport("a\r\nb".into()).to_string(), "unresolvable import a\\r\\nb");
     }
 
     #[test]

@@ -208,6 +208,12 @@ fn mutants(good: &[u8]) -> Vec<Mutant> {
         let value = u32_at(b, rdata + 12) + 0x1000;
         put32(b, rdata + 12, value);
     });
+    // Fuzz finding: a newline in a section name used to split the refusal over two lines.
+    add(".rdata named with a newline, with a gap", "section \\n\\u{e} at", true, &|b| {
+        b[rdata..rdata + 8].copy_from_slice(b"\n\x0e\0\0\0\0\0\0");
+        let value = u32_at(b, rdata + 12) + 0x1000;
+        put32(b, rdata + 12, value);
+    });
     add(".text VirtualSize over .rdata", "overlaps section .text", true, &|b| put32(b, text + 8, 0x5000));
     add(".data over .rdata", "overlaps section .rdata", true, &|b| {
         let value = u32_at(b, rdata + 12);
