@@ -241,7 +241,10 @@ pub fn check(file: &[u8]) -> Result<Headers, LoadError> {
 /// be run. If this flag is not set, it indicates a linker error"; PELIB: refused.
 fn executable_image(h: &Headers) -> Result<(), LoadError> {
     if h.characteristics & FILE_EXECUTABLE_IMAGE == 0 {
-        return Err(refuse(format!("IMAGE_FILE_EXECUTABLE_IMAGE is not set in Characteristics {:#06x} (a linker error)", h.characteristics)));
+        return Err(refuse(format!(
+            "IMAGE_FILE_EXECUTABLE_IMAGE is not set in Characteristics {:#06x} (a linker error)",
+            h.characteristics
+        )));
     }
     Ok(())
 }
@@ -355,17 +358,24 @@ fn section_layout(h: &Headers) -> Result<(), LoadError> {
         let address = u64::from(section.virtual_address);
         let name = &section.name;
         if !address.is_multiple_of(alignment) {
-            return Err(refuse(format!("section {name} VirtualAddress {address:#x} is not a multiple of SectionAlignment {alignment:#x}")));
+            return Err(refuse(format!(
+                "section {name} VirtualAddress {address:#x} is not a multiple of SectionAlignment {alignment:#x}"
+            )));
         }
         if let Some(before) = previous.filter(|before| section.virtual_address < before.virtual_address) {
-            return Err(refuse(format!("section {name} at {address:#x} comes after {} at {:#x}: not in ascending order", before.name, before.virtual_address)));
+            return Err(refuse(format!(
+                "section {name} at {address:#x} comes after {} at {:#x}: not in ascending order",
+                before.name, before.virtual_address
+            )));
         }
         if address < expected {
             let what = previous.map_or_else(|| "the headers".to_owned(), |before| format!("section {}", before.name));
             return Err(refuse(format!("section {name} at {address:#x} overlaps {what} (which end at {expected:#x})")));
         }
         if address > expected {
-            return Err(refuse(format!("section {name} at {address:#x} leaves a gap after {expected:#x}: sections must be adjacent")));
+            return Err(refuse(format!(
+                "section {name} at {address:#x} leaves a gap after {expected:#x}: sections must be adjacent"
+            )));
         }
         if section.memory_size() == 0 {
             return Err(refuse(format!("section {name} has VirtualSize and SizeOfRawData 0")));
@@ -388,7 +398,10 @@ fn raw_data_inside_file(h: &Headers) -> Result<(), LoadError> {
     for section in h.sections.iter().filter(|s| s.raw_size != 0) {
         let end = u64::from(section.raw_offset) + u64::from(section.raw_size);
         if end > u64::from(u32::MAX) {
-            return Err(refuse(format!("section {} raw data {:#x}+{:#x} overflows 32 bits", section.name, section.raw_offset, section.raw_size)));
+            return Err(refuse(format!(
+                "section {} raw data {:#x}+{:#x} overflows 32 bits",
+                section.name, section.raw_offset, section.raw_size
+            )));
         }
         if end > h.file_len {
             return Err(refuse(format!(
@@ -409,7 +422,8 @@ fn data_directories_inside_image(h: &Headers) -> Result<(), LoadError> {
             continue;
         }
         let end = u64::from(address) + u64::from(size);
-        let (limit, what) = if index == SECURITY_DIRECTORY { (h.file_len, "the file") } else { (u64::from(h.size_of_image), "SizeOfImage") };
+        let (limit, what) =
+            if index == SECURITY_DIRECTORY { (h.file_len, "the file") } else { (u64::from(h.size_of_image), "SizeOfImage") };
         if end > limit {
             return Err(refuse(format!("data directory {index} ({address:#x}+{size:#x}) lies outside {what} ({limit:#x})")));
         }
@@ -451,7 +465,8 @@ fn force_integrity_needs_signature(h: &Headers) -> Result<(), LoadError> {
     if h.dll_characteristics & DLL_FORCE_INTEGRITY != 0 && !signed {
         return Err(LoadError::InvalidImage {
             status: STATUS_INVALID_IMAGE_HASH,
-            reason: "IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY is set but the image has no signature (empty certificate table)".into(),
+            reason: "IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY is set but the image has no signature (empty certificate table)"
+                .into(),
         });
     }
     Ok(())
