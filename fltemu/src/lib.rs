@@ -368,7 +368,7 @@ fn resolve_import(dll: &str, name: &str) -> Option<usize> {
     }
 }
 
-/// Maps `bytes` exactly as [`Emulator::load_bytes`] does (header rules, checksum, sections,
+/// Maps `bytes` as [`Emulator::load_bytes`] does with the default [`Config`] (header rules, checksum, sections,
 /// relocations, imports bound to the emulated exports) without running any of it: the loader
 /// alone, for checking an image and for fuzzing.
 ///
