@@ -267,7 +267,7 @@ fn mutants(good: &[u8]) -> Vec<Mutant> {
     add("import hint/name in no section", "in no section's raw data", true, &|b| put64(b, lookup, 0x7FFF_0000));
     add("import by ordinal", "ordinal", true, &|b| put64(b, lookup, 0x8000_0000_0000_0007));
     add("import lookup table in no section", "import lookup table outside the image", true, &|b| {
-        put32(b, descriptor, 0x7FFF_0000)
+        put32(b, descriptor, 0x7FFF_0000);
     });
     add("import renamed", "unresolvable import", true, &|b| {
         let needle = b"FltGetVolumeName\0";
