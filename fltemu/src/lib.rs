@@ -402,6 +402,16 @@ fn resolve_import(dll: &str, name: &str) -> Option<usize> {
     }
 }
 
+/// Maps `bytes` as [`Emulator::load_bytes`] does with the default [`Config`] (header rules, checksum, sections,
+/// relocations, imports bound to the emulated exports) without running any of it: the loader
+/// alone, for checking an image and for fuzzing.
+///
+/// # Errors
+/// The [`LoadError`] `fltemu run` would report for this image.
+pub fn map_image(bytes: &[u8]) -> Result<pe::MappedImage, LoadError> {
+    pe::MappedImage::load(bytes, &resolve_import)
+}
+
 /// Every emulated export as `dll!function`.
 #[must_use]
 pub fn emulated_exports() -> Vec<String> {

@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
+pub mod rules;
+
 /// `IMAGE_FILE_MACHINE_AMD64`.
 pub const MACHINE_AMD64: u16 = 0x8664;
 /// `IMAGE_FILE_MACHINE_ARM64`.
@@ -46,10 +48,32 @@ pub enum LoadError {
     UnsupportedRelocation(u16),
     /// mmap/mprotect failed.
     Map(String),
+    /// Windows' image loader refuses the image ([`rules`]): the NTSTATUS it returns and why.
+    InvalidImage {
+        /// `STATUS_INVALID_IMAGE_FORMAT` or `STATUS_INVALID_IMAGE_HASH`.
+        status: u32,
+        /// One line naming the field and the rule.
+        reason: String,
+    },
 }
 
 impl fmt::Display for LoadError {
+    /// One line whatever the image holds: control characters from names in the image (a section
+    /// or import name with a newline) are escaped.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = String::new();
+        self.describe(&mut text)?;
+        f.write_str(&one_line(&text))
+    }
+}
+
+/// `text` with its control characters escaped (`\n`, `\u{e}`), so that it prints as one line.
+fn one_line(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+impl LoadError {
+    fn describe(&self, f: &mut impl fmt::Write) -> fmt::Result {
         match self {
             LoadError::Io(e) => write!(f, "cannot read the image: {e}"),
             LoadError::NotPe(why) => write!(f, "not a PE image: {why}"),
@@ -63,6 +87,10 @@ impl fmt::Display for LoadError {
             LoadError::ImportByOrdinal(name) => write!(f, "import by ordinal not supported: {name}"),
             LoadError::UnsupportedRelocation(t) => write!(f, "unsupported base relocation type {t}"),
             LoadError::Map(e) => write!(f, "mapping the image failed: {e}"),
+            LoadError::InvalidImage { status, reason } => {
+                let name = if *status == rules::STATUS_INVALID_IMAGE_HASH { "STATUS_INVALID_IMAGE_HASH" } else { "STATUS_INVALID_IMAGE_FORMAT" };
+                write!(f, "Windows would refuse this image ({name} {status:#010x}): {reason}")
+            }
         }
     }
 }
@@ -128,6 +156,24 @@ pub struct Section {
     pub raw_size: u32,
     /// `IMAGE_SCN_*` characteristics.
     pub characteristics: u32,
+}
+
+impl Section {
+    /// The bytes the section occupies in memory: VirtualSize, or SizeOfRawData when it is 0.
+    #[must_use]
+    pub fn memory_size(&self) -> u32 {
+        if self.virtual_size == 0 { self.raw_size } else { self.virtual_size }
+    }
+}
+
+/// The hint/name RVA of a PE32+ import lookup entry (not an ordinal), plus 2 for the hint: "bits
+/// 30-0" hold the RVA and bits 62-31 must be 0 (PE format, import lookup table).
+fn hint_name_rva(entry: u64) -> Result<u32, LoadError> {
+    u32::try_from(entry)
+        .ok()
+        .filter(|rva| *rva < 0x8000_0000)
+        .and_then(|rva| rva.checked_add(2))
+        .ok_or_else(|| LoadError::NotPe(format!("import lookup entry {entry:#x} has reserved bits set")))
 }
 
 /// One import: module (lowercase), function name, and the RVA of its IAT slot.
@@ -205,6 +251,8 @@ impl ParsedImage {
         if subsystem != SUBSYSTEM_NATIVE {
             return Err(LoadError::WrongSubsystem(subsystem));
         }
+        // Windows' section-creation checks come before the driver loader's checksum check.
+        rules::check(file)?;
         let directory_count = u32_at(file, optional + 108, "NumberOfRvaAndSizes")? as usize;
         let directory = |index: usize| -> Result<(u32, u32), LoadError> {
             if index >= directory_count {
@@ -253,21 +301,33 @@ impl ParsedImage {
 
     /// Translates an RVA to a file offset through the section table.
     fn file_offset(&self, rva: u32) -> Option<usize> {
+        self.file_range(rva).map(|(start, _)| start)
+    }
+
+    /// The file offset of `rva` and the end of the raw data holding it (headers or one section),
+    /// so that a read starting at the RVA can be kept inside what the loader would map there.
+    fn file_range(&self, rva: u32) -> Option<(usize, usize)> {
         if rva < self.size_of_headers {
-            return Some(rva as usize);
+            return Some((rva as usize, self.size_of_headers as usize));
         }
         self.sections.iter().find_map(|s| {
-            let end = s.virtual_address + s.virtual_size.max(s.raw_size);
-            (rva >= s.virtual_address && rva < end && rva - s.virtual_address < s.raw_size)
-                .then(|| (s.raw_offset + (rva - s.virtual_address)) as usize)
+            let into = rva.checked_sub(s.virtual_address)?;
+            (into < s.raw_size.min(s.memory_size()))
+                .then(|| (u64::from(s.raw_offset) + u64::from(into), u64::from(s.raw_offset) + u64::from(s.raw_size)))
+                .and_then(|(start, end)| Some((usize::try_from(start).ok()?, usize::try_from(end).ok()?)))
         })
     }
 
+    /// A NUL-terminated name at `rva`; the NUL must come before the end of the section (or
+    /// headers) holding the name, as the loader reads names from the mapped section.
     fn c_string(&self, file: &[u8], rva: u32) -> Result<String, LoadError> {
-        let start = self.file_offset(rva).ok_or_else(|| LoadError::NotPe(format!("name RVA {rva:#x} outside the image")))?;
-        let bytes = file.get(start..).ok_or_else(|| LoadError::NotPe("name outside the file".into()))?;
-        let end = bytes.iter().position(|b| *b == 0).ok_or_else(|| LoadError::NotPe("unterminated name".into()))?;
-        Ok(String::from_utf8_lossy(&bytes[..end]).into_owned())
+        let (start, end) = self.file_range(rva).ok_or_else(|| LoadError::NotPe(format!("name RVA {rva:#x} is in no section's raw data")))?;
+        let bytes = file.get(start..end.min(file.len())).ok_or_else(|| LoadError::NotPe(format!("name RVA {rva:#x} outside the file")))?;
+        let length = bytes
+            .iter()
+            .position(|b| *b == 0)
+            .ok_or_else(|| LoadError::NotPe(format!("name at RVA {rva:#x} is not NUL-terminated inside its section")))?;
+        Ok(String::from_utf8_lossy(&bytes[..length]).into_owned())
     }
 
     fn parse_imports(&self, file: &[u8], (rva, size): (u32, u32)) -> Result<Vec<Import>, LoadError> {
@@ -295,9 +355,9 @@ impl ParsedImage {
                 if entry & (1 << 63) != 0 {
                     return Err(LoadError::ImportByOrdinal(format!("{dll}!#{}", entry & 0xFFFF)));
                 }
-                #[allow(clippy::cast_possible_truncation)] // a hint/name RVA is 31 bits
-                let name = self.c_string(file, (entry as u32) + 2)?;
-                imports.push(Import { dll: dll.clone(), name, iat_rva: iat + slot * 8 });
+                let name = self.c_string(file, hint_name_rva(entry)?)?;
+                let iat_rva = slot.checked_mul(8).and_then(|o| iat.checked_add(o)).ok_or_else(|| LoadError::NotPe("IAT slot past 4 GiB".into()))?;
+                imports.push(Import { dll: dll.clone(), name, iat_rva });
             }
         }
         Ok(imports)
@@ -310,9 +370,13 @@ impl ParsedImage {
         }
         let base = self.file_offset(rva).ok_or_else(|| LoadError::NotPe("export directory outside the image".into()))?;
         let names = u32_at(file, base + 24, "export directory")?;
-        let functions = self.file_offset(u32_at(file, base + 28, "export directory")?).unwrap_or(0);
-        let name_table = self.file_offset(u32_at(file, base + 32, "export directory")?).unwrap_or(0);
-        let ordinals = self.file_offset(u32_at(file, base + 36, "export directory")?).unwrap_or(0);
+        let table = |at: usize, what: &str| -> Result<usize, LoadError> {
+            let rva = u32_at(file, base + at, "export directory")?;
+            self.file_offset(rva).ok_or_else(|| LoadError::NotPe(format!("export {what} table RVA {rva:#x} is in no section's raw data")))
+        };
+        let functions = table(28, "address")?;
+        let name_table = table(32, "name")?;
+        let ordinals = table(36, "ordinal")?;
         for index in 0..names as usize {
             let name = self.c_string(file, u32_at(file, name_table + index * 4, "export names")?)?;
             let ordinal = usize::from(u16_at(file, ordinals + index * 2, "export ordinals")?);
@@ -377,14 +441,7 @@ impl MappedImage {
         let headers = (image.parsed.size_of_headers as usize).min(file.len()).min(size);
         memory[..headers].copy_from_slice(&file[..headers]);
         for section in &image.parsed.sections {
-            let raw = (section.raw_size as usize).min(section.virtual_size.max(section.raw_size) as usize);
-            let source = file
-                .get(section.raw_offset as usize..section.raw_offset as usize + raw)
-                .ok_or_else(|| LoadError::NotPe(format!("section {} raw data outside the file", section.name)))?;
-            let target = memory
-                .get_mut(section.virtual_address as usize..section.virtual_address as usize + raw)
-                .ok_or_else(|| LoadError::NotPe(format!("section {} outside SizeOfImage", section.name)))?;
-            target.copy_from_slice(source);
+            copy_section(file, memory, section)?;
         }
         image.relocate(memory)?;
         for (iat_rva, address) in bindings {
@@ -403,26 +460,22 @@ impl MappedImage {
         let mut offset = rva as usize;
         let end = offset + size as usize;
         while offset + 8 <= end {
-            let page = u32_at(memory, offset, "relocation block")? as usize;
-            let block = u32_at(memory, offset + 4, "relocation block")? as usize;
-            if block < 8 {
-                break;
-            }
-            for entry in (offset + 8..offset + block).step_by(2) {
+            let (page, entries) = relocation_block(memory, offset, end)?;
+            let next = entries.end;
+            for entry in entries.step_by(2) {
                 let value = u16_at(memory, entry, "relocation entry")?;
-                let kind = value >> 12;
                 let at = page + usize::from(value & 0x0FFF);
-                match kind {
+                match value >> 12 {
                     0 => {}
                     10 => {
-                        let target = memory.get_mut(at..at + 8).ok_or_else(|| LoadError::NotPe("relocation outside the image".into()))?;
+                        let target = memory.get_mut(at..at + 8).ok_or_else(|| LoadError::NotPe(format!("DIR64 relocation at RVA {at:#x} outside the image")))?;
                         let old = u64::from_le_bytes(target.try_into().unwrap_or([0; 8]));
                         target.copy_from_slice(&old.wrapping_add(delta).to_le_bytes());
                     }
                     other => return Err(LoadError::UnsupportedRelocation(other)),
                 }
             }
-            offset += block;
+            offset = next;
         }
         Ok(())
     }
@@ -454,7 +507,7 @@ impl MappedImage {
             if c & SCN_EXECUTE != 0 {
                 protection |= libc::PROT_EXEC | libc::PROT_READ;
             }
-            set(start, section.virtual_size.max(section.raw_size) as usize, protection)?;
+            set(start, section.memory_size() as usize, protection)?;
         }
         Ok(())
     }
@@ -479,6 +532,42 @@ impl MappedImage {
     }
 }
 
+/// Copies a section's raw data to its RVA: SizeOfRawData bytes, but no more than the section
+/// occupies in memory (page-rounded), so an oversized SizeOfRawData cannot spill into the next one.
+fn copy_section(file: &[u8], memory: &mut [u8], section: &Section) -> Result<(), LoadError> {
+    let in_memory = (section.memory_size() as usize).div_ceil(PAGE) * PAGE;
+    let length = (section.raw_size as usize).min(in_memory);
+    let (offset, address) = (section.raw_offset as usize, section.virtual_address as usize);
+    let source = file
+        .get(offset..offset + length)
+        .ok_or_else(|| LoadError::NotPe(format!("section {} raw data outside the file", section.name)))?;
+    let target = memory
+        .get_mut(address..(address + length).min(memory.len()))
+        .ok_or_else(|| LoadError::NotPe(format!("section {} outside SizeOfImage", section.name)))?;
+    let length = target.len();
+    target.copy_from_slice(&source[..length]);
+    Ok(())
+}
+
+/// The page RVA and entry byte range of the base relocation block at `offset`, checked against
+/// the PE format's block rules: "Each block must start on a 32-bit boundary", SizeOfBlock counts
+/// its 8-byte header and its 2-byte entries and the block lies inside the relocation directory
+/// (ending at `end`); the page must lie inside the image.
+fn relocation_block(memory: &[u8], offset: usize, end: usize) -> Result<(usize, std::ops::Range<usize>), LoadError> {
+    let page = u32_at(memory, offset, "relocation block")? as usize;
+    let block = u32_at(memory, offset + 4, "relocation block")? as usize;
+    if block < 8 || !block.is_multiple_of(4) {
+        return Err(LoadError::NotPe(format!("base relocation block at RVA {offset:#x} has SizeOfBlock {block:#x} (not a multiple of 4 of at least 8)")));
+    }
+    if offset + block > end {
+        return Err(LoadError::NotPe(format!("base relocation block at RVA {offset:#x} (size {block:#x}) runs past the relocation directory end {end:#x}")));
+    }
+    if page >= memory.len() {
+        return Err(LoadError::NotPe(format!("base relocation block at RVA {offset:#x} is for page {page:#x}, outside the image")));
+    }
+    Ok((page, offset + 8..offset + block))
+}
+
 impl Drop for MappedImage {
     fn drop(&mut self) {
         // SAFETY: base/size describe the mapping made in `load`, owned by this value; no driver
@@ -496,6 +585,77 @@ mod tests {
         // Words 0x0201 and 0x0403, checksum field (bytes 4..8) ignored, plus length 8.
         let file = [1, 2, 3, 4, 0xFF, 0xFF, 0xFF, 0xFF];
         assert_eq!(pe_checksum(&file, 4), 0x0201 + 0x0403 + 8);
+    }
+
+    #[test]
+    fn an_import_entry_with_reserved_bits_is_refused_not_wrapped() {
+        assert_eq!(hint_name_rva(0x5000), Ok(0x5002));
+        // 0xFFFF_FFFF + 2 used to overflow; bits 62-31 must be 0.
+        assert!(matches!(hint_name_rva(0xFFFF_FFFF), Err(LoadError::NotPe(_))));
+        assert!(matches!(hint_name_rva(0x0000_0001_0000_0000), Err(LoadError::NotPe(_))));
+    }
+
+    #[test]
+    fn malformed_relocation_blocks_are_refused() {
+        let mut memory = vec![0u8; 0x3000];
+        let block = |memory: &mut Vec<u8>, page: u32, size: u32| {
+            memory[0x2000..0x2004].copy_from_slice(&page.to_le_bytes());
+            memory[0x2004..0x2008].copy_from_slice(&size.to_le_bytes());
+        };
+        block(&mut memory, 0x1000, 12);
+        assert_eq!(relocation_block(&memory, 0x2000, 0x2010), Ok((0x1000, 0x2008..0x200C)));
+        // A size below the header used to end relocation silently (the rest ignored).
+        block(&mut memory, 0x1000, 0);
+        assert!(matches!(relocation_block(&memory, 0x2000, 0x2010), Err(LoadError::NotPe(why)) if why.contains("SizeOfBlock")));
+        block(&mut memory, 0x1000, 10);
+        assert!(matches!(relocation_block(&memory, 0x2000, 0x2010), Err(LoadError::NotPe(why)) if why.contains("multiple of 4")));
+        block(&mut memory, 0x1000, 0x20);
+        assert!(matches!(relocation_block(&memory, 0x2000, 0x2010), Err(LoadError::NotPe(why)) if why.contains("past the relocation directory")));
+        block(&mut memory, 0x10_0000, 12);
+        assert!(matches!(relocation_block(&memory, 0x2000, 0x2010), Err(LoadError::NotPe(why)) if why.contains("outside the image")));
+    }
+
+    #[test]
+    fn an_oversized_raw_size_copies_only_the_section_own_pages() {
+        let file = vec![0xAAu8; 0x4000];
+        let mut memory = vec![0u8; 0x3000];
+        let section = Section { name: ".text".into(), virtual_address: 0x1000, virtual_size: 0x10, raw_offset: 0, raw_size: 0x3000, characteristics: 0 };
+        copy_section(&file, &mut memory, &section).unwrap();
+        assert!(memory[0x1000..0x2000].iter().all(|b| *b == 0xAA));
+        assert!(memory[0x2000..].iter().all(|b| *b == 0), "the next section's page was overwritten");
+    }
+
+    #[test]
+    fn a_name_must_end_inside_its_section() {
+        let file = b"headers.AAAAAAAA".to_vec();
+        let image = ParsedImage {
+            machine: MACHINE_AMD64,
+            subsystem: 1,
+            image_base: 0,
+            size_of_image: 0x2000,
+            size_of_headers: 8,
+            entry_rva: 0,
+            stored_checksum: 0,
+            computed_checksum: 0,
+            sections: vec![Section { name: ".rdata".into(), virtual_address: 0x1000, virtual_size: 8, raw_offset: 8, raw_size: 8, characteristics: 0 }],
+            imports: Vec::new(),
+            relocations: (0, 0),
+            exports: HashMap::new(),
+        };
+        assert!(matches!(image.c_string(&file, 0x1000), Err(LoadError::NotPe(why)) if why.contains("not NUL-terminated")));
+        let mut terminated = file.clone();
+        terminated[12] = 0;
+        assert_eq!(image.c_string(&terminated, 0x1000), Ok("AAAA".into()));
+        assert!(matches!(image.c_string(&file, 0x0FFF_FFFF), Err(LoadError::NotPe(_))));
+    }
+
+    /// Fuzz finding: a section name with a newline made a two-line refusal.
+    #[test]
+    fn a_refusal_naming_a_name_with_control_characters_stays_one_line() {
+        let error = LoadError::InvalidImage { status: rules::STATUS_INVALID_IMAGE_FORMAT, reason: "section \u{e}\0\n at 0x10000000 leaves a gap".into() };
+        let text = error.to_string();
+        assert!(!text.contains('\n') && text.contains("\\n at 0x10000000"), "{text}");
+        assert_eq!(LoadError::UnresolvedImport("a\r\nb".into()).to_string(), "unresolvable import a\\r\\nb");
     }
 
     #[test]
