@@ -4,7 +4,7 @@
 //! a yield, a short or a long sleep — so that other threads run into the window.
 //!
 //! Each decision is a pure function of (seed, lane, step, site): the lane is the calling
-//! thread's job number (its n-th call into the emulator), the step counts the points that job
+//! thread's job number (its n-th call into this emulator), the step counts the points that job
 //! has passed. The same seed therefore gives every job the same delays at the same points, so a
 //! failing interleaving found with a seed is re-created by running with that seed again (the
 //! host scheduler still decides what the other threads do meanwhile, so a reproduction is
@@ -13,6 +13,7 @@
 //! --seed N`, and is printed in a report that is not clean.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -50,9 +51,12 @@ pub struct Schedule {
     trace: Mutex<Vec<Decision>>,
 }
 
+/// Counts emulators, so each one numbers a thread's jobs from 0.
+static EMULATORS: AtomicU64 = AtomicU64::new(0);
+
 thread_local! {
-    /// On a caller's thread: how many jobs it has submitted.
-    static JOBS: Cell<u64> = const { Cell::new(0) };
+    /// On a caller's thread: (emulator, how many jobs it has submitted to that emulator).
+    static JOBS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
     /// On a worker: the current job's lane and the points it has passed.
     static LANE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
 }
@@ -85,11 +89,18 @@ pub fn decide(seed: u64, lane: u64, step: u64, site: &str) -> Option<Delay> {
 /// The lane of the next job the current (calling) thread submits.
 #[must_use]
 pub fn next_lane() -> u64 {
+    let emulator = EMULATORS.load(Ordering::Acquire);
     JOBS.with(|jobs| {
-        let lane = jobs.get();
-        jobs.set(lane + 1);
+        let (seen, count) = jobs.get();
+        let lane = if seen == emulator { count } else { 0 };
+        jobs.set((emulator, lane + 1));
         lane
     })
+}
+
+/// A new emulator starts: every thread's job numbers start again from 0.
+pub fn new_emulator() {
+    EMULATORS.fetch_add(1, Ordering::AcqRel);
 }
 
 /// The lane of work the current job queues (a work item, a deferred cleanup): a function of

@@ -596,6 +596,7 @@ pub fn current_arc() -> Option<Arc<Inner>> {
 impl Inner {
     /// A new emulator's state around a mapped image.
     pub fn new(image: MappedImage, config: Config) -> Self {
+        crate::schedule::new_emulator();
         let schedule = config.schedule_seed.map(crate::schedule::Schedule::new);
         Self {
             image,
