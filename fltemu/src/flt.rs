@@ -243,7 +243,7 @@ pub(crate) fn unregister(inner: &Inner) {
         .into_iter()
         .map(|((context_type, size, tag, refcount), count)| Violation::ContextLeaked { context_type, size, tag: crate::Tag(tag), refcount, count })
         .collect();
-    let names: usize = inner.name_infos.each().map(|shard| shard.values().filter(|n| n.refs > 0).count()).sum();
+    let names: usize = inner.name_infos.each().map(|shard| shard.live.len()).sum();
     if names > 0 {
         leaks.push(Violation::NameInfoLeaked { count: names });
     }
@@ -276,14 +276,13 @@ extern "win64" fn flt_allocate_context(filter: isize, context_type: u16, size: u
         };
         let registered = inner.filter();
         let filter = registered.as_ref().ok_or(status::INVALID_PARAMETER)?;
-        let entries: Vec<&ContextRegistration> = filter.contexts.iter().filter(|c| c.context_type == context_type).collect();
+        let entries = || filter.contexts.iter().filter(|c: &&ContextRegistration| c.context_type == context_type);
         // A4: exact size match, else (NO_EXACT_SIZE_MATCH) the smallest size ≥ request, else the
         // variable-size entry.
-        let chosen = entries
-            .iter()
+        let chosen = entries()
             .find(|c| c.size == size)
-            .or_else(|| entries.iter().filter(|c| c.flags & NO_EXACT_SIZE_MATCH != 0 && c.size != VARIABLE_SIZE && c.size >= size).min_by_key(|c| c.size))
-            .or_else(|| entries.iter().find(|c| c.size == VARIABLE_SIZE))
+            .or_else(|| entries().filter(|c| c.flags & NO_EXACT_SIZE_MATCH != 0 && c.size != VARIABLE_SIZE && c.size >= size).min_by_key(|c| c.size))
+            .or_else(|| entries().find(|c| c.size == VARIABLE_SIZE))
             .ok_or(status::FLT_CONTEXT_ALLOCATION_NOT_FOUND)?;
         let body = if chosen.size == VARIABLE_SIZE { size } else { chosen.size };
         Ok((kind, pool, body, chosen.tag, chosen.cleanup))
@@ -719,7 +718,7 @@ extern "win64" fn flt_get_file_name_information(data: usize, options: u32, out: 
     block.Name = slice_string(&buffer, 0, buffer.len());
     block.Volume = slice_string(&buffer, 0, volume_chars);
     let address = &raw mut *block as usize;
-    inner.name_infos.lock(address as u64).insert(address, state::NameInfo { block, buffer, refs: 1, volume_chars });
+    inner.name_infos.lock(address as u64).live.insert(address, state::NameInfo { block, buffer, refs: 1, volume_chars });
     put(out, address as *mut FLT_FILE_NAME_INFORMATION);
     status::SUCCESS
 }
@@ -738,7 +737,16 @@ fn slice_string(buffer: &[u16], start: usize, length: usize) -> UNICODE_STRING {
 extern "win64" fn flt_release_file_name_information(info: usize) {
     let Some(inner) = state::current() else { return };
     inner.enter("FltReleaseFileNameInformation", APC_LEVEL);
-    let released = inner.name_infos.lock(info as u64).get_mut(&info).filter(|name| name.refs > 0).map(|name| name.refs -= 1).is_some();
+    let released = {
+        let mut names = inner.name_infos.lock(info as u64);
+        let released = names.live.get_mut(&info).map(|name| name.refs -= 1);
+        if names.live.get(&info).is_some_and(|name| name.refs == 0)
+            && let Some(name) = names.live.remove(&info)
+        {
+            names.dead.push(name);
+        }
+        released.is_some()
+    };
     if !released {
         inner.violation(Violation::NameInfoOverReleased);
     }
@@ -748,7 +756,7 @@ extern "win64" fn flt_release_file_name_information(info: usize) {
 extern "win64" fn flt_reference_file_name_information(info: usize) {
     let Some(inner) = state::current() else { return };
     inner.enter("FltReferenceFileNameInformation", APC_LEVEL);
-    let referenced = inner.name_infos.lock(info as u64).get_mut(&info).filter(|name| name.refs > 0).map(|name| name.refs += 1).is_some();
+    let referenced = inner.name_infos.lock(info as u64).live.get_mut(&info).map(|name| name.refs += 1).is_some();
     if !referenced {
         inner.violation(Violation::InvalidParameter { function: "FltReferenceFileNameInformation", reason: "not live name information" });
     }
@@ -760,7 +768,7 @@ extern "win64" fn flt_parse_file_name_information(info: usize) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
     inner.enter("FltParseFileNameInformation", APC_LEVEL);
     let mut names = inner.name_infos.lock(info as u64);
-    let Some(name) = names.get_mut(&info).filter(|n| n.refs > 0) else {
+    let Some(name) = names.live.get_mut(&info) else {
         drop(names);
         inner.violation(Violation::InvalidParameter { function: "FltParseFileNameInformation", reason: "not live name information" });
         return status::INVALID_PARAMETER;

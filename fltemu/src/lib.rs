@@ -839,7 +839,7 @@ impl Emulator {
     pub fn calls(&self) -> CallCounts {
         let mut counts = BTreeMap::new();
         for shard in self.inner.calls.each() {
-            for ((operation, function), n) in shard.iter() {
+            for ((operation, _), (function, n)) in shard.iter() {
                 *counts.entry((*operation, (*function).to_owned())).or_insert(0) += *n;
             }
         }

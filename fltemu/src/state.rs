@@ -86,7 +86,7 @@ pub struct ContextRegistration {
 pub struct Filter {
     pub contexts: Vec<ContextRegistration>,
     /// Pre/post callbacks by major function.
-    pub operations: HashMap<u8, (usize, usize)>,
+    pub operations: FnvMap<u8, (usize, usize)>,
     pub unload: usize,
     pub setup: usize,
     pub query_teardown: usize,
@@ -354,28 +354,66 @@ fn shard_index(key: u64) -> usize {
     (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize
 }
 
-/// FNV-1a, for the small keys of the call counters and stream names (no DoS concern here).
+/// A fast multiplicative hasher (FxHash's step, eight bytes at a time) for the emulator's small
+/// integer and name keys (no untrusted keys here, so no DoS resistance is needed).
 #[derive(Default)]
 pub struct Fnv(u64);
 
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 { 0xCBF2_9CE4_8422_2325 } else { self.0 };
-        for byte in bytes {
-            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01B3);
-        }
-        self.0 = hash;
+impl Fnv {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517C_C1B7_2722_0A95);
     }
 }
 
-/// A HashMap with the FNV hasher.
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        // Fold the well-mixed high half into the low bits the table indexes with (keys are
+        // 16-byte aligned addresses, whose product has zero low bits).
+        self.0 ^ (self.0 >> 32)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            self.add(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, value: u8) {
+        self.add(u64::from(value));
+    }
+
+    fn write_u16(&mut self, value: u16) {
+        self.add(u64::from(value));
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.add(u64::from(value));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.add(value);
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.add(value as u64);
+    }
+
+    fn write_isize(&mut self, value: isize) {
+        self.add(value as u64);
+    }
+}
+
+/// A HashMap with the fast hasher.
 pub type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
 
-/// The FNV hash of a stream name key.
+/// The hash of a stream name key.
 pub fn name_hash(volume: usize, key: &str) -> u64 {
     let mut hasher = Fnv::default();
     hasher.write(&volume.to_le_bytes());
@@ -461,6 +499,14 @@ pub struct StreamShard {
     pub dead: Vec<StreamRecord>,
 }
 
+/// The name information blocks of one shard: referenced ones, and released ones kept
+/// allocated (so a stale pointer reads a block, never freed memory) but out of the lookup.
+#[derive(Default)]
+pub struct NameShard {
+    pub live: FnvMap<usize, NameInfo>,
+    pub dead: Vec<NameInfo>,
+}
+
 /// Failure injection: the map is consulted only when `any` says a plan exists.
 #[derive(Default)]
 pub struct Injections {
@@ -507,7 +553,7 @@ pub struct Inner {
     /// Volumes (written by mount/attach/detach/dismount, read by every operation).
     pub volumes: RwLock<Vec<VolumeRecord>>,
     /// Instances (written by attach and teardown; in-flight counts and teardown flags atomic).
-    pub instances: RwLock<HashMap<isize, Arc<InstanceRecord>>>,
+    pub instances: RwLock<FnvMap<isize, Arc<InstanceRecord>>>,
     pub contexts: Contexts,
     /// Link tables: key -> context, sharded by the object the key names.
     pub links: Sharded<FnvMap<LinkKey, usize>>,
@@ -515,10 +561,11 @@ pub struct Inner {
     pub files: Sharded<FileShard>,
     pub streams: Sharded<StreamShard>,
     pub callback_data: Sharded<FnvMap<usize, CallbackInfo>>,
-    pub name_infos: Sharded<FnvMap<usize, NameInfo>>,
+    pub name_infos: Sharded<NameShard>,
     pub violations: Mutex<Vec<Violation>>,
-    /// Calls per (operation, function), one shard per calling thread.
-    pub calls: Sharded<FnvMap<(Operation, &'static str), u64>>,
+    /// Calls per (operation, function), one shard per calling thread, keyed by the name's
+    /// address (no string hashing per call; `Emulator::calls` merges by name).
+    pub calls: Sharded<FnvMap<(Operation, usize), (&'static str, u64)>>,
     pub injections: Injections,
     /// The deepest driver stack seen at an import call, and whether it was reported.
     pub max_stack_depth: AtomicUsize,
@@ -605,7 +652,7 @@ impl Inner {
             state: Mutex::new(State::default()),
             filter: RwLock::new(None),
             volumes: RwLock::new(Vec::new()),
-            instances: RwLock::new(HashMap::new()),
+            instances: RwLock::new(FnvMap::default()),
             contexts: Contexts::default(),
             links: Sharded::default(),
             pool: Sharded::default(),
@@ -661,7 +708,7 @@ impl Inner {
     }
 
     /// The instances, for writing.
-    pub fn instances_mut(&self) -> RwLockWriteGuard<'_, HashMap<isize, Arc<InstanceRecord>>> {
+    pub fn instances_mut(&self) -> RwLockWriteGuard<'_, FnvMap<isize, Arc<InstanceRecord>>> {
         self.instances.write().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -683,7 +730,7 @@ impl Inner {
             shard = NEXT_CALL_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
             CALL_SHARD.with(|cell| cell.set(shard));
         }
-        *self.calls.lock_index(shard).entry((exec::operation(), function)).or_insert(0) += 1;
+        self.calls.lock_index(shard).entry((exec::operation(), function.as_ptr() as usize)).or_insert((function, 0)).1 += 1;
         let irql = exec::irql();
         if irql > max_irql {
             self.violation(Violation::IrqlTooHigh { function, irql, max: max_irql });
