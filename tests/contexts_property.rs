@@ -340,7 +340,7 @@ fn import_call_sites(image: &[u8], function: &str) -> Vec<usize> {
             if entry == 0 {
                 break;
             }
-            if entry >> 63 == 0 && c_string(offset(entry as usize) + 2) == function.as_bytes() {
+            if entry >> 63 == 0 && c_string(offset(usize::try_from(entry).unwrap()) + 2) == function.as_bytes() {
                 slot = Some(addresses + 8 * index);
             }
         }

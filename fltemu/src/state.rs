@@ -123,7 +123,7 @@ impl LinkKey {
     pub fn object(self) -> u64 {
         match self {
             LinkKey::Volume(volume) => volume as u64,
-            LinkKey::Instance(instance) => instance as u64,
+            LinkKey::Instance(instance) => instance.cast_unsigned() as u64,
             LinkKey::Stream(_, object) | LinkKey::StreamHandle(_, object) => object as u64,
         }
     }
@@ -406,7 +406,7 @@ impl Hasher for Fnv {
     }
 
     fn write_isize(&mut self, value: isize) {
-        self.add(value as u64);
+        self.add(value.cast_unsigned() as u64);
     }
 }
 
@@ -420,6 +420,9 @@ pub fn name_hash(volume: usize, key: &str) -> u64 {
     hasher.write(key.as_bytes());
     hasher.finish()
 }
+
+/// One call-counter shard: (operation, address of the function name) → (name, calls).
+pub type CallShard = FnvMap<(Operation, usize), (&'static str, u64)>;
 
 /// A table split into [`SHARDS`] independently locked parts.
 pub struct Sharded<T> {
@@ -565,7 +568,7 @@ pub struct Inner {
     pub violations: Mutex<Vec<Violation>>,
     /// Calls per (operation, function), one shard per calling thread, keyed by the name's
     /// address (no string hashing per call; `Emulator::calls` merges by name).
-    pub calls: Sharded<FnvMap<(Operation, usize), (&'static str, u64)>>,
+    pub calls: Sharded<CallShard>,
     pub injections: Injections,
     /// The deepest driver stack seen at an import call, and whether it was reported.
     pub max_stack_depth: AtomicUsize,
