@@ -54,6 +54,8 @@ mod bench {
         calls: CallCounts,
         /// Instructions per cycle on 1 and on 4 threads (None without valgrind).
         instructions: Option<(f64, f64)>,
+        /// Waits on a held fltemu lock per cycle, on 4 threads.
+        waits: f64,
     }
 
     /// Pins the calling thread (and the threads it spawns from now on) to `cpus`.
@@ -95,9 +97,10 @@ mod bench {
         (emulator, volume)
     }
 
-    fn run(image: &Path, threads: usize) -> (f64, CallCounts) {
+    fn run(image: &Path, threads: usize) -> (f64, CallCounts, f64) {
         let (emulator, volume) = loaded(image);
         let before = emulator.calls();
+        let waits_before = emulator.lock_waits();
         // Best of three rounds: the machine is shared, and the slowest rounds measure the
         // neighbours, not the driver.
         let mut best: f64 = 0.0;
@@ -109,9 +112,11 @@ mod bench {
             best = best.max(rate);
         }
         let calls = emulator.calls().since(&before);
+        #[allow(clippy::cast_precision_loss)]
+        let waits = (emulator.lock_waits() - waits_before) as f64 / (CYCLES * ROUNDS) as f64;
         let report = emulator.unload().unwrap();
         assert!(report.is_clean(), "{report}");
-        (best, calls)
+        (best, calls, waits)
     }
 
     /// The child mode: load, warm up, run the cycles, unload (under callgrind).
@@ -162,11 +167,11 @@ mod bench {
         // One thread, caller and driver workers pinned to one CPU: the futex hand-off is then a
         // plain context switch instead of a cross-CPU wake-up whose latency varies run to run.
         pin(&[0]);
-        let (single, calls) = run(image, 1);
+        let (single, calls, _) = run(image, 1);
         pin(&all);
-        let (threaded, _) = run(image, THREADS);
+        let (threaded, _, waits) = run(image, THREADS);
         let instructions = if callgrind { instructions_per_cycle(image, 1).zip(instructions_per_cycle(image, THREADS)) } else { None };
-        Figures { single, threaded, calls, instructions }
+        Figures { single, threaded, calls, instructions, waits }
     }
 
     pub fn main() {
@@ -184,19 +189,20 @@ mod bench {
         let b = measure(&fixture, callgrind);
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         println!("create/cleanup/close cycles ({CYCLES} per round, best of {ROUNDS} rounds, re-opens of 64 files per thread on one NTFS volume; {cpus} CPUs)");
-        println!("| driver | 1 thread (cycles/s) | {THREADS} threads (cycles/s) | {THREADS}-thread speed-up | instructions/cycle, 1 thread | instructions/cycle, {THREADS} threads | Flt calls per cycle |");
-        println!("|---|---|---|---|---|---|---|");
+        println!("| driver | 1 thread (cycles/s) | {THREADS} threads (cycles/s) | {THREADS}-thread speed-up | instructions/cycle, 1 thread | instructions/cycle, {THREADS} threads | Flt calls per cycle | lock waits per cycle, {THREADS} threads |");
+        println!("|---|---|---|---|---|---|---|---|");
         let counted = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
         #[allow(clippy::cast_precision_loss)]
         for (name, f) in [("ctxguard.sys", &a), ("pass-through fixture", &b)] {
             println!(
-                "| {name} | {:.0} | {:.0} | {:.2}x | {} | {} | {:.2} |",
+                "| {name} | {:.0} | {:.0} | {:.2}x | {} | {} | {:.2} | {:.4} |",
                 f.single,
                 f.threaded,
                 f.threaded / f.single,
                 counted(f.instructions.map(|i| i.0)),
                 counted(f.instructions.map(|i| i.1)),
-                f.calls.total_prefix("Flt") as f64 / (CYCLES * ROUNDS) as f64
+                f.calls.total_prefix("Flt") as f64 / (CYCLES * ROUNDS) as f64,
+                f.waits
             );
         }
         println!("ratio ctxguard / pass-through, wall clock: {:.2} (1 thread), {:.2} ({THREADS} threads)", a.single / b.single, a.threaded / b.threaded);

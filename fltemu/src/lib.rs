@@ -729,6 +729,14 @@ impl Emulator {
         self.inner.violations()
     }
 
+    /// How many times an emulated call so far found one of fltemu's sharded-table or
+    /// reader/writer locks held by another thread and waited (see README "Locking"): the
+    /// contention the state split leaves, for benchmarks.
+    #[must_use]
+    pub fn lock_waits(&self) -> u64 {
+        state::LOCK_WAITS.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The delays the seeded schedule applied so far, in the order applied (empty without
     /// [`Config::schedule_seed`]); the same seed gives each job the same delays.
     #[must_use]

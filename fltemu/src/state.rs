@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicIsize, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicIsize, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::exec::{self, Stop, Workers};
@@ -424,6 +424,22 @@ pub fn name_hash(volume: usize, key: &str) -> u64 {
 /// One call-counter shard: (operation, address of the function name) → (name, calls).
 pub type CallShard = FnvMap<(Operation, usize), (&'static str, u64)>;
 
+/// Acquisitions of a shard or reader/writer lock that found it held and had to wait (reset by
+/// each new emulator; see [`crate::Emulator::lock_waits`]).
+pub static LOCK_WAITS: AtomicU64 = AtomicU64::new(0);
+
+/// Reads `lock`, counting the acquisition in [`LOCK_WAITS`] when a writer holds it.
+fn read_counted<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    match lock.try_read() {
+        Ok(guard) => guard,
+        Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => {
+            LOCK_WAITS.fetch_add(1, Ordering::Relaxed);
+            lock.read().unwrap_or_else(PoisonError::into_inner)
+        }
+    }
+}
+
 /// A table split into [`SHARDS`] independently locked parts.
 pub struct Sharded<T> {
     shards: Box<[Padded<Mutex<T>>]>,
@@ -442,7 +458,15 @@ impl<T> Sharded<T> {
     }
 
     fn lock_index(&self, index: usize) -> MutexGuard<'_, T> {
-        self.shards[index].0.lock().unwrap_or_else(PoisonError::into_inner)
+        let shard = &self.shards[index].0;
+        match shard.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                LOCK_WAITS.fetch_add(1, Ordering::Relaxed);
+                shard.lock().unwrap_or_else(PoisonError::into_inner)
+            }
+        }
     }
 
     /// Every shard in turn (one locked at a time).
@@ -647,6 +671,7 @@ impl Inner {
     /// A new emulator's state around a mapped image.
     pub fn new(image: MappedImage, config: Config) -> Self {
         crate::schedule::new_emulator();
+        LOCK_WAITS.store(0, Ordering::Relaxed);
         let schedule = config.schedule_seed.map(crate::schedule::Schedule::new);
         Self {
             image,
@@ -687,7 +712,7 @@ impl Inner {
 
     /// The registered filter, for reading.
     pub fn filter(&self) -> RwLockReadGuard<'_, Option<Filter>> {
-        self.filter.read().unwrap_or_else(PoisonError::into_inner)
+        read_counted(&self.filter)
     }
 
     /// The registered filter, for writing.
@@ -697,7 +722,7 @@ impl Inner {
 
     /// The volumes, for reading.
     pub fn volumes(&self) -> RwLockReadGuard<'_, Vec<VolumeRecord>> {
-        self.volumes.read().unwrap_or_else(PoisonError::into_inner)
+        read_counted(&self.volumes)
     }
 
     /// The volumes, for writing.
@@ -707,7 +732,7 @@ impl Inner {
 
     /// The instance record of `instance`.
     pub fn instance(&self, instance: isize) -> Option<Arc<InstanceRecord>> {
-        self.instances.read().unwrap_or_else(PoisonError::into_inner).get(&instance).cloned()
+        read_counted(&self.instances).get(&instance).cloned()
     }
 
     /// The instances, for writing.
