@@ -1,7 +1,18 @@
-//! Random interleavings of attach, open, cleanup, close, detach and unload across threads,
+//! Random interleavings of attach, open, cleanup, close, detach and unload across 4 threads,
 //! against ctxguard.sys in fltemu: 0 verifier violations, and at every quiescent point the
 //! driver's own counters (read through the port, as the companion reads them) equal fltemu's
-//! ground truth and a model of which handles are open.
+//! ground truth and a model of which handles are open. Every case runs under a seeded fltemu
+//! schedule (the seed is part of the case, so a failure prints it).
+//!
+//! The suite runs 1,000 cases; the long-run mode takes the count from the environment:
+//!
+//! ```text
+//! CTXGUARD_PROPTEST_CASES=10000 cargo test --release --test contexts_property -- --nocapture
+//! ```
+//!
+//! `missing_release_mutants_fail` proves the property catches a lost release: each
+//! FltReleaseContext call site of ctxguard.sys is replaced by a NOP in turn, and every mutant
+//! whose site the case reaches must fail it.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 mod port_support;
@@ -9,6 +20,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use ctxguard_companion::port::{Client, Stats};
 use fltemu::{Config, ContextType, Emulator, FileHandle, OpenOptions, VolumeId, VolumeSpec};
@@ -20,6 +32,16 @@ const VOLUMES: [(&str, bool); 3] =
     [("\\Device\\HarddiskVolume1", true), ("\\Device\\HarddiskVolume2", true), ("\\Device\\ThirdParty", false)];
 /// Few names, so that threads collide on the same stream often.
 const PATHS: [&str; 4] = ["\\a.txt", "\\a.txt:ads", "\\dir\\b.txt", "\\c.log"];
+/// Threads per round.
+const THREADS: usize = 4;
+/// Cases in the suite; `CTXGUARD_PROPTEST_CASES` sets the long-run count.
+const QUICK_CASES: u32 = 1_000;
+
+fn cases() -> u32 {
+    std::env::var("CTXGUARD_PROPTEST_CASES").map_or(QUICK_CASES, |value| {
+        value.replace('_', "").parse().unwrap_or_else(|error| panic!("CTXGUARD_PROPTEST_CASES={value}: {error}"))
+    })
+}
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -63,7 +85,7 @@ fn round() -> impl Strategy<Value = Round> {
         1 => (0..VOLUMES.len()).prop_map(Between::Detach),
         1 => (0..VOLUMES.len()).prop_map(Between::Attach),
     ];
-    (prop::collection::vec(prop::collection::vec(step(), 0..6), 1..4), between)
+    (prop::collection::vec(prop::collection::vec(step(), 0..6), THREADS), between)
         .prop_map(|(threads, between)| Round { threads, between })
 }
 
@@ -200,8 +222,9 @@ fn check(emulator: &Arc<Emulator>, model: &Model, when: &str) -> Result<(), Test
     Ok(())
 }
 
-fn run_case(rounds: &[Round], close_all_first: bool) -> Result<(), TestCaseError> {
-    let emulator = Arc::new(Emulator::load(driver_image(Arch::X64), Config::default()).expect("ctxguard.sys loads"));
+fn run_case(image: &[u8], seed: u64, rounds: &[Round], close_all_first: bool) -> Result<(), TestCaseError> {
+    let config = Config { schedule_seed: Some(seed), ..Config::default() };
+    let emulator = Arc::new(Emulator::load_bytes(image, config).expect("ctxguard.sys loads"));
     for (name, stream_contexts) in VOLUMES {
         let spec = if stream_contexts { VolumeSpec::ntfs(name) } else { VolumeSpec::without_stream_contexts(name) };
         emulator.mount(spec).expect("mount");
@@ -275,11 +298,133 @@ fn run_case(rounds: &[Round], close_all_first: bool) -> Result<(), TestCaseError
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 1_000, failure_persistence: None, ..ProptestConfig::default() })]
+fn driver_bytes() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(|| std::fs::read(driver_image(Arch::X64)).expect("ctxguard.sys is readable"))
+}
 
-    #[test]
-    fn random_interleavings_stay_balanced(rounds in prop::collection::vec(round(), 1..5), close_all_first in any::<bool>()) {
-        run_case(&rounds, close_all_first)?;
+#[test]
+fn random_interleavings_stay_balanced() {
+    let cases = cases();
+    let config = ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() };
+    let started = Instant::now();
+    proptest!(config, |(rounds in prop::collection::vec(round(), 1..5), close_all_first in any::<bool>(), seed in any::<u64>())| {
+        run_case(driver_bytes(), seed, &rounds, close_all_first)?;
+    });
+    println!("contexts_property: {cases} cases, {THREADS} threads per round, {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// The RVAs of the `call [rip+disp32]` instructions (FF 15) in `.text` that call `function`
+/// through the import address table.
+fn import_call_sites(image: &[u8], function: &str) -> Vec<usize> {
+    let u16_at = |at: usize| usize::from(u16::from_le_bytes([image[at], image[at + 1]]));
+    let u32_at = |at: usize| u32::from_le_bytes(image[at..at + 4].try_into().unwrap()) as usize;
+    let pe = u32_at(0x3C);
+    let sections = pe + 24 + u16_at(pe + 20);
+    let table: Vec<(Vec<u8>, usize, usize, usize)> = (0..u16_at(pe + 6))
+        .map(|index| {
+            let header = sections + 40 * index;
+            let name = image[header..header + 8].iter().copied().take_while(|b| *b != 0).collect();
+            (name, u32_at(header + 12), u32_at(header + 8).max(u32_at(header + 16)), u32_at(header + 20))
+        })
+        .collect();
+    let offset = |rva: usize| table.iter().find(|(_, va, size, _)| (*va..va + size).contains(&rva)).map(|(_, va, _, raw)| rva - va + raw).unwrap();
+    let c_string = |at: usize| image[at..].iter().copied().take_while(|b| *b != 0).collect::<Vec<u8>>();
+    // Data directory 1 (imports) of the PE32+ optional header.
+    let mut descriptor = offset(u32_at(pe + 24 + 112 + 8));
+    let mut slot = None;
+    while u32_at(descriptor + 12) != 0 {
+        let (names, addresses) = (u32_at(descriptor), u32_at(descriptor + 16));
+        for index in 0.. {
+            let entry = u64::from_le_bytes(image[offset(names) + 8 * index..][..8].try_into().unwrap());
+            if entry == 0 {
+                break;
+            }
+            if entry >> 63 == 0 && c_string(offset(usize::try_from(entry).unwrap()) + 2) == function.as_bytes() {
+                slot = Some(addresses + 8 * index);
+            }
+        }
+        descriptor += 20;
     }
+    let slot = slot.unwrap_or_else(|| panic!("{function} is not imported"));
+    let (_, text_rva, text_size, text_raw) = table.iter().find(|(name, ..)| name == b".text").cloned().unwrap();
+    (0..text_size.saturating_sub(6))
+        .filter(|at| image[text_raw + at] == 0xFF && image[text_raw + at + 1] == 0x15)
+        .map(|at| text_rva + at)
+        .filter(|&rva| {
+            let displacement = i32::from_le_bytes(image[offset(rva) + 2..][..4].try_into().unwrap());
+            (rva + 6).wrapping_add_signed(displacement as isize) == slot
+        })
+        .collect()
+}
+
+/// A fixed case on one thread (so a mutant's calls are the same from run to run): opens on every
+/// volume, cleanups, closes, a detach and a re-attach with files open, then close everything.
+fn fixed_case() -> (Vec<Round>, bool) {
+    let open = |volume, path, pid| Step::Open { volume, path, pid, paging_file: false };
+    let rounds = vec![
+        Round { threads: vec![vec![open(0, 0, 100), open(0, 0, 101), open(0, 1, 100), open(1, 2, 102), open(2, 3, 103)]], between: Between::Nothing },
+        Round { threads: vec![vec![Step::Cleanup(0), Step::Close(0), Step::Cleanup(1)]], between: Between::Detach(1) },
+        Round { threads: vec![vec![open(1, 2, 100), Step::Cleanup(0), Step::Close(0)]], between: Between::Attach(1) },
+        Round { threads: vec![vec![open(1, 2, 101), open(0, 3, 100), Step::Cleanup(2)]], between: Between::Nothing },
+    ];
+    (rounds, true)
+}
+
+/// FltReleaseContext calls a deterministic run of the fixed case makes.
+fn releases_made(image: &[u8]) -> u64 {
+    let emulator = Emulator::load_bytes(image, Config::default()).expect("loads");
+    for (name, stream_contexts) in VOLUMES {
+        emulator.mount(if stream_contexts { VolumeSpec::ntfs(name) } else { VolumeSpec::without_stream_contexts(name) }).expect("mount");
+    }
+    let files: Vec<FileHandle> =
+        (0..4).map(|index| emulator.open(VolumeId(index % 2), PATHS[index], &OpenOptions::default()).expect("open")).collect();
+    for file in files {
+        emulator.close(file).expect("close");
+    }
+    let _ = emulator.unload();
+    emulator.calls().total("FltReleaseContext")
+}
+
+#[test]
+fn missing_release_mutants_fail() {
+    const NOP6: [u8; 6] = [0x66, 0x0F, 0x1F, 0x44, 0x00, 0x00];
+    let original = driver_bytes();
+    let sites = import_call_sites(original, "FltReleaseContext");
+    assert!(!sites.is_empty(), "ctxguard.sys calls FltReleaseContext");
+    let (rounds, close_all_first) = fixed_case();
+    run_case(original, 1, &rounds, close_all_first).expect("the unmutated driver passes the fixed case");
+    let baseline = releases_made(original);
+    let mut killed = Vec::new();
+    let mut not_reached = Vec::new();
+    for &rva in &sites {
+        let mut mutant = original.to_vec();
+        let at = {
+            // The site's file offset: .text is the first section and file-aligned like its RVA.
+            let pe = u32::from_le_bytes(original[0x3C..0x40].try_into().unwrap()) as usize;
+            let header = pe + 24 + usize::from(u16::from_le_bytes([original[pe + 20], original[pe + 21]]));
+            let va = u32::from_le_bytes(original[header + 12..header + 16].try_into().unwrap()) as usize;
+            let raw = u32::from_le_bytes(original[header + 20..header + 24].try_into().unwrap()) as usize;
+            rva - va + raw
+        };
+        assert_eq!(&mutant[at..at + 2], &[0xFF, 0x15]);
+        mutant[at..at + 6].copy_from_slice(&NOP6);
+        fltemu::fix_checksum(&mut mutant);
+        if releases_made(&mutant) == baseline {
+            // Removing it changes nothing on the reference workload: an error or race path.
+            not_reached.push(rva);
+            continue;
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(&mutant, 1, &rounds, close_all_first)));
+        match outcome {
+            Ok(Ok(())) => panic!("the mutant without the FltReleaseContext at RVA {rva:#x} passed the property"),
+            Ok(Err(failure)) => killed.push((rva, failure.to_string())),
+            Err(_) => killed.push((rva, "panicked".into())),
+        }
+    }
+    println!("FltReleaseContext call sites: {}; mutants killed: {}; sites the reference workload does not reach (error or race paths): {:x?}", sites.len(), killed.len(), not_reached);
+    for (rva, failure) in &killed {
+        println!("  RVA {rva:#x}: {}", failure.lines().next().unwrap_or_default());
+    }
+    assert!(killed.len() >= 2, "at least the stream and stream-handle releases are reached and caught: {killed:?}");
 }

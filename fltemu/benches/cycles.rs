@@ -1,7 +1,15 @@
 //! Benchmark (not a test): emulated create/cleanup/close cycles per second through ctxguard.sys
-//! and through the correct pass-through fixture, their ratio, and the Filter Manager calls per
-//! cycle by operation. Run with `cargo bench -p fltemu`; images are built with cargo into
-//! `$CARGO_TARGET_DIR/fltemu-bench` (or given as `CTXGUARD_SYS` / `FIXTURE_SYS`).
+//! and through the correct pass-through fixture on 1 and 4 threads, side by side, their ratios,
+//! the 4-thread / 1-thread speed-up, the Filter Manager calls per cycle by operation, and
+//! callgrind's instruction count per cycle (repeatable where wall clock on a shared machine is
+//! not). Run with `cargo bench -p fltemu`; images are built with cargo into
+//! `$CARGO_TARGET_DIR/fltemu-bench` (or given as `CTXGUARD_SYS` / `FIXTURE_SYS`). Without
+//! valgrind on PATH (or with `FLTEMU_BENCH_CALLGRIND=0`) the instruction counts are skipped.
+//!
+//! Instructions per cycle come from two callgrind runs of this binary in its child mode
+//! (`FLTEMU_BENCH_CHILD=<image>|<threads>|<cycles>`, which only loads, warms up and runs the
+//! cycles), with N1 and N2 cycles: (Ir(N2) − Ir(N1)) / (N2 − N1), so loading, warm-up and
+//! unload cancel out.
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 fn main() {
@@ -22,6 +30,10 @@ mod bench {
     const CYCLES: usize = 20_000;
     const THREADS: usize = 4;
     const ROUNDS: usize = 3;
+    /// Warm-up cycles before any measurement (stream and name paths hot, workers started).
+    const WARM_UP: usize = 500;
+    /// The two cycle counts whose callgrind totals are subtracted.
+    const CALLGRIND_CYCLES: (usize, usize) = (1_000, 3_000);
 
     fn build(package: &str, artifact: &str) -> PathBuf {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -40,6 +52,10 @@ mod bench {
         single: f64,
         threaded: f64,
         calls: CallCounts,
+        /// Instructions per cycle on 1 and on 4 threads (None without valgrind).
+        instructions: Option<(f64, f64)>,
+        /// Waits on a held fltemu lock per cycle, on 4 threads.
+        waits: f64,
     }
 
     /// Pins the calling thread (and the threads it spawns from now on) to `cpus`.
@@ -54,63 +70,146 @@ mod bench {
         unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set) };
     }
 
-    fn run(image: &Path, threads: usize) -> (f64, CallCounts) {
-        let emulator = Emulator::load(image, Config::default()).expect("image loads");
+    /// Runs `cycles` create/cleanup/close cycles split over `threads` threads.
+    fn cycles(emulator: &Emulator, volume: fltemu::VolumeId, threads: usize, cycles: usize) {
+        let options = OpenOptions::default();
+        std::thread::scope(|scope| {
+            for thread in 0..threads {
+                let options = &options;
+                scope.spawn(move || {
+                    for index in 0..cycles / threads {
+                        emulator.open_close(volume, &format!("\\t{thread}\\f{}.txt", index % 64), options).unwrap();
+                    }
+                });
+            }
+        });
+    }
+
+    /// The loaded image with one NTFS volume, warmed up.
+    fn loaded(image: &Path) -> (Emulator, fltemu::VolumeId) {
+        let config = Config { schedule_seed: None, ..Config::default() };
+        let emulator = Emulator::load(image, config).expect("image loads");
         let volume = emulator.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
         let options = OpenOptions::default();
-        for index in 0..500 {
+        for index in 0..WARM_UP {
             emulator.open_close(volume, &format!("\\f{}.txt", index % 64), &options).unwrap();
         }
+        (emulator, volume)
+    }
+
+    fn run(image: &Path, threads: usize) -> (f64, CallCounts, f64) {
+        let (emulator, volume) = loaded(image);
         let before = emulator.calls();
+        let waits_before = emulator.lock_waits();
         // Best of three rounds: the machine is shared, and the slowest rounds measure the
         // neighbours, not the driver.
         let mut best: f64 = 0.0;
         for _ in 0..ROUNDS {
             let start = Instant::now();
-            std::thread::scope(|scope| {
-                for thread in 0..threads {
-                    let (emulator, options) = (&emulator, &options);
-                    scope.spawn(move || {
-                        for index in 0..CYCLES / threads {
-                            emulator.open_close(volume, &format!("\\t{thread}\\f{}.txt", index % 64), options).unwrap();
-                        }
-                    });
-                }
-            });
+            cycles(&emulator, volume, threads, CYCLES);
             #[allow(clippy::cast_precision_loss)]
             let rate = (CYCLES / threads * threads) as f64 / start.elapsed().as_secs_f64();
             best = best.max(rate);
         }
         let calls = emulator.calls().since(&before);
+        #[allow(clippy::cast_precision_loss)]
+        let waits = (emulator.lock_waits() - waits_before) as f64 / (CYCLES * ROUNDS) as f64;
         let report = emulator.unload().unwrap();
         assert!(report.is_clean(), "{report}");
-        (best, calls)
+        (best, calls, waits)
     }
 
-    fn measure(image: &Path) -> Figures {
+    /// The child mode: load, warm up, run the cycles, unload (under callgrind).
+    fn child(spec: &str) {
+        let mut parts = spec.split('|');
+        let (Some(image), Some(threads), Some(count)) = (parts.next(), parts.next(), parts.next()) else { panic!("FLTEMU_BENCH_CHILD={spec}") };
+        let (threads, count) = (threads.parse().expect("threads"), count.parse().expect("cycles"));
+        let (emulator, volume) = loaded(Path::new(image));
+        cycles(&emulator, volume, threads, count);
+        let report = emulator.unload().unwrap();
+        assert!(report.is_clean(), "{report}");
+    }
+
+    /// Total instructions (callgrind's Ir) of one child run.
+    fn instructions(image: &Path, threads: usize, count: usize) -> Option<u64> {
+        let out = std::env::temp_dir().join(format!("fltemu-bench-callgrind-{}-{threads}-{count}.out", std::process::id()));
+        let status = Command::new("valgrind")
+            .args(["--tool=callgrind", "--quiet"])
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(std::env::current_exe().ok()?)
+            .env("FLTEMU_BENCH_CHILD", format!("{}|{threads}|{count}", image.display()))
+            .status()
+            .ok()?;
+        let text = std::fs::read_to_string(&out).ok();
+        let _ = std::fs::remove_file(&out);
+        if !status.success() {
+            eprintln!("callgrind run of {} on {threads} threads failed: {status}", image.display());
+            return None;
+        }
+        text?.lines().find_map(|line| line.strip_prefix("summary:").or_else(|| line.strip_prefix("totals:")))?.split_whitespace().next()?.parse().ok()
+    }
+
+    /// Instructions per cycle: the difference of two runs, so set-up and tear-down cancel out.
+    #[allow(clippy::cast_precision_loss)]
+    fn instructions_per_cycle(image: &Path, threads: usize) -> Option<f64> {
+        let (small, large) = CALLGRIND_CYCLES;
+        let (low, high) = (instructions(image, threads, small)?, instructions(image, threads, large)?);
+        Some(high.saturating_sub(low) as f64 / (large - small) as f64)
+    }
+
+    fn callgrind_available() -> bool {
+        std::env::var("FLTEMU_BENCH_CALLGRIND").map_or(true, |value| value != "0")
+            && Command::new("valgrind").arg("--version").output().is_ok_and(|output| output.status.success())
+    }
+
+    fn measure(image: &Path, callgrind: bool) -> Figures {
         let all: Vec<usize> = (0..std::thread::available_parallelism().map_or(1, std::num::NonZero::get)).collect();
         // One thread, caller and driver workers pinned to one CPU: the futex hand-off is then a
         // plain context switch instead of a cross-CPU wake-up whose latency varies run to run.
         pin(&[0]);
-        let (single, calls) = run(image, 1);
+        let (single, calls, _) = run(image, 1);
         pin(&all);
-        let (threaded, _) = run(image, THREADS);
-        Figures { single, threaded, calls }
+        let (threaded, _, waits) = run(image, THREADS);
+        let instructions = if callgrind { instructions_per_cycle(image, 1).zip(instructions_per_cycle(image, THREADS)) } else { None };
+        Figures { single, threaded, calls, instructions, waits }
     }
 
     pub fn main() {
+        if let Ok(spec) = std::env::var("FLTEMU_BENCH_CHILD") {
+            child(&spec);
+            return;
+        }
         let ctxguard = std::env::var_os("CTXGUARD_SYS").map_or_else(|| build("ctxguard", "ctxguard"), PathBuf::from);
         let fixture = std::env::var_os("FIXTURE_SYS").map_or_else(|| build("fltemu-fixture-driver", "fltemu_fixture_driver"), PathBuf::from);
-        let a = measure(&ctxguard);
-        let b = measure(&fixture);
-        println!("create/cleanup/close cycles per second ({CYCLES} cycles, re-opens of 64 files on one NTFS volume)");
-        println!("| driver | 1 thread | {THREADS} threads | Flt calls per cycle |");
-        println!("|---|---|---|---|");
-        #[allow(clippy::cast_precision_loss)]
-        for (name, f) in [("ctxguard.sys", &a), ("fixture (correct)", &b)] {
-            println!("| {name} | {:.0} | {:.0} | {:.2} |", f.single, f.threaded, f.calls.total_prefix("Flt") as f64 / (CYCLES * ROUNDS) as f64);
+        let callgrind = callgrind_available();
+        if !callgrind {
+            println!("(valgrind not found or FLTEMU_BENCH_CALLGRIND=0: no instruction counts)");
         }
-        println!("ratio ctxguard / fixture: {:.2} (1 thread), {:.2} ({THREADS} threads)", a.single / b.single, a.threaded / b.threaded);
+        let a = measure(&ctxguard, callgrind);
+        let b = measure(&fixture, callgrind);
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        println!("create/cleanup/close cycles ({CYCLES} per round, best of {ROUNDS} rounds, re-opens of 64 files per thread on one NTFS volume; {cpus} CPUs)");
+        println!("| driver | 1 thread (cycles/s) | {THREADS} threads (cycles/s) | {THREADS}-thread speed-up | instructions/cycle, 1 thread | instructions/cycle, {THREADS} threads | Flt calls per cycle | lock waits per cycle, {THREADS} threads |");
+        println!("|---|---|---|---|---|---|---|---|");
+        let counted = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+        #[allow(clippy::cast_precision_loss)]
+        for (name, f) in [("ctxguard.sys", &a), ("pass-through fixture", &b)] {
+            println!(
+                "| {name} | {:.0} | {:.0} | {:.2}x | {} | {} | {:.2} | {:.4} |",
+                f.single,
+                f.threaded,
+                f.threaded / f.single,
+                counted(f.instructions.map(|i| i.0)),
+                counted(f.instructions.map(|i| i.1)),
+                f.calls.total_prefix("Flt") as f64 / (CYCLES * ROUNDS) as f64,
+                f.waits
+            );
+        }
+        println!("ratio ctxguard / pass-through, wall clock: {:.2} (1 thread), {:.2} ({THREADS} threads)", a.single / b.single, a.threaded / b.threaded);
+        if let (Some(ia), Some(ib)) = (a.instructions, b.instructions) {
+            println!("ratio ctxguard / pass-through, by instructions per cycle (pass-through / ctxguard): {:.2} (1 thread), {:.2} ({THREADS} threads)", ib.0 / ia.0, ib.1 / ia.1);
+        }
+        println!("ceiling of the {THREADS}-thread speed-up on {cpus} CPUs: {cpus}.00x (the 1-thread phase runs on one CPU)");
         for (name, f) in [("ctxguard.sys", &a), ("fixture", &b)] {
             println!("\n{name}: calls per cycle by operation");
             for ((operation, function), count) in &f.calls.0 {

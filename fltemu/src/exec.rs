@@ -260,7 +260,10 @@ impl Workers {
         let slot = self.take();
         let result: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
         let sink = Arc::clone(&result);
+        // The seeded schedule numbers jobs per submitting thread (see crate::schedule).
+        let lane = crate::schedule::next_lane();
         *slot.job.lock().unwrap_or_else(PoisonError::into_inner) = Some(Box::new(move || {
+            crate::schedule::begin_job(lane);
             let value = job();
             *sink.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
         }));

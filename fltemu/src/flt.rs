@@ -147,7 +147,8 @@ fn parse_registration(registration: *const FLT_REGISTRATION) -> Result<Filter, i
 /// `FltRegisterFilter` (DDI fltregisterfilter; E1): validates the registration; PASSIVE_LEVEL.
 extern "win64" fn flt_register_filter(driver: usize, registration: *const FLT_REGISTRATION, filter_out: *mut isize) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
-    if let Some(failure) = inner.enter("FltRegisterFilter", PASSIVE_LEVEL).injected("FltRegisterFilter") {
+    inner.enter("FltRegisterFilter", PASSIVE_LEVEL);
+    if let Some(failure) = inner.injected("FltRegisterFilter") {
         return failure;
     }
     if driver == 0 || registration.is_null() || filter_out.is_null() {
@@ -157,12 +158,15 @@ extern "win64" fn flt_register_filter(driver: usize, registration: *const FLT_RE
         Ok(filter) => filter,
         Err(status) => return status,
     };
-    let mut state = inner.lock();
-    if state.filter.is_some() {
-        // One filter per driver object in fltemu's model.
-        return status::INVALID_PARAMETER;
+    {
+        let mut registered = inner.filter_mut();
+        if registered.is_some() {
+            // One filter per driver object in fltemu's model.
+            return status::INVALID_PARAMETER;
+        }
+        *registered = Some(filter);
     }
-    state.filter = Some(filter);
+    let mut state = inner.lock();
     state.filter_ever_registered = true;
     state.unregistered = false;
     drop(state);
@@ -174,21 +178,23 @@ extern "win64" fn flt_register_filter(driver: usize, registration: *const FLT_RE
 /// before it returns): PASSIVE_LEVEL.
 extern "win64" fn flt_start_filtering(filter: isize) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
-    let mut state = inner.enter("FltStartFiltering", PASSIVE_LEVEL);
-    if !state.filter_ok(filter) {
+    inner.enter("FltStartFiltering", PASSIVE_LEVEL);
+    if !inner.filter_ok(filter) {
         return status::INVALID_PARAMETER;
     }
-    if let Some(failure) = state.injected("FltStartFiltering") {
+    if let Some(failure) = inner.injected("FltStartFiltering") {
         return failure;
     }
-    if let Some(f) = state.filter.as_mut() {
+    if let Some(f) = inner.filter_mut().as_mut() {
         if f.started {
             return status::INVALID_PARAMETER;
         }
         f.started = true;
     }
-    let volumes: Vec<usize> = (0..state.volumes.len()).filter(|v| state.volumes[*v].mounted && state.volumes[*v].instance.is_none()).collect();
-    drop(state);
+    let volumes: Vec<usize> = {
+        let records = inner.volumes();
+        (0..records.len()).filter(|v| records[*v].mounted && records[*v].instance.is_none()).collect()
+    };
     for volume in volumes {
         // FLTFL_INSTANCE_SETUP_AUTOMATIC_ATTACHMENT (E6).
         io::attach_instance(inner, volume, 0x1);
@@ -201,13 +207,11 @@ extern "win64" fn flt_start_filtering(filter: isize) -> i32 {
 /// callbacks run), waits for queued work items, then checks for leaks.
 extern "win64" fn flt_unregister_filter(filter: isize) {
     let Some(inner) = state::current() else { return };
-    let state = inner.enter("FltUnregisterFilter", PASSIVE_LEVEL);
-    if !state.filter_ok(filter) {
-        drop(state);
+    inner.enter("FltUnregisterFilter", PASSIVE_LEVEL);
+    if !inner.filter_ok(filter) {
         inner.violation(Violation::InvalidParameter { function: "FltUnregisterFilter", reason: "not a registered filter handle" });
         return;
     }
-    drop(state);
     unregister(inner);
 }
 
@@ -217,7 +221,7 @@ pub(crate) fn unregister(inner: &Inner) {
     let mandatory = io::unload_is_mandatory();
     // FLTFL_INSTANCE_TEARDOWN_FILTER_UNLOAD 0x2, MANDATORY_FILTER_UNLOAD 0x4 (E6, B11).
     let reason = if mandatory { 0x2 | 0x4 } else { 0x2 };
-    let instances: Vec<isize> = inner.lock().instances.keys().copied().collect();
+    let instances: Vec<isize> = inner.instances.read().unwrap_or_else(std::sync::PoisonError::into_inner).keys().copied().collect();
     for instance in instances {
         io::teardown_instance(inner, instance, reason);
     }
@@ -225,37 +229,40 @@ pub(crate) fn unregister(inner: &Inner) {
     if ports > 0 {
         inner.violation(Violation::PortOpenAtUnregister { count: ports });
     }
-    let doomed = inner.lock().unlink_where(|key| matches!(key, LinkKey::Volume(_)));
+    let doomed = inner.unlink_where(None, |key| matches!(key, LinkKey::Volume(_)));
     inner.finish(doomed);
     inner.wait_for_work();
     inner.wait_for_finishes();
-    let mut state = inner.lock();
     let mut alike: std::collections::BTreeMap<(ContextType, usize, u32, i64), usize> = std::collections::BTreeMap::new();
-    for context in state.contexts.values().filter(|c| c.life != Life::Freed) {
-        *alike.entry((context.context_type, context.size, context.tag, context.refs)).or_insert(0) += 1;
-    }
+    inner.contexts.for_each(|_, context| {
+        if context.life() != Life::Freed {
+            *alike.entry((context.context_type, context.size, context.tag, context.refs())).or_insert(0) += 1;
+        }
+    });
     let mut leaks: Vec<Violation> = alike
         .into_iter()
         .map(|((context_type, size, tag, refcount), count)| Violation::ContextLeaked { context_type, size, tag: crate::Tag(tag), refcount, count })
         .collect();
-    let names = state.name_infos.values().filter(|n| n.refs > 0).count();
+    let names: usize = inner.name_infos.each().map(|shard| shard.live.len()).sum();
     if names > 0 {
         leaks.push(Violation::NameInfoLeaked { count: names });
     }
-    state.violations.extend(leaks);
-    state.filter = None;
-    state.unregistered = true;
+    for leak in leaks {
+        inner.violation(leak);
+    }
+    *inner.filter_mut() = None;
+    inner.lock().unregistered = true;
 }
 
 /// FltAllocateContext (DDI fltallocatecontext; A4, A5, A6, A8 ≤ APC_LEVEL).
 extern "win64" fn flt_allocate_context(filter: isize, context_type: u16, size: usize, pool_type: i32, out: *mut usize) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
-    let mut state = inner.enter("FltAllocateContext", APC_LEVEL);
+    inner.enter("FltAllocateContext", APC_LEVEL);
     let result = (|| {
-        if !state.filter_ok(filter) {
+        if !inner.filter_ok(filter) {
             return Err(status::INVALID_PARAMETER);
         }
-        if let Some(failure) = state.injected("FltAllocateContext") {
+        if let Some(failure) = inner.injected("FltAllocateContext") {
             return Err(failure);
         }
         let Some(kind) = ContextType::from_raw(context_type) else { return Err(status::FLT_CONTEXT_ALLOCATION_NOT_FOUND) };
@@ -267,15 +274,15 @@ extern "win64" fn flt_allocate_context(filter: isize, context_type: u16, size: u
             1 => PoolKind::Paged,
             _ => return Err(status::INVALID_PARAMETER),
         };
-        let filter = state.filter.as_ref().ok_or(status::INVALID_PARAMETER)?;
-        let entries: Vec<&ContextRegistration> = filter.contexts.iter().filter(|c| c.context_type == context_type).collect();
+        let registered = inner.filter();
+        let filter = registered.as_ref().ok_or(status::INVALID_PARAMETER)?;
+        let entries = || filter.contexts.iter().filter(|c: &&ContextRegistration| c.context_type == context_type);
         // A4: exact size match, else (NO_EXACT_SIZE_MATCH) the smallest size ≥ request, else the
         // variable-size entry.
-        let chosen = entries
-            .iter()
+        let chosen = entries()
             .find(|c| c.size == size)
-            .or_else(|| entries.iter().filter(|c| c.flags & NO_EXACT_SIZE_MATCH != 0 && c.size != VARIABLE_SIZE && c.size >= size).min_by_key(|c| c.size))
-            .or_else(|| entries.iter().find(|c| c.size == VARIABLE_SIZE))
+            .or_else(|| entries().filter(|c| c.flags & NO_EXACT_SIZE_MATCH != 0 && c.size != VARIABLE_SIZE && c.size >= size).min_by_key(|c| c.size))
+            .or_else(|| entries().find(|c| c.size == VARIABLE_SIZE))
             .ok_or(status::FLT_CONTEXT_ALLOCATION_NOT_FOUND)?;
         let body = if chosen.size == VARIABLE_SIZE { size } else { chosen.size };
         Ok((kind, pool, body, chosen.tag, chosen.cleanup))
@@ -283,15 +290,13 @@ extern "win64" fn flt_allocate_context(filter: isize, context_type: u16, size: u
     let (kind, pool, body, tag, cleanup) = match result {
         Ok(v) => v,
         Err(failure) => {
-            drop(state);
             put(out, 0);
             return failure;
         }
     };
     if kind == ContextType::Volume && pool == PoolKind::Paged {
-        state.violations.push(Violation::WrongPoolForType { context_type: kind, pool });
+        inner.violation(Violation::WrongPoolForType { context_type: kind, pool });
     }
-    drop(state);
     let Ok(layout) = std::alloc::Layout::from_size_align(body, 16) else { return status::INSUFFICIENT_RESOURCES };
     // SAFETY: non-zero size (checked above).
     let memory = unsafe { std::alloc::alloc(layout) };
@@ -302,7 +307,7 @@ extern "win64" fn flt_allocate_context(filter: isize, context_type: u16, size: u
     // SAFETY: the block was just allocated with `body` bytes (A5: contexts are not zeroed).
     unsafe { core::ptr::write_bytes(memory, state::CONTEXT_ALLOC_POISON, body) };
     let address = memory as usize;
-    inner.lock().contexts.insert(address, ContextRecord { context_type: kind, pool, size: body, tag, refs: 1, link: None, life: Life::Live, cleanup });
+    inner.contexts.insert(address, ContextRecord::new(kind, pool, body, tag, cleanup));
     put(out, address);
     status::SUCCESS
 }
@@ -310,39 +315,38 @@ extern "win64" fn flt_allocate_context(filter: isize, context_type: u16, size: u
 /// FltReferenceContext (DDI fltreferencecontext; B1 +1; ≤ DISPATCH_LEVEL).
 extern "win64" fn flt_reference_context(context: usize) {
     let Some(inner) = state::current() else { return };
-    let mut state = inner.enter("FltReferenceContext", DISPATCH_LEVEL);
-    if let Some(record) = state.live_context(context, "FltReferenceContext") {
-        record.refs += 1;
-    }
+    inner.enter("FltReferenceContext", DISPATCH_LEVEL);
+    inner.reference(context, "FltReferenceContext");
 }
 
 /// FltReleaseContext (DDI fltreleasecontext; B1 −1, B10 cleanup at 0; A8: ≤ DISPATCH_LEVEL for
 /// non-paged, ≤ APC_LEVEL for paged contexts).
 extern "win64" fn flt_release_context(context: usize) {
     let Some(inner) = state::current() else { return };
-    let mut state = inner.enter("FltReleaseContext", DISPATCH_LEVEL);
-    let Some(record) = state.live_context(context, "FltReleaseContext") else { return };
-    let paged = record.pool == PoolKind::Paged;
-    if paged && exec::irql() > APC_LEVEL {
-        state.violations.push(Violation::IrqlTooHigh { function: "FltReleaseContext", irql: exec::irql(), max: APC_LEVEL });
+    inner.enter("FltReleaseContext", DISPATCH_LEVEL);
+    if let Some(record) = inner.contexts.get(context)
+        && record.pool == PoolKind::Paged
+        && record.refs() > 0
+        && exec::irql() > APC_LEVEL
+    {
+        inner.violation(Violation::IrqlTooHigh { function: "FltReleaseContext", irql: exec::irql(), max: APC_LEVEL });
     }
-    let doomed = state.drop_reference(context);
-    drop(state);
+    let doomed = inner.release(context, "FltReleaseContext");
     inner.finish(doomed.into_iter().collect());
 }
 
 /// Resolves the object a Get/Set/Delete names into a link key, or the failure status (B2, B6,
 /// A9, D1). `setting` adds the checks only a Set makes.
 fn resolve_key(inner: &Inner, function: &'static str, kind: ContextType, instance: isize, file_object: usize, setting: bool) -> Result<LinkKey, i32> {
-    let mut state = inner.enter(function, APC_LEVEL);
-    if let Some(failure) = state.injected(function) {
+    inner.enter(function, APC_LEVEL);
+    if let Some(failure) = inner.injected(function) {
         return Err(failure);
     }
-    let Some(instance_record) = state.instances.get(&instance) else {
-        state.violations.push(Violation::InvalidParameter { function, reason: "not an instance handle" });
+    let Some(instance_record) = inner.instance(instance) else {
+        inner.violation(Violation::InvalidParameter { function, reason: "not an instance handle" });
         return Err(status::INVALID_PARAMETER);
     };
-    if setting && instance_record.tearing_down {
+    if setting && instance_record.tearing_down.load(Ordering::SeqCst) {
         return Err(status::FLT_DELETING_OBJECT);
     }
     let volume = instance_record.volume;
@@ -351,33 +355,32 @@ fn resolve_key(inner: &Inner, function: &'static str, kind: ContextType, instanc
     }
     // A9: no file, stream or stream-handle contexts in post-close (the FILE_OBJECT is going).
     if exec::operation() == Operation::PostClose {
-        state.violations.push(Violation::ContextOnUnsupportedObject { function, reason: "file-object context used in post-close (A9)" });
+        inner.violation(Violation::ContextOnUnsupportedObject { function, reason: "file-object context used in post-close (A9)" });
         return Err(status::NOT_SUPPORTED);
     }
-    let Some(file) = state.files.get(&file_object) else {
-        state.violations.push(Violation::ContextOnUnsupportedObject { function, reason: "not a FILE_OBJECT Filter Manager knows" });
+    let Some((file_volume, file_state, paging, stream)) = inner.with_file(file_object, |file| (file.volume, file.state, file.paging_file, file.stream)) else {
+        inner.violation(Violation::ContextOnUnsupportedObject { function, reason: "not a FILE_OBJECT Filter Manager knows" });
         return Err(status::INVALID_PARAMETER);
     };
-    let (file_state, paging, stream) = (file.state, file.paging_file, file.stream);
-    if file.volume != volume {
-        state.violations.push(Violation::InvalidParameter { function, reason: "FILE_OBJECT is not on the instance's volume" });
+    if file_volume != volume {
+        inner.violation(Violation::InvalidParameter { function, reason: "FILE_OBJECT is not on the instance's volume" });
         return Err(status::INVALID_PARAMETER);
     }
     match file_state {
         state::FileState::Creating | state::FileState::Failed => {
             if setting {
-                state.violations.push(Violation::ContextOnUnsupportedObject { function, reason: "FILE_OBJECT not opened (pre-create or failed create, B6)" });
+                inner.violation(Violation::ContextOnUnsupportedObject { function, reason: "FILE_OBJECT not opened (pre-create or failed create, B6)" });
             }
             return Err(status::NOT_SUPPORTED);
         }
         state::FileState::Closed => {
-            state.violations.push(Violation::ContextOnUnsupportedObject { function, reason: "FILE_OBJECT already closed" });
+            inner.violation(Violation::ContextOnUnsupportedObject { function, reason: "FILE_OBJECT already closed" });
             return Err(status::INVALID_PARAMETER);
         }
         state::FileState::Open | state::FileState::CleanedUp => {}
     }
     // A9: no stream contexts for paging files; D1: only volumes whose file system supports them.
-    if paging || !state.volumes[volume].stream_contexts {
+    if paging || !inner.volumes()[volume].stream_contexts {
         return Err(status::NOT_SUPPORTED);
     }
     let Some(stream) = stream else { return Err(status::NOT_SUPPORTED) };
@@ -387,16 +390,21 @@ fn resolve_key(inner: &Inner, function: &'static str, kind: ContextType, instanc
     })
 }
 
-/// Get (B1 +1; B2: `*Context` = NULL and STATUS_NOT_FOUND / NOT_SUPPORTED on failure).
+/// Get (B1 +1; B2: `*Context` = NULL and STATUS_NOT_FOUND / NOT_SUPPORTED on failure). The
+/// count is raised with the key's link-table shard held, so the link cannot drop its reference
+/// in between.
 fn get_context(inner: &Inner, key: Result<LinkKey, i32>, out: *mut usize) -> i32 {
     let found = key.and_then(|key| {
-        let mut state = inner.lock();
-        let address = *state.links.get(&key).ok_or(status::NOT_FOUND)?;
-        if let Some(record) = state.contexts.get_mut(&address) {
-            record.refs += 1;
+        let table = inner.links.lock(key.object());
+        let address = *table.get(&key).ok_or(status::NOT_FOUND)?;
+        // A count at 0 under a link is a driver's over-release already reported as
+        // ReleasedLinkedToZero; the dying context is not handed out again.
+        if !inner.contexts.get(address).is_some_and(ContextRecord::try_reference) {
+            return Err(status::NOT_FOUND);
         }
         Ok(address)
     });
+    inner.race_point("context Get returned");
     match found {
         Ok(address) => {
             put(out, address);
@@ -412,45 +420,51 @@ fn get_context(inner: &Inner, key: Result<LinkKey, i32>, out: *mut usize) -> i32
     }
 }
 
-/// Set (B3 KEEP_IF_EXISTS, B4 REPLACE_IF_EXISTS, B6 failures; OldContext NULL on failure).
+/// Set (B3 KEEP_IF_EXISTS, B4 REPLACE_IF_EXISTS, B6 failures; OldContext NULL on failure). The
+/// whole decision is taken with the key's link-table shard held, as Filter Manager holds the
+/// object's context-list lock.
 fn set_context(inner: &Inner, function: &'static str, key: Result<LinkKey, i32>, operation: u32, new: usize, old: *mut usize) -> i32 {
+    inner.race_point("context Set entered");
     let mut doomed = Vec::new();
     let result = key.and_then(|key| {
-        let mut state = inner.lock();
-        let Some(record) = state.live_context(new, function) else { return Err(status::INVALID_PARAMETER) };
+        let mut table = inner.links.lock(key.object());
+        let Some(record) = inner.live_context(new, function) else { return Err(status::INVALID_PARAMETER) };
         if record.context_type != key.context_type() {
-            state.violations.push(Violation::InvalidParameter { function, reason: "context type does not match the Set function" });
+            inner.violation(Violation::InvalidParameter { function, reason: "context type does not match the Set function" });
             return Err(status::INVALID_PARAMETER);
         }
+        let mut link = record.link.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // B6 (per LNT, checked before ALREADY_DEFINED).
-        if record.link.is_some() {
+        if link.is_some() {
             return Err(status::FLT_CONTEXT_ALREADY_LINKED);
         }
         if operation != REPLACE_IF_EXISTS && operation != KEEP_IF_EXISTS {
             return Err(status::INVALID_PARAMETER);
         }
-        let existing = state.links.get(&key).copied();
+        let existing = table.get(&key).copied();
         if let (KEEP_IF_EXISTS, Some(existing)) = (operation, existing) {
             if old.is_null() {
                 return Ok((status::FLT_CONTEXT_ALREADY_DEFINED, 0));
             }
-            if let Some(record) = state.contexts.get_mut(&existing) {
-                record.refs += 1;
+            if !inner.contexts.get(existing).is_some_and(ContextRecord::try_reference) {
+                return Ok((status::FLT_CONTEXT_ALREADY_DEFINED, 0));
             }
             return Ok((status::FLT_CONTEXT_ALREADY_DEFINED, existing));
         }
-        if let Some(record) = state.contexts.get_mut(&new) {
-            record.refs += 1;
-            record.link = Some(key);
+        if !record.try_reference() {
+            inner.violation(Violation::UseAfterFree { function, context_type: record.context_type, tag: crate::verifier::Tag(record.tag) });
+            return Err(status::INVALID_PARAMETER);
         }
-        state.links.insert(key, new);
+        *link = Some(key);
+        drop(link);
+        table.insert(key, new);
         let mut handed_back = 0;
         if let Some(existing) = existing {
-            if let Some(record) = state.contexts.get_mut(&existing) {
-                record.link = None;
+            if let Some(record) = inner.contexts.get(existing) {
+                record.set_link(None);
             }
             if old.is_null() {
-                doomed.extend(state.drop_reference(existing));
+                doomed.extend(inner.drop_reference(existing));
             } else {
                 handed_back = existing;
             }
@@ -474,13 +488,14 @@ fn set_context(inner: &Inner, function: &'static str, key: Result<LinkKey, i32>,
 fn delete_context(inner: &Inner, key: Result<LinkKey, i32>, old: *mut usize) -> i32 {
     let mut doomed = Vec::new();
     let result = key.and_then(|key| {
-        let mut state = inner.lock();
-        let address = state.links.remove(&key).ok_or(status::NOT_FOUND)?;
-        if let Some(record) = state.contexts.get_mut(&address) {
-            record.link = None;
+        let mut table = inner.links.lock(key.object());
+        let address = table.remove(&key).ok_or(status::NOT_FOUND)?;
+        if let Some(record) = inner.contexts.get(address) {
+            record.set_link(None);
         }
+        drop(table);
         if old.is_null() {
-            doomed.extend(state.drop_reference(address));
+            doomed.extend(inner.drop_reference(address));
             Ok(0)
         } else {
             Ok(address)
@@ -554,14 +569,14 @@ extern "win64" fn flt_delete_stream_handle_context(instance: isize, file_object:
 }
 
 fn volume_key(inner: &Inner, function: &'static str, volume: isize) -> Result<LinkKey, i32> {
-    let mut state = inner.enter(function, APC_LEVEL);
-    if let Some(failure) = state.injected(function) {
+    inner.enter(function, APC_LEVEL);
+    if let Some(failure) = inner.injected(function) {
         return Err(failure);
     }
-    if let Some(index) = state.volume_of_handle(volume) {
+    if let Some(index) = inner.volume_of_handle(volume) {
         Ok(LinkKey::Volume(index))
     } else {
-        state.violations.push(Violation::InvalidParameter { function, reason: "not a volume handle" });
+        inner.violation(Violation::InvalidParameter { function, reason: "not a volume handle" });
         Err(status::INVALID_PARAMETER)
     }
 }
@@ -583,17 +598,23 @@ extern "win64" fn flt_set_volume_context(volume: isize, operation: u32, new: usi
 /// the link reference; the caller's reference remains.
 extern "win64" fn flt_delete_context(context: usize) {
     let Some(inner) = state::current() else { return };
-    let mut state = inner.enter("FltDeleteContext", APC_LEVEL);
-    let Some(record) = state.live_context(context, "FltDeleteContext") else { return };
-    let Some(key) = record.link.take() else { return };
-    state.links.remove(&key);
-    let record = &state.contexts[&context];
-    if record.refs <= 1 {
-        let violation = Violation::InvalidParameter { function: "FltDeleteContext", reason: "caller holds no reference of its own (B8)" };
-        state.violations.push(violation);
+    inner.enter("FltDeleteContext", APC_LEVEL);
+    let Some(record) = inner.live_context(context, "FltDeleteContext") else { return };
+    let Some(key) = record.linked() else { return };
+    {
+        // Whoever removes the key under its shard owns the link's reference.
+        let mut table = inner.links.lock(key.object());
+        if table.get(&key) != Some(&context) {
+            return;
+        }
+        table.remove(&key);
+        record.set_link(None);
     }
-    let doomed = state.drop_reference(context);
-    drop(state);
+    if record.refs() <= 1 {
+        let violation = Violation::InvalidParameter { function: "FltDeleteContext", reason: "caller holds no reference of its own (B8)" };
+        inner.violation(violation);
+    }
+    let doomed = inner.drop_reference(context);
     inner.finish(doomed.into_iter().collect());
 }
 
@@ -601,16 +622,15 @@ extern "win64" fn flt_delete_context(context: usize) {
 /// with the size needed; too small a buffer likewise; else copies and sets Length.
 extern "win64" fn flt_get_volume_name(volume: isize, name: *mut UNICODE_STRING, needed: *mut u32) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
-    let mut state = inner.enter("FltGetVolumeName", APC_LEVEL);
-    if let Some(failure) = state.injected("FltGetVolumeName") {
+    inner.enter("FltGetVolumeName", APC_LEVEL);
+    if let Some(failure) = inner.injected("FltGetVolumeName") {
         return failure;
     }
-    let Some(index) = state.volume_of_handle(volume) else {
-        state.violations.push(Violation::InvalidParameter { function: "FltGetVolumeName", reason: "not a volume handle" });
+    let Some(index) = inner.volume_of_handle(volume) else {
+        inner.violation(Violation::InvalidParameter { function: "FltGetVolumeName", reason: "not a volume handle" });
         return status::INVALID_PARAMETER;
     };
-    let wide = state.volumes[index].name_wide.clone();
-    drop(state);
+    let wide = inner.volumes()[index].name_wide.clone();
     #[allow(clippy::cast_possible_truncation)]
     let bytes = (wide.len() * 2) as u32;
     if name.is_null() {
@@ -638,7 +658,7 @@ extern "win64" fn flt_get_volume_name(volume: isize, name: *mut UNICODE_STRING, 
 
 /// The (major function, file object) of callback data Filter Manager built.
 fn callback_info(inner: &Inner, data: usize) -> Option<state::CallbackInfo> {
-    inner.lock().callback_data.get(&data).copied()
+    inner.callback_data.lock(data as u64).get(&data).copied()
 }
 
 /// `FLT_FILE_NAME_NORMALIZED` etc. (fltKernel.h).
@@ -649,7 +669,8 @@ const NAME_QUERY_MASK: u32 = 0xFF00;
 /// Returns a referenced FLT_FILE_NAME_INFORMATION with Name and Volume filled in.
 extern "win64" fn flt_get_file_name_information(data: usize, options: u32, out: *mut *mut FLT_FILE_NAME_INFORMATION) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
-    let injected = inner.enter("FltGetFileNameInformation", APC_LEVEL).injected("FltGetFileNameInformation");
+    inner.enter("FltGetFileNameInformation", APC_LEVEL);
+    let injected = inner.injected("FltGetFileNameInformation");
     let failure = |code| {
         put(out, core::ptr::null_mut());
         code
@@ -669,15 +690,18 @@ extern "win64" fn flt_get_file_name_information(data: usize, options: u32, out: 
         inner.violation(Violation::InvalidParameter { function: "FltGetFileNameInformation", reason: "not callback data of a running operation" });
         return failure(status::INVALID_PARAMETER);
     };
-    let mut state = inner.lock();
-    let Some(file) = state.files.get(&info.file_object) else { return failure(status::INVALID_PARAMETER) };
-    let volume = &state.volumes[file.volume];
-    if format == 1 && file.state == state::FileState::Failed {
-        drop(state);
+    let Some((file_volume, file_state, path)) = inner.with_file(info.file_object, |file| (file.volume, file.state, file.path.clone())) else {
+        return failure(status::INVALID_PARAMETER);
+    };
+    if format == 1 && file_state == state::FileState::Failed {
         return failure(status::OBJECT_NAME_NOT_FOUND);
     }
-    let full: Vec<u16> = volume.name_wide.iter().copied().chain(file.path.encode_utf16()).collect();
-    let volume_chars = volume.name_wide.len();
+    let (full, volume_chars) = {
+        let volumes = inner.volumes();
+        let volume = &volumes[file_volume];
+        let full: Vec<u16> = volume.name_wide.iter().copied().chain(path.encode_utf16()).collect();
+        (full, volume.name_wide.len())
+    };
     let mut block = Box::new(FLT_FILE_NAME_INFORMATION {
         Size: u16::try_from(size_of::<FLT_FILE_NAME_INFORMATION>()).unwrap_or(u16::MAX),
         NamesParsed: 0,
@@ -694,8 +718,7 @@ extern "win64" fn flt_get_file_name_information(data: usize, options: u32, out: 
     block.Name = slice_string(&buffer, 0, buffer.len());
     block.Volume = slice_string(&buffer, 0, volume_chars);
     let address = &raw mut *block as usize;
-    state.name_infos.insert(address, state::NameInfo { block, buffer, refs: 1, volume_chars });
-    drop(state);
+    inner.name_infos.lock(address as u64).live.insert(address, state::NameInfo { block, buffer, refs: 1, volume_chars });
     put(out, address as *mut FLT_FILE_NAME_INFORMATION);
     status::SUCCESS
 }
@@ -713,20 +736,29 @@ fn slice_string(buffer: &[u16], start: usize, length: usize) -> UNICODE_STRING {
 /// FltReleaseFileNameInformation (DDI; ≤ APC_LEVEL): −1; over-release is 0xF5/0x68.
 extern "win64" fn flt_release_file_name_information(info: usize) {
     let Some(inner) = state::current() else { return };
-    let mut state = inner.enter("FltReleaseFileNameInformation", APC_LEVEL);
-    match state.name_infos.get_mut(&info) {
-        Some(name) if name.refs > 0 => name.refs -= 1,
-        _ => state.violations.push(Violation::NameInfoOverReleased),
+    inner.enter("FltReleaseFileNameInformation", APC_LEVEL);
+    let released = {
+        let mut names = inner.name_infos.lock(info as u64);
+        let released = names.live.get_mut(&info).map(|name| name.refs -= 1);
+        if names.live.get(&info).is_some_and(|name| name.refs == 0)
+            && let Some(name) = names.live.remove(&info)
+        {
+            names.dead.push(name);
+        }
+        released.is_some()
+    };
+    if !released {
+        inner.violation(Violation::NameInfoOverReleased);
     }
 }
 
 /// FltReferenceFileNameInformation (DDI; ≤ APC_LEVEL): +1.
 extern "win64" fn flt_reference_file_name_information(info: usize) {
     let Some(inner) = state::current() else { return };
-    let mut state = inner.enter("FltReferenceFileNameInformation", APC_LEVEL);
-    match state.name_infos.get_mut(&info) {
-        Some(name) if name.refs > 0 => name.refs += 1,
-        _ => state.violations.push(Violation::InvalidParameter { function: "FltReferenceFileNameInformation", reason: "not live name information" }),
+    inner.enter("FltReferenceFileNameInformation", APC_LEVEL);
+    let referenced = inner.name_infos.lock(info as u64).live.get_mut(&info).map(|name| name.refs += 1).is_some();
+    if !referenced {
+        inner.violation(Violation::InvalidParameter { function: "FltReferenceFileNameInformation", reason: "not live name information" });
     }
 }
 
@@ -734,9 +766,11 @@ extern "win64" fn flt_reference_file_name_information(info: usize) {
 /// and Stream from Name and sets NamesParsed (FLTFL_FILE_NAME_PARSED_* 0x1|0x2|0x4|0x8).
 extern "win64" fn flt_parse_file_name_information(info: usize) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
-    let mut state = inner.enter("FltParseFileNameInformation", APC_LEVEL);
-    let Some(name) = state.name_infos.get_mut(&info).filter(|n| n.refs > 0) else {
-        state.violations.push(Violation::InvalidParameter { function: "FltParseFileNameInformation", reason: "not live name information" });
+    inner.enter("FltParseFileNameInformation", APC_LEVEL);
+    let mut names = inner.name_infos.lock(info as u64);
+    let Some(name) = names.live.get_mut(&info) else {
+        drop(names);
+        inner.violation(Violation::InvalidParameter { function: "FltParseFileNameInformation", reason: "not live name information" });
         return status::INVALID_PARAMETER;
     };
     let path = &name.buffer[name.volume_chars..];
@@ -762,7 +796,7 @@ extern "win64" fn flt_parse_file_name_information(info: usize) -> i32 {
 /// FltGetRequestorProcessId (DDI; ≤ DISPATCH_LEVEL): the process that requested the I/O.
 extern "win64" fn flt_get_requestor_process_id(data: usize) -> u32 {
     let Some(inner) = state::current() else { return 0 };
-    drop(inner.enter("FltGetRequestorProcessId", DISPATCH_LEVEL));
+    inner.enter("FltGetRequestorProcessId", DISPATCH_LEVEL);
     callback_info(inner, data).map_or_else(
         || {
             inner.violation(Violation::InvalidParameter { function: "FltGetRequestorProcessId", reason: "not callback data of a running operation" });
@@ -776,20 +810,18 @@ extern "win64" fn flt_get_requestor_process_id(data: usize) -> u32 {
 /// FltFreeSecurityDescriptor (leaks are reported at unload).
 extern "win64" fn flt_build_default_security_descriptor(descriptor: *mut usize, _access: u32) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
-    let mut state = inner.enter("FltBuildDefaultSecurityDescriptor", APC_LEVEL);
+    inner.enter("FltBuildDefaultSecurityDescriptor", APC_LEVEL);
     if descriptor.is_null() {
         return status::INVALID_PARAMETER;
     }
-    if let Some(failure) = state.injected("FltBuildDefaultSecurityDescriptor") {
-        drop(state);
+    if let Some(failure) = inner.injected("FltBuildDefaultSecurityDescriptor") {
         put(descriptor, 0);
         return failure;
     }
     let mut block = Box::new([0u8; 64]);
     block[0] = 1; // SECURITY_DESCRIPTOR_REVISION
     let address = block.as_ptr() as usize;
-    state.security_descriptors.insert(address, block);
-    drop(state);
+    inner.lock().security_descriptors.insert(address, block);
     put(descriptor, address);
     status::SUCCESS
 }
@@ -797,9 +829,10 @@ extern "win64" fn flt_build_default_security_descriptor(descriptor: *mut usize, 
 /// FltFreeSecurityDescriptor (DDI).
 extern "win64" fn flt_free_security_descriptor(descriptor: usize) {
     let Some(inner) = state::current() else { return };
-    let mut state = inner.enter("FltFreeSecurityDescriptor", APC_LEVEL);
-    if state.security_descriptors.remove(&descriptor).is_none() {
-        state.violations.push(Violation::InvalidParameter { function: "FltFreeSecurityDescriptor", reason: "not a descriptor from FltBuildDefaultSecurityDescriptor" });
+    inner.enter("FltFreeSecurityDescriptor", APC_LEVEL);
+    let known = inner.lock().security_descriptors.remove(&descriptor).is_some();
+    if !known {
+        inner.violation(Violation::InvalidParameter { function: "FltFreeSecurityDescriptor", reason: "not a descriptor from FltBuildDefaultSecurityDescriptor" });
     }
 }
 
@@ -823,14 +856,14 @@ fn push_lock(pointer: *mut usize) -> &'static AtomicUsize {
 /// The push lock word: bit 0 = held exclusive, the rest counts shared holders ×2.
 extern "win64" fn flt_initialize_push_lock(lock: *mut usize) {
     if let Some(inner) = state::current() {
-        drop(inner.enter("FltInitializePushLock", APC_LEVEL));
+        inner.enter("FltInitializePushLock", APC_LEVEL);
     }
     push_lock(lock).store(0, Ordering::Release);
 }
 
 extern "win64" fn flt_acquire_push_lock_exclusive(lock: *mut usize) {
     if let Some(inner) = state::current() {
-        drop(inner.enter("FltAcquirePushLockExclusive", APC_LEVEL));
+        inner.enter("FltAcquirePushLockExclusive", APC_LEVEL);
     }
     let word = push_lock(lock);
     let mut round = 0;
@@ -841,7 +874,7 @@ extern "win64" fn flt_acquire_push_lock_exclusive(lock: *mut usize) {
 
 extern "win64" fn flt_acquire_push_lock_shared(lock: *mut usize) {
     if let Some(inner) = state::current() {
-        drop(inner.enter("FltAcquirePushLockShared", APC_LEVEL));
+        inner.enter("FltAcquirePushLockShared", APC_LEVEL);
     }
     let word = push_lock(lock);
     let mut round = 0;
@@ -857,7 +890,7 @@ extern "win64" fn flt_acquire_push_lock_shared(lock: *mut usize) {
 extern "win64" fn flt_release_push_lock(lock: *mut usize) {
     let inner = state::current();
     if let Some(inner) = inner {
-        drop(inner.enter("FltReleasePushLock", APC_LEVEL));
+        inner.enter("FltReleasePushLock", APC_LEVEL);
     }
     let word = push_lock(lock);
     let value = word.load(Ordering::Acquire);
@@ -872,7 +905,7 @@ extern "win64" fn flt_release_push_lock(lock: *mut usize) {
 
 extern "win64" fn flt_delete_push_lock(lock: *mut usize) {
     let Some(inner) = state::current() else { return };
-    drop(inner.enter("FltDeletePushLock", APC_LEVEL));
+    inner.enter("FltDeletePushLock", APC_LEVEL);
     if push_lock(lock).load(Ordering::Acquire) != 0 {
         inner.violation(Violation::PushLockMisuse { function: "FltDeletePushLock" });
     }
@@ -881,21 +914,22 @@ extern "win64" fn flt_delete_push_lock(lock: *mut usize) {
 /// FltAllocateGenericWorkItem (DDI; ≤ DISPATCH_LEVEL).
 extern "win64" fn flt_allocate_generic_work_item() -> usize {
     let Some(inner) = state::current() else { return 0 };
-    let mut state = inner.enter("FltAllocateGenericWorkItem", DISPATCH_LEVEL);
-    if state.injected("FltAllocateGenericWorkItem").is_some() {
+    inner.enter("FltAllocateGenericWorkItem", DISPATCH_LEVEL);
+    if inner.injected("FltAllocateGenericWorkItem").is_some() {
         return 0;
     }
     let address = Box::into_raw(Box::new([0u64; 8])) as usize;
-    state.work_items.insert(address, false);
+    inner.lock().work_items.insert(address, false);
     address
 }
 
 /// FltFreeGenericWorkItem (DDI; ≤ DISPATCH_LEVEL).
 extern "win64" fn flt_free_generic_work_item(item: usize) {
     let Some(inner) = state::current() else { return };
-    let mut state = inner.enter("FltFreeGenericWorkItem", DISPATCH_LEVEL);
-    if state.work_items.remove(&item).is_none() {
-        state.violations.push(Violation::InvalidParameter { function: "FltFreeGenericWorkItem", reason: "not a live work item" });
+    inner.enter("FltFreeGenericWorkItem", DISPATCH_LEVEL);
+    let known = inner.lock().work_items.remove(&item).is_some();
+    if !known {
+        inner.violation(Violation::InvalidParameter { function: "FltFreeGenericWorkItem", reason: "not a live work item" });
     }
 }
 
@@ -904,18 +938,18 @@ extern "win64" fn flt_free_generic_work_item(item: usize) {
 /// filter is unregistering.
 extern "win64" fn flt_queue_generic_work_item(item: usize, object: usize, routine: usize, _queue: i32, context: usize) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
-    let mut state = inner.enter("FltQueueGenericWorkItem", DISPATCH_LEVEL);
-    if !state.work_items.contains_key(&item) || routine == 0 {
-        state.violations.push(Violation::InvalidParameter { function: "FltQueueGenericWorkItem", reason: "not a live work item or no routine" });
+    inner.enter("FltQueueGenericWorkItem", DISPATCH_LEVEL);
+    let known = inner.lock().work_items.contains_key(&item);
+    if !known || routine == 0 {
+        inner.violation(Violation::InvalidParameter { function: "FltQueueGenericWorkItem", reason: "not a live work item or no routine" });
         return status::INVALID_PARAMETER;
     }
-    if state.filter.is_none() {
+    if !inner.filter_registered() {
         return status::FLT_DELETING_OBJECT;
     }
-    if let Some(failure) = state.injected("FltQueueGenericWorkItem") {
+    if let Some(failure) = inner.injected("FltQueueGenericWorkItem") {
         return failure;
     }
-    drop(state);
     let Some(arc) = state::current_arc() else { return status::FLT_NOT_INITIALIZED };
     arc.spawn(move || {
         exec::enter(PASSIVE_LEVEL, 4, Operation::WorkItem);

@@ -3,7 +3,7 @@
 //! runs on an emulator worker thread, so driver callbacks are called inline.
 
 use core::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use windows_sys::Wdk::Foundation::{FILE_OBJECT, IO_SECURITY_CONTEXT};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK, FLT_RELATED_OBJECTS};
@@ -65,18 +65,18 @@ fn related(instance: isize, volume: usize, file_object: usize) -> Box<FLT_RELATE
 /// the filter attached (a failure status from InstanceSetup means "do not attach": no teardown
 /// callbacks, link references dropped).
 pub fn attach_instance(inner: &Inner, volume: usize, flags: u32) -> bool {
-    let mut state = inner.lock();
-    let Some(filter) = state.filter.as_ref().filter(|f| f.started) else { return false };
-    let setup = filter.setup;
-    if state.volumes[volume].instance.is_some() || !state.volumes[volume].mounted {
-        return false;
-    }
-    state.next_instance += 1;
-    let instance = INSTANCE_BASE + state.next_instance * 0x100;
-    state.instances.insert(instance, InstanceRecord { volume, tearing_down: false, in_flight: 0 });
-    state.volumes[volume].instance = Some(instance);
-    let file_system = state.volumes[volume].file_system;
-    drop(state);
+    let Some(setup) = inner.filter().as_ref().filter(|f| f.started).map(|f| f.setup) else { return false };
+    let (instance, file_system) = {
+        let mut volumes = inner.volumes_mut();
+        if volumes[volume].instance.is_some() || !volumes[volume].mounted {
+            return false;
+        }
+        let instance = INSTANCE_BASE + (inner.next_instance.fetch_add(1, Ordering::Relaxed) + 1) * 0x100;
+        let record = InstanceRecord { volume, tearing_down: AtomicBool::new(false), in_flight: AtomicUsize::new(0) };
+        inner.instances_mut().insert(instance, std::sync::Arc::new(record));
+        volumes[volume].instance = Some(instance);
+        (instance, volumes[volume].file_system)
+    };
     let mut result = status::SUCCESS;
     if setup != 0 {
         let objects = related(instance, volume, 0);
@@ -90,21 +90,17 @@ pub fn attach_instance(inner: &Inner, volume: usize, flags: u32) -> bool {
     if result >= 0 {
         return true;
     }
-    let mut state = inner.lock();
-    let doomed = state.unlink_instance(instance);
-    state.instances.remove(&instance);
-    state.volumes[volume].instance = None;
-    drop(state);
+    let doomed = inner.unlink_instance(instance);
+    inner.instances_mut().remove(&instance);
+    inner.volumes_mut()[volume].instance = None;
     inner.finish(doomed);
     false
 }
 
 /// Asks InstanceQueryTeardown (E6): no callback registered means manual detach is refused.
 pub fn query_teardown(inner: &Inner, instance: isize) -> i32 {
-    let state = inner.lock();
-    let callback = state.filter.as_ref().map_or(0, |f| f.query_teardown);
-    let Some(volume) = state.instances.get(&instance).map(|i| i.volume) else { return status::INVALID_PARAMETER };
-    drop(state);
+    let callback = inner.filter().as_ref().map_or(0, |f| f.query_teardown);
+    let Some(volume) = inner.instance(instance).map(|i| i.volume) else { return status::INVALID_PARAMETER };
     if callback == 0 {
         return status::FLT_DO_NOT_DETACH;
     }
@@ -120,17 +116,17 @@ pub fn query_teardown(inner: &Inner, instance: isize) -> i32 {
 /// Tears an instance down (E6, B9): TeardownStart, TeardownComplete (the instance context is
 /// still gettable there), then every link reference of the instance is dropped.
 pub fn teardown_instance(inner: &Inner, instance: isize, reason: u32) {
-    let mut state = inner.lock();
-    let Some(record) = state.instances.get_mut(&instance) else { return };
-    record.tearing_down = true;
+    let Some(record) = inner.instance(instance) else { return };
+    // SeqCst pairs with filter_for's increment-then-check: an operation either sees the flag or
+    // is counted before the drain below looks.
+    record.tearing_down.store(true, Ordering::SeqCst);
     let volume = record.volume;
-    let (start, complete) = state.filter.as_ref().map_or((0, 0), |f| (f.teardown_start, f.teardown_complete));
-    drop(state);
+    let (start, complete) = inner.filter().as_ref().map_or((0, 0), |f| (f.teardown_start, f.teardown_complete));
     let objects = related(instance, volume, 0);
     for (callback, operation) in [(start, Operation::InstanceTeardownStart), (complete, Operation::InstanceTeardownComplete)] {
         if operation == Operation::InstanceTeardownComplete {
             // E6: TeardownComplete comes after the instance's outstanding I/O has drained.
-            while inner.lock().instances.get(&instance).is_some_and(|i| i.in_flight > 0) {
+            while record.in_flight.load(Ordering::SeqCst) > 0 {
                 std::thread::sleep(std::time::Duration::from_micros(200));
             }
         }
@@ -143,13 +139,14 @@ pub fn teardown_instance(inner: &Inner, instance: isize, reason: u32) {
             });
         }
     }
-    let mut state = inner.lock();
-    let doomed = state.unlink_instance(instance);
-    state.instances.remove(&instance);
-    if state.volumes[volume].instance == Some(instance) {
-        state.volumes[volume].instance = None;
+    let doomed = inner.unlink_instance(instance);
+    inner.instances_mut().remove(&instance);
+    {
+        let mut volumes = inner.volumes_mut();
+        if volumes[volume].instance == Some(instance) {
+            volumes[volume].instance = None;
+        }
     }
-    drop(state);
     inner.finish(doomed);
 }
 
@@ -310,21 +307,22 @@ fn set_io_status(op: &mut OpFrame, status: i32, information: usize) {
 /// torn down receives no new operations; the operation is counted in flight until
 /// [`op_done`], so teardown can drain it (E6).
 fn filter_for(inner: &Inner, volume: usize, major: u8) -> Option<(isize, usize, usize)> {
-    let mut state = inner.lock();
-    let instance = state.volumes[volume].instance?;
-    let (pre, post) = state.filter.as_ref()?.operations.get(&major).copied().unwrap_or((0, 0));
-    let record = state.instances.get_mut(&instance)?;
-    if record.tearing_down {
+    let instance = inner.volumes()[volume].instance?;
+    let (pre, post) = inner.filter().as_ref()?.operations.get(&major).copied().unwrap_or((0, 0));
+    let record = inner.instance(instance)?;
+    // Counted first, then the flag checked (SeqCst, paired with teardown_instance).
+    record.in_flight.fetch_add(1, Ordering::SeqCst);
+    if record.tearing_down.load(Ordering::SeqCst) {
+        record.in_flight.fetch_sub(1, Ordering::SeqCst);
         return None;
     }
-    record.in_flight += 1;
     Some((instance, pre, post))
 }
 
 /// The operation on `instance` has finished its callbacks.
 fn op_done(inner: &Inner, instance: isize) {
-    if let Some(record) = inner.lock().instances.get_mut(&instance) {
-        record.in_flight -= 1;
+    if let Some(record) = inner.instance(instance) {
+        record.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -343,20 +341,20 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
     };
     let file_object = &raw mut *object as usize;
     {
-        let mut state = inner.lock();
-        if volume >= state.volumes.len() || !state.volumes[volume].mounted {
+        let volumes = inner.volumes();
+        if volume >= volumes.len() || !volumes[volume].mounted {
             return Err(EmuError::NoSuchVolume);
         }
-        state.files.insert(
-            file_object,
-            FileRecord { object, name, volume, path: path.to_owned(), stream: None, state: FileState::Creating, paging_file: options.paging_file },
-        );
     }
+    inner.files.lock(file_object as u64).live.insert(
+        file_object,
+        FileRecord { object, name, volume, path: path.to_owned(), stream: None, state: FileState::Creating, paging_file: options.paging_file },
+    );
     let filter = filter_for(inner, volume, IRP_MJ_CREATE);
     let (instance, pre, post) = filter.unwrap_or((0, 0, 0));
     let mut op = build_operation(IRP_MJ_CREATE, instance, volume, file_object, options);
     let data_address = &raw const *op.data as usize;
-    inner.lock().callback_data.insert(data_address, CallbackInfo { file_object, requestor_pid: options.pid });
+    inner.callback_data.lock(data_address as u64).insert(data_address, CallbackInfo { file_object, requestor_pid: options.pid });
     exec::enter(PASSIVE_LEVEL, options.pid, Operation::Other);
     let pre_result = if filter.is_some() { call_pre(inner, &mut op, pre, post, Operation::PreCreate) } else { Pre::NoCallback };
     let final_status = match pre_result {
@@ -365,23 +363,16 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
             let status = options.final_status;
             let mut information = 0;
             if status >= 0 {
-                let mut state = inner.lock();
                 let key = (volume, opened_stream_key(path, options));
-                let stream = if let Some(existing) = state.stream_names.get(&key) {
-                    information = 1; // FILE_OPENED
-                    *existing
-                } else {
-                    information = 2; // FILE_CREATED
-                    let record = StreamRecord { fs_context: Box::new([0; 8]), volume, key: key.1.clone(), open_file_objects: 0 };
-                    let address = record.fs_context.as_ptr() as usize;
-                    state.streams.insert(address, record);
-                    state.stream_names.insert(key, address);
-                    address
-                };
-                if let Some(record) = state.streams.get_mut(&stream) {
+                let stream = {
+                    let mut streams = inner.streams.lock(state::name_hash(key.0, &key.1));
+                    let record = streams.live.entry(key).or_insert_with(|| StreamRecord { fs_context: Box::new([0; 8]), open_file_objects: 0 });
+                    information = if record.open_file_objects == 0 { 2 } else { 1 }; // FILE_CREATED / FILE_OPENED
                     record.open_file_objects += 1;
-                }
-                if let Some(file) = state.files.get_mut(&file_object) {
+                    record.fs_context.as_ptr() as usize
+                };
+                inner.race_point("create opened the stream");
+                if let Some(file) = inner.files.lock(file_object as u64).live.get_mut(&file_object) {
                     file.stream = Some(stream);
                     file.state = FileState::Open;
                     file.object.FsContext = stream as *mut c_void;
@@ -403,25 +394,22 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
     if let Pre::WithCallback(completion) = pre_result {
         call_post(inner, &mut op, post, completion, Operation::PostCreate, PASSIVE_LEVEL);
     }
-    let mut state = inner.lock();
-    state.callback_data.remove(&data_address);
+    inner.callback_data.lock(data_address as u64).remove(&data_address);
     if final_status >= 0 {
         // Completed by the filter with success: opened without a file-system stream.
-        if let Some(file) = state.files.get_mut(&file_object).filter(|f| f.state == FileState::Creating) {
+        if let Some(file) = inner.files.lock(file_object as u64).live.get_mut(&file_object).filter(|f| f.state == FileState::Creating) {
             file.state = FileState::Open;
         }
-        drop(state);
         if filter.is_some() {
             op_done(inner, instance);
         }
         return Ok(file_object);
     }
     // A failed create: the FILE_OBJECT goes away; anything linked to it is dropped (B9).
-    if let Some(file) = state.files.get_mut(&file_object) {
+    if let Some(file) = inner.files.lock(file_object as u64).live.get_mut(&file_object) {
         file.state = FileState::Failed;
     }
-    let doomed = state.unlink_where(|key| matches!(key, state::LinkKey::StreamHandle(_, fo) if fo == file_object));
-    drop(state);
+    let doomed = inner.unlink_where(Some(file_object as u64), |key| matches!(key, state::LinkKey::StreamHandle(_, fo) if fo == file_object));
     inner.finish(doomed);
     if filter.is_some() {
         op_done(inner, instance);
@@ -432,8 +420,8 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
 /// IRP_MJ_CLEANUP (the last handle closed): pre at PASSIVE, post at the configured IRQL.
 pub fn cleanup(inner: &Inner, file_object: usize, pid: u32) -> Result<(), EmuError> {
     let volume = {
-        let mut state = inner.lock();
-        let file = state.files.get_mut(&file_object).ok_or(EmuError::InvalidHandle)?;
+        let mut files = inner.files.lock(file_object as u64);
+        let file = files.live.get_mut(&file_object).ok_or(EmuError::InvalidHandle)?;
         if file.state != FileState::Open {
             return Err(EmuError::InvalidHandle);
         }
@@ -451,8 +439,8 @@ pub fn cleanup(inner: &Inner, file_object: usize, pid: u32) -> Result<(), EmuErr
 /// stream, the stream is torn down (stream links dropped) (B9).
 pub fn close(inner: &Inner, file_object: usize, pid: u32) -> Result<(), EmuError> {
     let volume = {
-        let state = inner.lock();
-        let file = state.files.get(&file_object).ok_or(EmuError::InvalidHandle)?;
+        let files = inner.files.lock(file_object as u64);
+        let file = files.live.get(&file_object).ok_or(EmuError::InvalidHandle)?;
         if file.state != FileState::CleanedUp {
             return Err(EmuError::InvalidHandle);
         }
@@ -468,28 +456,32 @@ pub fn close(inner: &Inner, file_object: usize, pid: u32) -> Result<(), EmuError
 
 /// Filter Manager's side of a close: the FILE_OBJECT goes, and the stream with its last one.
 fn close_file_object(inner: &Inner, file_object: usize) {
-    let mut state = inner.lock();
-    let Some(mut file) = state.files.remove(&file_object) else { return };
+    let Some(mut file) = inner.files.lock(file_object as u64).live.remove(&file_object) else { return };
     file.state = FileState::Closed;
-    let mut doomed = state.unlink_where(|key| matches!(key, state::LinkKey::StreamHandle(_, fo) if fo == file_object));
-    if let Some(stream) = file.stream {
-        let last = state.streams.get_mut(&stream).is_some_and(|s| {
-            s.open_file_objects -= 1;
-            s.open_file_objects == 0
-        });
-        if last {
-            doomed.extend(state.unlink_where(|key| matches!(key, state::LinkKey::Stream(_, s) if s == stream)));
-            if let Some(record) = state.streams.remove(&stream) {
-                state.stream_names.remove(&(record.volume, record.key.clone()));
+    let (stream, volume, path) = (file.stream, file.volume, file.path.clone());
+    let mut doomed = inner.unlink_where(Some(file_object as u64), |key| matches!(key, state::LinkKey::StreamHandle(_, fo) if fo == file_object));
+    inner.race_point("close unlinked the FILE_OBJECT");
+    if let Some(stream) = stream {
+        let key = (volume, stream_key(&path));
+        let last = {
+            let mut streams = inner.streams.lock(state::name_hash(key.0, &key.1));
+            let last = streams.live.get_mut(&key).is_some_and(|s| {
+                s.open_file_objects -= 1;
+                s.open_file_objects == 0
+            });
+            if last && let Some(record) = streams.live.remove(&key) {
                 // Keep the FsContext allocation alive until the emulator goes, so a new stream
                 // never reuses the address of one a driver may still hold a stale key for.
-                state.dead_streams.push(record);
+                streams.dead.push(record);
             }
+            last
+        };
+        if last {
+            doomed.extend(inner.unlink_where(Some(stream as u64), |key| matches!(key, state::LinkKey::Stream(_, s) if s == stream)));
         }
     }
     // The FILE_OBJECT memory stays allocated (retired) for the same reason.
-    state.dead_files.push(file);
-    drop(state);
+    inner.files.lock(file_object as u64).dead.push(file);
     inner.finish(doomed);
 }
 
@@ -501,7 +493,7 @@ fn run_simple(inner: &Inner, volume: usize, file_object: usize, pid: u32, major:
     let options = OpenOptions { pid, ..OpenOptions::default() };
     let mut op = build_operation(major, instance, volume, file_object, &options);
     let data_address = &raw const *op.data as usize;
-    inner.lock().callback_data.insert(data_address, CallbackInfo { file_object, requestor_pid: pid });
+    inner.callback_data.lock(data_address as u64).insert(data_address, CallbackInfo { file_object, requestor_pid: pid });
     exec::enter(PASSIVE_LEVEL, pid, Operation::Other);
     let (pre_op, post_op) = if major == IRP_MJ_CLEANUP { (Operation::PreCleanup, Operation::PostCleanup) } else { (Operation::PreClose, Operation::PostClose) };
     let pre_result = call_pre(inner, &mut op, pre, post, pre_op);
@@ -509,6 +501,6 @@ fn run_simple(inner: &Inner, volume: usize, file_object: usize, pid: u32, major:
         set_io_status(&mut op, status::SUCCESS, 0);
         call_post(inner, &mut op, post, completion, post_op, post_irql);
     }
-    inner.lock().callback_data.remove(&data_address);
+    inner.callback_data.lock(data_address as u64).remove(&data_address);
     Some(instance)
 }

@@ -32,6 +32,7 @@ pub mod pe;
 mod port;
 mod printf;
 pub mod scenario;
+pub mod schedule;
 mod seh;
 mod state;
 mod unwind;
@@ -49,7 +50,7 @@ pub use state::status;
 pub use user::{Access, UserBuffer};
 pub use verifier::{ContextType, PoolKind, Report, Tag, Violation};
 
-use state::{Inner, Life, State};
+use state::{Inner, Life};
 
 /// The operation whose callback made a Filter Manager call (the key of [`CallCounts`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -112,6 +113,10 @@ pub struct Config {
     /// Failures injected from the start (so DriverEntry's error paths can be driven); see
     /// [`Emulator::inject_failure`].
     pub failures: Vec<Failure>,
+    /// Seed of the schedule that delays threads at call boundaries and race points inside the
+    /// emulated calls ([`schedule`]); None = no delays. `Config::default()` takes it from the
+    /// `FLTEMU_SCHEDULE_SEED` environment variable.
+    pub schedule_seed: Option<u64>,
 }
 
 /// A planned failure of an emulated function (see [`Emulator::inject_failure`]).
@@ -133,6 +138,7 @@ impl Default for Config {
             widen_race_windows: false,
             call_timeout: std::time::Duration::from_secs(120),
             failures: Vec::new(),
+            schedule_seed: schedule::seed_from_env(),
         }
     }
 }
@@ -464,18 +470,7 @@ impl Emulator {
         if let gs::Cookie::Invalid(va) = gs::initialise_cookie(&image) {
             return Err(EmuError::Load(LoadError::NotPe(format!("load config SecurityCookie {va:#x} is not an aligned address in a writable section of the image"))));
         }
-        let inner = Arc::new(Inner {
-            image,
-            workers: exec::Workers::new(),
-            state: Mutex::new(State::default()),
-            config,
-            debug: Mutex::new(Vec::new()),
-            stop: Mutex::new(None),
-            outstanding_work: Mutex::new(0),
-            finishing: std::sync::atomic::AtomicUsize::new(0),
-            work_done: Condvar::new(),
-            user: user::UserSpace::default(),
-        });
+        let inner = Arc::new(Inner::new(image, config));
         state::install(&inner);
         let emulator = Emulator { inner, unloaded: Mutex::new(false), _lease: lease };
         for failure in emulator.inner.config.failures.clone() {
@@ -521,10 +516,10 @@ impl Emulator {
         }
         // E7: a failing DriverEntry must have unregistered; Filter Manager is then left with a
         // registered filter whose image is gone.
-        let still_registered = self.inner.lock().filter.is_some();
+        let still_registered = self.inner.filter_registered();
         if still_registered {
             self.inner.violation(Violation::FailedDriverEntryDidNotUnregister { status: result });
-            self.inner.lock().filter = None;
+            *self.inner.filter_mut() = None;
         }
         self.check_pool_at_unload();
         *self.unloaded.lock().unwrap_or_else(PoisonError::into_inner) = true;
@@ -559,9 +554,9 @@ impl Emulator {
     /// [`EmuError::Stopped`] when InstanceSetup crashed.
     pub fn mount(&self, spec: VolumeSpec) -> Result<VolumeId, EmuError> {
         let index = {
-            let mut state = self.inner.lock();
+            let mut volumes = self.inner.volumes_mut();
             let name_wide = spec.name.encode_utf16().collect();
-            state.volumes.push(state::VolumeRecord {
+            volumes.push(state::VolumeRecord {
                 name: spec.name,
                 name_wide,
                 file_system: spec.file_system,
@@ -569,7 +564,7 @@ impl Emulator {
                 mounted: true,
                 instance: None,
             });
-            state.volumes.len() - 1
+            volumes.len() - 1
         };
         self.run(move |inner| io::attach_instance(inner, index, 0x1 | 0x4))?;
         Ok(VolumeId(index))
@@ -588,11 +583,11 @@ impl Emulator {
     /// Whether the filter has an instance on `volume`.
     #[must_use]
     pub fn is_attached(&self, volume: VolumeId) -> bool {
-        self.inner.lock().volumes.get(volume.0).is_some_and(|v| v.instance.is_some())
+        self.inner.volumes().get(volume.0).is_some_and(|v| v.instance.is_some())
     }
 
     fn check_volume(&self, volume: VolumeId) -> Result<(), EmuError> {
-        if volume.0 < self.inner.lock().volumes.len() { Ok(()) } else { Err(EmuError::NoSuchVolume) }
+        if volume.0 < self.inner.volumes().len() { Ok(()) } else { Err(EmuError::NoSuchVolume) }
     }
 
     /// Manual detach (`fltmc detach`): InstanceQueryTeardown, then TeardownStart and
@@ -604,7 +599,7 @@ impl Emulator {
     pub fn detach(&self, volume: VolumeId) -> Result<(), EmuError> {
         self.check_volume(volume)?;
         self.run_io(move |inner| {
-            let instance = inner.lock().volumes[volume.0].instance.ok_or(EmuError::NotAttached)?;
+            let instance = inner.volumes()[volume.0].instance.ok_or(EmuError::NotAttached)?;
             let verdict = io::query_teardown(inner, instance);
             if verdict < 0 {
                 return Err(EmuError::DetachRefused(verdict));
@@ -622,14 +617,12 @@ impl Emulator {
     pub fn dismount(&self, volume: VolumeId) -> Result<(), EmuError> {
         self.check_volume(volume)?;
         self.run(move |inner| {
-            let instance = inner.lock().volumes[volume.0].instance;
+            let instance = inner.volumes()[volume.0].instance;
             if let Some(instance) = instance {
                 io::teardown_instance(inner, instance, 0x8);
             }
-            let mut state = inner.lock();
-            state.volumes[volume.0].mounted = false;
-            let doomed = state.unlink(state::LinkKey::Volume(volume.0));
-            drop(state);
+            inner.volumes_mut()[volume.0].mounted = false;
+            let doomed = inner.unlink(state::LinkKey::Volume(volume.0));
             inner.finish(doomed.into_iter().collect());
         })
     }
@@ -665,7 +658,7 @@ impl Emulator {
     pub fn close(&self, file: FileHandle) -> Result<(), EmuError> {
         let (file_object, pid) = (file.file_object, file.pid);
         self.run_io(move |inner| {
-            let needs_cleanup = inner.lock().files.get(&file_object).is_some_and(|f| f.state == state::FileState::Open);
+            let needs_cleanup = inner.with_file(file_object, |f| f.state == state::FileState::Open).unwrap_or(false);
             if needs_cleanup {
                 io::cleanup(inner, file_object, pid)?;
             }
@@ -707,7 +700,7 @@ impl Emulator {
         if *self.unloaded.lock().unwrap_or_else(PoisonError::into_inner) {
             return Err(EmuError::Unloaded);
         }
-        let callback = self.inner.lock().filter.as_ref().map_or(0, |f| f.unload);
+        let callback = self.inner.filter().as_ref().map_or(0, |f| f.unload);
         if callback == 0 {
             return Err(EmuError::UnloadRefused(status::FLT_DO_NOT_DETACH));
         }
@@ -726,7 +719,7 @@ impl Emulator {
                 return Err(EmuError::UnloadRefused(result));
             }
         }
-        if self.inner.lock().filter.is_some() {
+        if self.inner.filter_registered() {
             self.inner.violation(Violation::InvalidParameter { function: "FilterUnloadCallback", reason: "returned without FltUnregisterFilter" });
             let inner = Arc::clone(&self.inner);
             self.run(move |_| flt::unregister(&inner))?;
@@ -739,43 +732,64 @@ impl Emulator {
     /// The image is gone: pool, work items and descriptors still outstanding are leaks.
     fn check_pool_at_unload(&self) {
         self.inner.wait_for_work();
-        let mut state = self.inner.lock();
         let mut by_tag: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
-        for block in state.pool.values() {
-            let entry = by_tag.entry(block.tag).or_insert((0, 0));
-            entry.0 += block.size;
-            entry.1 += 1;
+        for shard in self.inner.pool.each() {
+            for block in shard.values() {
+                let entry = by_tag.entry(block.tag).or_insert((0, 0));
+                entry.0 += block.size;
+                entry.1 += 1;
+            }
         }
         let mut found: Vec<Violation> = by_tag.into_iter().map(|(tag, (bytes, count))| Violation::PoolLeaked { tag: Tag(tag), bytes, count }).collect();
-        if !state.work_items.is_empty() {
-            found.push(Violation::WorkItemLeaked { count: state.work_items.len() });
+        {
+            let state = self.inner.lock();
+            if !state.work_items.is_empty() {
+                found.push(Violation::WorkItemLeaked { count: state.work_items.len() });
+            }
+            if !state.security_descriptors.is_empty() {
+                found.push(Violation::SecurityDescriptorLeaked { count: state.security_descriptors.len() });
+            }
         }
-        if !state.security_descriptors.is_empty() {
-            found.push(Violation::SecurityDescriptorLeaked { count: state.security_descriptors.len() });
+        for violation in found {
+            self.inner.violation(violation);
         }
-        state.violations.extend(found);
     }
 
     /// The report so far (violations, debug output, stop, outstanding pool and contexts).
     #[must_use]
     pub fn report(&self) -> Report {
-        let state = self.inner.lock();
-        let (bytes, blocks) = state.pool_outstanding();
+        let (bytes, blocks) = self.inner.pool_outstanding();
         Report {
-            violations: state.violations.clone(),
+            violations: self.inner.violations(),
             debug_output: self.debug_output(),
             stop: self.inner.stop.lock().unwrap_or_else(PoisonError::into_inner).clone(),
             pool_bytes_outstanding: bytes,
             pool_blocks_outstanding: blocks,
-            contexts_outstanding: state.contexts_outstanding(),
-            max_stack_depth: state.max_stack_depth,
+            contexts_outstanding: self.inner.contexts_outstanding(),
+            max_stack_depth: self.inner.max_stack_depth.load(std::sync::atomic::Ordering::Acquire),
+            schedule_seed: self.inner.config.schedule_seed,
         }
     }
 
     /// Violations found so far.
     #[must_use]
     pub fn violations(&self) -> Vec<Violation> {
-        self.inner.lock().violations.clone()
+        self.inner.violations()
+    }
+
+    /// How many times an emulated call so far found one of fltemu's sharded-table or
+    /// reader/writer locks held by another thread and waited (see README "Locking"): the
+    /// contention the state split leaves, for benchmarks.
+    #[must_use]
+    pub fn lock_waits(&self) -> u64 {
+        state::LOCK_WAITS.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The delays the seeded schedule applied so far, in the order applied (empty without
+    /// [`Config::schedule_seed`]); the same seed gives each job the same delays.
+    #[must_use]
+    pub fn schedule_trace(&self) -> Vec<schedule::Decision> {
+        self.inner.schedule.as_ref().map_or_else(Vec::new, schedule::Schedule::trace)
     }
 
     /// The driver's DbgPrintEx output so far.
@@ -787,21 +801,20 @@ impl Emulator {
     /// Every context not yet freed.
     #[must_use]
     pub fn live_contexts(&self) -> Vec<ContextInfo> {
-        let state = self.inner.lock();
-        let mut list: Vec<ContextInfo> = state
-            .contexts
-            .iter()
-            .filter(|(_, c)| c.life != Life::Freed)
-            .map(|(address, c)| ContextInfo {
-                address: *address,
-                context_type: c.context_type,
-                size: c.size,
-                tag: Tag(c.tag),
-                pool: c.pool,
-                refcount: c.refs,
-                linked: c.link.is_some(),
-            })
-            .collect();
+        let mut list = Vec::new();
+        self.inner.contexts.for_each(|address, c| {
+            if c.life() != Life::Freed {
+                list.push(ContextInfo {
+                    address,
+                    context_type: c.context_type,
+                    size: c.size,
+                    tag: Tag(c.tag),
+                    pool: c.pool,
+                    refcount: c.refs(),
+                    linked: c.linked().is_some(),
+                });
+            }
+        });
         list.sort_by_key(|c| c.address);
         list
     }
@@ -809,19 +822,21 @@ impl Emulator {
     /// How many contexts of `context_type` are not yet freed.
     #[must_use]
     pub fn live_context_count(&self, context_type: ContextType) -> usize {
-        self.inner.lock().contexts.values().filter(|c| c.life != Life::Freed && c.context_type == context_type).count()
+        let mut count = 0;
+        self.inner.contexts.for_each(|_, c| count += usize::from(c.life() != Life::Freed && c.context_type == context_type));
+        count
     }
 
     /// The reference count of the context at `address` (None when unknown or freed).
     #[must_use]
     pub fn context_refcount(&self, address: usize) -> Option<i64> {
-        self.inner.lock().contexts.get(&address).filter(|c| c.life != Life::Freed).map(|c| c.refs)
+        self.inner.contexts.get(address).filter(|c| c.life() != Life::Freed).map(state::ContextRecord::refs)
     }
 
     /// The stream context linked to the stream of `file` by the filter's instance, if any.
     #[must_use]
     pub fn stream_context(&self, file: &FileHandle) -> Option<ContextInfo> {
-        self.file_link(file, |instance, record| Some(state::LinkKey::Stream(instance, record.stream?)))
+        self.file_link(file, |instance, stream| Some(state::LinkKey::Stream(instance, stream?)))
     }
 
     /// The stream-handle context linked to `file`, if any.
@@ -830,44 +845,47 @@ impl Emulator {
         self.file_link(file, |instance, _| Some(state::LinkKey::StreamHandle(instance, file.file_object)))
     }
 
-    /// The live context linked under the key `key` builds from `file`'s instance and record.
-    fn file_link(
-        &self,
-        file: &FileHandle,
-        key: impl FnOnce(isize, &state::FileRecord) -> Option<state::LinkKey>,
-    ) -> Option<ContextInfo> {
-        let address = {
-            let state = self.inner.lock();
-            let record = state.files.get(&file.file_object)?;
-            let instance = state.volumes[record.volume].instance?;
-            *state.links.get(&key(instance, record)?)?
-        };
-        self.live_contexts().into_iter().find(|c| c.address == address)
+    /// The live context linked under the key `key` builds from `file`'s instance and stream.
+    fn file_link(&self, file: &FileHandle, key: impl FnOnce(isize, Option<usize>) -> Option<state::LinkKey>) -> Option<ContextInfo> {
+        let (volume, stream) = self.inner.with_file(file.file_object, |record| (record.volume, record.stream))?;
+        let instance = self.inner.volumes()[volume].instance?;
+        let address = self.inner.linked_at(key(instance, stream)?)?;
+        self.context_info(address)
     }
 
     /// The instance context on `volume`, if any.
     #[must_use]
     pub fn instance_context(&self, volume: VolumeId) -> Option<ContextInfo> {
-        let address = {
-            let state = self.inner.lock();
-            let instance = state.volumes.get(volume.0)?.instance?;
-            *state.links.get(&state::LinkKey::Instance(instance))?
-        };
-        self.live_contexts().into_iter().find(|c| c.address == address)
+        let instance = self.inner.volumes().get(volume.0)?.instance?;
+        let address = self.inner.linked_at(state::LinkKey::Instance(instance))?;
+        self.context_info(address)
+    }
+
+    /// The live context at `address`.
+    fn context_info(&self, address: usize) -> Option<ContextInfo> {
+        let c = self.inner.contexts.get(address).filter(|c| c.life() != Life::Freed)?;
+        Some(ContextInfo {
+            address,
+            context_type: c.context_type,
+            size: c.size,
+            tag: Tag(c.tag),
+            pool: c.pool,
+            refcount: c.refs(),
+            linked: c.linked().is_some(),
+        })
     }
 
     /// Open FILE_OBJECTs (not yet closed) on the stream `path` of `volume`.
     #[must_use]
     pub fn open_file_objects(&self, volume: VolumeId, path: &str) -> usize {
-        let state = self.inner.lock();
         let key = (volume.0, path.to_lowercase());
-        state.stream_names.get(&key).and_then(|s| state.streams.get(s)).map_or(0, |s| s.open_file_objects)
+        self.inner.streams.lock(state::name_hash(key.0, &key.1)).live.get(&key).map_or(0, |s| s.open_file_objects)
     }
 
     /// Reads the driver-visible bytes of a context (for tests that check what the driver stored).
     #[must_use]
     pub fn context_bytes(&self, address: usize) -> Option<Vec<u8>> {
-        let size = self.inner.lock().contexts.get(&address).filter(|c| c.life != Life::Freed)?.size;
+        let size = self.inner.contexts.get(address).filter(|c| c.life() != Life::Freed)?.size;
         // SAFETY: a live context body of `size` bytes allocated by fltemu.
         Some(unsafe { std::slice::from_raw_parts(address as *const u8, size) }.to_vec())
     }
@@ -875,13 +893,19 @@ impl Emulator {
     /// Filter Manager / ntoskrnl calls so far, per (operation, function).
     #[must_use]
     pub fn calls(&self) -> CallCounts {
-        CallCounts(self.inner.lock().calls.iter().map(|((op, f), n)| ((*op, (*f).to_owned()), *n)).collect())
+        let mut counts = BTreeMap::new();
+        for shard in self.inner.calls.each() {
+            for ((operation, _), (function, n)) in shard.iter() {
+                *counts.entry((*operation, (*function).to_owned())).or_insert(0) += *n;
+            }
+        }
+        CallCounts(counts)
     }
 
     /// Pool bytes and blocks outstanding.
     #[must_use]
     pub fn pool_outstanding(&self) -> (usize, usize) {
-        self.inner.lock().pool_outstanding()
+        self.inner.pool_outstanding()
     }
 
     /// A new user-mode buffer of `length` bytes (own mapping, guard page after it).
@@ -935,13 +959,15 @@ impl Emulator {
         if !state::INJECTABLE.contains(&function) || every == 0 {
             return false;
         }
-        self.inner.lock().injections.insert(function, state::Injection { status, every, remaining: times, seen: 0 });
+        self.inner.injections.plans.lock().unwrap_or_else(PoisonError::into_inner).insert(function, state::Injection { status, every, remaining: times, seen: 0 });
+        self.inner.injections.any.store(true, std::sync::atomic::Ordering::Release);
         true
     }
 
     /// Stops all failure injection.
     pub fn clear_injected_failures(&self) {
-        self.inner.lock().injections.clear();
+        self.inner.injections.any.store(false, std::sync::atomic::Ordering::Release);
+        self.inner.injections.plans.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 
     /// The functions [`inject_failure`](Self::inject_failure) can fail.

@@ -1,7 +1,7 @@
 //! The fltemu command line.
 //!
 //! ```text
-//! fltemu run <driver.sys> [--scenario NAME | --script FILE] [--threads N] [--json] [--post-irql passive|dispatch]
+//! fltemu run <driver.sys> [--scenario NAME | --script FILE] [--threads N] [--json] [--post-irql passive|dispatch] [--seed N]
 //! fltemu bench <driver.sys> [--against OTHER.sys] [--cycles N]
 //! fltemu scenarios | exports
 //! ```
@@ -27,7 +27,7 @@ mod cli {
     use fltemu::scenario::{self, ScriptError};
     use fltemu::{Config, EmuError, Emulator, OpenOptions, Report, VolumeSpec};
 
-    const USAGE: &str = "usage: fltemu run <driver.sys> [--scenario NAME | --script FILE] [--threads N] [--json] [--post-irql passive|dispatch]\n       fltemu bench <driver.sys> [--against OTHER.sys] [--cycles N]\n       fltemu scenarios | exports";
+    const USAGE: &str = "usage: fltemu run <driver.sys> [--scenario NAME | --script FILE] [--threads N] [--json] [--post-irql passive|dispatch] [--seed N]\n       fltemu bench <driver.sys> [--against OTHER.sys] [--cycles N]\n       fltemu scenarios | exports";
 
     fn usage(message: &str) -> i32 {
         eprintln!("fltemu: {message}\n{USAGE}");
@@ -84,6 +84,10 @@ mod cli {
                     let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
                     script = Some((text, format!("script {file}")));
                 }
+                "--seed" => {
+                    let text = iter.next().ok_or("--seed needs a number")?;
+                    config.schedule_seed = Some(fltemu::schedule::parse_seed(text).ok_or("--seed needs a number (decimal or 0x hex)")?);
+                }
                 "--threads" => threads = iter.next().and_then(|t| t.parse().ok()).ok_or("--threads needs a number")?,
                 "--json" => json = true,
                 "--post-irql" => {
@@ -134,7 +138,7 @@ mod cli {
         if options.json {
             let stop = report.and_then(|r| r.stop.as_ref()).map(|s| format!("{s:?}"));
             println!(
-                "{{\"driver\":{},\"ran\":{},\"log\":{},\"debug_output\":{},\"violations\":{},\"stop\":{},\"failure\":{},\"pool_bytes_outstanding\":{},\"contexts_outstanding\":{},\"max_stack_depth\":{}}}",
+                "{{\"driver\":{},\"ran\":{},\"log\":{},\"debug_output\":{},\"violations\":{},\"stop\":{},\"failure\":{},\"pool_bytes_outstanding\":{},\"contexts_outstanding\":{},\"max_stack_depth\":{},\"schedule_seed\":{}}}",
                 json_string(&options.driver),
                 json_string(&options.source),
                 json_list(log),
@@ -145,6 +149,7 @@ mod cli {
                 report.map_or(0, |r| r.pool_bytes_outstanding),
                 report.map_or(0, |r| r.contexts_outstanding),
                 report.map_or(0, |r| r.max_stack_depth),
+                options.config.schedule_seed.map_or("null".into(), |seed| seed.to_string()),
             );
             return;
         }

@@ -49,7 +49,7 @@ extern "win64" fn dbg_print_ex(
     a11: u64,
 ) -> i32 {
     let Some(inner) = state::current() else { return status::SUCCESS };
-    drop(inner.enter("DbgPrintEx", 31));
+    inner.enter("DbgPrintEx", 31);
     let slots = [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11];
     let mut index = 0;
     let mut next = || {
@@ -71,7 +71,7 @@ extern "win64" fn dbg_print_ex(
 /// `KeBugCheckEx` (wdm.h): ends the run with the code and parameters.
 extern "win64" fn ke_bug_check_ex(code: u32, p1: usize, p2: usize, p3: usize, p4: usize) -> ! {
     if let Some(inner) = state::current() {
-        drop(inner.enter("KeBugCheckEx", 31));
+        inner.enter("KeBugCheckEx", 31);
     }
     exec::bug_check(code, [p1, p2, p3, p4])
 }
@@ -124,7 +124,7 @@ extern "win64" fn ex_allocate_pool2(flags: u64, size: usize, tag: u32) -> *mut c
     let pool_bits = flags & (POOL_FLAG_NON_PAGED | POOL_FLAG_NON_PAGED_EXECUTE | POOL_FLAG_PAGED);
     let pool = if pool_bits == POOL_FLAG_PAGED { PoolKind::Paged } else { PoolKind::NonPaged };
     let max = if pool == PoolKind::Paged { APC_LEVEL } else { DISPATCH_LEVEL };
-    let mut state = inner.enter("ExAllocatePool2", max);
+    inner.enter("ExAllocatePool2", max);
     let problem = if pool_bits.count_ones() != 1 {
         Some("exactly one of POOL_FLAG_NON_PAGED, NON_PAGED_EXECUTE, PAGED is required")
     } else if flags & !POOL_FLAGS_KNOWN != 0 {
@@ -135,13 +135,12 @@ extern "win64" fn ex_allocate_pool2(flags: u64, size: usize, tag: u32) -> *mut c
         None
     };
     if let Some(reason) = problem {
-        state.violations.push(Violation::BadPoolRequest { reason });
+        inner.violation(Violation::BadPoolRequest { reason });
         return core::ptr::null_mut();
     }
-    if state.injected("ExAllocatePool2").is_some() {
+    if inner.injected("ExAllocatePool2").is_some() {
         return core::ptr::null_mut();
     }
-    drop(state);
     let Ok(layout) = std::alloc::Layout::from_size_align(size.max(1), POOL_ALIGNMENT) else { return core::ptr::null_mut() };
     // SAFETY: the layout has a non-zero size.
     let block = unsafe { std::alloc::alloc(layout) };
@@ -151,7 +150,7 @@ extern "win64" fn ex_allocate_pool2(flags: u64, size: usize, tag: u32) -> *mut c
     let fill = if flags & POOL_FLAG_UNINITIALIZED != 0 { POOL_ALLOC_POISON } else { 0 };
     // SAFETY: the block was just allocated with `size` (or 1) bytes.
     unsafe { core::ptr::write_bytes(block, fill, size) };
-    inner.lock().pool.insert(block as usize, PoolBlock { size, tag, pool });
+    inner.pool.lock(block as u64).insert(block as usize, PoolBlock { size, tag, pool });
     block.cast()
 }
 
@@ -159,18 +158,18 @@ extern "win64" fn ex_allocate_pool2(flags: u64, size: usize, tag: u32) -> *mut c
 /// (≤ APC_LEVEL for paged blocks). Freed blocks are poison-filled before release.
 extern "win64" fn ex_free_pool_with_tag(block: *mut c_void, tag: u32) {
     let Some(inner) = state::current() else { return };
-    let mut state = inner.enter("ExFreePoolWithTag", DISPATCH_LEVEL);
-    let Some(record) = state.pool.remove(&(block as usize)) else {
-        state.violations.push(Violation::BadPoolFree { pointer: block as usize });
+    inner.enter("ExFreePoolWithTag", DISPATCH_LEVEL);
+    let removed = inner.pool.lock(block as u64).remove(&(block as usize));
+    let Some(record) = removed else {
+        inner.violation(Violation::BadPoolFree { pointer: block as usize });
         return;
     };
     if record.tag != tag {
-        state.violations.push(Violation::PoolTagMismatch { allocated: Tag(record.tag), freed: Tag(tag) });
+        inner.violation(Violation::PoolTagMismatch { allocated: Tag(record.tag), freed: Tag(tag) });
     }
     if record.pool == PoolKind::Paged && exec::irql() > APC_LEVEL {
-        state.violations.push(Violation::IrqlTooHigh { function: "ExFreePoolWithTag", irql: exec::irql(), max: APC_LEVEL });
+        inner.violation(Violation::IrqlTooHigh { function: "ExFreePoolWithTag", irql: exec::irql(), max: APC_LEVEL });
     }
-    drop(state);
     // SAFETY: the block is a live allocation of `size` bytes made by ex_allocate_pool2.
     unsafe { core::ptr::write_bytes(block.cast::<u8>(), FREE_POISON, record.size) };
     if let Ok(layout) = std::alloc::Layout::from_size_align(record.size.max(1), POOL_ALIGNMENT) {
@@ -182,7 +181,7 @@ extern "win64" fn ex_free_pool_with_tag(block: *mut c_void, tag: u32) {
 /// `KeGetCurrentIrql` (wdm.h): the emulated IRQL of this thread.
 extern "win64" fn ke_get_current_irql() -> u8 {
     if let Some(inner) = state::current() {
-        drop(inner.enter("KeGetCurrentIrql", 31));
+        inner.enter("KeGetCurrentIrql", 31);
     }
     exec::irql()
 }
@@ -221,7 +220,7 @@ fn spin_back_off(round: &mut u32) {
 extern "win64" fn ke_acquire_spin_lock_raise_to_dpc(lock: *mut usize) -> u8 {
     let inner = state::current();
     if let Some(inner) = inner {
-        drop(inner.enter("KeAcquireSpinLockRaiseToDpc", DISPATCH_LEVEL));
+        inner.enter("KeAcquireSpinLockRaiseToDpc", DISPATCH_LEVEL);
         if HELD_SPIN_LOCKS.with(|held| held.borrow().contains(&(lock as usize))) {
             inner.violation(Violation::InvalidParameter {
                 function: "KeAcquireSpinLockRaiseToDpc",
@@ -247,7 +246,7 @@ extern "win64" fn ke_acquire_spin_lock_raise_to_dpc(lock: *mut usize) -> u8 {
 extern "win64" fn ke_release_spin_lock(lock: *mut usize, new_irql: u8) {
     let inner = state::current();
     if let Some(inner) = inner {
-        drop(inner.enter("KeReleaseSpinLock", DISPATCH_LEVEL));
+        inner.enter("KeReleaseSpinLock", DISPATCH_LEVEL);
     }
     let flag = |reason: &'static str| {
         if let Some(inner) = inner {
@@ -282,7 +281,7 @@ pub fn take_held_spin_locks() -> usize {
 extern "win64" fn ke_query_system_time_precise(time: *mut i64) {
     const EPOCH_DIFFERENCE_100NS: u128 = 116_444_736_000_000_000;
     if let Some(inner) = state::current() {
-        drop(inner.enter("KeQuerySystemTimePrecise", 31));
+        inner.enter("KeQuerySystemTimePrecise", 31);
     }
     let since_unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     #[allow(clippy::cast_possible_truncation)]
@@ -297,7 +296,7 @@ extern "win64" fn ke_query_system_time_precise(time: *mut i64) {
 /// I/O callbacks, the sender in port callbacks, System (4) otherwise).
 extern "win64" fn ps_get_current_process_id() -> usize {
     if let Some(inner) = state::current() {
-        drop(inner.enter("PsGetCurrentProcessId", 31));
+        inner.enter("PsGetCurrentProcessId", 31);
     }
     exec::current_pid() as usize
 }
@@ -306,7 +305,7 @@ extern "win64" fn ps_get_current_process_id() -> usize {
 /// kernel thread (driver calls run on emulator worker threads) has a distinct non-zero one.
 extern "win64" fn ps_get_current_thread_id() -> usize {
     if let Some(inner) = state::current() {
-        drop(inner.enter("PsGetCurrentThreadId", 31));
+        inner.enter("PsGetCurrentThreadId", 31);
     }
     // SAFETY: gettid has no preconditions.
     let id = unsafe { libc::gettid() };
@@ -316,8 +315,8 @@ extern "win64" fn ps_get_current_thread_id() -> usize {
 /// `FsRtlIsPagingFile` (ntifs.h): TRUE for file objects opened as a paging file.
 extern "win64" fn fs_rtl_is_paging_file(file_object: usize) -> u32 {
     let Some(inner) = state::current() else { return 0 };
-    let state = inner.enter("FsRtlIsPagingFile", APC_LEVEL);
-    u32::from(state.files.get(&file_object).is_some_and(|f| f.paging_file))
+    inner.enter("FsRtlIsPagingFile", APC_LEVEL);
+    u32::from(inner.with_file(file_object, |f| f.paging_file).unwrap_or(false))
 }
 
 /// `MM_COPY_MEMORY_PHYSICAL`.
@@ -354,7 +353,8 @@ fn copy_without_faulting(target: usize, source: usize, length: usize) -> usize {
 /// Physical copies are not modelled (STATUS_NOT_SUPPORTED).
 extern "win64" fn mm_copy_memory(target: usize, source: usize, length: usize, flags: u32, transferred: *mut usize) -> i32 {
     let Some(inner) = state::current() else { return status::UNSUCCESSFUL };
-    if let Some(failure) = inner.enter("MmCopyMemory", APC_LEVEL).injected("MmCopyMemory") {
+    inner.enter("MmCopyMemory", APC_LEVEL);
+    if let Some(failure) = inner.injected("MmCopyMemory") {
         if !transferred.is_null() {
             // SAFETY: the caller passes a valid SIZE_T out pointer.
             unsafe { transferred.write(0) };
@@ -395,7 +395,8 @@ const PAGE_READWRITE: u32 = 0x04;
 extern "win64" fn mm_secure_virtual_memory(address: usize, size: usize, probe_mode: u32) -> usize {
     use crate::user::Access;
     let Some(inner) = state::current() else { return 0 };
-    if inner.enter("MmSecureVirtualMemory", APC_LEVEL).injected("MmSecureVirtualMemory").is_some() {
+    inner.enter("MmSecureVirtualMemory", APC_LEVEL);
+    if inner.injected("MmSecureVirtualMemory").is_some() {
         return 0;
     }
     if size == 0 {
@@ -420,12 +421,11 @@ extern "win64" fn mm_secure_virtual_memory(address: usize, size: usize, probe_mo
 /// `MmUnsecureVirtualMemory` (ntddk.h): releases a handle from MmSecureVirtualMemory.
 extern "win64" fn mm_unsecure_virtual_memory(handle: usize) {
     let Some(inner) = state::current() else { return };
-    let mut state = inner.enter("MmUnsecureVirtualMemory", APC_LEVEL);
-    let range = state.secured.remove(&handle);
+    inner.enter("MmUnsecureVirtualMemory", APC_LEVEL);
+    let range = inner.lock().secured.remove(&handle);
     if range.is_none() {
-        state.violations.push(Violation::InvalidParameter { function: "MmUnsecureVirtualMemory", reason: "not a handle from MmSecureVirtualMemory" });
+        inner.violation(Violation::InvalidParameter { function: "MmUnsecureVirtualMemory", reason: "not a handle from MmSecureVirtualMemory" });
     }
-    drop(state);
     if let Some((address, _)) = range {
         inner.user.secure(address, -1);
     }
@@ -453,12 +453,11 @@ extern "win64" fn zw_query_virtual_memory(
     returned: usize,
 ) -> i32 {
     let Some(inner) = state::current() else { return status::UNSUCCESSFUL };
-    let mut state = inner.enter("ZwQueryVirtualMemory", exec::PASSIVE_LEVEL);
+    inner.enter("ZwQueryVirtualMemory", exec::PASSIVE_LEVEL);
     if process != usize::MAX {
-        state.violations.push(Violation::InvalidParameter { function: "ZwQueryVirtualMemory", reason: "not ZwCurrentProcess()" });
+        inner.violation(Violation::InvalidParameter { function: "ZwQueryVirtualMemory", reason: "not ZwCurrentProcess()" });
         return status::INVALID_PARAMETER;
     }
-    drop(state);
     if class != MEMORY_BASIC_INFORMATION_CLASS {
         return STATUS_INVALID_INFO_CLASS;
     }

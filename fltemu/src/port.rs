@@ -158,8 +158,8 @@ extern "win64" fn flt_create_communication_port(
 ) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
     let (filter_ok, injected) = {
-        let mut state = inner.enter("FltCreateCommunicationPort", PASSIVE_LEVEL);
-        (state.filter_ok(filter), state.injected("FltCreateCommunicationPort"))
+        inner.enter("FltCreateCommunicationPort", PASSIVE_LEVEL);
+        (inner.filter_ok(filter), inner.injected("FltCreateCommunicationPort"))
     };
     if let Some(failure) = injected {
         return failure;
@@ -201,18 +201,18 @@ extern "win64" fn flt_create_communication_port(
 /// FltCloseCommunicationPort (DDI; F3): stops new connections only.
 extern "win64" fn flt_close_communication_port(port: isize) {
     let Some(inner) = state::current() else { return };
-    let mut state = inner.enter("FltCloseCommunicationPort", PASSIVE_LEVEL);
-    if state.ports.servers.remove(&port).is_none() {
-        state.violations.push(Violation::InvalidParameter { function: "FltCloseCommunicationPort", reason: "not an open server port" });
+    inner.enter("FltCloseCommunicationPort", PASSIVE_LEVEL);
+    let known = inner.lock().ports.servers.remove(&port).is_some();
+    if !known {
+        inner.violation(Violation::InvalidParameter { function: "FltCloseCommunicationPort", reason: "not an open server port" });
     }
 }
 
 /// FltCloseClientPort (DDI; F3): closes the kernel side and NULLs the caller's variable.
 extern "win64" fn flt_close_client_port(filter: isize, port: *mut isize) {
     let Some(inner) = state::current() else { return };
-    let state = inner.enter("FltCloseClientPort", PASSIVE_LEVEL);
-    let filter_ok = state.filter_ok(filter);
-    drop(state);
+    inner.enter("FltCloseClientPort", PASSIVE_LEVEL);
+    let filter_ok = inner.filter_ok(filter);
     if port.is_null() {
         return;
     }
@@ -259,8 +259,8 @@ fn deadline(timeout: *const i64) -> Option<Instant> {
 extern "win64" fn flt_send_message(filter: isize, client: *const isize, sender: *const u8, sender_length: u32, reply: *mut u8, reply_length: *mut u32, timeout: *const i64) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
     let (filter_ok, injected) = {
-        let mut state = inner.enter("FltSendMessage", APC_LEVEL);
-        (state.filter_ok(filter), state.injected("FltSendMessage"))
+        inner.enter("FltSendMessage", APC_LEVEL);
+        (inner.filter_ok(filter), inner.injected("FltSendMessage"))
     };
     if let Some(failure) = injected {
         return failure;
@@ -585,7 +585,7 @@ impl UserPort {
             (state.ports.servers.get(&self.connection.server).map(|s| s.disconnect), self.connection.server)
         };
         // No callback once the filter is gone (unregistered: its image may be unloaded).
-        let filter_alive = self.inner.lock().filter.is_some();
+        let filter_alive = self.inner.filter_registered();
         let kernel_open = self.connection.kernel_open.load(Ordering::Acquire);
         if let (Some(callback), true, true) = (callback, kernel_open, filter_alive) {
             let cookie = self.connection.cookie.load(Ordering::Acquire);

@@ -117,7 +117,7 @@ thread_local! {
 
 fn calls(function: &'static str, max_irql: u8) {
     if let Some(inner) = crate::state::current() {
-        drop(inner.enter(function, max_irql));
+        inner.enter(function, max_irql);
     }
 }
 

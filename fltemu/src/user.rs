@@ -62,6 +62,22 @@ pub struct UserSpace {
     pub(crate) regions: Mutex<Vec<Arc<Mutex<Region>>>>,
 }
 
+impl Drop for UserSpace {
+    /// The emulator is gone, so no driver can hold a stale user address any more: the retired
+    /// buffers' reserved ranges are returned (a long test run would otherwise exhaust the
+    /// process's mapping count). A buffer still alive keeps its mapping.
+    fn drop(&mut self) {
+        for region in self.regions.get_mut().unwrap_or_else(PoisonError::into_inner).drain(..) {
+            let region = region.lock().unwrap_or_else(PoisonError::into_inner);
+            if region.access == Access::Unmapped {
+                // SAFETY: the retired buffer's whole mapping (data pages and guard page), which
+                // nothing references any more.
+                unsafe { libc::munmap(region.base as *mut libc::c_void, region.length + PAGE) };
+            }
+        }
+    }
+}
+
 impl UserSpace {
     /// True when `address` lies inside any user mapping ever made, guard page included (fault
     /// classification).

@@ -309,6 +309,9 @@ pub struct Report {
     /// The deepest driver stack seen at an import call, in bytes (a lower bound of its real
     /// maximum; x64 kernel stacks are 24 KiB).
     pub max_stack_depth: usize,
+    /// The seed of the schedule the run used ([`crate::Config::schedule_seed`]), printed with a
+    /// report that is not clean so the interleaving can be replayed.
+    pub schedule_seed: Option<u64>,
 }
 
 impl Report {
@@ -338,6 +341,10 @@ impl fmt::Display for Report {
             self.contexts_outstanding,
             self.max_stack_depth,
             self.violations.len()
-        )
+        )?;
+        if let (false, Some(seed)) = (self.is_clean(), self.schedule_seed) {
+            writeln!(f, "schedule seed: {seed} (FLTEMU_SCHEDULE_SEED={seed} replays its delays)")?;
+        }
+        Ok(())
     }
 }

@@ -47,6 +47,19 @@ fn a_violation_exits_one_and_json_names_it() {
 }
 
 #[test]
+fn a_seeded_run_that_fails_prints_its_seed() {
+    let image = fixture(Some("bug-get-not-released"));
+    let (code, text) = fltemu(&["run", image.to_str().unwrap(), "--scenario", "race", "--threads", "4", "--seed", "0x2A"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("schedule seed: 42 (FLTEMU_SCHEDULE_SEED=42 replays its delays)"), "{text}");
+    let (code, text) = fltemu(&["run", image.to_str().unwrap(), "--seed", "42", "--scenario", "race", "--json"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("\"schedule_seed\":42"), "{text}");
+    let (code, text) = fltemu(&["run", image.to_str().unwrap(), "--seed", "forty-two"]);
+    assert_eq!(code, 64, "{text}");
+}
+
+#[test]
 fn scripts_run_line_by_line() {
     let image = fixture(None);
     let script = std::env::temp_dir().join(format!("fltemu-cli-{}.txt", std::process::id()));
