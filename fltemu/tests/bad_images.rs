@@ -214,7 +214,11 @@ fn mutants(good: &[u8]) -> Vec<Mutant> {
         let value = u32_at(b, rdata + 12) + 0x1000;
         put32(b, rdata + 12, value);
     });
-    add(".text VirtualSize over .rdata", "overlaps section .text", true, &|b| put32(b, text + 8, 0x5000));
+    add(".text VirtualSize over .rdata", "overlaps section .text", true, &|b| {
+        // Reach one page into .rdata whatever size .text has today.
+        let value = u32_at(b, rdata + 12) - u32_at(b, text + 12) + 0x1000;
+        put32(b, text + 8, value);
+    });
     add(".data over .rdata", "overlaps section .rdata", true, &|b| {
         let value = u32_at(b, rdata + 12);
         put32(b, data + 12, value);
