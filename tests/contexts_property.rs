@@ -314,9 +314,21 @@ fn random_interleavings_stay_balanced() {
     println!("contexts_property: {cases} cases, {THREADS} threads per round, {:.1} s", started.elapsed().as_secs_f64());
 }
 
-/// The RVAs of the `call [rip+disp32]` instructions (FF 15) in `.text` that call `function`
-/// through the import address table.
-fn import_call_sites(image: &[u8], function: &str) -> Vec<usize> {
+/// One way to take a FltReleaseContext out of the image: the bytes at `rva` and what replaces them.
+struct ReleaseSite {
+    rva: usize,
+    expect: &'static [u8],
+    patch: &'static [u8],
+    what: &'static str,
+}
+
+/// Where the image reaches `function` through the import address table: each `call [rip+disp32]`
+/// (FF 15, replaced by a 6-byte NOP), each tail jump `jmp [rip+disp32]` (REX.W FF 25 or FF 25,
+/// replaced by `ret` so the function returns without releasing), and each direct `call rel32`
+/// (E8) of a function that ends in such a tail jump (found through `.pdata`; replaced by a 5-byte
+/// NOP, as if a guard's drop had been forgotten there). fltctx funnels releases through a few
+/// drop functions, so most releases are the calls of those.
+fn import_call_sites(image: &[u8], function: &str) -> Vec<ReleaseSite> {
     let u16_at = |at: usize| usize::from(u16::from_le_bytes([image[at], image[at + 1]]));
     let u32_at = |at: usize| u32::from_le_bytes(image[at..at + 4].try_into().unwrap()) as usize;
     let pe = u32_at(0x3C);
@@ -348,14 +360,45 @@ fn import_call_sites(image: &[u8], function: &str) -> Vec<usize> {
     }
     let slot = slot.unwrap_or_else(|| panic!("{function} is not imported"));
     let (_, text_rva, text_size, text_raw) = table.iter().find(|(name, ..)| name == b".text").cloned().unwrap();
-    (0..text_size.saturating_sub(6))
-        .filter(|at| image[text_raw + at] == 0xFF && image[text_raw + at + 1] == 0x15)
-        .map(|at| text_rva + at)
-        .filter(|&rva| {
-            let displacement = i32::from_le_bytes(image[offset(rva) + 2..][..4].try_into().unwrap());
-            (rva + 6).wrapping_add_signed(displacement as isize) == slot
-        })
-        .collect()
+    let text = &image[text_raw..text_raw + text_size];
+    let targets = |opcode: &[u8], at: usize| {
+        text[at..].starts_with(opcode) && at + opcode.len() + 4 <= text.len() && {
+            let end = at + opcode.len() + 4;
+            let displacement = i32::from_le_bytes(text[end - 4..end].try_into().unwrap());
+            (text_rva + end).wrapping_add_signed(displacement as isize) == slot
+        }
+    };
+    let mut sites = Vec::new();
+    let mut tail_jumps = Vec::new();
+    for at in 0..text.len() {
+        if targets(&[0xFF, 0x15], at) {
+            sites.push(ReleaseSite { rva: text_rva + at, expect: &[0xFF, 0x15], patch: &[0x66, 0x0F, 0x1F, 0x44, 0x00, 0x00], what: "call" });
+        } else if targets(&[0x48, 0xFF, 0x25], at) {
+            sites.push(ReleaseSite { rva: text_rva + at, expect: &[0x48, 0xFF, 0x25], patch: &[0xC3], what: "tail jump" });
+            tail_jumps.push(text_rva + at);
+        } else if targets(&[0xFF, 0x25], at) && (at == 0 || text[at - 1] != 0x48) {
+            sites.push(ReleaseSite { rva: text_rva + at, expect: &[0xFF, 0x25], patch: &[0xC3], what: "tail jump" });
+            tail_jumps.push(text_rva + at);
+        }
+    }
+    // Data directory 3 (exception): RUNTIME_FUNCTION { begin, end, unwind } entries.
+    let (pdata_rva, pdata_size) = (u32_at(pe + 24 + 112 + 24), u32_at(pe + 24 + 112 + 28));
+    let pdata = offset(pdata_rva);
+    let releasing_functions: Vec<usize> = (0..pdata_size / 12)
+        .map(|index| (u32_at(pdata + 12 * index), u32_at(pdata + 12 * index + 4)))
+        .filter(|(begin, end)| tail_jumps.iter().any(|jump| (*begin..*end).contains(jump)))
+        .map(|(begin, _)| begin)
+        .collect();
+    for at in 0..text.len().saturating_sub(5) {
+        if text[at] == 0xE8 {
+            let displacement = i32::from_le_bytes(text[at + 1..at + 5].try_into().unwrap());
+            let target = (text_rva + at + 5).wrapping_add_signed(displacement as isize);
+            if releasing_functions.contains(&target) {
+                sites.push(ReleaseSite { rva: text_rva + at, expect: &[0xE8], patch: &[0x0F, 0x1F, 0x44, 0x00, 0x00], what: "call of a releasing drop" });
+            }
+        }
+    }
+    sites
 }
 
 /// A fixed case on one thread (so a mutant's calls are the same from run to run): opens on every
@@ -388,7 +431,6 @@ fn releases_made(image: &[u8]) -> u64 {
 
 #[test]
 fn missing_release_mutants_fail() {
-    const NOP6: [u8; 6] = [0x66, 0x0F, 0x1F, 0x44, 0x00, 0x00];
     let original = driver_bytes();
     let sites = import_call_sites(original, "FltReleaseContext");
     assert!(!sites.is_empty(), "ctxguard.sys calls FltReleaseContext");
@@ -397,7 +439,8 @@ fn missing_release_mutants_fail() {
     let baseline = releases_made(original);
     let mut killed = Vec::new();
     let mut not_reached = Vec::new();
-    for &rva in &sites {
+    for site in &sites {
+        let rva = site.rva;
         let mut mutant = original.to_vec();
         let at = {
             // The site's file offset: .text is the first section and file-aligned like its RVA.
@@ -407,8 +450,8 @@ fn missing_release_mutants_fail() {
             let raw = u32::from_le_bytes(original[header + 20..header + 24].try_into().unwrap()) as usize;
             rva - va + raw
         };
-        assert_eq!(&mutant[at..at + 2], &[0xFF, 0x15]);
-        mutant[at..at + 6].copy_from_slice(&NOP6);
+        assert_eq!(&mutant[at..at + site.expect.len()], site.expect, "{} at {rva:#x}", site.what);
+        mutant[at..at + site.patch.len()].copy_from_slice(site.patch);
         fltemu::fix_checksum(&mut mutant);
         if releases_made(&mutant) == baseline {
             // Removing it changes nothing on the reference workload: an error or race path.
@@ -417,12 +460,12 @@ fn missing_release_mutants_fail() {
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(&mutant, 1, &rounds, close_all_first)));
         match outcome {
-            Ok(Ok(())) => panic!("the mutant without the FltReleaseContext at RVA {rva:#x} passed the property"),
+            Ok(Ok(())) => panic!("the mutant without the FltReleaseContext {} at RVA {rva:#x} passed the property", site.what),
             Ok(Err(failure)) => killed.push((rva, failure.to_string())),
             Err(_) => killed.push((rva, "panicked".into())),
         }
     }
-    println!("FltReleaseContext call sites: {}; mutants killed: {}; sites the reference workload does not reach (error or race paths): {:x?}", sites.len(), killed.len(), not_reached);
+    println!("FltReleaseContext release sites (calls, tail jumps, calls of releasing drops): {}; mutants killed: {}; sites the reference workload does not reach (error or race paths): {:x?}", sites.len(), killed.len(), not_reached);
     for (rva, failure) in &killed {
         println!("  RVA {rva:#x}: {}", failure.lines().next().unwrap_or_default());
     }
