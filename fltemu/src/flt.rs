@@ -969,45 +969,6 @@ pub fn resolve(name: &str) -> Option<usize> {
     Some(address)
 }
 
-/// Every fltmgr export fltemu provides apart from the port functions.
-pub const EXPORTS: &[&str] = &[
-    "FltRegisterFilter",
-    "FltStartFiltering",
-    "FltUnregisterFilter",
-    "FltAllocateContext",
-    "FltReferenceContext",
-    "FltReleaseContext",
-    "FltGetInstanceContext",
-    "FltSetInstanceContext",
-    "FltDeleteInstanceContext",
-    "FltGetStreamContext",
-    "FltSetStreamContext",
-    "FltDeleteStreamContext",
-    "FltGetStreamHandleContext",
-    "FltSetStreamHandleContext",
-    "FltDeleteStreamHandleContext",
-    "FltGetVolumeContext",
-    "FltSetVolumeContext",
-    "FltDeleteContext",
-    "FltGetVolumeName",
-    "FltGetFileNameInformation",
-    "FltReleaseFileNameInformation",
-    "FltReferenceFileNameInformation",
-    "FltParseFileNameInformation",
-    "FltGetRequestorProcessId",
-    "FltBuildDefaultSecurityDescriptor",
-    "FltFreeSecurityDescriptor",
-    "FltInitializePushLock",
-    "FltAcquirePushLockExclusive",
-    "FltAcquirePushLockShared",
-    "FltReleasePushLock",
-    "FltDeletePushLock",
-    "FltAllocateGenericWorkItem",
-    "FltQueueGenericWorkItem",
-    "FltFreeGenericWorkItem",
-];
-
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,8 +23,10 @@
 // between Windows field widths and Rust sizes rather than bugs.
 #![allow(clippy::cast_possible_truncation, clippy::module_name_repetitions, clippy::missing_panics_doc)]
 
+pub mod catalog;
 mod exec;
 mod flt;
+pub mod imports;
 mod io;
 mod nt;
 pub mod pe;
@@ -32,6 +34,7 @@ mod port;
 mod printf;
 pub mod scenario;
 mod state;
+mod time;
 mod user;
 mod verifier;
 
@@ -359,21 +362,20 @@ pub(crate) fn stopped(inner: &Inner, stop: Stop) -> EmuError {
     EmuError::Stopped(inner.stop.lock().unwrap_or_else(PoisonError::into_inner).clone().unwrap_or(stop))
 }
 
-/// Resolves an import of the driver against the emulated modules.
-fn resolve_import(dll: &str, name: &str) -> Option<usize> {
-    match dll {
-        "ntoskrnl.exe" => nt::resolve(name),
+/// Resolves an import of the driver against the emulated modules (the central resolver: each
+/// module's `resolve(name)` is chained here; forwarders such as `hal.dll` are followed first).
+pub(crate) fn resolve_import(dll: &str, name: &str) -> Option<usize> {
+    match imports::forward(dll) {
+        "ntoskrnl.exe" => nt::resolve(name).or_else(|| time::resolve(name)),
         "fltmgr.sys" => flt::resolve(name),
         _ => None,
     }
 }
 
-/// Every emulated export as `dll!function`.
+/// Every emulated export as `dll!function`, from the catalog.
 #[must_use]
 pub fn emulated_exports() -> Vec<String> {
-    let nt = nt::EXPORTS.iter().map(|f| format!("ntoskrnl.exe!{f}"));
-    let flt = flt::EXPORTS.iter().chain(port::EXPORTS).map(|f| format!("fltmgr.sys!{f}"));
-    nt.chain(flt).collect()
+    catalog::all().iter().map(|e| format!("{}!{}", e.dll, e.function)).collect()
 }
 
 /// A loaded driver running against the emulated Filter Manager.

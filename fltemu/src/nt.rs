@@ -498,29 +498,6 @@ pub fn resolve(name: &str) -> Option<usize> {
     })
 }
 
-/// Every ntoskrnl export fltemu provides (for the README table and the CLI).
-pub const EXPORTS: &[&str] = &[
-    "DbgPrintEx",
-    "KeBugCheckEx",
-    "memcpy",
-    "memmove",
-    "memset",
-    "memcmp",
-    "strlen",
-    "ExAllocatePool2",
-    "ExFreePoolWithTag",
-    "KeGetCurrentIrql",
-    "KeQuerySystemTimePrecise",
-    "KeAcquireSpinLockRaiseToDpc",
-    "KeReleaseSpinLock",
-    "PsGetCurrentProcessId",
-    "FsRtlIsPagingFile",
-    "MmCopyMemory",
-    "MmSecureVirtualMemory",
-    "MmUnsecureVirtualMemory",
-    "ZwQueryVirtualMemory",
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
