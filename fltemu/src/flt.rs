@@ -404,7 +404,7 @@ fn get_context(inner: &Inner, key: Result<LinkKey, i32>, out: *mut usize) -> i32
         }
         Err(failure) => {
             put(out, 0);
-            if failure == status::NOT_FOUND && inner.config.widen_race_windows {
+            if failure == status::NOT_FOUND && crate::knobs::widen_race_windows(inner.config.widen_race_windows) {
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
             failure

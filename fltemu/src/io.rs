@@ -414,7 +414,7 @@ pub fn cleanup(inner: &Inner, file_object: usize, pid: u32) -> Result<(), EmuErr
         file.state = FileState::CleanedUp;
         file.volume
     };
-    if let Some(instance) = run_simple(inner, volume, file_object, pid, IRP_MJ_CLEANUP, inner.config.post_cleanup_irql) {
+    if let Some(instance) = run_simple(inner, volume, file_object, pid, IRP_MJ_CLEANUP, crate::knobs::post_irql(inner.config.post_cleanup_irql)) {
         op_done(inner, instance);
     }
     Ok(())
@@ -432,7 +432,7 @@ pub fn close(inner: &Inner, file_object: usize, pid: u32) -> Result<(), EmuError
         }
         file.volume
     };
-    let instance = run_simple(inner, volume, file_object, pid, IRP_MJ_CLOSE, inner.config.post_close_irql);
+    let instance = run_simple(inner, volume, file_object, pid, IRP_MJ_CLOSE, crate::knobs::post_irql(inner.config.post_close_irql));
     close_file_object(inner, file_object);
     if let Some(instance) = instance {
         op_done(inner, instance);

@@ -28,6 +28,7 @@ mod exec;
 mod flt;
 pub mod imports;
 mod io;
+mod knobs;
 mod nt;
 pub mod pe;
 mod port;
@@ -416,6 +417,7 @@ impl Emulator {
             pe::MappedImage::load(&patched, &resolve_import)
         }
         .map_err(EmuError::Load)?;
+        knobs::reset();
         exec::IMAGE_BASE.store(image.base, std::sync::atomic::Ordering::Relaxed);
         exec::IMAGE_SIZE.store(image.size, std::sync::atomic::Ordering::Relaxed);
         let inner = Arc::new(Inner {
@@ -891,6 +893,18 @@ impl Emulator {
         }
         self.inner.lock().injections.insert(function, state::Injection { status, every, remaining: times, seen: 0 });
         true
+    }
+
+    /// Turns the race-window widening of [`Config::widen_race_windows`] on or off from now on
+    /// (on also when the configuration asks for it).
+    pub fn set_widen_race_windows(&self, on: bool) {
+        knobs::set_widen_race_windows(on);
+    }
+
+    /// Runs later post-cleanup and post-close callbacks at `irql` (None: back to
+    /// [`Config::post_cleanup_irql`] / [`Config::post_close_irql`]).
+    pub fn set_post_operation_irql(&self, irql: Option<Irql>) {
+        knobs::set_post_irql(irql);
     }
 
     /// Stops all failure injection.

@@ -1,7 +1,7 @@
 //! The fltemu command line.
 //!
 //! ```text
-//! fltemu run <driver.sys> [--scenario NAME | --script FILE] [--threads N] [--json] [--post-irql passive|dispatch]
+//! fltemu run <driver.sys> [--scenario NAME | --script FILE] [--threads N] [--json] [--post-irql passive|dispatch] [--call-timeout-ms N]
 //! fltemu bench <driver.sys> [--against OTHER.sys] [--cycles N]
 //! fltemu imports <driver.sys>
 //! fltemu scenarios | exports [--markdown]
@@ -28,7 +28,7 @@ mod cli {
     use fltemu::scenario::{self, ScriptError};
     use fltemu::{Config, EmuError, Emulator, OpenOptions, Report, VolumeSpec};
 
-    const USAGE: &str = "usage: fltemu run <driver.sys> [--scenario NAME | --script FILE] [--threads N] [--json] [--post-irql passive|dispatch]\n       fltemu bench <driver.sys> [--against OTHER.sys] [--cycles N]\n       fltemu imports <driver.sys>\n       fltemu scenarios | exports [--markdown]";
+    const USAGE: &str = "usage: fltemu run <driver.sys> [--scenario NAME | --script FILE] [--threads N] [--json] [--post-irql passive|dispatch] [--call-timeout-ms N]\n       fltemu bench <driver.sys> [--against OTHER.sys] [--cycles N]\n       fltemu imports <driver.sys>\n       fltemu scenarios | exports [--markdown]";
 
     fn usage(message: &str) -> i32 {
         eprintln!("fltemu: {message}\n{USAGE}");
@@ -122,6 +122,10 @@ mod cli {
                 }
                 "--threads" => threads = iter.next().and_then(|t| t.parse().ok()).ok_or("--threads needs a number")?,
                 "--json" => json = true,
+                "--call-timeout-ms" => {
+                    let ms = iter.next().and_then(|t| t.parse().ok()).ok_or("--call-timeout-ms needs a number")?;
+                    config.call_timeout = std::time::Duration::from_millis(ms);
+                }
                 "--post-irql" => {
                     let irql = match iter.next().map(String::as_str) {
                         Some("passive") => fltemu::PASSIVE_LEVEL,
@@ -139,7 +143,7 @@ mod cli {
                 }
             }
         }
-        let (script, source) = script.unwrap_or_else(|| (scenario::scenario("load-unload").unwrap_or_default().to_owned(), "scenario load-unload".into()));
+        let (script, source) = script.unwrap_or_else(|| (scenario::scenario(scenario::DEFAULT_SCENARIO).unwrap_or_default().to_owned(), format!("scenario {} (the default)", scenario::DEFAULT_SCENARIO)));
         Ok(Options { driver: driver.ok_or("no driver given")?, script, source, threads, json, config })
     }
 
