@@ -11,6 +11,9 @@ pub enum Source {
     /// A learn.microsoft.com DDI reference page: the WDK header (without `.h`) it documents the
     /// function under, e.g. `fltkernel`, `wdm`, `ntifs`, `ntddk`.
     Ddi(&'static str),
+    /// A DDI page documenting the function under another name (a header inline or macro that
+    /// compiles to this export): (header, documented name).
+    DdiAs(&'static str, &'static str),
     /// A C runtime reference page on learn.microsoft.com (the page's slug under
     /// `cpp/c-runtime-library/reference/`).
     Crt(&'static str),
@@ -24,6 +27,7 @@ impl Source {
             Source::Ddi(header) => {
                 format!("https://learn.microsoft.com/windows-hardware/drivers/ddi/{header}/nf-{header}-{}", function.to_ascii_lowercase())
             }
+            Source::DdiAs(header, documented) => Source::Ddi(header).url(documented),
             Source::Crt(slug) => format!("https://learn.microsoft.com/cpp/c-runtime-library/reference/{slug}"),
         }
     }
@@ -33,6 +37,7 @@ impl Source {
     pub fn title(self, function: &str) -> String {
         match self {
             Source::Ddi(header) => format!("{function} function ({header}.h)"),
+            Source::DdiAs(header, documented) => format!("{documented} function ({header}.h)"),
             Source::Crt(_) => format!("{function} (C runtime reference)"),
         }
     }
@@ -130,7 +135,17 @@ const CORE: &[Emulated] = &[
 /// Every emulated function, grouped by the module that implements it.
 #[must_use]
 pub fn all() -> Vec<Emulated> {
-    let groups: &[&[Emulated]] = &[CORE, crate::time::DOCS];
+    let groups: &[&[Emulated]] = &[
+        CORE,
+        crate::time::DOCS,
+        crate::pool::DOCS,
+        crate::resource::DOCS,
+        crate::sync::DOCS,
+        crate::ps::DOCS,
+        crate::rtl::DOCS,
+        crate::mdl::DOCS,
+        crate::volume::DOCS,
+    ];
     groups.iter().flat_map(|g| g.iter().copied()).collect()
 }
 

@@ -29,7 +29,15 @@ mod flt;
 pub mod imports;
 mod io;
 mod knobs;
+mod mdl;
 mod nt;
+pub mod objects;
+mod pool;
+mod ps;
+mod resource;
+mod rtl;
+mod sync;
+mod volume;
 pub mod pe;
 mod port;
 mod printf;
@@ -367,8 +375,15 @@ pub(crate) fn stopped(inner: &Inner, stop: Stop) -> EmuError {
 /// module's `resolve(name)` is chained here; forwarders such as `hal.dll` are followed first).
 pub(crate) fn resolve_import(dll: &str, name: &str) -> Option<usize> {
     match imports::forward(dll) {
-        "ntoskrnl.exe" => nt::resolve(name).or_else(|| time::resolve(name)),
-        "fltmgr.sys" => flt::resolve(name),
+        "ntoskrnl.exe" => nt::resolve(name)
+            .or_else(|| time::resolve(name))
+            .or_else(|| pool::resolve(name))
+            .or_else(|| resource::resolve(name))
+            .or_else(|| sync::resolve(name))
+            .or_else(|| ps::resolve(name))
+            .or_else(|| rtl::resolve(name))
+            .or_else(|| mdl::resolve(name)),
+        "fltmgr.sys" => flt::resolve(name).or_else(|| volume::resolve(name)).or_else(|| pool::resolve_flt(name)).or_else(|| resource::resolve_flt(name)),
         _ => None,
     }
 }
@@ -418,6 +433,7 @@ impl Emulator {
         }
         .map_err(EmuError::Load)?;
         knobs::reset();
+        objects::reset();
         exec::IMAGE_BASE.store(image.base, std::sync::atomic::Ordering::Relaxed);
         exec::IMAGE_SIZE.store(image.size, std::sync::atomic::Ordering::Relaxed);
         let inner = Arc::new(Inner {
@@ -695,7 +711,7 @@ impl Emulator {
     /// The image is gone: pool, work items and descriptors still outstanding are leaks.
     fn check_pool_at_unload(&self) {
         self.inner.wait_for_work();
-        let mut state = self.inner.lock();
+        let state = self.inner.lock();
         let mut by_tag: BTreeMap<u32, (usize, usize)> = BTreeMap::new();
         for block in state.pool.values() {
             let entry = by_tag.entry(block.tag).or_insert((0, 0));
@@ -709,7 +725,9 @@ impl Emulator {
         if !state.security_descriptors.is_empty() {
             found.push(Violation::SecurityDescriptorLeaked { count: state.security_descriptors.len() });
         }
-        state.violations.extend(found);
+        drop(state);
+        found.extend(objects::leaks());
+        self.inner.lock().violations.extend(found);
     }
 
     /// The report so far (violations, debug output, stop, outstanding pool and contexts).
@@ -905,6 +923,15 @@ impl Emulator {
     /// [`Config::post_cleanup_irql`] / [`Config::post_close_irql`]).
     pub fn set_post_operation_irql(&self, irql: Option<Irql>) {
         knobs::set_post_irql(irql);
+    }
+
+    /// Runs the driver's process-creation notify routines for process `pid` created by
+    /// `parent` (`create`) or exiting, as the process manager does (PASSIVE_LEVEL).
+    ///
+    /// # Errors
+    /// [`EmuError::Stopped`] when a routine crashed.
+    pub fn notify_process(&self, pid: u32, parent: u32, create: bool) -> Result<(), EmuError> {
+        self.run(move |_| ps::notify_process(pid, parent, create))
     }
 
     /// Stops all failure injection.

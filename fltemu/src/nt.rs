@@ -119,7 +119,7 @@ extern "win64" fn strlen(text: *const u8) -> usize {
 /// `ExAllocatePool2` (wdm.h "ExAllocatePool2"): zeroed unless POOL_FLAG_UNINITIALIZED
 /// (then poison-filled here); exactly one of NON_PAGED / NON_PAGED_EXECUTE / PAGED; non-zero
 /// tag; paged pool at IRQL ≤ APC_LEVEL, non-paged ≤ DISPATCH_LEVEL; NULL on failure.
-extern "win64" fn ex_allocate_pool2(flags: u64, size: usize, tag: u32) -> *mut c_void {
+pub(crate) extern "win64" fn ex_allocate_pool2(flags: u64, size: usize, tag: u32) -> *mut c_void {
     let Some(inner) = state::current() else { return core::ptr::null_mut() };
     let pool_bits = flags & (POOL_FLAG_NON_PAGED | POOL_FLAG_NON_PAGED_EXECUTE | POOL_FLAG_PAGED);
     let pool = if pool_bits == POOL_FLAG_PAGED { PoolKind::Paged } else { PoolKind::NonPaged };
@@ -157,7 +157,7 @@ extern "win64" fn ex_allocate_pool2(flags: u64, size: usize, tag: u32) -> *mut c
 
 /// `ExFreePoolWithTag` (wdm.h): the tag must match the allocation's; ≤ DISPATCH_LEVEL
 /// (≤ APC_LEVEL for paged blocks). Freed blocks are poison-filled before release.
-extern "win64" fn ex_free_pool_with_tag(block: *mut c_void, tag: u32) {
+pub(crate) extern "win64" fn ex_free_pool_with_tag(block: *mut c_void, tag: u32) {
     let Some(inner) = state::current() else { return };
     let mut state = inner.enter("ExFreePoolWithTag", DISPATCH_LEVEL);
     let Some(record) = state.pool.remove(&(block as usize)) else {

@@ -13,6 +13,7 @@
 //! | `race ROUNDS` | per round, `--threads` threads open one new stream at the same moment, then close |
 //! | `mixed COUNT` | COUNT rounds on `--threads` threads: two handles on one stream, its alternate data stream, a cleanup while the other handle stays open, every tenth round a failed create |
 //! | `detach VOL [if-allowed]` / `attach VOL` / `dismount VOL` | instance teardown (manual; `if-allowed`: a refusal is logged, not an error), manual attach, dismount |
+//! | `process PID create\|exit` | the driver's process notify routines for process PID (parent 1000) |
 //! | `post-irql dispatch\|passive\|config` | later post-cleanup/close callbacks run at DISPATCH_LEVEL / PASSIVE_LEVEL / the configured IRQL |
 //! | `unload` | FilterUnload (mandatory); added at the end when a script does not unload |
 //!
@@ -34,11 +35,12 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "# the run of a bare `fltemu run X.sys`: three volumes (vol3 without stream-context support),\n\
          # handles held across other I/O, shared streams and alternate data streams opened from\n\
          # --threads threads, failed creates, simultaneous first opens, a phase with post-cleanup/close\n\
-         # at DISPATCH_LEVEL, a manual detach when the filter allows it, unload and the leak checks\n\
+         # at DISPATCH_LEVEL, a process created and exiting (notify routines), a manual detach when the\n\
+         # filter allows it, unload and the leak checks\n\
          mount vol1\nmount vol2\nmount vol3 nostream\n\
          open held1 vol1 \\held.txt\nopen held2 vol1 \\held.txt\nopen held3 vol1 \\held.txt:ads\nopen held4 vol2 \\dir\\held.txt\nopen held5 vol3 \\held.txt\n\
          open missing vol1 \\missing.txt status=0xC0000034\n\
-         mixed 600\nstorm 3000\nrace 40\n\
+         process 4242 create\nmixed 600\nstorm 3000\nrace 40\nprocess 4242 exit\n\
          post-irql dispatch\nmixed 200\npost-irql config\n\
          cleanup held2\nclose held1\ndetach vol2 if-allowed\nclose held2\nclose held3\nclose held4\nclose held5\nopenclose vol2 \\after-detach.txt 2\n\
          unload\n",
@@ -216,6 +218,16 @@ pub fn run_script(emulator: &Emulator, script: &str, threads: usize) -> Result<S
                 }
                 mixed(emulator, &ids, count, threads).map_err(|e| fail(e, &log))?;
                 log.push(format!("mixed {count} rounds (shared stream, alternate stream, failed creates) on {threads} threads over {} volumes", ids.len()));
+            }
+            ["process", pid, event] => {
+                let pid: u32 = pid.parse().map_err(|_| syntax("bad pid"))?;
+                let create = match *event {
+                    "create" => true,
+                    "exit" => false,
+                    _ => return Err(syntax("process takes create or exit")),
+                };
+                emulator.notify_process(pid, 1000, create).map_err(|e| fail(e, &log))?;
+                log.push(format!("process {pid} {event}"));
             }
             ["post-irql", level] => {
                 let irql = match *level {

@@ -84,3 +84,60 @@ fn a_hal_import_binds_through_the_forwarder_and_runs() {
     let report = emulator.unload().unwrap();
     assert!(report.is_clean(), "{report}");
 }
+
+/// A bare default run of the surface fixture with `feature`: its exit status and output.
+fn bare(feature: Option<&str>) -> (i32, String) {
+    let image = surface(feature.as_slice());
+    fltemu(&["run", image.to_str().unwrap()])
+}
+
+#[test]
+fn the_correct_surface_fixture_is_clean_under_the_default_scenario() {
+    let (code, text) = bare(None);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("violations: 0") && text.contains("ran: process 4242 create"), "{text}");
+}
+
+/// Each planted misuse and what the report must say.
+const SURFACE_BUGS: &[(&str, &str)] = &[
+    ("bug-resource-not-deleted", "1 ERESOURCE(s) not deleted leaked at unload"),
+    ("bug-resource-release-unowned", "ExReleaseResourceLite (ERESOURCE): released by a thread that does not hold it"),
+    ("bug-resource-without-critical-region", "ExAcquireResourceExclusiveLite (ERESOURCE): normal kernel APCs enabled"),
+    ("bug-volume-not-dereferenced", "3 volume object reference(s) not dereferenced leaked at unload"),
+    ("bug-process-not-dereferenced", "process object reference(s) not dereferenced leaked at unload"),
+    ("bug-image-name-leaked", "pool leaked at unload: tag 'SeIn'"),
+    ("bug-notify-not-removed", "1 process notify routine(s) not removed leaked at unload"),
+    ("bug-mdl-leaked", "MDL(s) not freed leaked at unload"),
+    ("bug-lookaside-not-deleted", "1 lookaside list(s) not deleted leaked at unload"),
+    ("bug-fast-mutex-recursive", "ExAcquireFastMutex (fast/guarded mutex): acquired again by its owner"),
+    ("bug-critical-region-unbalanced", "a driver callback returned inside a critical region"),
+    ("bug-name-info-leaked", "file name information structures leaked"),
+];
+
+#[test]
+fn each_surface_misuse_is_caught_by_the_default_scenario() {
+    let mut missed = Vec::new();
+    for (feature, finding) in SURFACE_BUGS {
+        let (code, text) = bare(Some(feature));
+        let kinds: std::collections::BTreeSet<&str> = text.lines().filter(|l| l.starts_with("VIOLATION")).collect();
+        if code != 1 || !text.contains(finding) || kinds.iter().any(|line| !line.contains(finding)) {
+            missed.push(format!("{feature}: exit {code}, want only \"{finding}\":\n{text}"));
+        }
+    }
+    assert!(missed.is_empty(), "{}", missed.join("\n\n"));
+}
+
+#[test]
+fn the_surface_fixture_counts_what_it_calls_per_operation() {
+    let emulator = Emulator::load(surface(&[]), Config::default()).unwrap();
+    let volume = emulator.mount(fltemu::VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    emulator.notify_process(77, 1000, true).unwrap();
+    emulator.open_close(volume, "\\dir\\a.txt", &fltemu::OpenOptions::default()).unwrap();
+    let calls = emulator.calls();
+    for function in ["FltAcquireResourceExclusive", "ExAcquireResourceSharedLite", "KeWaitForSingleObject", "ExAcquireFastMutex", "KeAcquireGuardedMutex", "PsLookupProcessByProcessId", "SeLocateProcessImageName", "IoAllocateMdl", "MmMapLockedPagesSpecifyCache", "FltIsDirectory"] {
+        assert_eq!(calls.get(fltemu::Operation::PostCreate, function), 1, "{function}");
+    }
+    assert_eq!(calls.get(fltemu::Operation::InstanceSetup, "FltGetVolumeProperties"), 1);
+    let report = emulator.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+}

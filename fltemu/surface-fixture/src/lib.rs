@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicIsize, Ordering};
 
 use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CALLBACK_DATA, FLT_OPERATION_REGISTRATION, FLT_POSTOP_CALLBACK_STATUS, FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_REGISTRATION,
+    FLT_CALLBACK_DATA, FLT_OPERATION_REGISTRATION, FLT_POSTOP_CALLBACK_STATUS, FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_SUCCESS_WITH_CALLBACK, FLT_REGISTRATION,
     FLT_RELATED_OBJECTS, FltRegisterFilter, FltStartFiltering, FltUnregisterFilter, PFLT_FILTER,
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS, UNICODE_STRING};
@@ -49,6 +49,8 @@ mod unknown {
     }
 }
 
+mod surface;
+
 #[repr(transparent)]
 struct Static<T>(T);
 // SAFETY: immutable registration data; the raw pointers inside point to other immutable statics.
@@ -62,7 +64,7 @@ const fn operation(
     FLT_OPERATION_REGISTRATION { MajorFunction: major, Flags: 0, PreOperation: pre, PostOperation: post, Reserved1: core::ptr::null_mut() }
 }
 
-static OPERATIONS: Static<[FLT_OPERATION_REGISTRATION; 2]> = Static([operation(0x00, Some(pre_create), None), operation(0x80, None, None)]);
+static OPERATIONS: Static<[FLT_OPERATION_REGISTRATION; 2]> = Static([operation(0x00, Some(pre_create), Some(surface::post_create)), operation(0x80, None, None)]);
 
 static REGISTRATION: Static<FLT_REGISTRATION> = Static(FLT_REGISTRATION {
     Size: size_of::<FLT_REGISTRATION>() as u16,
@@ -71,7 +73,7 @@ static REGISTRATION: Static<FLT_REGISTRATION> = Static(FLT_REGISTRATION {
     ContextRegistration: core::ptr::null(),
     OperationRegistration: OPERATIONS.0.as_ptr(),
     FilterUnloadCallback: Some(unload),
-    InstanceSetupCallback: None,
+    InstanceSetupCallback: Some(surface::instance_setup),
     InstanceQueryTeardownCallback: None,
     InstanceTeardownStartCallback: None,
     InstanceTeardownCompleteCallback: None,
@@ -101,10 +103,15 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, _registry:
     if unknown::touch() == 0x1234_5678 {
         return 0;
     }
+    let status = surface::driver_entry();
+    if status < 0 {
+        return status;
+    }
     let mut filter: PFLT_FILTER = 0;
     // SAFETY: a valid driver object, a static registration and an out pointer.
     let status = unsafe { FltRegisterFilter(driver, &raw const REGISTRATION.0, &raw mut filter) };
     if status < 0 {
+        surface::unload();
         return status;
     }
     FILTER.store(filter, Ordering::Release);
@@ -113,6 +120,7 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, _registry:
     if status < 0 {
         // SAFETY: as above, unregistered once on this failure path.
         unsafe { FltUnregisterFilter(FILTER.swap(0, Ordering::AcqRel)) };
+        surface::unload();
     }
     status
 }
@@ -123,6 +131,7 @@ unsafe extern "system" fn unload(_flags: u32) -> NTSTATUS {
         // SAFETY: the registered filter handle, unregistered once.
         unsafe { FltUnregisterFilter(handle) };
     }
+    surface::unload();
     STATUS_SUCCESS
 }
 
@@ -134,5 +143,5 @@ unsafe extern "system" fn pre_create(_data: *mut FLT_CALLBACK_DATA, _objects: *c
         // SAFETY: KeBugCheckEx never returns; the parameters are plain numbers.
         unsafe { ntoskrnl_imports::KeBugCheckEx(0x4658_5346, 1, counter as usize, frequency as usize, 0) };
     }
-    FLT_PREOP_SUCCESS_NO_CALLBACK
+    FLT_PREOP_SUCCESS_WITH_CALLBACK
 }
