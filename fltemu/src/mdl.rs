@@ -68,8 +68,8 @@ extern "win64" fn io_allocate_mdl(address: usize, length: u32, _secondary: u8, _
     }
     let pages = (address % PAGE + length as usize).div_ceil(PAGE);
     let words = 6 + pages;
-    let block = Box::into_raw(vec![0u64; words].into_boxed_slice()) as *mut u64 as usize;
-    let size = (words * 8) as i16;
+    let block = Box::into_raw(vec![0u64; words].into_boxed_slice()).cast::<u64>() as usize;
+    let size = i16::try_from(words * 8).unwrap_or(i16::MAX);
     // SAFETY: the block was just allocated with `words` u64s (≥ 0x30 bytes).
     unsafe { ((block + 8) as *mut i16).write(size) };
     // SAFETY: as above.

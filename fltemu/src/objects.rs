@@ -72,6 +72,7 @@ impl fmt::Display for ObjectKind {
 }
 
 /// Counts the call, checks its IRQL and returns the live emulator (None outside a run).
+#[must_use]
 pub fn call(function: &'static str, max_irql: Irql) -> Option<&'static Inner> {
     let inner = state::current()?;
     drop(inner.enter(function, max_irql));
@@ -101,6 +102,7 @@ pub fn flag(violation: Violation) {
 
 /// This host thread's emulated thread id (PsGetCurrentThreadId): stable per thread, a multiple
 /// of 4 like real client ids.
+#[must_use]
 pub fn thread_id() -> usize {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(1);
@@ -120,6 +122,7 @@ pub fn reset() {
 }
 
 /// What every module still holds at the end of unload.
+#[must_use]
 pub fn leaks() -> Vec<Violation> {
     let mut found = Vec::new();
     for (kind, count) in crate::resource::outstanding()
@@ -142,6 +145,7 @@ pub struct Table<K, V>(std::sync::Mutex<Option<std::collections::HashMap<K, V>>>
 
 impl<K: std::hash::Hash + Eq, V> Table<K, V> {
     /// An empty table.
+    #[must_use]
     pub const fn new() -> Self {
         Self(std::sync::Mutex::new(None))
     }

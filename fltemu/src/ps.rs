@@ -67,7 +67,7 @@ pub fn reset() {
 pub fn outstanding() -> Vec<(ObjectKind, usize)> {
     let process_refs = OBJECTS.with(|t| t.values().map(|o| o.driver_refs.max(0)).sum::<i64>());
     let foreign = FOREIGN.with(|t| t.values().map(|r| (*r).max(0)).sum::<i64>());
-    vec![(ObjectKind::ProcessReference, (process_refs + foreign) as usize), (ObjectKind::NotifyRoutine, NOTIFY.with(|t| t.len()))]
+    vec![(ObjectKind::ProcessReference, usize::try_from(process_refs + foreign).unwrap_or(0)), (ObjectKind::NotifyRoutine, NOTIFY.with(|t| t.len()))]
 }
 
 /// `IoGetCurrentProcess` (wdm.h; ≤ DISPATCH; `PsGetCurrentProcess` is the same export): the
@@ -96,24 +96,22 @@ fn kind_of(object: usize) -> Option<Kind> {
 /// `PsGetProcessId` (ntifs.h; any IRQL).
 extern "win64" fn ps_get_process_id(process: usize) -> usize {
     objects::count("PsGetProcessId", 15);
-    match kind_of(process) {
-        Some(Kind::Process(pid)) => pid as usize,
-        _ => {
-            objects::misuse("PsGetProcessId", ObjectKind::ProcessReference, "not a process object");
-            0
-        }
+    if let Some(Kind::Process(pid)) = kind_of(process) {
+        pid as usize
+    } else {
+        objects::misuse("PsGetProcessId", ObjectKind::ProcessReference, "not a process object");
+        0
     }
 }
 
 /// `IoThreadToProcess` (ntddk.h; any IRQL): the thread's process, not referenced.
 extern "win64" fn io_thread_to_process(thread: usize) -> usize {
     objects::count("IoThreadToProcess", 15);
-    match kind_of(thread) {
-        Some(Kind::Thread(_, pid)) => process_object(pid),
-        _ => {
-            objects::misuse("IoThreadToProcess", ObjectKind::ProcessReference, "not a thread object");
-            0
-        }
+    if let Some(Kind::Thread(_, pid)) = kind_of(thread) {
+        process_object(pid)
+    } else {
+        objects::misuse("IoThreadToProcess", ObjectKind::ProcessReference, "not a thread object");
+        0
     }
 }
 
@@ -291,7 +289,7 @@ pub fn notify_process(pid: u32, parent: u32, create: bool) {
             info[2] = u64::from(parent);
             info[3] = u64::from(parent);
             info[4] = objects::thread_id() as u64;
-            info[6] = image_name as *const [u64; 2] as u64;
+            info[6] = std::ptr::from_ref(image_name) as u64;
             let info_pointer = if create { info.as_mut_ptr() as usize } else { 0 };
             // SAFETY: the driver's PCREATE_PROCESS_NOTIFY_ROUTINE_EX (process, pid, info).
             let call = unsafe { core::mem::transmute::<usize, unsafe extern "win64" fn(usize, usize, usize)>(routine) };

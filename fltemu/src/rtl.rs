@@ -55,7 +55,11 @@ fn compare(a: &[u16], b: &[u16], insensitive: bool) -> i32 {
             return i32::from(x) - i32::from(y);
         }
     }
-    (a.len() as i32) - (b.len() as i32)
+    match a.len().cmp(&b.len()) {
+        std::cmp::Ordering::Less => -1,
+        std::cmp::Ordering::Equal => 0,
+        std::cmp::Ordering::Greater => 1,
+    }
 }
 
 fn sign(value: i32) -> i32 {
@@ -430,7 +434,7 @@ extern "win64" fn stricmp(a: *const u8, b: *const u8) -> i32 {
 
 extern "win64" fn strchr(text: *const u8, byte: i32) -> *const u8 {
     let string = narrow(text);
-    let byte = byte as u8;
+    let byte = byte.to_le_bytes()[0];
     if byte == 0 {
         // SAFETY: the terminator is inside the string's allocation.
         return unsafe { text.add(string.len()) };
@@ -519,7 +523,7 @@ fn write_counted<T: Copy + Default>(buffer: *mut T, count: usize, text: &[T]) ->
         // SAFETY: as above; room for the terminator.
         unsafe { buffer.wrapping_add(text.len()).write(T::default()) };
     }
-    if text.len() <= count { text.len() as i32 } else { -1 }
+    if text.len() <= count { i32::try_from(text.len()).unwrap_or(i32::MAX) } else { -1 }
 }
 
 fn va_list(list: usize) -> impl FnMut() -> u64 {

@@ -20,7 +20,7 @@ pub fn reset() {
 
 /// References not dropped, per kind.
 pub fn outstanding() -> Vec<(ObjectKind, usize)> {
-    let count = |kind| REFERENCES.with(|t| t.values().filter(|(k, _)| *k == kind).map(|(_, n)| (*n).max(0)).sum::<i64>()) as usize;
+    let count = |kind| usize::try_from(REFERENCES.with(|t| t.values().filter(|(k, _)| *k == kind).map(|(_, n)| (*n).max(0)).sum::<i64>())).unwrap_or(0);
     vec![(ObjectKind::VolumeReference, count(ObjectKind::VolumeReference)), (ObjectKind::InstanceReference, count(ObjectKind::InstanceReference))]
 }
 

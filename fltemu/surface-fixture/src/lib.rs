@@ -5,7 +5,7 @@
 //! `hal.dll`, which fltemu forwards to its ntoskrnl.exe.
 #![cfg_attr(target_os = "windows", no_std)]
 #![cfg(target_os = "windows")]
-#![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+#![allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap, clippy::cast_sign_loss)]
 
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicIsize, Ordering};

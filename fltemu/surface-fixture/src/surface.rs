@@ -83,8 +83,10 @@ pub fn driver_entry() -> NTSTATUS {
     }
     // SAFETY: a 64-aligned NPAGED_LOOKASIDE_LIST; default allocate/free routines.
     unsafe { ExInitializeNPagedLookasideList(lookaside(), 0, 0, 0, 64, u32::from_le_bytes(*b"SfLa"), 0) };
+    // SAFETY: a field of the static; no reference is formed.
+    let guarded = unsafe { &raw mut (*globals()).guarded_mutex };
     // SAFETY: a guarded mutex in non-paged memory.
-    unsafe { KeInitializeGuardedMutex(&raw mut (*globals()).guarded_mutex) };
+    unsafe { KeInitializeGuardedMutex(guarded) };
     // SAFETY: a routine in this image, which is linked /INTEGRITYCHECK.
     let status = unsafe { PsSetCreateProcessNotifyRoutineEx(Some(process_notify), false) };
     if status >= 0 {
@@ -197,7 +199,7 @@ fn requestor_process() {
     let current = unsafe { IoGetCurrentProcess() };
     // SAFETY: no preconditions.
     let thread = unsafe { PsGetCurrentThreadId() };
-    if current == 0 || thread == core::ptr::null_mut() {
+    if current == 0 || thread.is_null() {
         return;
     }
     let mut process: PEPROCESS = 0;
@@ -256,8 +258,11 @@ fn names(data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS) {
         unsafe { FltReleaseFileNameInformation(name) };
     }
     let mut directory = false;
+    // SAFETY: Filter Manager passes valid related objects.
+    let related = unsafe { objects.read() };
+    let (file_object, instance) = (related.FileObject, related.Instance);
     // SAFETY: the operation's FILE_OBJECT and instance.
-    unsafe { FltIsDirectory((*objects).FileObject, (*objects).Instance, &raw mut directory) };
+    unsafe { FltIsDirectory(file_object, instance, &raw mut directory) };
     // SAFETY: a static string.
     let irp = unsafe { FltGetIrpName(0) };
     if irp.is_null() {
@@ -268,8 +273,10 @@ fn names(data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS) {
 
 /// Post-create (PASSIVE_LEVEL): the per-create calls on successful creates.
 pub unsafe extern "system" fn post_create(data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS, _context: *const c_void, _flags: u32) -> FLT_POSTOP_CALLBACK_STATUS {
-    // SAFETY: Filter Manager passes valid callback data.
-    let status = unsafe { (*data).IoStatus.Anonymous.Status };
+    // SAFETY: Filter Manager passes valid callback data; Status is the union member it sets.
+    let io_status = unsafe { (*data).IoStatus };
+    // SAFETY: as above.
+    let status = unsafe { io_status.Anonymous.Status };
     if status < 0 {
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
