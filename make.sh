@@ -27,6 +27,11 @@ command -v osslsigncode >/dev/null 2>&1 || missing_packages+=(osslsigncode)
 command -v openssl >/dev/null 2>&1 || missing_packages+=(openssl)
 # The companion links for x86_64-pc-windows-gnu with mingw-w64's gcc (.cargo/config.toml).
 command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || missing_packages+=(gcc-mingw-w64-x86-64)
+# fltemu's C fixture drivers (fltemu/c-drivers) are compiled by clang in cl mode, linked by
+# lld-link, against import libraries llvm-dlltool makes from .def files.
+command -v clang >/dev/null 2>&1 || missing_packages+=(clang)
+command -v lld-link >/dev/null 2>&1 || missing_packages+=(lld)
+command -v llvm-dlltool >/dev/null 2>&1 || missing_packages+=(llvm)
 # Debian's wine64 package installs /usr/lib/wine/wine64 and no wine64 on PATH.
 if [[ ! -x /usr/lib/wine/wine64 ]] && ! command -v wine64 >/dev/null 2>&1 && ! command -v wine >/dev/null 2>&1; then
     missing_packages+=(wine64)

@@ -146,14 +146,17 @@ fn unresolvable_import_names_dll_and_function() {
 }
 
 #[test]
-fn fault_in_driver_entry_is_a_crash_with_its_rva() {
+fn fault_in_driver_entry_is_kmode_exception_not_handled_with_its_rva() {
     let error = Emulator::load(fixture(Some("bug-fault-in-driver-entry")), Config::default()).unwrap_err();
+    let text = error.to_string();
     match error {
-        EmuError::Stopped(fltemu::Stop::Crash { address, rva, .. }) => {
-            assert_eq!(address, 0x10);
-            assert!(rva.is_some_and(|r| r >= 0x1000), "the faulting instruction is inside the image: {rva:?}");
+        // An access violation no __except handles: bug check 0x1E (code, address, read/write, target).
+        EmuError::Stopped(fltemu::Stop::BugCheck { code: 0x1E, params }) => {
+            assert_eq!(params[0], 0xC000_0005, "{text}");
+            assert_eq!(params[3], 0x10, "{text}");
+            assert!(text.contains("image RVA 0x1"), "the faulting instruction is inside the image: {text}");
         }
-        other => panic!("expected a crash, got {other:?}"),
+        other => panic!("expected bug check 0x1E, got {other:?}"),
     }
 }
 

@@ -91,8 +91,9 @@ fn touching_a_user_buffer_directly_is_reported() {
     assert!(input.set_access(Access::NoAccess));
     port.set_probe(false);
     match port.send_message(Some(&input), Some(&output)) {
-        Err(EmuError::Stopped(fltemu::Stop::Crash { address, .. })) => assert_eq!(address, input.address()),
-        other => panic!("expected a crash, got {other:?}"),
+        // An access violation no __except handles: bug check 0x1E with the address as parameter 4.
+        Err(EmuError::Stopped(fltemu::Stop::BugCheck { code: 0x1E, params })) => assert_eq!(params[3], input.address()),
+        other => panic!("expected bug check 0x1E, got {other:?}"),
     }
     assert!(
         emulator.violations().iter().any(|v| matches!(v, Violation::UserBufferTouchedDirectly { address, .. } if *address == input.address())),

@@ -90,6 +90,15 @@ pub static IMAGE_BASE: AtomicUsize = AtomicUsize::new(0);
 /// The image size.
 pub static IMAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 
+/// The RVA of `address` when it lies inside the loaded image.
+#[must_use]
+pub fn image_rva(address: usize) -> Option<u32> {
+    let base = IMAGE_BASE.load(Ordering::Relaxed);
+    let size = IMAGE_SIZE.load(Ordering::Relaxed);
+    #[allow(clippy::cast_possible_truncation)] // images are smaller than 4 GiB
+    (address >= base && address < base + size).then(|| (address - base) as u32)
+}
+
 /// Parks the current thread forever (a crashed kernel thread never returns).
 fn park_forever() -> ! {
     loop {
@@ -112,6 +121,10 @@ extern "C" fn on_fault(signal: i32, info: *mut libc::siginfo_t, context: *mut li
     // SAFETY: si_addr is valid for SIGSEGV/SIGBUS, the only signals this handler serves.
     let address = unsafe { info.si_addr() } as usize;
     let ucontext = context.cast::<libc::ucontext_t>();
+    // A fault in driver code becomes an exception dispatched through the driver's handlers.
+    if crate::seh::redirect_fault(address, ucontext) {
+        return;
+    }
     #[allow(clippy::cast_sign_loss)] // a saved register: its bits are the address
     // SAFETY: the kernel passes a valid ucontext_t for SA_SIGINFO handlers on x86_64.
     let rip = unsafe { (*ucontext).uc_mcontext.gregs[libc::REG_RIP as usize] } as usize;
@@ -352,6 +365,13 @@ pub fn driver_call<R>(call: impl FnOnce() -> R) -> R {
         }
     }
     result
+}
+
+/// The stack pointer where the outermost driver call began on this thread (0: not in the
+/// driver); `__chkstk` measures new frames against it.
+#[must_use]
+pub fn stack_top() -> usize {
+    STACK_TOP.with(Cell::get)
 }
 
 /// Bytes of stack used since the outermost driver call began (0 outside the driver). Sampled by

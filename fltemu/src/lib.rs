@@ -26,6 +26,7 @@
 pub mod catalog;
 mod exec;
 mod flt;
+mod gs;
 pub mod imports;
 mod io;
 mod knobs;
@@ -42,8 +43,10 @@ pub mod pe;
 mod port;
 mod printf;
 pub mod scenario;
+mod seh;
 mod state;
 mod time;
+mod unwind;
 mod user;
 mod verifier;
 
@@ -264,7 +267,22 @@ impl std::fmt::Display for EmuError {
             }
             EmuError::Stopped(Stop::Hang { after_ms }) => write!(f, "driver call did not return within {after_ms} ms"),
             EmuError::Stopped(Stop::BugCheck { code, params }) => {
-                write!(f, "bug check {code:#010x} ({:#x}, {:#x}, {:#x}, {:#x})", params[0], params[1], params[2], params[3])
+                write!(f, "bug check {code:#010x} ({:#x}, {:#x}, {:#x}, {:#x})", params[0], params[1], params[2], params[3])?;
+                match *code {
+                    seh::KMODE_EXCEPTION_NOT_HANDLED => {
+                        write!(f, " KMODE_EXCEPTION_NOT_HANDLED: exception {:#010x}", params[0])?;
+                        match exec::image_rva(params[1]) {
+                            Some(rva) => write!(f, " at image RVA {rva:#x}"),
+                            None => write!(f, " at {:#x} (outside the image)", params[1]),
+                        }
+                    }
+                    seh::PAGE_FAULT_IN_NONPAGED_AREA => match exec::image_rva(params[2]) {
+                        Some(rva) => write!(f, " PAGE_FAULT_IN_NONPAGED_AREA: {:#x} referenced at image RVA {rva:#x}", params[0]),
+                        None => write!(f, " PAGE_FAULT_IN_NONPAGED_AREA: {:#x} referenced at {:#x}", params[0], params[2]),
+                    },
+                    gs::DRIVER_OVERRAN_STACK_BUFFER => write!(f, " DRIVER_OVERRAN_STACK_BUFFER: stack cookie {:#x}, expected {:#x}", params[0], params[1]),
+                    _ => Ok(()),
+                }
             }
             EmuError::CreateFailed(s) => write!(f, "create failed with {s:#010x}"),
             EmuError::DetachRefused(s) => write!(f, "detach refused with {s:#010x}"),
@@ -367,6 +385,14 @@ pub(crate) fn stopped(inner: &Inner, stop: Stop) -> EmuError {
     {
         inner.violation(Violation::UserBufferTouchedDirectly { address, rva });
     }
+    // An access violation on a user address that no __except handled: the driver touched the
+    // buffer outside structured exception handling (F4).
+    if let Stop::BugCheck { code: seh::KMODE_EXCEPTION_NOT_HANDLED, params } = stop
+        && params[0] == seh::STATUS_ACCESS_VIOLATION.cast_unsigned() as usize
+        && inner.user.contains(params[3])
+    {
+        inner.violation(Violation::UserBufferTouchedDirectly { address: params[3], rva: exec::image_rva(params[1]) });
+    }
     inner.record_stop(stop.clone());
     EmuError::Stopped(inner.stop.lock().unwrap_or_else(PoisonError::into_inner).clone().unwrap_or(stop))
 }
@@ -375,7 +401,9 @@ pub(crate) fn stopped(inner: &Inner, stop: Stop) -> EmuError {
 /// module's `resolve(name)` is chained here; forwarders such as `hal.dll` are followed first).
 pub(crate) fn resolve_import(dll: &str, name: &str) -> Option<usize> {
     match imports::forward(dll) {
-        "ntoskrnl.exe" => nt::resolve(name)
+        "ntoskrnl.exe" => seh::resolve(name)
+            .or_else(|| gs::resolve(name))
+            .or_else(|| nt::resolve(name))
             .or_else(|| time::resolve(name))
             .or_else(|| pool::resolve(name))
             .or_else(|| resource::resolve(name))
@@ -391,7 +419,15 @@ pub(crate) fn resolve_import(dll: &str, name: &str) -> Option<usize> {
 /// Every emulated export as `dll!function`, from the catalog.
 #[must_use]
 pub fn emulated_exports() -> Vec<String> {
-    catalog::all().iter().map(|e| format!("{}!{}", e.dll, e.function)).collect()
+    let mut names: Vec<String> = catalog::all().iter().map(|e| format!("{}!{}", e.dll, e.function)).collect();
+    // The MSVC-runtime modules list their exports themselves; any not yet in the catalog still count.
+    for function in seh::EXPORTS.iter().chain(gs::EXPORTS) {
+        let name = format!("ntoskrnl.exe!{function}");
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 /// A loaded driver running against the emulated Filter Manager.
@@ -436,6 +472,10 @@ impl Emulator {
         objects::reset();
         exec::IMAGE_BASE.store(image.base, std::sync::atomic::Ordering::Relaxed);
         exec::IMAGE_SIZE.store(image.size, std::sync::atomic::Ordering::Relaxed);
+        // The loader's /GS step: a random __security_cookie before any driver code runs.
+        if let gs::Cookie::Invalid(va) = gs::initialise_cookie(image.base, image.size) {
+            return Err(EmuError::Load(LoadError::NotPe(format!("load config SecurityCookie {va:#x} is not an aligned, writable address in the image"))));
+        }
         let inner = Arc::new(Inner {
             image,
             workers: exec::Workers::new(),

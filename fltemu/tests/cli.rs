@@ -73,7 +73,8 @@ fn bad_images_and_crashes_exit_two_with_the_cause() {
 
     let (code, text) = fltemu(&["run", fixture(Some("bug-fault-in-driver-entry")).to_str().unwrap()]);
     assert_eq!(code, 2, "{text}");
-    assert!(text.contains("driver crash") && text.contains("image RVA"), "{text}");
+    // An access fault nobody handles is KMODE_EXCEPTION_NOT_HANDLED, as on Windows.
+    assert!(text.contains("bug check 0x0000001e (0xc0000005") && text.contains("KMODE_EXCEPTION_NOT_HANDLED") && text.contains("image RVA"), "{text}");
 
     let (code, text) = fltemu(&["run", fixture(Some("bug-no-unregister-on-failed-entry")).to_str().unwrap()]);
     assert_eq!(code, 2, "{text}");

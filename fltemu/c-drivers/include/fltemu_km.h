@@ -1,0 +1,273 @@
+/*
+ * fltemu_km.h: the kernel-mode declarations fltemu's C fixture drivers use, written from the
+ * learn.microsoft.com DDI pages (wdm.h, ntifs.h, fltkernel.h) for x64 only.
+ *
+ * Why our own header: fltKernel.h is not in mingw-w64, and mingw-w64's ddk/ntddk.h does not
+ * compile for the x86_64-pc-windows-msvc target (its intrin.h pulls clang's mmintrin.h with
+ * _MSC_VER set and __GNUC__ unset, so the vector attributes vanish). Layouts follow the DDI
+ * pages' structure definitions; only what the fixtures use is declared.
+ */
+#ifndef FLTEMU_KM_H
+#define FLTEMU_KM_H
+
+#if !defined(_M_X64)
+#error "fltemu's C drivers are x64 only (clang --target=x86_64-pc-windows-msvc)"
+#endif
+
+/* ---- basic types (Windows Data Types page) ------------------------------------------------ */
+typedef unsigned char UCHAR, *PUCHAR, BOOLEAN, *PBOOLEAN;
+typedef char CHAR, *PCHAR;
+typedef unsigned short USHORT, *PUSHORT, WCHAR, *PWCHAR, *PWSTR;
+typedef const WCHAR *PCWSTR;
+typedef const CHAR *PCSTR;
+typedef short SHORT;
+typedef unsigned long ULONG, *PULONG;
+typedef long LONG, *PLONG, NTSTATUS;
+typedef unsigned long long ULONGLONG, ULONG64, ULONG_PTR, SIZE_T, *PULONG_PTR, *PSIZE_T;
+typedef long long LONGLONG, LONG64, LONG_PTR;
+typedef void VOID, *PVOID, **PPVOID;
+typedef PVOID HANDLE, *PHANDLE;
+typedef ULONG ACCESS_MASK;
+typedef UCHAR KIRQL;
+typedef ULONG FLT_CONTEXT_TYPE;
+
+#define TRUE 1
+#define FALSE 0
+#define NULL ((void *)0)
+#define NTAPI
+#define FLTAPI
+#define UNREFERENCED_PARAMETER(P) ((void)(P))
+#define NT_SUCCESS(Status) (((NTSTATUS)(Status)) >= 0)
+#define FIELD_OFFSET(type, field) ((LONG)__builtin_offsetof(type, field))
+
+typedef union _LARGE_INTEGER {
+    struct { ULONG LowPart; LONG HighPart; };
+    LONGLONG QuadPart;
+} LARGE_INTEGER, *PLARGE_INTEGER;
+
+typedef struct _UNICODE_STRING {
+    USHORT Length;
+    USHORT MaximumLength;
+    PWSTR Buffer;
+} UNICODE_STRING, *PUNICODE_STRING;
+typedef const UNICODE_STRING *PCUNICODE_STRING;
+
+/* A UNICODE_STRING over a wide string literal (RTL_CONSTANT_STRING in wdm.h). */
+#define RTL_CONSTANT_STRING(s) { sizeof(s) - sizeof((s)[0]), sizeof(s), (PWSTR)(s) }
+
+/* ---- NTSTATUS values (ntstatus.h, [MS-ERREF] 2.3.1) --------------------------------------- */
+#define STATUS_SUCCESS                   ((NTSTATUS)0x00000000L)
+#define STATUS_TIMEOUT                   ((NTSTATUS)0x00000102L)
+#define STATUS_BUFFER_OVERFLOW           ((NTSTATUS)0x80000005L)
+#define STATUS_DATATYPE_MISALIGNMENT     ((NTSTATUS)0x80000002L)
+#define STATUS_UNSUCCESSFUL              ((NTSTATUS)0xC0000001L)
+#define STATUS_ACCESS_VIOLATION          ((NTSTATUS)0xC0000005L)
+#define STATUS_INVALID_PARAMETER         ((NTSTATUS)0xC000000DL)
+#define STATUS_ACCESS_DENIED             ((NTSTATUS)0xC0000022L)
+#define STATUS_BUFFER_TOO_SMALL          ((NTSTATUS)0xC0000023L)
+#define STATUS_INSUFFICIENT_RESOURCES    ((NTSTATUS)0xC000009AL)
+#define STATUS_INVALID_USER_BUFFER       ((NTSTATUS)0xC00000E8L)
+#define STATUS_NOT_SUPPORTED             ((NTSTATUS)0xC00000BBL)
+#define STATUS_PORT_DISCONNECTED         ((NTSTATUS)0xC0000037L)
+#define STATUS_FLT_DO_NOT_ATTACH         ((NTSTATUS)0xC01C000FL)
+
+/* ---- structured exception handling (clang implements __try/__except for the MSVC target) - */
+#define EXCEPTION_EXECUTE_HANDLER     1
+#define EXCEPTION_CONTINUE_SEARCH     0
+#define EXCEPTION_CONTINUE_EXECUTION  (-1)
+#define GetExceptionCode() ((NTSTATUS)_exception_code())
+#define AbnormalTermination() _abnormal_termination()
+
+/* ---- IRQL, pool (wdm.h) -------------------------------------------------------------------- */
+#define PASSIVE_LEVEL 0
+#define APC_LEVEL 1
+#define DISPATCH_LEVEL 2
+typedef ULONG64 POOL_FLAGS;
+#define POOL_FLAG_UNINITIALIZED 0x0000000000000002ULL
+#define POOL_FLAG_NON_PAGED     0x0000000000000040ULL
+#define POOL_FLAG_PAGED         0x0000000000000100ULL
+
+/* ---- object attributes (wdm.h InitializeObjectAttributes) --------------------------------- */
+#define OBJ_CASE_INSENSITIVE 0x00000040L
+#define OBJ_KERNEL_HANDLE    0x00000200L
+typedef PVOID PSECURITY_DESCRIPTOR;
+typedef struct _OBJECT_ATTRIBUTES {
+    ULONG Length;
+    HANDLE RootDirectory;
+    PUNICODE_STRING ObjectName;
+    ULONG Attributes;
+    PVOID SecurityDescriptor;
+    PVOID SecurityQualityOfService;
+} OBJECT_ATTRIBUTES, *POBJECT_ATTRIBUTES;
+#define InitializeObjectAttributes(p, n, a, r, s) do { \
+        (p)->Length = sizeof(OBJECT_ATTRIBUTES);        \
+        (p)->RootDirectory = (r);                        \
+        (p)->Attributes = (a);                           \
+        (p)->ObjectName = (n);                           \
+        (p)->SecurityDescriptor = (s);                   \
+        (p)->SecurityQualityOfService = NULL;            \
+    } while (0)
+
+/* ---- opaque kernel objects ----------------------------------------------------------------- */
+typedef struct _DRIVER_OBJECT *PDRIVER_OBJECT;
+typedef struct _FILE_OBJECT *PFILE_OBJECT;
+typedef struct _ETHREAD *PETHREAD;
+typedef struct _KTRANSACTION *PKTRANSACTION;
+typedef struct _FLT_FILTER *PFLT_FILTER;
+typedef struct _FLT_VOLUME *PFLT_VOLUME;
+typedef struct _FLT_INSTANCE *PFLT_INSTANCE;
+typedef struct _FLT_PORT *PFLT_PORT;
+typedef PVOID PFLT_CONTEXT;
+
+/* ---- ntoskrnl.exe (wdm.h / ntifs.h DDI pages) ---------------------------------------------- */
+__declspec(dllimport) ULONG DbgPrintEx(ULONG ComponentId, ULONG Level, PCSTR Format, ...);
+__declspec(dllimport) __declspec(noreturn) VOID KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR P1, ULONG_PTR P2, ULONG_PTR P3, ULONG_PTR P4);
+__declspec(dllimport) KIRQL KeGetCurrentIrql(VOID);
+__declspec(dllimport) PVOID ExAllocatePool2(POOL_FLAGS Flags, SIZE_T NumberOfBytes, ULONG Tag);
+__declspec(dllimport) VOID ExFreePoolWithTag(PVOID P, ULONG Tag);
+__declspec(dllimport) __declspec(noreturn) VOID ExRaiseStatus(NTSTATUS Status);
+__declspec(dllimport) VOID ProbeForRead(const volatile VOID *Address, SIZE_T Length, ULONG Alignment);
+__declspec(dllimport) VOID ProbeForWrite(volatile VOID *Address, SIZE_T Length, ULONG Alignment);
+__declspec(dllimport) HANDLE PsGetCurrentProcessId(VOID);
+#define DPFLTR_IHVDRIVER_ID 77
+#define DPFLTR_ERROR_LEVEL 0
+#define DPFLTR_INFO_LEVEL 3
+
+/* ---- fltmgr.sys (fltkernel.h DDI pages) ---------------------------------------------------- */
+#define FLT_REGISTRATION_VERSION 0x0203
+#define IRP_MJ_CREATE 0x00
+#define IRP_MJ_CLOSE 0x02
+#define IRP_MJ_READ 0x03
+#define IRP_MJ_WRITE 0x04
+#define IRP_MJ_CLEANUP 0x12
+#define IRP_MJ_OPERATION_END 0x80
+#define FLT_CONTEXT_END 0xffff
+#define FLT_PORT_ALL_ACCESS 0x001F0001
+
+typedef enum _FLT_PREOP_CALLBACK_STATUS {
+    FLT_PREOP_SUCCESS_WITH_CALLBACK = 0,
+    FLT_PREOP_SUCCESS_NO_CALLBACK = 1,
+    FLT_PREOP_PENDING = 2,
+    FLT_PREOP_DISALLOW_FASTIO = 3,
+    FLT_PREOP_COMPLETE = 4,
+    FLT_PREOP_SYNCHRONIZE = 5,
+} FLT_PREOP_CALLBACK_STATUS;
+
+typedef enum _FLT_POSTOP_CALLBACK_STATUS {
+    FLT_POSTOP_FINISHED_PROCESSING = 0,
+    FLT_POSTOP_MORE_PROCESSING_REQUIRED = 1,
+} FLT_POSTOP_CALLBACK_STATUS;
+
+typedef ULONG FLT_POST_OPERATION_FLAGS;
+typedef ULONG FLT_FILTER_UNLOAD_FLAGS;
+typedef ULONG FLT_INSTANCE_SETUP_FLAGS;
+typedef ULONG FLT_INSTANCE_QUERY_TEARDOWN_FLAGS;
+typedef ULONG FLT_INSTANCE_TEARDOWN_FLAGS;
+typedef ULONG DEVICE_TYPE;
+typedef ULONG FLT_FILESYSTEM_TYPE;
+
+typedef struct _IO_STATUS_BLOCK {
+    union { NTSTATUS Status; PVOID Pointer; };
+    ULONG_PTR Information;
+} IO_STATUS_BLOCK, *PIO_STATUS_BLOCK;
+
+/* FLT_IO_PARAMETER_BLOCK: only the leading fields are declared; fixtures do not touch Parameters. */
+typedef struct _FLT_IO_PARAMETER_BLOCK {
+    ULONG IrpFlags;
+    UCHAR MajorFunction;
+    UCHAR MinorFunction;
+    UCHAR OperationFlags;
+    UCHAR Reserved;
+    PFILE_OBJECT TargetFileObject;
+    PFLT_INSTANCE TargetInstance;
+} FLT_IO_PARAMETER_BLOCK, *PFLT_IO_PARAMETER_BLOCK;
+
+typedef struct _FLT_CALLBACK_DATA {
+    ULONG Flags;
+    PETHREAD Thread;
+    PFLT_IO_PARAMETER_BLOCK Iopb;
+    IO_STATUS_BLOCK IoStatus;
+} FLT_CALLBACK_DATA, *PFLT_CALLBACK_DATA;
+
+typedef struct _FLT_RELATED_OBJECTS {
+    USHORT Size;
+    USHORT TransactionContext;
+    PFLT_FILTER Filter;
+    PFLT_VOLUME Volume;
+    PFLT_INSTANCE Instance;
+    PFILE_OBJECT FileObject;
+    PKTRANSACTION Transaction;
+} FLT_RELATED_OBJECTS, *PFLT_RELATED_OBJECTS;
+typedef const FLT_RELATED_OBJECTS *PCFLT_RELATED_OBJECTS;
+
+typedef FLT_PREOP_CALLBACK_STATUS (*PFLT_PRE_OPERATION_CALLBACK)(PFLT_CALLBACK_DATA Data, PCFLT_RELATED_OBJECTS FltObjects, PVOID *CompletionContext);
+typedef FLT_POSTOP_CALLBACK_STATUS (*PFLT_POST_OPERATION_CALLBACK)(PFLT_CALLBACK_DATA Data, PCFLT_RELATED_OBJECTS FltObjects, PVOID CompletionContext, FLT_POST_OPERATION_FLAGS Flags);
+typedef NTSTATUS (*PFLT_FILTER_UNLOAD_CALLBACK)(FLT_FILTER_UNLOAD_FLAGS Flags);
+typedef NTSTATUS (*PFLT_INSTANCE_SETUP_CALLBACK)(PCFLT_RELATED_OBJECTS FltObjects, FLT_INSTANCE_SETUP_FLAGS Flags, DEVICE_TYPE VolumeDeviceType, FLT_FILESYSTEM_TYPE VolumeFilesystemType);
+typedef NTSTATUS (*PFLT_INSTANCE_QUERY_TEARDOWN_CALLBACK)(PCFLT_RELATED_OBJECTS FltObjects, FLT_INSTANCE_QUERY_TEARDOWN_FLAGS Flags);
+typedef VOID (*PFLT_INSTANCE_TEARDOWN_CALLBACK)(PCFLT_RELATED_OBJECTS FltObjects, FLT_INSTANCE_TEARDOWN_FLAGS Reason);
+
+typedef struct _FLT_OPERATION_REGISTRATION {
+    UCHAR MajorFunction;
+    ULONG Flags;
+    PFLT_PRE_OPERATION_CALLBACK PreOperation;
+    PFLT_POST_OPERATION_CALLBACK PostOperation;
+    PVOID Reserved1;
+} FLT_OPERATION_REGISTRATION;
+
+typedef VOID (*PFLT_CONTEXT_CLEANUP_CALLBACK)(PFLT_CONTEXT Context, FLT_CONTEXT_TYPE ContextType);
+typedef struct _FLT_CONTEXT_REGISTRATION {
+    FLT_CONTEXT_TYPE ContextType;
+    USHORT Flags;
+    PFLT_CONTEXT_CLEANUP_CALLBACK ContextCleanupCallback;
+    SIZE_T Size;
+    ULONG PoolTag;
+    PVOID ContextAllocateCallback;
+    PVOID ContextFreeCallback;
+    PVOID Reserved1;
+} FLT_CONTEXT_REGISTRATION;
+
+typedef struct _FLT_REGISTRATION {
+    USHORT Size;
+    USHORT Version;
+    ULONG Flags;
+    const FLT_CONTEXT_REGISTRATION *ContextRegistration;
+    const FLT_OPERATION_REGISTRATION *OperationRegistration;
+    PFLT_FILTER_UNLOAD_CALLBACK FilterUnloadCallback;
+    PFLT_INSTANCE_SETUP_CALLBACK InstanceSetupCallback;
+    PFLT_INSTANCE_QUERY_TEARDOWN_CALLBACK InstanceQueryTeardownCallback;
+    PFLT_INSTANCE_TEARDOWN_CALLBACK InstanceTeardownStartCallback;
+    PFLT_INSTANCE_TEARDOWN_CALLBACK InstanceTeardownCompleteCallback;
+    PVOID GenerateFileNameCallback;
+    PVOID NormalizeNameComponentCallback;
+    PVOID NormalizeContextCleanupCallback;
+    PVOID TransactionNotificationCallback;
+    PVOID NormalizeNameComponentExCallback;
+    PVOID SectionNotificationCallback;
+} FLT_REGISTRATION;
+_Static_assert(sizeof(FLT_REGISTRATION) == 0x70, "FLT_REGISTRATION is 0x70 bytes for version 0x0203");
+_Static_assert(sizeof(FLT_OPERATION_REGISTRATION) == 32, "FLT_OPERATION_REGISTRATION layout");
+_Static_assert(sizeof(FLT_RELATED_OBJECTS) == 48, "FLT_RELATED_OBJECTS layout");
+
+typedef NTSTATUS (*PFLT_CONNECT_NOTIFY)(PFLT_PORT ClientPort, PVOID ServerPortCookie, PVOID ConnectionContext, ULONG SizeOfContext, PVOID *ConnectionPortCookie);
+typedef VOID (*PFLT_DISCONNECT_NOTIFY)(PVOID ConnectionCookie);
+typedef NTSTATUS (*PFLT_MESSAGE_NOTIFY)(PVOID PortCookie, PVOID InputBuffer, ULONG InputBufferLength, PVOID OutputBuffer, ULONG OutputBufferLength, PULONG ReturnOutputBufferLength);
+
+__declspec(dllimport) NTSTATUS FltRegisterFilter(PDRIVER_OBJECT Driver, const FLT_REGISTRATION *Registration, PFLT_FILTER *RetFilter);
+__declspec(dllimport) NTSTATUS FltStartFiltering(PFLT_FILTER Filter);
+__declspec(dllimport) VOID FltUnregisterFilter(PFLT_FILTER Filter);
+__declspec(dllimport) NTSTATUS FltBuildDefaultSecurityDescriptor(PSECURITY_DESCRIPTOR *SecurityDescriptor, ACCESS_MASK DesiredAccess);
+__declspec(dllimport) VOID FltFreeSecurityDescriptor(PSECURITY_DESCRIPTOR SecurityDescriptor);
+__declspec(dllimport) NTSTATUS FltCreateCommunicationPort(PFLT_FILTER Filter, PFLT_PORT *ServerPort, POBJECT_ATTRIBUTES ObjectAttributes, PVOID ServerPortCookie, PFLT_CONNECT_NOTIFY ConnectNotifyCallback, PFLT_DISCONNECT_NOTIFY DisconnectNotifyCallback, PFLT_MESSAGE_NOTIFY MessageNotifyCallback, LONG MaxConnections);
+__declspec(dllimport) VOID FltCloseCommunicationPort(PFLT_PORT ServerPort);
+__declspec(dllimport) VOID FltCloseClientPort(PFLT_FILTER Filter, PFLT_PORT *ClientPort);
+__declspec(dllimport) NTSTATUS FltSendMessage(PFLT_FILTER Filter, PFLT_PORT *ClientPort, PVOID SenderBuffer, ULONG SenderBufferLength, PVOID ReplyBuffer, PULONG ReplyLength, PLARGE_INTEGER Timeout);
+__declspec(dllimport) ULONG FltGetRequestorProcessId(PFLT_CALLBACK_DATA CallbackData);
+
+/* FILTER_REPLY_HEADER (fltuserstructures.h): what a user-mode reply starts with. */
+typedef struct _FILTER_REPLY_HEADER {
+    NTSTATUS Status;
+    ULONGLONG MessageId;
+} FILTER_REPLY_HEADER;
+
+#endif /* FLTEMU_KM_H */
