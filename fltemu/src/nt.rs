@@ -171,6 +171,7 @@ pub(crate) extern "win64" fn ex_free_pool_with_tag(block: *mut c_void, tag: u32)
         state.violations.push(Violation::IrqlTooHigh { function: "ExFreePoolWithTag", irql: exec::irql(), max: APC_LEVEL });
     }
     drop(state);
+    crate::resource::check_freed(block as usize, record.size);
     // SAFETY: the block is a live allocation of `size` bytes made by ex_allocate_pool2.
     unsafe { core::ptr::write_bytes(block.cast::<u8>(), FREE_POISON, record.size) };
     if let Ok(layout) = std::alloc::Layout::from_size_align(record.size.max(1), POOL_ALIGNMENT) {

@@ -38,6 +38,22 @@ pub fn outstanding() -> Vec<(ObjectKind, usize)> {
     vec![(ObjectKind::Resource, with(|table| table.len()))]
 }
 
+/// Pool at `block` (`size` bytes) is being freed: a live ERESOURCE inside it was never deleted
+/// (Driver Verifier stops here: freed pool containing an active ERESOURCE). It is forgotten,
+/// so the unload check does not report it again.
+pub fn check_freed(block: usize, size: usize) {
+    let inside = with(|table| {
+        let found: Vec<usize> = table.keys().copied().filter(|r| *r >= block && *r < block + size.max(1)).collect();
+        for resource in &found {
+            table.remove(resource);
+        }
+        found.len()
+    });
+    for _ in 0..inside {
+        objects::misuse("ExFreePoolWithTag", ObjectKind::Resource, "freed pool holds an ERESOURCE never deleted (ExDeleteResourceLite first)");
+    }
+}
+
 const MISSING: &str = "not an initialised ERESOURCE (ExInitializeResourceLite first, or already deleted)";
 
 /// Acquires `resource`; returns false when `wait` is false and it is not available (or the
