@@ -17,6 +17,8 @@ pub enum Source {
     /// A C runtime reference page on learn.microsoft.com (the page's slug under
     /// `cpp/c-runtime-library/reference/`).
     Crt(&'static str),
+    /// Another learn.microsoft.com page: (title, address).
+    Page(&'static str, &'static str),
 }
 
 impl Source {
@@ -29,6 +31,7 @@ impl Source {
             }
             Source::DdiAs(header, documented) => Source::Ddi(header).url(documented),
             Source::Crt(slug) => format!("https://learn.microsoft.com/cpp/c-runtime-library/reference/{slug}"),
+            Source::Page(_, url) => url.to_owned(),
         }
     }
 
@@ -39,6 +42,7 @@ impl Source {
             Source::Ddi(header) => format!("{function} function ({header}.h)"),
             Source::DdiAs(header, documented) => format!("{documented} function ({header}.h)"),
             Source::Crt(_) => format!("{function} (C runtime reference)"),
+            Source::Page(title, _) => title.to_owned(),
         }
     }
 }
@@ -75,9 +79,9 @@ const fn flt(function: &'static str, notes: &'static str) -> Emulated {
 const CORE: &[Emulated] = &[
     nt("DbgPrintEx", "wdm", "printf subset: flags `-0+#`, width/precision incl. `*`, `hh h l ll I64 I32 z`, `%d %i %u %x %X %o %c %C %s %S %ws %Z %wZ %p %%`; ≤ 12 variadic slots; output captured per run; a Unicode conversion above PASSIVE_LEVEL → IrqlTooHigh (DDI Remarks)"),
     nt("KeBugCheckEx", "wdm", "ends the run: `Stop::BugCheck{code, params}`"),
-    crt("memcpy", "memcpy-wmemcpy", "C semantics"),
-    crt("memmove", "memmove-wmemmove", "C semantics"),
-    crt("memset", "memset-wmemset", "C semantics"),
+    crt("memcpy", "memcpy-wmemcpy", "C semantics; memcpy/memmove/memset are leaf assembly routines, so a fault inside them (a bad user buffer under `__try`) is dispatched from the driver's call site, as a fault in nt!memcpy is"),
+    crt("memmove", "memmove-wmemmove", "C semantics; memcpy/memmove/memset are leaf assembly routines, so a fault inside them (a bad user buffer under `__try`) is dispatched from the driver's call site, as a fault in nt!memcpy is"),
+    crt("memset", "memset-wmemset", "C semantics; memcpy/memmove/memset are leaf assembly routines, so a fault inside them (a bad user buffer under `__try`) is dispatched from the driver's call site, as a fault in nt!memcpy is"),
     crt("memcmp", "memcmp-wmemcmp", "C semantics"),
     crt("strlen", "strlen-wcslen-mbslen-mbslen-l-mbstrlen-mbstrlen-l", "C semantics"),
     nt("ExAllocatePool2", "wdm", "exactly one of NON_PAGED/NON_PAGED_EXECUTE/PAGED, known flags, non-zero tag (else NULL + BadPoolRequest); zeroed unless POOL_FLAG_UNINITIALIZED (then 0xA5 poison); 16-byte aligned; ≤ DISPATCH (paged ≤ APC); tag/bytes accounted"),
@@ -132,11 +136,21 @@ const CORE: &[Emulated] = &[
     flt("FltSendMessage", "queues for FilterGetMessage; waits for delivery or the reply; timeout → STATUS_TIMEOUT; PORT_DISCONNECTED; reply longer than ReplyLength → BUFFER_OVERFLOW (F6)"),
 ];
 
+/// The MSVC runtime support (seh.rs, gs.rs).
+const MSVC_RUNTIME: &[Emulated] = &[
+    Emulated { dll: NT, function: "__C_specific_handler", notes: "the language handler of `__try` frames: during dispatch, runs the `__except` filters of the scope-table entries containing the PC (`1` = constant EXCEPTION_EXECUTE_HANDLER), CONTINUE_SEARCH / CONTINUE_EXECUTION / EXECUTE_HANDLER → unwind to the JumpTarget with RAX = the code; during unwind, runs the `__finally` handlers of the scopes being left (ScopeIndex advanced first) and stops at the target scope", source: Source::Page("x64 exception handling", "https://learn.microsoft.com/cpp/build/exception-handling-x64") },
+    nt("ExRaiseStatus", "wdm", "raises the status (EXCEPTION_NONCONTINUABLE) from the caller's registers (captured by an assembly thunk); CONTINUE_EXECUTION of it → STATUS_NONCONTINUABLE_EXCEPTION; any IRQL"),
+    nt("ProbeForRead", "wdm", "length 0 checks nothing; address not a multiple of Alignment → raises STATUS_DATATYPE_MISALIGNMENT; range not inside a user mapping (fltemu's user half) or wrapping → raises STATUS_ACCESS_VIOLATION; does not touch the memory (a no-access user page passes, the later access faults); Alignment not 1/2/4/8/16 → InvalidParameter; ≤ APC"),
+    nt("ProbeForWrite", "wdm", "as ProbeForRead, plus every byte must be writable user memory (else STATUS_ACCESS_VIOLATION, as its page touch faults); ≤ APC"),
+    Emulated { dll: NT, function: "__chkstk", notes: "RAX = frame size: a frame that would end more than 24 KiB (KERNEL_STACK_SIZE) below the outermost driver call → StackTooDeep{function: \"__chkstk\"}; then probes every page of the new frame; preserves all registers but R10/R11", source: Source::Page("__chkstk routine", "https://learn.microsoft.com/windows/win32/devnotes/-win32-chkstk") },
+];
+
 /// Every emulated function, grouped by the module that implements it.
 #[must_use]
 pub fn all() -> Vec<Emulated> {
     let groups: &[&[Emulated]] = &[
         CORE,
+        MSVC_RUNTIME,
         crate::time::DOCS,
         crate::pool::DOCS,
         crate::resource::DOCS,

@@ -47,3 +47,22 @@ fn each_ctx_bug_is_caught_by_the_default_scenario() {
         }
     }
 }
+
+/// The README's shell example, run as written against the C ctx driver (fltemu on PATH).
+#[test]
+fn the_readme_script_example_runs_clean_on_ctx() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let begin = readme.find("<!-- script-example:begin -->\n```sh\n").expect("begin marker") + "<!-- script-example:begin -->\n```sh\n".len();
+    let end = readme.find("```\n<!-- script-example:end -->").expect("end marker");
+    let image = CDriver::new("ctx").build();
+    let dir = std::env::temp_dir().join(format!("fltemu-readme-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&image, dir.join("myfilter.sys")).unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_fltemu")).parent().unwrap().to_owned();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let output = Command::new("sh").arg("-ec").arg(&readme[begin..end]).current_dir(&dir).env("PATH", path).output().expect("sh runs");
+    let report = std::fs::read_to_string(dir.join("report.json")).unwrap_or_default();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(output.status.success(), "{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(report.contains("\"violations\":[]") && report.contains("storm 500"), "{report}");
+}
