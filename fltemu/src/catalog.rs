@@ -159,6 +159,7 @@ pub fn all() -> Vec<Emulated> {
         crate::rtl::DOCS,
         crate::mdl::DOCS,
         crate::volume::DOCS,
+        crate::system::DOCS,
     ];
     groups.iter().flat_map(|g| g.iter().copied()).collect()
 }

@@ -38,6 +38,7 @@ mod ps;
 mod resource;
 mod rtl;
 mod sync;
+mod system;
 mod volume;
 pub mod pe;
 mod port;
@@ -410,8 +411,9 @@ pub(crate) fn resolve_import(dll: &str, name: &str) -> Option<usize> {
             .or_else(|| sync::resolve(name))
             .or_else(|| ps::resolve(name))
             .or_else(|| rtl::resolve(name))
-            .or_else(|| mdl::resolve(name)),
-        "fltmgr.sys" => flt::resolve(name).or_else(|| volume::resolve(name)).or_else(|| pool::resolve_flt(name)).or_else(|| resource::resolve_flt(name)),
+            .or_else(|| mdl::resolve(name))
+            .or_else(|| system::resolve(name)),
+        "fltmgr.sys" => flt::resolve(name).or_else(|| volume::resolve(name)).or_else(|| pool::resolve_flt(name)).or_else(|| resource::resolve_flt(name)).or_else(|| system::resolve_flt(name)),
         _ => None,
     }
 }
