@@ -160,6 +160,7 @@ pub fn all() -> Vec<Emulated> {
         crate::mdl::DOCS,
         crate::volume::DOCS,
         crate::system::DOCS,
+        crate::createpath::DOCS,
     ];
     groups.iter().flat_map(|g| g.iter().copied()).collect()
 }

@@ -374,8 +374,19 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
             status
         }
     };
+    crate::createpath::operation_status(data_address, &raw const *op.objects as usize, op.data.Iopb as usize, final_status);
     if let Pre::WithCallback(completion) = pre_result {
         call_post(inner, &mut op, post, completion, Operation::PostCreate, PASSIVE_LEVEL);
+    }
+    // FltCancelFileOpen in post-create: Filter Manager closes the FILE_OBJECT below the filter
+    // and the create fails with the status the filter set.
+    if final_status >= 0 && let Some(status) = crate::createpath::take_cancelled(file_object, &op.data) {
+        inner.lock().callback_data.remove(&data_address);
+        close_file_object(inner, file_object);
+        if filter.is_some() {
+            op_done(inner, instance);
+        }
+        return Err(EmuError::CreateFailed(status));
     }
     let mut state = inner.lock();
     state.callback_data.remove(&data_address);

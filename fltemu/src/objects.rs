@@ -119,6 +119,7 @@ pub fn reset() {
     crate::ps::reset();
     crate::volume::reset();
     crate::mdl::reset();
+    crate::createpath::reset();
 }
 
 /// What every module still holds at the end of unload.

@@ -46,6 +46,11 @@ fn process_object(pid: u32) -> usize {
     address
 }
 
+/// The process object of `pid`, not referenced (FltGetRequestorProcess).
+pub fn process_of(pid: u32) -> usize {
+    process_object(pid)
+}
+
 fn thread_object() -> usize {
     let tid = objects::thread_id();
     let pid = exec::current_pid();

@@ -141,3 +141,30 @@ fn the_surface_fixture_counts_what_it_calls_per_operation() {
     let report = emulator.unload().unwrap();
     assert!(report.is_clean(), "{report}");
 }
+
+#[test]
+fn a_cancelled_open_fails_with_the_filters_status_and_leaves_nothing_open() {
+    let emulator = Emulator::load(surface(&[]), Config::default()).unwrap();
+    let volume = emulator.mount(fltemu::VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    let before = emulator.calls();
+    assert_eq!(emulator.open(volume, "\\deny.txt", &fltemu::OpenOptions::default()), Err(EmuError::CreateFailed(fltemu::status::ACCESS_DENIED)));
+    assert_eq!(emulator.open_file_objects(volume, "\\deny.txt"), 0, "FltCancelFileOpen closed the FILE_OBJECT below the filter");
+    let calls = emulator.calls().since(&before);
+    assert_eq!(calls.get(fltemu::Operation::PreCreate, "FltRequestOperationStatusCallback"), 1);
+    assert_eq!(calls.get(fltemu::Operation::PostCreate, "FltCancelFileOpen"), 1);
+    assert_eq!(calls.total("FltGetRequestorProcess"), 1);
+    emulator.open_close(volume, "\\ok.txt", &fltemu::OpenOptions::default()).unwrap();
+    let report = emulator.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+    // One emulator per process: the next load waits until this one is dropped.
+    drop(emulator);
+
+    let emulator = Emulator::load(surface(&["bug-cancel-open-success"]), Config::default()).unwrap();
+    let volume = emulator.mount(fltemu::VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    assert_eq!(emulator.open(volume, "\\deny.txt", &fltemu::OpenOptions::default()), Err(EmuError::CreateFailed(fltemu::status::ACCESS_DENIED)));
+    assert_eq!(
+        emulator.violations(),
+        vec![fltemu::Violation::InvalidParameter { function: "FltCancelFileOpen", reason: "the create's IoStatus was left a success status" }]
+    );
+    drop(emulator.unload().unwrap());
+}

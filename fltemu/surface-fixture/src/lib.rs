@@ -135,7 +135,8 @@ unsafe extern "system" fn unload(_flags: u32) -> NTSTATUS {
     STATUS_SUCCESS
 }
 
-unsafe extern "system" fn pre_create(_data: *mut FLT_CALLBACK_DATA, _objects: *const FLT_RELATED_OBJECTS, _context: *mut *mut c_void) -> FLT_PREOP_CALLBACK_STATUS {
+unsafe extern "system" fn pre_create(data: *mut FLT_CALLBACK_DATA, _objects: *const FLT_RELATED_OBJECTS, _context: *mut *mut c_void) -> FLT_PREOP_CALLBACK_STATUS {
+    surface::request_status(data);
     let mut frequency = 0i64;
     // SAFETY: a valid out pointer; windows-sys imports this from hal.dll.
     let counter = unsafe { windows_sys::Wdk::System::SystemServices::KeQueryPerformanceCounter(&raw mut frequency) };

@@ -11,7 +11,7 @@ use windows_sys::Wdk::Foundation::{ERESOURCE, FAST_MUTEX, KEVENT, NonPagedPoolNx
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_FILE_NAME_INFORMATION, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING, FLT_RELATED_OBJECTS, FLT_VOLUME_PROPERTIES,
     FltAcquireResourceExclusive, FltGetFileNameInformation, FltGetIrpName, FltGetVolumeFromInstance, FltGetVolumeProperties, FltIsDirectory,
-    FltObjectDereference, FltParseFileNameInformation, FltReleaseFileNameInformation, FltReleaseResource, PFLT_VOLUME,
+    FltCancelFileOpen, FltGetRequestorProcess, FltObjectDereference, FltParseFileNameInformation, FltRequestOperationStatusCallback, FLT_IO_PARAMETER_BLOCK, FltReleaseFileNameInformation, FltReleaseResource, PFLT_VOLUME,
 };
 use windows_sys::Wdk::Storage::FileSystem::{PsLookupProcessByProcessId, SeLocateProcessImageName};
 use windows_sys::Wdk::System::SystemServices::{
@@ -47,6 +47,18 @@ unsafe impl Sync for Shared {}
 // SAFETY: kernel objects are plain data; all-zero is their state before initialisation.
 static GLOBALS: Shared = Shared(core::cell::UnsafeCell::new(unsafe { core::mem::zeroed() }));
 static NOTIFY_REGISTERED: AtomicBool = AtomicBool::new(false);
+/// Operation statuses reported to `operation_status` (a non-zero value proves the routine ran).
+static STATUSES: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+unsafe extern "system" fn operation_status(_objects: *const FLT_RELATED_OBJECTS, _iopb: *const FLT_IO_PARAMETER_BLOCK, _status: NTSTATUS, _context: *const c_void) {
+    STATUSES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Pre-create: asks for the create's status.
+pub fn request_status(data: *mut FLT_CALLBACK_DATA) {
+    // SAFETY: the callback data of this pre-operation callback and a routine in this image.
+    unsafe { FltRequestOperationStatusCallback(data, Some(operation_status), core::ptr::null()) };
+}
 
 fn globals() -> *mut Globals {
     GLOBALS.0.get()
@@ -271,6 +283,28 @@ fn names(data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS) {
     }
 }
 
+/// Whether the opened name's final component starts with "deny".
+fn denied(data: *mut FLT_CALLBACK_DATA) -> bool {
+    let mut name: *mut FLT_FILE_NAME_INFORMATION = core::ptr::null_mut();
+    // SAFETY: the callback data of this operation; FLT_FILE_NAME_OPENED | QUERY_DEFAULT.
+    if unsafe { FltGetFileNameInformation(data, 0x0002 | 0x0100, &raw mut name) } < 0 {
+        return false;
+    }
+    // SAFETY: the name information just returned.
+    unsafe { FltParseFileNameInformation(name) };
+    // SAFETY: as above; FinalComponent was filled by the parse.
+    let component = unsafe { (*name).FinalComponent };
+    let prefix: [u16; 4] = [0x64, 0x65, 0x6E, 0x79]; // "deny"
+    let deny = usize::from(component.Length) >= 8 && !component.Buffer.is_null() && (0..4).all(|i| {
+        // SAFETY: Length ≥ 8 bytes, so 4 units are readable.
+        let unit = unsafe { component.Buffer.wrapping_add(i).read() };
+        unit | 0x20 == prefix[i]
+    });
+    // SAFETY: the reference FltGetFileNameInformation returned.
+    unsafe { FltReleaseFileNameInformation(name) };
+    deny
+}
+
 /// Post-create (PASSIVE_LEVEL): the per-create calls on successful creates.
 pub unsafe extern "system" fn post_create(data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS, _context: *const c_void, _flags: u32) -> FLT_POSTOP_CALLBACK_STATUS {
     // SAFETY: Filter Manager passes valid callback data; Status is the union member it sets.
@@ -285,5 +319,24 @@ pub unsafe extern "system" fn post_create(data: *mut FLT_CALLBACK_DATA, objects:
     requestor_process();
     mdl_over_pool();
     names(data, objects);
+    // SAFETY: the callback data of this operation.
+    let requestor = unsafe { FltGetRequestorProcess(data) };
+    if requestor == 0 || STATUSES.load(Ordering::Relaxed) == 0 {
+        // SAFETY: KeBugCheckEx never returns.
+        unsafe { ntoskrnl_imports::KeBugCheckEx(0x4658_5346, 7, requestor as usize, 0, 0) };
+    }
+    if denied(data) {
+        // SAFETY: Filter Manager passes valid related objects.
+        let related = unsafe { objects.read() };
+        // SAFETY: post-create of a successful create, its instance and FILE_OBJECT.
+        unsafe { FltCancelFileOpen(related.Instance, related.FileObject) };
+        if !cfg!(feature = "bug-cancel-open-success") {
+            let denied = windows_sys::Win32::System::IO::IO_STATUS_BLOCK { Anonymous: windows_sys::Win32::System::IO::IO_STATUS_BLOCK_0 { Status: 0xC000_0022_u32 as i32 }, Information: 0 };
+            // SAFETY: a field of the callback data of this operation; no reference is formed.
+            let slot = unsafe { &raw mut (*data).IoStatus };
+            // SAFETY: as above; the create now fails.
+            unsafe { slot.write(denied) };
+        }
+    }
     FLT_POSTOP_FINISHED_PROCESSING
 }
