@@ -208,6 +208,6 @@ mod tests {
     fn sources_are_learn_microsoft_pages() {
         let entry = find("fltmgr.sys", "FltGetFileNameInformation").unwrap();
         assert_eq!(entry.source.url(entry.function), "https://learn.microsoft.com/windows-hardware/drivers/ddi/fltkernel/nf-fltkernel-fltgetfilenameinformation");
-        assert!(markdown().contains("| `ntoskrnl.exe!memcpy` | C semantics | [memcpy (C runtime reference)](https://learn.microsoft.com/cpp/c-runtime-library/reference/memcpy-wmemcpy) |"));
+        assert!(markdown().contains("| `ntoskrnl.exe!strlen` | C semantics | [strlen (C runtime reference)](https://learn.microsoft.com/cpp/c-runtime-library/reference/strlen-wcslen-mbslen-mbslen-l-mbstrlen-mbstrlen-l) |"));
     }
 }

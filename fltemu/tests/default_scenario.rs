@@ -44,7 +44,7 @@ const BUGS: &[(&str, i32, &str)] = &[
     ("bug-paged-volume-context", 1, "Volume context allocated from Paged pool"),
     ("bug-no-unregister-on-failed-entry", 2, "without calling FltUnregisterFilter"),
     ("bug-unresolvable-import", 2, "fltmgr.sys!FltTagFile"),
-    ("bug-fault-in-driver-entry", 2, "driver crash"),
+    ("bug-fault-in-driver-entry", 2, "KMODE_EXCEPTION_NOT_HANDLED: exception 0xc0000005 at image RVA"),
     ("bug-get-at-dispatch", 1, "FltGetStreamHandleContext called at IRQL 2"),
     ("bug-use-after-free", 1, "used a freed StreamHandle context"),
     ("bug-not-a-context", 1, "which is not a context"),
