@@ -101,7 +101,7 @@ fn unicode(string: *const windows_sys::Win32::Foundation::UNICODE_STRING) -> Opt
 }
 
 /// `FltGetVolumeFromName` (fltkernel.h; PASSIVE): by device name (`\Device\HarddiskVolume1`),
-/// referenced; unknown → STATUS_INVALID_PARAMETER... the DDI documents STATUS_FLT_VOLUME_NOT_FOUND.
+/// referenced; an unknown name → STATUS_FLT_VOLUME_NOT_FOUND.
 extern "win64" fn flt_get_volume_from_name(_filter: isize, name: *const windows_sys::Win32::Foundation::UNICODE_STRING, volume: *mut isize) -> i32 {
     objects::count("FltGetVolumeFromName", PASSIVE_LEVEL);
     let wanted = unicode(name).unwrap_or_default().to_lowercase();
