@@ -106,7 +106,7 @@ fn a_renamed_import_is_unresolvable_and_named() {
     bytes[at + needle.len() - 2] = b'X';
     fltemu::fix_checksum(&mut bytes);
     let error = Emulator::load_bytes(&bytes, Config::default()).unwrap_err();
-    assert_eq!(error, EmuError::Load(LoadError::UnresolvedImport("fltmgr.sys!FltGetVolumeNamX".into())));
+    assert_eq!(error, EmuError::Load(LoadError::UnresolvedImports(vec!["fltmgr.sys!FltGetVolumeNamX".into()])));
 }
 
 /// Simultaneous first opens of one stream on 4 threads, with the find-or-create window widened

@@ -225,7 +225,7 @@ fn failed_driver_entry_without_unregister_is_reported() {
 #[test]
 fn unresolvable_import_names_dll_and_function() {
     let error = Emulator::load(fixture(Some("bug-unresolvable-import")), Config::default()).unwrap_err();
-    assert_eq!(error, EmuError::Load(fltemu::LoadError::UnresolvedImport("fltmgr.sys!FltTagFile".into())));
+    assert_eq!(error, EmuError::Load(fltemu::LoadError::UnresolvedImports(vec!["fltmgr.sys!FltTagFile".into()])));
     assert!(error.to_string().contains("fltmgr.sys!FltTagFile"));
 }
 

@@ -356,6 +356,9 @@ pub fn driver_call<R>(call: impl FnOnce() -> R) -> R {
         STACK_TOP.with(|c| c.set(0));
         // A callback must release every spin lock it took before it returns (wdm.h spin-lock
         // rules); the worker thread then runs other callbacks, so its record starts afresh.
+        if crate::sync::take_critical_regions() != 0 {
+            crate::objects::misuse("KeEnterCriticalRegion", crate::objects::ObjectKind::CriticalRegion, "a driver callback returned inside a critical region");
+        }
         if crate::nt::take_held_spin_locks() != 0
             && let Some(inner) = crate::state::current()
         {

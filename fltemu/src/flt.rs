@@ -412,7 +412,7 @@ fn get_context(inner: &Inner, key: Result<LinkKey, i32>, out: *mut usize) -> i32
         }
         Err(failure) => {
             put(out, 0);
-            if failure == status::NOT_FOUND && inner.config.widen_race_windows {
+            if failure == status::NOT_FOUND && crate::knobs::widen_race_windows(inner.config.widen_race_windows) {
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
             failure
@@ -1002,45 +1002,6 @@ pub fn resolve(name: &str) -> Option<usize> {
     };
     Some(address)
 }
-
-/// Every fltmgr export fltemu provides apart from the port functions.
-pub const EXPORTS: &[&str] = &[
-    "FltRegisterFilter",
-    "FltStartFiltering",
-    "FltUnregisterFilter",
-    "FltAllocateContext",
-    "FltReferenceContext",
-    "FltReleaseContext",
-    "FltGetInstanceContext",
-    "FltSetInstanceContext",
-    "FltDeleteInstanceContext",
-    "FltGetStreamContext",
-    "FltSetStreamContext",
-    "FltDeleteStreamContext",
-    "FltGetStreamHandleContext",
-    "FltSetStreamHandleContext",
-    "FltDeleteStreamHandleContext",
-    "FltGetVolumeContext",
-    "FltSetVolumeContext",
-    "FltDeleteContext",
-    "FltGetVolumeName",
-    "FltGetFileNameInformation",
-    "FltReleaseFileNameInformation",
-    "FltReferenceFileNameInformation",
-    "FltParseFileNameInformation",
-    "FltGetRequestorProcessId",
-    "FltBuildDefaultSecurityDescriptor",
-    "FltFreeSecurityDescriptor",
-    "FltInitializePushLock",
-    "FltAcquirePushLockExclusive",
-    "FltAcquirePushLockShared",
-    "FltReleasePushLock",
-    "FltDeletePushLock",
-    "FltAllocateGenericWorkItem",
-    "FltQueueGenericWorkItem",
-    "FltFreeGenericWorkItem",
-];
-
 
 #[cfg(test)]
 mod tests {

@@ -391,10 +391,20 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
             status
         }
     };
+    crate::createpath::operation_status(data_address, &raw const *op.objects as usize, op.data.Iopb as usize, final_status);
     if let Pre::WithCallback(completion) = pre_result {
         call_post(inner, &mut op, post, completion, Operation::PostCreate, PASSIVE_LEVEL);
     }
     inner.callback_data.lock(data_address as u64).remove(&data_address);
+    // FltCancelFileOpen in post-create: Filter Manager closes the FILE_OBJECT below the filter
+    // and the create fails with the status the filter set.
+    if final_status >= 0 && let Some(status) = crate::createpath::take_cancelled(file_object, &op.data) {
+        close_file_object(inner, file_object);
+        if filter.is_some() {
+            op_done(inner, instance);
+        }
+        return Err(EmuError::CreateFailed(status));
+    }
     if final_status >= 0 {
         // Completed by the filter with success: opened without a file-system stream.
         if let Some(file) = inner.files.lock(file_object as u64).live.get_mut(&file_object).filter(|f| f.state == FileState::Creating) {
@@ -428,7 +438,7 @@ pub fn cleanup(inner: &Inner, file_object: usize, pid: u32) -> Result<(), EmuErr
         file.state = FileState::CleanedUp;
         file.volume
     };
-    if let Some(instance) = run_simple(inner, volume, file_object, pid, IRP_MJ_CLEANUP, inner.config.post_cleanup_irql) {
+    if let Some(instance) = run_simple(inner, volume, file_object, pid, IRP_MJ_CLEANUP, crate::knobs::post_irql(inner.config.post_cleanup_irql)) {
         op_done(inner, instance);
     }
     Ok(())
@@ -446,7 +456,7 @@ pub fn close(inner: &Inner, file_object: usize, pid: u32) -> Result<(), EmuError
         }
         file.volume
     };
-    let instance = run_simple(inner, volume, file_object, pid, IRP_MJ_CLOSE, inner.config.post_close_irql);
+    let instance = run_simple(inner, volume, file_object, pid, IRP_MJ_CLOSE, crate::knobs::post_irql(inner.config.post_close_irql));
     close_file_object(inner, file_object);
     if let Some(instance) = instance {
         op_done(inner, instance);

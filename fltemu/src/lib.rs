@@ -23,11 +23,24 @@
 // between Windows field widths and Rust sizes rather than bugs.
 #![allow(clippy::cast_possible_truncation, clippy::module_name_repetitions, clippy::missing_panics_doc)]
 
+pub mod catalog;
+mod createpath;
 mod exec;
 mod flt;
 mod gs;
+pub mod imports;
 mod io;
+mod knobs;
+mod mdl;
 mod nt;
+pub mod objects;
+mod pool;
+mod ps;
+mod resource;
+mod rtl;
+mod sync;
+mod system;
+mod volume;
 pub mod pe;
 mod port;
 mod printf;
@@ -35,6 +48,7 @@ pub mod scenario;
 pub mod schedule;
 mod seh;
 mod state;
+mod time;
 mod unwind;
 mod user;
 mod verifier;
@@ -399,11 +413,22 @@ pub(crate) fn stopped(inner: &Inner, stop: Stop) -> EmuError {
     EmuError::Stopped(inner.stop.lock().unwrap_or_else(PoisonError::into_inner).clone().unwrap_or(stop))
 }
 
-/// Resolves an import of the driver against the emulated modules.
-fn resolve_import(dll: &str, name: &str) -> Option<usize> {
-    match dll {
-        "ntoskrnl.exe" => seh::resolve(name).or_else(|| gs::resolve(name)).or_else(|| nt::resolve(name)),
-        "fltmgr.sys" => flt::resolve(name),
+/// Resolves an import of the driver against the emulated modules (the central resolver: each
+/// module's `resolve(name)` is chained here; forwarders such as `hal.dll` are followed first).
+pub(crate) fn resolve_import(dll: &str, name: &str) -> Option<usize> {
+    match imports::forward(dll) {
+        "ntoskrnl.exe" => seh::resolve(name)
+            .or_else(|| gs::resolve(name))
+            .or_else(|| nt::resolve(name))
+            .or_else(|| time::resolve(name))
+            .or_else(|| pool::resolve(name))
+            .or_else(|| resource::resolve(name))
+            .or_else(|| sync::resolve(name))
+            .or_else(|| ps::resolve(name))
+            .or_else(|| rtl::resolve(name))
+            .or_else(|| mdl::resolve(name))
+            .or_else(|| system::resolve(name)),
+        "fltmgr.sys" => flt::resolve(name).or_else(|| volume::resolve(name)).or_else(|| pool::resolve_flt(name)).or_else(|| resource::resolve_flt(name)).or_else(|| system::resolve_flt(name)).or_else(|| createpath::resolve(name)),
         _ => None,
     }
 }
@@ -418,12 +443,18 @@ pub fn map_image(bytes: &[u8]) -> Result<pe::MappedImage, LoadError> {
     pe::MappedImage::load(bytes, &resolve_import)
 }
 
-/// Every emulated export as `dll!function`.
+/// Every emulated export as `dll!function`, from the catalog.
 #[must_use]
 pub fn emulated_exports() -> Vec<String> {
-    let nt = nt::EXPORTS.iter().chain(seh::EXPORTS).chain(gs::EXPORTS).map(|f| format!("ntoskrnl.exe!{f}"));
-    let flt = flt::EXPORTS.iter().chain(port::EXPORTS).map(|f| format!("fltmgr.sys!{f}"));
-    nt.chain(flt).collect()
+    let mut names: Vec<String> = catalog::all().iter().map(|e| format!("{}!{}", e.dll, e.function)).collect();
+    // The MSVC-runtime modules list their exports themselves; any not yet in the catalog still count.
+    for function in seh::EXPORTS.iter().chain(gs::EXPORTS) {
+        let name = format!("ntoskrnl.exe!{function}");
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 /// A loaded driver running against the emulated Filter Manager.
@@ -464,6 +495,8 @@ impl Emulator {
             pe::MappedImage::load(&patched, &resolve_import)
         }
         .map_err(EmuError::Load)?;
+        knobs::reset();
+        objects::reset();
         exec::IMAGE_BASE.store(image.base, std::sync::atomic::Ordering::Relaxed);
         exec::IMAGE_SIZE.store(image.size, std::sync::atomic::Ordering::Relaxed);
         // The loader's /GS step: a random __security_cookie before any driver code runs.
@@ -750,6 +783,7 @@ impl Emulator {
                 found.push(Violation::SecurityDescriptorLeaked { count: state.security_descriptors.len() });
             }
         }
+        found.extend(objects::leaks());
         for violation in found {
             self.inner.violation(violation);
         }
@@ -962,6 +996,27 @@ impl Emulator {
         self.inner.injections.plans.lock().unwrap_or_else(PoisonError::into_inner).insert(function, state::Injection { status, every, remaining: times, seen: 0 });
         self.inner.injections.any.store(true, std::sync::atomic::Ordering::Release);
         true
+    }
+
+    /// Turns the race-window widening of [`Config::widen_race_windows`] on or off from now on
+    /// (on also when the configuration asks for it).
+    pub fn set_widen_race_windows(&self, on: bool) {
+        knobs::set_widen_race_windows(on);
+    }
+
+    /// Runs later post-cleanup and post-close callbacks at `irql` (None: back to
+    /// [`Config::post_cleanup_irql`] / [`Config::post_close_irql`]).
+    pub fn set_post_operation_irql(&self, irql: Option<Irql>) {
+        knobs::set_post_irql(irql);
+    }
+
+    /// Runs the driver's process-creation notify routines for process `pid` created by
+    /// `parent` (`create`) or exiting, as the process manager does (PASSIVE_LEVEL).
+    ///
+    /// # Errors
+    /// [`EmuError::Stopped`] when a routine crashed.
+    pub fn notify_process(&self, pid: u32, parent: u32, create: bool) -> Result<(), EmuError> {
+        self.run(move |_| ps::notify_process(pid, parent, create))
     }
 
     /// Stops all failure injection.

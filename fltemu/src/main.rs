@@ -1,9 +1,10 @@
 //! The fltemu command line.
 //!
 //! ```text
-//! fltemu run <driver.sys> [--scenario NAME | --script FILE] [--threads N] [--json] [--post-irql passive|dispatch] [--seed N]
+//! fltemu run <driver.sys> [--scenario NAME | --script FILE] [--threads N] [--json] [--post-irql passive|dispatch] [--call-timeout-ms N] [--seed N]
 //! fltemu bench <driver.sys> [--against OTHER.sys] [--cycles N]
-//! fltemu scenarios | exports
+//! fltemu imports <driver.sys>
+//! fltemu scenarios | exports [--markdown]
 //! ```
 //! Exit status: 0 clean; 1 violations; 2 crash, bug check, load failure or failed DriverEntry;
 //! 64 usage errors.
@@ -27,7 +28,7 @@ mod cli {
     use fltemu::scenario::{self, ScriptError};
     use fltemu::{Config, EmuError, Emulator, OpenOptions, Report, VolumeSpec};
 
-    const USAGE: &str = "usage: fltemu run <driver.sys> [--scenario NAME | --script FILE] [--threads N] [--json] [--post-irql passive|dispatch] [--seed N]\n       fltemu bench <driver.sys> [--against OTHER.sys] [--cycles N]\n       fltemu scenarios | exports";
+    const USAGE: &str = "usage: fltemu run <driver.sys> [--scenario NAME | --script FILE] [--threads N] [--json] [--post-irql passive|dispatch] [--call-timeout-ms N] [--seed N]\n       fltemu bench <driver.sys> [--against OTHER.sys] [--cycles N]\n       fltemu imports <driver.sys>\n       fltemu scenarios | exports [--markdown]";
 
     fn usage(message: &str) -> i32 {
         eprintln!("fltemu: {message}\n{USAGE}");
@@ -44,14 +45,49 @@ mod cli {
                 }
                 0
             }
+            Some("exports") if args.get(1).map(String::as_str) == Some("--markdown") => {
+                print!("{}", fltemu::catalog::markdown());
+                0
+            }
             Some("exports") => {
                 for export in fltemu::emulated_exports() {
                     println!("{export}");
                 }
                 0
             }
+            Some("imports") => match args.get(1..) {
+                Some([driver]) => imports(driver),
+                _ => usage("imports needs exactly one driver"),
+            },
             _ => usage("expected a command"),
         }
+    }
+
+    /// `fltemu imports X.sys`: every import as emulated (with its documentation) or missing.
+    /// Exit 0 when everything binds, 2 when `run` would refuse the image.
+    fn imports(driver: &str) -> i32 {
+        use fltemu::imports::Binding;
+        let report = match std::fs::read(driver).map_err(|e| format!("{driver}: {e}")).and_then(|bytes| fltemu::imports::report(&bytes).map_err(|e| e.to_string())) {
+            Ok(report) => report,
+            Err(message) => {
+                println!("FAILED: {message}");
+                return 2;
+            }
+        };
+        let missing = report.iter().filter(|i| matches!(i.binding, Binding::Missing { .. })).count();
+        println!("fltemu: {driver}: {} imports, {} emulated, {missing} missing", report.len(), report.len() - missing);
+        let width = report.iter().map(|i| i.name.len()).max().unwrap_or(0);
+        for import in &report {
+            match &import.binding {
+                Binding::Emulated { entry, forwarded_from } => {
+                    let source = entry.map_or_else(|| "(no documentation recorded)".to_owned(), |e| format!("{} <{}>", e.source.title(e.function), e.source.url(e.function)));
+                    let via = forwarded_from.as_ref().map_or_else(String::new, |from| format!(" [forwarded by {from}]"));
+                    println!("emulated  {:width$}  {source}{via}", import.name);
+                }
+                Binding::Missing { reason } => println!("missing   {:width$}  {reason}", import.name),
+            }
+        }
+        if missing == 0 { 0 } else { 2 }
     }
 
     struct Options {
@@ -90,6 +126,10 @@ mod cli {
                 }
                 "--threads" => threads = iter.next().and_then(|t| t.parse().ok()).ok_or("--threads needs a number")?,
                 "--json" => json = true,
+                "--call-timeout-ms" => {
+                    let ms = iter.next().and_then(|t| t.parse().ok()).ok_or("--call-timeout-ms needs a number")?;
+                    config.call_timeout = std::time::Duration::from_millis(ms);
+                }
                 "--post-irql" => {
                     let irql = match iter.next().map(String::as_str) {
                         Some("passive") => fltemu::PASSIVE_LEVEL,
@@ -107,7 +147,7 @@ mod cli {
                 }
             }
         }
-        let (script, source) = script.unwrap_or_else(|| (scenario::scenario("load-unload").unwrap_or_default().to_owned(), "scenario load-unload".into()));
+        let (script, source) = script.unwrap_or_else(|| (scenario::scenario(scenario::DEFAULT_SCENARIO).unwrap_or_default().to_owned(), format!("scenario {} (the default)", scenario::DEFAULT_SCENARIO)));
         Ok(Options { driver: driver.ok_or("no driver given")?, script, source, threads, json, config })
     }
 

@@ -119,7 +119,7 @@ extern "win64" fn strlen(text: *const u8) -> usize {
 /// `ExAllocatePool2` (wdm.h "ExAllocatePool2"): zeroed unless POOL_FLAG_UNINITIALIZED
 /// (then poison-filled here); exactly one of NON_PAGED / NON_PAGED_EXECUTE / PAGED; non-zero
 /// tag; paged pool at IRQL ≤ APC_LEVEL, non-paged ≤ DISPATCH_LEVEL; NULL on failure.
-extern "win64" fn ex_allocate_pool2(flags: u64, size: usize, tag: u32) -> *mut c_void {
+pub(crate) extern "win64" fn ex_allocate_pool2(flags: u64, size: usize, tag: u32) -> *mut c_void {
     let Some(inner) = state::current() else { return core::ptr::null_mut() };
     let pool_bits = flags & (POOL_FLAG_NON_PAGED | POOL_FLAG_NON_PAGED_EXECUTE | POOL_FLAG_PAGED);
     let pool = if pool_bits == POOL_FLAG_PAGED { PoolKind::Paged } else { PoolKind::NonPaged };
@@ -156,7 +156,7 @@ extern "win64" fn ex_allocate_pool2(flags: u64, size: usize, tag: u32) -> *mut c
 
 /// `ExFreePoolWithTag` (wdm.h): the tag must match the allocation's; ≤ DISPATCH_LEVEL
 /// (≤ APC_LEVEL for paged blocks). Freed blocks are poison-filled before release.
-extern "win64" fn ex_free_pool_with_tag(block: *mut c_void, tag: u32) {
+pub(crate) extern "win64" fn ex_free_pool_with_tag(block: *mut c_void, tag: u32) {
     let Some(inner) = state::current() else { return };
     inner.enter("ExFreePoolWithTag", DISPATCH_LEVEL);
     let removed = inner.pool.lock(block as u64).remove(&(block as usize));
@@ -170,6 +170,7 @@ extern "win64" fn ex_free_pool_with_tag(block: *mut c_void, tag: u32) {
     if record.pool == PoolKind::Paged && exec::irql() > APC_LEVEL {
         inner.violation(Violation::IrqlTooHigh { function: "ExFreePoolWithTag", irql: exec::irql(), max: APC_LEVEL });
     }
+    crate::resource::check_freed(block as usize, record.size);
     // SAFETY: the block is a live allocation of `size` bytes made by ex_allocate_pool2.
     unsafe { core::ptr::write_bytes(block.cast::<u8>(), FREE_POISON, record.size) };
     if let Ok(layout) = std::alloc::Layout::from_size_align(record.size.max(1), POOL_ALIGNMENT) {
@@ -508,29 +509,6 @@ pub fn resolve(name: &str) -> Option<usize> {
         _ => return None,
     })
 }
-
-/// Every ntoskrnl export fltemu provides (for the README table and the CLI).
-pub const EXPORTS: &[&str] = &[
-    "DbgPrintEx",
-    "KeBugCheckEx",
-    "memcpy",
-    "memmove",
-    "memset",
-    "memcmp",
-    "strlen",
-    "ExAllocatePool2",
-    "ExFreePoolWithTag",
-    "KeGetCurrentIrql",
-    "KeQuerySystemTimePrecise",
-    "KeAcquireSpinLockRaiseToDpc",
-    "KeReleaseSpinLock",
-    "PsGetCurrentProcessId",
-    "FsRtlIsPagingFile",
-    "MmCopyMemory",
-    "MmSecureVirtualMemory",
-    "MmUnsecureVirtualMemory",
-    "ZwQueryVirtualMemory",
-];
 
 #[cfg(test)]
 mod tests {

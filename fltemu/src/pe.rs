@@ -40,10 +40,9 @@ pub enum LoadError {
         /// The checksum computed by the PE-spec algorithm.
         computed: u32,
     },
-    /// An import no emulated module exports, as `dll!function`.
-    UnresolvedImport(String),
-    /// An import by ordinal (kernel exports are imported by name).
-    ImportByOrdinal(String),
+    /// Every import no emulated module exports, as `dll!function` (an import by ordinal as
+    /// `dll!#ordinal`), in import-table order; the image is refused before DriverEntry.
+    UnresolvedImports(Vec<String>),
     /// A relocation type the loader does not apply.
     UnsupportedRelocation(u16),
     /// mmap/mprotect failed.
@@ -60,7 +59,16 @@ pub enum LoadError {
 impl fmt::Display for LoadError {
     /// One line whatever the image holds: control characters from names in the image (a section
     /// or import name with a newline) are escaped.
+    /// The one exception is the list of unimplemented imports: one line per import, each
+    /// escaped the same way.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let LoadError::UnresolvedImports(names) = self {
+            write!(f, "{} unimplemented import(s), refused before DriverEntry:", names.len())?;
+            for name in names {
+                write!(f, "\n  {}", one_line(name))?;
+            }
+            return Ok(());
+        }
         let mut text = String::new();
         self.describe(&mut text)?;
         f.write_str(&one_line(&text))
@@ -83,8 +91,7 @@ impl LoadError {
             LoadError::BadChecksum { stored, computed } => {
                 write!(f, "bad PE checksum: stored {stored:#010x}, computed {computed:#010x}")
             }
-            LoadError::UnresolvedImport(name) => write!(f, "unresolvable import {name}"),
-            LoadError::ImportByOrdinal(name) => write!(f, "import by ordinal not supported: {name}"),
+            LoadError::UnresolvedImports(names) => write!(f, "{} unimplemented import(s), refused before DriverEntry", names.len()),
             LoadError::UnsupportedRelocation(t) => write!(f, "unsupported base relocation type {t}"),
             LoadError::Map(e) => write!(f, "mapping the image failed: {e}"),
             LoadError::InvalidImage { status, reason } => {
@@ -181,8 +188,10 @@ fn hint_name_rva(entry: u64) -> Result<u32, LoadError> {
 pub struct Import {
     /// The DLL name, lowercased.
     pub dll: String,
-    /// The imported function's name.
+    /// The imported function's name (`#N` for an import by ordinal).
     pub name: String,
+    /// The ordinal of an import by ordinal (IMAGE_ORDINAL_FLAG64 set), else None.
+    pub ordinal: Option<u16>,
     /// RVA of the IAT slot to patch.
     pub iat_rva: u32,
 }
@@ -352,12 +361,15 @@ impl ParsedImage {
                 if entry == 0 {
                     break;
                 }
+                let iat_rva = slot.checked_mul(8).and_then(|o| iat.checked_add(o)).ok_or_else(|| LoadError::NotPe("IAT slot past 4 GiB".into()))?;
                 if entry & (1 << 63) != 0 {
-                    return Err(LoadError::ImportByOrdinal(format!("{dll}!#{}", entry & 0xFFFF)));
+                    // Kept, not refused here: binding reports it with every other missing import.
+                    let ordinal = (entry & 0xFFFF) as u16;
+                    imports.push(Import { dll: dll.clone(), name: format!("#{ordinal}"), ordinal: Some(ordinal), iat_rva });
+                    continue;
                 }
                 let name = self.c_string(file, hint_name_rva(entry)?)?;
-                let iat_rva = slot.checked_mul(8).and_then(|o| iat.checked_add(o)).ok_or_else(|| LoadError::NotPe("IAT slot past 4 GiB".into()))?;
-                imports.push(Import { dll: dll.clone(), name, iat_rva });
+                imports.push(Import { dll: dll.clone(), name, ordinal: None, iat_rva });
             }
         }
         Ok(imports)
@@ -413,6 +425,25 @@ const SCN_WRITE: u32 = 0x8000_0000;
 /// `IMAGE_SCN_MEM_DISCARDABLE`.
 const SCN_DISCARDABLE: u32 = 0x0200_0000;
 
+/// Resolves every import before anything is mapped: the (IAT RVA, address) pairs, or all the
+/// imports that do not resolve, each as `dll!name` (`dll!#N` by ordinal: kernel exports are
+/// bound by name, and an ordinal names no function fltemu could look up).
+///
+/// # Errors
+/// [`LoadError::UnresolvedImports`] listing every missing import.
+pub fn bind_imports(imports: &[Import], resolve: &dyn Fn(&str, &str) -> Option<usize>) -> Result<Vec<(u32, usize)>, LoadError> {
+    let mut bindings = Vec::with_capacity(imports.len());
+    let mut missing = Vec::new();
+    for import in imports {
+        let address = if import.ordinal.is_some() { None } else { resolve(&import.dll, &import.name) };
+        match address {
+            Some(address) => bindings.push((import.iat_rva, address)),
+            None => missing.push(format!("{}!{}", import.dll, import.name)),
+        }
+    }
+    if missing.is_empty() { Ok(bindings) } else { Err(LoadError::UnresolvedImports(missing)) }
+}
+
 impl MappedImage {
     /// Maps `file`, relocates it and binds every import through `resolve(dll, name)`.
     ///
@@ -420,13 +451,7 @@ impl MappedImage {
     /// Any [`LoadError`]; an import `resolve` does not know fails naming `dll!function`.
     pub fn load(file: &[u8], resolve: &dyn Fn(&str, &str) -> Option<usize>) -> Result<Self, LoadError> {
         let parsed = ParsedImage::parse(file)?;
-        // Resolve every import before mapping, so the first missing one is named.
-        let mut bindings = Vec::with_capacity(parsed.imports.len());
-        for import in &parsed.imports {
-            let address = resolve(&import.dll, &import.name)
-                .ok_or_else(|| LoadError::UnresolvedImport(format!("{}!{}", import.dll, import.name)))?;
-            bindings.push((import.iat_rva, address));
-        }
+        let bindings = bind_imports(&parsed.imports, resolve)?;
         let size = (parsed.size_of_image as usize).div_ceil(PAGE) * PAGE;
         // SAFETY: an anonymous private mapping at an address of the kernel's choosing.
         let base = unsafe {
@@ -655,7 +680,11 @@ mod tests {
         let error = LoadError::InvalidImage { status: rules::STATUS_INVALID_IMAGE_FORMAT, reason: "section \u{e}\0\n at 0x10000000 leaves a gap".into() };
         let text = error.to_string();
         assert!(!text.contains('\n') && text.contains("\\n at 0x10000000"), "{text}");
-        assert_eq!(LoadError::UnresolvedImport("a\r\nb".into()).to_string(), "unresolvable import a\\r\\nb");
+        // The import list keeps one line per import, each escaped.
+        assert_eq!(
+            LoadError::UnresolvedImports(vec!["ntoskrnl.exe!a\r\nb".into(), "fltmgr.sys!c".into()]).to_string(),
+            "2 unimplemented import(s), refused before DriverEntry:\n  ntoskrnl.exe!a\\r\\nb\n  fltmgr.sys!c"
+        );
     }
 
     #[test]

@@ -358,9 +358,6 @@ pub fn resolve(name: &str) -> Option<usize> {
     })
 }
 
-/// The port exports.
-pub const EXPORTS: &[&str] = &["FltCreateCommunicationPort", "FltCloseCommunicationPort", "FltCloseClientPort", "FltSendMessage"];
-
 /// A message received by [`UserPort::get_message`] (FILTER_MESSAGE_HEADER + payload).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {

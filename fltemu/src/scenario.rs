@@ -11,16 +11,40 @@
 //! | `openclose VOL PATH [COUNT]` | create, cleanup, close, COUNT times |
 //! | `storm COUNT` | COUNT create/cleanup/close cycles over all mounted volumes on `--threads` threads |
 //! | `race ROUNDS` | per round, `--threads` threads open one new stream at the same moment, then close |
-//! | `detach VOL` / `attach VOL` / `dismount VOL` | instance teardown (manual), manual attach, dismount |
+//! | `mixed COUNT` | COUNT rounds on `--threads` threads: two handles on one stream, its alternate data stream, a cleanup while the other handle stays open, every tenth round a failed create |
+//! | `detach VOL [if-allowed]` / `attach VOL` / `dismount VOL` | instance teardown (manual; `if-allowed`: a refusal is logged, not an error), manual attach, dismount |
+//! | `process PID create\|exit` | the driver's process notify routines for process PID (parent 1000) |
+//! | `post-irql dispatch\|passive\|config` | later post-cleanup/close callbacks run at DISPATCH_LEVEL / PASSIVE_LEVEL / the configured IRQL |
 //! | `unload` | FilterUnload (mandatory); added at the end when a script does not unload |
+//!
+//! `race` widens the find-or-create race window (Config::widen_race_windows) while it runs.
 
 use std::collections::HashMap;
 use std::sync::Barrier;
 
 use crate::{EmuError, Emulator, FileHandle, OpenOptions, Report, VolumeId, VolumeSpec};
 
+/// The scenario `fltemu run X.sys` runs when no scenario or script is named: the one that finds
+/// bugs.
+pub const DEFAULT_SCENARIO: &str = "default";
+
 /// The built-in scenarios: (name, script).
 pub const SCENARIOS: &[(&str, &str)] = &[
+    (
+        "default",
+        "# the run of a bare `fltemu run X.sys`: three volumes (vol3 without stream-context support),\n\
+         # handles held across other I/O, shared streams and alternate data streams opened from\n\
+         # --threads threads, failed creates, simultaneous first opens, a phase with post-cleanup/close\n\
+         # at DISPATCH_LEVEL, a process created and exiting (notify routines), a manual detach when the\n\
+         # filter allows it, unload and the leak checks\n\
+         mount vol1\nmount vol2\nmount vol3 nostream\n\
+         open held1 vol1 \\held.txt\nopen held2 vol1 \\held.txt\nopen held3 vol1 \\held.txt:ads\nopen held4 vol2 \\dir\\held.txt\nopen held5 vol3 \\held.txt\n\
+         open missing vol1 \\missing.txt status=0xC0000034\n\
+         process 4242 create\nmixed 600\nstorm 3000\nrace 40\nprocess 4242 exit\n\
+         post-irql dispatch\nmixed 200\npost-irql config\n\
+         cleanup held2\nclose held1\ndetach vol2 if-allowed\nclose held2\nclose held3\nclose held4\nclose held5\nopenclose vol2 \\after-detach.txt 2\n\
+         unload\n",
+    ),
     ("load-unload", "# DriverEntry, then FilterUnload\nunload\n"),
     ("open-storm", "mount vol1\nmount vol2\nmount vol3 nostream\nstorm 10000\nunload\n"),
     ("race", "mount vol1\nrace 500\nunload\n"),
@@ -171,12 +195,49 @@ pub fn run_script(emulator: &Emulator, script: &str, threads: usize) -> Result<S
             ["race", rounds] => {
                 let rounds: usize = rounds.parse().map_err(|_| syntax("bad rounds"))?;
                 let id = *volumes.values().next().ok_or_else(|| syntax("race needs a mounted volume"))?;
-                race(emulator, id, rounds, threads.max(2)).map_err(|e| fail(e, &log))?;
+                emulator.set_widen_race_windows(true);
+                let raced = race(emulator, id, rounds, threads.max(2));
+                emulator.set_widen_race_windows(false);
+                raced.map_err(|e| fail(e, &log))?;
                 log.push(format!("race {rounds} rounds of {} simultaneous first opens", threads.max(2)));
             }
             ["detach", vol] => {
                 emulator.detach(volume(vol)?).map_err(|e| fail(e, &log))?;
                 log.push(format!("detach {vol}"));
+            }
+            ["detach", vol, "if-allowed"] => match emulator.detach(volume(vol)?) {
+                Ok(()) => log.push(format!("detach {vol}")),
+                Err(EmuError::DetachRefused(status)) => log.push(format!("detach {vol}: refused by the filter ({status:#010x})")),
+                Err(error) => return Err(fail(error, &log)),
+            },
+            ["mixed", count] => {
+                let count: usize = count.parse().map_err(|_| syntax("bad count"))?;
+                let ids: Vec<VolumeId> = volumes.values().copied().collect();
+                if ids.is_empty() {
+                    return Err(syntax("mixed needs a mounted volume"));
+                }
+                mixed(emulator, &ids, count, threads).map_err(|e| fail(e, &log))?;
+                log.push(format!("mixed {count} rounds (shared stream, alternate stream, failed creates) on {threads} threads over {} volumes", ids.len()));
+            }
+            ["process", pid, event] => {
+                let pid: u32 = pid.parse().map_err(|_| syntax("bad pid"))?;
+                let create = match *event {
+                    "create" => true,
+                    "exit" => false,
+                    _ => return Err(syntax("process takes create or exit")),
+                };
+                emulator.notify_process(pid, 1000, create).map_err(|e| fail(e, &log))?;
+                log.push(format!("process {pid} {event}"));
+            }
+            ["post-irql", level] => {
+                let irql = match *level {
+                    "dispatch" => Some(crate::DISPATCH_LEVEL),
+                    "passive" => Some(crate::PASSIVE_LEVEL),
+                    "config" => None,
+                    _ => return Err(syntax("post-irql takes dispatch, passive or config")),
+                };
+                emulator.set_post_operation_irql(irql);
+                log.push(format!("post-cleanup/close at {level}"));
             }
             ["attach", vol] => {
                 let attached = emulator.attach(volume(vol)?).map_err(|e| fail(e, &log))?;
@@ -220,6 +281,47 @@ pub fn storm(emulator: &Emulator, volumes: &[VolumeId], count: usize, threads: u
                         match emulator.open_close(volume, &path, &options) {
                             Ok(()) | Err(EmuError::CreateFailed(_)) => {}
                             Err(error) => return Err(error),
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| w.join().unwrap_or(Err(EmuError::Unloaded)))
+    })
+}
+
+/// `count` rounds over `volumes` on `threads` threads; each round opens a stream twice and its
+/// alternate data stream, cleans one handle up while the other stays open, closes all three,
+/// and every tenth round also makes a failed create. Threads share the stream names, so the
+/// opens of one stream interleave across threads.
+///
+/// # Errors
+/// The first emulator failure.
+pub fn mixed(emulator: &Emulator, volumes: &[VolumeId], count: usize, threads: usize) -> Result<(), EmuError> {
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|thread| {
+                scope.spawn(move || -> Result<(), EmuError> {
+                    let mine = count / threads + usize::from(thread < count % threads);
+                    let options = OpenOptions { pid: 2000 + u32::try_from(thread).unwrap_or(0), ..OpenOptions::default() };
+                    for round in 0..mine {
+                        let volume = volumes[(round + thread) % volumes.len()];
+                        let path = format!("\\mixed\\f{}.txt", round % 16);
+                        let first = emulator.open(volume, &path, &options)?;
+                        let second = emulator.open(volume, &path, &options)?;
+                        let stream = emulator.open(volume, &format!("{path}:ads"), &options)?;
+                        emulator.cleanup(&second)?;
+                        emulator.close(first)?;
+                        emulator.close(stream)?;
+                        emulator.close(second)?;
+                        if round % 10 == 0 {
+                            let missing = OpenOptions { final_status: crate::status::OBJECT_NAME_NOT_FOUND, ..options.clone() };
+                            match emulator.open(volume, "\\mixed\\missing.txt", &missing) {
+                                Err(EmuError::CreateFailed(_)) => {}
+                                Ok(file) => emulator.close(file)?,
+                                Err(error) => return Err(error),
+                            }
                         }
                     }
                     Ok(())

@@ -249,6 +249,24 @@ pub enum Violation {
         /// The limit.
         limit: usize,
     },
+    /// Emulated kernel objects of `kind` the driver created or referenced and had not deleted
+    /// or dereferenced by the end of unload (Driver Verifier's leak checks at unload).
+    ObjectLeaked {
+        /// The object type.
+        kind: crate::objects::ObjectKind,
+        /// How many.
+        count: usize,
+    },
+    /// A release, delete, wait or acquire its object's contract forbids (not held, not
+    /// initialised, deleted while held, released more often than referenced …).
+    ObjectMisuse {
+        /// The function.
+        function: &'static str,
+        /// The object type.
+        kind: crate::objects::ObjectKind,
+        /// What was wrong.
+        reason: &'static str,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -286,6 +304,8 @@ impl fmt::Display for Violation {
             Self::PortOpenAtUnregister { count } => write!(f, "{count} server ports open at FltUnregisterFilter (E8)"),
             Self::PushLockMisuse { function } => write!(f, "{function}: push lock misuse"),
             Self::SecurityDescriptorLeaked { count } => write!(f, "{count} security descriptors never freed (F1)"),
+            Self::ObjectLeaked { kind, count } => write!(f, "{count} {kind} leaked at unload"),
+            Self::ObjectMisuse { function, kind, reason } => write!(f, "{function} ({}): {reason}", kind.name()),
             Self::StackTooDeep { bytes, function, limit } => write!(f, "driver stack {bytes} bytes deep at {function} (kernel stacks have {limit})"),
         }
     }

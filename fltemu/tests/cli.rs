@@ -30,7 +30,7 @@ fn fltemu(args: &[&str]) -> (i32, String) {
 #[test]
 fn every_scenario_of_the_correct_fixture_exits_zero() {
     let image = fixture(None);
-    for scenario in ["load-unload", "open-storm", "race", "teardown-with-open-files", "unload-with-open-files", "unload-with-referenced-contexts"] {
+    for scenario in ["default", "load-unload", "open-storm", "race", "teardown-with-open-files", "unload-with-open-files", "unload-with-referenced-contexts"] {
         let (code, text) = fltemu(&["run", image.to_str().unwrap(), "--scenario", scenario, "--threads", "4"]);
         assert_eq!(code, 0, "{scenario}:\n{text}");
         assert!(text.contains("violations: 0"), "{scenario}:\n{text}");

@@ -29,7 +29,7 @@ typedef void VOID, *PVOID, **PPVOID;
 typedef PVOID HANDLE, *PHANDLE;
 typedef ULONG ACCESS_MASK;
 typedef UCHAR KIRQL;
-typedef ULONG FLT_CONTEXT_TYPE;
+typedef USHORT FLT_CONTEXT_TYPE; /* fltkernel.h: a USHORT (FLT_CONTEXT_REGISTRATION.Flags follows at offset 2) */
 
 #define TRUE 1
 #define FALSE 0

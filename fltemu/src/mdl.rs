@@ -1,0 +1,217 @@
+//! Memory descriptor lists: IoAllocateMdl / IoFreeMdl, MmBuildMdlForNonPagedPool,
+//! MmProbeAndLockPages / MmUnlockPages and MmMapLockedPagesSpecifyCache / MmUnmapLockedPages
+//! (what MmGetSystemAddressForMdlSafe compiles to). fltemu has one address space, so the
+//! "system address" of a locked range is its own address; what is checked is the life cycle:
+//! map only what is locked or non-paged, unlock and unmap before freeing, free every MDL.
+
+use crate::catalog::{Emulated, Source};
+use crate::exec::{APC_LEVEL, DISPATCH_LEVEL};
+use crate::objects::{self, ObjectKind, Table};
+
+/// MDL_MAPPED_TO_SYSTEM_VA, MDL_PAGES_LOCKED, MDL_SOURCE_IS_NONPAGED_POOL (wdm.h).
+const MAPPED: i16 = 0x1;
+const LOCKED: i16 = 0x2;
+const NONPAGED: i16 = 0x4;
+const PAGE: usize = 4096;
+
+/// Live MDLs: address → allocation size in u64 units.
+static MDLS: Table<usize, usize> = Table::new();
+
+/// Forgets every MDL (a new emulator loads).
+pub fn reset() {
+    MDLS.clear();
+}
+
+/// MDLs not freed.
+pub fn outstanding() -> Vec<(ObjectKind, usize)> {
+    vec![(ObjectKind::Mdl, MDLS.with(|t| t.len()))]
+}
+
+fn flags(mdl: usize) -> i16 {
+    // SAFETY: a live MDL fltemu allocated (MdlFlags at offset 0xA).
+    unsafe { ((mdl + 0xA) as *const i16).read() }
+}
+
+fn set_flags(mdl: usize, value: i16) {
+    // SAFETY: as above.
+    unsafe { ((mdl + 0xA) as *mut i16).write(value) };
+}
+
+fn live(function: &'static str, mdl: usize) -> bool {
+    let known = MDLS.with(|t| t.contains_key(&mdl));
+    if !known {
+        objects::misuse(function, ObjectKind::Mdl, "not an MDL from IoAllocateMdl (or already freed)");
+    }
+    known
+}
+
+/// The (start, byte count) an MDL describes.
+fn range(mdl: usize) -> (usize, usize) {
+    // SAFETY: a live MDL: StartVa at 0x20, ByteCount at 0x28, ByteOffset at 0x2C.
+    let start = unsafe { ((mdl + 0x20) as *const usize).read() };
+    // SAFETY: as above.
+    let count = unsafe { ((mdl + 0x28) as *const u32).read() } as usize;
+    // SAFETY: as above.
+    let offset = unsafe { ((mdl + 0x2C) as *const u32).read() } as usize;
+    (start + offset, count)
+}
+
+/// `IoAllocateMdl` (wdm.h; ≤ DISPATCH): an MDL for `length` bytes at `address` (the PFN array
+/// is allocated, never filled); Irp association is not modelled (must be NULL here).
+extern "win64" fn io_allocate_mdl(address: usize, length: u32, _secondary: u8, _charge_quota: u8, irp: usize) -> usize {
+    objects::count("IoAllocateMdl", DISPATCH_LEVEL);
+    if length == 0 || irp != 0 {
+        if irp != 0 {
+            objects::misuse("IoAllocateMdl", ObjectKind::Mdl, "IRP association is not modelled by fltemu");
+        }
+        return 0;
+    }
+    let pages = (address % PAGE + length as usize).div_ceil(PAGE);
+    let words = 6 + pages;
+    let block = Box::into_raw(vec![0u64; words].into_boxed_slice()).cast::<u64>() as usize;
+    let size = i16::try_from(words * 8).unwrap_or(i16::MAX);
+    // SAFETY: the block was just allocated with `words` u64s (≥ 0x30 bytes).
+    unsafe { ((block + 8) as *mut i16).write(size) };
+    // SAFETY: as above.
+    unsafe { ((block + 0x20) as *mut usize).write(address - address % PAGE) };
+    // SAFETY: as above.
+    unsafe { ((block + 0x28) as *mut u32).write(length) };
+    // SAFETY: as above.
+    unsafe { ((block + 0x2C) as *mut u32).write((address % PAGE) as u32) };
+    MDLS.with(|t| t.insert(block, words));
+    block
+}
+
+/// `IoFreeMdl` (wdm.h; ≤ DISPATCH): pages still locked or mapped → ObjectMisuse.
+extern "win64" fn io_free_mdl(mdl: usize) {
+    objects::count("IoFreeMdl", DISPATCH_LEVEL);
+    if !live("IoFreeMdl", mdl) {
+        return;
+    }
+    let value = flags(mdl);
+    if value & LOCKED != 0 {
+        objects::misuse("IoFreeMdl", ObjectKind::Mdl, "freed with its pages still locked (MmUnlockPages first)");
+    }
+    if value & MAPPED != 0 && value & NONPAGED == 0 {
+        objects::misuse("IoFreeMdl", ObjectKind::Mdl, "freed while mapped (MmUnmapLockedPages first)");
+    }
+    // The MDL memory stays allocated (poisoned) so a later use is not a host crash.
+    // SAFETY: a live MDL's first 0x30 bytes.
+    unsafe { core::ptr::write_bytes(mdl as *mut u8, 0xDF, 0x30) };
+    MDLS.with(|t| t.remove(&mdl));
+}
+
+/// `MmBuildMdlForNonPagedPool` (wdm.h; ≤ DISPATCH): marks the MDL non-paged and mapped at its
+/// own address.
+extern "win64" fn mm_build_mdl_for_non_paged_pool(mdl: usize) {
+    objects::count("MmBuildMdlForNonPagedPool", DISPATCH_LEVEL);
+    if !live("MmBuildMdlForNonPagedPool", mdl) {
+        return;
+    }
+    let (start, _) = range(mdl);
+    // SAFETY: a live MDL: MappedSystemVa at 0x18.
+    unsafe { ((mdl + 0x18) as *mut usize).write(start) };
+    set_flags(mdl, flags(mdl) | NONPAGED);
+}
+
+/// `MmProbeAndLockPages` (wdm.h; ≤ APC, ≤ DISPATCH for non-paged): locks the described range.
+/// A user range that is not accessible for the operation raises STATUS_ACCESS_VIOLATION on
+/// Windows; without a driver exception handler that is bug check 0x7E/0x1E, which fltemu reports
+/// (KMODE_EXCEPTION_NOT_HANDLED).
+extern "win64" fn mm_probe_and_lock_pages(mdl: usize, _mode: i8, operation: i32) {
+    objects::count("MmProbeAndLockPages", APC_LEVEL);
+    if !live("MmProbeAndLockPages", mdl) {
+        return;
+    }
+    if flags(mdl) & LOCKED != 0 {
+        objects::misuse("MmProbeAndLockPages", ObjectKind::Mdl, "pages already locked");
+    }
+    let (start, count) = range(mdl);
+    if let Some(inner) = crate::state::current()
+        && inner.user.contains(start)
+    {
+        use crate::user::Access;
+        let ok = match inner.user.access_of(start, count) {
+            Some(Access::ReadWrite) => true,
+            Some(Access::ReadOnly) => operation == 0, // IoReadAccess
+            _ => false,
+        };
+        if !ok {
+            crate::exec::bug_check(0x1E, [crate::status::ACCESS_VIOLATION.cast_unsigned() as usize, 0, 0, start]);
+        }
+    }
+    set_flags(mdl, flags(mdl) | LOCKED);
+}
+
+/// `MmUnlockPages` (wdm.h; ≤ DISPATCH): not locked → ObjectMisuse; unmaps as well.
+extern "win64" fn mm_unlock_pages(mdl: usize) {
+    objects::count("MmUnlockPages", DISPATCH_LEVEL);
+    if !live("MmUnlockPages", mdl) {
+        return;
+    }
+    if flags(mdl) & LOCKED == 0 {
+        objects::misuse("MmUnlockPages", ObjectKind::Mdl, "pages not locked");
+    }
+    set_flags(mdl, flags(mdl) & !(LOCKED | MAPPED));
+}
+
+/// `MmMapLockedPagesSpecifyCache` (wdm.h; ≤ DISPATCH for KernelMode): the range must be locked
+/// or from non-paged pool; returns its address (one address space) and sets MappedSystemVa;
+/// UserMode mappings are not modelled (NULL).
+extern "win64" fn mm_map_locked_pages_specify_cache(mdl: usize, mode: i8, _cache: i32, _requested: usize, _bug_check: u32, _priority: u32) -> usize {
+    objects::count("MmMapLockedPagesSpecifyCache", DISPATCH_LEVEL);
+    if !live("MmMapLockedPagesSpecifyCache", mdl) || mode != 0 {
+        return 0;
+    }
+    if flags(mdl) & (LOCKED | NONPAGED) == 0 {
+        objects::misuse("MmMapLockedPagesSpecifyCache", ObjectKind::Mdl, "pages neither locked (MmProbeAndLockPages) nor non-paged (MmBuildMdlForNonPagedPool)");
+        return 0;
+    }
+    let (start, _) = range(mdl);
+    // SAFETY: a live MDL: MappedSystemVa at 0x18.
+    unsafe { ((mdl + 0x18) as *mut usize).write(start) };
+    set_flags(mdl, flags(mdl) | MAPPED);
+    start
+}
+
+/// `MmUnmapLockedPages` (wdm.h; ≤ DISPATCH): the address must be the MDL's mapping.
+extern "win64" fn mm_unmap_locked_pages(address: usize, mdl: usize) {
+    objects::count("MmUnmapLockedPages", DISPATCH_LEVEL);
+    if !live("MmUnmapLockedPages", mdl) {
+        return;
+    }
+    if flags(mdl) & MAPPED == 0 || range(mdl).0 != address {
+        objects::misuse("MmUnmapLockedPages", ObjectKind::Mdl, "not this MDL's mapping");
+        return;
+    }
+    set_flags(mdl, flags(mdl) & !MAPPED);
+}
+
+/// ntoskrnl.exe exports of this module.
+pub fn resolve(name: &str) -> Option<usize> {
+    Some(match name {
+        "IoAllocateMdl" => io_allocate_mdl as *const () as usize,
+        "IoFreeMdl" => io_free_mdl as *const () as usize,
+        "MmBuildMdlForNonPagedPool" => mm_build_mdl_for_non_paged_pool as *const () as usize,
+        "MmProbeAndLockPages" => mm_probe_and_lock_pages as *const () as usize,
+        "MmUnlockPages" => mm_unlock_pages as *const () as usize,
+        "MmMapLockedPagesSpecifyCache" => mm_map_locked_pages_specify_cache as *const () as usize,
+        "MmUnmapLockedPages" => mm_unmap_locked_pages as *const () as usize,
+        _ => return None,
+    })
+}
+
+const fn wdm(function: &'static str, notes: &'static str) -> Emulated {
+    Emulated { dll: "ntoskrnl.exe", function, notes, source: Source::Ddi("wdm") }
+}
+
+/// The catalog rows of this module.
+pub const DOCS: &[Emulated] = &[
+    wdm("IoAllocateMdl", "≤ DISPATCH; MDL header (Size, StartVa, ByteCount, ByteOffset) + PFN array; never freed by unload → ObjectLeaked(Mdl); IRP association not modelled"),
+    wdm("IoFreeMdl", "≤ DISPATCH; still locked or mapped → ObjectMisuse; unknown/double free → ObjectMisuse"),
+    wdm("MmBuildMdlForNonPagedPool", "≤ DISPATCH; MDL_SOURCE_IS_NONPAGED_POOL, MappedSystemVa = the buffer"),
+    wdm("MmProbeAndLockPages", "≤ APC; locks; an inaccessible user range → bug check 0x1E (the exception no handler caught); already locked → ObjectMisuse"),
+    wdm("MmUnlockPages", "≤ DISPATCH; not locked → ObjectMisuse"),
+    wdm("MmMapLockedPagesSpecifyCache", "≤ DISPATCH; KernelMode only; needs locked or non-paged pages (else ObjectMisuse, NULL); returns the buffer's own address (what MmGetSystemAddressForMdlSafe yields)"),
+    wdm("MmUnmapLockedPages", "≤ DISPATCH; must be the MDL's mapping"),
+];
