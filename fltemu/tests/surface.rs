@@ -30,8 +30,42 @@ fn surface(features: &[&str]) -> PathBuf {
     let built = target.join("x86_64-pc-windows-msvc/release/fltemu_surface_fixture.dll");
     let name = if features.is_empty() { "default".to_owned() } else { features.join("+") };
     let copy = target.join(format!("surface-{name}.sys"));
-    std::fs::copy(&built, &copy).expect("copy the image");
+    sign(&built, &copy, &target);
     copy
+}
+
+/// Test-signs `image` into `signed` (Authenticode SHA-256, a throw-away certificate made once in
+/// `directory`): the fixture is linked /INTEGRITYCHECK, which PsSetCreateProcessNotifyRoutineEx
+/// requires, and an image with FORCE_INTEGRITY and no signature is one Windows refuses to load.
+fn sign(image: &Path, signed: &Path, directory: &Path) {
+    let (cert, key) = (directory.join("surface-test.crt"), directory.join("surface-test.key"));
+    if !cert.exists() || !key.exists() {
+        let made = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=fltemu surface fixture (test only)", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl starts (./make.sh installs it)");
+        assert!(made.status.success(), "openssl req failed: {}", String::from_utf8_lossy(&made.stderr));
+    }
+    std::fs::remove_file(signed).ok();
+    let output = Command::new("osslsigncode")
+        .args(["sign", "-h", "sha256", "-certs"])
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .arg("-in")
+        .arg(image)
+        .arg("-out")
+        .arg(signed)
+        .output()
+        .expect("osslsigncode starts (./make.sh installs it)");
+    assert!(output.status.success(), "osslsigncode sign failed: {}", String::from_utf8_lossy(&output.stderr));
+    // The checksum field is outside the Authenticode hash; fltemu checks it like the loader.
+    let mut bytes = std::fs::read(signed).expect("read the signed image");
+    fltemu::fix_checksum(&mut bytes);
+    std::fs::write(signed, bytes).expect("write the signed image");
 }
 
 fn fltemu(args: &[&str]) -> (i32, String) {
