@@ -235,7 +235,7 @@ fn fault_in_driver_entry_is_kmode_exception_not_handled_with_its_rva() {
     let text = error.to_string();
     match error {
         // An access violation no __except handles: bug check 0x1E (code, address, read/write, target).
-        EmuError::Stopped(fltemu::Stop::BugCheck { code: 0x1E, params }) => {
+        EmuError::Stopped(fltemu::Stop::BugCheck { code: 0x1E, params, .. }) => {
             assert_eq!(params[0], 0xC000_0005, "{text}");
             assert_eq!(params[3], 0x10, "{text}");
             assert!(text.contains("image RVA 0x1"), "the faulting instruction is inside the image: {text}");
@@ -344,7 +344,7 @@ fn a_stack_deeper_than_a_kernel_stack_is_reported() {
 #[test]
 fn a_panic_is_a_bug_check_with_code_and_parameters() {
     let error = Emulator::load(fixture(Some("bug-panic-in-driver-entry")), Config::default()).unwrap_err();
-    assert_eq!(error, EmuError::Stopped(fltemu::Stop::BugCheck { code: 0x4658_5450, params: [1, 2, 3, 4] }));
+    assert_eq!(error, EmuError::Stopped(fltemu::Stop::BugCheck { code: 0x4658_5450, params: [1, 2, 3, 4], rva: None }));
     assert!(error.to_string().contains("bug check 0x46585450"), "{error}");
 }
 

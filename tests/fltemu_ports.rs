@@ -92,7 +92,7 @@ fn touching_a_user_buffer_directly_is_reported() {
     port.set_probe(false);
     match port.send_message(Some(&input), Some(&output)) {
         // An access violation no __except handles: bug check 0x1E with the address as parameter 4.
-        Err(EmuError::Stopped(fltemu::Stop::BugCheck { code: 0x1E, params })) => assert_eq!(params[3], input.address()),
+        Err(EmuError::Stopped(fltemu::Stop::BugCheck { code: 0x1E, params, .. })) => assert_eq!(params[3], input.address()),
         other => panic!("expected bug check 0x1E, got {other:?}"),
     }
     assert!(

@@ -30,6 +30,10 @@ pub enum Stop {
         code: u32,
         /// Parameters 1-4.
         params: [usize; 4],
+        /// The image RVA of the parameter that names an instruction (0x1E: the exception
+        /// address; 0x50: the faulting RIP), taken when the bug check happened (the image may be
+        /// gone, or another loaded, by the time the report is read).
+        rva: Option<u32>,
     },
     /// A driver call did not return within [`Config::call_timeout`](crate::Config) (an endless
     /// loop, a deadlock, or an FltSendMessage nobody answers); its thread is abandoned.
@@ -159,7 +163,12 @@ pub fn bug_check(code: u32, params: [usize; 4]) -> ! {
     if !slot.is_null() {
         // SAFETY: the slot outlives its worker thread (the thread holds an Arc).
         let slot = unsafe { &*slot };
-        *slot.stop.lock().unwrap_or_else(PoisonError::into_inner) = Some(Stop::BugCheck { code, params });
+        let rva = match code {
+            0x1E => image_rva(params[1]),
+            0x50 => image_rva(params[2]),
+            _ => None,
+        };
+        *slot.stop.lock().unwrap_or_else(PoisonError::into_inner) = Some(Stop::BugCheck { code, params, rva });
         slot.state.store(STOPPED, Ordering::Release);
         futex_wake(&slot.state);
     }

@@ -282,17 +282,17 @@ impl std::fmt::Display for EmuError {
                 }
             }
             EmuError::Stopped(Stop::Hang { after_ms }) => write!(f, "driver call did not return within {after_ms} ms"),
-            EmuError::Stopped(Stop::BugCheck { code, params }) => {
+            EmuError::Stopped(Stop::BugCheck { code, params, rva }) => {
                 write!(f, "bug check {code:#010x} ({:#x}, {:#x}, {:#x}, {:#x})", params[0], params[1], params[2], params[3])?;
                 match *code {
                     seh::KMODE_EXCEPTION_NOT_HANDLED => {
                         write!(f, " KMODE_EXCEPTION_NOT_HANDLED: exception {:#010x}", params[0])?;
-                        match exec::image_rva(params[1]) {
+                        match rva {
                             Some(rva) => write!(f, " at image RVA {rva:#x}"),
                             None => write!(f, " at {:#x} (outside the image)", params[1]),
                         }
                     }
-                    seh::PAGE_FAULT_IN_NONPAGED_AREA => match exec::image_rva(params[2]) {
+                    seh::PAGE_FAULT_IN_NONPAGED_AREA => match rva {
                         Some(rva) => write!(f, " PAGE_FAULT_IN_NONPAGED_AREA: {:#x} referenced at image RVA {rva:#x}", params[0]),
                         None => write!(f, " PAGE_FAULT_IN_NONPAGED_AREA: {:#x} referenced at {:#x}", params[0], params[2]),
                     },
@@ -403,11 +403,11 @@ pub(crate) fn stopped(inner: &Inner, stop: Stop) -> EmuError {
     }
     // An access violation on a user address that no __except handled: the driver touched the
     // buffer outside structured exception handling (F4).
-    if let Stop::BugCheck { code: seh::KMODE_EXCEPTION_NOT_HANDLED, params } = stop
+    if let Stop::BugCheck { code: seh::KMODE_EXCEPTION_NOT_HANDLED, params, rva } = stop
         && params[0] == seh::STATUS_ACCESS_VIOLATION.cast_unsigned() as usize
         && inner.user.contains(params[3])
     {
-        inner.violation(Violation::UserBufferTouchedDirectly { address: params[3], rva: exec::image_rva(params[1]) });
+        inner.violation(Violation::UserBufferTouchedDirectly { address: params[3], rva });
     }
     inner.record_stop(stop.clone());
     EmuError::Stopped(inner.stop.lock().unwrap_or_else(PoisonError::into_inner).clone().unwrap_or(stop))

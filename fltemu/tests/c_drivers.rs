@@ -212,7 +212,7 @@ fn scanner_scan_round_trip_with_replies() {
 
 fn bug_check_of(result: Result<Result<u32, i32>, EmuError>) -> (u32, [usize; 4], String) {
     match result {
-        Err(error @ EmuError::Stopped(Stop::BugCheck { code, params })) => (code, params, error.to_string()),
+        Err(error @ EmuError::Stopped(Stop::BugCheck { code, params, .. })) => (code, params, error.to_string()),
         other => panic!("expected a bug check, got {other:?}"),
     }
 }
