@@ -28,6 +28,7 @@ mod createpath;
 mod exec;
 mod flt;
 mod gs;
+mod hold;
 pub mod imports;
 mod io;
 mod knobs;
@@ -496,6 +497,7 @@ impl Emulator {
         }
         .map_err(EmuError::Load)?;
         knobs::reset();
+        hold::release();
         objects::reset();
         exec::IMAGE_BASE.store(image.base, std::sync::atomic::Ordering::Relaxed);
         exec::IMAGE_SIZE.store(image.size, std::sync::atomic::Ordering::Relaxed);
@@ -1008,6 +1010,24 @@ impl Emulator {
     /// [`Config::post_cleanup_irql`] / [`Config::post_close_irql`]).
     pub fn set_post_operation_irql(&self, irql: Option<Irql>) {
         knobs::set_post_irql(irql);
+    }
+
+    /// Parks the next thread that enters the emulated call `function` (only "FltSendMessage"
+    /// has a hold point) until [`release_hold`](Self::release_hold), so a test can act in the
+    /// window between the driver's last step before the call and the call's own work.
+    pub fn hold_at(&self, function: &'static str) {
+        hold::arm(function);
+    }
+
+    /// Waits up to `timeout` for a thread to park at the armed hold point; whether one did.
+    #[must_use]
+    pub fn wait_held(&self, timeout: std::time::Duration) -> bool {
+        hold::wait_held(timeout)
+    }
+
+    /// Lets the parked thread go on and disarms the hold point.
+    pub fn release_hold(&self) {
+        hold::release();
     }
 
     /// Runs the driver's process-creation notify routines for process `pid` created by

@@ -262,6 +262,8 @@ extern "win64" fn flt_send_message(filter: isize, client: *const isize, sender: 
         inner.enter("FltSendMessage", APC_LEVEL);
         (inner.filter_ok(filter), inner.injected("FltSendMessage"))
     };
+    // Before *ClientPort is read: a test may hold the sender here (Emulator::hold_at).
+    crate::hold::reach("FltSendMessage");
     if let Some(failure) = injected {
         return failure;
     }
