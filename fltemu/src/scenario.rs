@@ -122,6 +122,9 @@ fn parse_status(text: &str) -> Option<i32> {
 pub fn run_script(emulator: &Emulator, script: &str, threads: usize) -> Result<ScriptRun, ScriptError> {
     let threads = threads.max(1);
     let mut volumes: HashMap<String, VolumeId> = HashMap::new();
+    // The volume `race` runs on: the first one mounted with stream contexts (a HashMap's order is
+    // random per process, and on a volume without them there is no context to race for).
+    let mut race_volume: Option<VolumeId> = None;
     let mut handles: HashMap<String, FileHandle> = HashMap::new();
     let mut log = Vec::new();
     let mut report = None;
@@ -142,6 +145,9 @@ pub fn run_script(emulator: &Emulator, script: &str, threads: usize) -> Result<S
                 let id = emulator.mount(spec).map_err(|e| fail(e, &log))?;
                 log.push(format!("mount {device}: attached={}", emulator.is_attached(id)));
                 volumes.insert((*name).to_owned(), id);
+                if !rest.contains(&"nostream") && race_volume.is_none() {
+                    race_volume = Some(id);
+                }
             }
             ["open", handle, vol, path, rest @ ..] => {
                 let mut options = OpenOptions::default();
@@ -194,7 +200,7 @@ pub fn run_script(emulator: &Emulator, script: &str, threads: usize) -> Result<S
             }
             ["race", rounds] => {
                 let rounds: usize = rounds.parse().map_err(|_| syntax("bad rounds"))?;
-                let id = *volumes.values().next().ok_or_else(|| syntax("race needs a mounted volume"))?;
+                let id = race_volume.or_else(|| volumes.values().next().copied()).ok_or_else(|| syntax("race needs a mounted volume"))?;
                 emulator.set_widen_race_windows(true);
                 let raced = race(emulator, id, rounds, threads.max(2));
                 emulator.set_widen_race_windows(false);
