@@ -358,7 +358,9 @@ fn resolve_key(inner: &Inner, function: &'static str, kind: ContextType, instanc
         inner.violation(Violation::ContextOnUnsupportedObject { function, reason: "file-object context used in post-close (A9)" });
         return Err(status::NOT_SUPPORTED);
     }
-    let Some((file_volume, file_state, paging, stream)) = inner.with_file(file_object, |file| (file.volume, file.state, file.paging_file, file.stream)) else {
+    let Some((file_volume, file_state, paging, stream, file_node)) =
+        inner.with_file(file_object, |file| (file.volume, file.state, file.paging_file, file.stream, file.file_node.as_ref().map(|(node, _)| *node)))
+    else {
         inner.violation(Violation::ContextOnUnsupportedObject { function, reason: "not a FILE_OBJECT Filter Manager knows" });
         return Err(status::INVALID_PARAMETER);
     };
@@ -379,9 +381,13 @@ fn resolve_key(inner: &Inner, function: &'static str, kind: ContextType, instanc
         }
         state::FileState::Open | state::FileState::CleanedUp => {}
     }
-    // A9: no stream contexts for paging files; D1: only volumes whose file system supports them.
+    // A9: no stream contexts for paging files; D1: only volumes whose file system supports them
+    // (fltemu's volumes support file contexts exactly when they support stream contexts).
     if paging || !inner.volumes()[volume].stream_contexts {
         return Err(status::NOT_SUPPORTED);
+    }
+    if kind == ContextType::File {
+        return file_node.map(|node| LinkKey::File(instance, node)).ok_or(status::NOT_SUPPORTED);
     }
     let Some(stream) = stream else { return Err(status::NOT_SUPPORTED) };
     Ok(match kind {
@@ -565,6 +571,29 @@ extern "win64" fn flt_set_stream_handle_context(instance: isize, file_object: us
 extern "win64" fn flt_delete_stream_handle_context(instance: isize, file_object: usize, old: *mut usize) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
     let key = resolve_key(inner, "FltDeleteStreamHandleContext", ContextType::StreamHandle, instance, file_object, false);
+    delete_context(inner, key, old)
+}
+
+/// FltGetFileContext (DDI fltgetfilecontext; B1 +1, B2; ≤ APC_LEVEL): the context of the file
+/// all of the FILE_OBJECT's streams share.
+extern "win64" fn flt_get_file_context(instance: isize, file_object: usize, out: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let key = resolve_key(inner, "FltGetFileContext", ContextType::File, instance, file_object, false);
+    get_context(inner, key, out)
+}
+
+/// FltSetFileContext (DDI fltsetfilecontext; B3–B6; ≤ APC_LEVEL): NOT_SUPPORTED where the file
+/// system has no file contexts; the link is dropped at the file's last close.
+extern "win64" fn flt_set_file_context(instance: isize, file_object: usize, operation: u32, new: usize, old: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let key = resolve_key(inner, "FltSetFileContext", ContextType::File, instance, file_object, true);
+    set_context(inner, "FltSetFileContext", key, operation, new, old)
+}
+
+/// FltDeleteFileContext (DDI fltdeletefilecontext; B7; ≤ APC_LEVEL).
+extern "win64" fn flt_delete_file_context(instance: isize, file_object: usize, old: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let key = resolve_key(inner, "FltDeleteFileContext", ContextType::File, instance, file_object, false);
     delete_context(inner, key, old)
 }
 
@@ -976,6 +1005,9 @@ pub fn resolve(name: &str) -> Option<usize> {
         "FltGetStreamContext" => flt_get_stream_context as *const () as usize,
         "FltSetStreamContext" => flt_set_stream_context as *const () as usize,
         "FltDeleteStreamContext" => flt_delete_stream_context as *const () as usize,
+        "FltGetFileContext" => flt_get_file_context as *const () as usize,
+        "FltSetFileContext" => flt_set_file_context as *const () as usize,
+        "FltDeleteFileContext" => flt_delete_file_context as *const () as usize,
         "FltGetStreamHandleContext" => flt_get_stream_handle_context as *const () as usize,
         "FltSetStreamHandleContext" => flt_set_stream_handle_context as *const () as usize,
         "FltDeleteStreamHandleContext" => flt_delete_stream_handle_context as *const () as usize,

@@ -106,6 +106,8 @@ pub enum LinkKey {
     Stream(isize, usize),
     /// A stream-handle context: (instance, FILE_OBJECT).
     StreamHandle(isize, usize),
+    /// A file context: (instance, the file's node), shared by all streams of one file.
+    File(isize, usize),
 }
 
 impl LinkKey {
@@ -115,6 +117,7 @@ impl LinkKey {
             LinkKey::Instance(_) => ContextType::Instance,
             LinkKey::Stream(..) => ContextType::Stream,
             LinkKey::StreamHandle(..) => ContextType::StreamHandle,
+            LinkKey::File(..) => ContextType::File,
         }
     }
 
@@ -124,14 +127,14 @@ impl LinkKey {
         match self {
             LinkKey::Volume(volume) => volume as u64,
             LinkKey::Instance(instance) => instance.cast_unsigned() as u64,
-            LinkKey::Stream(_, object) | LinkKey::StreamHandle(_, object) => object as u64,
+            LinkKey::Stream(_, object) | LinkKey::StreamHandle(_, object) | LinkKey::File(_, object) => object as u64,
         }
     }
 
     fn instance(self) -> Option<isize> {
         match self {
             LinkKey::Volume(_) => None,
-            LinkKey::Instance(i) | LinkKey::Stream(i, _) | LinkKey::StreamHandle(i, _) => Some(i),
+            LinkKey::Instance(i) | LinkKey::Stream(i, _) | LinkKey::StreamHandle(i, _) | LinkKey::File(i, _) => Some(i),
         }
     }
 }
@@ -322,6 +325,8 @@ pub struct FileRecord {
     pub volume: usize,
     pub path: String,
     pub stream: Option<usize>,
+    /// The file node (all streams of one file share it) and its key, once opened.
+    pub file_node: Option<(usize, String)>,
     pub state: FileState,
     pub paging_file: bool,
 }
@@ -587,6 +592,9 @@ pub struct Inner {
     pub pool: Sharded<FnvMap<usize, PoolBlock>>,
     pub files: Sharded<FileShard>,
     pub streams: Sharded<StreamShard>,
+    /// Files (the SCB/FCB-level object file contexts hang on), by (volume, file key); the
+    /// count is of open FILE_OBJECTs over all the file's streams.
+    pub file_nodes: Sharded<StreamShard>,
     pub callback_data: Sharded<FnvMap<usize, CallbackInfo>>,
     pub name_infos: Sharded<NameShard>,
     pub violations: Mutex<Vec<Violation>>,
@@ -686,6 +694,7 @@ impl Inner {
             pool: Sharded::default(),
             files: Sharded::default(),
             streams: Sharded::default(),
+            file_nodes: Sharded::default(),
             callback_data: Sharded::default(),
             name_infos: Sharded::default(),
             violations: Mutex::new(Vec::new()),

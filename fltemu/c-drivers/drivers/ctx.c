@@ -2,7 +2,8 @@
  * ctx.c: a context-keeping minifilter in C in the style of the samples' ctx (written from the
  * fltkernel.h DDI pages, not from the sample): an instance context per volume, a stream context
  * per stream holding the stream's final name component and an ERESOURCE guarding its counters,
- * a stream-handle context per open with its own ERESOURCE. Names come from
+ * a stream-handle context per open with its own ERESOURCE, a file context (shared by all of a
+ * file's streams) counting its opens. Names come from
  * FltGetFileNameInformation + FltParseFileNameInformation in post-create; each context's
  * cleanup callback deletes its resource and frees its pool; InstanceSetup reads the volume's
  * properties through a referenced volume object.
@@ -12,6 +13,7 @@
  *   BUG_VOLUME_NOT_DEREFERENCED InstanceSetup keeps the volume reference.
  *   BUG_RESOURCE_NOT_DELETED   the stream-handle cleanup frees the resource's pool without
  *                              ExDeleteResourceLite.
+ *   BUG_FILE_CONTEXT_LEAKED    pre-cleanup gets the file context and never releases it.
  */
 #include "fltemu_km_ctx.h"
 
@@ -35,6 +37,10 @@ typedef struct _STREAM_HANDLE_CONTEXT {
     ULONG Pid;
     ULONG Cleanups;
 } STREAM_HANDLE_CONTEXT, *PSTREAM_HANDLE_CONTEXT;
+
+typedef struct _FILE_CONTEXT {
+    volatile LONG Opens;
+} FILE_CONTEXT, *PFILE_CONTEXT;
 
 static PFLT_FILTER g_filter;
 
@@ -80,6 +86,7 @@ static const FLT_CONTEXT_REGISTRATION contexts[] = {
     { FLT_INSTANCE_CONTEXT, 0, context_cleanup, sizeof(INSTANCE_CONTEXT), 0x6E494378 /* 'xCIn' */, NULL, NULL, NULL },
     { FLT_STREAM_CONTEXT, 0, context_cleanup, sizeof(STREAM_CONTEXT), 0x74534378 /* 'xCSt' */, NULL, NULL, NULL },
     { FLT_STREAMHANDLE_CONTEXT, 0, context_cleanup, sizeof(STREAM_HANDLE_CONTEXT), 0x68534378 /* 'xCSh' */, NULL, NULL, NULL },
+    { FLT_FILE_CONTEXT, 0, NULL, sizeof(FILE_CONTEXT), 0x69464378 /* 'xCFi' */, NULL, NULL, NULL },
     { FLT_CONTEXT_END, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 
@@ -121,6 +128,30 @@ static PSTREAM_CONTEXT stream_context(PCFLT_RELATED_OBJECTS objects, PCUNICODE_S
         return NULL;
     }
     return context;
+}
+
+/* Counts an open on the file's context, creating it first; volumes without file contexts
+ * answer STATUS_NOT_SUPPORTED and the open is not counted. */
+static void count_file_open(PCFLT_RELATED_OBJECTS objects)
+{
+    PFILE_CONTEXT context = NULL;
+    if (!NT_SUCCESS(FltGetFileContext(objects->Instance, objects->FileObject, (PFLT_CONTEXT *)&context))) {
+        if (!NT_SUCCESS(FltAllocateContext(g_filter, FLT_FILE_CONTEXT, sizeof(FILE_CONTEXT), NonPagedPoolNx, (PFLT_CONTEXT *)&context))) {
+            return;
+        }
+        context->Opens = 0;
+        PFILE_CONTEXT existing = NULL;
+        NTSTATUS status = FltSetFileContext(objects->Instance, objects->FileObject, FLT_SET_CONTEXT_KEEP_IF_EXISTS, context, (PFLT_CONTEXT *)&existing);
+        if (status == STATUS_FLT_CONTEXT_ALREADY_DEFINED) {
+            FltReleaseContext(context);
+            context = existing;
+        } else if (!NT_SUCCESS(status)) {
+            FltReleaseContext(context);
+            return;
+        }
+    }
+    _InterlockedIncrement(&context->Opens);
+    FltReleaseContext(context);
 }
 
 static void attach_handle_context(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects)
@@ -169,6 +200,7 @@ static FLT_POSTOP_CALLBACK_STATUS post_create(PFLT_CALLBACK_DATA data, PCFLT_REL
         FltReleaseContext(stream);
         attach_handle_context(data, objects);
     }
+    count_file_open(objects);
     PINSTANCE_CONTEXT instance = NULL;
     if (NT_SUCCESS(FltGetInstanceContext(objects->Instance, (PFLT_CONTEXT *)&instance))) {
         _InterlockedIncrement(&instance->Opens);
@@ -199,6 +231,13 @@ static FLT_PREOP_CALLBACK_STATUS pre_cleanup(PFLT_CALLBACK_DATA data, PCFLT_RELA
         stream->Cleanups = stream->Cleanups < creates ? stream->Cleanups + 1 : stream->Cleanups;
         FltReleaseResource(stream->Resource);
         FltReleaseContext(stream);
+    }
+    PFILE_CONTEXT file = NULL;
+    if (NT_SUCCESS(FltGetFileContext(objects->Instance, objects->FileObject, (PFLT_CONTEXT *)&file))) {
+        _InterlockedDecrement(&file->Opens);
+#if !defined(BUG_FILE_CONTEXT_LEAKED)
+        FltReleaseContext(file);
+#endif
     }
     return FLT_PREOP_SUCCESS_NO_CALLBACK;
 }
