@@ -505,6 +505,7 @@ fn close_file_object(inner: &Inner, file_object: usize) {
             last
         };
         if last {
+            crate::flt::purge_name_cache(inner, Some(stream));
             doomed.extend(inner.unlink_where(Some(stream as u64), |key| matches!(key, state::LinkKey::Stream(_, s) if s == stream)));
         }
     }

@@ -56,6 +56,7 @@ pub mod status {
     pub const FLT_CONTEXT_ALREADY_DEFINED: i32 = 0xC01C_0002_u32 as i32;
     pub const FLT_NOT_INITIALIZED: i32 = 0xC01C_0007_u32 as i32;
     pub const FLT_DELETING_OBJECT: i32 = 0xC01C_000B_u32 as i32;
+    pub const FLT_NAME_CACHE_MISS: i32 = 0xC01C_0018_u32 as i32;
     pub const FLT_DO_NOT_ATTACH: i32 = 0xC01C_000F_u32 as i32;
     pub const FLT_DO_NOT_DETACH: i32 = 0xC01C_0010_u32 as i32;
     pub const FLT_CONTEXT_ALLOCATION_NOT_FOUND: i32 = 0xC01C_0016_u32 as i32;
@@ -344,6 +345,8 @@ pub struct NameInfo {
     pub buffer: Vec<u16>,
     pub refs: i64,
     pub volume_chars: usize,
+    /// Held by the name cache (one of `refs` is the cache's).
+    pub cached: bool,
 }
 
 
@@ -597,6 +600,9 @@ pub struct Inner {
     pub file_nodes: Sharded<StreamShard>,
     pub callback_data: Sharded<FnvMap<usize, CallbackInfo>>,
     pub name_infos: Sharded<NameShard>,
+    /// Filter Manager's name cache: (stream FsContext, name format) → the cached block. Taken
+    /// before a `name_infos` shard, never the other way round.
+    pub name_cache: Mutex<FnvMap<(usize, u32), usize>>,
     pub violations: Mutex<Vec<Violation>>,
     /// Calls per (operation, function), one shard per calling thread, keyed by the name's
     /// address (no string hashing per call; `Emulator::calls` merges by name).
@@ -697,6 +703,7 @@ impl Inner {
             file_nodes: Sharded::default(),
             callback_data: Sharded::default(),
             name_infos: Sharded::default(),
+            name_cache: Mutex::default(),
             violations: Mutex::new(Vec::new()),
             calls: Sharded::default(),
             injections: Injections::default(),

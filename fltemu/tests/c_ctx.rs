@@ -38,6 +38,7 @@ fn each_ctx_bug_is_caught_by_the_default_scenario() {
         ("BUG_VOLUME_NOT_DEREFERENCED", "3 volume object reference(s) not dereferenced leaked at unload"),
         ("BUG_RESOURCE_NOT_DELETED", "ExFreePoolWithTag (ERESOURCE): freed pool holds an ERESOURCE never deleted"),
         ("BUG_FILE_CONTEXT_LEAKED", "leaked at unload: File size 4 tag"),
+        ("BUG_NAME_OVER_RELEASED", "FltReleaseFileNameInformation released too often (0xF5/0x68)"),
     ];
     for profile in [Profile::Release, Profile::Debug] {
         for (define, finding) in cases {

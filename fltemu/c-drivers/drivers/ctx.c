@@ -14,6 +14,7 @@
  *   BUG_RESOURCE_NOT_DELETED   the stream-handle cleanup frees the resource's pool without
  *                              ExDeleteResourceLite.
  *   BUG_FILE_CONTEXT_LEAKED    pre-cleanup gets the file context and never releases it.
+ *   BUG_NAME_OVER_RELEASED     the name-cache check releases the cached block once too often.
  */
 #include "fltemu_km_ctx.h"
 
@@ -169,6 +170,47 @@ static void attach_handle_context(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS
     FltReleaseContext(context);
 }
 
+static PFLT_FILE_NAME_INFORMATION query_name(PFLT_CALLBACK_DATA data, ULONG options)
+{
+    PFLT_FILE_NAME_INFORMATION name = NULL;
+    return NT_SUCCESS(FltGetFileNameInformation(data, options, &name)) ? name : NULL;
+}
+
+/* What the driver relies on of the name cache (FLT_FILE_NAME_QUERY_* rules): a second DEFAULT
+ * query, a CACHE_ONLY one and the Unsafe variant return the cached block; FILESYSTEM_ONLY a
+ * fresh one; NORMALIZED its own block and format; SHORT the final component alone. Anything
+ * else is a bug check. */
+static void check_name_rules(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects)
+{
+    PFLT_FILE_NAME_INFORMATION first = query_name(data, FLT_FILE_NAME_OPENED | FLT_FILE_NAME_QUERY_DEFAULT);
+    PFLT_FILE_NAME_INFORMATION again = query_name(data, FLT_FILE_NAME_OPENED | FLT_FILE_NAME_QUERY_DEFAULT);
+    PFLT_FILE_NAME_INFORMATION cached = query_name(data, FLT_FILE_NAME_OPENED | FLT_FILE_NAME_QUERY_CACHE_ONLY);
+    PFLT_FILE_NAME_INFORMATION fresh = query_name(data, FLT_FILE_NAME_OPENED | FLT_FILE_NAME_QUERY_FILESYSTEM_ONLY);
+    PFLT_FILE_NAME_INFORMATION normalized = query_name(data, FLT_FILE_NAME_NORMALIZED | FLT_FILE_NAME_QUERY_DEFAULT);
+    PFLT_FILE_NAME_INFORMATION short_name = query_name(data, FLT_FILE_NAME_SHORT | FLT_FILE_NAME_QUERY_DEFAULT);
+    PFLT_FILE_NAME_INFORMATION by_object = NULL;
+    NTSTATUS status = FltGetFileNameInformationUnsafe(objects->FileObject, objects->Instance, FLT_FILE_NAME_OPENED | FLT_FILE_NAME_QUERY_DEFAULT, &by_object);
+    ULONG_PTR same = first != NULL && first == again && first == cached && first == by_object && NT_SUCCESS(status);
+    ULONG_PTR formats = fresh != NULL && fresh != first && fresh->Format == FLT_FILE_NAME_OPENED && normalized != NULL && normalized != first
+        && normalized->Format == FLT_FILE_NAME_NORMALIZED && first != NULL && normalized->Name.Length == first->Name.Length;
+    ULONG_PTR short_ok = short_name != NULL && first != NULL && short_name->Format == FLT_FILE_NAME_SHORT && short_name->Volume.Length == 0
+        && short_name->Name.Length < first->Name.Length;
+    PFLT_FILE_NAME_INFORMATION all[] = { first, again, cached, fresh, normalized, short_name, by_object };
+    for (ULONG i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        if (all[i] != NULL) {
+            FltReleaseFileNameInformation(all[i]);
+        }
+    }
+#if defined(BUG_NAME_OVER_RELEASED)
+    if (first != NULL) {
+        FltReleaseFileNameInformation(first);
+    }
+#endif
+    if (!same || !formats || !short_ok) {
+        KeBugCheckEx(0x4354584E /* 'CTXN' */, same, formats, short_ok, 0);
+    }
+}
+
 static FLT_PREOP_CALLBACK_STATUS pre_create(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID *completion)
 {
     UNREFERENCED_PARAMETER(data);
@@ -189,6 +231,7 @@ static FLT_POSTOP_CALLBACK_STATUS post_create(PFLT_CALLBACK_DATA data, PCFLT_REL
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
     FltParseFileNameInformation(name);
+    check_name_rules(data, objects);
     PSTREAM_CONTEXT stream = stream_context(objects, &name->FinalComponent);
 #if !defined(BUG_LEAK_NAME_INFO)
     FltReleaseFileNameInformation(name);

@@ -48,7 +48,10 @@ __declspec(dllimport) NTSTATUS FltSetStreamHandleContext(PFLT_INSTANCE Instance,
 /* ---- file-name information (fltkernel.h) ----------------------------------------------------- */
 #define FLT_FILE_NAME_NORMALIZED    0x01
 #define FLT_FILE_NAME_OPENED        0x02
+#define FLT_FILE_NAME_SHORT         0x03
 #define FLT_FILE_NAME_QUERY_DEFAULT 0x0100
+#define FLT_FILE_NAME_QUERY_CACHE_ONLY 0x0200
+#define FLT_FILE_NAME_QUERY_FILESYSTEM_ONLY 0x0300
 typedef struct _FLT_FILE_NAME_INFORMATION {
     USHORT Size;
     USHORT NamesParsed;
@@ -64,6 +67,7 @@ typedef struct _FLT_FILE_NAME_INFORMATION {
 _Static_assert(sizeof(FLT_FILE_NAME_INFORMATION) == 0x78, "FLT_FILE_NAME_INFORMATION layout");
 __declspec(dllimport) NTSTATUS FltGetFileNameInformation(PFLT_CALLBACK_DATA CallbackData, ULONG NameOptions, PFLT_FILE_NAME_INFORMATION *FileNameInformation);
 __declspec(dllimport) NTSTATUS FltParseFileNameInformation(PFLT_FILE_NAME_INFORMATION FileNameInformation);
+__declspec(dllimport) NTSTATUS FltGetFileNameInformationUnsafe(PFILE_OBJECT FileObject, PFLT_INSTANCE Instance, ULONG NameOptions, PFLT_FILE_NAME_INFORMATION *FileNameInformation);
 __declspec(dllimport) VOID FltReleaseFileNameInformation(PFLT_FILE_NAME_INFORMATION FileNameInformation);
 
 /* ---- volumes (fltkernel.h) ------------------------------------------------------------------- */
