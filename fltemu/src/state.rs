@@ -57,6 +57,9 @@ pub mod status {
     pub const FLT_NOT_INITIALIZED: i32 = 0xC01C_0007_u32 as i32;
     pub const FLT_DELETING_OBJECT: i32 = 0xC01C_000B_u32 as i32;
     pub const FLT_NAME_CACHE_MISS: i32 = 0xC01C_0018_u32 as i32;
+    pub const INVALID_INFO_CLASS: i32 = 0xC000_0003_u32 as i32;
+    pub const INFO_LENGTH_MISMATCH: i32 = 0xC000_0004_u32 as i32;
+    pub const VOLUME_DISMOUNTED: i32 = 0xC000_026E_u32 as i32;
     pub const FLT_DO_NOT_ATTACH: i32 = 0xC01C_000F_u32 as i32;
     pub const FLT_DO_NOT_DETACH: i32 = 0xC01C_0010_u32 as i32;
     pub const FLT_CONTEXT_ALLOCATION_NOT_FOUND: i32 = 0xC01C_0016_u32 as i32;

@@ -15,6 +15,8 @@
  *                              ExDeleteResourceLite.
  *   BUG_FILE_CONTEXT_LEAKED    pre-cleanup gets the file context and never releases it.
  *   BUG_NAME_OVER_RELEASED     the name-cache check releases the cached block once too often.
+ *   BUG_QUERY_IN_PRE_CREATE    pre-create queries FileStandardInformation of the FILE_OBJECT the
+ *                              file system has not opened yet.
  */
 #include "fltemu_km_ctx.h"
 
@@ -211,11 +213,39 @@ static void check_name_rules(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS obje
     }
 }
 
+/* What post-create relies on of FltQueryInformationFile on the opened FILE_OBJECT; anything
+ * else is a bug check. */
+static void check_file_information(PCFLT_RELATED_OBJECTS objects)
+{
+    FILE_STANDARD_INFORMATION standard;
+    FILE_BASIC_INFORMATION basic;
+    LONGLONG position = -1;
+    ULONG returned = 0;
+    ULONG_PTR failures = 0;
+    NTSTATUS status = FltQueryInformationFile(objects->Instance, objects->FileObject, &standard, sizeof(standard), FileStandardInformation, &returned);
+    failures |= !NT_SUCCESS(status) || returned != sizeof(standard) || standard.NumberOfLinks != 1 || standard.DeletePending ? 0x1 : 0;
+    status = FltQueryInformationFile(objects->Instance, objects->FileObject, &basic, sizeof(basic), FileBasicInformation, &returned);
+    failures |= !NT_SUCCESS(status) || returned != sizeof(basic) || (basic.FileAttributes != 0x80 && basic.FileAttributes != 0x10) ? 0x2 : 0;
+    status = FltQueryInformationFile(objects->Instance, objects->FileObject, &position, sizeof(position), FilePositionInformation, &returned);
+    failures |= !NT_SUCCESS(status) || returned != sizeof(position) || position != 0 ? 0x4 : 0;
+    status = FltQueryInformationFile(objects->Instance, objects->FileObject, &standard, 16, FileStandardInformation, &returned);
+    failures |= status != STATUS_INFO_LENGTH_MISMATCH || returned != 0 ? 0x8 : 0;
+    status = FltQueryInformationFile(objects->Instance, objects->FileObject, &standard, sizeof(standard), 1 /* FileDirectoryInformation */, NULL);
+    failures |= status != STATUS_INVALID_INFO_CLASS ? 0x10 : 0;
+    if (failures != 0) {
+        KeBugCheckEx(0x43545849 /* 'CTXI' */, failures, (ULONG_PTR)status, 0, 0);
+    }
+}
+
 static FLT_PREOP_CALLBACK_STATUS pre_create(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID *completion)
 {
     UNREFERENCED_PARAMETER(data);
     UNREFERENCED_PARAMETER(objects);
     *completion = NULL;
+#if defined(BUG_QUERY_IN_PRE_CREATE)
+    FILE_STANDARD_INFORMATION standard;
+    FltQueryInformationFile(objects->Instance, objects->FileObject, &standard, sizeof(standard), FileStandardInformation, NULL);
+#endif
     return FLT_PREOP_SUCCESS_WITH_CALLBACK;
 }
 
@@ -232,6 +262,7 @@ static FLT_POSTOP_CALLBACK_STATUS post_create(PFLT_CALLBACK_DATA data, PCFLT_REL
     }
     FltParseFileNameInformation(name);
     check_name_rules(data, objects);
+    check_file_information(objects);
     PSTREAM_CONTEXT stream = stream_context(objects, &name->FinalComponent);
 #if !defined(BUG_LEAK_NAME_INFO)
     FltReleaseFileNameInformation(name);

@@ -70,6 +70,30 @@ __declspec(dllimport) NTSTATUS FltParseFileNameInformation(PFLT_FILE_NAME_INFORM
 __declspec(dllimport) NTSTATUS FltGetFileNameInformationUnsafe(PFILE_OBJECT FileObject, PFLT_INSTANCE Instance, ULONG NameOptions, PFLT_FILE_NAME_INFORMATION *FileNameInformation);
 __declspec(dllimport) VOID FltReleaseFileNameInformation(PFLT_FILE_NAME_INFORMATION FileNameInformation);
 
+/* ---- file information (fltkernel.h, wdm.h FILE_INFORMATION_CLASS) ----------------------------- */
+#define FileBasicInformation    4
+#define FileStandardInformation 5
+#define FilePositionInformation 14
+#define STATUS_INFO_LENGTH_MISMATCH ((NTSTATUS)0xC0000004L)
+#define STATUS_INVALID_INFO_CLASS   ((NTSTATUS)0xC0000003L)
+typedef struct _FILE_STANDARD_INFORMATION {
+    LONGLONG AllocationSize;
+    LONGLONG EndOfFile;
+    ULONG NumberOfLinks;
+    BOOLEAN DeletePending;
+    BOOLEAN Directory;
+} FILE_STANDARD_INFORMATION;
+_Static_assert(sizeof(FILE_STANDARD_INFORMATION) == 24, "FILE_STANDARD_INFORMATION layout");
+typedef struct _FILE_BASIC_INFORMATION {
+    LONGLONG CreationTime;
+    LONGLONG LastAccessTime;
+    LONGLONG LastWriteTime;
+    LONGLONG ChangeTime;
+    ULONG FileAttributes;
+} FILE_BASIC_INFORMATION;
+_Static_assert(sizeof(FILE_BASIC_INFORMATION) == 40, "FILE_BASIC_INFORMATION layout");
+__declspec(dllimport) NTSTATUS FltQueryInformationFile(PFLT_INSTANCE Instance, PFILE_OBJECT FileObject, PVOID FileInformation, ULONG Length, ULONG FileInformationClass, PULONG LengthReturned);
+
 /* ---- volumes (fltkernel.h) ------------------------------------------------------------------- */
 __declspec(dllimport) NTSTATUS FltGetVolumeFromInstance(PFLT_INSTANCE Instance, PFLT_VOLUME *RetVolume);
 __declspec(dllimport) VOID FltObjectDereference(PVOID FltObject);
