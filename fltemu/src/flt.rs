@@ -921,6 +921,32 @@ extern "win64" fn flt_parse_file_name_information(info: usize) -> i32 {
     status::SUCCESS
 }
 
+/// The IRP_MJ_* operations whose buffer FltLockUserBuffer can lock (its DDI page's list;
+/// IRP_MJ_READ / IRP_MJ_WRITE only without IRP_MN_MDL).
+const LOCKABLE_MAJORS: [u8; 11] = [0x03, 0x04, 0x07, 0x08, 0x0C, 0x0D, 0x0E, 0x0F, 0x11, 0x19, 0x1A];
+
+/// FltLockUserBuffer (DDI fltlockuserbuffer; ≤ APC_LEVEL): callback data that is not of a
+/// running operation → INVALID_PARAMETER + InvalidParameter; an operation without an MDL
+/// parameter (create, cleanup, close: all fltemu issues) → STATUS_INVALID_PARAMETER, as the
+/// DDI documents. fltemu builds no callback data for the lockable operations, so the locking
+/// itself is never reached.
+extern "win64" fn flt_lock_user_buffer(data: usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    inner.enter("FltLockUserBuffer", APC_LEVEL);
+    if callback_info(inner, data).is_none() {
+        inner.violation(Violation::InvalidParameter { function: "FltLockUserBuffer", reason: "not callback data of a running operation" });
+        return status::INVALID_PARAMETER;
+    }
+    // SAFETY: callback data Filter Manager built for a running operation (checked above).
+    let callback: windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_CALLBACK_DATA = read(data as *const _);
+    // SAFETY: its Iopb points at the operation's parameter block, alive while it runs.
+    let major = read(unsafe { &raw const (*callback.Iopb).MajorFunction });
+    if !LOCKABLE_MAJORS.contains(&major) {
+        return status::INVALID_PARAMETER;
+    }
+    status::NOT_SUPPORTED
+}
+
 /// FltGetRequestorProcessId (DDI; ≤ DISPATCH_LEVEL): the process that requested the I/O.
 extern "win64" fn flt_get_requestor_process_id(data: usize) -> u32 {
     let Some(inner) = state::current() else { return 0 };
@@ -1105,6 +1131,7 @@ pub fn resolve(name: &str) -> Option<usize> {
         "FltSetStreamContext" => flt_set_stream_context as *const () as usize,
         "FltDeleteStreamContext" => flt_delete_stream_context as *const () as usize,
         "FltGetFileNameInformationUnsafe" => flt_get_file_name_information_unsafe as *const () as usize,
+        "FltLockUserBuffer" => flt_lock_user_buffer as *const () as usize,
         "FltGetFileContext" => flt_get_file_context as *const () as usize,
         "FltSetFileContext" => flt_set_file_context as *const () as usize,
         "FltDeleteFileContext" => flt_delete_file_context as *const () as usize,

@@ -15,6 +15,8 @@
  *                              ExDeleteResourceLite.
  *   BUG_FILE_CONTEXT_LEAKED    pre-cleanup gets the file context and never releases it.
  *   BUG_NAME_OVER_RELEASED     the name-cache check releases the cached block once too often.
+ *   BUG_LOCK_STALE_DATA        pre-cleanup calls FltLockUserBuffer on the callback data a
+ *                              finished pre-create kept.
  *   BUG_QUERY_IN_PRE_CREATE    pre-create queries FileStandardInformation of the FILE_OBJECT the
  *                              file system has not opened yet.
  */
@@ -46,6 +48,9 @@ typedef struct _FILE_CONTEXT {
 } FILE_CONTEXT, *PFILE_CONTEXT;
 
 static PFLT_FILTER g_filter;
+#if defined(BUG_LOCK_STALE_DATA)
+static PFLT_CALLBACK_DATA volatile g_stale_data;
+#endif
 
 static PERESOURCE new_resource(void)
 {
@@ -237,11 +242,23 @@ static void check_file_information(PCFLT_RELATED_OBJECTS objects)
     }
 }
 
+/* A create has no buffer to lock: FltLockUserBuffer must refuse it with INVALID_PARAMETER. */
+static void check_lock_user_buffer(PFLT_CALLBACK_DATA data)
+{
+    NTSTATUS status = FltLockUserBuffer(data);
+    if (status != STATUS_INVALID_PARAMETER) {
+        KeBugCheckEx(0x4354584C /* 'CTXL' */, (ULONG_PTR)status, 0, 0, 0);
+    }
+}
+
 static FLT_PREOP_CALLBACK_STATUS pre_create(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID *completion)
 {
     UNREFERENCED_PARAMETER(data);
     UNREFERENCED_PARAMETER(objects);
     *completion = NULL;
+#if defined(BUG_LOCK_STALE_DATA)
+    g_stale_data = data;
+#endif
 #if defined(BUG_QUERY_IN_PRE_CREATE)
     FILE_STANDARD_INFORMATION standard;
     FltQueryInformationFile(objects->Instance, objects->FileObject, &standard, sizeof(standard), FileStandardInformation, NULL);
@@ -263,6 +280,7 @@ static FLT_POSTOP_CALLBACK_STATUS post_create(PFLT_CALLBACK_DATA data, PCFLT_REL
     FltParseFileNameInformation(name);
     check_name_rules(data, objects);
     check_file_information(objects);
+    check_lock_user_buffer(data);
     PSTREAM_CONTEXT stream = stream_context(objects, &name->FinalComponent);
 #if !defined(BUG_LEAK_NAME_INFO)
     FltReleaseFileNameInformation(name);
@@ -287,6 +305,11 @@ static FLT_PREOP_CALLBACK_STATUS pre_cleanup(PFLT_CALLBACK_DATA data, PCFLT_RELA
 {
     UNREFERENCED_PARAMETER(data);
     *completion = NULL;
+#if defined(BUG_LOCK_STALE_DATA)
+    if (g_stale_data != NULL) {
+        FltLockUserBuffer(g_stale_data);
+    }
+#endif
     PSTREAM_HANDLE_CONTEXT handle = NULL;
     if (NT_SUCCESS(FltGetStreamHandleContext(objects->Instance, objects->FileObject, (PFLT_CONTEXT *)&handle))) {
         KeEnterCriticalRegion();

@@ -92,6 +92,7 @@ typedef struct _FILE_BASIC_INFORMATION {
     ULONG FileAttributes;
 } FILE_BASIC_INFORMATION;
 _Static_assert(sizeof(FILE_BASIC_INFORMATION) == 40, "FILE_BASIC_INFORMATION layout");
+__declspec(dllimport) NTSTATUS FltLockUserBuffer(PFLT_CALLBACK_DATA CallbackData);
 __declspec(dllimport) NTSTATUS FltQueryInformationFile(PFLT_INSTANCE Instance, PFILE_OBJECT FileObject, PVOID FileInformation, ULONG Length, ULONG FileInformationClass, PULONG LengthReturned);
 
 /* ---- volumes (fltkernel.h) ------------------------------------------------------------------- */
