@@ -243,6 +243,7 @@ pub(crate) fn unregister(inner: &Inner) {
         .into_iter()
         .map(|((context_type, size, tag, refcount), count)| Violation::ContextLeaked { context_type, size, tag: crate::Tag(tag), refcount, count })
         .collect();
+    purge_name_cache(inner, None);
     let names: usize = inner.name_infos.each().map(|shard| shard.live.len()).sum();
     if names > 0 {
         leaks.push(Violation::NameInfoLeaked { count: names });
@@ -358,7 +359,9 @@ fn resolve_key(inner: &Inner, function: &'static str, kind: ContextType, instanc
         inner.violation(Violation::ContextOnUnsupportedObject { function, reason: "file-object context used in post-close (A9)" });
         return Err(status::NOT_SUPPORTED);
     }
-    let Some((file_volume, file_state, paging, stream)) = inner.with_file(file_object, |file| (file.volume, file.state, file.paging_file, file.stream)) else {
+    let Some((file_volume, file_state, paging, stream, file_node)) =
+        inner.with_file(file_object, |file| (file.volume, file.state, file.paging_file, file.stream, file.file_node.as_ref().map(|(node, _)| *node)))
+    else {
         inner.violation(Violation::ContextOnUnsupportedObject { function, reason: "not a FILE_OBJECT Filter Manager knows" });
         return Err(status::INVALID_PARAMETER);
     };
@@ -379,9 +382,13 @@ fn resolve_key(inner: &Inner, function: &'static str, kind: ContextType, instanc
         }
         state::FileState::Open | state::FileState::CleanedUp => {}
     }
-    // A9: no stream contexts for paging files; D1: only volumes whose file system supports them.
+    // A9: no stream contexts for paging files; D1: only volumes whose file system supports them
+    // (fltemu's volumes support file contexts exactly when they support stream contexts).
     if paging || !inner.volumes()[volume].stream_contexts {
         return Err(status::NOT_SUPPORTED);
+    }
+    if kind == ContextType::File {
+        return file_node.map(|node| LinkKey::File(instance, node)).ok_or(status::NOT_SUPPORTED);
     }
     let Some(stream) = stream else { return Err(status::NOT_SUPPORTED) };
     Ok(match kind {
@@ -568,6 +575,29 @@ extern "win64" fn flt_delete_stream_handle_context(instance: isize, file_object:
     delete_context(inner, key, old)
 }
 
+/// FltGetFileContext (DDI fltgetfilecontext; B1 +1, B2; ≤ APC_LEVEL): the context of the file
+/// all of the FILE_OBJECT's streams share.
+extern "win64" fn flt_get_file_context(instance: isize, file_object: usize, out: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let key = resolve_key(inner, "FltGetFileContext", ContextType::File, instance, file_object, false);
+    get_context(inner, key, out)
+}
+
+/// FltSetFileContext (DDI fltsetfilecontext; B3–B6; ≤ APC_LEVEL): NOT_SUPPORTED where the file
+/// system has no file contexts; the link is dropped at the file's last close.
+extern "win64" fn flt_set_file_context(instance: isize, file_object: usize, operation: u32, new: usize, old: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let key = resolve_key(inner, "FltSetFileContext", ContextType::File, instance, file_object, true);
+    set_context(inner, "FltSetFileContext", key, operation, new, old)
+}
+
+/// FltDeleteFileContext (DDI fltdeletefilecontext; B7; ≤ APC_LEVEL).
+extern "win64" fn flt_delete_file_context(instance: isize, file_object: usize, old: *mut usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let key = resolve_key(inner, "FltDeleteFileContext", ContextType::File, instance, file_object, false);
+    delete_context(inner, key, old)
+}
+
 fn volume_key(inner: &Inner, function: &'static str, volume: isize) -> Result<LinkKey, i32> {
     inner.enter(function, APC_LEVEL);
     if let Some(failure) = inner.injected(function) {
@@ -665,38 +695,110 @@ fn callback_info(inner: &Inner, data: usize) -> Option<state::CallbackInfo> {
 const NAME_FORMAT_MASK: u32 = 0xFF;
 const NAME_QUERY_MASK: u32 = 0xFF00;
 
+/// `FLT_FILE_NAME_QUERY_DEFAULT` … `ALWAYS_ALLOW_CACHE_LOOKUP` (FLT_FILE_NAME_OPTIONS).
+const QUERY_DEFAULT: u32 = 0x100;
+const QUERY_CACHE_ONLY: u32 = 0x200;
+const QUERY_FILESYSTEM_ONLY: u32 = 0x300;
+const QUERY_ALWAYS_ALLOW_CACHE_LOOKUP: u32 = 0x400;
+/// `FLT_FILE_NAME_DO_NOT_CACHE`.
+const NAME_DO_NOT_CACHE: u32 = 0x0200_0000;
+/// `FLT_FILE_NAME_SHORT`.
+const NAME_SHORT: u32 = 3;
+
 /// FltGetFileNameInformation (DDI fltgetfilenameinformation; ≤ APC_LEVEL; not in post-close).
-/// Returns a referenced FLT_FILE_NAME_INFORMATION with Name and Volume filled in.
 extern "win64" fn flt_get_file_name_information(data: usize, options: u32, out: *mut *mut FLT_FILE_NAME_INFORMATION) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
-    inner.enter("FltGetFileNameInformation", APC_LEVEL);
-    let injected = inner.injected("FltGetFileNameInformation");
+    const FUNCTION: &str = "FltGetFileNameInformation";
+    inner.enter(FUNCTION, APC_LEVEL);
+    if let Some(code) = inner.injected(FUNCTION) {
+        put(out, core::ptr::null_mut());
+        return code;
+    }
+    if exec::operation() == Operation::PostClose {
+        inner.violation(Violation::InvalidParameter { function: FUNCTION, reason: "called in post-close" });
+        put(out, core::ptr::null_mut());
+        return status::INVALID_PARAMETER;
+    }
+    let Some(info) = callback_info(inner, data) else {
+        inner.violation(Violation::InvalidParameter { function: FUNCTION, reason: "not callback data of a running operation" });
+        put(out, core::ptr::null_mut());
+        return status::INVALID_PARAMETER;
+    };
+    name_information(inner, info.file_object, options, out)
+}
+
+/// FltGetFileNameInformationUnsafe (DDI fltgetfilenameinformationunsafe; ≤ APC_LEVEL): the
+/// same query from a FILE_OBJECT alone (Instance may be NULL); the FILE_OBJECT must be opened.
+extern "win64" fn flt_get_file_name_information_unsafe(file_object: usize, instance: isize, options: u32, out: *mut *mut FLT_FILE_NAME_INFORMATION) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    const FUNCTION: &str = "FltGetFileNameInformationUnsafe";
+    inner.enter(FUNCTION, APC_LEVEL);
+    if instance != 0 && inner.instance(instance).is_none() {
+        inner.violation(Violation::InvalidParameter { function: FUNCTION, reason: "not an instance handle" });
+        put(out, core::ptr::null_mut());
+        return status::INVALID_PARAMETER;
+    }
+    match inner.with_file(file_object, |file| file.state) {
+        Some(state::FileState::Open | state::FileState::CleanedUp) => name_information(inner, file_object, options, out),
+        Some(state::FileState::Creating | state::FileState::Failed) => {
+            inner.violation(Violation::InvalidParameter { function: FUNCTION, reason: "FILE_OBJECT not opened (pre-create or failed create)" });
+            put(out, core::ptr::null_mut());
+            status::INVALID_PARAMETER
+        }
+        Some(state::FileState::Closed) | None => {
+            inner.violation(Violation::InvalidParameter { function: FUNCTION, reason: "not an open FILE_OBJECT Filter Manager knows" });
+            put(out, core::ptr::null_mut());
+            status::INVALID_PARAMETER
+        }
+    }
+}
+
+/// The query both name functions make. Opened and normalized names have the same text in
+/// fltemu (no short names to expand) but distinct `Format`; a short name is the final
+/// component without its stream. Names of an opened stream are cached per (stream, format):
+/// DEFAULT / ALWAYS_ALLOW_CACHE_LOOKUP return the cached block (+1) or query and cache,
+/// CACHE_ONLY returns the cached block or STATUS_FLT_NAME_CACHE_MISS, FILESYSTEM_ONLY and
+/// FLT_FILE_NAME_DO_NOT_CACHE neither look nor cache. Pre-create names are never cached.
+fn name_information(inner: &Inner, file_object: usize, options: u32, out: *mut *mut FLT_FILE_NAME_INFORMATION) -> i32 {
     let failure = |code| {
         put(out, core::ptr::null_mut());
         code
     };
-    if let Some(code) = injected {
-        return failure(code);
-    }
     let format = options & NAME_FORMAT_MASK;
-    if !(1..=3).contains(&format) || options & NAME_QUERY_MASK == 0 {
+    let method = options & NAME_QUERY_MASK;
+    if !(1..=3).contains(&format) || ![QUERY_DEFAULT, QUERY_CACHE_ONLY, QUERY_FILESYSTEM_ONLY, QUERY_ALWAYS_ALLOW_CACHE_LOOKUP].contains(&method) {
         return failure(status::INVALID_PARAMETER);
     }
-    if exec::operation() == Operation::PostClose {
-        inner.violation(Violation::InvalidParameter { function: "FltGetFileNameInformation", reason: "called in post-close" });
-        return failure(status::INVALID_PARAMETER);
-    }
-    let Some(info) = callback_info(inner, data) else {
-        inner.violation(Violation::InvalidParameter { function: "FltGetFileNameInformation", reason: "not callback data of a running operation" });
-        return failure(status::INVALID_PARAMETER);
-    };
-    let Some((file_volume, file_state, path)) = inner.with_file(info.file_object, |file| (file.volume, file.state, file.path.clone())) else {
+    let Some((file_volume, file_state, path, stream)) = inner.with_file(file_object, |file| (file.volume, file.state, file.path.clone(), file.stream)) else {
         return failure(status::INVALID_PARAMETER);
     };
     if format == 1 && file_state == state::FileState::Failed {
         return failure(status::OBJECT_NAME_NOT_FOUND);
     }
-    let (full, volume_chars) = {
+    // The short name is not valid in the pre-create path (the DDI's format table).
+    if format == NAME_SHORT && matches!(file_state, state::FileState::Creating | state::FileState::Failed) {
+        return failure(status::INVALID_PARAMETER);
+    }
+    let opened = matches!(file_state, state::FileState::Open | state::FileState::CleanedUp);
+    let cache_key = stream.filter(|_| opened).map(|stream| (stream, format));
+    let mut cache = inner.name_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(key) = cache_key
+        && method != QUERY_FILESYSTEM_ONLY
+        && let Some(address) = cache.get(&key).copied()
+        && let Some(name) = inner.name_infos.lock(address as u64).live.get_mut(&address)
+    {
+        name.refs += 1;
+        put(out, address as *mut FLT_FILE_NAME_INFORMATION);
+        return status::SUCCESS;
+    }
+    if method == QUERY_CACHE_ONLY {
+        return failure(status::FLT_NAME_CACHE_MISS);
+    }
+    let (full, volume_chars) = if format == NAME_SHORT {
+        let final_component = path.rsplit('\\').next().unwrap_or("");
+        let base = final_component.split(':').next().unwrap_or("");
+        (base.encode_utf16().collect::<Vec<u16>>(), 0)
+    } else {
         let volumes = inner.volumes();
         let volume = &volumes[file_volume];
         let full: Vec<u16> = volume.name_wide.iter().copied().chain(path.encode_utf16()).collect();
@@ -718,9 +820,34 @@ extern "win64" fn flt_get_file_name_information(data: usize, options: u32, out: 
     block.Name = slice_string(&buffer, 0, buffer.len());
     block.Volume = slice_string(&buffer, 0, volume_chars);
     let address = &raw mut *block as usize;
-    inner.name_infos.lock(address as u64).live.insert(address, state::NameInfo { block, buffer, refs: 1, volume_chars });
+    let cached = cache_key.is_some() && method != QUERY_FILESYSTEM_ONLY && options & NAME_DO_NOT_CACHE == 0;
+    inner.name_infos.lock(address as u64).live.insert(address, state::NameInfo { block, buffer, refs: 1 + i64::from(cached), volume_chars, cached });
+    if cached && let Some(key) = cache_key {
+        cache.insert(key, address);
+    }
+    drop(cache);
     put(out, address as *mut FLT_FILE_NAME_INFORMATION);
     status::SUCCESS
+}
+
+/// Drops the name cache's references: of one stream's names (its last close) or of all
+/// (unregistration, before the leak count).
+pub(crate) fn purge_name_cache(inner: &Inner, stream: Option<usize>) {
+    let mut cache = inner.name_cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let keys: Vec<(usize, u32)> = cache.keys().copied().filter(|(s, _)| stream.is_none_or(|stream| *s == stream)).collect();
+    for key in keys {
+        let Some(address) = cache.remove(&key) else { continue };
+        let mut names = inner.name_infos.lock(address as u64);
+        if let Some(name) = names.live.get_mut(&address) {
+            name.cached = false;
+            name.refs -= 1;
+        }
+        if names.live.get(&address).is_some_and(|name| name.refs <= 0)
+            && let Some(name) = names.live.remove(&address)
+        {
+            names.dead.push(name);
+        }
+    }
 }
 
 fn empty_string() -> UNICODE_STRING {
@@ -739,7 +866,8 @@ extern "win64" fn flt_release_file_name_information(info: usize) {
     inner.enter("FltReleaseFileNameInformation", APC_LEVEL);
     let released = {
         let mut names = inner.name_infos.lock(info as u64);
-        let released = names.live.get_mut(&info).map(|name| name.refs -= 1);
+        // The cache's own reference is not the driver's to release.
+        let released = names.live.get_mut(&info).filter(|name| name.refs > i64::from(name.cached)).map(|name| name.refs -= 1);
         if names.live.get(&info).is_some_and(|name| name.refs == 0)
             && let Some(name) = names.live.remove(&info)
         {
@@ -791,6 +919,32 @@ extern "win64" fn flt_parse_file_name_information(info: usize) -> i32 {
     name.block.Stream = stream;
     name.block.NamesParsed = 0xF;
     status::SUCCESS
+}
+
+/// The IRP_MJ_* operations whose buffer FltLockUserBuffer can lock (its DDI page's list;
+/// IRP_MJ_READ / IRP_MJ_WRITE only without IRP_MN_MDL).
+const LOCKABLE_MAJORS: [u8; 11] = [0x03, 0x04, 0x07, 0x08, 0x0C, 0x0D, 0x0E, 0x0F, 0x11, 0x19, 0x1A];
+
+/// FltLockUserBuffer (DDI fltlockuserbuffer; ≤ APC_LEVEL): callback data that is not of a
+/// running operation → INVALID_PARAMETER + InvalidParameter; an operation without an MDL
+/// parameter (create, cleanup, close: all fltemu issues) → STATUS_INVALID_PARAMETER, as the
+/// DDI documents. fltemu builds no callback data for the lockable operations, so the locking
+/// itself is never reached.
+extern "win64" fn flt_lock_user_buffer(data: usize) -> i32 {
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    inner.enter("FltLockUserBuffer", APC_LEVEL);
+    if callback_info(inner, data).is_none() {
+        inner.violation(Violation::InvalidParameter { function: "FltLockUserBuffer", reason: "not callback data of a running operation" });
+        return status::INVALID_PARAMETER;
+    }
+    // SAFETY: callback data Filter Manager built for a running operation (checked above).
+    let callback: windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_CALLBACK_DATA = read(data as *const _);
+    // SAFETY: its Iopb points at the operation's parameter block, alive while it runs.
+    let major = read(unsafe { &raw const (*callback.Iopb).MajorFunction });
+    if !LOCKABLE_MAJORS.contains(&major) {
+        return status::INVALID_PARAMETER;
+    }
+    status::NOT_SUPPORTED
 }
 
 /// FltGetRequestorProcessId (DDI; ≤ DISPATCH_LEVEL): the process that requested the I/O.
@@ -976,6 +1130,11 @@ pub fn resolve(name: &str) -> Option<usize> {
         "FltGetStreamContext" => flt_get_stream_context as *const () as usize,
         "FltSetStreamContext" => flt_set_stream_context as *const () as usize,
         "FltDeleteStreamContext" => flt_delete_stream_context as *const () as usize,
+        "FltGetFileNameInformationUnsafe" => flt_get_file_name_information_unsafe as *const () as usize,
+        "FltLockUserBuffer" => flt_lock_user_buffer as *const () as usize,
+        "FltGetFileContext" => flt_get_file_context as *const () as usize,
+        "FltSetFileContext" => flt_set_file_context as *const () as usize,
+        "FltDeleteFileContext" => flt_delete_file_context as *const () as usize,
         "FltGetStreamHandleContext" => flt_get_stream_handle_context as *const () as usize,
         "FltSetStreamHandleContext" => flt_set_stream_handle_context as *const () as usize,
         "FltDeleteStreamHandleContext" => flt_delete_stream_handle_context as *const () as usize,

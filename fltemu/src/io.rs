@@ -176,6 +176,16 @@ fn stream_key(path: &str) -> String {
     lower.strip_suffix("::$data").map_or(lower.clone(), str::to_owned)
 }
 
+/// The file key of a stream key: the path without its `:stream` suffix (every stream of one
+/// file shares the file's node, as NTFS's streams share its FCB).
+fn file_key(stream_key: &str) -> String {
+    let name_start = stream_key.rfind('\\').map_or(0, |at| at + 1);
+    match stream_key[name_start..].find(':') {
+        Some(colon) => stream_key[..name_start + colon].to_owned(),
+        None => stream_key.to_owned(),
+    }
+}
+
 /// Everything one operation's callbacks see.
 struct OpFrame {
     data: Box<FLT_CALLBACK_DATA>,
@@ -348,7 +358,7 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
     }
     inner.files.lock(file_object as u64).live.insert(
         file_object,
-        FileRecord { object, name, volume, path: path.to_owned(), stream: None, state: FileState::Creating, paging_file: options.paging_file },
+        FileRecord { object, name, volume, path: path.to_owned(), stream: None, file_node: None, state: FileState::Creating, paging_file: options.paging_file },
     );
     let filter = filter_for(inner, volume, IRP_MJ_CREATE);
     let (instance, pre, post) = filter.unwrap_or((0, 0, 0));
@@ -364,6 +374,7 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
             let mut information = 0;
             if status >= 0 {
                 let key = (volume, opened_stream_key(path, options));
+                let file_key = (volume, file_key(&key.1));
                 let stream = {
                     let mut streams = inner.streams.lock(state::name_hash(key.0, &key.1));
                     let record = streams.live.entry(key).or_insert_with(|| StreamRecord { fs_context: Box::new([0; 8]), open_file_objects: 0 });
@@ -371,9 +382,16 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
                     record.open_file_objects += 1;
                     record.fs_context.as_ptr() as usize
                 };
+                let node = {
+                    let mut nodes = inner.file_nodes.lock(state::name_hash(file_key.0, &file_key.1));
+                    let record = nodes.live.entry(file_key.clone()).or_insert_with(|| StreamRecord { fs_context: Box::new([0; 8]), open_file_objects: 0 });
+                    record.open_file_objects += 1;
+                    record.fs_context.as_ptr() as usize
+                };
                 inner.race_point("create opened the stream");
                 if let Some(file) = inner.files.lock(file_object as u64).live.get_mut(&file_object) {
                     file.stream = Some(stream);
+                    file.file_node = Some((node, file_key.1));
                     file.state = FileState::Open;
                     file.object.FsContext = stream as *mut c_void;
                     if options.volume_open {
@@ -468,7 +486,7 @@ pub fn close(inner: &Inner, file_object: usize, pid: u32) -> Result<(), EmuError
 fn close_file_object(inner: &Inner, file_object: usize) {
     let Some(mut file) = inner.files.lock(file_object as u64).live.remove(&file_object) else { return };
     file.state = FileState::Closed;
-    let (stream, volume, path) = (file.stream, file.volume, file.path.clone());
+    let (stream, volume, path, file_node) = (file.stream, file.volume, file.path.clone(), file.file_node.take());
     let mut doomed = inner.unlink_where(Some(file_object as u64), |key| matches!(key, state::LinkKey::StreamHandle(_, fo) if fo == file_object));
     inner.race_point("close unlinked the FILE_OBJECT");
     if let Some(stream) = stream {
@@ -487,7 +505,26 @@ fn close_file_object(inner: &Inner, file_object: usize) {
             last
         };
         if last {
+            crate::flt::purge_name_cache(inner, Some(stream));
             doomed.extend(inner.unlink_where(Some(stream as u64), |key| matches!(key, state::LinkKey::Stream(_, s) if s == stream)));
+        }
+    }
+    // The file's last FILE_OBJECT (over all its streams) releases its file contexts.
+    if let Some((node, file_key)) = file_node {
+        let key = (volume, file_key);
+        let last = {
+            let mut nodes = inner.file_nodes.lock(state::name_hash(key.0, &key.1));
+            let last = nodes.live.get_mut(&key).is_some_and(|n| {
+                n.open_file_objects -= 1;
+                n.open_file_objects == 0
+            });
+            if last && let Some(record) = nodes.live.remove(&key) {
+                nodes.dead.push(record);
+            }
+            last
+        };
+        if last {
+            doomed.extend(inner.unlink_where(Some(node as u64), |key| matches!(key, state::LinkKey::File(_, n) if n == node)));
         }
     }
     // The FILE_OBJECT memory stays allocated (retired) for the same reason.
@@ -513,4 +550,17 @@ fn run_simple(inner: &Inner, volume: usize, file_object: usize, pid: u32, major:
     }
     inner.callback_data.lock(data_address as u64).remove(&data_address);
     Some(instance)
+}
+
+#[cfg(test)]
+mod file_key_tests {
+    use super::file_key;
+
+    #[test]
+    fn streams_of_one_file_share_its_key() {
+        assert_eq!(file_key("\\dir\\a.txt:ads"), "\\dir\\a.txt");
+        assert_eq!(file_key("\\dir\\a.txt"), "\\dir\\a.txt");
+        assert_eq!(file_key("\\dir:x\\a.txt"), "\\dir:x\\a.txt");
+        assert_eq!(file_key(""), "");
+    }
 }

@@ -115,13 +115,13 @@ extern "win64" fn mm_build_mdl_for_non_paged_pool(mdl: usize) {
 }
 
 /// `MmProbeAndLockPages` (wdm.h; ≤ APC, ≤ DISPATCH for non-paged): locks the described range.
-/// A user range that is not accessible for the operation raises STATUS_ACCESS_VIOLATION on
-/// Windows; without a driver exception handler that is bug check 0x7E/0x1E, which fltemu reports
-/// (KMODE_EXCEPTION_NOT_HANDLED).
-extern "win64" fn mm_probe_and_lock_pages(mdl: usize, _mode: i8, operation: i32) {
+/// A user range that is not accessible for the operation is Err(STATUS_ACCESS_VIOLATION), which
+/// the caller's thunk ([`crate::seh`]) raises so the driver's __except can take it; an
+/// exception no handler takes is bug check 0x1E as for any other.
+pub(crate) fn probe_and_lock(mdl: usize, _mode: i8, operation: i32) -> Result<(), i32> {
     objects::count("MmProbeAndLockPages", APC_LEVEL);
     if !live("MmProbeAndLockPages", mdl) {
-        return;
+        return Ok(());
     }
     if flags(mdl) & LOCKED != 0 {
         objects::misuse("MmProbeAndLockPages", ObjectKind::Mdl, "pages already locked");
@@ -137,10 +137,11 @@ extern "win64" fn mm_probe_and_lock_pages(mdl: usize, _mode: i8, operation: i32)
             _ => false,
         };
         if !ok {
-            crate::exec::bug_check(0x1E, [crate::status::ACCESS_VIOLATION.cast_unsigned() as usize, 0, 0, start]);
+            return Err(crate::status::ACCESS_VIOLATION);
         }
     }
     set_flags(mdl, flags(mdl) | LOCKED);
+    Ok(())
 }
 
 /// `MmUnlockPages` (wdm.h; ≤ DISPATCH): not locked → ObjectMisuse; unmaps as well.
@@ -193,7 +194,7 @@ pub fn resolve(name: &str) -> Option<usize> {
         "IoAllocateMdl" => io_allocate_mdl as *const () as usize,
         "IoFreeMdl" => io_free_mdl as *const () as usize,
         "MmBuildMdlForNonPagedPool" => mm_build_mdl_for_non_paged_pool as *const () as usize,
-        "MmProbeAndLockPages" => mm_probe_and_lock_pages as *const () as usize,
+        "MmProbeAndLockPages" => crate::seh::mm_probe_and_lock_pages_entry(),
         "MmUnlockPages" => mm_unlock_pages as *const () as usize,
         "MmMapLockedPagesSpecifyCache" => mm_map_locked_pages_specify_cache as *const () as usize,
         "MmUnmapLockedPages" => mm_unmap_locked_pages as *const () as usize,
@@ -210,7 +211,7 @@ pub const DOCS: &[Emulated] = &[
     wdm("IoAllocateMdl", "≤ DISPATCH; MDL header (Size, StartVa, ByteCount, ByteOffset) + PFN array; never freed by unload → ObjectLeaked(Mdl); IRP association not modelled"),
     wdm("IoFreeMdl", "≤ DISPATCH; still locked or mapped → ObjectMisuse; unknown/double free → ObjectMisuse"),
     wdm("MmBuildMdlForNonPagedPool", "≤ DISPATCH; MDL_SOURCE_IS_NONPAGED_POOL, MappedSystemVa = the buffer"),
-    wdm("MmProbeAndLockPages", "≤ APC; locks; an inaccessible user range → bug check 0x1E (the exception no handler caught); already locked → ObjectMisuse"),
+    wdm("MmProbeAndLockPages", "≤ APC; locks; a user range not accessible for the operation raises STATUS_ACCESS_VIOLATION at the caller (its __except takes it; none → bug check 0x1E); already locked → ObjectMisuse"),
     wdm("MmUnlockPages", "≤ DISPATCH; not locked → ObjectMisuse"),
     wdm("MmMapLockedPagesSpecifyCache", "≤ DISPATCH; KernelMode only; needs locked or non-paged pages (else ObjectMisuse, NULL); returns the buffer's own address (what MmGetSystemAddressForMdlSafe yields)"),
     wdm("MmUnmapLockedPages", "≤ DISPATCH; must be the MDL's mapping"),

@@ -421,6 +421,20 @@ extern "win64" fn probe_for_write(address: usize, length: usize, alignment: u32,
     }
 }
 
+/// `MmProbeAndLockPages` (wdm.h DDI): a range the caller may not access for the operation
+/// raises STATUS_ACCESS_VIOLATION at the caller (a driver calls it inside __try); the rest of
+/// the checks and the lock are [`crate::mdl::probe_and_lock`]'s.
+extern "win64" fn mm_probe_and_lock_pages(mdl: usize, mode: i8, operation: i32, context: *const Context) {
+    if let Err(status) = crate::mdl::probe_and_lock(mdl, mode, operation) {
+        raise(status, &captured(context));
+    }
+}
+
+/// The entry point fltemu binds MmProbeAndLockPages to.
+pub fn mm_probe_and_lock_pages_entry() -> usize {
+    fltemu_mm_probe_and_lock_pages_thunk as *const () as usize
+}
+
 /// Generates a raise thunk: captures the caller's integer and XMM registers into a CONTEXT on
 /// its own frame (RIP = the return address, RSP = the caller's), then calls `$target` with the
 /// first three arguments unchanged and the CONTEXT as the fourth, and returns normally if it
@@ -479,11 +493,13 @@ macro_rules! capture_thunk {
 capture_thunk!("fltemu_ex_raise_status_thunk", ex_raise_status);
 capture_thunk!("fltemu_probe_for_read_thunk", probe_for_read);
 capture_thunk!("fltemu_probe_for_write_thunk", probe_for_write);
+capture_thunk!("fltemu_mm_probe_and_lock_pages_thunk", mm_probe_and_lock_pages);
 
 unsafe extern "C" {
     fn fltemu_ex_raise_status_thunk();
     fn fltemu_probe_for_read_thunk();
     fn fltemu_probe_for_write_thunk();
+    fn fltemu_mm_probe_and_lock_pages_thunk();
 }
 
 // ---- faults in driver code -----------------------------------------------------------------

@@ -56,6 +56,10 @@ pub mod status {
     pub const FLT_CONTEXT_ALREADY_DEFINED: i32 = 0xC01C_0002_u32 as i32;
     pub const FLT_NOT_INITIALIZED: i32 = 0xC01C_0007_u32 as i32;
     pub const FLT_DELETING_OBJECT: i32 = 0xC01C_000B_u32 as i32;
+    pub const FLT_NAME_CACHE_MISS: i32 = 0xC01C_0018_u32 as i32;
+    pub const INVALID_INFO_CLASS: i32 = 0xC000_0003_u32 as i32;
+    pub const INFO_LENGTH_MISMATCH: i32 = 0xC000_0004_u32 as i32;
+    pub const VOLUME_DISMOUNTED: i32 = 0xC000_026E_u32 as i32;
     pub const FLT_DO_NOT_ATTACH: i32 = 0xC01C_000F_u32 as i32;
     pub const FLT_DO_NOT_DETACH: i32 = 0xC01C_0010_u32 as i32;
     pub const FLT_CONTEXT_ALLOCATION_NOT_FOUND: i32 = 0xC01C_0016_u32 as i32;
@@ -106,6 +110,8 @@ pub enum LinkKey {
     Stream(isize, usize),
     /// A stream-handle context: (instance, FILE_OBJECT).
     StreamHandle(isize, usize),
+    /// A file context: (instance, the file's node), shared by all streams of one file.
+    File(isize, usize),
 }
 
 impl LinkKey {
@@ -115,6 +121,7 @@ impl LinkKey {
             LinkKey::Instance(_) => ContextType::Instance,
             LinkKey::Stream(..) => ContextType::Stream,
             LinkKey::StreamHandle(..) => ContextType::StreamHandle,
+            LinkKey::File(..) => ContextType::File,
         }
     }
 
@@ -124,14 +131,14 @@ impl LinkKey {
         match self {
             LinkKey::Volume(volume) => volume as u64,
             LinkKey::Instance(instance) => instance.cast_unsigned() as u64,
-            LinkKey::Stream(_, object) | LinkKey::StreamHandle(_, object) => object as u64,
+            LinkKey::Stream(_, object) | LinkKey::StreamHandle(_, object) | LinkKey::File(_, object) => object as u64,
         }
     }
 
     fn instance(self) -> Option<isize> {
         match self {
             LinkKey::Volume(_) => None,
-            LinkKey::Instance(i) | LinkKey::Stream(i, _) | LinkKey::StreamHandle(i, _) => Some(i),
+            LinkKey::Instance(i) | LinkKey::Stream(i, _) | LinkKey::StreamHandle(i, _) | LinkKey::File(i, _) => Some(i),
         }
     }
 }
@@ -322,6 +329,8 @@ pub struct FileRecord {
     pub volume: usize,
     pub path: String,
     pub stream: Option<usize>,
+    /// The file node (all streams of one file share it) and its key, once opened.
+    pub file_node: Option<(usize, String)>,
     pub state: FileState,
     pub paging_file: bool,
 }
@@ -339,6 +348,8 @@ pub struct NameInfo {
     pub buffer: Vec<u16>,
     pub refs: i64,
     pub volume_chars: usize,
+    /// Held by the name cache (one of `refs` is the cache's).
+    pub cached: bool,
 }
 
 
@@ -587,8 +598,14 @@ pub struct Inner {
     pub pool: Sharded<FnvMap<usize, PoolBlock>>,
     pub files: Sharded<FileShard>,
     pub streams: Sharded<StreamShard>,
+    /// Files (the SCB/FCB-level object file contexts hang on), by (volume, file key); the
+    /// count is of open FILE_OBJECTs over all the file's streams.
+    pub file_nodes: Sharded<StreamShard>,
     pub callback_data: Sharded<FnvMap<usize, CallbackInfo>>,
     pub name_infos: Sharded<NameShard>,
+    /// Filter Manager's name cache: (stream FsContext, name format) → the cached block. Taken
+    /// before a `name_infos` shard, never the other way round.
+    pub name_cache: Mutex<FnvMap<(usize, u32), usize>>,
     pub violations: Mutex<Vec<Violation>>,
     /// Calls per (operation, function), one shard per calling thread, keyed by the name's
     /// address (no string hashing per call; `Emulator::calls` merges by name).
@@ -686,8 +703,10 @@ impl Inner {
             pool: Sharded::default(),
             files: Sharded::default(),
             streams: Sharded::default(),
+            file_nodes: Sharded::default(),
             callback_data: Sharded::default(),
             name_infos: Sharded::default(),
+            name_cache: Mutex::default(),
             violations: Mutex::new(Vec::new()),
             calls: Sharded::default(),
             injections: Injections::default(),

@@ -246,6 +246,76 @@ extern "win64" fn flt_is_directory(file_object: usize, _instance: isize, directo
     status::SUCCESS
 }
 
+/// `FileBasicInformation`, `FileStandardInformation`, `FilePositionInformation`
+/// (FILE_INFORMATION_CLASS) and the sizes of their structures (wdm.h / ntifs.h).
+const FILE_BASIC_INFORMATION: i32 = 4;
+const FILE_STANDARD_INFORMATION: i32 = 5;
+const FILE_POSITION_INFORMATION: i32 = 14;
+const BASIC_SIZE: u32 = 40;
+const STANDARD_SIZE: u32 = 24;
+const POSITION_SIZE: u32 = 8;
+/// `FILE_ATTRIBUTE_DIRECTORY`, `FILE_ATTRIBUTE_NORMAL`.
+const ATTRIBUTE_DIRECTORY: u32 = 0x10;
+const ATTRIBUTE_NORMAL: u32 = 0x80;
+
+/// `FltQueryInformationFile` (fltkernel.h; PASSIVE_LEVEL): Basic, Standard and Position
+/// information of an open FILE_OBJECT. fltemu's files are empty and have no times, so sizes and
+/// times are 0 (the DDI: members a file system does not support are 0); one link; Directory and
+/// FILE_ATTRIBUTE_DIRECTORY as FltIsDirectory; the position is FILE_OBJECT.CurrentByteOffset.
+/// A buffer smaller than the class's structure → STATUS_INFO_LENGTH_MISMATCH and another class
+/// → STATUS_INVALID_INFO_CLASS (MS-FSA 2.1.5.12); a dismounted volume → STATUS_VOLUME_DISMOUNTED.
+extern "win64" fn flt_query_information_file(instance: isize, file_object: usize, information: *mut u8, length: u32, class: i32, returned: *mut u32) -> i32 {
+    const FUNCTION: &str = "FltQueryInformationFile";
+    objects::count(FUNCTION, PASSIVE_LEVEL);
+    put(returned, 0);
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let misuse = |reason| {
+        inner.violation(crate::verifier::Violation::InvalidParameter { function: FUNCTION, reason });
+        status::INVALID_PARAMETER
+    };
+    let Some(volume) = instance_volume(instance) else { return misuse("not an instance handle") };
+    let file = inner.files.lock(file_object as u64).live.get(&file_object).map(|f| (f.volume, f.state, f.path.clone(), f.object.CurrentByteOffset));
+    let Some((file_volume, file_state, path, position)) = file else { return misuse("not an open FILE_OBJECT Filter Manager knows") };
+    if !matches!(file_state, state::FileState::Open | state::FileState::CleanedUp) {
+        return misuse("FILE_OBJECT not opened (the DDI: the file must be open)");
+    }
+    if file_volume != volume {
+        return misuse("FILE_OBJECT is not on the instance's volume");
+    }
+    if information.is_null() {
+        return misuse("FileInformation is NULL");
+    }
+    if !inner.volumes.read().unwrap_or_else(PoisonError::into_inner).get(volume).is_some_and(|v| v.mounted) {
+        return status::VOLUME_DISMOUNTED;
+    }
+    let directory = path.is_empty() || path.ends_with('\\');
+    let mut bytes = [0u8; 40];
+    let size = match class {
+        FILE_BASIC_INFORMATION => {
+            let attributes = if directory { ATTRIBUTE_DIRECTORY } else { ATTRIBUTE_NORMAL };
+            bytes[32..36].copy_from_slice(&attributes.to_le_bytes());
+            BASIC_SIZE
+        }
+        FILE_STANDARD_INFORMATION => {
+            bytes[16..20].copy_from_slice(&1u32.to_le_bytes());
+            bytes[21] = u8::from(directory);
+            STANDARD_SIZE
+        }
+        FILE_POSITION_INFORMATION => {
+            bytes[..8].copy_from_slice(&position.to_le_bytes());
+            POSITION_SIZE
+        }
+        _ => return status::INVALID_INFO_CLASS,
+    };
+    if length < size {
+        return status::INFO_LENGTH_MISMATCH;
+    }
+    // SAFETY: the caller's buffer holds `length` ≥ `size` bytes (the DDI's contract).
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), information, size as usize) };
+    put(returned, size);
+    status::SUCCESS
+}
+
 /// `FltSupportsStreamHandleContexts` (fltkernel.h; ≤ APC): whether the FILE_OBJECT's file
 /// system supports stream-handle contexts (D1; paging files do not, A9).
 extern "win64" fn flt_supports_stream_handle_contexts(file_object: usize) -> u8 {
@@ -289,6 +359,7 @@ pub fn resolve(name: &str) -> Option<usize> {
         "FltGetFileSystemType" => flt_get_file_system_type as *const () as usize,
         "FltIsVolumeWritable" => flt_is_volume_writable as *const () as usize,
         "FltIsDirectory" => flt_is_directory as *const () as usize,
+        "FltQueryInformationFile" => flt_query_information_file as *const () as usize,
         "FltSupportsStreamHandleContexts" => flt_supports_stream_handle_contexts as *const () as usize,
         "FltGetIrpName" => flt_get_irp_name as *const () as usize,
         _ => return None,
@@ -311,6 +382,7 @@ pub const DOCS: &[Emulated] = &[
     flt("FltGetFileSystemType", "≤ APC; the mounted volume's FLT_FILESYSTEM_TYPE (instance or volume)"),
     flt("FltIsVolumeWritable", "≤ APC; TRUE"),
     flt("FltIsDirectory", "≤ APC; TRUE for the root and paths ending in `\\`; unknown FILE_OBJECT → INVALID_PARAMETER"),
+    flt("FltQueryInformationFile", "PASSIVE; FileBasicInformation (times 0, attributes NORMAL/DIRECTORY), FileStandardInformation (sizes 0, 1 link, Directory), FilePositionInformation (CurrentByteOffset); shorter buffer → INFO_LENGTH_MISMATCH, other classes → INVALID_INFO_CLASS (MS-FSA 2.1.5.12); dismounted volume → VOLUME_DISMOUNTED; FILE_OBJECT not open / unknown, NULL buffer → INVALID_PARAMETER + InvalidParameter"),
     flt("FltSupportsStreamHandleContexts", "≤ APC; FALSE on volumes without stream contexts and for paging files (D1, A9)"),
     flt("FltGetIrpName", "any IRQL; static IRP_MJ_* names"),
 ];

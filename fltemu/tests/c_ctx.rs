@@ -37,6 +37,10 @@ fn each_ctx_bug_is_caught_by_the_default_scenario() {
         ("BUG_LEAK_NAME_INFO", "file name information structures leaked"),
         ("BUG_VOLUME_NOT_DEREFERENCED", "3 volume object reference(s) not dereferenced leaked at unload"),
         ("BUG_RESOURCE_NOT_DELETED", "ExFreePoolWithTag (ERESOURCE): freed pool holds an ERESOURCE never deleted"),
+        ("BUG_FILE_CONTEXT_LEAKED", "leaked at unload: File size 4 tag"),
+        ("BUG_NAME_OVER_RELEASED", "FltReleaseFileNameInformation released too often (0xF5/0x68)"),
+        ("BUG_LOCK_STALE_DATA", "FltLockUserBuffer: not callback data of a running operation"),
+        ("BUG_QUERY_IN_PRE_CREATE", "FltQueryInformationFile: FILE_OBJECT not opened"),
     ];
     for profile in [Profile::Release, Profile::Debug] {
         for (define, finding) in cases {

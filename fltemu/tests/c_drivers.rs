@@ -43,6 +43,7 @@ const SUM: u32 = 1;
 const COUNT: u32 = 2;
 const RAISE: u32 = 3;
 const UNWIND: u32 = 4;
+const LOCK: u32 = 5;
 
 fn command(command: u32, data: &[u8]) -> Vec<u8> {
     let mut bytes = command.to_le_bytes().to_vec();
@@ -214,6 +215,46 @@ fn bug_check_of(result: Result<Result<u32, i32>, EmuError>) -> (u32, [usize; 4],
     match result {
         Err(error @ EmuError::Stopped(Stop::BugCheck { code, params, .. })) => (code, params, error.to_string()),
         other => panic!("expected a bug check, got {other:?}"),
+    }
+}
+
+/// MmProbeAndLockPages over an output buffer the client may not write raises
+/// STATUS_ACCESS_VIOLATION into the driver's __except (no bug check, nothing leaked); without
+/// the __try the same call is bug check 0x1E.
+#[test]
+fn mm_probe_and_lock_pages_raises_into_the_drivers_except() {
+    for profile in [Profile::Release, Profile::Debug] {
+        let emulator = load(&CDriver::new("scanner").profile(profile));
+        let port = emulator.connect_port("\\ScannerPort", &[], 77).unwrap().unwrap();
+        port.set_probe(false);
+        let input = emulator.user_buffer_from(&command(LOCK, &[]));
+        let output = emulator.user_buffer(4);
+        assert_eq!(port.send_message(Some(&input), Some(&output)).unwrap(), Ok(4), "{profile:?}: a writable buffer locks");
+        assert_eq!(output.read(), 1u32.to_le_bytes(), "{profile:?}");
+        let read_only = emulator.user_buffer(4);
+        assert!(read_only.set_access(Access::ReadOnly));
+        assert_eq!(port.send_message(Some(&input), Some(&read_only)).unwrap(), Err(hresult(0xC000_0005)), "{profile:?}: read-only output");
+        let no_access = emulator.user_buffer(4);
+        assert!(no_access.set_access(Access::NoAccess));
+        assert_eq!(port.send_message(Some(&input), Some(&no_access)).unwrap(), Err(hresult(0xC000_0005)), "{profile:?}: no-access output");
+        port.close().unwrap();
+        let calls = emulator.calls();
+        let report = emulator.unload().unwrap();
+        assert!(report.is_clean(), "{profile:?}: {report}");
+        assert_eq!(calls.total("MmProbeAndLockPages"), 3, "{profile:?}");
+        assert_eq!(calls.total("MmUnlockPages"), 1, "{profile:?}");
+        drop(emulator);
+
+        let emulator = load(&CDriver::new("scanner").define("BUG_LOCK_WITHOUT_TRY").profile(profile));
+        let port = emulator.connect_port("\\ScannerPort", &[], 77).unwrap().unwrap();
+        port.set_probe(false);
+        let input = emulator.user_buffer_from(&command(LOCK, &[]));
+        let read_only = emulator.user_buffer(4);
+        assert!(read_only.set_access(Access::ReadOnly));
+        let (code, params, text) = bug_check_of(port.send_message(Some(&input), Some(&read_only)));
+        assert_eq!(code, 0x1E, "{profile:?}: {text}");
+        assert_eq!(params[0], 0xC000_0005, "{profile:?}: {text}");
+        std::mem::forget(port);
     }
 }
 

@@ -146,6 +146,7 @@ const SURFACE_BUGS: &[(&str, &str)] = &[
     ("bug-fast-mutex-recursive", "ExAcquireFastMutex (fast/guarded mutex): acquired again by its owner"),
     ("bug-critical-region-unbalanced", "a driver callback returned inside a critical region"),
     ("bug-name-info-leaked", "file name information structures leaked"),
+    ("bug-name-info-over-released", "FltReleaseFileNameInformation released too often (0xF5/0x68)"),
 ];
 
 #[test]

@@ -2,7 +2,8 @@
  * ctx.c: a context-keeping minifilter in C in the style of the samples' ctx (written from the
  * fltkernel.h DDI pages, not from the sample): an instance context per volume, a stream context
  * per stream holding the stream's final name component and an ERESOURCE guarding its counters,
- * a stream-handle context per open with its own ERESOURCE. Names come from
+ * a stream-handle context per open with its own ERESOURCE, a file context (shared by all of a
+ * file's streams) counting its opens. Names come from
  * FltGetFileNameInformation + FltParseFileNameInformation in post-create; each context's
  * cleanup callback deletes its resource and frees its pool; InstanceSetup reads the volume's
  * properties through a referenced volume object.
@@ -12,6 +13,12 @@
  *   BUG_VOLUME_NOT_DEREFERENCED InstanceSetup keeps the volume reference.
  *   BUG_RESOURCE_NOT_DELETED   the stream-handle cleanup frees the resource's pool without
  *                              ExDeleteResourceLite.
+ *   BUG_FILE_CONTEXT_LEAKED    pre-cleanup gets the file context and never releases it.
+ *   BUG_NAME_OVER_RELEASED     the name-cache check releases the cached block once too often.
+ *   BUG_LOCK_STALE_DATA        pre-cleanup calls FltLockUserBuffer on the callback data a
+ *                              finished pre-create kept.
+ *   BUG_QUERY_IN_PRE_CREATE    pre-create queries FileStandardInformation of the FILE_OBJECT the
+ *                              file system has not opened yet.
  */
 #include "fltemu_km_ctx.h"
 
@@ -36,7 +43,14 @@ typedef struct _STREAM_HANDLE_CONTEXT {
     ULONG Cleanups;
 } STREAM_HANDLE_CONTEXT, *PSTREAM_HANDLE_CONTEXT;
 
+typedef struct _FILE_CONTEXT {
+    volatile LONG Opens;
+} FILE_CONTEXT, *PFILE_CONTEXT;
+
 static PFLT_FILTER g_filter;
+#if defined(BUG_LOCK_STALE_DATA)
+static PFLT_CALLBACK_DATA volatile g_stale_data;
+#endif
 
 static PERESOURCE new_resource(void)
 {
@@ -80,6 +94,7 @@ static const FLT_CONTEXT_REGISTRATION contexts[] = {
     { FLT_INSTANCE_CONTEXT, 0, context_cleanup, sizeof(INSTANCE_CONTEXT), 0x6E494378 /* 'xCIn' */, NULL, NULL, NULL },
     { FLT_STREAM_CONTEXT, 0, context_cleanup, sizeof(STREAM_CONTEXT), 0x74534378 /* 'xCSt' */, NULL, NULL, NULL },
     { FLT_STREAMHANDLE_CONTEXT, 0, context_cleanup, sizeof(STREAM_HANDLE_CONTEXT), 0x68534378 /* 'xCSh' */, NULL, NULL, NULL },
+    { FLT_FILE_CONTEXT, 0, NULL, sizeof(FILE_CONTEXT), 0x69464378 /* 'xCFi' */, NULL, NULL, NULL },
     { FLT_CONTEXT_END, 0, NULL, 0, 0, NULL, NULL, NULL },
 };
 
@@ -123,6 +138,30 @@ static PSTREAM_CONTEXT stream_context(PCFLT_RELATED_OBJECTS objects, PCUNICODE_S
     return context;
 }
 
+/* Counts an open on the file's context, creating it first; volumes without file contexts
+ * answer STATUS_NOT_SUPPORTED and the open is not counted. */
+static void count_file_open(PCFLT_RELATED_OBJECTS objects)
+{
+    PFILE_CONTEXT context = NULL;
+    if (!NT_SUCCESS(FltGetFileContext(objects->Instance, objects->FileObject, (PFLT_CONTEXT *)&context))) {
+        if (!NT_SUCCESS(FltAllocateContext(g_filter, FLT_FILE_CONTEXT, sizeof(FILE_CONTEXT), NonPagedPoolNx, (PFLT_CONTEXT *)&context))) {
+            return;
+        }
+        context->Opens = 0;
+        PFILE_CONTEXT existing = NULL;
+        NTSTATUS status = FltSetFileContext(objects->Instance, objects->FileObject, FLT_SET_CONTEXT_KEEP_IF_EXISTS, context, (PFLT_CONTEXT *)&existing);
+        if (status == STATUS_FLT_CONTEXT_ALREADY_DEFINED) {
+            FltReleaseContext(context);
+            context = existing;
+        } else if (!NT_SUCCESS(status)) {
+            FltReleaseContext(context);
+            return;
+        }
+    }
+    _InterlockedIncrement(&context->Opens);
+    FltReleaseContext(context);
+}
+
 static void attach_handle_context(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects)
 {
     PSTREAM_HANDLE_CONTEXT context = NULL;
@@ -138,11 +177,92 @@ static void attach_handle_context(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS
     FltReleaseContext(context);
 }
 
+static PFLT_FILE_NAME_INFORMATION query_name(PFLT_CALLBACK_DATA data, ULONG options)
+{
+    PFLT_FILE_NAME_INFORMATION name = NULL;
+    return NT_SUCCESS(FltGetFileNameInformation(data, options, &name)) ? name : NULL;
+}
+
+/* What the driver relies on of the name cache (FLT_FILE_NAME_QUERY_* rules): a second DEFAULT
+ * query, a CACHE_ONLY one and the Unsafe variant return the cached block; FILESYSTEM_ONLY a
+ * fresh one; NORMALIZED its own block and format; SHORT the final component alone. Anything
+ * else is a bug check. */
+static void check_name_rules(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects)
+{
+    PFLT_FILE_NAME_INFORMATION first = query_name(data, FLT_FILE_NAME_OPENED | FLT_FILE_NAME_QUERY_DEFAULT);
+    PFLT_FILE_NAME_INFORMATION again = query_name(data, FLT_FILE_NAME_OPENED | FLT_FILE_NAME_QUERY_DEFAULT);
+    PFLT_FILE_NAME_INFORMATION cached = query_name(data, FLT_FILE_NAME_OPENED | FLT_FILE_NAME_QUERY_CACHE_ONLY);
+    PFLT_FILE_NAME_INFORMATION fresh = query_name(data, FLT_FILE_NAME_OPENED | FLT_FILE_NAME_QUERY_FILESYSTEM_ONLY);
+    PFLT_FILE_NAME_INFORMATION normalized = query_name(data, FLT_FILE_NAME_NORMALIZED | FLT_FILE_NAME_QUERY_DEFAULT);
+    PFLT_FILE_NAME_INFORMATION short_name = query_name(data, FLT_FILE_NAME_SHORT | FLT_FILE_NAME_QUERY_DEFAULT);
+    PFLT_FILE_NAME_INFORMATION by_object = NULL;
+    NTSTATUS status = FltGetFileNameInformationUnsafe(objects->FileObject, objects->Instance, FLT_FILE_NAME_OPENED | FLT_FILE_NAME_QUERY_DEFAULT, &by_object);
+    ULONG_PTR same = first != NULL && first == again && first == cached && first == by_object && NT_SUCCESS(status);
+    ULONG_PTR formats = fresh != NULL && fresh != first && fresh->Format == FLT_FILE_NAME_OPENED && normalized != NULL && normalized != first
+        && normalized->Format == FLT_FILE_NAME_NORMALIZED && first != NULL && normalized->Name.Length == first->Name.Length;
+    ULONG_PTR short_ok = short_name != NULL && first != NULL && short_name->Format == FLT_FILE_NAME_SHORT && short_name->Volume.Length == 0
+        && short_name->Name.Length < first->Name.Length;
+    PFLT_FILE_NAME_INFORMATION all[] = { first, again, cached, fresh, normalized, short_name, by_object };
+    for (ULONG i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        if (all[i] != NULL) {
+            FltReleaseFileNameInformation(all[i]);
+        }
+    }
+#if defined(BUG_NAME_OVER_RELEASED)
+    if (first != NULL) {
+        FltReleaseFileNameInformation(first);
+    }
+#endif
+    if (!same || !formats || !short_ok) {
+        KeBugCheckEx(0x4354584E /* 'CTXN' */, same, formats, short_ok, 0);
+    }
+}
+
+/* What post-create relies on of FltQueryInformationFile on the opened FILE_OBJECT; anything
+ * else is a bug check. */
+static void check_file_information(PCFLT_RELATED_OBJECTS objects)
+{
+    FILE_STANDARD_INFORMATION standard;
+    FILE_BASIC_INFORMATION basic;
+    LONGLONG position = -1;
+    ULONG returned = 0;
+    ULONG_PTR failures = 0;
+    NTSTATUS status = FltQueryInformationFile(objects->Instance, objects->FileObject, &standard, sizeof(standard), FileStandardInformation, &returned);
+    failures |= !NT_SUCCESS(status) || returned != sizeof(standard) || standard.NumberOfLinks != 1 || standard.DeletePending ? 0x1 : 0;
+    status = FltQueryInformationFile(objects->Instance, objects->FileObject, &basic, sizeof(basic), FileBasicInformation, &returned);
+    failures |= !NT_SUCCESS(status) || returned != sizeof(basic) || (basic.FileAttributes != 0x80 && basic.FileAttributes != 0x10) ? 0x2 : 0;
+    status = FltQueryInformationFile(objects->Instance, objects->FileObject, &position, sizeof(position), FilePositionInformation, &returned);
+    failures |= !NT_SUCCESS(status) || returned != sizeof(position) || position != 0 ? 0x4 : 0;
+    status = FltQueryInformationFile(objects->Instance, objects->FileObject, &standard, 16, FileStandardInformation, &returned);
+    failures |= status != STATUS_INFO_LENGTH_MISMATCH || returned != 0 ? 0x8 : 0;
+    status = FltQueryInformationFile(objects->Instance, objects->FileObject, &standard, sizeof(standard), 1 /* FileDirectoryInformation */, NULL);
+    failures |= status != STATUS_INVALID_INFO_CLASS ? 0x10 : 0;
+    if (failures != 0) {
+        KeBugCheckEx(0x43545849 /* 'CTXI' */, failures, (ULONG_PTR)status, 0, 0);
+    }
+}
+
+/* A create has no buffer to lock: FltLockUserBuffer must refuse it with INVALID_PARAMETER. */
+static void check_lock_user_buffer(PFLT_CALLBACK_DATA data)
+{
+    NTSTATUS status = FltLockUserBuffer(data);
+    if (status != STATUS_INVALID_PARAMETER) {
+        KeBugCheckEx(0x4354584C /* 'CTXL' */, (ULONG_PTR)status, 0, 0, 0);
+    }
+}
+
 static FLT_PREOP_CALLBACK_STATUS pre_create(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID *completion)
 {
     UNREFERENCED_PARAMETER(data);
     UNREFERENCED_PARAMETER(objects);
     *completion = NULL;
+#if defined(BUG_LOCK_STALE_DATA)
+    g_stale_data = data;
+#endif
+#if defined(BUG_QUERY_IN_PRE_CREATE)
+    FILE_STANDARD_INFORMATION standard;
+    FltQueryInformationFile(objects->Instance, objects->FileObject, &standard, sizeof(standard), FileStandardInformation, NULL);
+#endif
     return FLT_PREOP_SUCCESS_WITH_CALLBACK;
 }
 
@@ -158,6 +278,9 @@ static FLT_POSTOP_CALLBACK_STATUS post_create(PFLT_CALLBACK_DATA data, PCFLT_REL
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
     FltParseFileNameInformation(name);
+    check_name_rules(data, objects);
+    check_file_information(objects);
+    check_lock_user_buffer(data);
     PSTREAM_CONTEXT stream = stream_context(objects, &name->FinalComponent);
 #if !defined(BUG_LEAK_NAME_INFO)
     FltReleaseFileNameInformation(name);
@@ -169,6 +292,7 @@ static FLT_POSTOP_CALLBACK_STATUS post_create(PFLT_CALLBACK_DATA data, PCFLT_REL
         FltReleaseContext(stream);
         attach_handle_context(data, objects);
     }
+    count_file_open(objects);
     PINSTANCE_CONTEXT instance = NULL;
     if (NT_SUCCESS(FltGetInstanceContext(objects->Instance, (PFLT_CONTEXT *)&instance))) {
         _InterlockedIncrement(&instance->Opens);
@@ -181,6 +305,11 @@ static FLT_PREOP_CALLBACK_STATUS pre_cleanup(PFLT_CALLBACK_DATA data, PCFLT_RELA
 {
     UNREFERENCED_PARAMETER(data);
     *completion = NULL;
+#if defined(BUG_LOCK_STALE_DATA)
+    if (g_stale_data != NULL) {
+        FltLockUserBuffer(g_stale_data);
+    }
+#endif
     PSTREAM_HANDLE_CONTEXT handle = NULL;
     if (NT_SUCCESS(FltGetStreamHandleContext(objects->Instance, objects->FileObject, (PFLT_CONTEXT *)&handle))) {
         KeEnterCriticalRegion();
@@ -199,6 +328,13 @@ static FLT_PREOP_CALLBACK_STATUS pre_cleanup(PFLT_CALLBACK_DATA data, PCFLT_RELA
         stream->Cleanups = stream->Cleanups < creates ? stream->Cleanups + 1 : stream->Cleanups;
         FltReleaseResource(stream->Resource);
         FltReleaseContext(stream);
+    }
+    PFILE_CONTEXT file = NULL;
+    if (NT_SUCCESS(FltGetFileContext(objects->Instance, objects->FileObject, (PFLT_CONTEXT *)&file))) {
+        _InterlockedDecrement(&file->Opens);
+#if !defined(BUG_FILE_CONTEXT_LEAKED)
+        FltReleaseContext(file);
+#endif
     }
     return FLT_PREOP_SUCCESS_NO_CALLBACK;
 }

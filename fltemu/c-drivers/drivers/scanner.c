@@ -12,6 +12,8 @@
  *                matching that code: returns the status
  *   4 UNWIND     output ULONG: how many __finally blocks ran while an ExRaiseStatus inside
  *                two nested __try/__finally unwound to the outer __except (2 per call)
+ *   5 LOCK       locks the output buffer for write through an MDL (MmProbeAndLockPages inside
+ *                __try), unlocks and frees it; output ULONG 1, or the exception's status
  *
  * One-bug variants (each a /D switch):
  *   BUG_NO_TRY              the data is copied without __try: a bad buffer is bug check 0x1E
@@ -20,6 +22,8 @@
  *   BUG_GS_OVERRUN          SUM copies the data into a 16-byte stack buffer without checking
  *                           the length: the /GS cookie catches it (bug check 0xF7)
  *   BUG_RAISE_UNCAUGHT      RAISE calls ExRaiseStatus outside any __try (bug check 0x1E)
+ *   BUG_LOCK_WITHOUT_TRY    LOCK calls MmProbeAndLockPages outside __try: a bad output buffer
+ *                           is bug check 0x1E
  *   BUG_CONTINUE_RAISE      RAISE's filter answers EXCEPTION_CONTINUE_EXECUTION to ExRaiseStatus,
  *                           whose exception is noncontinuable (bug check 0x1E with
  *                           STATUS_NONCONTINUABLE_EXCEPTION)
@@ -31,6 +35,7 @@
 #define SCANNER_COUNT 2
 #define SCANNER_RAISE 3
 #define SCANNER_UNWIND 4
+#define SCANNER_LOCK 5
 #define SCANNER_MAX_DATA 4096
 
 typedef struct _SCANNER_COMMAND {
@@ -115,6 +120,31 @@ static __declspec(noinline) VOID store_ulong(PVOID output, ULONG value)
     *(volatile ULONG *)output = value;
 }
 
+/* Locks `output` for write through an MDL and lets it go again; MmProbeAndLockPages raises
+ * STATUS_ACCESS_VIOLATION for a range the caller may not write. */
+static NTSTATUS lock_output(PVOID output, ULONG output_length)
+{
+    PMDL mdl = IoAllocateMdl(output, output_length, FALSE, FALSE, NULL);
+    if (mdl == NULL) {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    }
+    NTSTATUS status = STATUS_SUCCESS;
+#if defined(BUG_LOCK_WITHOUT_TRY)
+    MmProbeAndLockPages(mdl, UserMode, IoWriteAccess);
+#else
+    __try {
+        MmProbeAndLockPages(mdl, UserMode, IoWriteAccess);
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        status = GetExceptionCode();
+    }
+#endif
+    if (NT_SUCCESS(status)) {
+        MmUnlockPages(mdl);
+    }
+    IoFreeMdl(mdl);
+    return status;
+}
+
 static NTSTATUS reply_ulong(PVOID output, ULONG output_length, ULONG value, PULONG returned)
 {
     if (output == NULL || output_length < sizeof(ULONG)) {
@@ -194,6 +224,12 @@ static NTSTATUS message_notify(PVOID cookie, PVOID input, ULONG input_length, PV
             }
             break;
         }
+        case SCANNER_LOCK:
+            status = output == NULL || output_length < sizeof(ULONG) ? STATUS_BUFFER_TOO_SMALL : lock_output(output, output_length);
+            if (NT_SUCCESS(status)) {
+                status = reply_ulong(output, output_length, 1, returned);
+            }
+            break;
         default:
             status = STATUS_INVALID_PARAMETER;
             break;

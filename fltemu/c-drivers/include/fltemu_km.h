@@ -128,6 +128,17 @@ __declspec(dllimport) VOID ExFreePoolWithTag(PVOID P, ULONG Tag);
 __declspec(dllimport) __declspec(noreturn) VOID ExRaiseStatus(NTSTATUS Status);
 __declspec(dllimport) VOID ProbeForRead(const volatile VOID *Address, SIZE_T Length, ULONG Alignment);
 __declspec(dllimport) VOID ProbeForWrite(volatile VOID *Address, SIZE_T Length, ULONG Alignment);
+
+/* ---- MDLs (wdm.h; the MDL is opaque here) ------------------------------------------------------ */
+typedef struct _MDL *PMDL;
+typedef CHAR KPROCESSOR_MODE;
+#define KernelMode 0
+#define UserMode   1
+typedef enum _LOCK_OPERATION { IoReadAccess = 0, IoWriteAccess = 1, IoModifyAccess = 2 } LOCK_OPERATION;
+__declspec(dllimport) PMDL IoAllocateMdl(PVOID VirtualAddress, ULONG Length, BOOLEAN SecondaryBuffer, BOOLEAN ChargeQuota, PVOID Irp);
+__declspec(dllimport) VOID IoFreeMdl(PMDL Mdl);
+__declspec(dllimport) VOID MmProbeAndLockPages(PMDL MemoryDescriptorList, KPROCESSOR_MODE AccessMode, LOCK_OPERATION Operation);
+__declspec(dllimport) VOID MmUnlockPages(PMDL MemoryDescriptorList);
 __declspec(dllimport) HANDLE PsGetCurrentProcessId(VOID);
 #define DPFLTR_IHVDRIVER_ID 77
 #define DPFLTR_ERROR_LEVEL 0

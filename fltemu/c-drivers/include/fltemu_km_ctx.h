@@ -39,13 +39,19 @@ __declspec(dllimport) NTSTATUS FltGetInstanceContext(PFLT_INSTANCE Instance, PFL
 __declspec(dllimport) NTSTATUS FltSetInstanceContext(PFLT_INSTANCE Instance, FLT_SET_CONTEXT_OPERATION Operation, PFLT_CONTEXT NewContext, PFLT_CONTEXT *OldContext);
 __declspec(dllimport) NTSTATUS FltGetStreamContext(PFLT_INSTANCE Instance, PFILE_OBJECT FileObject, PFLT_CONTEXT *Context);
 __declspec(dllimport) NTSTATUS FltSetStreamContext(PFLT_INSTANCE Instance, PFILE_OBJECT FileObject, FLT_SET_CONTEXT_OPERATION Operation, PFLT_CONTEXT NewContext, PFLT_CONTEXT *OldContext);
+__declspec(dllimport) NTSTATUS FltGetFileContext(PFLT_INSTANCE Instance, PFILE_OBJECT FileObject, PFLT_CONTEXT *Context);
+__declspec(dllimport) NTSTATUS FltSetFileContext(PFLT_INSTANCE Instance, PFILE_OBJECT FileObject, FLT_SET_CONTEXT_OPERATION Operation, PFLT_CONTEXT NewContext, PFLT_CONTEXT *OldContext);
+__declspec(dllimport) NTSTATUS FltDeleteFileContext(PFLT_INSTANCE Instance, PFILE_OBJECT FileObject, PFLT_CONTEXT *OldContext);
 __declspec(dllimport) NTSTATUS FltGetStreamHandleContext(PFLT_INSTANCE Instance, PFILE_OBJECT FileObject, PFLT_CONTEXT *Context);
 __declspec(dllimport) NTSTATUS FltSetStreamHandleContext(PFLT_INSTANCE Instance, PFILE_OBJECT FileObject, FLT_SET_CONTEXT_OPERATION Operation, PFLT_CONTEXT NewContext, PFLT_CONTEXT *OldContext);
 
 /* ---- file-name information (fltkernel.h) ----------------------------------------------------- */
 #define FLT_FILE_NAME_NORMALIZED    0x01
 #define FLT_FILE_NAME_OPENED        0x02
+#define FLT_FILE_NAME_SHORT         0x03
 #define FLT_FILE_NAME_QUERY_DEFAULT 0x0100
+#define FLT_FILE_NAME_QUERY_CACHE_ONLY 0x0200
+#define FLT_FILE_NAME_QUERY_FILESYSTEM_ONLY 0x0300
 typedef struct _FLT_FILE_NAME_INFORMATION {
     USHORT Size;
     USHORT NamesParsed;
@@ -61,7 +67,33 @@ typedef struct _FLT_FILE_NAME_INFORMATION {
 _Static_assert(sizeof(FLT_FILE_NAME_INFORMATION) == 0x78, "FLT_FILE_NAME_INFORMATION layout");
 __declspec(dllimport) NTSTATUS FltGetFileNameInformation(PFLT_CALLBACK_DATA CallbackData, ULONG NameOptions, PFLT_FILE_NAME_INFORMATION *FileNameInformation);
 __declspec(dllimport) NTSTATUS FltParseFileNameInformation(PFLT_FILE_NAME_INFORMATION FileNameInformation);
+__declspec(dllimport) NTSTATUS FltGetFileNameInformationUnsafe(PFILE_OBJECT FileObject, PFLT_INSTANCE Instance, ULONG NameOptions, PFLT_FILE_NAME_INFORMATION *FileNameInformation);
 __declspec(dllimport) VOID FltReleaseFileNameInformation(PFLT_FILE_NAME_INFORMATION FileNameInformation);
+
+/* ---- file information (fltkernel.h, wdm.h FILE_INFORMATION_CLASS) ----------------------------- */
+#define FileBasicInformation    4
+#define FileStandardInformation 5
+#define FilePositionInformation 14
+#define STATUS_INFO_LENGTH_MISMATCH ((NTSTATUS)0xC0000004L)
+#define STATUS_INVALID_INFO_CLASS   ((NTSTATUS)0xC0000003L)
+typedef struct _FILE_STANDARD_INFORMATION {
+    LONGLONG AllocationSize;
+    LONGLONG EndOfFile;
+    ULONG NumberOfLinks;
+    BOOLEAN DeletePending;
+    BOOLEAN Directory;
+} FILE_STANDARD_INFORMATION;
+_Static_assert(sizeof(FILE_STANDARD_INFORMATION) == 24, "FILE_STANDARD_INFORMATION layout");
+typedef struct _FILE_BASIC_INFORMATION {
+    LONGLONG CreationTime;
+    LONGLONG LastAccessTime;
+    LONGLONG LastWriteTime;
+    LONGLONG ChangeTime;
+    ULONG FileAttributes;
+} FILE_BASIC_INFORMATION;
+_Static_assert(sizeof(FILE_BASIC_INFORMATION) == 40, "FILE_BASIC_INFORMATION layout");
+__declspec(dllimport) NTSTATUS FltLockUserBuffer(PFLT_CALLBACK_DATA CallbackData);
+__declspec(dllimport) NTSTATUS FltQueryInformationFile(PFLT_INSTANCE Instance, PFILE_OBJECT FileObject, PVOID FileInformation, ULONG Length, ULONG FileInformationClass, PULONG LengthReturned);
 
 /* ---- volumes (fltkernel.h) ------------------------------------------------------------------- */
 __declspec(dllimport) NTSTATUS FltGetVolumeFromInstance(PFLT_INSTANCE Instance, PFLT_VOLUME *RetVolume);

@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use windows_sys::Wdk::Foundation::{ERESOURCE, FAST_MUTEX, KEVENT, NonPagedPoolNx, PEPROCESS};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_FILE_NAME_INFORMATION, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING, FLT_RELATED_OBJECTS, FLT_VOLUME_PROPERTIES,
-    FltAcquireResourceExclusive, FltGetFileNameInformation, FltGetIrpName, FltGetVolumeFromInstance, FltGetVolumeProperties, FltIsDirectory,
+    FltAcquireResourceExclusive, FltGetFileNameInformation, FltGetFileNameInformationUnsafe, FltGetIrpName, FltGetVolumeFromInstance, FltGetVolumeProperties, FltIsDirectory,
     FltCancelFileOpen, FltGetRequestorProcess, FltObjectDereference, FltParseFileNameInformation, FltRequestOperationStatusCallback, FLT_IO_PARAMETER_BLOCK, FltReleaseFileNameInformation, FltReleaseResource, PFLT_VOLUME,
 };
 use windows_sys::Wdk::Storage::FileSystem::{PsLookupProcessByProcessId, SeLocateProcessImageName};
@@ -257,22 +257,81 @@ fn mdl_over_pool() {
     unsafe { ExFreePool(buffer) };
 }
 
-fn names(data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS) {
+/// One name query: the block, or NULL on failure.
+fn name_query(data: *mut FLT_CALLBACK_DATA, options: u32) -> *mut FLT_FILE_NAME_INFORMATION {
     let mut name: *mut FLT_FILE_NAME_INFORMATION = core::ptr::null_mut();
-    // SAFETY: the callback data of this operation; FLT_FILE_NAME_OPENED | QUERY_DEFAULT.
-    if unsafe { FltGetFileNameInformation(data, 0x0002 | 0x0100, &raw mut name) } < 0 {
+    // SAFETY: the callback data of this operation; the out pointer is a local.
+    if unsafe { FltGetFileNameInformation(data, options, &raw mut name) } < 0 {
+        return core::ptr::null_mut();
+    }
+    name
+}
+
+/// A copy of a name block's header (None for NULL).
+fn read_name(name: *mut FLT_FILE_NAME_INFORMATION) -> Option<FLT_FILE_NAME_INFORMATION> {
+    // SAFETY: NULL or a live block a name query returned and not yet released.
+    (!name.is_null()).then(|| unsafe { name.read() })
+}
+
+fn release_name(name: *mut FLT_FILE_NAME_INFORMATION) {
+    if !name.is_null() {
+        // SAFETY: a reference a name query returned.
+        unsafe { FltReleaseFileNameInformation(name) };
+    }
+}
+
+/// The name rules a post-create relies on: while the opened stream's name is cached a second
+/// DEFAULT query and a CACHE_ONLY one return the same block, FILESYSTEM_ONLY a fresh one,
+/// NORMALIZED its own block with its own format, SHORT the final component alone, and the
+/// Unsafe variant the cached block again. Any other answer is a bug check.
+fn name_rules(data: *mut FLT_CALLBACK_DATA, file_object: *const windows_sys::Wdk::Foundation::FILE_OBJECT, instance: windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_INSTANCE) {
+    const OPENED: u32 = 0x2;
+    const NORMALIZED: u32 = 0x1;
+    const SHORT: u32 = 0x3;
+    let first = name_query(data, OPENED | 0x100);
+    let again = name_query(data, OPENED | 0x100);
+    let cache_only = name_query(data, OPENED | 0x200);
+    let fresh = name_query(data, OPENED | 0x300);
+    let normalized = name_query(data, NORMALIZED | 0x100);
+    let short = name_query(data, SHORT | 0x100);
+    let mut unsafe_name: *mut FLT_FILE_NAME_INFORMATION = core::ptr::null_mut();
+    // SAFETY: the operation's opened FILE_OBJECT and instance; the out pointer is a local.
+    let unsafe_status = unsafe { FltGetFileNameInformationUnsafe(file_object, instance, OPENED | 0x100, &raw mut unsafe_name) };
+    let same = !first.is_null() && first == again && first == cache_only && first == unsafe_name && unsafe_status >= 0;
+    let (first_info, fresh_info, normalized_info, short_info) = (read_name(first), read_name(fresh), read_name(normalized), read_name(short));
+    let formats = fresh != first
+        && normalized != first
+        && fresh_info.is_some_and(|n| n.Format == OPENED)
+        && normalized_info.zip(first_info).is_some_and(|(n, f)| n.Format == NORMALIZED && n.Name.Length == f.Name.Length);
+    // A short name has no volume or directory part.
+    let short_ok = short_info.zip(first_info).is_some_and(|(s, f)| s.Format == SHORT && s.Volume.Length == 0 && s.Name.Length < f.Name.Length);
+    for name in [first, again, cache_only, fresh, normalized, short, unsafe_name] {
+        release_name(name);
+    }
+    if cfg!(feature = "bug-name-info-over-released") {
+        release_name(first);
+    }
+    if !(same && formats && short_ok) {
+        // SAFETY: KeBugCheckEx never returns.
+        unsafe { ntoskrnl_imports::KeBugCheckEx(0x4658_5346, 8, usize::from(same), usize::from(formats), usize::from(short_ok)) };
+    }
+}
+
+fn names(data: *mut FLT_CALLBACK_DATA, objects: *const FLT_RELATED_OBJECTS) {
+    let name = name_query(data, 0x0002 | 0x0100);
+    if name.is_null() {
         return;
     }
     // SAFETY: the name information just returned.
     unsafe { FltParseFileNameInformation(name) };
     if !cfg!(feature = "bug-name-info-leaked") {
-        // SAFETY: the reference FltGetFileNameInformation returned.
-        unsafe { FltReleaseFileNameInformation(name) };
+        release_name(name);
     }
     let mut directory = false;
     // SAFETY: Filter Manager passes valid related objects.
     let related = unsafe { objects.read() };
     let (file_object, instance) = (related.FileObject, related.Instance);
+    name_rules(data, file_object, instance);
     // SAFETY: the operation's FILE_OBJECT and instance.
     unsafe { FltIsDirectory(file_object, instance, &raw mut directory) };
     // SAFETY: a static string.
