@@ -1,25 +1,10 @@
 //! The `fltemu` command: exit codes, scenarios, scripts and JSON output.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod fixture_build;
 
-/// Builds a fixture image with `feature` into its own target directory.
-fn fixture(feature: Option<&str>) -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let outer = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
-    let target = outer.join("nested").join(feature.unwrap_or("default"));
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command
-        .current_dir(&workspace)
-        .args(["build", "--release", "--quiet", "-p", "fltemu-fixture-driver", "--target", "x86_64-pc-windows-msvc", "--target-dir"])
-        .arg(&target);
-    if let Some(feature) = feature {
-        command.args(["--features", feature]);
-    }
-    assert!(command.status().expect("cargo starts").success());
-    target.join("x86_64-pc-windows-msvc/release/fltemu_fixture_driver.dll")
-}
+use fixture_build::fixture;
+use std::process::Command;
 
 fn fltemu(args: &[&str]) -> (i32, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_fltemu")).args(args).output().expect("fltemu runs");

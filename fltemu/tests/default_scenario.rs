@@ -2,31 +2,11 @@
 //! on the correct ones.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod fixture_build;
 
-/// Builds the fixture driver with `feature` in one shared target directory (only the fixture
-/// crate is rebuilt per variant) and returns a copy of the image named after it.
-fn fixture(feature: Option<&str>) -> PathBuf {
-    // Build and copy under one lock: another test's build would overwrite the image first.
-    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _serial = BUILD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let outer = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
-    let target = outer.join("nested").join("fixture-variants");
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command
-        .current_dir(&workspace)
-        .args(["build", "--release", "--quiet", "-p", "fltemu-fixture-driver", "--target", "x86_64-pc-windows-msvc", "--target-dir"])
-        .arg(&target);
-    if let Some(feature) = feature {
-        command.args(["--features", feature]);
-    }
-    assert!(command.status().expect("cargo starts").success());
-    let copy = target.join(format!("fixture-{}.sys", feature.unwrap_or("default")));
-    std::fs::copy(target.join("x86_64-pc-windows-msvc/release/fltemu_fixture_driver.dll"), &copy).expect("copy the image");
-    copy
-}
+use fixture_build::fixture;
+use std::path::Path;
+use std::process::Command;
 
 fn bare_run(image: &Path) -> (i32, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_fltemu")).arg("run").arg(image).args(["--call-timeout-ms", "3000"]).output().expect("fltemu runs");

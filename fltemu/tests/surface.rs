@@ -3,35 +3,22 @@
 //! each object type's leak and wrong-release checks fire on the one-bug variants.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+mod fixture_build;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 use fltemu::imports::Binding;
 use fltemu::{Config, EmuError, Emulator, LoadError};
 
-/// Builds the surface fixture with `features` (one shared target directory, so only the crate
-/// itself is rebuilt per variant) and returns a copy of the image named after the variant.
+/// Builds the surface fixture with `features` and returns a test-signed copy of the image named
+/// after the variant.
 fn surface(features: &[&str]) -> PathBuf {
-    static BUILD: Mutex<()> = Mutex::new(());
-    let _serial = BUILD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let outer = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
-    let target = outer.join("nested").join("surface-fixture");
-    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command
-        .current_dir(&workspace)
-        .args(["build", "--release", "--quiet", "-p", "fltemu-surface-fixture", "--target", "x86_64-pc-windows-msvc", "--target-dir"])
-        .arg(&target);
-    if !features.is_empty() {
-        command.arg("--features").arg(features.join(","));
-    }
-    assert!(command.status().expect("cargo starts").success(), "building the surface fixture with {features:?} failed");
-    let built = target.join("x86_64-pc-windows-msvc/release/fltemu_surface_fixture.dll");
+    let built = fixture_build::build("fltemu-surface-fixture", "fltemu_surface_fixture", "surface-fixture", "unsigned", features);
     let name = if features.is_empty() { "default".to_owned() } else { features.join("+") };
-    let copy = target.join(format!("surface-{name}.sys"));
-    sign(&built, &copy, &target);
-    copy
+    let signed = built.with_file_name(format!("surface-{name}.sys"));
+    sign(&built, &signed, built.parent().expect("the image is in a directory"));
+    signed
 }
 
 /// Test-signs `image` into `signed` (Authenticode SHA-256, a throw-away certificate made once in
