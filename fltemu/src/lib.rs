@@ -42,6 +42,7 @@ mod rtl;
 mod sync;
 mod system;
 mod volume;
+mod wild;
 pub mod pe;
 mod port;
 mod printf;
@@ -428,8 +429,9 @@ pub(crate) fn resolve_import(dll: &str, name: &str) -> Option<usize> {
             .or_else(|| ps::resolve(name))
             .or_else(|| rtl::resolve(name))
             .or_else(|| mdl::resolve(name))
-            .or_else(|| system::resolve(name)),
-        "fltmgr.sys" => flt::resolve(name).or_else(|| volume::resolve(name)).or_else(|| pool::resolve_flt(name)).or_else(|| resource::resolve_flt(name)).or_else(|| system::resolve_flt(name)).or_else(|| createpath::resolve(name)),
+            .or_else(|| system::resolve(name))
+            .or_else(|| wild::resolve(name)),
+        "fltmgr.sys" => flt::resolve(name).or_else(|| volume::resolve(name)).or_else(|| pool::resolve_flt(name)).or_else(|| resource::resolve_flt(name)).or_else(|| system::resolve_flt(name)).or_else(|| createpath::resolve(name)).or_else(|| wild::resolve_flt(name)),
         _ => None,
     }
 }

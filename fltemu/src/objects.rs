@@ -32,6 +32,14 @@ pub enum ObjectKind {
     Mdl,
     /// A critical region (KeEnterCriticalRegion … KeLeaveCriticalRegion).
     CriticalRegion,
+    /// A kernel handle (ZwOpenProcess, ObOpenObjectByPointer, PsCreateSystemThread … ZwClose).
+    Handle,
+    /// A system thread (PsCreateSystemThread) still running.
+    SystemThread,
+    /// A callback registration (ObRegisterCallbacks, image-load / thread notify routines).
+    Callback,
+    /// A device object or symbolic link (IoCreateDevice, IoCreateSymbolicLink).
+    Device,
 }
 
 impl ObjectKind {
@@ -49,6 +57,10 @@ impl ObjectKind {
             ObjectKind::LookasideList => "lookaside list",
             ObjectKind::Mdl => "MDL",
             ObjectKind::CriticalRegion => "critical region",
+            ObjectKind::Handle => "kernel handle",
+            ObjectKind::SystemThread => "system thread",
+            ObjectKind::Callback => "callback registration",
+            ObjectKind::Device => "device object / symbolic link",
         }
     }
 }
@@ -67,6 +79,10 @@ impl fmt::Display for ObjectKind {
             ObjectKind::LookasideList => "lookaside list(s) not deleted",
             ObjectKind::Mdl => "MDL(s) not freed",
             ObjectKind::CriticalRegion => "critical region",
+            ObjectKind::Handle => "kernel handle(s) not closed",
+            ObjectKind::SystemThread => "system thread(s) still running",
+            ObjectKind::Callback => "callback registration(s) not removed",
+            ObjectKind::Device => "device object(s) / symbolic link(s) not deleted",
         })
     }
 }
@@ -120,6 +136,7 @@ pub fn reset() {
     crate::volume::reset();
     crate::mdl::reset();
     crate::createpath::reset();
+    crate::wild::reset();
 }
 
 /// What every module still holds at the end of unload.
@@ -132,6 +149,7 @@ pub fn leaks() -> Vec<Violation> {
         .chain(crate::ps::outstanding())
         .chain(crate::volume::outstanding())
         .chain(crate::mdl::outstanding())
+        .chain(crate::wild::outstanding())
     {
         if count > 0 {
             found.push(Violation::ObjectLeaked { kind, count });

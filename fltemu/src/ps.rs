@@ -51,7 +51,8 @@ pub fn process_of(pid: u32) -> usize {
     process_object(pid)
 }
 
-fn thread_object() -> usize {
+/// This host thread's thread object (PsGetCurrentThread; also wild.rs's system threads).
+pub fn thread_object() -> usize {
     let tid = objects::thread_id();
     let pid = exec::current_pid();
     let address = BY_THREAD.with(|t| *t.entry(tid).or_insert_with(new_block));
@@ -92,6 +93,35 @@ extern "win64" fn ps_get_current_thread() -> usize {
 extern "win64" fn ps_get_current_thread_id() -> usize {
     objects::count("PsGetCurrentThreadId", 15);
     objects::thread_id()
+}
+
+/// The pid of a process object, or None (wild.rs's handles and process queries).
+pub fn pid_of(object: usize) -> Option<u32> {
+    match kind_of(object) {
+        Some(Kind::Process(pid)) => Some(pid),
+        _ => None,
+    }
+}
+
+/// The thread id of a thread object (0 if it is not one).
+pub fn thread_id_of(object: usize) -> usize {
+    match kind_of(object) {
+        Some(Kind::Thread(tid, _)) => tid,
+        _ => 0,
+    }
+}
+
+/// Whether `object` is one of this module's thread objects.
+pub fn is_thread(object: usize) -> bool {
+    matches!(kind_of(object), Some(Kind::Thread(..)))
+}
+
+/// One more driver reference on `object`, without counting a call (ObReferenceObjectByHandle
+/// hands out a reference the driver must drop with ObDereferenceObject).
+pub fn add_reference(object: usize) {
+    if OBJECTS.with(|t| t.get_mut(&object).map(|o| o.driver_refs += 1)).is_none() {
+        FOREIGN.with(|t| *t.entry(object).or_insert(0) += 1);
+    }
 }
 
 fn kind_of(object: usize) -> Option<Kind> {
@@ -269,7 +299,7 @@ extern "win64" fn ps_set_create_process_notify_routine_ex(routine: usize, remove
 }
 
 /// Whether the loaded image has IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY (0x80).
-fn image_forces_integrity() -> bool {
+pub fn image_forces_integrity() -> bool {
     let Some(inner) = crate::state::current() else { return false };
     let base = inner.image.base;
     // SAFETY: the mapped image's headers are readable (mapped PROT_READ); e_lfanew at 0x3C.

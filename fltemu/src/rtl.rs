@@ -603,10 +603,14 @@ extern "win64" fn dbg_print(format: usize, a0: u64, a1: u64, a2: u64, a3: u64, a
     status::SUCCESS
 }
 
-/// `ZwClose` (wdm.h; PASSIVE): fltemu hands out no kernel handles, so every handle is invalid
-/// (STATUS_INVALID_HANDLE), which is what a driver closing a handle it never opened gets.
-extern "win64" fn zw_close(_handle: usize) -> i32 {
+/// `ZwClose` (wdm.h; PASSIVE): closes a handle wild.rs handed out (process, thread); any other
+/// handle is invalid (STATUS_INVALID_HANDLE), which is what a driver closing a handle it never
+/// opened gets.
+extern "win64" fn zw_close(handle: usize) -> i32 {
     objects::count("ZwClose", PASSIVE_LEVEL);
+    if crate::wild::close_handle(handle) {
+        return status::SUCCESS;
+    }
     objects::flag(crate::Violation::InvalidParameter { function: "ZwClose", reason: "not a handle fltemu handed out" });
     0xC000_0008_u32.cast_signed()
 }
@@ -705,7 +709,7 @@ pub const DOCS: &[Emulated] = &[
     crt("_snprintf", "snprintf-snprintf-snprintf-l-snwprintf-snwprintf-l", "variadic _vsnprintf (≤ 10 slots)"),
     crt("swprintf_s", "sprintf-s-sprintf-s-l-swprintf-s-swprintf-s-l", "must fit with its NUL, else empty buffer, −1 and InvalidParameter"),
     ddi("DbgPrint", "wdm", "as DbgPrintEx (≤ 10 variadic slots)"),
-    ddi("ZwClose", "wdm", "PASSIVE; fltemu hands out no handles: STATUS_INVALID_HANDLE + InvalidParameter"),
+    ddi("ZwClose", "wdm", "PASSIVE; closes a process or thread handle fltemu handed out (ZwOpenProcess, ObOpenObjectByPointer, PsCreateSystemThread); any other handle → STATUS_INVALID_HANDLE + InvalidParameter"),
 ];
 
 #[cfg(test)]

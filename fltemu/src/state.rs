@@ -673,6 +673,9 @@ pub fn uninstall() {
 
 /// The live emulator, for the exports.
 pub fn current() -> Option<&'static Inner> {
+    if crate::wild::stale_thread() {
+        return None;
+    }
     let pointer = CURRENT.load(Ordering::Acquire);
     // SAFETY: the pointer is set from an Arc that CURRENT_ARC keeps alive until `uninstall`,
     // and the emulator is only dropped after no driver code runs (or leaked when it might).

@@ -116,6 +116,25 @@ extern "win64" fn flt_get_volume_from_name(_filter: isize, name: *const windows_
     status::SUCCESS
 }
 
+/// FltGetVolumeInstanceFromName's answer (wild.rs): this filter's instance on `volume`,
+/// referenced; fltemu attaches one instance per volume, so any instance name names it.
+pub fn instance_of_volume(function: &'static str, _filter: usize, volume: usize, _instance_name: *const windows_sys::Win32::Foundation::UNICODE_STRING, instance: *mut usize) -> i32 {
+    let found = state::current().and_then(|inner| {
+        let index = inner.volume_of_handle(volume.cast_signed())?;
+        inner.volumes.read().unwrap_or_else(PoisonError::into_inner).get(index).and_then(|v| v.instance)
+    });
+    let Some(handle) = found else {
+        if volume == 0 {
+            objects::flag(crate::Violation::InvalidParameter { function, reason: "a NULL volume (fltemu looks instances up by volume object)" });
+        }
+        put(instance, 0);
+        return 0xC01C_0015_u32.cast_signed(); // STATUS_FLT_INSTANCE_NOT_FOUND
+    };
+    take_reference(handle, ObjectKind::InstanceReference);
+    put(instance, handle.cast_unsigned());
+    status::SUCCESS
+}
+
 /// `FltGetFilterFromInstance` (fltkernel.h; ≤ APC): the filter, referenced.
 extern "win64" fn flt_get_filter_from_instance(instance: isize, filter: *mut isize) -> i32 {
     objects::count("FltGetFilterFromInstance", APC_LEVEL);
