@@ -40,8 +40,9 @@ const MAX_NOTIFY_ROUTINES: usize = 64;
 
 // ---- object types (exported data: `*PsProcessType`, `*PsThreadType`) ----
 
-static PROCESS_TYPE_BODY: [u64; 16] = [0; 16];
-static THREAD_TYPE_BODY: [u64; 16] = [0; 16];
+// Different contents: identical immutable statics may share one address.
+static PROCESS_TYPE_BODY: [u64; 16] = [0x7079_5473_7365_636F; 16];
+static THREAD_TYPE_BODY: [u64; 16] = [0x6570_7954_6461_6572; 16];
 /// The exported POBJECT_TYPE variables: drivers import their address and read the pointer.
 static PS_PROCESS_TYPE: &[u64; 16] = &PROCESS_TYPE_BODY;
 static PS_THREAD_TYPE: &[u64; 16] = &THREAD_TYPE_BODY;
@@ -411,9 +412,15 @@ extern "win64" fn ps_create_system_thread(handle: *mut usize, _access: u32, attr
     std::thread::spawn(move || {
         let timeout = arc.config.call_timeout;
         let job = move || run_system_thread(routine, context, &sender, generation);
-        if arc.workers.run(timeout, job).is_err() {
-            // The worker may still be running driver code (a thread past the call timeout or
-            // one that faulted): keep the image and state mapped for it.
+        if let Err(stop) = arc.workers.run(timeout, job) {
+            // A crash or bug check in the thread ends the run like one in any driver call; a
+            // thread still running past the call timeout is only a long-lived thread. Either
+            // way the worker may still hold driver state: keep the image and state mapped.
+            if !matches!(stop, exec::Stop::Hang { .. }) {
+                arc.record_stop(stop);
+                threads(|t| t.values_mut().for_each(|ended| *ended = true));
+                THREAD_ENDED.notify_all();
+            }
             std::mem::forget(arc);
         }
     });

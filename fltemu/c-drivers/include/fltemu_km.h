@@ -281,4 +281,68 @@ typedef struct _FILTER_REPLY_HEADER {
     ULONGLONG MessageId;
 } FILTER_REPLY_HEADER;
 
+
+/* ---- processes, threads, handles, devices (wdm.h / ntddk.h / ntifs.h DDI pages; monitor.c) -- */
+#define STATUS_INFO_LENGTH_MISMATCH ((NTSTATUS)0xC0000004L)
+#define STATUS_OBJECT_TYPE_MISMATCH ((NTSTATUS)0xC0000024L)
+#define THREAD_ALL_ACCESS  0x001FFFFF
+#define PROCESS_QUERY_LIMITED_INFORMATION 0x1000
+#define FILE_DEVICE_UNKNOWN 0x00000022
+#define FILE_DEVICE_SECURE_OPEN 0x00000100
+typedef struct _EPROCESS *PEPROCESS;
+typedef struct _OBJECT_TYPE *POBJECT_TYPE;
+typedef struct _DEVICE_OBJECT *PDEVICE_OBJECT;
+typedef ULONG_PTR KSPIN_LOCK, *PKSPIN_LOCK;
+typedef enum _EVENT_TYPE { NotificationEvent = 0, SynchronizationEvent = 1 } EVENT_TYPE;
+typedef enum _KWAIT_REASON { Executive = 0 } KWAIT_REASON;
+/* KEVENT: a DISPATCHER_HEADER (0x18 bytes); opaque to drivers. */
+typedef struct _KEVENT { ULONG_PTR Header[3]; } KEVENT, *PKEVENT;
+typedef struct _CLIENT_ID { HANDLE UniqueProcess; HANDLE UniqueThread; } CLIENT_ID, *PCLIENT_ID;
+typedef enum _PROCESSINFOCLASS { ProcessBasicInformation = 0, ProcessImageFileName = 27 } PROCESSINFOCLASS;
+typedef struct _PROCESS_BASIC_INFORMATION {
+    NTSTATUS ExitStatus;
+    PVOID PebBaseAddress;
+    ULONG_PTR AffinityMask;
+    LONG BasePriority;
+    ULONG_PTR UniqueProcessId;
+    ULONG_PTR InheritedFromUniqueProcessId;
+} PROCESS_BASIC_INFORMATION;
+_Static_assert(sizeof(PROCESS_BASIC_INFORMATION) == 48, "PROCESS_BASIC_INFORMATION layout");
+typedef VOID (*PKSTART_ROUTINE)(PVOID StartContext);
+typedef VOID (*PCREATE_PROCESS_NOTIFY_ROUTINE)(HANDLE ParentId, HANDLE ProcessId, BOOLEAN Create);
+typedef VOID (*PCREATE_THREAD_NOTIFY_ROUTINE)(HANDLE ProcessId, HANDLE ThreadId, BOOLEAN Create);
+typedef VOID (*PLOAD_IMAGE_NOTIFY_ROUTINE)(PUNICODE_STRING FullImageName, HANDLE ProcessId, PVOID ImageInfo);
+#define NtCurrentProcess() ((HANDLE)(LONG_PTR)-1)
+/* The exported variables hold the object type; wdm.h declares them `POBJECT_TYPE *` bound to the
+ * import slot itself (no dllimport), which llvm-dlltool's import libraries cannot express. As a
+ * one-element dllimport array, `*PsProcessType` is still the exported variable's value. */
+__declspec(dllimport) extern POBJECT_TYPE PsProcessType[1];
+__declspec(dllimport) extern POBJECT_TYPE PsThreadType[1];
+__declspec(dllimport) VOID KeInitializeEvent(PKEVENT Event, EVENT_TYPE Type, BOOLEAN State);
+__declspec(dllimport) LONG KeSetEvent(PKEVENT Event, LONG Increment, BOOLEAN Wait);
+__declspec(dllimport) NTSTATUS KeWaitForSingleObject(PVOID Object, KWAIT_REASON WaitReason, KPROCESSOR_MODE WaitMode, BOOLEAN Alertable, PLARGE_INTEGER Timeout);
+__declspec(dllimport) KIRQL KeAcquireSpinLockRaiseToDpc(PKSPIN_LOCK SpinLock);
+__declspec(dllimport) VOID KeReleaseSpinLock(PKSPIN_LOCK SpinLock, KIRQL NewIrql);
+__declspec(dllimport) NTSTATUS PsCreateSystemThread(PHANDLE ThreadHandle, ULONG DesiredAccess, POBJECT_ATTRIBUTES ObjectAttributes, HANDLE ProcessHandle, PCLIENT_ID ClientId, PKSTART_ROUTINE StartRoutine, PVOID StartContext);
+__declspec(dllimport) NTSTATUS PsTerminateSystemThread(NTSTATUS ExitStatus);
+__declspec(dllimport) NTSTATUS PsSetCreateProcessNotifyRoutine(PCREATE_PROCESS_NOTIFY_ROUTINE NotifyRoutine, BOOLEAN Remove);
+__declspec(dllimport) NTSTATUS PsSetCreateThreadNotifyRoutine(PCREATE_THREAD_NOTIFY_ROUTINE NotifyRoutine);
+__declspec(dllimport) NTSTATUS PsRemoveCreateThreadNotifyRoutine(PCREATE_THREAD_NOTIFY_ROUTINE NotifyRoutine);
+__declspec(dllimport) NTSTATUS PsSetLoadImageNotifyRoutine(PLOAD_IMAGE_NOTIFY_ROUTINE NotifyRoutine);
+__declspec(dllimport) NTSTATUS PsRemoveLoadImageNotifyRoutine(PLOAD_IMAGE_NOTIFY_ROUTINE NotifyRoutine);
+__declspec(dllimport) NTSTATUS PsLookupProcessByProcessId(HANDLE ProcessId, PEPROCESS *Process);
+__declspec(dllimport) HANDLE PsGetProcessId(PEPROCESS Process);
+__declspec(dllimport) NTSTATUS ZwOpenProcess(PHANDLE ProcessHandle, ACCESS_MASK DesiredAccess, POBJECT_ATTRIBUTES ObjectAttributes, PCLIENT_ID ClientId);
+__declspec(dllimport) NTSTATUS ZwQueryInformationProcess(HANDLE ProcessHandle, PROCESSINFOCLASS ProcessInformationClass, PVOID ProcessInformation, ULONG ProcessInformationLength, PULONG ReturnLength);
+__declspec(dllimport) NTSTATUS ObOpenObjectByPointer(PVOID Object, ULONG HandleAttributes, PVOID PassedAccessState, ACCESS_MASK DesiredAccess, POBJECT_TYPE ObjectType, KPROCESSOR_MODE AccessMode, PHANDLE Handle);
+__declspec(dllimport) NTSTATUS ObReferenceObjectByHandle(HANDLE Handle, ACCESS_MASK DesiredAccess, POBJECT_TYPE ObjectType, KPROCESSOR_MODE AccessMode, PVOID *Object, PVOID HandleInformation);
+__declspec(dllimport) LONG_PTR ObfDereferenceObject(PVOID Object);
+#define ObDereferenceObject(o) ObfDereferenceObject(o)
+__declspec(dllimport) NTSTATUS ZwClose(HANDLE Handle);
+__declspec(dllimport) NTSTATUS IoCreateDevice(PDRIVER_OBJECT DriverObject, ULONG DeviceExtensionSize, PUNICODE_STRING DeviceName, DEVICE_TYPE DeviceType, ULONG DeviceCharacteristics, BOOLEAN Exclusive, PDEVICE_OBJECT *DeviceObject);
+__declspec(dllimport) VOID IoDeleteDevice(PDEVICE_OBJECT DeviceObject);
+__declspec(dllimport) NTSTATUS IoCreateSymbolicLink(PUNICODE_STRING SymbolicLinkName, PUNICODE_STRING DeviceName);
+__declspec(dllimport) NTSTATUS IoDeleteSymbolicLink(PUNICODE_STRING SymbolicLinkName);
+__declspec(dllimport) PVOID IoGetTopLevelIrp(VOID);
+
 #endif /* FLTEMU_KM_H */

@@ -1,0 +1,261 @@
+/*
+ * monitor.c: a process and file monitor in the style of the public minifilters surveyed in the
+ * README ("Minifilters in the wild"), written from the wdm.h / ntddk.h / ntifs.h / fltkernel.h
+ * DDI pages. A control device and its symbolic link; process, thread and image-load notify
+ * routines; a system thread that examines each new process (ZwOpenProcess and
+ * ZwQueryInformationProcess for its image name, PsLookupProcessByProcessId then
+ * ObOpenObjectByPointer for its basic information, ObReferenceObjectByHandle for its object);
+ * pre-create counting opens per requestor. Unload stops the thread, waits for its object and
+ * removes everything in reverse order.
+ *
+ * The clean build bug-checks (0x4D4F4E00 + n) unless the emulated functions behave as the DDI
+ * pages say: the image-name query's size probe, the basic information's pid, the thread notify
+ * routine seeing the worker start and end, no top-level IRP in a pre-create.
+ *
+ * One-bug variants: BUG_THREAD_NOT_STOPPED (unload neither signals nor waits for the thread:
+ * ObjectLeaked SystemThread), BUG_PROCESS_NOT_DEREFERENCED (ObReferenceObjectByHandle's
+ * reference kept: ObjectLeaked ProcessReference), BUG_HANDLE_NOT_CLOSED (ZwOpenProcess's handle
+ * kept: ObjectLeaked Handle), BUG_IMAGE_NOTIFY_NOT_REMOVED (ObjectLeaked Callback),
+ * BUG_DEVICE_NOT_DELETED (ObjectLeaked Device).
+ */
+#include "fltemu_km.h"
+
+#define MONITOR_TAG 0x6E6F4D66 /* 'fMon' */
+#define QUEUE_SLOTS 64
+
+static PFLT_FILTER g_filter;
+static PDEVICE_OBJECT g_device;
+static UNICODE_STRING g_device_name = RTL_CONSTANT_STRING(L"\\Device\\FltemuMonitor");
+static UNICODE_STRING g_link_name = RTL_CONSTANT_STRING(L"\\??\\FltemuMonitor");
+static KEVENT g_stop;
+static PVOID g_thread;
+static KSPIN_LOCK g_queue_lock;
+static HANDLE g_queue[QUEUE_SLOTS];
+static ULONG g_queued, g_taken;
+static volatile LONG g_processes_created, g_processes_examined, g_thread_starts, g_thread_ends, g_opens;
+
+static VOID check(BOOLEAN ok, ULONG step, ULONG_PTR detail)
+{
+    if (!ok) {
+        KeBugCheckEx(0x4D4F4E00 + step, detail, 0, 0, 0);
+    }
+}
+
+static VOID process_notify(HANDLE parent, HANDLE pid, BOOLEAN create)
+{
+    UNREFERENCED_PARAMETER(parent);
+    if (!create) {
+        return;
+    }
+    _InterlockedIncrement(&g_processes_created);
+    KIRQL irql = KeAcquireSpinLockRaiseToDpc(&g_queue_lock);
+    if (g_queued - g_taken < QUEUE_SLOTS) {
+        g_queue[g_queued % QUEUE_SLOTS] = pid;
+        g_queued++;
+    }
+    KeReleaseSpinLock(&g_queue_lock, irql);
+}
+
+static VOID thread_notify(HANDLE pid, HANDLE tid, BOOLEAN create)
+{
+    UNREFERENCED_PARAMETER(tid);
+    if (pid == (HANDLE)4) {
+        _InterlockedIncrement(create ? &g_thread_starts : &g_thread_ends);
+    }
+}
+
+static VOID image_notify(PUNICODE_STRING name, HANDLE pid, PVOID info)
+{
+    UNREFERENCED_PARAMETER(name);
+    UNREFERENCED_PARAMETER(pid);
+    UNREFERENCED_PARAMETER(info);
+}
+
+/* The image name through a process handle: a size probe, then the query into pool. */
+static VOID examine_by_handle(HANDLE pid)
+{
+    OBJECT_ATTRIBUTES attributes;
+    InitializeObjectAttributes(&attributes, NULL, OBJ_KERNEL_HANDLE, NULL, NULL);
+    CLIENT_ID client = { pid, NULL };
+    HANDLE process;
+    NTSTATUS status = ZwOpenProcess(&process, PROCESS_QUERY_LIMITED_INFORMATION, &attributes, &client);
+    check(NT_SUCCESS(status), 1, (ULONG_PTR)status);
+    ULONG needed = 0;
+    status = ZwQueryInformationProcess(process, ProcessImageFileName, NULL, 0, &needed);
+    check(status == STATUS_INFO_LENGTH_MISMATCH && needed > sizeof(UNICODE_STRING), 2, (ULONG_PTR)status);
+    PUNICODE_STRING image = ExAllocatePool2(POOL_FLAG_PAGED, needed, MONITOR_TAG);
+    if (image != NULL) {
+        status = ZwQueryInformationProcess(process, ProcessImageFileName, image, needed, &needed);
+        check(NT_SUCCESS(status) && image->Length > 0, 3, (ULONG_PTR)status);
+        DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "monitor: process %p image %wZ\n", pid, image);
+        ExFreePoolWithTag(image, MONITOR_TAG);
+    }
+    PEPROCESS object;
+    status = ObReferenceObjectByHandle(process, 0, *PsProcessType, KernelMode, (PVOID *)&object, NULL);
+    check(NT_SUCCESS(status) && PsGetProcessId(object) == pid, 4, (ULONG_PTR)status);
+    status = ObReferenceObjectByHandle(process, 0, *PsThreadType, KernelMode, (PVOID *)&object, NULL);
+    check(status == STATUS_OBJECT_TYPE_MISMATCH, 5, (ULONG_PTR)status);
+#if !defined(BUG_PROCESS_NOT_DEREFERENCED)
+    ObReferenceObjectByHandle(process, 0, *PsProcessType, KernelMode, (PVOID *)&object, NULL);
+    ObDereferenceObject(object);
+#else
+    ObReferenceObjectByHandle(process, 0, *PsProcessType, KernelMode, (PVOID *)&object, NULL);
+#endif
+    ObDereferenceObject(object); /* the reference of step 4 */
+#if !defined(BUG_HANDLE_NOT_CLOSED)
+    ZwClose(process);
+#endif
+}
+
+/* The basic information through a handle opened on a referenced process object. */
+static VOID examine_by_object(HANDLE pid)
+{
+    PEPROCESS object;
+    NTSTATUS status = PsLookupProcessByProcessId(pid, &object);
+    check(NT_SUCCESS(status), 6, (ULONG_PTR)status);
+    HANDLE process;
+    status = ObOpenObjectByPointer(object, OBJ_KERNEL_HANDLE, NULL, 0, *PsProcessType, KernelMode, &process);
+    check(NT_SUCCESS(status), 7, (ULONG_PTR)status);
+    PROCESS_BASIC_INFORMATION basic;
+    ULONG returned = 0;
+    status = ZwQueryInformationProcess(process, ProcessBasicInformation, &basic, sizeof(basic), &returned);
+    check(NT_SUCCESS(status) && basic.UniqueProcessId == (ULONG_PTR)pid && returned == sizeof(basic), 8, (ULONG_PTR)status);
+    ZwClose(process);
+    ObDereferenceObject(object);
+}
+
+static VOID drain(VOID)
+{
+    for (;;) {
+        HANDLE pid = NULL;
+        KIRQL irql = KeAcquireSpinLockRaiseToDpc(&g_queue_lock);
+        if (g_taken != g_queued) {
+            pid = g_queue[g_taken % QUEUE_SLOTS];
+            g_taken++;
+        }
+        KeReleaseSpinLock(&g_queue_lock, irql);
+        if (pid == NULL) {
+            return;
+        }
+        examine_by_handle(pid);
+        examine_by_object(pid);
+        _InterlockedIncrement(&g_processes_examined);
+    }
+}
+
+static VOID worker(PVOID context)
+{
+    UNREFERENCED_PARAMETER(context);
+    LARGE_INTEGER period;
+    period.QuadPart = -10 * 1000 * 10; /* 10 ms, relative */
+    for (;;) {
+        NTSTATUS status = KeWaitForSingleObject(&g_stop, Executive, KernelMode, FALSE, &period);
+        if (status != STATUS_TIMEOUT) {
+            break;
+        }
+        drain();
+    }
+    drain();
+    PsTerminateSystemThread(STATUS_SUCCESS);
+}
+
+static FLT_PREOP_CALLBACK_STATUS pre_create(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID *completion)
+{
+    UNREFERENCED_PARAMETER(objects);
+    *completion = NULL;
+    check(IoGetTopLevelIrp() == NULL, 9, 0);
+    if (FltGetRequestorProcessId(data) != 0) {
+        _InterlockedIncrement(&g_opens);
+    }
+    return FLT_PREOP_SUCCESS_NO_CALLBACK;
+}
+
+static NTSTATUS instance_setup(PCFLT_RELATED_OBJECTS objects, FLT_INSTANCE_SETUP_FLAGS flags, DEVICE_TYPE device, FLT_FILESYSTEM_TYPE fs)
+{
+    UNREFERENCED_PARAMETER(objects);
+    UNREFERENCED_PARAMETER(flags);
+    UNREFERENCED_PARAMETER(device);
+    UNREFERENCED_PARAMETER(fs);
+    return STATUS_SUCCESS;
+}
+
+static NTSTATUS instance_query_teardown(PCFLT_RELATED_OBJECTS objects, FLT_INSTANCE_QUERY_TEARDOWN_FLAGS flags)
+{
+    UNREFERENCED_PARAMETER(objects);
+    UNREFERENCED_PARAMETER(flags);
+    return STATUS_SUCCESS;
+}
+
+static NTSTATUS filter_unload(FLT_FILTER_UNLOAD_FLAGS flags)
+{
+    UNREFERENCED_PARAMETER(flags);
+    FltUnregisterFilter(g_filter);
+#if !defined(BUG_THREAD_NOT_STOPPED)
+    KeSetEvent(&g_stop, 0, FALSE);
+    NTSTATUS status = KeWaitForSingleObject(g_thread, Executive, KernelMode, FALSE, NULL);
+    check(status == STATUS_SUCCESS, 10, (ULONG_PTR)status);
+    check(g_thread_starts == 1 && g_thread_ends == 1, 11, ((ULONG_PTR)g_thread_starts << 8) | (ULONG_PTR)g_thread_ends);
+    check(g_processes_examined == g_processes_created, 12, (ULONG_PTR)g_processes_examined);
+#endif
+    ObDereferenceObject(g_thread);
+    PsSetCreateProcessNotifyRoutine(process_notify, TRUE);
+    PsRemoveCreateThreadNotifyRoutine(thread_notify);
+#if !defined(BUG_IMAGE_NOTIFY_NOT_REMOVED)
+    PsRemoveLoadImageNotifyRoutine(image_notify);
+#endif
+    IoDeleteSymbolicLink(&g_link_name);
+#if !defined(BUG_DEVICE_NOT_DELETED)
+    IoDeleteDevice(g_device);
+#endif
+    DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "monitor: unload after %ld opens, %ld processes examined\n", g_opens, g_processes_examined);
+    return STATUS_SUCCESS;
+}
+
+static const FLT_OPERATION_REGISTRATION operations[] = {
+    { IRP_MJ_CREATE, 0, pre_create, NULL, NULL },
+    { IRP_MJ_OPERATION_END, 0, NULL, NULL, NULL },
+};
+
+static const FLT_REGISTRATION registration = {
+    .Size = sizeof(FLT_REGISTRATION),
+    .Version = FLT_REGISTRATION_VERSION,
+    .OperationRegistration = operations,
+    .FilterUnloadCallback = filter_unload,
+    .InstanceSetupCallback = instance_setup,
+    .InstanceQueryTeardownCallback = instance_query_teardown,
+};
+
+NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path);
+NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path)
+{
+    UNREFERENCED_PARAMETER(registry_path);
+    NTSTATUS status = FltRegisterFilter(driver, &registration, &g_filter);
+    if (!NT_SUCCESS(status)) {
+        return status;
+    }
+    status = IoCreateDevice(driver, 0, &g_device_name, FILE_DEVICE_UNKNOWN, FILE_DEVICE_SECURE_OPEN, FALSE, &g_device);
+    if (NT_SUCCESS(status)) {
+        status = IoCreateSymbolicLink(&g_link_name, &g_device_name);
+        if (!NT_SUCCESS(status)) {
+            IoDeleteDevice(g_device);
+        }
+    }
+    if (!NT_SUCCESS(status)) {
+        FltUnregisterFilter(g_filter);
+        return status;
+    }
+    check(IoCreateSymbolicLink(&g_link_name, &g_device_name) != STATUS_SUCCESS, 13, 0);
+    PsSetCreateProcessNotifyRoutine(process_notify, FALSE);
+    PsSetCreateThreadNotifyRoutine(thread_notify);
+    PsSetLoadImageNotifyRoutine(image_notify);
+    KeInitializeEvent(&g_stop, NotificationEvent, FALSE);
+    OBJECT_ATTRIBUTES attributes;
+    InitializeObjectAttributes(&attributes, NULL, OBJ_KERNEL_HANDLE, NULL, NULL);
+    HANDLE thread;
+    status = PsCreateSystemThread(&thread, THREAD_ALL_ACCESS, &attributes, NULL, NULL, worker, NULL);
+    check(NT_SUCCESS(status), 14, (ULONG_PTR)status);
+    status = ObReferenceObjectByHandle(thread, 0, *PsThreadType, KernelMode, &g_thread, NULL);
+    check(NT_SUCCESS(status), 15, (ULONG_PTR)status);
+    ZwClose(thread);
+    return FltStartFiltering(g_filter);
+}
