@@ -43,6 +43,7 @@ mod sync;
 mod system;
 mod volume;
 mod wild;
+mod ansi;
 pub mod pe;
 mod port;
 mod printf;
@@ -430,7 +431,8 @@ pub(crate) fn resolve_import(dll: &str, name: &str) -> Option<usize> {
             .or_else(|| rtl::resolve(name))
             .or_else(|| mdl::resolve(name))
             .or_else(|| system::resolve(name))
-            .or_else(|| wild::resolve(name)),
+            .or_else(|| wild::resolve(name))
+            .or_else(|| ansi::resolve(name)),
         "fltmgr.sys" => flt::resolve(name).or_else(|| volume::resolve(name)).or_else(|| pool::resolve_flt(name)).or_else(|| resource::resolve_flt(name)).or_else(|| system::resolve_flt(name)).or_else(|| createpath::resolve(name)).or_else(|| wild::resolve_flt(name)),
         _ => None,
     }

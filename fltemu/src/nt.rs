@@ -327,7 +327,7 @@ const MM_COPY_MEMORY_VIRTUAL: u32 = 2;
 
 /// Reads `length` bytes at `source` into `target` without faulting: process_vm_readv on our
 /// own process returns EFAULT (or a short count) for unmapped or PROT_NONE pages.
-fn copy_without_faulting(target: usize, source: usize, length: usize) -> usize {
+pub fn copy_without_faulting(target: usize, source: usize, length: usize) -> usize {
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
     let mut done = 0;

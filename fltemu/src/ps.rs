@@ -111,6 +111,11 @@ pub fn thread_id_of(object: usize) -> usize {
     }
 }
 
+/// The thread object of thread id `tid`, if that thread exists (PsLookupThreadByThreadId).
+pub fn thread_by_id(tid: usize) -> Option<usize> {
+    BY_THREAD.with(|t| t.get(&tid).copied())
+}
+
 /// Whether `object` is one of this module's thread objects.
 pub fn is_thread(object: usize) -> bool {
     matches!(kind_of(object), Some(Kind::Thread(..)))

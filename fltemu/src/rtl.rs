@@ -184,7 +184,7 @@ extern "win64" fn rtl_upcase_unicode_char(unit: u16) -> u16 {
 
 /// The tag of the buffers Rtl*UnicodeString allocate for the caller (RtlFreeUnicodeString frees
 /// them; a leak shows as PoolLeaked with this tag).
-const STRING_TAG: u32 = u32::from_le_bytes(*b"RtlS");
+pub const STRING_TAG: u32 = u32::from_le_bytes(*b"RtlS");
 
 fn convert_case(function: &'static str, destination: *mut UNICODE_STRING, source: *const UNICODE_STRING, allocate: u8, up: bool) -> i32 {
     objects::count(function, PASSIVE_LEVEL);

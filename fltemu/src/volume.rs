@@ -40,6 +40,11 @@ fn kind_of(handle: isize) -> Option<ObjectKind> {
     }
 }
 
+/// A reference wild.rs's enumerations hand out (FltObjectDereference drops it).
+pub fn add_reference(handle: isize, kind: ObjectKind) {
+    take_reference(handle, kind);
+}
+
 fn take_reference(handle: isize, kind: ObjectKind) {
     REFERENCES.with(|t| t.entry(handle).or_insert((kind, 0)).1 += 1);
 }

@@ -67,16 +67,25 @@ static HANDLES: Table<usize, Handle> = Table::new();
 static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(1);
 
 fn new_handle(object: usize, thread: bool, kernel: bool) -> usize {
-    let n = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed) * 4;
-    // Kernel handles have the top bit set, as the kernel's handle table marks them.
-    let handle = if kernel { 0xFFFF_FFFF_8000_0000 | n } else { n };
-    HANDLES.with(|t| t.insert(handle, Handle { object, thread }));
+    let handle = handle_value(kernel);
+    if !stale_thread() {
+        HANDLES.with(|t| t.insert(handle, Handle { object, thread }));
+    }
     handle
 }
 
+fn handle_value(kernel: bool) -> usize {
+    let n = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed) * 4;
+    // Kernel handles have the top bit set, as the kernel's handle table marks them.
+    if kernel { 0xFFFF_FFFF_8000_0000 | n } else { n }
+}
+
+/// Symbolic-link handles (ZwOpenSymbolicLinkObject): handle → the link's target.
+static LINK_HANDLES: Table<usize, String> = Table::new();
+
 /// Closes a handle this module handed out (ZwClose in rtl.rs asks here first).
 pub fn close_handle(handle: usize) -> bool {
-    HANDLES.with(|t| t.remove(&handle)).is_some()
+    HANDLES.with(|t| t.remove(&handle)).is_some() || LINK_HANDLES.with(|t| t.remove(&handle)).is_some()
 }
 
 /// The object behind a handle or pseudo-handle.
@@ -634,7 +643,7 @@ extern "win64" fn io_create_symbolic_link(link: *const UNICODE_STRING, target: *
     if link.is_null() || target.is_null() {
         return status::INVALID_PARAMETER;
     }
-    let name = string_of(link).to_ascii_lowercase();
+    let name = link_key(&string_of(link));
     let target = string_of(target);
     LINKS.with(|t| match t.entry(name) {
         std::collections::hash_map::Entry::Occupied(_) => status::OBJECT_NAME_COLLISION,
@@ -648,7 +657,7 @@ extern "win64" fn io_create_symbolic_link(link: *const UNICODE_STRING, target: *
 /// `IoDeleteSymbolicLink` (wdm.h; PASSIVE): an unknown link → STATUS_OBJECT_NAME_NOT_FOUND.
 extern "win64" fn io_delete_symbolic_link(link: *const UNICODE_STRING) -> i32 {
     objects::count("IoDeleteSymbolicLink", PASSIVE_LEVEL);
-    let name = string_of(link).to_ascii_lowercase();
+    let name = link_key(&string_of(link));
     if LINKS.with(|t| t.remove(&name)).is_some() { status::SUCCESS } else { status::OBJECT_NAME_NOT_FOUND }
 }
 
@@ -673,6 +682,198 @@ extern "win64" fn io_get_top_level_irp() -> usize {
 extern "win64" fn io_set_top_level_irp(irp: usize) {
     objects::count("IoSetTopLevelIrp", ANY);
     TOP_LEVEL_IRP.with(|c| c.set(irp));
+}
+
+/// The key a symbolic link is found under: lower case, `\DosDevices\` and `\GLOBAL??\` as `\??\`.
+fn link_key(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    for prefix in ["\\dosdevices\\", "\\global??\\"] {
+        if let Some(rest) = lower.strip_prefix(prefix) {
+            return format!("\\??\\{rest}");
+        }
+    }
+    lower
+}
+
+/// The target of a link: a driver's own (IoCreateSymbolicLink), else a drive letter naming the
+/// volumes in mount order (`C:` the first volume fltemu mounted, `D:` the second …).
+fn link_target(name: &str) -> Option<String> {
+    let key = link_key(name);
+    if let Some(target) = LINKS.with(|t| t.get(&key).cloned()) {
+        return Some(target);
+    }
+    let letter = key.strip_prefix("\\??\\")?.strip_suffix(':')?;
+    let [letter] = letter.as_bytes() else { return None };
+    let index = usize::from(letter.checked_sub(b'c')?);
+    let inner = crate::state::current()?;
+    let volumes = inner.volumes.read().unwrap_or_else(PoisonError::into_inner);
+    volumes.get(index).filter(|v| v.mounted).map(|v| v.name.clone())
+}
+
+/// `ZwOpenSymbolicLinkObject` (wdm.h; PASSIVE): ObjectAttributes->ObjectName names a link the
+/// driver created or a drive letter (`\??\C:` …); unknown → STATUS_OBJECT_NAME_NOT_FOUND.
+extern "win64" fn zw_open_symbolic_link_object(handle: *mut usize, _access: u32, attributes: usize) -> i32 {
+    objects::count("ZwOpenSymbolicLinkObject", PASSIVE_LEVEL);
+    if handle.is_null() || attributes == 0 {
+        return status::INVALID_PARAMETER;
+    }
+    // SAFETY: the caller's OBJECT_ATTRIBUTES; ObjectName (PUNICODE_STRING) at offset 16.
+    let name = unsafe { ((attributes + 16) as *const *const UNICODE_STRING).read_unaligned() };
+    let Some(target) = link_target(&string_of(name)) else {
+        write_out(handle, 0);
+        return status::OBJECT_NAME_NOT_FOUND;
+    };
+    let kernel = check_kernel_handle("ZwOpenSymbolicLinkObject", attributes);
+    let value = handle_value(kernel);
+    if !stale_thread() {
+        LINK_HANDLES.with(|t| t.insert(value, target));
+    }
+    write_out(handle, value);
+    status::SUCCESS
+}
+
+/// `ZwQuerySymbolicLinkObject` (wdm.h; PASSIVE): the target into LinkTarget (MaximumLength too
+/// small → STATUS_BUFFER_TOO_SMALL with the bytes needed in ReturnedLength).
+extern "win64" fn zw_query_symbolic_link_object(handle: usize, target: *mut UNICODE_STRING, returned: *mut u32) -> i32 {
+    objects::count("ZwQuerySymbolicLinkObject", PASSIVE_LEVEL);
+    let Some(text) = LINK_HANDLES.with(|t| t.get(&handle).cloned()) else { return INVALID_HANDLE };
+    if target.is_null() {
+        return status::INVALID_PARAMETER;
+    }
+    let units: Vec<u16> = text.encode_utf16().collect();
+    let bytes = units.len() * 2;
+    if !returned.is_null() {
+        // SAFETY: the caller's optional out length.
+        unsafe { returned.write_unaligned(bytes as u32) };
+    }
+    // SAFETY: the caller's UNICODE_STRING (Buffer and MaximumLength set by the caller).
+    let value = unsafe { target.read_unaligned() };
+    if usize::from(value.MaximumLength) < bytes || value.Buffer.is_null() {
+        return status::BUFFER_TOO_SMALL;
+    }
+    // SAFETY: Buffer holds MaximumLength ≥ bytes bytes.
+    unsafe { core::ptr::copy_nonoverlapping(units.as_ptr(), value.Buffer, units.len()) };
+    // SAFETY: the caller's UNICODE_STRING.
+    unsafe { target.write_unaligned(UNICODE_STRING { Length: bytes as u16, ..value }) };
+    status::SUCCESS
+}
+
+// ---- volumes, instances, processes and threads by id, previous mode, addresses ----
+
+/// The mounted volumes' indexes and their instances of this filter.
+fn mounted() -> Vec<(usize, Option<isize>)> {
+    let Some(inner) = crate::state::current() else { return Vec::new() };
+    let volumes = inner.volumes.read().unwrap_or_else(PoisonError::into_inner);
+    volumes.iter().enumerate().filter(|(_, v)| v.mounted).map(|(i, v)| (i, v.instance)).collect()
+}
+
+/// Writes up to `size` referenced handles into `list`; the count found into `returned`.
+fn enumerate(function: &'static str, found: &[isize], kind: ObjectKind, list: *mut isize, size: u32, returned: *mut u32) -> i32 {
+    if returned.is_null() {
+        objects::flag(crate::Violation::InvalidParameter { function, reason: "NumberReturned is required" });
+        return status::INVALID_PARAMETER;
+    }
+    // SAFETY: the caller's required out count.
+    unsafe { returned.write_unaligned(found.len() as u32) };
+    if list.is_null() || (size as usize) < found.len() {
+        return status::BUFFER_TOO_SMALL;
+    }
+    for (i, handle) in found.iter().enumerate() {
+        crate::volume::add_reference(*handle, kind);
+        // SAFETY: the caller's array of `size` ≥ found.len() pointers.
+        unsafe { list.wrapping_add(i).write_unaligned(*handle) };
+    }
+    status::SUCCESS
+}
+
+/// `FltEnumerateVolumes` (fltkernel.h; ≤ APC): every mounted volume, each referenced (the
+/// caller must FltObjectDereference each: else ObjectLeaked(VolumeReference)); a list too
+/// small (or NULL) → STATUS_BUFFER_TOO_SMALL with the count found.
+extern "win64" fn flt_enumerate_volumes(_filter: usize, list: *mut isize, size: u32, returned: *mut u32) -> i32 {
+    objects::count("FltEnumerateVolumes", APC_LEVEL);
+    let found: Vec<isize> = mounted().iter().map(|(i, _)| crate::state::volume_handle(*i)).collect();
+    enumerate("FltEnumerateVolumes", &found, ObjectKind::VolumeReference, list, size, returned)
+}
+
+/// `FltEnumerateInstances` (fltkernel.h; ≤ APC): this filter's instances (on Volume when it is
+/// given), each referenced; too small → STATUS_BUFFER_TOO_SMALL with the count.
+extern "win64" fn flt_enumerate_instances(volume: usize, _filter: usize, list: *mut isize, size: u32, returned: *mut u32) -> i32 {
+    objects::count("FltEnumerateInstances", APC_LEVEL);
+    let found: Vec<isize> = mounted().iter().filter(|(i, _)| volume == 0 || crate::state::volume_handle(*i).cast_unsigned() == volume).filter_map(|(_, instance)| *instance).collect();
+    enumerate("FltEnumerateInstances", &found, ObjectKind::InstanceReference, list, size, returned)
+}
+
+/// `FltGetVolumeGuidName` (fltkernel.h; ≤ APC): `\??\Volume{0f17e000-0000-4000-8000-<volume>}`;
+/// NULL or too small a buffer → STATUS_BUFFER_TOO_SMALL with the bytes needed; both NULL →
+/// STATUS_INVALID_PARAMETER; not a volume → STATUS_FLT_VOLUME_NOT_FOUND.
+extern "win64" fn flt_get_volume_guid_name(volume: usize, name: *mut UNICODE_STRING, needed: *mut u32) -> i32 {
+    objects::count("FltGetVolumeGuidName", APC_LEVEL);
+    let Some(index) = mounted().iter().map(|(i, _)| *i).find(|i| crate::state::volume_handle(*i).cast_unsigned() == volume) else {
+        return 0xC01C_0014_u32.cast_signed(); // STATUS_FLT_VOLUME_NOT_FOUND
+    };
+    let units: Vec<u16> = format!("\\??\\Volume{{0f17e000-0000-4000-8000-{:012x}}}", index + 1).encode_utf16().collect();
+    let bytes = units.len() * 2;
+    if name.is_null() && needed.is_null() {
+        return status::INVALID_PARAMETER;
+    }
+    if !needed.is_null() {
+        // SAFETY: the caller's optional out size.
+        unsafe { needed.write_unaligned(bytes as u32) };
+    }
+    if name.is_null() {
+        return status::BUFFER_TOO_SMALL;
+    }
+    // SAFETY: the caller's UNICODE_STRING.
+    let value = unsafe { name.read_unaligned() };
+    if usize::from(value.MaximumLength) < bytes || value.Buffer.is_null() {
+        return status::BUFFER_TOO_SMALL;
+    }
+    // SAFETY: Buffer holds MaximumLength ≥ bytes bytes.
+    unsafe { core::ptr::copy_nonoverlapping(units.as_ptr(), value.Buffer, units.len()) };
+    // SAFETY: the caller's UNICODE_STRING.
+    unsafe { name.write_unaligned(UNICODE_STRING { Length: bytes as u16, ..value }) };
+    status::SUCCESS
+}
+
+/// `ExGetPreviousMode` (wdm.h; any IRQL): UserMode in callbacks fltemu issues on behalf of a
+/// user process (I/O, port messages from a requestor pid), KernelMode in the system process.
+extern "win64" fn ex_get_previous_mode() -> i8 {
+    objects::count("ExGetPreviousMode", ANY);
+    i8::from(exec::current_pid() != 4)
+}
+
+/// `PsGetProcessExitStatus` (ntddk.h; ≤ DISPATCH): STATUS_PENDING (fltemu's processes are
+/// running while a driver holds them).
+extern "win64" fn ps_get_process_exit_status(process: usize) -> i32 {
+    objects::count("PsGetProcessExitStatus", DISPATCH_LEVEL);
+    if crate::ps::pid_of(process).is_none() {
+        objects::misuse("PsGetProcessExitStatus", ObjectKind::ProcessReference, "not a process object");
+        return status::INVALID_PARAMETER;
+    }
+    STATUS_PENDING
+}
+
+/// `PsLookupThreadByThreadId` (ntifs.h; ≤ APC): a referenced thread object (ObDereferenceObject
+/// it, else ObjectLeaked) for a thread id fltemu has seen; else STATUS_INVALID_PARAMETER.
+extern "win64" fn ps_lookup_thread_by_thread_id(tid: usize, thread: *mut usize) -> i32 {
+    objects::count("PsLookupThreadByThreadId", APC_LEVEL);
+    if thread.is_null() {
+        return status::INVALID_PARAMETER;
+    }
+    let Some(object) = crate::ps::thread_by_id(tid) else {
+        write_out(thread, 0);
+        return status::INVALID_PARAMETER;
+    };
+    crate::ps::add_reference(object);
+    write_out(thread, object);
+    status::SUCCESS
+}
+
+/// `MmIsAddressValid` (ntddk.h; ≤ DISPATCH): whether reading the byte would not fault.
+extern "win64" fn mm_is_address_valid(address: usize) -> u8 {
+    objects::count("MmIsAddressValid", DISPATCH_LEVEL);
+    let mut byte = 0u8;
+    u8::from(crate::nt::copy_without_faulting(&raw mut byte as usize, address, 1) == 1)
 }
 
 // ---- strings, registry, Filter Manager ----
@@ -726,6 +927,7 @@ extern "win64" fn flt_get_volume_instance_from_name(filter: usize, volume: usize
 pub fn reset() {
     GENERATION.fetch_add(1, Ordering::AcqRel);
     HANDLES.clear();
+    LINK_HANDLES.clear();
     threads(HashMap::clear);
     THREAD_NOTIFY.clear();
     IMAGE_NOTIFY.clear();
@@ -744,7 +946,7 @@ pub fn outstanding() -> Vec<(ObjectKind, usize)> {
         running = threads(|t| t.values().filter(|ended| !**ended).count());
     }
     vec![
-        (ObjectKind::Handle, HANDLES.with(|t| t.len())),
+        (ObjectKind::Handle, HANDLES.with(|t| t.len()) + LINK_HANDLES.with(|t| t.len())),
         (ObjectKind::SystemThread, running),
         (ObjectKind::Callback, OB_CALLBACKS.with(|t| t.len()) + IMAGE_NOTIFY.with(|t| t.len()) + THREAD_NOTIFY.with(|t| t.len())),
         (ObjectKind::Device, DEVICES.with(|t| t.len()) + LINKS.with(|t| t.len())),
@@ -781,13 +983,25 @@ pub fn resolve(name: &str) -> Option<usize> {
         "RtlInitAnsiString" => rtl_init_ansi_string as *const () as usize,
         "ZwSetValueKey" => zw_set_value_key as *const () as usize,
         "ZwEnumerateValueKey" => zw_enumerate_value_key as *const () as usize,
+        "ZwOpenSymbolicLinkObject" => zw_open_symbolic_link_object as *const () as usize,
+        "ZwQuerySymbolicLinkObject" => zw_query_symbolic_link_object as *const () as usize,
+        "ExGetPreviousMode" => ex_get_previous_mode as *const () as usize,
+        "PsGetProcessExitStatus" => ps_get_process_exit_status as *const () as usize,
+        "PsLookupThreadByThreadId" => ps_lookup_thread_by_thread_id as *const () as usize,
+        "MmIsAddressValid" => mm_is_address_valid as *const () as usize,
         _ => return None,
     })
 }
 
 /// fltmgr.sys exports of this module.
 pub fn resolve_flt(name: &str) -> Option<usize> {
-    (name == "FltGetVolumeInstanceFromName").then_some(flt_get_volume_instance_from_name as *const () as usize)
+    Some(match name {
+        "FltGetVolumeInstanceFromName" => flt_get_volume_instance_from_name as *const () as usize,
+        "FltEnumerateVolumes" => flt_enumerate_volumes as *const () as usize,
+        "FltEnumerateInstances" => flt_enumerate_instances as *const () as usize,
+        "FltGetVolumeGuidName" => flt_get_volume_guid_name as *const () as usize,
+        _ => return None,
+    })
 }
 
 const fn nt(function: &'static str, header: &'static str, notes: &'static str) -> Emulated {
@@ -829,5 +1043,14 @@ pub const DOCS: &[Emulated] = &[
     nt("RtlInitAnsiString", "wdm", "≤ DISPATCH; Length = strlen, MaximumLength = Length + 1 (NULL → empty)"),
     nt("ZwSetValueKey", "wdm", "PASSIVE; no registry (ZwOpenKey opens no key): STATUS_INVALID_HANDLE"),
     nt("ZwEnumerateValueKey", "wdm", "PASSIVE; no registry: STATUS_INVALID_HANDLE"),
+    nt("ZwOpenSymbolicLinkObject", "wdm", "PASSIVE; a link the driver created (IoCreateSymbolicLink) or a drive letter (`\\??\\C:` = the first volume mounted, `D:` the second …; `\\DosDevices\\`, `\\GLOBAL??\\` alike); unknown → OBJECT_NAME_NOT_FOUND; OBJ_KERNEL_HANDLE rule and leak check as ZwOpenProcess"),
+    nt("ZwQuerySymbolicLinkObject", "wdm", "PASSIVE; the target; MaximumLength too small → BUFFER_TOO_SMALL with the bytes needed in ReturnedLength; not a link handle → STATUS_INVALID_HANDLE"),
+    nt("ExGetPreviousMode", "wdm", "any IRQL; UserMode in callbacks issued for a user requestor, KernelMode in the system process"),
+    nt("PsGetProcessExitStatus", "ntddk", "≤ DISPATCH; STATUS_PENDING (the process is running); not a process → ObjectMisuse"),
+    nt("PsLookupThreadByThreadId", "ntifs", "≤ APC; a referenced thread object (ObDereferenceObject it, else ObjectLeaked(ProcessReference)); an id fltemu has not seen → INVALID_PARAMETER"),
+    nt("MmIsAddressValid", "ntddk", "≤ DISPATCH; whether a one-byte read faults (process_vm_readv)"),
+    Emulated { dll: "fltmgr.sys", function: "FltEnumerateVolumes", notes: "≤ APC; every mounted volume, each referenced (FltObjectDereference each, else ObjectLeaked(VolumeReference)); NULL or too small a list → BUFFER_TOO_SMALL with the count", source: Source::Ddi("fltkernel") },
+    Emulated { dll: "fltmgr.sys", function: "FltEnumerateInstances", notes: "≤ APC; the filter's instances (on Volume when given), each referenced (else ObjectLeaked(InstanceReference)); too small → BUFFER_TOO_SMALL with the count", source: Source::Ddi("fltkernel") },
+    Emulated { dll: "fltmgr.sys", function: "FltGetVolumeGuidName", notes: "≤ APC; `\\??\\Volume{0f17e000-0000-4000-8000-<n>}`; NULL or too small → BUFFER_TOO_SMALL with the bytes needed; both NULL → INVALID_PARAMETER; unknown volume → FLT_VOLUME_NOT_FOUND", source: Source::Ddi("fltkernel") },
     Emulated { dll: "fltmgr.sys", function: "FltGetVolumeInstanceFromName", notes: "≤ APC; the filter's instance on the volume (fltemu attaches one per volume, so any InstanceName names it), referenced (FltObjectDereference; else ObjectLeaked(InstanceReference)); none → STATUS_FLT_INSTANCE_NOT_FOUND", source: Source::Ddi("fltkernel") },
 ];

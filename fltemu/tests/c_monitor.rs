@@ -24,6 +24,9 @@ fn monitor_is_clean_under_the_default_scenario_in_release_and_debug() {
         assert!(text.contains("violations: 0"), "{profile:?}:\n{text}");
         assert!(text.contains("monitor: process 0000000000001092 image \\Device\\HarddiskVolume1\\Windows\\System32\\process4242.exe"), "{profile:?}: the worker examined process 4242:\n{text}");
         assert!(text.contains("1 processes examined"), "{profile:?}:\n{text}");
+        assert!(text.contains("monitor: volume 0 \\??\\Volume{0f17e000-0000-4000-8000-000000000001}"), "{profile:?}: volume GUID names:\n{text}");
+        assert!(text.contains("monitor: \\??\\FltemuMonitor -> \\Device\\FltemuMonitor"), "{profile:?}: its own link:\n{text}");
+        assert!(text.contains("monitor: \\DosDevices\\C: -> \\Device\\vol1"), "{profile:?}: drive C:\n{text}");
     }
 }
 
@@ -43,6 +46,7 @@ fn each_monitor_bug_is_caught_by_the_default_scenario() {
         ("BUG_HANDLE_NOT_CLOSED", "1 kernel handle(s) not closed leaked at unload"),
         ("BUG_IMAGE_NOTIFY_NOT_REMOVED", "1 callback registration(s) not removed leaked at unload"),
         ("BUG_DEVICE_NOT_DELETED", "1 device object(s) / symbolic link(s) not deleted leaked at unload"),
+        ("BUG_VOLUME_NOT_DEREFERENCED", "1 volume object reference(s) not dereferenced leaked at unload"),
     ];
     for profile in [Profile::Release, Profile::Debug] {
         for (define, finding) in cases {

@@ -5,18 +5,22 @@
  * routines; a system thread that examines each new process (ZwOpenProcess and
  * ZwQueryInformationProcess for its image name, PsLookupProcessByProcessId then
  * ObOpenObjectByPointer for its basic information, ObReferenceObjectByHandle for its object);
- * pre-create counting opens per requestor. Unload stops the thread, waits for its object and
- * removes everything in reverse order.
+ * pre-create counting opens per requestor. With the first process it also surveys the volumes
+ * (FltEnumerateVolumes, FltGetVolumeGuidName, FltEnumerateInstances) and resolves its own
+ * symbolic link and drive C: (ZwOpenSymbolicLinkObject). Unload stops the thread, waits for its
+ * object and removes everything in reverse order.
  *
  * The clean build bug-checks (0x4D4F4E00 + n) unless the emulated functions behave as the DDI
  * pages say: the image-name query's size probe, the basic information's pid, the thread notify
- * routine seeing the worker start and end, no top-level IRP in a pre-create.
+ * routine seeing the worker start and end, no top-level IRP in a pre-create, the two-call size
+ * protocols of FltEnumerateVolumes / FltGetVolumeGuidName / ZwQuerySymbolicLinkObject.
  *
  * One-bug variants: BUG_THREAD_NOT_STOPPED (unload neither signals nor waits for the thread:
  * ObjectLeaked SystemThread), BUG_PROCESS_NOT_DEREFERENCED (ObReferenceObjectByHandle's
  * reference kept: ObjectLeaked ProcessReference), BUG_HANDLE_NOT_CLOSED (ZwOpenProcess's handle
  * kept: ObjectLeaked Handle), BUG_IMAGE_NOTIFY_NOT_REMOVED (ObjectLeaked Callback),
- * BUG_DEVICE_NOT_DELETED (ObjectLeaked Device).
+ * BUG_DEVICE_NOT_DELETED (ObjectLeaked Device), BUG_VOLUME_NOT_DEREFERENCED (a volume from
+ * FltEnumerateVolumes kept: ObjectLeaked VolumeReference).
  */
 #include "fltemu_km.h"
 
@@ -33,6 +37,8 @@ static KSPIN_LOCK g_queue_lock;
 static HANDLE g_queue[QUEUE_SLOTS];
 static ULONG g_queued, g_taken;
 static volatile LONG g_processes_created, g_processes_examined, g_thread_starts, g_thread_ends, g_opens;
+
+static BOOLEAN g_surveyed;
 
 static VOID check(BOOLEAN ok, ULONG step, ULONG_PTR detail)
 {
@@ -87,12 +93,19 @@ static VOID examine_by_handle(HANDLE pid)
     if (image != NULL) {
         status = ZwQueryInformationProcess(process, ProcessImageFileName, image, needed, &needed);
         check(NT_SUCCESS(status) && image->Length > 0, 3, (ULONG_PTR)status);
-        DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "monitor: process %p image %wZ\n", pid, image);
+        UNICODE_STRING exe = RTL_CONSTANT_STRING(L".EXE");
+        check(RtlSuffixUnicodeString(&exe, image, TRUE), 16, 0);
+        ANSI_STRING narrow;
+        status = RtlUnicodeStringToAnsiString(&narrow, image, TRUE);
+        check(NT_SUCCESS(status) && narrow.Length * 2 == image->Length, 17, (ULONG_PTR)status);
+        DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "monitor: process %p image %Z\n", pid, &narrow);
+        RtlFreeAnsiString(&narrow);
         ExFreePoolWithTag(image, MONITOR_TAG);
     }
     PEPROCESS object;
     status = ObReferenceObjectByHandle(process, 0, *PsProcessType, KernelMode, (PVOID *)&object, NULL);
     check(NT_SUCCESS(status) && PsGetProcessId(object) == pid, 4, (ULONG_PTR)status);
+    check(PsGetProcessExitStatus(object) == STATUS_PENDING, 18, 0);
     status = ObReferenceObjectByHandle(process, 0, *PsThreadType, KernelMode, (PVOID *)&object, NULL);
     check(status == STATUS_OBJECT_TYPE_MISMATCH, 5, (ULONG_PTR)status);
 #if !defined(BUG_PROCESS_NOT_DEREFERENCED)
@@ -124,6 +137,65 @@ static VOID examine_by_object(HANDLE pid)
     ObDereferenceObject(object);
 }
 
+/* Every volume's GUID name, this filter's instances, and two symbolic links resolved. */
+static VOID survey(VOID)
+{
+    ULONG count = 0;
+    NTSTATUS status = FltEnumerateVolumes(g_filter, NULL, 0, &count);
+    check(status == STATUS_BUFFER_TOO_SMALL && count > 0, 19, (ULONG_PTR)status);
+    PFLT_VOLUME *volumes = ExAllocatePool2(POOL_FLAG_PAGED, count * sizeof(PFLT_VOLUME), MONITOR_TAG);
+    if (volumes == NULL) {
+        return;
+    }
+    status = FltEnumerateVolumes(g_filter, volumes, count, &count);
+    check(NT_SUCCESS(status), 20, (ULONG_PTR)status);
+    for (ULONG i = 0; i < count; i++) {
+        ULONG needed = 0;
+        status = FltGetVolumeGuidName(volumes[i], NULL, &needed);
+        check(status == STATUS_BUFFER_TOO_SMALL && needed > 0, 21, (ULONG_PTR)status);
+        UNICODE_STRING guid = { 0, (USHORT)needed, ExAllocatePool2(POOL_FLAG_PAGED, needed, MONITOR_TAG) };
+        if (guid.Buffer != NULL) {
+            status = FltGetVolumeGuidName(volumes[i], &guid, NULL);
+            check(NT_SUCCESS(status) && guid.Length == needed && guid.Buffer[4] == L'V', 22, (ULONG_PTR)status);
+            DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "monitor: volume %lu %wZ\n", i, &guid);
+            ExFreePoolWithTag(guid.Buffer, MONITOR_TAG);
+        }
+#if defined(BUG_VOLUME_NOT_DEREFERENCED)
+        if (i == 0) {
+            continue;
+        }
+#endif
+        FltObjectDereference(volumes[i]);
+    }
+    ExFreePoolWithTag(volumes, MONITOR_TAG);
+    ULONG instances = 0;
+    status = FltEnumerateInstances(NULL, g_filter, NULL, 0, &instances);
+    check(status == STATUS_BUFFER_TOO_SMALL && instances == count, 23, (ULONG_PTR)instances);
+
+    static UNICODE_STRING names[2] = { RTL_CONSTANT_STRING(L"\\??\\FltemuMonitor"), RTL_CONSTANT_STRING(L"\\DosDevices\\C:") };
+    for (ULONG i = 0; i < 2; i++) {
+        OBJECT_ATTRIBUTES attributes;
+        InitializeObjectAttributes(&attributes, &names[i], OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE, NULL, NULL);
+        HANDLE link;
+        status = ZwOpenSymbolicLinkObject(&link, SYMBOLIC_LINK_QUERY, &attributes);
+        check(NT_SUCCESS(status), 24, (ULONG_PTR)status);
+        WCHAR text[8];
+        UNICODE_STRING target = { 0, sizeof(text), text };
+        ULONG needed = 0;
+        status = ZwQuerySymbolicLinkObject(link, &target, &needed);
+        check(status == STATUS_BUFFER_TOO_SMALL && needed > sizeof(text), 25, (ULONG_PTR)status);
+        target.Buffer = ExAllocatePool2(POOL_FLAG_PAGED, needed, MONITOR_TAG);
+        target.MaximumLength = (USHORT)needed;
+        if (target.Buffer != NULL) {
+            status = ZwQuerySymbolicLinkObject(link, &target, NULL);
+            check(NT_SUCCESS(status) && (i != 0 || RtlEqualUnicodeString(&target, &g_device_name, FALSE)), 26, (ULONG_PTR)status);
+            DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "monitor: %wZ -> %wZ\n", &names[i], &target);
+            ExFreePoolWithTag(target.Buffer, MONITOR_TAG);
+        }
+        ZwClose(link);
+    }
+}
+
 static VOID drain(VOID)
 {
     for (;;) {
@@ -136,6 +208,10 @@ static VOID drain(VOID)
         KeReleaseSpinLock(&g_queue_lock, irql);
         if (pid == NULL) {
             return;
+        }
+        if (!g_surveyed) {
+            g_surveyed = TRUE;
+            survey();
         }
         examine_by_handle(pid);
         examine_by_object(pid);
@@ -164,6 +240,7 @@ static FLT_PREOP_CALLBACK_STATUS pre_create(PFLT_CALLBACK_DATA data, PCFLT_RELAT
     UNREFERENCED_PARAMETER(objects);
     *completion = NULL;
     check(IoGetTopLevelIrp() == NULL, 9, 0);
+    check(ExGetPreviousMode() == (PsGetCurrentProcessId() == (HANDLE)4 ? KernelMode : UserMode), 27, 0);
     if (FltGetRequestorProcessId(data) != 0) {
         _InterlockedIncrement(&g_opens);
     }
@@ -257,5 +334,8 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path)
     status = ObReferenceObjectByHandle(thread, 0, *PsThreadType, KernelMode, &g_thread, NULL);
     check(NT_SUCCESS(status), 15, (ULONG_PTR)status);
     ZwClose(thread);
+    RTL_OSVERSIONINFOW version = { .dwOSVersionInfoSize = sizeof(version) };
+    status = RtlGetVersion(&version);
+    check(NT_SUCCESS(status) && version.dwMajorVersion >= 10, 28, (ULONG_PTR)status);
     return FltStartFiltering(g_filter);
 }

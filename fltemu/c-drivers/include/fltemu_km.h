@@ -345,4 +345,31 @@ __declspec(dllimport) NTSTATUS IoCreateSymbolicLink(PUNICODE_STRING SymbolicLink
 __declspec(dllimport) NTSTATUS IoDeleteSymbolicLink(PUNICODE_STRING SymbolicLinkName);
 __declspec(dllimport) PVOID IoGetTopLevelIrp(VOID);
 
+/* ---- volumes enumerated, links queried, ANSI strings, versions (monitor.c) ----------------- */
+#define STATUS_PENDING ((NTSTATUS)0x00000103L)
+typedef struct _STRING { USHORT Length; USHORT MaximumLength; PCHAR Buffer; } ANSI_STRING, *PANSI_STRING;
+typedef struct _OSVERSIONINFOW {
+    ULONG dwOSVersionInfoSize;
+    ULONG dwMajorVersion;
+    ULONG dwMinorVersion;
+    ULONG dwBuildNumber;
+    ULONG dwPlatformId;
+    WCHAR szCSDVersion[128];
+} RTL_OSVERSIONINFOW, *PRTL_OSVERSIONINFOW;
+_Static_assert(sizeof(RTL_OSVERSIONINFOW) == 276, "RTL_OSVERSIONINFOW layout");
+__declspec(dllimport) NTSTATUS FltEnumerateVolumes(PFLT_FILTER Filter, PFLT_VOLUME *VolumeList, ULONG VolumeListSize, PULONG NumberVolumesReturned);
+__declspec(dllimport) NTSTATUS FltEnumerateInstances(PFLT_VOLUME Volume, PFLT_FILTER Filter, PFLT_INSTANCE *InstanceList, ULONG InstanceListSize, PULONG NumberInstancesReturned);
+__declspec(dllimport) NTSTATUS FltGetVolumeGuidName(PFLT_VOLUME Volume, PUNICODE_STRING VolumeGuidName, PULONG BufferSizeNeeded);
+__declspec(dllimport) VOID FltObjectDereference(PVOID FltObject);
+__declspec(dllimport) NTSTATUS ZwOpenSymbolicLinkObject(PHANDLE LinkHandle, ACCESS_MASK DesiredAccess, POBJECT_ATTRIBUTES ObjectAttributes);
+__declspec(dllimport) NTSTATUS ZwQuerySymbolicLinkObject(HANDLE LinkHandle, PUNICODE_STRING LinkTarget, PULONG ReturnedLength);
+__declspec(dllimport) NTSTATUS RtlGetVersion(PRTL_OSVERSIONINFOW lpVersionInformation);
+__declspec(dllimport) NTSTATUS RtlUnicodeStringToAnsiString(PANSI_STRING DestinationString, PCUNICODE_STRING SourceString, BOOLEAN AllocateDestinationString);
+__declspec(dllimport) VOID RtlFreeAnsiString(PANSI_STRING AnsiString);
+__declspec(dllimport) BOOLEAN RtlSuffixUnicodeString(PCUNICODE_STRING Suffix, PCUNICODE_STRING String2, BOOLEAN CaseInSensitive);
+__declspec(dllimport) BOOLEAN RtlEqualUnicodeString(PCUNICODE_STRING String1, PCUNICODE_STRING String2, BOOLEAN CaseInSensitive);
+__declspec(dllimport) NTSTATUS PsGetProcessExitStatus(PEPROCESS Process);
+__declspec(dllimport) KPROCESSOR_MODE ExGetPreviousMode(VOID);
+#define SYMBOLIC_LINK_QUERY 0x0001
+
 #endif /* FLTEMU_KM_H */

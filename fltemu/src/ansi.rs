@@ -1,0 +1,351 @@
+//! The string and version calls the surveyed public minifilters make beyond rtl.rs: ANSI_STRING
+//! comparisons and conversions to and from UNICODE_STRING (buffers the Rtl routine allocates
+//! are pool blocks the driver frees with RtlFreeAnsiString / RtlFreeUnicodeString, so a missing
+//! free is PoolLeaked), RtlUnicodeStringToInteger, RtlSuffixUnicodeString, RtlGetVersion and
+//! the narrow CRT routines `_strnicmp` and `_strupr`. Conversions are the code page's ASCII
+//! range; other characters become `?` (fltemu's names are ASCII).
+
+use windows_sys::Win32::Foundation::UNICODE_STRING;
+
+use crate::catalog::{Emulated, Source};
+use crate::exec::{DISPATCH_LEVEL, PASSIVE_LEVEL};
+use crate::objects;
+use crate::state::status;
+
+/// The tag of the ANSI buffers RtlUnicodeStringToAnsiString allocates (freed by
+/// RtlFreeAnsiString; a leak shows as PoolLeaked with this tag).
+const ANSI_TAG: u32 = u32::from_le_bytes(*b"RtlA");
+const ANY: u8 = 15;
+
+/// An ANSI_STRING / STRING: Length, MaximumLength, Buffer (as UNICODE_STRING's layout).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Ansi {
+    length: u16,
+    maximum: u16,
+    buffer: *mut u8,
+}
+
+fn read_ansi(string: *const Ansi) -> Option<Ansi> {
+    if string.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's ANSI_STRING.
+    Some(unsafe { string.read_unaligned() })
+}
+
+fn ansi_bytes(string: *const Ansi) -> &'static [u8] {
+    match read_ansi(string) {
+        Some(value) if !value.buffer.is_null() => {
+            // SAFETY: Buffer holds Length bytes (the ANSI_STRING contract).
+            unsafe { std::slice::from_raw_parts(value.buffer, usize::from(value.length)) }
+        }
+        _ => &[],
+    }
+}
+
+fn wide_units(string: *const UNICODE_STRING) -> &'static [u16] {
+    if string.is_null() {
+        return &[];
+    }
+    // SAFETY: the caller's UNICODE_STRING.
+    let value = unsafe { string.read_unaligned() };
+    if value.Buffer.is_null() {
+        return &[];
+    }
+    // SAFETY: Buffer holds Length bytes.
+    unsafe { std::slice::from_raw_parts(value.Buffer, usize::from(value.Length) / 2) }
+}
+
+fn fold(byte: u8, insensitive: bool) -> u8 {
+    if insensitive { byte.to_ascii_uppercase() } else { byte }
+}
+
+/// `RtlEqualString` (wdm.h; ≤ DISPATCH for resident strings): byte equality, ASCII
+/// case-insensitive on request.
+extern "win64" fn rtl_equal_string(a: *const Ansi, b: *const Ansi, insensitive: u8) -> u8 {
+    objects::count("RtlEqualString", DISPATCH_LEVEL);
+    let (a, b) = (ansi_bytes(a), ansi_bytes(b));
+    u8::from(a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x, insensitive != 0) == fold(*y, insensitive != 0)))
+}
+
+/// `RtlFreeAnsiString` (wdm.h; PASSIVE): frees a buffer RtlUnicodeStringToAnsiString allocated.
+extern "win64" fn rtl_free_ansi_string(string: *mut Ansi) {
+    objects::count("RtlFreeAnsiString", PASSIVE_LEVEL);
+    if let Some(value) = read_ansi(string) {
+        if !value.buffer.is_null() {
+            crate::nt::ex_free_pool_with_tag(value.buffer.cast(), ANSI_TAG);
+        }
+        // SAFETY: the caller's ANSI_STRING.
+        unsafe { string.write_unaligned(Ansi { length: 0, maximum: 0, buffer: core::ptr::null_mut() }) };
+    }
+}
+
+/// `RtlUnicodeStringToAnsiString` (wdm.h; PASSIVE): allocates Length/2 + 1 bytes when asked
+/// (RtlFreeAnsiString frees them), else needs MaximumLength > the result (the terminating NUL),
+/// STATUS_BUFFER_OVERFLOW otherwise (copying what fits, as documented).
+extern "win64" fn rtl_unicode_string_to_ansi_string(destination: *mut Ansi, source: *const UNICODE_STRING, allocate: u8) -> i32 {
+    objects::count("RtlUnicodeStringToAnsiString", PASSIVE_LEVEL);
+    if destination.is_null() {
+        return status::INVALID_PARAMETER;
+    }
+    let converted: Vec<u8> = wide_units(source).iter().map(|u| u8::try_from(*u).ok().filter(u8::is_ascii).unwrap_or(b'?')).collect();
+    if converted.len() > 0xFFFE {
+        return 0xC000_000E_u32.cast_signed(); // STATUS_INVALID_PARAMETER_2
+    }
+    let (buffer, capacity) = if allocate != 0 {
+        let block = crate::nt::ex_allocate_pool2(0x100, converted.len() + 1, ANSI_TAG).cast::<u8>();
+        if block.is_null() {
+            return status::INSUFFICIENT_RESOURCES;
+        }
+        (block, converted.len() + 1)
+    } else {
+        let Some(value) = read_ansi(destination) else { return status::INVALID_PARAMETER };
+        (value.buffer, usize::from(value.maximum))
+    };
+    let fits = converted.len().min(capacity);
+    if !buffer.is_null() {
+        // SAFETY: `buffer` holds `capacity` bytes (allocated here, or the caller's MaximumLength).
+        unsafe { core::ptr::copy_nonoverlapping(converted.as_ptr(), buffer, fits) };
+        if fits < capacity {
+            // SAFETY: as above; one byte past the characters is inside the buffer.
+            unsafe { buffer.wrapping_add(fits).write(0) };
+        }
+    }
+    // SAFETY: the caller's ANSI_STRING.
+    unsafe { destination.write_unaligned(Ansi { length: fits as u16, maximum: capacity as u16, buffer }) };
+    if converted.len() >= capacity && allocate == 0 { status::BUFFER_OVERFLOW } else { status::SUCCESS }
+}
+
+/// `RtlAnsiStringToUnicodeString` (wdm.h; PASSIVE): allocates when asked (RtlFreeUnicodeString
+/// frees the buffer), else needs MaximumLength ≥ the result (STATUS_BUFFER_OVERFLOW).
+extern "win64" fn rtl_ansi_string_to_unicode_string(destination: *mut UNICODE_STRING, source: *const Ansi, allocate: u8) -> i32 {
+    objects::count("RtlAnsiStringToUnicodeString", PASSIVE_LEVEL);
+    if destination.is_null() {
+        return status::INVALID_PARAMETER;
+    }
+    let converted: Vec<u16> = ansi_bytes(source).iter().map(|b| if b.is_ascii() { u16::from(*b) } else { u16::from(b'?') }).collect();
+    let bytes = converted.len() * 2;
+    if bytes > 0xFFFC {
+        return 0xC000_000E_u32.cast_signed(); // STATUS_INVALID_PARAMETER_2
+    }
+    let (buffer, capacity) = if allocate != 0 {
+        let block = crate::nt::ex_allocate_pool2(0x100, bytes + 2, crate::rtl::STRING_TAG).cast::<u16>();
+        if block.is_null() {
+            return status::INSUFFICIENT_RESOURCES;
+        }
+        (block, bytes + 2)
+    } else {
+        // SAFETY: the caller's UNICODE_STRING.
+        let value = unsafe { destination.read_unaligned() };
+        (value.Buffer, usize::from(value.MaximumLength))
+    };
+    if bytes > capacity {
+        return status::BUFFER_OVERFLOW;
+    }
+    // SAFETY: `buffer` holds `capacity` ≥ `bytes` bytes.
+    unsafe { core::ptr::copy_nonoverlapping(converted.as_ptr(), buffer, converted.len()) };
+    if bytes + 2 <= capacity {
+        // SAFETY: as above; the NUL fits.
+        unsafe { buffer.wrapping_add(converted.len()).write_unaligned(0) };
+    }
+    // SAFETY: the caller's UNICODE_STRING.
+    unsafe { destination.write_unaligned(UNICODE_STRING { Length: bytes as u16, MaximumLength: capacity as u16, Buffer: buffer }) };
+    status::SUCCESS
+}
+
+/// `RtlUnicodeStringToInteger` (wdm.h; PASSIVE): leading blanks, an optional sign, a `0x` /
+/// `0o` / `0b` prefix when Base is 0, digits of the base up to the first other character;
+/// Base not 0, 2, 8, 10 or 16 → STATUS_INVALID_PARAMETER.
+extern "win64" fn rtl_unicode_string_to_integer(string: *const UNICODE_STRING, base: u32, value: *mut u32) -> i32 {
+    objects::count("RtlUnicodeStringToInteger", PASSIVE_LEVEL);
+    if value.is_null() || ![0, 2, 8, 10, 16].contains(&base) {
+        return status::INVALID_PARAMETER;
+    }
+    let text = String::from_utf16_lossy(wide_units(string));
+    let mut rest = text.trim_start_matches([' ', '\t']);
+    let negative = rest.starts_with('-');
+    rest = rest.trim_start_matches(['-', '+']);
+    let mut radix = base;
+    if base == 0 {
+        radix = 10;
+        for (prefix, r) in [("0x", 16), ("0o", 8), ("0b", 2)] {
+            if let Some(tail) = rest.strip_prefix(prefix) {
+                rest = tail;
+                radix = r;
+            }
+        }
+    }
+    let mut result: u32 = 0;
+    for c in rest.chars() {
+        let Some(digit) = c.to_digit(radix) else { break };
+        result = result.wrapping_mul(radix).wrapping_add(digit);
+    }
+    // SAFETY: the caller's out ULONG.
+    unsafe { value.write_unaligned(if negative { result.wrapping_neg() } else { result }) };
+    status::SUCCESS
+}
+
+/// `RtlSuffixUnicodeString` (ntifs.h; PASSIVE): whether String ends with Suffix.
+extern "win64" fn rtl_suffix_unicode_string(suffix: *const UNICODE_STRING, string: *const UNICODE_STRING, insensitive: u8) -> u8 {
+    objects::count("RtlSuffixUnicodeString", PASSIVE_LEVEL);
+    let (suffix, string) = (wide_units(suffix), wide_units(string));
+    if suffix.len() > string.len() {
+        return 0;
+    }
+    let tail = &string[string.len() - suffix.len()..];
+    let same = |a: u16, b: u16| a == b || (insensitive != 0 && char::from_u32(a.into()).zip(char::from_u32(b.into())).is_some_and(|(x, y)| x.to_uppercase().eq(y.to_uppercase())));
+    u8::from(tail.iter().zip(suffix).all(|(a, b)| same(*a, *b)))
+}
+
+/// `RtlGetVersion` (wdm.h; PASSIVE): Windows 10 version 22H2 (10.0.19045, VER_NT_WORKSTATION);
+/// dwOSVersionInfoSize must be that of RTL_OSVERSIONINFOW (276) or RTL_OSVERSIONINFOEXW (284).
+extern "win64" fn rtl_get_version(info: *mut u8) -> i32 {
+    objects::count("RtlGetVersion", PASSIVE_LEVEL);
+    if info.is_null() {
+        return status::INVALID_PARAMETER;
+    }
+    // SAFETY: the caller's RTL_OSVERSIONINFOW: dwOSVersionInfoSize first.
+    let size = unsafe { info.cast::<u32>().read_unaligned() };
+    if size != 276 && size != 284 {
+        return status::INVALID_PARAMETER;
+    }
+    let fields: [u32; 4] = [10, 0, 19045, 2];
+    // SAFETY: Major, Minor, Build, PlatformId follow the size field.
+    unsafe { core::ptr::copy_nonoverlapping(fields.as_ptr().cast::<u8>(), info.wrapping_add(4), 16) };
+    // SAFETY: szCSDVersion (128 WCHARs) at 20: empty.
+    unsafe { core::ptr::write_bytes(info.wrapping_add(20), 0, 256) };
+    if size == 284 {
+        // SAFETY: the EX tail (service pack, suite mask, product type, reserved) at 276.
+        unsafe { core::ptr::write_bytes(info.wrapping_add(276), 0, 8) };
+        // SAFETY: wProductType at 282: VER_NT_WORKSTATION.
+        unsafe { info.wrapping_add(282).write(1) };
+    }
+    status::SUCCESS
+}
+
+fn c_string(text: *const u8, limit: usize) -> &'static [u8] {
+    if text.is_null() {
+        return &[];
+    }
+    let mut length = 0;
+    // SAFETY: a NUL-terminated string (the CRT contract), read up to `limit`.
+    while length < limit && unsafe { text.wrapping_add(length).read() } != 0 {
+        length += 1;
+    }
+    // SAFETY: `length` bytes were just read.
+    unsafe { std::slice::from_raw_parts(text, length) }
+}
+
+/// `_strnicmp` (CRT): ASCII case-insensitive comparison of at most `count` characters.
+extern "win64" fn strnicmp(a: *const u8, b: *const u8, count: usize) -> i32 {
+    objects::count("_strnicmp", ANY);
+    let (a, b) = (c_string(a, count), c_string(b, count));
+    for i in 0..count {
+        let x = a.get(i).map_or(0, u8::to_ascii_lowercase);
+        let y = b.get(i).map_or(0, u8::to_ascii_lowercase);
+        if x != y || x == 0 {
+            return i32::from(x) - i32::from(y);
+        }
+    }
+    0
+}
+
+/// `_strupr` (CRT): upper-cases the string in place (ASCII) and returns it.
+extern "win64" fn strupr(text: *mut u8) -> *mut u8 {
+    objects::count("_strupr", ANY);
+    let length = c_string(text, 1 << 16).len();
+    for i in 0..length {
+        let at = text.wrapping_add(i);
+        // SAFETY: inside the string just measured.
+        let byte = unsafe { at.read() };
+        // SAFETY: as above.
+        unsafe { at.write(byte.to_ascii_uppercase()) };
+    }
+    text
+}
+
+/// ntoskrnl.exe exports of this module.
+pub fn resolve(name: &str) -> Option<usize> {
+    Some(match name {
+        "RtlEqualString" => rtl_equal_string as *const () as usize,
+        "RtlFreeAnsiString" => rtl_free_ansi_string as *const () as usize,
+        "RtlUnicodeStringToAnsiString" => rtl_unicode_string_to_ansi_string as *const () as usize,
+        "RtlAnsiStringToUnicodeString" => rtl_ansi_string_to_unicode_string as *const () as usize,
+        "RtlUnicodeStringToInteger" => rtl_unicode_string_to_integer as *const () as usize,
+        "RtlSuffixUnicodeString" => rtl_suffix_unicode_string as *const () as usize,
+        "RtlGetVersion" => rtl_get_version as *const () as usize,
+        "_strnicmp" => strnicmp as *const () as usize,
+        "_strupr" => strupr as *const () as usize,
+        _ => return None,
+    })
+}
+
+const fn nt(function: &'static str, header: &'static str, notes: &'static str) -> Emulated {
+    Emulated { dll: "ntoskrnl.exe", function, notes, source: Source::Ddi(header) }
+}
+
+/// The catalog rows of this module.
+pub const DOCS: &[Emulated] = &[
+    nt("RtlEqualString", "wdm", "≤ DISPATCH; byte equality, ASCII case-insensitive on request"),
+    nt("RtlFreeAnsiString", "wdm", "PASSIVE; frees a buffer RtlUnicodeStringToAnsiString allocated (pool tag 'RtlA'), zeroes the string"),
+    nt("RtlUnicodeStringToAnsiString", "wdm", "PASSIVE; ASCII (else `?`); AllocateDestinationString → pool the driver frees with RtlFreeAnsiString (else PoolLeaked 'RtlA'); a caller buffer too small → STATUS_BUFFER_OVERFLOW with what fits"),
+    nt("RtlAnsiStringToUnicodeString", "wdm", "PASSIVE; allocation freed by RtlFreeUnicodeString (tag 'RtlS'); a caller buffer too small → STATUS_BUFFER_OVERFLOW"),
+    nt("RtlUnicodeStringToInteger", "wdm", "PASSIVE; blanks, sign, 0x/0o/0b with Base 0, digits up to the first other character; Base not 0/2/8/10/16 → INVALID_PARAMETER"),
+    nt("RtlSuffixUnicodeString", "ntifs", "PASSIVE; whether String ends with Suffix (case-insensitive on request)"),
+    nt("RtlGetVersion", "wdm", "PASSIVE; 10.0.19045, platform 2, VER_NT_WORKSTATION in the EX form; dwOSVersionInfoSize not 276/284 → INVALID_PARAMETER"),
+    Emulated { dll: "ntoskrnl.exe", function: "_strnicmp", notes: "ASCII case-insensitive, at most count characters", source: Source::Crt("strnicmp-wcsnicmp-mbsnicmp-strnicmp-l-wcsnicmp-l-mbsnicmp-l") },
+    Emulated { dll: "ntoskrnl.exe", function: "_strupr", notes: "ASCII upper case in place", source: Source::Crt("strupr-strupr-l-mbsupr-mbsupr-l-wcsupr-l-wcsupr") },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wide(text: &str) -> (Vec<u16>, UNICODE_STRING) {
+        let mut units: Vec<u16> = text.encode_utf16().collect();
+        let string = UNICODE_STRING { Length: (units.len() * 2) as u16, MaximumLength: (units.len() * 2) as u16, Buffer: units.as_mut_ptr() };
+        (units, string)
+    }
+
+    #[test]
+    fn integers_parse_as_documented() {
+        let mut value = 0;
+        let (_keep, s) = wide("  4242 rest");
+        assert_eq!(rtl_unicode_string_to_integer(&raw const s, 10, &raw mut value), status::SUCCESS);
+        assert_eq!(value, 4242);
+        let (_keep, s) = wide("0x1F");
+        assert_eq!(rtl_unicode_string_to_integer(&raw const s, 0, &raw mut value), status::SUCCESS);
+        assert_eq!(value, 31);
+        assert_eq!(rtl_unicode_string_to_integer(&raw const s, 7, &raw mut value), status::INVALID_PARAMETER);
+    }
+
+    #[test]
+    fn suffixes_and_narrow_comparisons() {
+        let (_a, exe) = wide(".EXE");
+        let (_b, name) = wide("\\x\\process4242.exe");
+        assert_eq!(rtl_suffix_unicode_string(&raw const exe, &raw const name, 1), 1);
+        assert_eq!(rtl_suffix_unicode_string(&raw const exe, &raw const name, 0), 0);
+        assert_eq!(strnicmp(c"ABCd".as_ptr().cast(), c"abcX".as_ptr().cast(), 3), 0);
+        assert!(strnicmp(c"abc".as_ptr().cast(), c"abd".as_ptr().cast(), 3) < 0);
+        let mut text = *b"Nt!x\0";
+        strupr(text.as_mut_ptr());
+        assert_eq!(&text, b"NT!X\0");
+    }
+
+    #[test]
+    fn a_caller_buffer_too_small_overflows() {
+        let (_keep, source) = wide("abcdef");
+        let mut storage = [0u8; 4];
+        let mut ansi = Ansi { length: 0, maximum: 4, buffer: storage.as_mut_ptr() };
+        assert_eq!(rtl_unicode_string_to_ansi_string(&raw mut ansi, &raw const source, 0), status::BUFFER_OVERFLOW);
+        assert_eq!(&storage, b"abcd");
+        let mut ansi = Ansi { length: 0, maximum: 0, buffer: core::ptr::null_mut() };
+        let (_k, short) = wide("ab");
+        let mut big = [0u8; 8];
+        ansi.buffer = big.as_mut_ptr();
+        ansi.maximum = 8;
+        assert_eq!(rtl_unicode_string_to_ansi_string(&raw mut ansi, &raw const short, 0), status::SUCCESS);
+        assert_eq!((ansi.length, &big[..3]), (2, &b"ab\0"[..]));
+    }
+}
