@@ -159,7 +159,7 @@ extern "win64" fn ke_wait_for_single_object(object: usize, _reason: i32, _mode: 
         let table = guard.get_or_insert_with(HashMap::new);
         let Some(record) = table.get_mut(&object) else {
             drop(guard);
-            if let Some(status) = crate::wild::wait_for_thread(object, deadline) {
+            if let Some(status) = crate::wild::wait_for_object(object, deadline) {
                 return status;
             }
             objects::misuse("KeWaitForSingleObject", ObjectKind::Event, "waits only on events initialised by KeInitializeEvent are modelled");

@@ -346,9 +346,12 @@ fn threads<R>(f: impl FnOnce(&mut HashMap<usize, bool>) -> R) -> R {
     f(guard.get_or_insert_with(HashMap::new))
 }
 
-/// KeWaitForSingleObject on a system thread's object (sync.rs asks here for objects it does
-/// not know): signaled once the thread has ended. None: not a system thread.
-pub fn wait_for_thread(object: usize, deadline: Option<Instant>) -> Option<i32> {
+/// KeWaitForSingleObject on an object sync.rs does not know: a system thread (signaled once
+/// it has ended) or a KMUTEX (acquired). None: neither.
+pub fn wait_for_object(object: usize, deadline: Option<Instant>) -> Option<i32> {
+    if MUTEXES.with(|t| t.contains_key(&object)) {
+        return Some(wait_for_mutex(object, deadline));
+    }
     let mut guard = THREADS.lock().unwrap_or_else(PoisonError::into_inner);
     loop {
         let ended = *guard.get_or_insert_with(HashMap::new).get(&object)?;
@@ -456,6 +459,165 @@ extern "win64" fn ps_terminate_system_thread(_status: i32) -> i32 {
     // SAFETY: the buffer the trampoline of this thread's start filled; nothing on this frame
     // needs dropping.
     unsafe { fltemu_wild_thread_exit(buffer) }
+}
+
+// ---- kernel mutexes (KMUTEX) ----
+
+/// KMUTEX → (owning thread id or 0, recursion count).
+static MUTEXES: Table<usize, (usize, u32)> = Table::new();
+
+fn wait_for_mutex(mutex: usize, deadline: Option<Instant>) -> i32 {
+    let me = objects::thread_id();
+    loop {
+        let acquired = MUTEXES.with(|t| match t.get_mut(&mutex) {
+            Some((owner, count)) if *owner == 0 || *owner == me => {
+                *owner = me;
+                *count += 1;
+                true
+            }
+            _ => false,
+        });
+        if acquired {
+            // Holding a mutex object disables normal kernel APCs (KeWaitForSingleObject Remarks).
+            crate::sync::enter_critical_region();
+            return status::SUCCESS;
+        }
+        match deadline {
+            Some(d) if d <= Instant::now() => return status::TIMEOUT,
+            _ => std::thread::sleep(Duration::from_micros(200)),
+        }
+    }
+}
+
+/// `KeInitializeMutex` (wdm.h; PASSIVE): a signaled (unowned) mutex object.
+extern "win64" fn ke_initialize_mutex(mutex: usize, _level: u32) {
+    objects::count("KeInitializeMutex", PASSIVE_LEVEL);
+    if mutex != 0 {
+        MUTEXES.with(|t| t.insert(mutex, (0, 0)));
+    }
+}
+
+/// `KeReleaseMutex` (wdm.h; ≤ DISPATCH): one level of this thread's ownership; a mutex this
+/// thread does not own → ObjectMisuse (STATUS_MUTANT_NOT_OWNED is raised on Windows).
+extern "win64" fn ke_release_mutex(mutex: usize, _wait: u8) -> i32 {
+    objects::count("KeReleaseMutex", DISPATCH_LEVEL);
+    let me = objects::thread_id();
+    let outcome = MUTEXES.with(|t| match t.get_mut(&mutex) {
+        Some((owner, count)) if *owner == me && *count > 0 => {
+            *count -= 1;
+            if *count == 0 {
+                *owner = 0;
+            }
+            Ok(i32::from(*count == 0))
+        }
+        _ => Err(()),
+    });
+    if let Ok(previous) = outcome {
+        crate::sync::leave_critical_region("KeReleaseMutex");
+        previous
+    } else {
+        objects::misuse("KeReleaseMutex", ObjectKind::Mutex, "released by a thread that does not own it (STATUS_MUTANT_NOT_OWNED)");
+        0
+    }
+}
+
+// ---- interlocked lists ----
+
+/// The LIST_ENTRY links (Flink at 0, Blink at 8).
+fn link(entry: usize, blink: bool) -> usize {
+    // SAFETY: a LIST_ENTRY in driver memory (the list DDIs' contract).
+    unsafe { ((entry + 8 * usize::from(blink)) as *const usize).read() }
+}
+
+fn set_link(entry: usize, blink: bool, value: usize) {
+    // SAFETY: as `link`.
+    unsafe { ((entry + 8 * usize::from(blink)) as *mut usize).write(value) };
+}
+
+/// Runs `f` under the KSPIN_LOCK word at `lock` (the same word KeAcquireSpinLock takes).
+fn with_spin_lock<R>(lock: usize, f: impl FnOnce() -> R) -> R {
+    // SAFETY: a KSPIN_LOCK: a pointer-sized aligned word in non-paged driver memory.
+    let word = unsafe { std::sync::atomic::AtomicUsize::from_ptr(lock as *mut usize) };
+    while word.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        std::thread::yield_now();
+    }
+    let result = f();
+    word.store(0, Ordering::Release);
+    result
+}
+
+/// `ExInterlockedInsertTailList` / `ExInterlockedInsertHeadList` (wdm.h; any IRQL): inserts
+/// under the spin lock; returns the former tail (head), NULL if the list was empty.
+extern "win64" fn ex_interlocked_insert_tail_list(head: usize, entry: usize, lock: usize) -> usize {
+    objects::count("ExInterlockedInsertTailList", ANY);
+    with_spin_lock(lock, || {
+        let tail = link(head, true);
+        set_link(entry, false, head);
+        set_link(entry, true, tail);
+        set_link(tail, false, entry);
+        set_link(head, true, entry);
+        if tail == head { 0 } else { tail }
+    })
+}
+
+extern "win64" fn ex_interlocked_insert_head_list(head: usize, entry: usize, lock: usize) -> usize {
+    objects::count("ExInterlockedInsertHeadList", ANY);
+    with_spin_lock(lock, || {
+        let first = link(head, false);
+        set_link(entry, false, first);
+        set_link(entry, true, head);
+        set_link(first, true, entry);
+        set_link(head, false, entry);
+        if first == head { 0 } else { first }
+    })
+}
+
+/// `ExInterlockedRemoveHeadList` (wdm.h; any IRQL): the first entry removed, or NULL.
+extern "win64" fn ex_interlocked_remove_head_list(head: usize, lock: usize) -> usize {
+    objects::count("ExInterlockedRemoveHeadList", ANY);
+    with_spin_lock(lock, || {
+        let first = link(head, false);
+        if first == head {
+            return 0;
+        }
+        let next = link(first, false);
+        set_link(head, false, next);
+        set_link(next, true, head);
+        first
+    })
+}
+
+// ---- attaching to a process ----
+
+thread_local! {
+    /// KAPC_STATE addresses of this thread's attaches, with the pid to return to.
+    static ATTACHED: std::cell::RefCell<Vec<(usize, u32)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `KeStackAttachProcess` (ntifs.h; ≤ DISPATCH): the thread runs in Process's context (its pid)
+/// until KeUnstackDetachProcess with the same ApcState.
+extern "win64" fn ke_stack_attach_process(process: usize, apc_state: usize) {
+    objects::count("KeStackAttachProcess", DISPATCH_LEVEL);
+    let Some(pid) = crate::ps::pid_of(process) else {
+        objects::misuse("KeStackAttachProcess", ObjectKind::ProcessReference, "not a process object");
+        return;
+    };
+    ATTACHED.with(|a| a.borrow_mut().push((apc_state, exec::current_pid())));
+    exec::enter(exec::irql(), pid, exec::operation());
+}
+
+/// `KeUnstackDetachProcess` (ntifs.h; ≤ DISPATCH): back to the context before the matching
+/// attach; an ApcState that is not the innermost attach → ObjectMisuse.
+extern "win64" fn ke_unstack_detach_process(apc_state: usize) {
+    objects::count("KeUnstackDetachProcess", DISPATCH_LEVEL);
+    let top = ATTACHED.with(|a| {
+        let mut a = a.borrow_mut();
+        if a.last().is_some_and(|(state, _)| *state == apc_state) { a.pop() } else { None }
+    });
+    match top {
+        Some((_, pid)) => exec::enter(exec::irql(), pid, exec::operation()),
+        None => objects::misuse("KeUnstackDetachProcess", ObjectKind::ProcessReference, "ApcState is not this thread's innermost KeStackAttachProcess"),
+    }
 }
 
 // ---- callback registrations ----
@@ -911,6 +1073,122 @@ extern "win64" fn zw_enumerate_value_key(_key: usize, _index: u32, _class: i32, 
     INVALID_HANDLE
 }
 
+extern "win64" fn zw_enumerate_key(_key: usize, _index: u32, _class: i32, _information: usize, _length: u32, returned: *mut u32) -> i32 {
+    objects::count("ZwEnumerateKey", PASSIVE_LEVEL);
+    if !returned.is_null() {
+        // SAFETY: the caller's out length.
+        unsafe { returned.write_unaligned(0) };
+    }
+    INVALID_HANDLE
+}
+
+extern "win64" fn zw_query_key(_key: usize, _class: i32, _information: usize, _length: u32, returned: *mut u32) -> i32 {
+    objects::count("ZwQueryKey", PASSIVE_LEVEL);
+    if !returned.is_null() {
+        // SAFETY: the caller's out length.
+        unsafe { returned.write_unaligned(0) };
+    }
+    INVALID_HANDLE
+}
+
+extern "win64" fn zw_delete_key(_key: usize) -> i32 {
+    objects::count("ZwDeleteKey", PASSIVE_LEVEL);
+    INVALID_HANDLE
+}
+
+/// `MmFlushImageSection` (ntifs.h; ≤ APC): TRUE: fltemu maps no file as an image, so there is
+/// never an image section to keep.
+extern "win64" fn mm_flush_image_section(_pointers: usize, _kind: i32) -> u8 {
+    objects::count("MmFlushImageSection", APC_LEVEL);
+    1
+}
+
+/// The file object type's GENERIC_MAPPING: FILE_GENERIC_READ/WRITE/EXECUTE, FILE_ALL_ACCESS.
+static FILE_GENERIC_MAPPING: [u32; 4] = [0x0012_0089, 0x0012_0116, 0x0012_00A0, 0x001F_01FF];
+
+/// `IoGetFileObjectGenericMapping` (ntifs.h; any IRQL).
+extern "win64" fn io_get_file_object_generic_mapping() -> usize {
+    objects::count("IoGetFileObjectGenericMapping", ANY);
+    FILE_GENERIC_MAPPING.as_ptr() as usize
+}
+
+/// `RtlMapGenericMask` (wdm.h; any IRQL): GENERIC_READ/WRITE/EXECUTE/ALL replaced by the
+/// mapping's rights.
+extern "win64" fn rtl_map_generic_mask(mask: *mut u32, mapping: *const u32) {
+    objects::count("RtlMapGenericMask", ANY);
+    if mask.is_null() || mapping.is_null() {
+        return;
+    }
+    // SAFETY: the caller's ACCESS_MASK.
+    let mut value = unsafe { mask.read_unaligned() };
+    for (i, generic) in [0x8000_0000_u32, 0x4000_0000, 0x2000_0000, 0x1000_0000].into_iter().enumerate() {
+        if value & generic != 0 {
+            // SAFETY: the caller's GENERIC_MAPPING: four ACCESS_MASKs.
+            value = (value & !generic) | unsafe { mapping.wrapping_add(i).read_unaligned() };
+        }
+    }
+    // SAFETY: as above.
+    unsafe { mask.write_unaligned(value) };
+}
+
+/// NTDDI_WIN10_VB: the newest DDI version of the Windows 10 22H2 RtlGetVersion reports.
+const NTDDI_VERSION: u32 = 0x0A00_0008;
+
+/// `RtlIsNtDdiVersionAvailable` (wdm.h; any IRQL): what ExInitializeDriverRuntime asks.
+extern "win64" fn rtl_is_nt_ddi_version_available(version: u32) -> u8 {
+    objects::count("RtlIsNtDdiVersionAvailable", ANY);
+    u8::from(version <= NTDDI_VERSION)
+}
+
+/// `NlsMbCodePageTag` (data, wdm.h's NLS_MB_CODE_PAGE_TAG): FALSE, a single-byte code page.
+static NLS_MB_CODE_PAGE_TAG: u8 = 0;
+
+/// `RtlxUnicodeStringToAnsiSize` (wdm.h, behind RtlUnicodeStringToAnsiSize; PASSIVE): the
+/// bytes an ANSI copy needs with its NUL.
+extern "win64" fn rtlx_unicode_string_to_ansi_size(string: *const UNICODE_STRING) -> u32 {
+    objects::count("RtlxUnicodeStringToAnsiSize", PASSIVE_LEVEL);
+    if string.is_null() {
+        return 1;
+    }
+    // SAFETY: the caller's UNICODE_STRING.
+    let value = unsafe { string.read_unaligned() };
+    u32::from(value.Length) / 2 + 1
+}
+
+/// `FltGetEcpListFromCallbackData` (fltkernel.h; ≤ APC): fltemu's creates carry no extra create
+/// parameters, so STATUS_SUCCESS with a NULL list (as for a create without ECPs).
+extern "win64" fn flt_get_ecp_list_from_callback_data(_filter: usize, data: usize, list: *mut usize) -> i32 {
+    objects::count("FltGetEcpListFromCallbackData", APC_LEVEL);
+    if data == 0 || list.is_null() {
+        return status::INVALID_PARAMETER;
+    }
+    write_out(list, 0);
+    status::SUCCESS
+}
+
+/// `FltFindExtraCreateParameter` (fltkernel.h; ≤ APC): fltemu hands out no ECP list, so any list
+/// passed is not one Filter Manager gave (InvalidParameter); STATUS_NOT_FOUND.
+extern "win64" fn flt_find_extra_create_parameter(_filter: usize, list: usize, _kind: usize, context: *mut usize, _size: *mut u32) -> i32 {
+    objects::count("FltFindExtraCreateParameter", APC_LEVEL);
+    if list == 0 {
+        objects::flag(crate::Violation::InvalidParameter { function: "FltFindExtraCreateParameter", reason: "a NULL ECP list (FltGetEcpListFromCallbackData returned none)" });
+    } else {
+        objects::flag(crate::Violation::InvalidParameter { function: "FltFindExtraCreateParameter", reason: "not an ECP list fltemu handed out (its creates carry none)" });
+    }
+    if !context.is_null() {
+        write_out(context, 0);
+    }
+    status::NOT_FOUND
+}
+
+/// `FltIsEcpFromUserMode` (fltkernel.h; ≤ APC): no ECP context exists in fltemu, so any context
+/// is not one (InvalidParameter); FALSE.
+extern "win64" fn flt_is_ecp_from_user_mode(_filter: usize, _context: usize) -> u8 {
+    objects::count("FltIsEcpFromUserMode", APC_LEVEL);
+    objects::flag(crate::Violation::InvalidParameter { function: "FltIsEcpFromUserMode", reason: "not an ECP context (fltemu's creates carry none)" });
+    0
+}
+
 /// `FltGetVolumeInstanceFromName` (fltkernel.h; ≤ APC): not resolved by name here: the
 /// instance of the volume FltGetVolumeFromName finds is asked from volume.rs.
 extern "win64" fn flt_get_volume_instance_from_name(filter: usize, volume: usize, instance_name: *const UNICODE_STRING, instance: *mut usize) -> i32 {
@@ -932,6 +1210,7 @@ pub fn reset() {
     THREAD_NOTIFY.clear();
     IMAGE_NOTIFY.clear();
     OB_CALLBACKS.clear();
+    MUTEXES.clear();
     DEVICES.clear();
     LINKS.clear();
 }
@@ -989,6 +1268,22 @@ pub fn resolve(name: &str) -> Option<usize> {
         "PsGetProcessExitStatus" => ps_get_process_exit_status as *const () as usize,
         "PsLookupThreadByThreadId" => ps_lookup_thread_by_thread_id as *const () as usize,
         "MmIsAddressValid" => mm_is_address_valid as *const () as usize,
+        "KeInitializeMutex" => ke_initialize_mutex as *const () as usize,
+        "KeReleaseMutex" => ke_release_mutex as *const () as usize,
+        "ExInterlockedInsertTailList" => ex_interlocked_insert_tail_list as *const () as usize,
+        "ExInterlockedInsertHeadList" => ex_interlocked_insert_head_list as *const () as usize,
+        "ExInterlockedRemoveHeadList" => ex_interlocked_remove_head_list as *const () as usize,
+        "KeStackAttachProcess" => ke_stack_attach_process as *const () as usize,
+        "KeUnstackDetachProcess" => ke_unstack_detach_process as *const () as usize,
+        "ZwEnumerateKey" => zw_enumerate_key as *const () as usize,
+        "ZwQueryKey" => zw_query_key as *const () as usize,
+        "ZwDeleteKey" => zw_delete_key as *const () as usize,
+        "MmFlushImageSection" => mm_flush_image_section as *const () as usize,
+        "IoGetFileObjectGenericMapping" => io_get_file_object_generic_mapping as *const () as usize,
+        "RtlMapGenericMask" => rtl_map_generic_mask as *const () as usize,
+        "RtlIsNtDdiVersionAvailable" => rtl_is_nt_ddi_version_available as *const () as usize,
+        "NlsMbCodePageTag" => std::ptr::from_ref(&NLS_MB_CODE_PAGE_TAG) as usize,
+        "RtlxUnicodeStringToAnsiSize" => rtlx_unicode_string_to_ansi_size as *const () as usize,
         _ => return None,
     })
 }
@@ -1000,6 +1295,9 @@ pub fn resolve_flt(name: &str) -> Option<usize> {
         "FltEnumerateVolumes" => flt_enumerate_volumes as *const () as usize,
         "FltEnumerateInstances" => flt_enumerate_instances as *const () as usize,
         "FltGetVolumeGuidName" => flt_get_volume_guid_name as *const () as usize,
+        "FltGetEcpListFromCallbackData" => flt_get_ecp_list_from_callback_data as *const () as usize,
+        "FltFindExtraCreateParameter" => flt_find_extra_create_parameter as *const () as usize,
+        "FltIsEcpFromUserMode" => flt_is_ecp_from_user_mode as *const () as usize,
         _ => return None,
     })
 }
@@ -1049,8 +1347,73 @@ pub const DOCS: &[Emulated] = &[
     nt("PsGetProcessExitStatus", "ntddk", "≤ DISPATCH; STATUS_PENDING (the process is running); not a process → ObjectMisuse"),
     nt("PsLookupThreadByThreadId", "ntifs", "≤ APC; a referenced thread object (ObDereferenceObject it, else ObjectLeaked(ProcessReference)); an id fltemu has not seen → INVALID_PARAMETER"),
     nt("MmIsAddressValid", "ntddk", "≤ DISPATCH; whether a one-byte read faults (process_vm_readv)"),
+    nt("KeInitializeMutex", "wdm", "PASSIVE; a signaled KMUTEX; KeWaitForSingleObject acquires it (recursively for its owner) and enters a critical region, TIMEOUT at the deadline"),
+    nt("KeReleaseMutex", "wdm", "≤ DISPATCH; one level of ownership, leaves the critical region; not the owner → ObjectMisuse (STATUS_MUTANT_NOT_OWNED on Windows)"),
+    nt("ExInterlockedInsertTailList", "wdm", "any IRQL; under the KSPIN_LOCK word (the one KeAcquireSpinLock takes); returns the former tail or NULL"),
+    nt("ExInterlockedInsertHeadList", "wdm", "any IRQL; as ExInterlockedInsertTailList at the head"),
+    nt("ExInterlockedRemoveHeadList", "wdm", "any IRQL; the first entry removed, NULL when empty"),
+    nt("KeStackAttachProcess", "ntifs", "≤ DISPATCH; the thread runs in the process's context (PsGetCurrentProcessId …) until the matching detach; not a process → ObjectMisuse"),
+    nt("KeUnstackDetachProcess", "ntifs", "≤ DISPATCH; back to the previous context; an ApcState that is not the innermost attach → ObjectMisuse"),
+    nt("ZwEnumerateKey", "wdm", "PASSIVE; no registry: STATUS_INVALID_HANDLE"),
+    nt("ZwQueryKey", "wdm", "PASSIVE; no registry: STATUS_INVALID_HANDLE"),
+    nt("ZwDeleteKey", "wdm", "PASSIVE; no registry: STATUS_INVALID_HANDLE"),
+    nt("MmFlushImageSection", "ntifs", "≤ APC; TRUE (fltemu maps no file as an image)"),
+    nt("IoGetFileObjectGenericMapping", "ntifs", "any IRQL; FILE_GENERIC_READ/WRITE/EXECUTE, FILE_ALL_ACCESS"),
+    nt("RtlMapGenericMask", "wdm", "any IRQL; GENERIC_* bits replaced by the mapping's rights"),
+    nt("RtlIsNtDdiVersionAvailable", "wdm", "any IRQL; TRUE up to NTDDI_WIN10_VB (the 10.0.19045 RtlGetVersion reports); what ExInitializeDriverRuntime asks"),
+    Emulated { dll: "ntoskrnl.exe", function: "NlsMbCodePageTag", notes: "data: FALSE (a single-byte ANSI code page), read by RtlUnicodeStringToAnsiSize", source: Source::DdiAs("wdm", "RtlUnicodeStringToAnsiSize") },
+    Emulated { dll: "ntoskrnl.exe", function: "RtlxUnicodeStringToAnsiSize", notes: "PASSIVE; Length / 2 + 1", source: Source::DdiAs("wdm", "RtlUnicodeStringToAnsiSize") },
+    Emulated { dll: "fltmgr.sys", function: "FltGetEcpListFromCallbackData", notes: "≤ APC; STATUS_SUCCESS with a NULL list: fltemu's creates carry no extra create parameters", source: Source::Ddi("fltkernel") },
+    Emulated { dll: "fltmgr.sys", function: "FltFindExtraCreateParameter", notes: "≤ APC; no list fltemu hands out exists, so any call is InvalidParameter; STATUS_NOT_FOUND", source: Source::Ddi("fltkernel") },
+    Emulated { dll: "fltmgr.sys", function: "FltIsEcpFromUserMode", notes: "≤ APC; no ECP context exists: InvalidParameter, FALSE", source: Source::Ddi("fltkernel") },
     Emulated { dll: "fltmgr.sys", function: "FltEnumerateVolumes", notes: "≤ APC; every mounted volume, each referenced (FltObjectDereference each, else ObjectLeaked(VolumeReference)); NULL or too small a list → BUFFER_TOO_SMALL with the count", source: Source::Ddi("fltkernel") },
     Emulated { dll: "fltmgr.sys", function: "FltEnumerateInstances", notes: "≤ APC; the filter's instances (on Volume when given), each referenced (else ObjectLeaked(InstanceReference)); too small → BUFFER_TOO_SMALL with the count", source: Source::Ddi("fltkernel") },
     Emulated { dll: "fltmgr.sys", function: "FltGetVolumeGuidName", notes: "≤ APC; `\\??\\Volume{0f17e000-0000-4000-8000-<n>}`; NULL or too small → BUFFER_TOO_SMALL with the bytes needed; both NULL → INVALID_PARAMETER; unknown volume → FLT_VOLUME_NOT_FOUND", source: Source::Ddi("fltkernel") },
     Emulated { dll: "fltmgr.sys", function: "FltGetVolumeInstanceFromName", notes: "≤ APC; the filter's instance on the volume (fltemu attaches one per volume, so any InstanceName names it), referenced (FltObjectDereference; else ObjectLeaked(InstanceReference)); none → STATUS_FLT_INSTANCE_NOT_FOUND", source: Source::Ddi("fltkernel") },
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_names_fold_the_dos_device_prefixes() {
+        assert_eq!(link_key("\\DosDevices\\C:"), "\\??\\c:");
+        assert_eq!(link_key("\\GLOBAL??\\FltemuMonitor"), "\\??\\fltemumonitor");
+        assert_eq!(link_key("\\??\\X:"), "\\??\\x:");
+    }
+
+    #[test]
+    fn interlocked_lists_keep_fifo_order_and_report_the_former_tail() {
+        let mut head = [0usize; 2];
+        let mut entries = [[0usize; 2]; 3];
+        let head_at = head.as_mut_ptr() as usize;
+        head = [head_at, head_at];
+        let mut lock = 0usize;
+        let lock_at = &raw mut lock as usize;
+        let at = |i: usize, e: &mut [[usize; 2]; 3]| e[i].as_mut_ptr() as usize;
+        assert_eq!(ex_interlocked_insert_tail_list(head_at, at(0, &mut entries), lock_at), 0, "empty list: NULL");
+        assert_eq!(ex_interlocked_insert_tail_list(head_at, at(1, &mut entries), lock_at), at(0, &mut entries));
+        assert_eq!(ex_interlocked_insert_head_list(head_at, at(2, &mut entries), lock_at), at(0, &mut entries));
+        assert_eq!(ex_interlocked_remove_head_list(head_at, lock_at), at(2, &mut entries));
+        assert_eq!(ex_interlocked_remove_head_list(head_at, lock_at), at(0, &mut entries));
+        assert_eq!(ex_interlocked_remove_head_list(head_at, lock_at), at(1, &mut entries));
+        assert_eq!(ex_interlocked_remove_head_list(head_at, lock_at), 0);
+        assert_eq!(head, [head_at, head_at]);
+        assert_eq!(lock, 0, "the spin lock is released");
+    }
+
+    #[test]
+    fn generic_rights_map_to_the_file_mapping() {
+        let mut mask = 0x8000_0000_u32 | 0x0001;
+        rtl_map_generic_mask(&raw mut mask, io_get_file_object_generic_mapping() as *const u32);
+        assert_eq!(mask, 0x0012_0089 | 0x0001);
+        assert_eq!(rtl_is_nt_ddi_version_available(0x0A00_0000), 1);
+        assert_eq!(rtl_is_nt_ddi_version_available(0x0A00_000C), 0);
+    }
+
+    #[test]
+    fn object_types_are_distinct() {
+        assert_ne!(process_type(), thread_type());
+    }
+}

@@ -3,8 +3,9 @@
  * README ("Minifilters in the wild"), written from the wdm.h / ntddk.h / ntifs.h / fltkernel.h
  * DDI pages. A control device and its symbolic link; process, thread and image-load notify
  * routines; a system thread that examines each new process (ZwOpenProcess and
- * ZwQueryInformationProcess for its image name, PsLookupProcessByProcessId then
- * ObOpenObjectByPointer for its basic information, ObReferenceObjectByHandle for its object);
+ * ZwQueryInformationProcess for its image name, PsLookupProcessByProcessId, KeStackAttachProcess
+ * and ObOpenObjectByPointer for its basic information, ObReferenceObjectByHandle for its object;
+ * the queue is an ExInterlocked list, one examination at a time under a KMUTEX);
  * pre-create counting opens per requestor. With the first process it also surveys the volumes
  * (FltEnumerateVolumes, FltGetVolumeGuidName, FltEnumerateInstances) and resolves its own
  * symbolic link and drive C: (ZwOpenSymbolicLinkObject). Unload stops the thread, waits for its
@@ -25,7 +26,12 @@
 #include "fltemu_km.h"
 
 #define MONITOR_TAG 0x6E6F4D66 /* 'fMon' */
-#define QUEUE_SLOTS 64
+
+/* A process waiting for the worker: queued by the notify routine in non-paged pool. */
+typedef struct _PENDING_PROCESS {
+    LIST_ENTRY Link;
+    HANDLE Pid;
+} PENDING_PROCESS;
 
 static PFLT_FILTER g_filter;
 static PDEVICE_OBJECT g_device;
@@ -34,8 +40,8 @@ static UNICODE_STRING g_link_name = RTL_CONSTANT_STRING(L"\\??\\FltemuMonitor");
 static KEVENT g_stop;
 static PVOID g_thread;
 static KSPIN_LOCK g_queue_lock;
-static HANDLE g_queue[QUEUE_SLOTS];
-static ULONG g_queued, g_taken;
+static LIST_ENTRY g_queue;
+static KMUTEX g_examine_mutex;
 static volatile LONG g_processes_created, g_processes_examined, g_thread_starts, g_thread_ends, g_opens;
 
 static BOOLEAN g_surveyed;
@@ -53,13 +59,13 @@ static VOID process_notify(HANDLE parent, HANDLE pid, BOOLEAN create)
     if (!create) {
         return;
     }
-    _InterlockedIncrement(&g_processes_created);
-    KIRQL irql = KeAcquireSpinLockRaiseToDpc(&g_queue_lock);
-    if (g_queued - g_taken < QUEUE_SLOTS) {
-        g_queue[g_queued % QUEUE_SLOTS] = pid;
-        g_queued++;
+    PENDING_PROCESS *pending = ExAllocatePool2(POOL_FLAG_NON_PAGED, sizeof(*pending), MONITOR_TAG);
+    if (pending == NULL) {
+        return;
     }
-    KeReleaseSpinLock(&g_queue_lock, irql);
+    _InterlockedIncrement(&g_processes_created);
+    pending->Pid = pid;
+    check(ExInterlockedInsertTailList(&g_queue, &pending->Link, &g_queue_lock) == NULL, 29, 0);
 }
 
 static VOID thread_notify(HANDLE pid, HANDLE tid, BOOLEAN create)
@@ -126,6 +132,11 @@ static VOID examine_by_object(HANDLE pid)
     PEPROCESS object;
     NTSTATUS status = PsLookupProcessByProcessId(pid, &object);
     check(NT_SUCCESS(status), 6, (ULONG_PTR)status);
+    KAPC_STATE apc;
+    KeStackAttachProcess(object, &apc);
+    check(PsGetCurrentProcessId() == pid, 30, (ULONG_PTR)PsGetCurrentProcessId());
+    KeUnstackDetachProcess(&apc);
+    check(PsGetCurrentProcessId() == (HANDLE)4, 31, (ULONG_PTR)PsGetCurrentProcessId());
     HANDLE process;
     status = ObOpenObjectByPointer(object, OBJ_KERNEL_HANDLE, NULL, 0, *PsProcessType, KernelMode, &process);
     check(NT_SUCCESS(status), 7, (ULONG_PTR)status);
@@ -199,16 +210,18 @@ static VOID survey(VOID)
 static VOID drain(VOID)
 {
     for (;;) {
-        HANDLE pid = NULL;
-        KIRQL irql = KeAcquireSpinLockRaiseToDpc(&g_queue_lock);
-        if (g_taken != g_queued) {
-            pid = g_queue[g_taken % QUEUE_SLOTS];
-            g_taken++;
-        }
-        KeReleaseSpinLock(&g_queue_lock, irql);
-        if (pid == NULL) {
+        PLIST_ENTRY entry = ExInterlockedRemoveHeadList(&g_queue, &g_queue_lock);
+        if (entry == NULL) {
             return;
         }
+        PENDING_PROCESS *pending = CONTAINING_RECORD(entry, PENDING_PROCESS, Link);
+        HANDLE pid = pending->Pid;
+        ExFreePoolWithTag(pending, MONITOR_TAG);
+        /* One examination at a time (the mutex may be taken again by its owner). */
+        NTSTATUS status = KeWaitForSingleObject(&g_examine_mutex, Executive, KernelMode, FALSE, NULL);
+        check(status == STATUS_SUCCESS, 32, (ULONG_PTR)status);
+        status = KeWaitForSingleObject(&g_examine_mutex, Executive, KernelMode, FALSE, NULL);
+        check(status == STATUS_SUCCESS, 33, (ULONG_PTR)status);
         if (!g_surveyed) {
             g_surveyed = TRUE;
             survey();
@@ -216,6 +229,8 @@ static VOID drain(VOID)
         examine_by_handle(pid);
         examine_by_object(pid);
         _InterlockedIncrement(&g_processes_examined);
+        KeReleaseMutex(&g_examine_mutex, FALSE);
+        KeReleaseMutex(&g_examine_mutex, FALSE);
     }
 }
 
@@ -326,6 +341,9 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path)
     PsSetCreateThreadNotifyRoutine(thread_notify);
     PsSetLoadImageNotifyRoutine(image_notify);
     KeInitializeEvent(&g_stop, NotificationEvent, FALSE);
+    InitializeListHead(&g_queue);
+    KeInitializeMutex(&g_examine_mutex, 0);
+    check(RtlIsNtDdiVersionAvailable(NTDDI_WIN10), 34, 0);
     OBJECT_ATTRIBUTES attributes;
     InitializeObjectAttributes(&attributes, NULL, OBJ_KERNEL_HANDLE, NULL, NULL);
     HANDLE thread;

@@ -372,4 +372,20 @@ __declspec(dllimport) NTSTATUS PsGetProcessExitStatus(PEPROCESS Process);
 __declspec(dllimport) KPROCESSOR_MODE ExGetPreviousMode(VOID);
 #define SYMBOLIC_LINK_QUERY 0x0001
 
+/* ---- interlocked lists, mutex objects, attaching, DDI versions (monitor.c) ------------------ */
+typedef struct _LIST_ENTRY { struct _LIST_ENTRY *Flink; struct _LIST_ENTRY *Blink; } LIST_ENTRY, *PLIST_ENTRY;
+#define InitializeListHead(h) ((h)->Flink = (h)->Blink = (h))
+#define CONTAINING_RECORD(address, type, field) ((type *)((PCHAR)(address) - (ULONG_PTR)(&((type *)0)->field)))
+/* KMUTEX and KAPC_STATE: opaque, sized as wdm.h / ntifs.h define them on x64. */
+typedef struct _KMUTANT { ULONG_PTR Opaque[7]; } KMUTEX, *PKMUTEX;
+typedef struct _KAPC_STATE { ULONG_PTR Opaque[6]; } KAPC_STATE, *PKAPC_STATE;
+#define NTDDI_WIN10 0x0A000000
+__declspec(dllimport) PLIST_ENTRY ExInterlockedInsertTailList(PLIST_ENTRY ListHead, PLIST_ENTRY ListEntry, PKSPIN_LOCK Lock);
+__declspec(dllimport) PLIST_ENTRY ExInterlockedRemoveHeadList(PLIST_ENTRY ListHead, PKSPIN_LOCK Lock);
+__declspec(dllimport) VOID KeInitializeMutex(PKMUTEX Mutex, ULONG Level);
+__declspec(dllimport) LONG KeReleaseMutex(PKMUTEX Mutex, BOOLEAN Wait);
+__declspec(dllimport) VOID KeStackAttachProcess(PEPROCESS Process, PKAPC_STATE ApcState);
+__declspec(dllimport) VOID KeUnstackDetachProcess(PKAPC_STATE ApcState);
+__declspec(dllimport) BOOLEAN RtlIsNtDdiVersionAvailable(ULONG Version);
+
 #endif /* FLTEMU_KM_H */
