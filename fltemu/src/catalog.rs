@@ -168,6 +168,7 @@ pub fn all() -> Vec<Emulated> {
         crate::createpath::DOCS,
         crate::wild::DOCS,
         crate::ansi::DOCS,
+        crate::table::DOCS,
     ];
     groups.iter().flat_map(|g| g.iter().copied()).collect()
 }

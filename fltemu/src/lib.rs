@@ -44,6 +44,7 @@ mod system;
 mod volume;
 mod wild;
 mod ansi;
+mod table;
 pub mod pe;
 mod port;
 mod printf;
@@ -432,7 +433,8 @@ pub(crate) fn resolve_import(dll: &str, name: &str) -> Option<usize> {
             .or_else(|| mdl::resolve(name))
             .or_else(|| system::resolve(name))
             .or_else(|| wild::resolve(name))
-            .or_else(|| ansi::resolve(name)),
+            .or_else(|| ansi::resolve(name))
+            .or_else(|| table::resolve(name)),
         "fltmgr.sys" => flt::resolve(name).or_else(|| volume::resolve(name)).or_else(|| pool::resolve_flt(name)).or_else(|| resource::resolve_flt(name)).or_else(|| system::resolve_flt(name)).or_else(|| createpath::resolve(name)).or_else(|| wild::resolve_flt(name)),
         _ => None,
     }

@@ -40,6 +40,8 @@ pub enum ObjectKind {
     Callback,
     /// A device object or symbolic link (IoCreateDevice, IoCreateSymbolicLink).
     Device,
+    /// A generic table (RtlInitializeGenericTable(Avl)).
+    Table,
 }
 
 impl ObjectKind {
@@ -61,6 +63,7 @@ impl ObjectKind {
             ObjectKind::SystemThread => "system thread",
             ObjectKind::Callback => "callback registration",
             ObjectKind::Device => "device object / symbolic link",
+            ObjectKind::Table => "generic table",
         }
     }
 }
@@ -83,6 +86,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::SystemThread => "system thread(s) still running",
             ObjectKind::Callback => "callback registration(s) not removed",
             ObjectKind::Device => "device object(s) / symbolic link(s) not deleted",
+            ObjectKind::Table => "generic table",
         })
     }
 }
@@ -137,6 +141,7 @@ pub fn reset() {
     crate::mdl::reset();
     crate::createpath::reset();
     crate::wild::reset();
+    crate::table::reset();
 }
 
 /// What every module still holds at the end of unload.

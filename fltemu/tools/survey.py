@@ -93,6 +93,17 @@ MACROS = {
     "FltGetIrpName": ["FltGetIrpName"],
     "DbgPrint": ["DbgPrint"],
     "ExFreePool": ["ExFreePool"],
+    "ZwCurrentProcess": [], "NtCurrentProcess": [], "ZwCurrentThread": [], "NtCurrentThread": [],
+    "KeQueryInterruptTime": [],  # x64: reads KUSER_SHARED_DATA, like KeQuerySystemTime
+    "RtlUlongByteSwap": [], "RtlUshortByteSwap": [], "RtlUlonglongByteSwap": [],
+    "RtlStringCbVPrintfA": ["_vsnprintf"], "RtlStringCbVPrintfW": ["_vsnwprintf"],
+    "RtlStringCchVPrintfA": ["_vsnprintf"], "RtlStringCchVPrintfW": ["_vsnwprintf"],
+    "RtlUnicodeStringToAnsiSize": ["RtlxUnicodeStringToAnsiSize", "NlsMbCodePageTag"],
+    # A force-inline (the "Single Binary Opt-In: POOL_NX_OPTIN" page); taken to ask
+    # RtlIsNtDdiVersionAvailable whether Windows 8's NX pool exists.
+    "ExInitializeDriverRuntime": ["RtlIsNtDdiVersionAvailable"],
+    "InitializeListHead": [], "InsertTailList": [], "InsertHeadList": [], "RemoveHeadList": [],
+    "RemoveEntryList": [], "IsListEmpty": [],
 }
 
 
@@ -141,6 +152,9 @@ def own_and_calls(text):
     """(names the text defines, names it calls)."""
     own, calls = set(), set()
     for m in re.finditer(r"#\s*define\s+(\w+)", text):
+        own.add(m.group(1))
+    # C++ classes and structs (their constructors look like calls).
+    for m in re.finditer(r"\b(?:class|struct)\s+(\w+)", text):
         own.add(m.group(1))
     for regex in (CALL, CALL_GLOBAL, CRT_CALL):
         for m in regex.finditer(text):

@@ -5,7 +5,8 @@
  * routines; a system thread that examines each new process (ZwOpenProcess and
  * ZwQueryInformationProcess for its image name, PsLookupProcessByProcessId, KeStackAttachProcess
  * and ObOpenObjectByPointer for its basic information, ObReferenceObjectByHandle for its object;
- * the queue is an ExInterlocked list, one examination at a time under a KMUTEX);
+ * the queue is an ExInterlocked list, one examination at a time under a KMUTEX; examined pids
+ * are kept in an AVL generic table until their process exits);
  * pre-create counting opens per requestor. With the first process it also surveys the volumes
  * (FltEnumerateVolumes, FltGetVolumeGuidName, FltEnumerateInstances) and resolves its own
  * symbolic link and drive C: (ZwOpenSymbolicLinkObject). Unload stops the thread, waits for its
@@ -45,6 +46,27 @@ static KMUTEX g_examine_mutex;
 static volatile LONG g_processes_created, g_processes_examined, g_thread_starts, g_thread_ends, g_opens;
 
 static BOOLEAN g_surveyed;
+static RTL_AVL_TABLE g_examined;
+static volatile LONG g_exits_matched;
+
+static RTL_GENERIC_COMPARE_RESULTS compare_pids(PRTL_AVL_TABLE table, PVOID a, PVOID b)
+{
+    UNREFERENCED_PARAMETER(table);
+    ULONG_PTR x = *(ULONG_PTR *)a, y = *(ULONG_PTR *)b;
+    return x < y ? GenericLessThan : x > y ? GenericGreaterThan : GenericEqual;
+}
+
+static PVOID allocate_element(PRTL_AVL_TABLE table, ULONG bytes)
+{
+    UNREFERENCED_PARAMETER(table);
+    return ExAllocatePool2(POOL_FLAG_PAGED, bytes, MONITOR_TAG);
+}
+
+static VOID free_element(PRTL_AVL_TABLE table, PVOID buffer)
+{
+    UNREFERENCED_PARAMETER(table);
+    ExFreePoolWithTag(buffer, MONITOR_TAG);
+}
 
 static VOID check(BOOLEAN ok, ULONG step, ULONG_PTR detail)
 {
@@ -57,6 +79,13 @@ static VOID process_notify(HANDLE parent, HANDLE pid, BOOLEAN create)
 {
     UNREFERENCED_PARAMETER(parent);
     if (!create) {
+        /* The exiting process leaves the table of examined ones. */
+        ULONG_PTR key = (ULONG_PTR)pid;
+        KeWaitForSingleObject(&g_examine_mutex, Executive, KernelMode, FALSE, NULL);
+        if (RtlLookupElementGenericTableAvl(&g_examined, &key) != NULL && RtlDeleteElementGenericTableAvl(&g_examined, &key)) {
+            _InterlockedIncrement(&g_exits_matched);
+        }
+        KeReleaseMutex(&g_examine_mutex, FALSE);
         return;
     }
     PENDING_PROCESS *pending = ExAllocatePool2(POOL_FLAG_NON_PAGED, sizeof(*pending), MONITOR_TAG);
@@ -228,6 +257,11 @@ static VOID drain(VOID)
         }
         examine_by_handle(pid);
         examine_by_object(pid);
+        ULONG_PTR key = (ULONG_PTR)pid;
+        BOOLEAN inserted = FALSE;
+        check(RtlInsertElementGenericTableAvl(&g_examined, &key, sizeof(key), &inserted) != NULL && inserted, 35, 0);
+        RtlInsertElementGenericTableAvl(&g_examined, &key, sizeof(key), &inserted);
+        check(!inserted && RtlNumberGenericTableElementsAvl(&g_examined) >= 1, 36, 0);
         _InterlockedIncrement(&g_processes_examined);
         KeReleaseMutex(&g_examine_mutex, FALSE);
         KeReleaseMutex(&g_examine_mutex, FALSE);
@@ -289,6 +323,15 @@ static NTSTATUS filter_unload(FLT_FILTER_UNLOAD_FLAGS flags)
     check(g_thread_starts == 1 && g_thread_ends == 1, 11, ((ULONG_PTR)g_thread_starts << 8) | (ULONG_PTR)g_thread_ends);
     check(g_processes_examined == g_processes_created, 12, (ULONG_PTR)g_processes_examined);
 #endif
+    /* Processes still running at unload leave the table here. */
+    PVOID restart = NULL;
+    for (PVOID element = RtlEnumerateGenericTableWithoutSplayingAvl(&g_examined, &restart); element != NULL;
+         element = RtlEnumerateGenericTableWithoutSplayingAvl(&g_examined, &restart)) {
+        ULONG_PTR key = *(ULONG_PTR *)element;
+        RtlDeleteElementGenericTableAvl(&g_examined, &key);
+        restart = NULL;
+    }
+    check(RtlNumberGenericTableElementsAvl(&g_examined) == 0, 37, 0);
     ObDereferenceObject(g_thread);
     PsSetCreateProcessNotifyRoutine(process_notify, TRUE);
     PsRemoveCreateThreadNotifyRoutine(thread_notify);
@@ -299,7 +342,7 @@ static NTSTATUS filter_unload(FLT_FILTER_UNLOAD_FLAGS flags)
 #if !defined(BUG_DEVICE_NOT_DELETED)
     IoDeleteDevice(g_device);
 #endif
-    DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "monitor: unload after %ld opens, %ld processes examined\n", g_opens, g_processes_examined);
+    DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "monitor: unload after %ld opens, %ld processes examined, %ld exits matched\n", g_opens, g_processes_examined, g_exits_matched);
     return STATUS_SUCCESS;
 }
 
@@ -343,6 +386,7 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path)
     KeInitializeEvent(&g_stop, NotificationEvent, FALSE);
     InitializeListHead(&g_queue);
     KeInitializeMutex(&g_examine_mutex, 0);
+    RtlInitializeGenericTableAvl(&g_examined, compare_pids, allocate_element, free_element, NULL);
     check(RtlIsNtDdiVersionAvailable(NTDDI_WIN10), 34, 0);
     OBJECT_ATTRIBUTES attributes;
     InitializeObjectAttributes(&attributes, NULL, OBJ_KERNEL_HANDLE, NULL, NULL);

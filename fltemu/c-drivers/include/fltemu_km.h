@@ -388,4 +388,17 @@ __declspec(dllimport) VOID KeStackAttachProcess(PEPROCESS Process, PKAPC_STATE A
 __declspec(dllimport) VOID KeUnstackDetachProcess(PKAPC_STATE ApcState);
 __declspec(dllimport) BOOLEAN RtlIsNtDdiVersionAvailable(ULONG Version);
 
+/* ---- AVL generic tables (ntddk.h; RTL_AVL_TABLE is 0x68 bytes on x64, opaque here) ---------- */
+typedef struct _RTL_AVL_TABLE { ULONG_PTR Opaque[13]; } RTL_AVL_TABLE, *PRTL_AVL_TABLE;
+typedef enum _RTL_GENERIC_COMPARE_RESULTS { GenericLessThan, GenericGreaterThan, GenericEqual } RTL_GENERIC_COMPARE_RESULTS;
+typedef RTL_GENERIC_COMPARE_RESULTS (*PRTL_AVL_COMPARE_ROUTINE)(PRTL_AVL_TABLE Table, PVOID FirstStruct, PVOID SecondStruct);
+typedef PVOID (*PRTL_AVL_ALLOCATE_ROUTINE)(PRTL_AVL_TABLE Table, ULONG ByteSize);
+typedef VOID (*PRTL_AVL_FREE_ROUTINE)(PRTL_AVL_TABLE Table, PVOID Buffer);
+__declspec(dllimport) VOID RtlInitializeGenericTableAvl(PRTL_AVL_TABLE Table, PRTL_AVL_COMPARE_ROUTINE CompareRoutine, PRTL_AVL_ALLOCATE_ROUTINE AllocateRoutine, PRTL_AVL_FREE_ROUTINE FreeRoutine, PVOID TableContext);
+__declspec(dllimport) PVOID RtlInsertElementGenericTableAvl(PRTL_AVL_TABLE Table, PVOID Buffer, ULONG BufferSize, PBOOLEAN NewElement);
+__declspec(dllimport) PVOID RtlLookupElementGenericTableAvl(PRTL_AVL_TABLE Table, PVOID Buffer);
+__declspec(dllimport) BOOLEAN RtlDeleteElementGenericTableAvl(PRTL_AVL_TABLE Table, PVOID Buffer);
+__declspec(dllimport) PVOID RtlEnumerateGenericTableWithoutSplayingAvl(PRTL_AVL_TABLE Table, PVOID *RestartKey);
+__declspec(dllimport) ULONG RtlNumberGenericTableElementsAvl(PRTL_AVL_TABLE Table);
+
 #endif /* FLTEMU_KM_H */
