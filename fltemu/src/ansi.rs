@@ -5,6 +5,8 @@
 //! the narrow CRT routines `_strnicmp` and `_strupr`. Conversions are the code page's ASCII
 //! range; other characters become `?` (fltemu's names are ASCII).
 
+use std::fmt::Write as _;
+
 use windows_sys::Win32::Foundation::UNICODE_STRING;
 
 use crate::catalog::{Emulated, Source};
@@ -265,6 +267,111 @@ extern "win64" fn strupr(text: *mut u8) -> *mut u8 {
     text
 }
 
+/// `RtlStringFromGUID` (wdm.h; PASSIVE): `{XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX}` (upper case) in
+/// a buffer the driver frees with RtlFreeUnicodeString (else PoolLeaked 'RtlS').
+extern "win64" fn rtl_string_from_guid(guid: *const u8, string: *mut UNICODE_STRING) -> i32 {
+    objects::count("RtlStringFromGUID", PASSIVE_LEVEL);
+    if guid.is_null() || string.is_null() {
+        return status::INVALID_PARAMETER;
+    }
+    let mut bytes = [0u8; 16];
+    // SAFETY: the caller's GUID (16 bytes).
+    unsafe { core::ptr::copy_nonoverlapping(guid, bytes.as_mut_ptr(), 16) };
+    let data1 = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    let data2 = u16::from_le_bytes([bytes[4], bytes[5]]);
+    let data3 = u16::from_le_bytes([bytes[6], bytes[7]]);
+    let tail = bytes[10..].iter().fold(String::new(), |mut text, b| {
+        let _ = write!(text, "{b:02X}");
+        text
+    });
+    let text = format!("{{{data1:08X}-{data2:04X}-{data3:04X}-{:02X}{:02X}-{tail}}}", bytes[8], bytes[9]);
+    let units: Vec<u16> = text.encode_utf16().chain([0]).collect();
+    let block = crate::nt::ex_allocate_pool2(0x100, units.len() * 2, crate::rtl::STRING_TAG).cast::<u16>();
+    if block.is_null() {
+        return status::INSUFFICIENT_RESOURCES;
+    }
+    // SAFETY: the block holds units.len() characters.
+    unsafe { core::ptr::copy_nonoverlapping(units.as_ptr(), block, units.len()) };
+    // SAFETY: the caller's UNICODE_STRING.
+    unsafe { string.write_unaligned(UNICODE_STRING { Length: ((units.len() - 1) * 2) as u16, MaximumLength: (units.len() * 2) as u16, Buffer: block }) };
+    status::SUCCESS
+}
+
+/// Writes `text` and its NUL as `wide` or narrow characters into `out` when `*length` (in
+/// characters) holds them; `*length` becomes the characters needed, NUL included. Too small →
+/// STATUS_INVALID_PARAMETER (the IP-string routines' documented answer).
+fn put_text(text: &str, out: *mut u8, length: *mut u32, wide: bool) -> i32 {
+    if length.is_null() {
+        return status::INVALID_PARAMETER;
+    }
+    let needed = text.len() + 1;
+    // SAFETY: the caller's in/out length.
+    let room = unsafe { length.read_unaligned() } as usize;
+    // SAFETY: as above.
+    unsafe { length.write_unaligned(needed as u32) };
+    if out.is_null() || room < needed {
+        return status::INVALID_PARAMETER;
+    }
+    for (i, byte) in text.bytes().chain([0]).enumerate() {
+        if wide {
+            // SAFETY: `out` holds `room` ≥ `needed` WCHARs (written unaligned, byte-wise).
+            unsafe { core::ptr::copy_nonoverlapping(u16::from(byte).to_le_bytes().as_ptr(), out.wrapping_add(2 * i), 2) };
+        } else {
+            // SAFETY: `out` holds `room` ≥ `needed` CHARs.
+            unsafe { out.wrapping_add(i).write(byte) };
+        }
+    }
+    status::SUCCESS
+}
+
+fn ipv4_text(address: *const u8, port: u16) -> Option<String> {
+    if address.is_null() {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    // SAFETY: the caller's IN_ADDR (4 bytes, network order).
+    unsafe { core::ptr::copy_nonoverlapping(address, octets.as_mut_ptr(), 4) };
+    let ip = std::net::Ipv4Addr::from(octets);
+    // Port is in network byte order.
+    Some(if port == 0 { ip.to_string() } else { format!("{ip}:{}", u16::from_be(port)) })
+}
+
+fn ipv6_text(address: *const u8, scope: u32, port: u16) -> Option<String> {
+    if address.is_null() {
+        return None;
+    }
+    let mut octets = [0u8; 16];
+    // SAFETY: the caller's IN6_ADDR (16 bytes).
+    unsafe { core::ptr::copy_nonoverlapping(address, octets.as_mut_ptr(), 16) };
+    let ip = std::net::Ipv6Addr::from(octets);
+    let scoped = if scope == 0 { ip.to_string() } else { format!("{ip}%{scope}") };
+    Some(if port == 0 { scoped } else { format!("[{scoped}]:{}", u16::from_be(port)) })
+}
+
+/// `RtlIpv4AddressToStringExW` / `…ExA` (ip2string.h; any IRQL): dotted decimal, `:port` when
+/// Port (network order) is not 0; AddressStringLength in characters, NUL included.
+extern "win64" fn rtl_ipv4_address_to_string_ex_w(address: *const u8, port: u16, out: *mut u8, length: *mut u32) -> i32 {
+    objects::count("RtlIpv4AddressToStringExW", ANY);
+    ipv4_text(address, port).map_or(status::INVALID_PARAMETER, |t| put_text(&t, out, length, true))
+}
+
+extern "win64" fn rtl_ipv4_address_to_string_ex_a(address: *const u8, port: u16, out: *mut u8, length: *mut u32) -> i32 {
+    objects::count("RtlIpv4AddressToStringExA", ANY);
+    ipv4_text(address, port).map_or(status::INVALID_PARAMETER, |t| put_text(&t, out, length, false))
+}
+
+/// `RtlIpv6AddressToStringExW` / `…ExA` (ip2string.h; any IRQL): RFC 5952 text, `%scope` when
+/// ScopeId is not 0, `[…]:port` when Port is not 0.
+extern "win64" fn rtl_ipv6_address_to_string_ex_w(address: *const u8, scope: u32, port: u16, out: *mut u8, length: *mut u32) -> i32 {
+    objects::count("RtlIpv6AddressToStringExW", ANY);
+    ipv6_text(address, scope, port).map_or(status::INVALID_PARAMETER, |t| put_text(&t, out, length, true))
+}
+
+extern "win64" fn rtl_ipv6_address_to_string_ex_a(address: *const u8, scope: u32, port: u16, out: *mut u8, length: *mut u32) -> i32 {
+    objects::count("RtlIpv6AddressToStringExA", ANY);
+    ipv6_text(address, scope, port).map_or(status::INVALID_PARAMETER, |t| put_text(&t, out, length, false))
+}
+
 /// ntoskrnl.exe exports of this module.
 pub fn resolve(name: &str) -> Option<usize> {
     Some(match name {
@@ -277,6 +384,11 @@ pub fn resolve(name: &str) -> Option<usize> {
         "RtlGetVersion" => rtl_get_version as *const () as usize,
         "_strnicmp" => strnicmp as *const () as usize,
         "_strupr" => strupr as *const () as usize,
+        "RtlStringFromGUID" => rtl_string_from_guid as *const () as usize,
+        "RtlIpv4AddressToStringExW" => rtl_ipv4_address_to_string_ex_w as *const () as usize,
+        "RtlIpv4AddressToStringExA" => rtl_ipv4_address_to_string_ex_a as *const () as usize,
+        "RtlIpv6AddressToStringExW" => rtl_ipv6_address_to_string_ex_w as *const () as usize,
+        "RtlIpv6AddressToStringExA" => rtl_ipv6_address_to_string_ex_a as *const () as usize,
         _ => return None,
     })
 }
@@ -294,6 +406,11 @@ pub const DOCS: &[Emulated] = &[
     nt("RtlUnicodeStringToInteger", "wdm", "PASSIVE; blanks, sign, 0x/0o/0b with Base 0, digits up to the first other character; Base not 0/2/8/10/16 → INVALID_PARAMETER"),
     nt("RtlSuffixUnicodeString", "ntifs", "PASSIVE; whether String ends with Suffix (case-insensitive on request)"),
     nt("RtlGetVersion", "wdm", "PASSIVE; 10.0.19045, platform 2, VER_NT_WORKSTATION in the EX form; dwOSVersionInfoSize not 276/284 → INVALID_PARAMETER"),
+    nt("RtlStringFromGUID", "wdm", "PASSIVE; `{XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX}` upper case, in pool the driver frees with RtlFreeUnicodeString (else PoolLeaked 'RtlS')"),
+    nt("RtlIpv4AddressToStringExW", "ip2string", "any IRQL; dotted decimal, `:port` for a non-zero Port (network order); the length in characters with the NUL; too small → INVALID_PARAMETER with the length needed"),
+    Emulated { dll: "ntoskrnl.exe", function: "RtlIpv4AddressToStringExA", notes: "as RtlIpv4AddressToStringExW, narrow", source: Source::DdiAs("ip2string", "RtlIpv4AddressToStringExW") },
+    nt("RtlIpv6AddressToStringExW", "ip2string", "any IRQL; RFC 5952 text (`::` compression, `::ffff:a.b.c.d`), `%scope`, `[…]:port`; length rule as the IPv4 form"),
+    Emulated { dll: "ntoskrnl.exe", function: "RtlIpv6AddressToStringExA", notes: "as RtlIpv6AddressToStringExW, narrow", source: Source::DdiAs("ip2string", "RtlIpv6AddressToStringExW") },
     Emulated { dll: "ntoskrnl.exe", function: "_strnicmp", notes: "ASCII case-insensitive, at most count characters", source: Source::Crt("strnicmp-wcsnicmp-mbsnicmp-strnicmp-l-wcsnicmp-l-mbsnicmp-l") },
     Emulated { dll: "ntoskrnl.exe", function: "_strupr", notes: "ASCII upper case in place", source: Source::Crt("strupr-strupr-l-mbsupr-mbsupr-l-wcsupr-l-wcsupr") },
 ];
@@ -331,6 +448,26 @@ mod tests {
         let mut text = *b"Nt!x\0";
         strupr(text.as_mut_ptr());
         assert_eq!(&text, b"NT!X\0");
+    }
+
+    #[test]
+    fn ip_addresses_format_with_ports_and_scopes() {
+        let mut text = [0u16; 64];
+        let mut length = 64u32;
+        let v4 = [192u8, 168, 1, 20];
+        assert_eq!(rtl_ipv4_address_to_string_ex_w(v4.as_ptr(), 443u16.to_be(), text.as_mut_ptr().cast(), &raw mut length), status::SUCCESS);
+        assert_eq!(String::from_utf16_lossy(&text[..length as usize - 1]), "192.168.1.20:443");
+        let mut v6 = [0u8; 16];
+        v6[0] = 0xfe;
+        v6[1] = 0x80;
+        v6[15] = 1;
+        let mut narrow = [0u8; 64];
+        let mut length = 64u32;
+        assert_eq!(rtl_ipv6_address_to_string_ex_a(v6.as_ptr(), 3, 80u16.to_be(), narrow.as_mut_ptr(), &raw mut length), status::SUCCESS);
+        assert_eq!(&narrow[..length as usize - 1], b"[fe80::1%3]:80");
+        let mut short = 4u32;
+        assert_eq!(rtl_ipv4_address_to_string_ex_a(v4.as_ptr(), 0, narrow.as_mut_ptr(), &raw mut short), status::INVALID_PARAMETER);
+        assert_eq!(short, 13, "192.168.1.20 and its NUL");
     }
 
     #[test]

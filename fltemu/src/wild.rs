@@ -1189,6 +1189,57 @@ extern "win64" fn flt_is_ecp_from_user_mode(_filter: usize, _context: usize) -> 
     0
 }
 
+/// KERNEL_STACK_SIZE on x64: the stack StackTooDeep measures against.
+const KERNEL_STACK_BYTES: usize = 0x6000;
+
+/// `IoGetStackLimits` (wdm.h; any IRQL): the 24 KiB kernel stack fltemu checks against, ending
+/// where the outermost driver call on this thread began (IoGetRemainingStackSize, an inline,
+/// subtracts the low limit from a local's address).
+extern "win64" fn io_get_stack_limits(low: *mut usize, high: *mut usize) {
+    objects::count("IoGetStackLimits", ANY);
+    let top = exec::stack_top().next_multiple_of(16);
+    if !low.is_null() {
+        write_out(low, top.saturating_sub(KERNEL_STACK_BYTES));
+    }
+    if !high.is_null() {
+        write_out(high, top);
+    }
+}
+
+/// `RtlInterlockedClearBits` (wdm.h; any IRQL): clears the run of bits atomically, word by word;
+/// a run past SizeOfBitMap → InvalidParameter (nothing cleared).
+extern "win64" fn rtl_interlocked_clear_bits(bitmap: *const usize, start: u32, count: u32) {
+    objects::count("RtlInterlockedClearBits", ANY);
+    if bitmap.is_null() {
+        return;
+    }
+    // SAFETY: the caller's RTL_BITMAP: SizeOfBitMap (ULONG) at 0, Buffer at 8.
+    let size = unsafe { bitmap.cast::<u32>().read_unaligned() };
+    // SAFETY: as above.
+    let buffer = unsafe { bitmap.wrapping_add(1).read_unaligned() };
+    if u64::from(start) + u64::from(count) > u64::from(size) {
+        objects::flag(crate::Violation::InvalidParameter { function: "RtlInterlockedClearBits", reason: "bits past SizeOfBitMap" });
+        return;
+    }
+    for bit in start..start + count {
+        let word = buffer + (bit / 32) as usize * 4;
+        // SAFETY: a ULONG of the bitmap's buffer, inside SizeOfBitMap bits.
+        let atomic = unsafe { std::sync::atomic::AtomicU32::from_ptr(word as *mut u32) };
+        atomic.fetch_and(!(1u32 << (bit % 32)), Ordering::AcqRel);
+    }
+}
+
+/// `FltCreateSystemVolumeInformationFolder` (fltkernel.h; PASSIVE): STATUS_SUCCESS for a live
+/// instance (fltemu's volumes have no directories to create); anything else → INVALID_PARAMETER.
+extern "win64" fn flt_create_system_volume_information_folder(instance: isize) -> i32 {
+    let Some(inner) = objects::call("FltCreateSystemVolumeInformationFolder", PASSIVE_LEVEL) else { return status::UNSUCCESSFUL };
+    if inner.instance(instance).is_none() {
+        inner.violation(crate::Violation::InvalidParameter { function: "FltCreateSystemVolumeInformationFolder", reason: "not a live instance" });
+        return status::INVALID_PARAMETER;
+    }
+    status::SUCCESS
+}
+
 /// `FltGetVolumeInstanceFromName` (fltkernel.h; ≤ APC): not resolved by name here: the
 /// instance of the volume FltGetVolumeFromName finds is asked from volume.rs.
 extern "win64" fn flt_get_volume_instance_from_name(filter: usize, volume: usize, instance_name: *const UNICODE_STRING, instance: *mut usize) -> i32 {
@@ -1284,6 +1335,8 @@ pub fn resolve(name: &str) -> Option<usize> {
         "RtlIsNtDdiVersionAvailable" => rtl_is_nt_ddi_version_available as *const () as usize,
         "NlsMbCodePageTag" => std::ptr::from_ref(&NLS_MB_CODE_PAGE_TAG) as usize,
         "RtlxUnicodeStringToAnsiSize" => rtlx_unicode_string_to_ansi_size as *const () as usize,
+        "IoGetStackLimits" => io_get_stack_limits as *const () as usize,
+        "RtlInterlockedClearBits" => rtl_interlocked_clear_bits as *const () as usize,
         _ => return None,
     })
 }
@@ -1298,6 +1351,7 @@ pub fn resolve_flt(name: &str) -> Option<usize> {
         "FltGetEcpListFromCallbackData" => flt_get_ecp_list_from_callback_data as *const () as usize,
         "FltFindExtraCreateParameter" => flt_find_extra_create_parameter as *const () as usize,
         "FltIsEcpFromUserMode" => flt_is_ecp_from_user_mode as *const () as usize,
+        "FltCreateSystemVolumeInformationFolder" => flt_create_system_volume_information_folder as *const () as usize,
         _ => return None,
     })
 }
@@ -1363,6 +1417,9 @@ pub const DOCS: &[Emulated] = &[
     nt("RtlIsNtDdiVersionAvailable", "wdm", "any IRQL; TRUE up to NTDDI_WIN10_VB (the 10.0.19045 RtlGetVersion reports); what ExInitializeDriverRuntime asks"),
     Emulated { dll: "ntoskrnl.exe", function: "NlsMbCodePageTag", notes: "data: FALSE (a single-byte ANSI code page), read by RtlUnicodeStringToAnsiSize", source: Source::DdiAs("wdm", "RtlUnicodeStringToAnsiSize") },
     Emulated { dll: "ntoskrnl.exe", function: "RtlxUnicodeStringToAnsiSize", notes: "PASSIVE; Length / 2 + 1", source: Source::DdiAs("wdm", "RtlUnicodeStringToAnsiSize") },
+    nt("IoGetStackLimits", "wdm", "any IRQL; the 24 KiB (KERNEL_STACK_SIZE) stack StackTooDeep measures, ending where this thread's outermost driver call began"),
+    nt("RtlInterlockedClearBits", "wdm", "any IRQL; atomic per ULONG; a run past SizeOfBitMap → InvalidParameter, nothing cleared"),
+    Emulated { dll: "fltmgr.sys", function: "FltCreateSystemVolumeInformationFolder", notes: "PASSIVE; STATUS_SUCCESS for a live instance (no directories exist to create); else InvalidParameter + INVALID_PARAMETER", source: Source::Ddi("fltkernel") },
     Emulated { dll: "fltmgr.sys", function: "FltGetEcpListFromCallbackData", notes: "≤ APC; STATUS_SUCCESS with a NULL list: fltemu's creates carry no extra create parameters", source: Source::Ddi("fltkernel") },
     Emulated { dll: "fltmgr.sys", function: "FltFindExtraCreateParameter", notes: "≤ APC; no list fltemu hands out exists, so any call is InvalidParameter; STATUS_NOT_FOUND", source: Source::Ddi("fltkernel") },
     Emulated { dll: "fltmgr.sys", function: "FltIsEcpFromUserMode", notes: "≤ APC; no ECP context exists: InvalidParameter, FALSE", source: Source::Ddi("fltkernel") },

@@ -23,6 +23,7 @@ fn monitor_is_clean_under_the_default_scenario_in_release_and_debug() {
         assert_eq!(code, 0, "{profile:?}:\n{text}");
         assert!(text.contains("violations: 0"), "{profile:?}:\n{text}");
         assert!(text.contains("monitor: process 0000000000001092 image \\Device\\HarddiskVolume1\\Windows\\System32\\process4242.exe"), "{profile:?}: the worker examined process 4242:\n{text}");
+        assert!(text.contains("monitor: provider {0F17E000-0001-4000-8000-00000000002A}"), "{profile:?}: RtlStringFromGUID:\n{text}");
         assert!(text.contains("1 processes examined, 1 exits matched"), "{profile:?}:\n{text}");
         assert!(text.contains("monitor: volume 0 \\??\\Volume{0f17e000-0000-4000-8000-000000000001}"), "{profile:?}: volume GUID names:\n{text}");
         assert!(text.contains("monitor: \\??\\FltemuMonitor -> \\Device\\FltemuMonitor"), "{profile:?}: its own link:\n{text}");

@@ -102,6 +102,9 @@ MACROS = {
     # A force-inline (the "Single Binary Opt-In: POOL_NX_OPTIN" page); taken to ask
     # RtlIsNtDdiVersionAvailable whether Windows 8's NX pool exists.
     "ExInitializeDriverRuntime": ["RtlIsNtDdiVersionAvailable"],
+    "RtlIpv4AddressToStringEx": ["RtlIpv4AddressToStringExA", "RtlIpv4AddressToStringExW"],
+    "RtlIpv6AddressToStringEx": ["RtlIpv6AddressToStringExA", "RtlIpv6AddressToStringExW"],
+    "IoGetRemainingStackSize": ["IoGetStackLimits"],
     "InitializeListHead": [], "InsertTailList": [], "InsertHeadList": [], "RemoveHeadList": [],
     "RemoveEntryList": [], "IsListEmpty": [],
 }
@@ -197,13 +200,12 @@ def project_names(gitdir, commit, dirs, excluded):
 
 
 def classify(name, emulated):
-    if name in emulated and name not in MACROS:
+    # An emulated export counts as emulated even where a header also wraps it (the README's
+    # classification: KeQuerySystemTime, ObDereferenceObject, PsGetCurrentProcess).
+    if name in emulated:
         return "emulated"
     if name in MACROS:
-        targets = MACROS[name]
-        if name in targets:  # a real export the headers also wrap
-            return "emulated" if name in emulated else "missing"
-        return "macro" if all(t in emulated for t in targets) else "missing"
+        return "macro" if all(t in emulated for t in MACROS[name]) else "missing"
     return "missing"
 
 

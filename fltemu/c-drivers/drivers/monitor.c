@@ -396,6 +396,15 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path)
     status = ObReferenceObjectByHandle(thread, 0, *PsThreadType, KernelMode, &g_thread, NULL);
     check(NT_SUCCESS(status), 15, (ULONG_PTR)status);
     ZwClose(thread);
+    ULONG_PTR low = 0, high = 0;
+    IoGetStackLimits(&low, &high);
+    check(low < (ULONG_PTR)&low && (ULONG_PTR)&low < high, 38, high - low);
+    static const GUID provider = { 0x0f17e000, 0x0001, 0x4000, { 0x80, 0, 0, 0, 0, 0, 0, 0x2a } };
+    UNICODE_STRING text;
+    status = RtlStringFromGUID(&provider, &text);
+    check(NT_SUCCESS(status) && text.Length == 38 * sizeof(WCHAR) && text.Buffer[0] == L'{', 39, (ULONG_PTR)status);
+    DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "monitor: provider %wZ\n", &text);
+    RtlFreeUnicodeString(&text);
     RTL_OSVERSIONINFOW version = { .dwOSVersionInfoSize = sizeof(version) };
     status = RtlGetVersion(&version);
     check(NT_SUCCESS(status) && version.dwMajorVersion >= 10, 28, (ULONG_PTR)status);

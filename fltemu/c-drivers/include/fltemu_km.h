@@ -401,4 +401,10 @@ __declspec(dllimport) BOOLEAN RtlDeleteElementGenericTableAvl(PRTL_AVL_TABLE Tab
 __declspec(dllimport) PVOID RtlEnumerateGenericTableWithoutSplayingAvl(PRTL_AVL_TABLE Table, PVOID *RestartKey);
 __declspec(dllimport) ULONG RtlNumberGenericTableElementsAvl(PRTL_AVL_TABLE Table);
 
+/* ---- GUID strings, stack limits (monitor.c) ------------------------------------------------- */
+typedef struct _GUID { ULONG Data1; USHORT Data2; USHORT Data3; UCHAR Data4[8]; } GUID;
+__declspec(dllimport) NTSTATUS RtlStringFromGUID(const GUID *Guid, PUNICODE_STRING GuidString);
+__declspec(dllimport) VOID RtlFreeUnicodeString(PUNICODE_STRING UnicodeString);
+__declspec(dllimport) VOID IoGetStackLimits(PULONG_PTR LowLimit, PULONG_PTR HighLimit);
+
 #endif /* FLTEMU_KM_H */
