@@ -1189,6 +1189,14 @@ extern "win64" fn flt_is_ecp_from_user_mode(_filter: usize, _context: usize) -> 
     0
 }
 
+/// `RtlAssert` (what wdm.h's ASSERT / ASSERTMSG call in DBG builds; ≤ APC): the assertion
+/// failed, which with no kernel debugger attached is recorded as InvalidParameter and the run
+/// continues (as DbgBreakPoint).
+extern "win64" fn rtl_assert(_assertion: usize, _file: usize, _line: u32, _message: usize) {
+    objects::count("RtlAssert", APC_LEVEL);
+    objects::flag(crate::Violation::InvalidParameter { function: "RtlAssert", reason: "an ASSERT failed (a DBG build stops in the kernel debugger)" });
+}
+
 /// KERNEL_STACK_SIZE on x64: the stack StackTooDeep measures against.
 const KERNEL_STACK_BYTES: usize = 0x6000;
 
@@ -1336,6 +1344,7 @@ pub fn resolve(name: &str) -> Option<usize> {
         "NlsMbCodePageTag" => std::ptr::from_ref(&NLS_MB_CODE_PAGE_TAG) as usize,
         "RtlxUnicodeStringToAnsiSize" => rtlx_unicode_string_to_ansi_size as *const () as usize,
         "IoGetStackLimits" => io_get_stack_limits as *const () as usize,
+        "RtlAssert" => rtl_assert as *const () as usize,
         "RtlInterlockedClearBits" => rtl_interlocked_clear_bits as *const () as usize,
         _ => return None,
     })
@@ -1417,6 +1426,7 @@ pub const DOCS: &[Emulated] = &[
     nt("RtlIsNtDdiVersionAvailable", "wdm", "any IRQL; TRUE up to NTDDI_WIN10_VB (the 10.0.19045 RtlGetVersion reports); what ExInitializeDriverRuntime asks"),
     Emulated { dll: "ntoskrnl.exe", function: "NlsMbCodePageTag", notes: "data: FALSE (a single-byte ANSI code page), read by RtlUnicodeStringToAnsiSize", source: Source::DdiAs("wdm", "RtlUnicodeStringToAnsiSize") },
     Emulated { dll: "ntoskrnl.exe", function: "RtlxUnicodeStringToAnsiSize", notes: "PASSIVE; Length / 2 + 1", source: Source::DdiAs("wdm", "RtlUnicodeStringToAnsiSize") },
+    nt_as("RtlAssert", "wdm", "ASSERT", "≤ APC; what ASSERT/ASSERTMSG call in Debug (DBG) builds when the expression is false: InvalidParameter, the run continues"),
     nt("IoGetStackLimits", "wdm", "any IRQL; the 24 KiB (KERNEL_STACK_SIZE) stack StackTooDeep measures, ending where this thread's outermost driver call began"),
     nt("RtlInterlockedClearBits", "wdm", "any IRQL; atomic per ULONG; a run past SizeOfBitMap → InvalidParameter, nothing cleared"),
     Emulated { dll: "fltmgr.sys", function: "FltCreateSystemVolumeInformationFolder", notes: "PASSIVE; STATUS_SUCCESS for a live instance (no directories exist to create); else InvalidParameter + INVALID_PARAMETER", source: Source::Ddi("fltkernel") },
