@@ -451,6 +451,23 @@ mod tests {
     }
 
     #[test]
+    fn ansi_strings_compare_and_widen() {
+        let mut a = *b"Process";
+        let mut b = *b"PROCESS";
+        let left = Ansi { length: 7, maximum: 7, buffer: a.as_mut_ptr() };
+        let right = Ansi { length: 7, maximum: 7, buffer: b.as_mut_ptr() };
+        assert_eq!(rtl_equal_string(&raw const left, &raw const right, 1), 1);
+        assert_eq!(rtl_equal_string(&raw const left, &raw const right, 0), 0);
+        let mut wide = [0u16; 8];
+        let mut out = UNICODE_STRING { Length: 0, MaximumLength: 16, Buffer: wide.as_mut_ptr() };
+        assert_eq!(rtl_ansi_string_to_unicode_string(&raw mut out, &raw const left, 0), status::SUCCESS);
+        assert_eq!((out.Length, String::from_utf16_lossy(&wide[..7])), (14, "Process".to_owned()));
+        let mut small = [0u16; 2];
+        let mut out = UNICODE_STRING { Length: 0, MaximumLength: 4, Buffer: small.as_mut_ptr() };
+        assert_eq!(rtl_ansi_string_to_unicode_string(&raw mut out, &raw const left, 0), status::BUFFER_OVERFLOW);
+    }
+
+    #[test]
     fn ip_addresses_format_with_ports_and_scopes() {
         let mut text = [0u16; 64];
         let mut length = 64u32;

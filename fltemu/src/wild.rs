@@ -482,6 +482,7 @@ fn wait_for_mutex(mutex: usize, deadline: Option<Instant>) -> i32 {
             crate::sync::enter_critical_region();
             return status::SUCCESS;
         }
+        // Polled: a KMUTEX is rare in minifilters and held briefly.
         match deadline {
             Some(d) if d <= Instant::now() => return status::TIMEOUT,
             _ => std::thread::sleep(Duration::from_micros(200)),
@@ -1477,6 +1478,42 @@ mod tests {
         assert_eq!(mask, 0x0012_0089 | 0x0001);
         assert_eq!(rtl_is_nt_ddi_version_available(0x0A00_0000), 1);
         assert_eq!(rtl_is_nt_ddi_version_available(0x0A00_000C), 0);
+    }
+
+    #[test]
+    fn ob_callback_registrations_are_validated_before_the_signing_rule() {
+        let mut handle = 0usize;
+        let mut registration = [0u8; 40];
+        registration[0..2].copy_from_slice(&0x0200u16.to_le_bytes());
+        assert_eq!(ob_register_callbacks(registration.as_ptr(), &raw mut handle), status::INVALID_PARAMETER, "wrong version");
+        registration[0..2].copy_from_slice(&OB_FLT_REGISTRATION_VERSION.to_le_bytes());
+        assert_eq!(ob_register_callbacks(registration.as_ptr(), &raw mut handle), status::INVALID_PARAMETER, "no operations");
+        let operation = [0u8; 32];
+        registration[2..4].copy_from_slice(&1u16.to_le_bytes());
+        registration[32..40].copy_from_slice(&(operation.as_ptr() as u64).to_le_bytes());
+        assert_eq!(ob_register_callbacks(registration.as_ptr(), &raw mut handle), status::ACCESS_DENIED, "an image not linked /INTEGRITYCHECK");
+        assert_eq!(ob_get_filter_version(), 0x0100);
+    }
+
+    #[test]
+    fn address_validity_and_bitmaps() {
+        let local = 7u64;
+        assert_eq!(mm_is_address_valid(&raw const local as usize), 1);
+        assert_eq!(mm_is_address_valid(0x10), 0);
+        let mut bits = [u32::MAX; 2];
+        let bitmap: [usize; 2] = [64, bits.as_mut_ptr() as usize];
+        rtl_interlocked_clear_bits(bitmap.as_ptr(), 30, 4);
+        assert_eq!(bits, [0x3FFF_FFFF, 0xFFFF_FFFC]);
+        rtl_interlocked_clear_bits(bitmap.as_ptr(), 62, 4);
+        assert_eq!(bits[1], 0xFFFF_FFFC, "a run past the end clears nothing");
+    }
+
+    #[test]
+    fn a_handle_closes_once() {
+        let handle = new_handle(0x1234, false, true);
+        assert!(handle & 0xFFFF_FFFF_8000_0000 == 0xFFFF_FFFF_8000_0000, "kernel handles have the top bit set");
+        assert_eq!(nt_close(handle), status::SUCCESS);
+        assert_eq!(nt_close(handle), INVALID_HANDLE);
     }
 
     #[test]
