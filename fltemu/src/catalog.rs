@@ -166,6 +166,7 @@ pub fn all() -> Vec<Emulated> {
         crate::volume::DOCS,
         crate::system::DOCS,
         crate::createpath::DOCS,
+        crate::pend::DOCS,
     ];
     groups.iter().flat_map(|g| g.iter().copied()).collect()
 }

@@ -10,6 +10,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{FLT_CALLBACK_DATA, FLT_
 use windows_sys::Win32::Foundation::UNICODE_STRING;
 
 use crate::exec::{self, Irql, PASSIVE_LEVEL};
+use crate::pend;
 use crate::state::{self, status, CallbackInfo, FileRecord, FileState, Inner, InstanceRecord, StreamRecord, FILTER_HANDLE, INSTANCE_BASE};
 use crate::verifier::Violation;
 use crate::{EmuError, OpenOptions, Operation};
@@ -192,6 +193,30 @@ struct OpFrame {
     _iopb: Box<FLT_IO_PARAMETER_BLOCK>,
     _security: Box<IO_SECURITY_CONTEXT>,
     objects: Box<FLT_RELATED_OBJECTS>,
+    /// A pended operation fltemu gave up on: the driver may still hold its callback data, so
+    /// the frame's memory is never returned to the allocator.
+    retained: bool,
+}
+
+/// Leaves `slot`'s allocation behind (forgotten) and puts a fresh one in its place.
+fn retain<T>(slot: &mut Box<T>, fresh: T) {
+    core::mem::forget(core::mem::replace(slot, Box::new(fresh)));
+}
+
+impl Drop for OpFrame {
+    #[allow(clippy::used_underscore_binding)] // the fields are only kept alive, never read
+    fn drop(&mut self) {
+        if self.retained {
+            // SAFETY: plain-data structures; all-zero is a valid value.
+            retain(&mut self.data, unsafe { core::mem::zeroed() });
+            // SAFETY: as above.
+            retain(&mut self._iopb, unsafe { core::mem::zeroed() });
+            // SAFETY: as above.
+            retain(&mut self._security, unsafe { core::mem::zeroed() });
+            // SAFETY: as above.
+            retain(&mut self.objects, unsafe { core::mem::zeroed() });
+        }
+    }
 }
 
 fn build_operation(major: u8, instance: isize, volume: usize, file_object: usize, options: &OpenOptions) -> OpFrame {
@@ -220,7 +245,7 @@ fn build_operation(major: u8, instance: isize, volume: usize, file_object: usize
     data.Flags = FLTFL_CALLBACK_DATA_IRP_OPERATION;
     data.Iopb = &raw const *iopb;
     data.RequestorMode = i8::from(options.user_mode);
-    OpFrame { data, _iopb: iopb, _security: security, objects: related(instance, volume, file_object) }
+    OpFrame { data, _iopb: iopb, _security: security, objects: related(instance, volume, file_object), retained: false }
 }
 
 /// Pre-operation outcome (E3).
@@ -249,6 +274,31 @@ fn call_pre(inner: &Inner, op: &mut OpFrame, pre: usize, post: usize, operation:
         unsafe { callback(data, objects, &raw mut completion) }
     });
     let completion = completion as usize;
+    let data_address = data as usize;
+    if result == pend::PREOP_PENDING {
+        // "Pending an I/O Operation in a Preoperation Callback Routine": CompletionContext NULL;
+        // the operation waits for FltCompletePendedPreOperation and goes on with its status.
+        if completion != 0 {
+            inner.violation(Violation::CompletionContextMisuse { operation, status: result, reason: "CompletionContext set with FLT_PREOP_PENDING" });
+        }
+        if let Some((status, context)) = pend::wait(inner, data_address, pend::Phase::Pre, operation) {
+            return pre_outcome(inner, op, post, operation, status, context);
+        }
+        // Never completed: the create fails as cancelled; cleanup and close cannot fail, so
+        // they go on without the filter.
+        op.retained = true;
+        if operation == Operation::PreCreate {
+            set_io_status(op, pend::STATUS_CANCELLED, 0);
+            return Pre::Complete(pend::STATUS_CANCELLED);
+        }
+        return Pre::NoCallback;
+    }
+    pend::not_pended(inner, data_address, pend::Phase::Pre, operation);
+    pre_outcome(inner, op, post, operation, result, completion)
+}
+
+/// What a pre-operation status (returned, or given to FltCompletePendedPreOperation) means (E3).
+fn pre_outcome(inner: &Inner, op: &mut OpFrame, post: usize, operation: Operation, result: i32, completion: usize) -> Pre {
     let misuse = |reason| Violation::CompletionContextMisuse { operation, status: result, reason };
     match result {
         0 | 5 => {
@@ -278,10 +328,6 @@ fn call_pre(inner: &Inner, op: &mut OpFrame, pre: usize, post: usize, operation:
             }
             Pre::NoCallback
         }
-        2 => {
-            inner.violation(Violation::InvalidParameter { function: "pre-operation callback", reason: "FLT_PREOP_PENDING is not modelled by fltemu" });
-            Pre::NoCallback
-        }
         _ => {
             inner.violation(misuse("unknown FLT_PREOP_CALLBACK_STATUS"));
             Pre::NoCallback
@@ -303,8 +349,19 @@ fn call_post(inner: &Inner, op: &mut OpFrame, post: usize, completion: usize, op
         // SAFETY: arguments as the post-operation callback DDI documents (flags 0: not draining).
         unsafe { callback(data, objects, completion as *const c_void, 0) }
     });
-    if result != 0 {
-        inner.violation(Violation::InvalidParameter { function: "post-operation callback", reason: "only FLT_POSTOP_FINISHED_PROCESSING is modelled" });
+    match result {
+        pend::POSTOP_FINISHED_PROCESSING => pend::not_pended(inner, data as usize, pend::Phase::Post, operation),
+        pend::POSTOP_MORE_PROCESSING_REQUIRED => {
+            // Completion processing stops until FltCompletePendedPostOperation (or the worker
+            // FltDoCompletionProcessingWhenSafe posted to returns).
+            if pend::wait(inner, data as usize, pend::Phase::Post, operation).is_none() {
+                op.retained = true;
+            }
+        }
+        _ => inner.violation(Violation::InvalidParameter {
+            function: "post-operation callback",
+            reason: "an IRP post-operation callback returns FLT_POSTOP_FINISHED_PROCESSING or FLT_POSTOP_MORE_PROCESSING_REQUIRED",
+        }),
     }
 }
 
@@ -414,6 +471,7 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
         call_post(inner, &mut op, post, completion, Operation::PostCreate, PASSIVE_LEVEL);
     }
     inner.callback_data.lock(data_address as u64).remove(&data_address);
+    crate::pend::end(inner, data_address);
     // FltCancelFileOpen in post-create: Filter Manager closes the FILE_OBJECT below the filter
     // and the create fails with the status the filter set.
     if final_status >= 0 && let Some(status) = crate::createpath::take_cancelled(file_object, &op.data) {
@@ -549,6 +607,7 @@ fn run_simple(inner: &Inner, volume: usize, file_object: usize, pid: u32, major:
         call_post(inner, &mut op, post, completion, post_op, post_irql);
     }
     inner.callback_data.lock(data_address as u64).remove(&data_address);
+    crate::pend::end(inner, data_address);
     Some(instance)
 }
 

@@ -35,6 +35,7 @@ mod knobs;
 mod mdl;
 mod nt;
 pub mod objects;
+mod pend;
 mod pool;
 mod ps;
 mod resource;
@@ -429,7 +430,7 @@ pub(crate) fn resolve_import(dll: &str, name: &str) -> Option<usize> {
             .or_else(|| rtl::resolve(name))
             .or_else(|| mdl::resolve(name))
             .or_else(|| system::resolve(name)),
-        "fltmgr.sys" => flt::resolve(name).or_else(|| volume::resolve(name)).or_else(|| pool::resolve_flt(name)).or_else(|| resource::resolve_flt(name)).or_else(|| system::resolve_flt(name)).or_else(|| createpath::resolve(name)),
+        "fltmgr.sys" => flt::resolve(name).or_else(|| volume::resolve(name)).or_else(|| pool::resolve_flt(name)).or_else(|| resource::resolve_flt(name)).or_else(|| system::resolve_flt(name)).or_else(|| createpath::resolve(name)).or_else(|| pend::resolve(name)),
         _ => None,
     }
 }

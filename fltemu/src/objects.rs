@@ -32,6 +32,8 @@ pub enum ObjectKind {
     Mdl,
     /// A critical region (KeEnterCriticalRegion … KeLeaveCriticalRegion).
     CriticalRegion,
+    /// A deferred I/O work item (FltAllocateDeferredIoWorkItem … FltFreeDeferredIoWorkItem).
+    DeferredIoWorkItem,
 }
 
 impl ObjectKind {
@@ -49,6 +51,7 @@ impl ObjectKind {
             ObjectKind::LookasideList => "lookaside list",
             ObjectKind::Mdl => "MDL",
             ObjectKind::CriticalRegion => "critical region",
+            ObjectKind::DeferredIoWorkItem => "deferred I/O work item",
         }
     }
 }
@@ -67,6 +70,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::LookasideList => "lookaside list(s) not deleted",
             ObjectKind::Mdl => "MDL(s) not freed",
             ObjectKind::CriticalRegion => "critical region",
+            ObjectKind::DeferredIoWorkItem => "deferred I/O work item(s) not freed",
         })
     }
 }
@@ -120,6 +124,7 @@ pub fn reset() {
     crate::volume::reset();
     crate::mdl::reset();
     crate::createpath::reset();
+    crate::pend::reset();
 }
 
 /// What every module still holds at the end of unload.
@@ -132,6 +137,7 @@ pub fn leaks() -> Vec<Violation> {
         .chain(crate::ps::outstanding())
         .chain(crate::volume::outstanding())
         .chain(crate::mdl::outstanding())
+        .chain(crate::pend::outstanding())
     {
         if count > 0 {
             found.push(Violation::ObjectLeaked { kind, count });
