@@ -284,13 +284,9 @@ fn call_pre(inner: &Inner, op: &mut OpFrame, pre: usize, post: usize, operation:
         if let Some((status, context)) = pend::wait(inner, data_address, pend::Phase::Pre, operation) {
             return pre_outcome(inner, op, post, operation, status, context);
         }
-        // Never completed: the create fails as cancelled; cleanup and close cannot fail, so
-        // they go on without the filter.
+        // Never completed (reported): the operation goes on without the filter, so the run
+        // (whose script expects the operation's own outcome) continues.
         op.retained = true;
-        if operation == Operation::PreCreate {
-            set_io_status(op, pend::STATUS_CANCELLED, 0);
-            return Pre::Complete(pend::STATUS_CANCELLED);
-        }
         return Pre::NoCallback;
     }
     pend::not_pended(inner, data_address, pend::Phase::Pre, operation);

@@ -34,8 +34,6 @@ pub const POSTOP_FINISHED_PROCESSING: i32 = 0;
 pub const POSTOP_MORE_PROCESSING_REQUIRED: i32 = 1;
 /// `STATUS_FLT_NOT_SAFE_TO_POST_OPERATION` (ntstatus.h).
 pub const STATUS_FLT_NOT_SAFE_TO_POST_OPERATION: i32 = 0xC01C_0006_u32.cast_signed();
-/// `STATUS_CANCELLED` (ntstatus.h): how fltemu ends a create nobody completed.
-pub const STATUS_CANCELLED: i32 = 0xC000_0120_u32.cast_signed();
 /// `FLTFL_CALLBACK_DATA_IRP_OPERATION` (fltkernel.h).
 const IRP_OPERATION: u32 = 0x1;
 /// `IRP_PAGING_IO`, `IRP_SYNCHRONOUS_PAGING_IO` (wdm.h), in `Iopb->IrpFlags`.
@@ -114,7 +112,7 @@ fn patience(inner: &Inner) -> std::time::Duration {
 
 /// The callback of `operation` returned pending (`phase`): waits until the driver completes the
 /// operation and returns the completion's (status, context); None when it never did (reported as
-/// PendedOperationNotCompleted, and the operation is ended by the caller).
+/// PendedOperationNotCompleted; the caller lets the operation go on without the filter).
 pub fn wait(inner: &Inner, data: usize, phase: Phase, operation: Operation) -> Option<(i32, usize)> {
     let deadline = std::time::Instant::now() + patience(inner);
     let mut guard = PENDED.lock().unwrap_or_else(PoisonError::into_inner);
@@ -446,7 +444,7 @@ const fn flt(function: &'static str, notes: &'static str) -> Emulated {
 
 /// The catalog rows of this module.
 pub const DOCS: &[Emulated] = &[
-    flt("FltCompletePendedPreOperation", "≤ DISPATCH with FLT_PREOP_COMPLETE, else ≤ APC; the operation a pre-operation callback pended (FLT_PREOP_PENDING, CompletionContext NULL) goes on as if the callback had returned CallbackStatus (the issuing thread waits; a completion before the callback returns is kept); CallbackStatus other than SUCCESS_WITH_CALLBACK / SUCCESS_NO_CALLBACK / COMPLETE → InvalidParameter (goes on as NO_CALLBACK); Context not NULL without WITH_CALLBACK → InvalidParameter; data not pended, or completed twice → InvalidParameter; never completed (a quarter of the call timeout) → PendedOperationNotCompleted, the create ends with STATUS_CANCELLED"),
+    flt("FltCompletePendedPreOperation", "≤ DISPATCH with FLT_PREOP_COMPLETE, else ≤ APC; the operation a pre-operation callback pended (FLT_PREOP_PENDING, CompletionContext NULL) goes on as if the callback had returned CallbackStatus (the issuing thread waits; a completion before the callback returns is kept); CallbackStatus other than SUCCESS_WITH_CALLBACK / SUCCESS_NO_CALLBACK / COMPLETE → InvalidParameter (goes on as NO_CALLBACK); Context not NULL without WITH_CALLBACK → InvalidParameter; data not pended, or completed twice → InvalidParameter; never completed (a quarter of the call timeout) → PendedOperationNotCompleted, and the operation goes on without the filter"),
     flt("FltCompletePendedPostOperation", "≤ DISPATCH; completion processing of an operation whose post-operation callback returned FLT_POSTOP_MORE_PROCESSING_REQUIRED resumes; data not pended, or completed twice → InvalidParameter; never completed → PendedOperationNotCompleted"),
     flt("FltDoCompletionProcessingWhenSafe", "≤ DISPATCH; post-operation callbacks only (else InvalidParameter, FALSE); ≤ APC: SafePostCallback runs at once, TRUE with its status; DISPATCH: posted to a worker at PASSIVE, TRUE with MORE_PROCESSING_REQUIRED, the operation completes when the callback returns FINISHED_PROCESSING (a post that then returns FINISHED_PROCESSING → InvalidParameter); not an IRP operation or paging I/O → FALSE with FINISHED_PROCESSING"),
     flt("FltAllocateDeferredIoWorkItem", "≤ DISPATCH; never freed by unload → ObjectLeaked(DeferredIoWorkItem)"),

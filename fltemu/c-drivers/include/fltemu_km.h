@@ -275,6 +275,31 @@ __declspec(dllimport) VOID FltCloseClientPort(PFLT_FILTER Filter, PFLT_PORT *Cli
 __declspec(dllimport) NTSTATUS FltSendMessage(PFLT_FILTER Filter, PFLT_PORT *ClientPort, PVOID SenderBuffer, ULONG SenderBufferLength, PVOID ReplyBuffer, PULONG ReplyLength, PLARGE_INTEGER Timeout);
 __declspec(dllimport) ULONG FltGetRequestorProcessId(PFLT_CALLBACK_DATA CallbackData);
 
+/* ---- pended operations, deferred I/O and generic work items (fltkernel.h / wdm.h DDI pages:
+ * FltCompletePendedPreOperation, FltCompletePendedPostOperation,
+ * FltDoCompletionProcessingWhenSafe, FltAllocate/Queue/FreeDeferredIoWorkItem,
+ * FltAllocate/Queue/FreeGenericWorkItem) ------------------------------------------------------ */
+#define STATUS_FLT_NOT_SAFE_TO_POST_OPERATION ((NTSTATUS)0xC01C0006L)
+#define STATUS_FLT_DELETING_OBJECT            ((NTSTATUS)0xC01C000BL)
+#define FLTFL_CALLBACK_DATA_IRP_OPERATION 0x00000001
+#define FLT_IS_IRP_OPERATION(Data) (((Data)->Flags & FLTFL_CALLBACK_DATA_IRP_OPERATION) != 0)
+#define FLTFL_POST_OPERATION_DRAINING 0x00000001
+typedef FLT_POSTOP_CALLBACK_STATUS *PFLT_POSTOP_CALLBACK_STATUS;
+typedef enum _WORK_QUEUE_TYPE { CriticalWorkQueue = 0, DelayedWorkQueue = 1, HyperCriticalWorkQueue = 2 } WORK_QUEUE_TYPE;
+typedef struct _FLT_DEFERRED_IO_WORKITEM *PFLT_DEFERRED_IO_WORKITEM;
+typedef struct _FLT_GENERIC_WORKITEM *PFLT_GENERIC_WORKITEM;
+typedef VOID (*PFLT_DEFERRED_IO_WORKITEM_ROUTINE)(PFLT_DEFERRED_IO_WORKITEM FltWorkItem, PFLT_CALLBACK_DATA CallbackData, PVOID Context);
+typedef VOID (*PFLT_GENERIC_WORKITEM_ROUTINE)(PFLT_GENERIC_WORKITEM FltWorkItem, PVOID FltObject, PVOID Context);
+__declspec(dllimport) VOID FltCompletePendedPreOperation(PFLT_CALLBACK_DATA CallbackData, FLT_PREOP_CALLBACK_STATUS CallbackStatus, PVOID Context);
+__declspec(dllimport) VOID FltCompletePendedPostOperation(PFLT_CALLBACK_DATA CallbackData);
+__declspec(dllimport) BOOLEAN FltDoCompletionProcessingWhenSafe(PFLT_CALLBACK_DATA Data, PCFLT_RELATED_OBJECTS FltObjects, PVOID CompletionContext, FLT_POST_OPERATION_FLAGS Flags, PFLT_POST_OPERATION_CALLBACK SafePostCallback, PFLT_POSTOP_CALLBACK_STATUS RetPostOperationStatus);
+__declspec(dllimport) PFLT_DEFERRED_IO_WORKITEM FltAllocateDeferredIoWorkItem(VOID);
+__declspec(dllimport) NTSTATUS FltQueueDeferredIoWorkItem(PFLT_DEFERRED_IO_WORKITEM FltWorkItem, PFLT_CALLBACK_DATA Data, PFLT_DEFERRED_IO_WORKITEM_ROUTINE WorkerRoutine, WORK_QUEUE_TYPE QueueType, PVOID Context);
+__declspec(dllimport) VOID FltFreeDeferredIoWorkItem(PFLT_DEFERRED_IO_WORKITEM FltWorkItem);
+__declspec(dllimport) PFLT_GENERIC_WORKITEM FltAllocateGenericWorkItem(VOID);
+__declspec(dllimport) NTSTATUS FltQueueGenericWorkItem(PFLT_GENERIC_WORKITEM FltWorkItem, PVOID FltObject, PFLT_GENERIC_WORKITEM_ROUTINE WorkerRoutine, WORK_QUEUE_TYPE QueueType, PVOID Context);
+__declspec(dllimport) VOID FltFreeGenericWorkItem(PFLT_GENERIC_WORKITEM FltWorkItem);
+
 /* FILTER_REPLY_HEADER (fltuserstructures.h): what a user-mode reply starts with. */
 typedef struct _FILTER_REPLY_HEADER {
     NTSTATUS Status;
