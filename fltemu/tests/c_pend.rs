@@ -45,8 +45,23 @@ fn pend_is_clean_under_the_default_scenario_and_uses_every_path() {
 fn each_pend_bug_is_caught_by_the_default_scenario() {
     // The never-completed create costs one wait of a quarter of the call timeout (1 s here).
     let short = ["--call-timeout-ms", "4000"];
-    let cases: [(&str, &[&str], &str); 4] = [
+    let cases: [(&str, &[&str], &str); 11] = [
         ("BUG_NEVER_COMPLETED", &short, "PreCreate pended the operation and FltCompletePendedPreOperation never completed it (waited 1000 ms)"),
+        ("BUG_POST_NEVER_COMPLETED", &short, "PostClose pended the operation and FltCompletePendedPostOperation never completed it (waited 1000 ms)"),
+        ("BUG_POST_COMPLETED_TWICE", &[], "FltCompletePendedPostOperation: callback data not pended in a post-operation callback, or already completed"),
+        ("BUG_CONTEXT_WITHOUT_CALLBACK", &[], "FltCompletePendedPreOperation: Context must be NULL unless CallbackStatus is FLT_PREOP_SUCCESS_WITH_CALLBACK"),
+        ("BUG_PENDING_WITH_CONTEXT", &[], "PreCreate pre-op returned 2: CompletionContext set with FLT_PREOP_PENDING (E3, 0xF5/0x66)"),
+        ("BUG_DEFERRED_FREED_TWICE", &[], "FltFreeDeferredIoWorkItem (deferred I/O work item): not a live deferred I/O work item (never allocated, or freed already)"),
+        (
+            "BUG_POSTED_BUT_FINISHED",
+            &[],
+            "FltDoCompletionProcessingWhenSafe: the post-operation callback returned FLT_POSTOP_FINISHED_PROCESSING for an operation it posted",
+        ),
+        (
+            "BUG_WHEN_SAFE_IN_PRE",
+            &[],
+            "FltDoCompletionProcessingWhenSafe: only from a post-operation callback, with its callback data, a SafePostCallback and RetPostOperationStatus",
+        ),
         ("BUG_COMPLETED_TWICE", &[], "FltCompletePendedPreOperation: callback data not pended in a pre-operation callback, or already completed"),
         ("BUG_WORK_ITEM_NOT_FREED", &[], "1 deferred I/O work item(s) not freed leaked at unload"),
         (

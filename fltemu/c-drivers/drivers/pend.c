@@ -18,6 +18,16 @@
  *   BUG_WORK_ITEM_NOT_FREED  the work routine never frees its deferred I/O work item.
  *   BUG_BAD_CALLBACK_STATUS  the work routine completes with FLT_PREOP_SYNCHRONIZE, which
  *                            FltCompletePendedPreOperation does not accept.
+ *   BUG_CONTEXT_WITHOUT_CALLBACK  the work routine completes with FLT_PREOP_SUCCESS_NO_CALLBACK
+ *                            and a completion context.
+ *   BUG_PENDING_WITH_CONTEXT pre-create sets a CompletionContext and returns FLT_PREOP_PENDING.
+ *   BUG_DEFERRED_FREED_TWICE the work routine frees its deferred I/O work item twice.
+ * and on the first deferred post-close, or the first posted post-cleanup:
+ *   BUG_POST_NEVER_COMPLETED the generic work item never calls FltCompletePendedPostOperation.
+ *   BUG_POST_COMPLETED_TWICE the generic work item calls FltCompletePendedPostOperation twice.
+ *   BUG_POSTED_BUT_FINISHED  post-cleanup returns FLT_POSTOP_FINISHED_PROCESSING although
+ *                            FltDoCompletionProcessingWhenSafe posted the operation.
+ *   BUG_WHEN_SAFE_IN_PRE     pre-cleanup calls FltDoCompletionProcessingWhenSafe.
  */
 #include "fltemu_km_ctx.h"
 
@@ -32,7 +42,9 @@ static volatile LONG g_safe_posted;
 static volatile LONG g_safe_at_passive;
 static volatile LONG g_closes_deferred;
 static volatile LONG g_errors;
-#if defined(BUG_NEVER_COMPLETED) || defined(BUG_COMPLETED_TWICE) || defined(BUG_WORK_ITEM_NOT_FREED) || defined(BUG_BAD_CALLBACK_STATUS)
+#if defined(BUG_NEVER_COMPLETED) || defined(BUG_COMPLETED_TWICE) || defined(BUG_WORK_ITEM_NOT_FREED) || defined(BUG_BAD_CALLBACK_STATUS) || \
+    defined(BUG_CONTEXT_WITHOUT_CALLBACK) || defined(BUG_PENDING_WITH_CONTEXT) || defined(BUG_DEFERRED_FREED_TWICE) || \
+    defined(BUG_POST_NEVER_COMPLETED) || defined(BUG_POST_COMPLETED_TWICE) || defined(BUG_POSTED_BUT_FINISHED) || defined(BUG_WHEN_SAFE_IN_PRE)
 static volatile LONG g_bug_done;
 /* True exactly once: the bug strikes the first pended create only. */
 static BOOLEAN bug_now(void)
@@ -57,6 +69,11 @@ static VOID pended_create_routine(PFLT_DEFERRED_IO_WORKITEM item, PFLT_CALLBACK_
     if (!bug_now()) {
         FltFreeDeferredIoWorkItem(item);
     }
+#elif defined(BUG_DEFERRED_FREED_TWICE)
+    FltFreeDeferredIoWorkItem(item);
+    if (bug_now()) {
+        FltFreeDeferredIoWorkItem(item);
+    }
 #else
     FltFreeDeferredIoWorkItem(item);
 #endif
@@ -70,6 +87,11 @@ static VOID pended_create_routine(PFLT_DEFERRED_IO_WORKITEM item, PFLT_CALLBACK_
 #if defined(BUG_BAD_CALLBACK_STATUS)
     if (bug_now()) {
         status = FLT_PREOP_SYNCHRONIZE;
+    }
+#elif defined(BUG_CONTEXT_WITHOUT_CALLBACK)
+    if (bug_now()) {
+        status = FLT_PREOP_SUCCESS_NO_CALLBACK;
+        completion = &g_marker;
     }
 #endif
     FltCompletePendedPreOperation(data, status, completion);
@@ -96,6 +118,11 @@ static FLT_PREOP_CALLBACK_STATUS pre_create(PFLT_CALLBACK_DATA data, PCFLT_RELAT
         FltFreeDeferredIoWorkItem(item);
         return FLT_PREOP_SUCCESS_WITH_CALLBACK;
     }
+#if defined(BUG_PENDING_WITH_CONTEXT)
+    if (bug_now()) {
+        *completion = &g_marker;
+    }
+#endif
     return FLT_PREOP_PENDING;
 }
 
@@ -118,6 +145,19 @@ static FLT_PREOP_CALLBACK_STATUS pre_with_callback(PFLT_CALLBACK_DATA data, PCFL
     UNREFERENCED_PARAMETER(objects);
     *completion = NULL;
     return FLT_PREOP_SUCCESS_WITH_CALLBACK;
+}
+
+static FLT_POSTOP_CALLBACK_STATUS safe_post_cleanup(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID completion, FLT_POST_OPERATION_FLAGS flags);
+
+static FLT_PREOP_CALLBACK_STATUS pre_cleanup(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID *completion)
+{
+#if defined(BUG_WHEN_SAFE_IN_PRE)
+    if (bug_now()) {
+        FLT_POSTOP_CALLBACK_STATUS status;
+        FltDoCompletionProcessingWhenSafe(data, objects, NULL, 0, safe_post_cleanup, &status);
+    }
+#endif
+    return pre_with_callback(data, objects, completion);
 }
 
 /* Post-cleanup's work, at IRQL <= APC_LEVEL: the normalized name. */
@@ -148,6 +188,11 @@ static FLT_POSTOP_CALLBACK_STATUS post_cleanup(PFLT_CALLBACK_DATA data, PCFLT_RE
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
     _InterlockedIncrement(status == FLT_POSTOP_MORE_PROCESSING_REQUIRED ? &g_safe_posted : &g_safe_inline);
+#if defined(BUG_POSTED_BUT_FINISHED)
+    if (status == FLT_POSTOP_MORE_PROCESSING_REQUIRED && bug_now()) {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+#endif
     return status;
 }
 
@@ -160,7 +205,17 @@ static VOID deferred_close_routine(PFLT_GENERIC_WORKITEM item, PVOID object, PVO
     }
     _InterlockedIncrement(&g_closes_deferred);
     FltFreeGenericWorkItem(item);
+#if defined(BUG_POST_NEVER_COMPLETED)
+    if (bug_now()) {
+        return;
+    }
+#endif
     FltCompletePendedPostOperation((PFLT_CALLBACK_DATA)context);
+#if defined(BUG_POST_COMPLETED_TWICE)
+    if (bug_now()) {
+        FltCompletePendedPostOperation((PFLT_CALLBACK_DATA)context);
+    }
+#endif
 }
 
 static FLT_POSTOP_CALLBACK_STATUS post_close(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID completion, FLT_POST_OPERATION_FLAGS flags)
@@ -208,7 +263,7 @@ static NTSTATUS filter_unload(FLT_FILTER_UNLOAD_FLAGS flags)
 
 static const FLT_OPERATION_REGISTRATION operations[] = {
     { IRP_MJ_CREATE, 0, pre_create, post_create, NULL },
-    { IRP_MJ_CLEANUP, 0, pre_with_callback, post_cleanup, NULL },
+    { IRP_MJ_CLEANUP, 0, pre_cleanup, post_cleanup, NULL },
     { IRP_MJ_CLOSE, 0, pre_with_callback, post_close, NULL },
     { IRP_MJ_OPERATION_END, 0, NULL, NULL, NULL },
 };
