@@ -36,6 +36,8 @@ pub const POSTOP_MORE_PROCESSING_REQUIRED: i32 = 1;
 pub const STATUS_FLT_NOT_SAFE_TO_POST_OPERATION: i32 = 0xC01C_0006_u32.cast_signed();
 /// `FLTFL_CALLBACK_DATA_IRP_OPERATION` (fltkernel.h).
 const IRP_OPERATION: u32 = 0x1;
+/// `FLTFL_POST_OPERATION_DRAINING` (fltkernel.h).
+const POST_OPERATION_DRAINING: u32 = 0x1;
 /// `IRP_PAGING_IO`, `IRP_SYNCHRONOUS_PAGING_IO` (wdm.h), in `Iopb->IrpFlags`.
 const PAGING_IO: u32 = 0x2 | 0x40;
 
@@ -249,23 +251,41 @@ fn safe_to_post(data: usize) -> bool {
     irp_flags & PAGING_IO == 0
 }
 
+/// Whether `operation` is a post-operation callback (by name, so operations added to
+/// [`Operation`] later are covered).
 fn is_post_operation(operation: Operation) -> bool {
-    matches!(operation, Operation::PostCreate | Operation::PostCleanup | Operation::PostClose)
+    matches!(operation, Operation::PostCreate | Operation::PostCleanup | Operation::PostClose) || format!("{operation:?}").starts_with("Post")
 }
 
-/// `FltDoCompletionProcessingWhenSafe` (fltkernel.h; ≤ DISPATCH_LEVEL): at ≤ APC_LEVEL the
+/// IRP_MJ_READ, IRP_MJ_WRITE, IRP_MJ_FLUSH_BUFFERS: operations a storage driver may complete
+/// directly, whose completion must not be posted to a worker (deadlock; both DDI pages' caution).
+fn storage_completable(data: usize) -> bool {
+    // SAFETY: `data` is callback data of a running operation (checked by the caller).
+    let iopb = unsafe { (*(data as *const FLT_CALLBACK_DATA)).Iopb };
+    // SAFETY: the operation's parameter block, alive with its callback data.
+    !iopb.is_null() && matches!(unsafe { (*iopb).MajorFunction }, 0x03 | 0x04 | 0x09)
+}
+
+/// `FltDoCompletionProcessingWhenSafe` (fltkernel.h; any IRQL): at ≤ APC_LEVEL the
 /// SafePostCallback runs at once and its status is returned (TRUE); at DISPATCH_LEVEL the
 /// operation is posted to a worker that calls it at PASSIVE_LEVEL, RetPostOperationStatus is
 /// FLT_POSTOP_MORE_PROCESSING_REQUIRED (TRUE), and Filter Manager completes the operation when
 /// the callback returns FLT_POSTOP_FINISHED_PROCESSING; not an IRP operation, or paging I/O →
-/// FALSE with FLT_POSTOP_FINISHED_PROCESSING.
+/// FALSE with FLT_POSTOP_FINISHED_PROCESSING. Never with FLTFL_POST_OPERATION_DRAINING, nor for
+/// read, write or flush (→ InvalidParameter, FALSE).
 extern "win64" fn flt_do_completion_processing_when_safe(data: usize, related: usize, context: usize, flags: u32, safe: usize, ret: *mut i32) -> u8 {
     const FUNCTION: &str = "FltDoCompletionProcessingWhenSafe";
-    let Some(inner) = objects::call(FUNCTION, DISPATCH_LEVEL) else { return 0 };
+    let Some(inner) = objects::call(FUNCTION, 15) else { return 0 };
     let operation = exec::operation();
     let known = inner.callback_data.lock(data as u64).contains_key(&data);
     if !known || safe == 0 || ret.is_null() || !is_post_operation(operation) {
         inner.violation(Violation::InvalidParameter { function: FUNCTION, reason: "only from a post-operation callback, with its callback data, a SafePostCallback and RetPostOperationStatus" });
+        return 0;
+    }
+    if flags & POST_OPERATION_DRAINING != 0 || storage_completable(data) {
+        inner.violation(Violation::InvalidParameter { function: FUNCTION, reason: "never with FLTFL_POST_OPERATION_DRAINING, nor for IRP_MJ_READ, IRP_MJ_WRITE or IRP_MJ_FLUSH_BUFFERS" });
+        // SAFETY: RetPostOperationStatus is the caller's variable (checked non-NULL).
+        unsafe { ret.write_unaligned(POSTOP_FINISHED_PROCESSING) };
         return 0;
     }
     let put = |value: i32| {
@@ -383,6 +403,10 @@ extern "win64" fn flt_queue_deferred_io_work_item(item: usize, data: usize, rout
         inner.violation(Violation::InvalidParameter { function: FUNCTION, reason: "needs callback data of a running operation, a routine, and CriticalWorkQueue or DelayedWorkQueue" });
         return status::INVALID_PARAMETER;
     }
+    if is_post_operation(exec::operation()) && storage_completable(data) {
+        inner.violation(Violation::InvalidParameter { function: FUNCTION, reason: "a post-operation callback must not post IRP_MJ_READ, IRP_MJ_WRITE or IRP_MJ_FLUSH_BUFFERS" });
+        return status::INVALID_PARAMETER;
+    }
     if !safe_to_post(data) {
         return STATUS_FLT_NOT_SAFE_TO_POST_OPERATION;
     }
@@ -446,8 +470,8 @@ const fn flt(function: &'static str, notes: &'static str) -> Emulated {
 pub const DOCS: &[Emulated] = &[
     flt("FltCompletePendedPreOperation", "≤ DISPATCH with FLT_PREOP_COMPLETE, else ≤ APC; the operation a pre-operation callback pended (FLT_PREOP_PENDING, CompletionContext NULL) goes on as if the callback had returned CallbackStatus (the issuing thread waits; a completion before the callback returns is kept); CallbackStatus other than SUCCESS_WITH_CALLBACK / SUCCESS_NO_CALLBACK / COMPLETE → InvalidParameter (goes on as NO_CALLBACK); Context not NULL without WITH_CALLBACK → InvalidParameter; data not pended, or completed twice → InvalidParameter; never completed (a quarter of the call timeout) → PendedOperationNotCompleted, and the operation goes on without the filter"),
     flt("FltCompletePendedPostOperation", "≤ DISPATCH; completion processing of an operation whose post-operation callback returned FLT_POSTOP_MORE_PROCESSING_REQUIRED resumes; data not pended, or completed twice → InvalidParameter; never completed → PendedOperationNotCompleted"),
-    flt("FltDoCompletionProcessingWhenSafe", "≤ DISPATCH; post-operation callbacks only (else InvalidParameter, FALSE); ≤ APC: SafePostCallback runs at once, TRUE with its status; DISPATCH: posted to a worker at PASSIVE, TRUE with MORE_PROCESSING_REQUIRED, the operation completes when the callback returns FINISHED_PROCESSING (a post that then returns FINISHED_PROCESSING → InvalidParameter); not an IRP operation or paging I/O → FALSE with FINISHED_PROCESSING"),
+    flt("FltDoCompletionProcessingWhenSafe", "any IRQL; post-operation callbacks only (else InvalidParameter, FALSE); never with FLTFL_POST_OPERATION_DRAINING nor for read/write/flush (InvalidParameter, FALSE); ≤ APC: SafePostCallback runs at once, TRUE with its status; DISPATCH: posted to a worker at PASSIVE, TRUE with MORE_PROCESSING_REQUIRED, the operation completes when the callback returns FINISHED_PROCESSING (a post that then returns FINISHED_PROCESSING → InvalidParameter); not an IRP operation or paging I/O → FALSE with FINISHED_PROCESSING"),
     flt("FltAllocateDeferredIoWorkItem", "≤ DISPATCH; never freed by unload → ObjectLeaked(DeferredIoWorkItem)"),
-    flt("FltQueueDeferredIoWorkItem", "≤ DISPATCH; routine(work item, data, context) on an emulator worker at PASSIVE, FltUnregisterFilter waits for it; not IRP-based or paging I/O → STATUS_FLT_NOT_SAFE_TO_POST_OPERATION (fltemu threads have no top-level IRP); target instance tearing down → STATUS_FLT_DELETING_OBJECT; unknown or still-queued item → ObjectMisuse; not running callback data, no routine, HyperCriticalWorkQueue → InvalidParameter"),
+    flt("FltQueueDeferredIoWorkItem", "≤ DISPATCH; routine(work item, data, context) on an emulator worker at PASSIVE, FltUnregisterFilter waits for it; not IRP-based or paging I/O → STATUS_FLT_NOT_SAFE_TO_POST_OPERATION (fltemu threads have no top-level IRP); target instance tearing down → STATUS_FLT_DELETING_OBJECT; unknown or still-queued item → ObjectMisuse; not running callback data, no routine, HyperCriticalWorkQueue, read/write/flush from a post-operation callback → InvalidParameter"),
     flt("FltFreeDeferredIoWorkItem", "≤ DISPATCH; unknown, freed twice, or still queued → ObjectMisuse"),
 ];

@@ -6,8 +6,9 @@
 
 mod c_build;
 
-use c_build::CDriver;
+use c_build::{CDriver, Profile};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// `fltemu run` of the driver with the default scenario; `args` are extra options.
 fn bare_run(driver: &CDriver, args: &[&str]) -> (i32, String) {
@@ -27,9 +28,16 @@ fn counter(text: &str, name: &str) -> i64 {
 
 #[test]
 fn pend_is_clean_under_the_default_scenario_and_uses_every_path() {
-    let (code, text) = bare_run(&CDriver::new("pend"), &[]);
-    assert_eq!(code, 0, "{text}");
+    for profile in [Profile::Release, Profile::Debug] {
+        let (code, text) = bare_run(&CDriver::new("pend").profile(profile), &[]);
+        assert_eq!(code, 0, "{profile:?}:\n{text}");
+        check_counters(&text);
+    }
+}
+
+fn check_counters(text: &str) {
     assert!(text.contains("violations: 0"), "{text}");
+    let text = text.to_owned();
     let creates = counter(&text, "creates");
     // Every eighth create pends; each pended create's work item ran and resumed it.
     assert_eq!(counter(&text, "pended"), creates / 8, "{text}");
@@ -84,4 +92,43 @@ fn pend_imports_bind_with_documentation() {
     let report = fltemu::imports::report(&std::fs::read(image).unwrap()).unwrap();
     let undocumented: Vec<&str> = report.iter().filter(|i| !matches!(i.binding, fltemu::imports::Binding::Emulated { entry: Some(_), .. })).map(|i| i.name.as_str()).collect();
     assert!(undocumented.is_empty(), "{undocumented:?}");
+}
+
+/// A detach while a create is pended waits for it (E6: TeardownComplete after the instance's
+/// operations drained); a create never completed is reported and ended, so the detach finishes.
+#[test]
+fn teardown_waits_for_a_pended_create_and_a_never_completed_one_does_not_hang_it() {
+    let image = CDriver::new("pend").define("BUG_NEVER_COMPLETED").build();
+    let config = fltemu::Config { call_timeout: Duration::from_secs(4), ..fltemu::Config::default() };
+    let emu = fltemu::Emulator::load(&image, config).expect("loads");
+    let volume = emu.mount(fltemu::VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).expect("mounts");
+    let options = fltemu::OpenOptions::default();
+    for i in 0..7 {
+        emu.open_close(volume, &format!("\\a{i}.txt"), &options).expect("opens");
+    }
+    let (file, open_took, detach_took) = std::thread::scope(|scope| {
+        // The eighth create pends, and its work routine never completes it.
+        let opener = scope.spawn(|| {
+            let started = Instant::now();
+            let file = emu.open(volume, "\\pended.txt", &options);
+            (file, started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        emu.detach(volume).expect("detaches");
+        let detach_took = started.elapsed();
+        let (file, open_took) = opener.join().expect("the opener returns");
+        (file, open_took, detach_took)
+    });
+    // The wait is a quarter of the call timeout; the detach began 300 ms into it and drained it.
+    assert!(open_took >= Duration::from_millis(900), "{open_took:?}");
+    assert!(detach_took >= Duration::from_millis(400), "detach did not wait for the pended create: {detach_took:?}");
+    let file = file.expect("the abandoned create goes on without the filter");
+    emu.close(file).expect("closes");
+    let report = emu.unload().expect("unloads");
+    assert_eq!(
+        report.violations,
+        [fltemu::Violation::PendedOperationNotCompleted { operation: fltemu::Operation::PreCreate, function: "FltCompletePendedPreOperation", waited_ms: 1000 }],
+        "{report}"
+    );
 }
