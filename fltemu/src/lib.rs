@@ -1014,7 +1014,7 @@ impl Emulator {
     }
 
     /// Parks the next thread that enters the emulated call `function` (only "FltSendMessage"
-    /// has a hold point) until [`release_hold`](Self::release_hold), so a test can act in the
+    /// and "FltQueueDeferredIoWorkItem" have a hold point) until [`release_hold`](Self::release_hold), so a test can act in the
     /// window between the driver's last step before the call and the call's own work.
     pub fn hold_at(&self, function: &'static str) {
         hold::arm(function);

@@ -386,6 +386,8 @@ extern "win64" fn flt_free_deferred_io_work_item(item: usize) {
 extern "win64" fn flt_queue_deferred_io_work_item(item: usize, data: usize, routine: usize, queue_type: i32, context: usize) -> i32 {
     const FUNCTION: &str = "FltQueueDeferredIoWorkItem";
     let Some(inner) = objects::call(FUNCTION, DISPATCH_LEVEL) else { return status::FLT_NOT_INITIALIZED };
+    // A test may hold the caller here, inside its operation, while the instance starts tearing down.
+    crate::hold::reach(FUNCTION);
     match ITEMS.with(|t| t.get(&item).copied()) {
         None => {
             objects::misuse(FUNCTION, ObjectKind::DeferredIoWorkItem, "not a live deferred I/O work item");

@@ -259,6 +259,7 @@ pub struct Injection {
 pub const INJECTABLE: &[&str] = &[
     "ExAllocatePool2",
     "FltAllocateContext",
+    "FltAllocateDeferredIoWorkItem",
     "FltAllocateGenericWorkItem",
     "FltBuildDefaultSecurityDescriptor",
     "FltCreateCommunicationPort",
@@ -268,6 +269,7 @@ pub const INJECTABLE: &[&str] = &[
     "FltGetStreamHandleContext",
     "FltGetVolumeContext",
     "FltGetVolumeName",
+    "FltQueueDeferredIoWorkItem",
     "FltQueueGenericWorkItem",
     "FltRegisterFilter",
     "FltSendMessage",

@@ -41,6 +41,7 @@ fn check_counters(text: &str) {
     let creates = counter(&text, "creates");
     // Every eighth create pends; each pended create's work item ran and resumed it.
     assert_eq!(counter(&text, "pended"), creates / 8, "{text}");
+    assert_eq!(counter(&text, "not-queued"), 0, "{text}");
     assert!(counter(&text, "with-context") > 0, "{text}");
     // Post-cleanup ran its safe callback inline at PASSIVE and, in the DISPATCH phase, posted.
     assert!(counter(&text, "safe-inline") > 0 && counter(&text, "safe-posted") > 0, "{text}");
@@ -131,4 +132,52 @@ fn teardown_waits_for_a_pended_create_and_a_never_completed_one_does_not_hang_it
         [fltemu::Violation::PendedOperationNotCompleted { operation: fltemu::Operation::PreCreate, function: "FltCompletePendedPreOperation", waited_ms: 1000 }],
         "{report}"
     );
+}
+
+/// FltQueueDeferredIoWorkItem for an operation whose instance started tearing down meanwhile
+/// returns STATUS_FLT_DELETING_OBJECT (the driver then lets the create pass), and the detach
+/// waits for that create.
+#[test]
+fn a_deferred_work_item_queued_during_teardown_gets_deleting_object() {
+    let image = CDriver::new("pend").build();
+    let emu = fltemu::Emulator::load(&image, fltemu::Config::default()).expect("loads");
+    let volume = emu.mount(fltemu::VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).expect("mounts");
+    let options = fltemu::OpenOptions::default();
+    for i in 0..7 {
+        emu.open_close(volume, &format!("\\a{i}.txt"), &options).expect("opens");
+    }
+    emu.hold_at("FltQueueDeferredIoWorkItem");
+    std::thread::scope(|scope| {
+        // The eighth pre-create stops at FltQueueDeferredIoWorkItem.
+        let opener = scope.spawn(|| emu.open(volume, "\\queued.txt", &options));
+        assert!(emu.wait_held(Duration::from_secs(10)), "the pre-create reached FltQueueDeferredIoWorkItem");
+        let detacher = scope.spawn(|| emu.detach(volume));
+        // TeardownStart has begun once the detach waits for the create to drain.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!detacher.is_finished(), "the detach waits for the create in flight");
+        emu.release_hold();
+        let file = opener.join().expect("the opener returns").expect("the create passes");
+        detacher.join().expect("the detacher returns").expect("detaches");
+        emu.close(file).expect("closes");
+    });
+    let report = emu.unload().expect("unloads");
+    assert!(report.is_clean(), "{report}");
+    let text = report.debug_output.join("\n");
+    assert_eq!(counter(&text, "not-queued"), 1, "{text}");
+    assert_eq!(counter(&text, "pended"), 0, "{text}");
+}
+
+/// Injected failures of FltAllocateDeferredIoWorkItem and FltQueueDeferredIoWorkItem take the
+/// driver's do-it-inline path; the default scenario stays clean.
+#[test]
+fn injected_deferred_work_item_failures_take_the_inline_path() {
+    let image = CDriver::new("pend").build();
+    let emu = fltemu::Emulator::load(&image, fltemu::Config::default()).expect("loads");
+    assert!(emu.inject_failure("FltAllocateDeferredIoWorkItem", 0, 3, u64::MAX));
+    assert!(emu.inject_failure("FltQueueDeferredIoWorkItem", fltemu::status::INSUFFICIENT_RESOURCES, 2, u64::MAX));
+    let run = fltemu::scenario::run_script(&emu, fltemu::scenario::scenario("default").expect("default scenario"), 4).expect("runs");
+    assert!(run.report.is_clean(), "{}", run.report);
+    let text = run.report.debug_output.join("\n");
+    let (creates, pended, not_queued) = (counter(&text, "creates"), counter(&text, "pended"), counter(&text, "not-queued"));
+    assert!(pended > 0 && not_queued > 0 && pended + not_queued < creates / 8, "{text}");
 }

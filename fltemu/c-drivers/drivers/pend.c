@@ -42,6 +42,7 @@ static volatile LONG g_safe_posted;
 static volatile LONG g_safe_at_passive;
 static volatile LONG g_closes_deferred;
 static volatile LONG g_errors;
+static volatile LONG g_not_queued;
 #if defined(BUG_NEVER_COMPLETED) || defined(BUG_COMPLETED_TWICE) || defined(BUG_WORK_ITEM_NOT_FREED) || defined(BUG_BAD_CALLBACK_STATUS) || \
     defined(BUG_CONTEXT_WITHOUT_CALLBACK) || defined(BUG_PENDING_WITH_CONTEXT) || defined(BUG_DEFERRED_FREED_TWICE) || \
     defined(BUG_POST_NEVER_COMPLETED) || defined(BUG_POST_COMPLETED_TWICE) || defined(BUG_POSTED_BUT_FINISHED) || defined(BUG_WHEN_SAFE_IN_PRE)
@@ -115,6 +116,7 @@ static FLT_PREOP_CALLBACK_STATUS pre_create(PFLT_CALLBACK_DATA data, PCFLT_RELAT
     }
     /* Not safe to post (paging I/O, a top-level IRP) or the instance is going: do it inline. */
     if (!NT_SUCCESS(FltQueueDeferredIoWorkItem(item, data, pended_create_routine, DelayedWorkQueue, NULL))) {
+        _InterlockedIncrement(&g_not_queued);
         FltFreeDeferredIoWorkItem(item);
         return FLT_PREOP_SUCCESS_WITH_CALLBACK;
     }
@@ -256,8 +258,8 @@ static NTSTATUS filter_unload(FLT_FILTER_UNLOAD_FLAGS flags)
     UNREFERENCED_PARAMETER(flags);
     FltUnregisterFilter(g_filter);
     DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL,
-               "pend: creates %ld pended %ld with-context %ld; cleanups safe-inline %ld safe-posted %ld safe-at-passive %ld; closes deferred %ld; errors %ld\n",
-               g_creates, g_pended, g_completed_with_context, g_safe_inline, g_safe_posted, g_safe_at_passive, g_closes_deferred, g_errors);
+               "pend: creates %ld pended %ld not-queued %ld with-context %ld; cleanups safe-inline %ld safe-posted %ld safe-at-passive %ld; closes deferred %ld; errors %ld\n",
+               g_creates, g_pended, g_not_queued, g_completed_with_context, g_safe_inline, g_safe_posted, g_safe_at_passive, g_closes_deferred, g_errors);
     return STATUS_SUCCESS;
 }
 
