@@ -199,7 +199,11 @@ fn complete(inner: &Inner, data: usize, phase: Phase, status: i32, context: usiz
             CHANGED.notify_all();
             true
         }
-        None if known => {
+        // Completed already in this phase.
+        Some(Pend { phase: p, .. }) if p == phase => false,
+        // Nothing pended yet in this phase (the other one, if any, is over): the callback may
+        // still be running on another thread and about to return pending.
+        Some(Pend { state: State::Done, .. }) | None if known => {
             insert(table, data, Pend { phase, state: State::Early { status, context } });
             true
         }

@@ -43,6 +43,7 @@ fn check_counters(text: &str) {
     assert_eq!(counter(&text, "pended"), creates / 8, "{text}");
     assert_eq!(counter(&text, "not-queued"), 0, "{text}");
     assert!(counter(&text, "with-context") > 0, "{text}");
+    assert_eq!(counter(&text, "post-deferred"), counter(&text, "with-context"), "{text}");
     // Post-cleanup ran its safe callback inline at PASSIVE and, in the DISPATCH phase, posted.
     assert!(counter(&text, "safe-inline") > 0 && counter(&text, "safe-posted") > 0, "{text}");
     assert_eq!(counter(&text, "safe-at-passive"), counter(&text, "safe-inline") + counter(&text, "safe-posted"), "{text}");

@@ -6,7 +6,8 @@
  *   - every eighth pre-create is pended to a deferred I/O work item; its routine queries the
  *     opened name at PASSIVE_LEVEL, frees the work item and resumes the create with
  *     FltCompletePendedPreOperation (alternately with a post-create callback and a completion
- *     context, and without one);
+ *     context, and without one); that post-create pends its completion processing to another
+ *     deferred I/O work item, which resumes it with FltCompletePendedPostOperation;
  *   - post-cleanup (DISPATCH_LEVEL in a phase of fltemu's default scenario) hands its work to
  *     FltDoCompletionProcessingWhenSafe, whose SafePostCallback queries the normalized name;
  *   - post-close at DISPATCH_LEVEL returns FLT_POSTOP_MORE_PROCESSING_REQUIRED and completes the
@@ -43,6 +44,7 @@ static volatile LONG g_safe_at_passive;
 static volatile LONG g_closes_deferred;
 static volatile LONG g_errors;
 static volatile LONG g_not_queued;
+static volatile LONG g_post_creates_deferred;
 #if defined(BUG_NEVER_COMPLETED) || defined(BUG_COMPLETED_TWICE) || defined(BUG_WORK_ITEM_NOT_FREED) || defined(BUG_BAD_CALLBACK_STATUS) || \
     defined(BUG_CONTEXT_WITHOUT_CALLBACK) || defined(BUG_PENDING_WITH_CONTEXT) || defined(BUG_DEFERRED_FREED_TWICE) || \
     defined(BUG_POST_NEVER_COMPLETED) || defined(BUG_POST_COMPLETED_TWICE) || defined(BUG_POSTED_BUT_FINISHED) || defined(BUG_WHEN_SAFE_IN_PRE)
@@ -128,17 +130,37 @@ static FLT_PREOP_CALLBACK_STATUS pre_create(PFLT_CALLBACK_DATA data, PCFLT_RELAT
     return FLT_PREOP_PENDING;
 }
 
+/* A pended create's post-create work, deferred again: completion processing resumes here. */
+static VOID deferred_post_create_routine(PFLT_DEFERRED_IO_WORKITEM item, PFLT_CALLBACK_DATA data, PVOID context)
+{
+    UNREFERENCED_PARAMETER(context);
+    _InterlockedIncrement(&g_post_creates_deferred);
+    FltFreeDeferredIoWorkItem(item);
+    FltCompletePendedPostOperation(data);
+}
+
 static FLT_POSTOP_CALLBACK_STATUS post_create(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID completion, FLT_POST_OPERATION_FLAGS flags)
 {
-    UNREFERENCED_PARAMETER(data);
     UNREFERENCED_PARAMETER(objects);
     UNREFERENCED_PARAMETER(flags);
-    if (completion == &g_marker) {
-        _InterlockedIncrement(&g_completed_with_context);
-    } else if (completion != NULL) {
-        _InterlockedIncrement(&g_errors);
+    if (completion == NULL) {
+        return FLT_POSTOP_FINISHED_PROCESSING;
     }
-    return FLT_POSTOP_FINISHED_PROCESSING;
+    if (completion != &g_marker) {
+        _InterlockedIncrement(&g_errors);
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    /* The create pended in its pre-operation callback pends its completion processing too. */
+    _InterlockedIncrement(&g_completed_with_context);
+    PFLT_DEFERRED_IO_WORKITEM item = FltAllocateDeferredIoWorkItem();
+    if (item == NULL) {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    if (!NT_SUCCESS(FltQueueDeferredIoWorkItem(item, data, deferred_post_create_routine, DelayedWorkQueue, NULL))) {
+        FltFreeDeferredIoWorkItem(item);
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    return FLT_POSTOP_MORE_PROCESSING_REQUIRED;
 }
 
 static FLT_PREOP_CALLBACK_STATUS pre_with_callback(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID *completion)
@@ -258,8 +280,8 @@ static NTSTATUS filter_unload(FLT_FILTER_UNLOAD_FLAGS flags)
     UNREFERENCED_PARAMETER(flags);
     FltUnregisterFilter(g_filter);
     DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL,
-               "pend: creates %ld pended %ld not-queued %ld with-context %ld; cleanups safe-inline %ld safe-posted %ld safe-at-passive %ld; closes deferred %ld; errors %ld\n",
-               g_creates, g_pended, g_not_queued, g_completed_with_context, g_safe_inline, g_safe_posted, g_safe_at_passive, g_closes_deferred, g_errors);
+               "pend: creates %ld pended %ld not-queued %ld with-context %ld post-deferred %ld; cleanups safe-inline %ld safe-posted %ld safe-at-passive %ld; closes deferred %ld; errors %ld\n",
+               g_creates, g_pended, g_not_queued, g_completed_with_context, g_post_creates_deferred, g_safe_inline, g_safe_posted, g_safe_at_passive, g_closes_deferred, g_errors);
     return STATUS_SUCCESS;
 }
 
