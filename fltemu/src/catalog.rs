@@ -127,7 +127,7 @@ const CORE: &[Emulated] = &[
     flt("FltGetRequestorProcessId", "the opener's pid from the callback data Filter Manager built"),
     flt("FltBuildDefaultSecurityDescriptor", "opaque descriptor, leak-checked at unload (SecurityDescriptorLeaked) (F1)"),
     flt("FltFreeSecurityDescriptor", "frees a descriptor; unknown → InvalidParameter (F1)"),
-    flt("FltInitializePushLock", "a real reader/writer lock on the EX_PUSH_LOCK word; ≤ APC"),
+    flt("FltInitializePushLock", "a real reader/writer lock on the EX_PUSH_LOCK word (its low 32 bits); a contended acquire yields a few times, then sleeps on the word until a release wakes it, as a push lock's waiters block; ≤ APC"),
     flt("FltAcquirePushLockExclusive", "not recursive: a self-deadlock ends in `Stop::Hang`; ≤ APC"),
     flt("FltAcquirePushLockShared", "shared holders counted on the word; ≤ APC"),
     flt("FltReleasePushLock", "unbalanced release → PushLockMisuse; ≤ APC"),

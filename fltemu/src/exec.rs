@@ -73,7 +73,7 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
     }
 }
 
-fn futex_wait_for(word: &AtomicU32, expected: u32, timeout: std::time::Duration) {
+pub(crate) fn futex_wait_for(word: &AtomicU32, expected: u32, timeout: std::time::Duration) {
     #[allow(clippy::cast_possible_wrap)]
     let spec = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: libc::c_long::from(timeout.subsec_nanos()) };
     // SAFETY: FUTEX_WAIT on a live, aligned u32 with a relative timeout.
@@ -82,7 +82,7 @@ fn futex_wait_for(word: &AtomicU32, expected: u32, timeout: std::time::Duration)
     }
 }
 
-fn futex_wake(word: &AtomicU32) {
+pub(crate) fn futex_wake(word: &AtomicU32) {
     // SAFETY: FUTEX_WAKE on a live, aligned u32; async-signal-safe (a plain system call).
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX);
