@@ -120,6 +120,7 @@ pub fn reset() {
     crate::volume::reset();
     crate::mdl::reset();
     crate::createpath::reset();
+    crate::rw::reset();
 }
 
 /// What every module still holds at the end of unload.
