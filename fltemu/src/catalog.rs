@@ -167,6 +167,7 @@ pub fn all() -> Vec<Emulated> {
         crate::system::DOCS,
         crate::createpath::DOCS,
         crate::rw::DOCS,
+        crate::fltfile::DOCS,
     ];
     groups.iter().flat_map(|g| g.iter().copied()).collect()
 }

@@ -62,6 +62,18 @@ pub(crate) fn free_owned(mdl: usize) {
     MDLS.with(|t| t.remove(&mdl));
 }
 
+/// Filter Manager frees an MDL a filter swapped into an operation's parameters, after the
+/// filter's post-operation callback (the FLT_PARAMETERS pages for IRP_MJ_READ/WRITE: "the filter
+/// manager frees the MDL currently stored in MdlAddress and restores the previous value").
+pub(crate) fn free_swapped(mdl: usize) {
+    if OWNED.with(|t| t.contains_key(&mdl)) {
+        free_owned(mdl);
+    } else if MDLS.with(|t| t.remove(&mdl)).is_some() {
+        // SAFETY: a live MDL's first 0x30 bytes (kept allocated, poisoned, like IoFreeMdl's).
+        unsafe { core::ptr::write_bytes(mdl as *mut u8, 0xDF, 0x30) };
+    }
+}
+
 /// Where the bytes an MDL describes can be reached from kernel mode (Filter Manager's kernel
 /// view for its own MDLs, the described address otherwise); None for an unknown MDL.
 pub(crate) fn system_view(mdl: usize) -> Option<usize> {

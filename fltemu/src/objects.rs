@@ -32,6 +32,11 @@ pub enum ObjectKind {
     Mdl,
     /// A critical region (KeEnterCriticalRegion … KeLeaveCriticalRegion).
     CriticalRegion,
+    /// A handle from FltCreateFile* (… FltClose).
+    FileHandle,
+    /// A FILE_OBJECT reference from FltCreateFileEx(2) or ObReferenceObject on one (…
+    /// ObDereferenceObject).
+    FileObjectReference,
 }
 
 impl ObjectKind {
@@ -49,6 +54,8 @@ impl ObjectKind {
             ObjectKind::LookasideList => "lookaside list",
             ObjectKind::Mdl => "MDL",
             ObjectKind::CriticalRegion => "critical region",
+            ObjectKind::FileHandle => "file handle (FltCreateFile)",
+            ObjectKind::FileObjectReference => "FILE_OBJECT reference (FltCreateFileEx)",
         }
     }
 }
@@ -67,6 +74,8 @@ impl fmt::Display for ObjectKind {
             ObjectKind::LookasideList => "lookaside list(s) not deleted",
             ObjectKind::Mdl => "MDL(s) not freed",
             ObjectKind::CriticalRegion => "critical region",
+            ObjectKind::FileHandle => "file handle(s) (FltCreateFile) not closed with FltClose",
+            ObjectKind::FileObjectReference => "FILE_OBJECT reference(s) (FltCreateFileEx) not dereferenced",
         })
     }
 }
@@ -121,6 +130,7 @@ pub fn reset() {
     crate::mdl::reset();
     crate::createpath::reset();
     crate::rw::reset();
+    crate::fltfile::reset();
 }
 
 /// What every module still holds at the end of unload.
@@ -133,6 +143,7 @@ pub fn leaks() -> Vec<Violation> {
         .chain(crate::ps::outstanding())
         .chain(crate::volume::outstanding())
         .chain(crate::mdl::outstanding())
+        .chain(crate::fltfile::outstanding())
     {
         if count > 0 {
             found.push(Violation::ObjectLeaked { kind, count });

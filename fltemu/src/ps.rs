@@ -159,6 +159,9 @@ extern "win64" fn ps_lookup_process_by_process_id(pid: usize, process: *mut usiz
 
 fn reference(function: &'static str, object: usize) {
     objects::count(function, DISPATCH_LEVEL);
+    if crate::fltfile::reference(object) {
+        return;
+    }
     if object == 0 {
         objects::misuse(function, ObjectKind::ProcessReference, "NULL object");
         return;
@@ -170,6 +173,9 @@ fn reference(function: &'static str, object: usize) {
 
 fn dereference(function: &'static str, object: usize) {
     objects::count(function, DISPATCH_LEVEL);
+    if crate::fltfile::dereference(function, object) {
+        return;
+    }
     let known = OBJECTS.with(|t| {
         t.get_mut(&object).map(|o| {
             o.driver_refs -= 1;

@@ -252,10 +252,33 @@ struct Params {
     mdl: usize,
 }
 
+/// FLT_PARAMETERS' Read and Write members as fltkernel.h lays them out on x64: `Key` is
+/// POINTER_ALIGNMENT (8-aligned), so ByteOffset is at 0x10 and MdlAddress at 0x20. (windows-sys
+/// 0.61's FLT_PARAMETERS_3/_4 omit that alignment and put ByteOffset at 8, which is not what a
+/// driver built with the WDK reads.)
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RwParameters {
+    length: u32,
+    _pad: u32,
+    key: u32,
+    _key_pad: u32,
+    byte_offset: i64,
+    buffer: usize,
+    mdl: usize,
+}
+
+const _: () = assert!(core::mem::offset_of!(RwParameters, key) == 8 && core::mem::offset_of!(RwParameters, byte_offset) == 0x10 && core::mem::offset_of!(RwParameters, mdl) == 0x20);
+
+/// The Read/Write parameters of `iopb` (Parameters at 0x18).
+fn parameters(iopb: *const FLT_IO_PARAMETER_BLOCK) -> *mut RwParameters {
+    iopb.cast::<u8>().wrapping_add(core::mem::offset_of!(FLT_IO_PARAMETER_BLOCK, Parameters)).cast_mut().cast()
+}
+
 fn params(iopb: *const FLT_IO_PARAMETER_BLOCK) -> Params {
     // SAFETY: the operation's parameter block, alive while it runs (Read and Write share a layout).
-    let read = unsafe { (*iopb).Parameters.Read };
-    Params { length: read.Length, offset: read.ByteOffset, buffer: read.ReadBuffer as usize, mdl: read.MdlAddress as usize }
+    let p = unsafe { parameters(iopb).read() };
+    Params { length: p.length, offset: p.byte_offset, buffer: p.buffer, mdl: p.mdl }
 }
 
 /// Where the file system reads or writes the operation's data: its MDL's kernel view when it
@@ -301,15 +324,17 @@ pub fn issue(inner: &Inner, file_object: usize, pid: u32, offset: u64, length: u
     unsafe {
         (*iopb).IrpFlags = if options.paging { IRP_PAGING_IO | IRP_NOCACHE | IRP_SYNCHRONOUS_PAGING_IO } else { IRP_SYNCHRONOUS_API };
     }
-    let read = windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_PARAMETERS_3 {
-        Length: u32::try_from(length).unwrap_or(u32::MAX),
-        Key: 0,
-        ByteOffset: i64::try_from(offset).unwrap_or(i64::MAX),
-        ReadBuffer: buffer.address as *mut core::ffi::c_void,
-        MdlAddress: owned_mdl.unwrap_or(0) as *mut _,
+    let read = RwParameters {
+        length: u32::try_from(length).unwrap_or(u32::MAX),
+        _pad: 0,
+        key: 0,
+        _key_pad: 0,
+        byte_offset: i64::try_from(offset).unwrap_or(i64::MAX),
+        buffer: buffer.address,
+        mdl: owned_mdl.unwrap_or(0),
     };
     // SAFETY: as above; Read and Write have the same layout in the FLT_PARAMETERS union.
-    unsafe { (*iopb).Parameters.Read = read };
+    unsafe { parameters(iopb).write(read) };
     let data_address = &raw const *op.data as usize;
     inner.callback_data.lock(data_address as u64).insert(data_address, CallbackInfo { file_object, requestor_pid: pid });
     RUNNING.with(|t| t.insert(data_address, (buffer.address, length, buffer.system, buffer.user.is_some())));
@@ -352,6 +377,12 @@ pub fn issue(inner: &Inner, file_object: usize, pid: u32, offset: u64, length: u
         if arbitrary_thread {
             buffer.set_user_reachable(true);
         }
+    }
+    // A filter that put its own MDL into the parameters (swapped buffers) has it freed by
+    // Filter Manager after its post-operation callback; the original parameters come back.
+    let finished = params(iopb);
+    if finished.mdl != before.mdl && Some(finished.mdl) != locked && finished.mdl != 0 && matches!(pre_result, Pre::WithCallback(_)) {
+        crate::mdl::free_swapped(finished.mdl);
     }
     // SAFETY: reading the IoStatus the operation completed with (a post-callback may change it).
     let (final_status, information) = (unsafe { op.data.IoStatus.Anonymous.Status }, op.data.IoStatus.Information);
@@ -404,7 +435,7 @@ pub fn lock_user_buffer(data: usize, iopb: *mut FLT_IO_PARAMETER_BLOCK) -> Optio
     let mdl = crate::mdl::build_owned(address, u32::try_from(length).unwrap_or(u32::MAX), system);
     LOCKED.with(|t| t.insert(data, mdl));
     // SAFETY: the running operation's parameter block (Read and Write share the layout).
-    unsafe { (*iopb).Parameters.Read.MdlAddress = mdl as *mut _ };
+    unsafe { (*parameters(iopb)).mdl = mdl };
     Some(status::SUCCESS)
 }
 
