@@ -66,6 +66,36 @@ fn reads_see_earlier_writes_and_end_of_file() {
     assert!(report.is_clean(), "{report}");
 }
 
+/// Post-read at DISPATCH_LEVEL reaches the data through FltLockUserBuffer's MDL (the kernel
+/// view) while the user address is out of reach; pre-write refuses data carrying the marker.
+#[test]
+fn reader_sees_read_data_at_dispatch_through_its_mdl_and_blocks_marked_writes() {
+    let image = CDriver::new("reader").build();
+    let emu = Emulator::load(&image, Config::default()).expect("loads");
+    let volume = emu.mount(VolumeSpec::ntfs("\\Device\\vol1")).unwrap();
+    // The marker lies past the 4 KiB the post-create scan reads, so the open succeeds.
+    let mut contents = vec![b'.'; 5000];
+    contents.extend_from_slice(b"FLTEMU-BAD");
+    emu.set_file_contents(volume, "\\big.bin", &contents);
+    let file = emu.open(volume, "\\big.bin", &OpenOptions::default()).unwrap();
+    let dispatch = IoOptions { post_irql: Some(fltemu::DISPATCH_LEVEL), ..IoOptions::default() };
+    let read = emu.read(&file, 4995, 64, &dispatch).unwrap();
+    assert_eq!((read.status, read.information), (0, 15));
+    assert_eq!(&read.data[5..], b"FLTEMU-BAD");
+    let refused = emu.write(&file, 0, b"xxFLTEMU-BADxx", &IoOptions::default()).unwrap();
+    assert_eq!(refused.status, 0xC000_0022_u32.cast_signed());
+    let allowed = emu.write(&file, 0, b"fine", &IoOptions::default()).unwrap();
+    assert_eq!((allowed.status, allowed.information), (0, 4));
+    assert_eq!(&emu.file_contents(volume, "\\big.bin").unwrap()[..6], b"fine..");
+    emu.close(file).unwrap();
+    // A file whose first 4 KiB hold the marker cannot be opened.
+    emu.set_file_contents(volume, "\\bad.txt", b"FLTEMU-BAD");
+    assert_eq!(emu.open(volume, "\\bad.txt", &OpenOptions::default()), Err(fltemu::EmuError::CreateFailed(0xC000_0022_u32.cast_signed())));
+    let report = emu.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert!(report.debug_output.iter().any(|l| l.contains("2 scanned, 2 blocked, 1 locked reads, 1 reads with the marker")), "{:?}", report.debug_output);
+}
+
 #[test]
 fn reader_is_clean_under_the_default_scenario_in_release_and_debug() {
     for profile in [Profile::Release, Profile::Debug] {
@@ -91,7 +121,7 @@ fn each_reader_bug_is_caught_by_the_default_scenario() {
     let cases = [
         ("BUG_HANDLE_NOT_CLOSED", 1, "file handle(s) (FltCreateFile) not closed with FltClose"),
         ("BUG_FILE_OBJECT_NOT_DEREFERENCED", 1, "FILE_OBJECT reference(s) (FltCreateFileEx) not dereferenced"),
-        ("BUG_POST_READ_TOUCHES_USER_BUFFER", 2, "user buffer"),
+        ("BUG_POST_READ_TOUCHES_USER_BUFFER", 2, "driver touched user buffer"),
         ("BUG_FREE_LOCKED_MDL", 1, "freed by Filter Manager when the operation completes"),
         ("BUG_READ_IN_PRE_CREATE", 1, "FltReadFile: FILE_OBJECT not open"),
         ("BUG_CHANGE_WITHOUT_DIRTY", 1, "without FltSetCallbackDataDirty"),
