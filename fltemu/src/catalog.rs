@@ -168,6 +168,7 @@ pub fn all() -> Vec<Emulated> {
         crate::createpath::DOCS,
         crate::rw::DOCS,
         crate::fltfile::DOCS,
+        crate::cbdata::DOCS,
     ];
     groups.iter().flat_map(|g| g.iter().copied()).collect()
 }

@@ -24,6 +24,7 @@
 #![allow(clippy::cast_possible_truncation, clippy::module_name_repetitions, clippy::missing_panics_doc)]
 
 pub mod catalog;
+mod cbdata;
 mod createpath;
 mod exec;
 mod flt;
@@ -440,7 +441,7 @@ pub(crate) fn resolve_import(dll: &str, name: &str) -> Option<usize> {
             .or_else(|| rtl::resolve(name))
             .or_else(|| mdl::resolve(name))
             .or_else(|| system::resolve(name)),
-        "fltmgr.sys" => flt::resolve(name).or_else(|| volume::resolve(name)).or_else(|| pool::resolve_flt(name)).or_else(|| resource::resolve_flt(name)).or_else(|| system::resolve_flt(name)).or_else(|| createpath::resolve(name)).or_else(|| rw::resolve_flt(name)).or_else(|| fltfile::resolve_flt(name)),
+        "fltmgr.sys" => flt::resolve(name).or_else(|| volume::resolve(name)).or_else(|| pool::resolve_flt(name)).or_else(|| resource::resolve_flt(name)).or_else(|| system::resolve_flt(name)).or_else(|| createpath::resolve(name)).or_else(|| rw::resolve_flt(name)).or_else(|| fltfile::resolve_flt(name)).or_else(|| cbdata::resolve_flt(name)),
         _ => None,
     }
 }

@@ -37,6 +37,8 @@ pub enum ObjectKind {
     /// A FILE_OBJECT reference from FltCreateFileEx(2) or ObReferenceObject on one (…
     /// ObDereferenceObject).
     FileObjectReference,
+    /// Callback data from FltAllocateCallbackData (… FltFreeCallbackData).
+    CallbackData,
 }
 
 impl ObjectKind {
@@ -56,6 +58,7 @@ impl ObjectKind {
             ObjectKind::CriticalRegion => "critical region",
             ObjectKind::FileHandle => "file handle (FltCreateFile)",
             ObjectKind::FileObjectReference => "FILE_OBJECT reference (FltCreateFileEx)",
+            ObjectKind::CallbackData => "callback data (FltAllocateCallbackData)",
         }
     }
 }
@@ -76,6 +79,7 @@ impl fmt::Display for ObjectKind {
             ObjectKind::CriticalRegion => "critical region",
             ObjectKind::FileHandle => "file handle(s) (FltCreateFile) not closed with FltClose",
             ObjectKind::FileObjectReference => "FILE_OBJECT reference(s) (FltCreateFileEx) not dereferenced",
+            ObjectKind::CallbackData => "callback data (FltAllocateCallbackData) not freed",
         })
     }
 }
@@ -131,6 +135,7 @@ pub fn reset() {
     crate::createpath::reset();
     crate::rw::reset();
     crate::fltfile::reset();
+    crate::cbdata::reset();
 }
 
 /// What every module still holds at the end of unload.
@@ -144,6 +149,7 @@ pub fn leaks() -> Vec<Violation> {
         .chain(crate::volume::outstanding())
         .chain(crate::mdl::outstanding())
         .chain(crate::fltfile::outstanding())
+        .chain(crate::cbdata::outstanding())
     {
         if count > 0 {
             found.push(Violation::ObjectLeaked { kind, count });

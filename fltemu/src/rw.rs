@@ -571,6 +571,27 @@ fn put(out: *mut u32, value: u32) {
     }
 }
 
+/// The file system's part of a read or write the filter built itself (FltAllocateCallbackData
+/// + FltPerformSynchronousIo): the parameters as the filter set them, on the open FILE_OBJECT
+/// `file_object` of `volume`. Returns (status, information).
+pub(crate) fn perform_generated(inner: &Inner, volume: usize, file_object: usize, iopb: *const FLT_IO_PARAMETER_BLOCK, major: u8) -> (i32, usize) {
+    let file = inner.files.lock(file_object as u64).live.get(&file_object).map(|f| (f.volume, f.state, f.path.clone()));
+    let Some((file_volume, FileState::Open, path)) = file else { return (status::INVALID_PARAMETER, 0) };
+    if file_volume != volume {
+        return (status::INVALID_PARAMETER, 0);
+    }
+    let key = contents_key(volume, &path);
+    let p = params(iopb);
+    let target = target_of(p);
+    let Ok(offset) = u64::try_from(p.offset) else { return (status::INVALID_PARAMETER, 0) };
+    if major == IRP_MJ_WRITE {
+        let Some(bytes) = copy_from(target, p.length as usize) else { return (INVALID_USER_BUFFER, 0) };
+        return (status::SUCCESS, fs_write(inner, &key, offset, &bytes, false));
+    }
+    let (result, bytes) = fs_read(inner, &key, offset, p.length as usize);
+    if copy_to(target, &bytes) { (result, bytes.len()) } else { (INVALID_USER_BUFFER, 0) }
+}
+
 /// The open file's size (FltQueryInformationFile's EndOfFile / AllocationSize).
 pub fn end_of_file(inner: &Inner, volume: usize, path: &str) -> u64 {
     let key = contents_key(volume, path);

@@ -264,7 +264,7 @@ const ATTRIBUTE_NORMAL: u32 = 0x80;
 /// FILE_ATTRIBUTE_DIRECTORY as FltIsDirectory; the position is FILE_OBJECT.CurrentByteOffset.
 /// A buffer smaller than the class's structure → STATUS_INFO_LENGTH_MISMATCH and another class
 /// → STATUS_INVALID_INFO_CLASS (MS-FSA 2.1.5.12); a dismounted volume → STATUS_VOLUME_DISMOUNTED.
-extern "win64" fn flt_query_information_file(instance: isize, file_object: usize, information: *mut u8, length: u32, class: i32, returned: *mut u32) -> i32 {
+pub(crate) extern "win64" fn flt_query_information_file(instance: isize, file_object: usize, information: *mut u8, length: u32, class: i32, returned: *mut u32) -> i32 {
     const FUNCTION: &str = "FltQueryInformationFile";
     objects::count(FUNCTION, PASSIVE_LEVEL);
     put(returned, 0);

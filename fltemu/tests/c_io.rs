@@ -126,6 +126,8 @@ fn each_reader_bug_is_caught_by_the_default_scenario() {
         ("BUG_READ_IN_PRE_CREATE", 1, "FltReadFile: FILE_OBJECT not open"),
         ("BUG_CHANGE_WITHOUT_DIRTY", 1, "without FltSetCallbackDataDirty"),
         ("BUG_CLOSE_TWICE", 1, "FltClose: not an open handle"),
+        ("BUG_CALLBACK_DATA_NOT_FREED", 1, "callback data (FltAllocateCallbackData) not freed"),
+        ("BUG_PERFORM_FREED", 1, "FltPerformSynchronousIo (callback data (FltAllocateCallbackData)): callback data already freed"),
     ];
     for profile in [Profile::Release, Profile::Debug] {
         for (define, exit, finding) in cases {

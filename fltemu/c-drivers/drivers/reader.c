@@ -9,6 +9,9 @@
  *   data holds the marker "FLTEMU-BAD" it cancels the open (FltCancelFileOpen,
  *   STATUS_ACCESS_DENIED). The size FltQueryInformationFile reports must agree with what
  *   FltReadFile returned (else KeBugCheckEx(0xE0000001, ...)).
+ *   The first 16 bytes are read a second time through callback data the filter allocates
+ *   (FltAllocateCallbackData, IRP_MJ_READ, FltPerformSynchronousIo, FltFreeCallbackData) and
+ *   must equal FltReadFile's (else KeBugCheckEx(0xE0000002, ...)).
  * - Pre-read of a user-mode, non-paging read: FltLockUserBuffer, so that post-read (which may
  *   run at DISPATCH_LEVEL in an arbitrary thread) reaches the data through
  *   MmGetSystemAddressForMdlSafe; post-read counts the marker's occurrences in what was read.
@@ -24,6 +27,8 @@
  *   BUG_READ_IN_PRE_CREATE         FltReadFile on the FILE_OBJECT in pre-create → InvalidParameter
  *   BUG_CHANGE_WITHOUT_DIRTY       pre-read shortens Length without FltSetCallbackDataDirty → InvalidParameter
  *   BUG_CLOSE_TWICE                the scan FltCloses its handle twice → InvalidParameter
+ *   BUG_CALLBACK_DATA_NOT_FREED    the second read never FltFreeCallbackData's → ObjectLeaked callback data
+ *   BUG_PERFORM_FREED              the second read is performed again after its free → ObjectMisuse
  */
 #include "fltemu_km.h"
 #include "fltemu_km_ctx.h"
@@ -50,6 +55,43 @@ static __declspec(noinline) ULONG count_marker(const UCHAR *data, ULONG length)
         found += j == MARKER_LENGTH;
     }
     return found;
+}
+
+static BOOLEAN same_bytes(const UCHAR *a, const UCHAR *b, ULONG length)
+{
+    for (ULONG i = 0; i < length; i++) {
+        if (a[i] != b[i]) {
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+/* Reads the first bytes again through callback data of our own; they must equal `expected`. */
+static VOID verify_start(PCFLT_RELATED_OBJECTS objects, PFILE_OBJECT file, const UCHAR *expected, ULONG length)
+{
+    PFLT_CALLBACK_DATA io = NULL;
+    UCHAR again[16];
+    if (length > sizeof(again)) {
+        length = sizeof(again);
+    }
+    if (!NT_SUCCESS(FltAllocateCallbackData(objects->Instance, file, &io))) {
+        return;
+    }
+    io->Iopb->MajorFunction = IRP_MJ_READ;
+    io->Iopb->Parameters.Read.Length = length;
+    io->Iopb->Parameters.Read.ByteOffset.QuadPart = 0;
+    io->Iopb->Parameters.Read.ReadBuffer = again;
+    FltPerformSynchronousIo(io);
+    if (length > 0 && (!NT_SUCCESS(io->IoStatus.Status) || io->IoStatus.Information != length || !same_bytes(again, expected, length))) {
+        KeBugCheckEx(0xE0000002, (ULONG_PTR)io->IoStatus.Status, io->IoStatus.Information, length, 0);
+    }
+#if !defined(BUG_CALLBACK_DATA_NOT_FREED)
+    FltFreeCallbackData(io);
+#endif
+#if defined(BUG_PERFORM_FREED)
+    FltPerformSynchronousIo(io);
+#endif
 }
 
 /* Opens the file below this instance, reads its start and says whether it holds the marker. */
@@ -86,6 +128,7 @@ static BOOLEAN scan_file(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects)
         if (!agrees) {
             KeBugCheckEx(0xE0000001, (ULONG_PTR)status, read, (ULONG_PTR)standard.EndOfFile, 0);
         }
+        verify_start(objects, file, buffer, read);
         marked = NT_SUCCESS(status) && count_marker(buffer, read) > 0;
         _InterlockedIncrement(&g_scanned);
     }
