@@ -104,19 +104,26 @@ extern "win64" fn flt_perform_synchronous_io(data: usize) {
     let Some((iopb_address, instance, volume)) = live("FltPerformSynchronousIo", data) else { return };
     let iopb = iopb_address as *const FLT_IO_PARAMETER_BLOCK;
     // SAFETY: the allocation's own parameter block (the filter filled it in).
-    let (major, file_object) = unsafe { ((*iopb).MajorFunction, (*iopb).TargetFileObject as usize) };
+    let block = unsafe { iopb.read() };
+    let (major, file_object) = (block.MajorFunction, block.TargetFileObject as usize);
     let (result, information) = match major {
         crate::rw::IRP_MJ_READ | crate::rw::IRP_MJ_WRITE => crate::rw::perform_generated(inner, volume, file_object, iopb, major),
         IRP_MJ_QUERY_INFORMATION => {
-            // SAFETY: Parameters.QueryFileInformation: Length at 0, FileInformationClass
-            // (POINTER_ALIGNMENT) at 8, InfoBuffer at 0x10, after Parameters at 0x18.
-            let parameters = unsafe { (iopb as *const u8).add(0x18) };
-            // SAFETY: as above.
-            let length = unsafe { parameters.cast::<u32>().read() };
-            // SAFETY: as above.
-            let class = unsafe { parameters.add(8).cast::<i32>().read() };
-            // SAFETY: as above.
-            let buffer = unsafe { parameters.add(0x10).cast::<*mut u8>().read() };
+            // Parameters.QueryFileInformation: Length at 0, FileInformationClass
+            // (POINTER_ALIGNMENT) at 8, InfoBuffer at 0x10.
+            #[repr(C)]
+            #[derive(Clone, Copy)]
+            struct QueryParameters {
+                length: u32,
+                _pad: u32,
+                class: i32,
+                _class_pad: u32,
+                buffer: *mut u8,
+            }
+            #[allow(clippy::cast_ptr_alignment)] // Parameters sits 8-aligned at 0x18.
+            let parameters = iopb.cast::<u8>().wrapping_add(core::mem::offset_of!(FLT_IO_PARAMETER_BLOCK, Parameters)).cast::<QueryParameters>();
+            // SAFETY: the allocation's own parameter block (Parameters is 8-aligned).
+            let QueryParameters { length, class, buffer, .. } = unsafe { parameters.read() };
             let mut returned = 0u32;
             let result = crate::volume::flt_query_information_file(instance, file_object, buffer, length, class, &raw mut returned);
             (result, returned as usize)
@@ -126,11 +133,14 @@ extern "win64" fn flt_perform_synchronous_io(data: usize) {
             (status::NOT_SUPPORTED, 0)
         }
     };
-    let block = data as *mut FLT_CALLBACK_DATA;
+    let io_status = windows_sys::Win32::System::IO::IO_STATUS_BLOCK { Anonymous: windows_sys::Win32::System::IO::IO_STATUS_BLOCK_0 { Status: result }, Information: information };
     // SAFETY: the allocation's own callback data: IoStatus is where the result goes.
-    unsafe { (*block).IoStatus.Anonymous.Status = result };
-    // SAFETY: as above.
-    unsafe { (*block).IoStatus.Information = information };
+    unsafe { io_status_of(data).write(io_status) };
+}
+
+/// The IoStatus member of the callback data at `data`.
+fn io_status_of(data: usize) -> *mut windows_sys::Win32::System::IO::IO_STATUS_BLOCK {
+    (data + core::mem::offset_of!(FLT_CALLBACK_DATA, IoStatus)) as *mut _
 }
 
 /// `FltReuseCallbackData` (fltkernel.h; ≤ APC): clears the result and the parameters for another
@@ -139,14 +149,18 @@ extern "win64" fn flt_reuse_callback_data(data: usize) {
     objects::count("FltReuseCallbackData", APC_LEVEL);
     let Some((iopb_address, ..)) = live("FltReuseCallbackData", data) else { return };
     let iopb = iopb_address as *mut FLT_IO_PARAMETER_BLOCK;
-    // SAFETY: the allocation's own parameter block and callback data.
-    unsafe {
-        (*iopb).MajorFunction = 0;
-        (*iopb).MinorFunction = 0;
-        (*iopb).IrpFlags = 0;
-        (*iopb).Parameters = core::mem::zeroed();
-        (*(data as *mut FLT_CALLBACK_DATA)).IoStatus = core::mem::zeroed();
-    }
+    // SAFETY: the allocation's own parameter block (plain data).
+    let mut block = unsafe { iopb.read() };
+    block.MajorFunction = 0;
+    block.MinorFunction = 0;
+    block.IrpFlags = 0;
+    // SAFETY: FLT_PARAMETERS is plain data; all-zero is a valid value.
+    block.Parameters = unsafe { core::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { iopb.write(block) };
+    let cleared = windows_sys::Win32::System::IO::IO_STATUS_BLOCK { Anonymous: windows_sys::Win32::System::IO::IO_STATUS_BLOCK_0 { Status: 0 }, Information: 0 };
+    // SAFETY: the allocation's own callback data.
+    unsafe { io_status_of(data).write(cleared) };
 }
 
 /// `FltFreeCallbackData` (fltkernel.h; ≤ APC): frees it (kept allocated, poisoned).

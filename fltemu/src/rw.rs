@@ -225,8 +225,10 @@ fn copy_to(address: usize, bytes: &[u8]) -> bool {
     }
     let local = libc::iovec { iov_base: bytes.as_ptr().cast_mut().cast(), iov_len: bytes.len() };
     let remote = libc::iovec { iov_base: address as *mut libc::c_void, iov_len: bytes.len() };
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
     // SAFETY: process_vm_writev reports EFAULT instead of faulting on a bad remote range.
-    let written = unsafe { libc::process_vm_writev(libc::getpid(), &raw const local, 1, &raw const remote, 1, 0) };
+    let written = unsafe { libc::process_vm_writev(pid, &raw const local, 1, &raw const remote, 1, 0) };
     usize::try_from(written).is_ok_and(|n| n == bytes.len())
 }
 
@@ -238,8 +240,10 @@ fn copy_from(address: usize, length: usize) -> Option<Vec<u8>> {
     }
     let local = libc::iovec { iov_base: bytes.as_mut_ptr().cast(), iov_len: length };
     let remote = libc::iovec { iov_base: address as *mut libc::c_void, iov_len: length };
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
     // SAFETY: process_vm_readv reports EFAULT instead of faulting on a bad remote range.
-    let read = unsafe { libc::process_vm_readv(libc::getpid(), &raw const local, 1, &raw const remote, 1, 0) };
+    let read = unsafe { libc::process_vm_readv(pid, &raw const local, 1, &raw const remote, 1, 0) };
     usize::try_from(read).is_ok_and(|n| n == length).then_some(bytes)
 }
 
@@ -347,9 +351,10 @@ pub fn issue(inner: &Inner, file_object: usize, pid: u32, offset: u64, length: u
     if changed && !matches!(pre_result, Pre::Complete(_)) && DIRTY.with(|t| !t.contains_key(&data_address)) {
         inner.violation(Violation::InvalidParameter { function: "pre-operation callback", reason: "changed the read/write parameters without FltSetCallbackDataDirty" });
     }
-    let (final_status, information) = match pre_result {
-        Pre::Complete(result) => (result, op.data.IoStatus.Information),
-        _ => {
+    let (final_status, information) = if let Pre::Complete(result) = pre_result {
+        (result, op.data.IoStatus.Information)
+    } else {
+        {
             let target = target_of(after);
             let length = after.length as usize;
             let offset = u64::try_from(after.offset).unwrap_or(u64::MAX);
@@ -491,7 +496,21 @@ const SECTOR: u64 = 512;
 /// to the FILE_OBJECT's volume, the FILE_OBJECT is open, the flags are known, non-cached I/O is
 /// sector-aligned, and the call is synchronous (no callback: asynchronous completion is not
 /// modelled). Ok(contents key, offset) or the status to return.
-fn issued_io(function: &'static str, instance: isize, file_object: usize, offset: *const i64, length: u32, buffer: usize, flags: u32, callback: usize) -> Result<((usize, String), u64), i32> {
+/// The arguments FltReadFile and FltWriteFile share.
+#[derive(Clone, Copy)]
+struct IssuedIo {
+    function: &'static str,
+    instance: isize,
+    file_object: usize,
+    offset: *const i64,
+    length: u32,
+    buffer: usize,
+    flags: u32,
+    callback: usize,
+}
+
+fn issued_io(io: &IssuedIo) -> Result<((usize, String), u64), i32> {
+    let IssuedIo { function, instance, file_object, offset, length, buffer, flags, callback } = *io;
     let Some(inner) = state::current() else { return Err(status::FLT_NOT_INITIALIZED) };
     let misuse = |reason| {
         inner.violation(Violation::InvalidParameter { function, reason });
@@ -534,7 +553,7 @@ fn issued_io(function: &'static str, instance: isize, file_object: usize, offset
 extern "win64" fn flt_read_file(instance: isize, file_object: usize, offset: *const i64, length: u32, buffer: *mut u8, flags: u32, bytes_read: *mut u32, callback: usize, _context: usize) -> i32 {
     objects::count("FltReadFile", APC_LEVEL);
     put(bytes_read, 0);
-    let (key, offset) = match issued_io("FltReadFile", instance, file_object, offset, length, buffer as usize, flags, callback) {
+    let (key, offset) = match issued_io(&IssuedIo { function: "FltReadFile", instance, file_object, offset, length, buffer: buffer as usize, flags, callback }) {
         Ok(found) => found,
         Err(result) => return result,
     };
@@ -553,7 +572,7 @@ extern "win64" fn flt_read_file(instance: isize, file_object: usize, offset: *co
 extern "win64" fn flt_write_file(instance: isize, file_object: usize, offset: *const i64, length: u32, buffer: *const u8, flags: u32, bytes_written: *mut u32, callback: usize, _context: usize) -> i32 {
     objects::count("FltWriteFile", APC_LEVEL);
     put(bytes_written, 0);
-    let (key, offset) = match issued_io("FltWriteFile", instance, file_object, offset, length, buffer as usize, flags, callback) {
+    let (key, offset) = match issued_io(&IssuedIo { function: "FltWriteFile", instance, file_object, offset, length, buffer: buffer as usize, flags, callback }) {
         Ok(found) => found,
         Err(result) => return result,
     };
@@ -572,7 +591,7 @@ fn put(out: *mut u32, value: u32) {
 }
 
 /// The file system's part of a read or write the filter built itself (FltAllocateCallbackData
-/// + FltPerformSynchronousIo): the parameters as the filter set them, on the open FILE_OBJECT
+/// and FltPerformSynchronousIo): the parameters as the filter set them, on the open FILE_OBJECT
 /// `file_object` of `volume`. Returns (status, information).
 pub(crate) fn perform_generated(inner: &Inner, volume: usize, file_object: usize, iopb: *const FLT_IO_PARAMETER_BLOCK, major: u8) -> (i32, usize) {
     let file = inner.files.lock(file_object as u64).live.get(&file_object).map(|f| (f.volume, f.state, f.path.clone()));
