@@ -352,7 +352,7 @@ pub const DOCS: &[Emulated] = &[
     nt("PsGetThreadId", Source::Ddi("ntifs"), "the thread's id"),
     nt("PsLookupProcessByProcessId", Source::Ddi("ntifs"), "≤ APC; a referenced process object (must be ObDereferenceObject'ed: else ObjectLeaked(ProcessReference) at unload); pid 0 → INVALID_PARAMETER"),
     nt("ObfReferenceObject", Source::DdiAs("wdm", "ObReferenceObject"), "≤ DISPATCH; +1 on a process, thread or any other object (FILE_OBJECTs …); held at unload → ObjectLeaked(ProcessReference)"),
-    nt("ObfDereferenceObject", Source::DdiAs("wdm", "ObDereferenceObject"), "≤ DISPATCH; −1; more dereferences than references → ObjectMisuse"),
+    nt("ObfDereferenceObject", Source::DdiAs("wdm", "ObDereferenceObject"), "≤ DISPATCH; −1; more dereferences than references → ObjectMisuse; on a FILE_OBJECT from FltCreateFileEx(2): its reference (the FILE_OBJECT closes once its handle is closed too)"),
     nt("ObDereferenceObject", Source::Ddi("wdm"), "as ObfDereferenceObject"),
     nt("ObDereferenceObjectDeferDelete", Source::Ddi("wdm"), "as ObfDereferenceObject"),
     nt("SeLocateProcessImageName", Source::Ddi("ntddk"), "PASSIVE; a UNICODE_STRING + buffer in one pool block (tag 'SeIn') the caller frees with ExFreePool (else PoolLeaked)"),
