@@ -344,7 +344,13 @@ pub fn issue(inner: &Inner, file_object: usize, pid: u32, offset: u64, length: u
     RUNNING.with(|t| t.insert(data_address, (buffer.address, length, buffer.system, buffer.user.is_some())));
     exec::enter(PASSIVE_LEVEL, pid, Operation::Other);
     let before = params(iopb);
-    let pre_result = if filter.is_some() { io::call_pre(inner, &mut op, pre, post, pre_operation) } else { Pre::NoCallback };
+    // The pre-callback is called through a trampoline that keeps its return value: after
+    // FLT_PREOP_SYNCHRONIZE the post-callback runs at PASSIVE_LEVEL in the requestor's thread.
+    let trampoline = if pre == 0 { 0 } else { pre_with_status as *const () as usize };
+    REAL_PRE.with(|cell| cell.set(pre));
+    PRE_STATUS.with(|cell| cell.set(0));
+    let pre_result = if filter.is_some() { io::call_pre(inner, &mut op, trampoline, post, pre_operation) } else { Pre::NoCallback };
+    let synchronized = PRE_STATUS.with(std::cell::Cell::get) == FLT_PREOP_SYNCHRONIZE;
     let locked = LOCKED.with(|t| t.get(&data_address).copied());
     let after = params(iopb);
     let changed = Params { mdl: if Some(after.mdl) == locked { before.mdl } else { after.mdl }, ..after } != before;
@@ -371,7 +377,7 @@ pub fn issue(inner: &Inner, file_object: usize, pid: u32, offset: u64, length: u
     };
     io::set_io_status(&mut op, final_status, information);
     if let Pre::WithCallback(completion) = pre_result {
-        let post_irql = options.post_irql.unwrap_or_else(|| crate::knobs::post_irql(PASSIVE_LEVEL));
+        let post_irql = if synchronized { PASSIVE_LEVEL } else { options.post_irql.unwrap_or_else(|| crate::knobs::post_irql(PASSIVE_LEVEL)) };
         // Above APC_LEVEL the callback runs in an arbitrary thread: the requestor's user
         // address is not there (only a locked MDL's kernel view is).
         let arbitrary_thread = post_irql >= DISPATCH_LEVEL;
@@ -407,6 +413,27 @@ pub fn issue(inner: &Inner, file_object: usize, pid: u32, offset: u64, length: u
     }
     let data = if data.is_none() && final_status >= 0 { buffer.bytes()[..information.min(length)].to_vec() } else { Vec::new() };
     Ok(IoResult { status: final_status, information, data })
+}
+
+/// `FLT_PREOP_SYNCHRONIZE` (fltkernel.h).
+const FLT_PREOP_SYNCHRONIZE: i32 = 5;
+
+thread_local! {
+    /// The driver's pre-operation callback the trampoline calls, and what it returned.
+    static REAL_PRE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    static PRE_STATUS: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+/// Calls this thread's [`REAL_PRE`] with the pre-operation callback's arguments and records its
+/// FLT_PREOP_CALLBACK_STATUS.
+extern "win64" fn pre_with_status(data: usize, objects: usize, completion: usize) -> i32 {
+    let pre = REAL_PRE.with(std::cell::Cell::get);
+    // SAFETY: the driver's PFLT_PRE_OPERATION_CALLBACK, set by `issue` just before.
+    let callback = unsafe { core::mem::transmute::<usize, unsafe extern "win64" fn(usize, usize, usize) -> i32>(pre) };
+    // SAFETY: the arguments call_pre passes, unchanged.
+    let result = unsafe { callback(data, objects, completion) };
+    PRE_STATUS.with(|cell| cell.set(result));
+    result
 }
 
 /// FltLockUserBuffer for a running fltemu-issued read or write: an MDL describing its buffer

@@ -66,6 +66,31 @@ fn reads_see_earlier_writes_and_end_of_file() {
     assert!(report.is_clean(), "{report}");
 }
 
+/// The script commands: `contents` seeds, `read`/`write` log status and bytes, a failed open's
+/// handle is skipped by later commands.
+#[test]
+fn script_reads_and_writes_log_what_happened() {
+    let image = CDriver::new("passthrough").build();
+    let emu = Emulator::load(&image, Config::default()).expect("loads");
+    let script = "mount v\ncontents v \\a.txt hello  world\nopen a v \\a.txt\nread a 0 64\nwrite a 5 , dear\nread a 0 64 paging\nread a 64 1\n\
+                  open gone v \\gone.txt status=0xC0000034\nread gone 0 1\nwrite gone 0 x\nclose gone\nclose a\n";
+    let run = fltemu::scenario::run_script(&emu, script, 1).expect("runs");
+    let log = run.log.join("\n");
+    for line in [
+        "contents \\a.txt: 12 bytes",
+        "read a @0 64: status 0x00000000, 12 bytes",
+        "write a @5 6: status 0x00000000, 6 bytes",
+        "read a @0 64 paging: status 0x00000000, 12 bytes",
+        "read a @64 1: status 0xc0000011, 0 bytes",
+        "read gone: skipped (its open failed)",
+        "write gone: skipped (its open failed)",
+        "close gone: skipped (its open failed)",
+    ] {
+        assert!(log.contains(line), "missing {line:?} in:\n{log}");
+    }
+    assert!(run.report.is_clean(), "{}", run.report);
+}
+
 /// Post-read at DISPATCH_LEVEL reaches the data through FltLockUserBuffer's MDL (the kernel
 /// view) while the user address is out of reach; pre-write refuses data carrying the marker.
 #[test]
@@ -106,6 +131,15 @@ fn reader_is_clean_under_the_default_scenario_in_release_and_debug() {
         assert!(text.contains("open marked = \\marked.txt: failed 0xc0000022"), "{profile:?}:\n{text}");
         assert!(text.contains("read marked: skipped (its open failed)"), "{profile:?}:\n{text}");
     }
+}
+
+/// After FLT_PREOP_SYNCHRONIZE post-read runs at PASSIVE_LEVEL in the requestor's thread, so
+/// touching the user buffer there is fine even in the DISPATCH_LEVEL phase.
+#[test]
+fn a_synchronized_post_read_may_touch_the_user_buffer() {
+    let (code, text) = bare_run(&CDriver::new("reader").define("READER_SYNCHRONIZE").define("BUG_POST_READ_TOUCHES_USER_BUFFER"));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("violations: 0"), "{text}");
 }
 
 #[test]

@@ -18,6 +18,10 @@
  * - Pre-write: FltLockUserBuffer and MmGetSystemAddressForMdlSafe, then the data is inspected
  *   inside __try; a write carrying the marker is refused (FLT_PREOP_COMPLETE, ACCESS_DENIED).
  *
+ * READER_SYNCHRONIZE (not a bug): pre-read returns FLT_PREOP_SYNCHRONIZE, so post-read runs at
+ * PASSIVE_LEVEL in the requestor's thread, where even BUG_POST_READ_TOUCHES_USER_BUFFER's direct
+ * access to the user buffer is allowed.
+ *
  * One-bug variants (/D):
  *   BUG_HANDLE_NOT_CLOSED          the scan never FltCloses its handle  → ObjectLeaked file handle
  *   BUG_FILE_OBJECT_NOT_DEREFERENCED  the scan never dereferences its FILE_OBJECT → ObjectLeaked
@@ -202,7 +206,12 @@ static FLT_PREOP_CALLBACK_STATUS pre_read(PFLT_CALLBACK_DATA data, PCFLT_RELATED
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     }
     _InterlockedIncrement(&g_locked);
+#if defined(READER_SYNCHRONIZE)
+    /* Post-read then runs at PASSIVE_LEVEL in the requestor's thread, user buffer reachable. */
+    return FLT_PREOP_SYNCHRONIZE;
+#else
     return FLT_PREOP_SUCCESS_WITH_CALLBACK;
+#endif
 }
 
 #if defined(BUG_POST_READ_TOUCHES_USER_BUFFER)
