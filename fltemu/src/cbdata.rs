@@ -55,13 +55,17 @@ extern "win64" fn flt_allocate_callback_data(instance: isize, file_object: usize
     objects::count("FltAllocateCallbackData", APC_LEVEL);
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
     if out.is_null() {
-        inner.violation(Violation::InvalidParameter { function: "FltAllocateCallbackData", reason: "RetNewCallbackData is NULL" });
+        inner
+            .violation(Violation::InvalidParameter { function: "FltAllocateCallbackData", reason: "RetNewCallbackData is NULL" });
         return status::INVALID_PARAMETER;
     }
     // SAFETY: the caller's out parameter.
     unsafe { out.write(0) };
     let Some(volume) = inner.instance(instance).map(|i| i.volume) else {
-        inner.violation(Violation::InvalidParameter { function: "FltAllocateCallbackData", reason: "Instance is not an instance handle" });
+        inner.violation(Violation::InvalidParameter {
+            function: "FltAllocateCallbackData",
+            reason: "Instance is not an instance handle",
+        });
         return status::INVALID_PARAMETER;
     };
     // SAFETY: FLT_IO_PARAMETER_BLOCK and FLT_CALLBACK_DATA are plain data; all-zero is valid.
@@ -121,19 +125,29 @@ extern "win64" fn flt_perform_synchronous_io(data: usize) {
                 buffer: *mut u8,
             }
             #[allow(clippy::cast_ptr_alignment)] // Parameters sits 8-aligned at 0x18.
-            let parameters = iopb.cast::<u8>().wrapping_add(core::mem::offset_of!(FLT_IO_PARAMETER_BLOCK, Parameters)).cast::<QueryParameters>();
+            let parameters = iopb
+                .cast::<u8>()
+                .wrapping_add(core::mem::offset_of!(FLT_IO_PARAMETER_BLOCK, Parameters))
+                .cast::<QueryParameters>();
             // SAFETY: the allocation's own parameter block (Parameters is 8-aligned).
             let QueryParameters { length, class, buffer, .. } = unsafe { parameters.read() };
             let mut returned = 0u32;
-            let result = crate::volume::flt_query_information_file(instance, file_object, buffer, length, class, &raw mut returned);
+            let result =
+                crate::volume::flt_query_information_file(instance, file_object, buffer, length, class, &raw mut returned);
             (result, returned as usize)
         }
         _ => {
-            inner.violation(Violation::InvalidParameter { function: "FltPerformSynchronousIo", reason: "only IRP_MJ_READ, IRP_MJ_WRITE and IRP_MJ_QUERY_INFORMATION are modelled by fltemu" });
+            inner.violation(Violation::InvalidParameter {
+                function: "FltPerformSynchronousIo",
+                reason: "only IRP_MJ_READ, IRP_MJ_WRITE and IRP_MJ_QUERY_INFORMATION are modelled by fltemu",
+            });
             (status::NOT_SUPPORTED, 0)
         }
     };
-    let io_status = windows_sys::Win32::System::IO::IO_STATUS_BLOCK { Anonymous: windows_sys::Win32::System::IO::IO_STATUS_BLOCK_0 { Status: result }, Information: information };
+    let io_status = windows_sys::Win32::System::IO::IO_STATUS_BLOCK {
+        Anonymous: windows_sys::Win32::System::IO::IO_STATUS_BLOCK_0 { Status: result },
+        Information: information,
+    };
     // SAFETY: the allocation's own callback data: IoStatus is where the result goes.
     unsafe { io_status_of(data).write(io_status) };
 }
@@ -158,7 +172,10 @@ extern "win64" fn flt_reuse_callback_data(data: usize) {
     block.Parameters = unsafe { core::mem::zeroed() };
     // SAFETY: as above.
     unsafe { iopb.write(block) };
-    let cleared = windows_sys::Win32::System::IO::IO_STATUS_BLOCK { Anonymous: windows_sys::Win32::System::IO::IO_STATUS_BLOCK_0 { Status: 0 }, Information: 0 };
+    let cleared = windows_sys::Win32::System::IO::IO_STATUS_BLOCK {
+        Anonymous: windows_sys::Win32::System::IO::IO_STATUS_BLOCK_0 { Status: 0 },
+        Information: 0,
+    };
     // SAFETY: the allocation's own callback data.
     unsafe { io_status_of(data).write(cleared) };
 }
@@ -195,8 +212,17 @@ const fn flt(function: &'static str, notes: &'static str) -> Emulated {
 
 /// The catalog rows of this module.
 pub const DOCS: &[Emulated] = &[
-    flt("FltAllocateCallbackData", "≤ APC; zeroed callback data (IRP operation, generated I/O, KernelMode) with Iopb TargetInstance/TargetFileObject set; unknown Instance, NULL out pointer → InvalidParameter; never freed by unload → ObjectLeaked(callback data)"),
-    flt("FltPerformSynchronousIo", "≤ APC; below the initiating instance only; IRP_MJ_READ / IRP_MJ_WRITE on the stream's contents (Parameters.Read/Write, MDL or buffer), IRP_MJ_QUERY_INFORMATION as FltQueryInformationFile; other majors → STATUS_NOT_SUPPORTED + InvalidParameter; result in IoStatus; freed or foreign callback data → ObjectMisuse"),
-    flt("FltReuseCallbackData", "≤ APC; clears IoStatus and the parameters (instance and FILE_OBJECT kept); freed or foreign → ObjectMisuse"),
+    flt(
+        "FltAllocateCallbackData",
+        "≤ APC; zeroed callback data (IRP operation, generated I/O, KernelMode) with Iopb TargetInstance/TargetFileObject set; unknown Instance, NULL out pointer → InvalidParameter; never freed by unload → ObjectLeaked(callback data)",
+    ),
+    flt(
+        "FltPerformSynchronousIo",
+        "≤ APC; below the initiating instance only; IRP_MJ_READ / IRP_MJ_WRITE on the stream's contents (Parameters.Read/Write, MDL or buffer), IRP_MJ_QUERY_INFORMATION as FltQueryInformationFile; other majors → STATUS_NOT_SUPPORTED + InvalidParameter; result in IoStatus; freed or foreign callback data → ObjectMisuse",
+    ),
+    flt(
+        "FltReuseCallbackData",
+        "≤ APC; clears IoStatus and the parameters (instance and FILE_OBJECT kept); freed or foreign → ObjectMisuse",
+    ),
     flt("FltFreeCallbackData", "≤ APC; freed twice or foreign → ObjectMisuse"),
 ];

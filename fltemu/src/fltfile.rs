@@ -15,7 +15,7 @@ use windows_sys::Win32::Foundation::UNICODE_STRING;
 use crate::catalog::{Emulated, Source};
 use crate::exec::PASSIVE_LEVEL;
 use crate::objects::{self, ObjectKind, Table};
-use crate::state::{self, status, FileRecord, FileState, Inner, StreamRecord};
+use crate::state::{self, FileRecord, FileState, Inner, StreamRecord, status};
 use crate::verifier::Violation;
 
 /// Open handles: handle → FILE_OBJECT.
@@ -65,14 +65,18 @@ fn open_below(inner: &Inner, volume: usize, path: &str, desired_access: u32, sha
     let file_key = (volume, file_key(&key.1));
     let (stream, information) = {
         let mut streams = inner.streams.lock(state::name_hash(key.0, &key.1));
-        let record = streams.live.entry(key).or_insert_with(|| StreamRecord { fs_context: Box::new([0; 8]), open_file_objects: 0 });
+        let record =
+            streams.live.entry(key).or_insert_with(|| StreamRecord { fs_context: Box::new([0; 8]), open_file_objects: 0 });
         let information = if record.open_file_objects == 0 { 2 } else { 1 }; // FILE_CREATED / FILE_OPENED
         record.open_file_objects += 1;
         (record.fs_context.as_ptr() as usize, information)
     };
     let node = {
         let mut nodes = inner.file_nodes.lock(state::name_hash(file_key.0, &file_key.1));
-        let record = nodes.live.entry(file_key.clone()).or_insert_with(|| StreamRecord { fs_context: Box::new([0; 8]), open_file_objects: 0 });
+        let record = nodes
+            .live
+            .entry(file_key.clone())
+            .or_insert_with(|| StreamRecord { fs_context: Box::new([0; 8]), open_file_objects: 0 });
         record.open_file_objects += 1;
         record.fs_context.as_ptr() as usize
     };
@@ -84,7 +88,16 @@ fn open_below(inner: &Inner, volume: usize, path: &str, desired_access: u32, sha
     object.SharedDelete = share_access & 0x4 != 0;
     inner.files.lock(file_object as u64).live.insert(
         file_object,
-        FileRecord { object, name, volume, path: path.to_owned(), stream: Some(stream), file_node: Some((node, file_key.1)), state: FileState::Open, paging_file: false },
+        FileRecord {
+            object,
+            name,
+            volume,
+            path: path.to_owned(),
+            stream: Some(stream),
+            file_node: Some((node, file_key.1)),
+            state: FileState::Open,
+            paging_file: false,
+        },
     );
     (file_object, information)
 }
@@ -173,7 +186,9 @@ fn create(args: &CreateArgs) -> i32 {
     if args.instance == 0 {
         return misuse("a NULL Instance (the create goes to the top of the stack, to this filter too) is not modelled by fltemu");
     }
-    let Some(instance_volume) = inner.instance(args.instance).map(|i| i.volume) else { return misuse("Instance is not an instance handle") };
+    let Some(instance_volume) = inner.instance(args.instance).map(|i| i.volume) else {
+        return misuse("Instance is not an instance handle");
+    };
     let (volume, path) = match resolve_name(inner, args.attributes) {
         Ok(found) => found,
         Err(result) => return result,
@@ -215,7 +230,17 @@ extern "win64" fn flt_create_file(
     _ea_length: u32,
     _flags: u32,
 ) -> i32 {
-    create(&CreateArgs { function: "FltCreateFile", filter, instance, handle, file_object: core::ptr::null_mut(), desired_access, attributes, io_status, share_access })
+    create(&CreateArgs {
+        function: "FltCreateFile",
+        filter,
+        instance,
+        handle,
+        file_object: core::ptr::null_mut(),
+        desired_access,
+        attributes,
+        io_status,
+        share_access,
+    })
 }
 
 /// `FltCreateFileEx` (fltkernel.h; PASSIVE): a handle and a referenced FILE_OBJECT.
@@ -237,7 +262,17 @@ extern "win64" fn flt_create_file_ex(
     _ea_length: u32,
     _flags: u32,
 ) -> i32 {
-    create(&CreateArgs { function: "FltCreateFileEx", filter, instance, handle, file_object, desired_access, attributes, io_status, share_access })
+    create(&CreateArgs {
+        function: "FltCreateFileEx",
+        filter,
+        instance,
+        handle,
+        file_object,
+        desired_access,
+        attributes,
+        io_status,
+        share_access,
+    })
 }
 
 /// `FltCreateFileEx2` (fltkernel.h; PASSIVE): as FltCreateFileEx; DriverContext (ECPs) is
@@ -261,7 +296,17 @@ extern "win64" fn flt_create_file_ex2(
     _flags: u32,
     _driver_context: usize,
 ) -> i32 {
-    create(&CreateArgs { function: "FltCreateFileEx2", filter, instance, handle, file_object, desired_access, attributes, io_status, share_access })
+    create(&CreateArgs {
+        function: "FltCreateFileEx2",
+        filter,
+        instance,
+        handle,
+        file_object,
+        desired_access,
+        attributes,
+        io_status,
+        share_access,
+    })
 }
 
 /// Closes the FILE_OBJECT below the filter once neither a handle nor a reference holds it.
@@ -284,7 +329,10 @@ extern "win64" fn flt_close(handle: usize) -> i32 {
     objects::count("FltClose", PASSIVE_LEVEL);
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
     let Some(file_object) = HANDLES.with(|t| t.remove(&handle)) else {
-        inner.violation(Violation::InvalidParameter { function: "FltClose", reason: "not an open handle from FltCreateFile* (closed twice?)" });
+        inner.violation(Violation::InvalidParameter {
+            function: "FltClose",
+            reason: "not an open handle from FltCreateFile* (closed twice?)",
+        });
         return INVALID_HANDLE;
     };
     if let Some(file) = inner.files.lock(file_object as u64).live.get_mut(&file_object) {
@@ -313,7 +361,11 @@ pub fn dereference(function: &'static str, object: usize) -> bool {
         return false;
     };
     if remaining < 0 {
-        objects::misuse(function, ObjectKind::FileObjectReference, "dereferenced more often than FltCreateFileEx and ObReferenceObject referenced it");
+        objects::misuse(
+            function,
+            ObjectKind::FileObjectReference,
+            "dereferenced more often than FltCreateFileEx and ObReferenceObject referenced it",
+        );
         OPENED.with(|t| t.get_mut(&object).map(|o| o.0 = 0));
     }
     if let Some(inner) = state::current() {
@@ -339,8 +391,17 @@ const fn flt(function: &'static str, notes: &'static str) -> Emulated {
 
 /// The catalog rows of this module.
 pub const DOCS: &[Emulated] = &[
-    flt("FltCreateFile", "PASSIVE; `\\Device\\VOL\\path` in ObjectName (RootDirectory not modelled; unknown volume → OBJECT_PATH_NOT_FOUND); opened below the Instance (the filter's callbacks do not see it), sharing the stream with other opens; IoStatus.Information FILE_CREATED/FILE_OPENED; a handle never FltClose'd → ObjectLeaked(file handle); NULL Instance (top of the stack) not modelled, Instance on another volume, wrong Filter → InvalidParameter"),
-    flt("FltCreateFileEx", "as FltCreateFile, plus a referenced FILE_OBJECT the caller must ObDereferenceObject (else ObjectLeaked(FILE_OBJECT reference)); the FILE_OBJECT closes when its handle and references are gone"),
+    flt(
+        "FltCreateFile",
+        "PASSIVE; `\\Device\\VOL\\path` in ObjectName (RootDirectory not modelled; unknown volume → OBJECT_PATH_NOT_FOUND); opened below the Instance (the filter's callbacks do not see it), sharing the stream with other opens; IoStatus.Information FILE_CREATED/FILE_OPENED; a handle never FltClose'd → ObjectLeaked(file handle); NULL Instance (top of the stack) not modelled, Instance on another volume, wrong Filter → InvalidParameter",
+    ),
+    flt(
+        "FltCreateFileEx",
+        "as FltCreateFile, plus a referenced FILE_OBJECT the caller must ObDereferenceObject (else ObjectLeaked(FILE_OBJECT reference)); the FILE_OBJECT closes when its handle and references are gone",
+    ),
     flt("FltCreateFileEx2", "as FltCreateFileEx; DriverContext (ECPs) not modelled"),
-    flt("FltClose", "PASSIVE; cleanup and close below the filter; a handle not open (closed twice, never opened) → InvalidParameter + STATUS_INVALID_HANDLE"),
+    flt(
+        "FltClose",
+        "PASSIVE; cleanup and close below the filter; a handle not open (closed twice, never opened) → InvalidParameter + STATUS_INVALID_HANDLE",
+    ),
 ];

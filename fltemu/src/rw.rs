@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_IO_PARAMETER_BLOCK;
 
 use crate::catalog::{Emulated, Source};
-use crate::exec::{self, Irql, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
+use crate::exec::{self, APC_LEVEL, DISPATCH_LEVEL, Irql, PASSIVE_LEVEL};
 use crate::io::{self, Pre};
 use crate::objects::{self, Table};
-use crate::state::{self, status, CallbackInfo, FileState, Inner};
+use crate::state::{self, CallbackInfo, FileState, Inner, status};
 use crate::user::{Access, Region};
 use crate::verifier::Violation;
 use crate::{EmuError, OpenOptions, Operation};
@@ -104,7 +104,9 @@ impl OpBuffer {
     fn user(inner: &Inner, length: usize) -> Self {
         let data_length = length.div_ceil(PAGE).max(1) * PAGE;
         // SAFETY: an anonymous reservation chosen by the kernel (data pages + guard page).
-        let base = unsafe { libc::mmap(core::ptr::null_mut(), data_length + PAGE, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+        let base = unsafe {
+            libc::mmap(core::ptr::null_mut(), data_length + PAGE, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        };
         assert!(base != libc::MAP_FAILED, "fltemu could not reserve a user buffer");
         // SAFETY: a NUL-terminated name; the descriptor is only used below.
         let fd = unsafe { libc::memfd_create(c"fltemu-user-buffer".as_ptr(), libc::MFD_CLOEXEC) };
@@ -113,14 +115,19 @@ impl OpBuffer {
         let sized = unsafe { libc::ftruncate(fd, i64::try_from(data_length).unwrap_or(i64::MAX)) };
         assert!(sized == 0, "fltemu could not size a user buffer's memory file");
         // SAFETY: replaces the data pages of the reservation just made with the shared file.
-        let user = unsafe { libc::mmap(base, data_length, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_FIXED, fd, 0) };
+        let user = unsafe {
+            libc::mmap(base, data_length, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_FIXED, fd, 0)
+        };
         // SAFETY: a second mapping of the same file, placed by the kernel.
-        let alias = unsafe { libc::mmap(core::ptr::null_mut(), data_length, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) };
+        let alias = unsafe {
+            libc::mmap(core::ptr::null_mut(), data_length, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+        };
         // SAFETY: the mappings keep the file; the descriptor is no longer needed.
         unsafe { libc::close(fd) };
         assert!(user != libc::MAP_FAILED && alias != libc::MAP_FAILED, "fltemu could not map a user buffer");
         let base = base as usize;
-        let region = Arc::new(Mutex::new(Region { base, length: data_length, access: Access::ReadWrite, secured: 0, mapped_file: false }));
+        let region =
+            Arc::new(Mutex::new(Region { base, length: data_length, access: Access::ReadWrite, secured: 0, mapped_file: false }));
         inner.user.regions.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::clone(&region));
         let alias = alias as usize;
         Self { address: base, length, system: alias, user: Some(UserMapping { region, base, data_length, alias }), _kernel: None }
@@ -272,7 +279,11 @@ struct RwParameters {
     mdl: usize,
 }
 
-const _: () = assert!(core::mem::offset_of!(RwParameters, key) == 8 && core::mem::offset_of!(RwParameters, byte_offset) == 0x10 && core::mem::offset_of!(RwParameters, mdl) == 0x20);
+const _: () = assert!(
+    core::mem::offset_of!(RwParameters, key) == 8
+        && core::mem::offset_of!(RwParameters, byte_offset) == 0x10
+        && core::mem::offset_of!(RwParameters, mdl) == 0x20
+);
 
 /// The Read/Write parameters of `iopb` (Parameters at 0x18).
 fn parameters(iopb: *const FLT_IO_PARAMETER_BLOCK) -> *mut RwParameters {
@@ -301,7 +312,15 @@ fn target_of(p: Params) -> usize {
 /// [`EmuError::InvalidHandle`] when the FILE_OBJECT is not open (not yet cleaned up, or for
 /// paging I/O not closed).
 #[allow(clippy::too_many_lines)]
-pub fn issue(inner: &Inner, file_object: usize, pid: u32, offset: u64, length: usize, data: Option<&[u8]>, options: IoOptions) -> Result<IoResult, EmuError> {
+pub fn issue(
+    inner: &Inner,
+    file_object: usize,
+    pid: u32,
+    offset: u64,
+    length: usize,
+    data: Option<&[u8]>,
+    options: IoOptions,
+) -> Result<IoResult, EmuError> {
     let (volume, path) = {
         let files = inner.files.lock(file_object as u64);
         let file = files.live.get(&file_object).ok_or(EmuError::InvalidHandle)?;
@@ -313,12 +332,14 @@ pub fn issue(inner: &Inner, file_object: usize, pid: u32, offset: u64, length: u
     };
     let key = contents_key(volume, &path);
     let major = if data.is_some() { IRP_MJ_WRITE } else { IRP_MJ_READ };
-    let (pre_operation, post_operation) = if data.is_some() { (Operation::PreWrite, Operation::PostWrite) } else { (Operation::PreRead, Operation::PostRead) };
+    let (pre_operation, post_operation) =
+        if data.is_some() { (Operation::PreWrite, Operation::PostWrite) } else { (Operation::PreRead, Operation::PostRead) };
     let buffer = if options.paging { OpBuffer::kernel(length) } else { OpBuffer::user(inner, length) };
     if let Some(bytes) = data {
         buffer.fill(bytes);
     }
-    let owned_mdl = options.paging.then(|| crate::mdl::build_owned(buffer.address, u32::try_from(length).unwrap_or(u32::MAX), buffer.system));
+    let owned_mdl =
+        options.paging.then(|| crate::mdl::build_owned(buffer.address, u32::try_from(length).unwrap_or(u32::MAX), buffer.system));
     let filter = io::filter_for(inner, volume, major);
     let (instance, pre, post) = filter.unwrap_or((0, 0, 0));
     let open_options = OpenOptions { pid, user_mode: !options.paging, ..OpenOptions::default() };
@@ -326,7 +347,8 @@ pub fn issue(inner: &Inner, file_object: usize, pid: u32, offset: u64, length: u
     let iopb = op.data.Iopb.cast_mut();
     // SAFETY: the parameter block build_operation made for this operation (owned by `op`).
     unsafe {
-        (*iopb).IrpFlags = if options.paging { IRP_PAGING_IO | IRP_NOCACHE | IRP_SYNCHRONOUS_PAGING_IO } else { IRP_SYNCHRONOUS_API };
+        (*iopb).IrpFlags =
+            if options.paging { IRP_PAGING_IO | IRP_NOCACHE | IRP_SYNCHRONOUS_PAGING_IO } else { IRP_SYNCHRONOUS_API };
     }
     let read = RwParameters {
         length: u32::try_from(length).unwrap_or(u32::MAX),
@@ -349,35 +371,42 @@ pub fn issue(inner: &Inner, file_object: usize, pid: u32, offset: u64, length: u
     let trampoline = if pre == 0 { 0 } else { pre_with_status as *const () as usize };
     REAL_PRE.with(|cell| cell.set(pre));
     PRE_STATUS.with(|cell| cell.set(0));
-    let pre_result = if filter.is_some() { io::call_pre(inner, &mut op, trampoline, post, pre_operation) } else { Pre::NoCallback };
+    let pre_result =
+        if filter.is_some() { io::call_pre(inner, &mut op, trampoline, post, pre_operation) } else { Pre::NoCallback };
     let synchronized = PRE_STATUS.with(std::cell::Cell::get) == FLT_PREOP_SYNCHRONIZE;
     let locked = LOCKED.with(|t| t.get(&data_address).copied());
     let after = params(iopb);
     let changed = Params { mdl: if Some(after.mdl) == locked { before.mdl } else { after.mdl }, ..after } != before;
     if changed && !matches!(pre_result, Pre::Complete(_)) && DIRTY.with(|t| !t.contains_key(&data_address)) {
-        inner.violation(Violation::InvalidParameter { function: "pre-operation callback", reason: "changed the read/write parameters without FltSetCallbackDataDirty" });
+        inner.violation(Violation::InvalidParameter {
+            function: "pre-operation callback",
+            reason: "changed the read/write parameters without FltSetCallbackDataDirty",
+        });
     }
     let (final_status, information) = if let Pre::Complete(result) = pre_result {
         (result, op.data.IoStatus.Information)
     } else {
-        {
-            let target = target_of(after);
-            let length = after.length as usize;
-            let offset = u64::try_from(after.offset).unwrap_or(u64::MAX);
-            if data.is_some() {
-                match copy_from(target, length) {
-                    Some(bytes) => (status::SUCCESS, fs_write(inner, &key, offset, &bytes, options.paging)),
-                    None => (INVALID_USER_BUFFER, 0),
-                }
-            } else {
-                let (result, bytes) = fs_read(inner, &key, offset, length);
-                if copy_to(target, &bytes) { (result, bytes.len()) } else { (INVALID_USER_BUFFER, 0) }
+        // The file system works on the parameters as the filter left them.
+        let target = target_of(after);
+        let length = after.length as usize;
+        let offset = u64::try_from(after.offset).unwrap_or(u64::MAX);
+        if data.is_some() {
+            match copy_from(target, length) {
+                Some(bytes) => (status::SUCCESS, fs_write(inner, &key, offset, &bytes, options.paging)),
+                None => (INVALID_USER_BUFFER, 0),
             }
+        } else {
+            let (result, bytes) = fs_read(inner, &key, offset, length);
+            if copy_to(target, &bytes) { (result, bytes.len()) } else { (INVALID_USER_BUFFER, 0) }
         }
     };
     io::set_io_status(&mut op, final_status, information);
     if let Pre::WithCallback(completion) = pre_result {
-        let post_irql = if synchronized { PASSIVE_LEVEL } else { options.post_irql.unwrap_or_else(|| crate::knobs::post_irql(PASSIVE_LEVEL)) };
+        let post_irql = if synchronized {
+            PASSIVE_LEVEL
+        } else {
+            options.post_irql.unwrap_or_else(|| crate::knobs::post_irql(PASSIVE_LEVEL))
+        };
         // Above APC_LEVEL the callback runs in an arbitrary thread: the requestor's user
         // address is not there (only a locked MDL's kernel view is).
         let arbitrary_thread = post_irql >= DISPATCH_LEVEL;
@@ -392,7 +421,11 @@ pub fn issue(inner: &Inner, file_object: usize, pid: u32, offset: u64, length: u
     // A filter that put its own MDL into the parameters (swapped buffers) has it freed by
     // Filter Manager after its post-operation callback; the original parameters come back.
     let finished = params(iopb);
-    if finished.mdl != before.mdl && Some(finished.mdl) != locked && finished.mdl != 0 && matches!(pre_result, Pre::WithCallback(_)) {
+    if finished.mdl != before.mdl
+        && Some(finished.mdl) != locked
+        && finished.mdl != 0
+        && matches!(pre_result, Pre::WithCallback(_))
+    {
         crate::mdl::free_swapped(finished.mdl);
     }
     // SAFETY: reading the IoStatus the operation completed with (a post-callback may change it).
@@ -476,7 +509,10 @@ pub fn lock_user_buffer(data: usize, iopb: *mut FLT_IO_PARAMETER_BLOCK) -> Optio
 extern "win64" fn flt_set_callback_data_dirty(data: usize) {
     objects::count("FltSetCallbackDataDirty", DISPATCH_LEVEL);
     if !known_data(data) {
-        objects::flag(Violation::InvalidParameter { function: "FltSetCallbackDataDirty", reason: "not callback data of a running operation" });
+        objects::flag(Violation::InvalidParameter {
+            function: "FltSetCallbackDataDirty",
+            reason: "not callback data of a running operation",
+        });
         return;
     }
     DIRTY.with(|t| t.insert(data, ()));
@@ -504,7 +540,10 @@ fn known_data(data: usize) -> bool {
 extern "win64" fn flt_is_operation_synchronous(data: usize) -> u8 {
     objects::count("FltIsOperationSynchronous", DISPATCH_LEVEL);
     if !known_data(data) {
-        objects::flag(Violation::InvalidParameter { function: "FltIsOperationSynchronous", reason: "not callback data of a running operation" });
+        objects::flag(Violation::InvalidParameter {
+            function: "FltIsOperationSynchronous",
+            reason: "not callback data of a running operation",
+        });
         return 0;
     }
     1
@@ -515,7 +554,10 @@ const FLTFL_IO_OPERATION_NON_CACHED: u32 = 0x1;
 const FLTFL_IO_OPERATION_PAGING: u32 = 0x2;
 const FLTFL_IO_OPERATION_DO_NOT_UPDATE_BYTE_OFFSET: u32 = 0x4;
 const FLTFL_IO_OPERATION_SYNCHRONOUS_PAGING: u32 = 0x8;
-const KNOWN_IO_FLAGS: u32 = FLTFL_IO_OPERATION_NON_CACHED | FLTFL_IO_OPERATION_PAGING | FLTFL_IO_OPERATION_DO_NOT_UPDATE_BYTE_OFFSET | FLTFL_IO_OPERATION_SYNCHRONOUS_PAGING;
+const KNOWN_IO_FLAGS: u32 = FLTFL_IO_OPERATION_NON_CACHED
+    | FLTFL_IO_OPERATION_PAGING
+    | FLTFL_IO_OPERATION_DO_NOT_UPDATE_BYTE_OFFSET
+    | FLTFL_IO_OPERATION_SYNCHRONOUS_PAGING;
 /// The sector size non-cached I/O must be a multiple of.
 const SECTOR: u64 = 512;
 
@@ -543,7 +585,9 @@ fn issued_io(io: &IssuedIo) -> Result<((usize, String), u64), i32> {
         inner.violation(Violation::InvalidParameter { function, reason });
         Err(status::INVALID_PARAMETER)
     };
-    let Some(volume) = inner.instance(instance).map(|i| i.volume) else { return misuse("InitiatingInstance is not an instance handle") };
+    let Some(volume) = inner.instance(instance).map(|i| i.volume) else {
+        return misuse("InitiatingInstance is not an instance handle");
+    };
     let file = inner.files.lock(file_object as u64).live.get(&file_object).map(|f| (f.volume, f.state, f.path.clone()));
     let Some((file_volume, file_state, path)) = file else { return misuse("not a FILE_OBJECT Filter Manager knows") };
     if file_state != FileState::Open {
@@ -577,10 +621,29 @@ fn issued_io(io: &IssuedIo) -> Result<((usize, String), u64), i32> {
 /// `FltReadFile` (fltkernel.h; ≤ APC): a synchronous read by the filter itself, sent to the
 /// instances below it and the file system only (its own callbacks do not see it).
 #[allow(clippy::too_many_arguments)]
-extern "win64" fn flt_read_file(instance: isize, file_object: usize, offset: *const i64, length: u32, buffer: *mut u8, flags: u32, bytes_read: *mut u32, callback: usize, _context: usize) -> i32 {
+extern "win64" fn flt_read_file(
+    instance: isize,
+    file_object: usize,
+    offset: *const i64,
+    length: u32,
+    buffer: *mut u8,
+    flags: u32,
+    bytes_read: *mut u32,
+    callback: usize,
+    _context: usize,
+) -> i32 {
     objects::count("FltReadFile", APC_LEVEL);
     put(bytes_read, 0);
-    let (key, offset) = match issued_io(&IssuedIo { function: "FltReadFile", instance, file_object, offset, length, buffer: buffer as usize, flags, callback }) {
+    let (key, offset) = match issued_io(&IssuedIo {
+        function: "FltReadFile",
+        instance,
+        file_object,
+        offset,
+        length,
+        buffer: buffer as usize,
+        flags,
+        callback,
+    }) {
         Ok(found) => found,
         Err(result) => return result,
     };
@@ -596,10 +659,29 @@ extern "win64" fn flt_read_file(instance: isize, file_object: usize, offset: *co
 /// `FltWriteFile` (fltkernel.h; ≤ APC): as FltReadFile; the file grows as needed (a paging
 /// write never extends it).
 #[allow(clippy::too_many_arguments)]
-extern "win64" fn flt_write_file(instance: isize, file_object: usize, offset: *const i64, length: u32, buffer: *const u8, flags: u32, bytes_written: *mut u32, callback: usize, _context: usize) -> i32 {
+extern "win64" fn flt_write_file(
+    instance: isize,
+    file_object: usize,
+    offset: *const i64,
+    length: u32,
+    buffer: *const u8,
+    flags: u32,
+    bytes_written: *mut u32,
+    callback: usize,
+    _context: usize,
+) -> i32 {
     objects::count("FltWriteFile", APC_LEVEL);
     put(bytes_written, 0);
-    let (key, offset) = match issued_io(&IssuedIo { function: "FltWriteFile", instance, file_object, offset, length, buffer: buffer as usize, flags, callback }) {
+    let (key, offset) = match issued_io(&IssuedIo {
+        function: "FltWriteFile",
+        instance,
+        file_object,
+        offset,
+        length,
+        buffer: buffer as usize,
+        flags,
+        callback,
+    }) {
         Ok(found) => found,
         Err(result) => return result,
     };
@@ -620,7 +702,13 @@ fn put(out: *mut u32, value: u32) {
 /// The file system's part of a read or write the filter built itself (FltAllocateCallbackData
 /// and FltPerformSynchronousIo): the parameters as the filter set them, on the open FILE_OBJECT
 /// `file_object` of `volume`. Returns (status, information).
-pub(crate) fn perform_generated(inner: &Inner, volume: usize, file_object: usize, iopb: *const FLT_IO_PARAMETER_BLOCK, major: u8) -> (i32, usize) {
+pub(crate) fn perform_generated(
+    inner: &Inner,
+    volume: usize,
+    file_object: usize,
+    iopb: *const FLT_IO_PARAMETER_BLOCK,
+    major: u8,
+) -> (i32, usize) {
     let file = inner.files.lock(file_object as u64).live.get(&file_object).map(|f| (f.volume, f.state, f.path.clone()));
     let Some((file_volume, FileState::Open, path)) = file else { return (status::INVALID_PARAMETER, 0) };
     if file_volume != volume {
@@ -663,10 +751,19 @@ const fn flt(function: &'static str, notes: &'static str) -> Emulated {
 
 /// The catalog rows of this module.
 pub const DOCS: &[Emulated] = &[
-    flt("FltReadFile", "≤ APC; synchronous only (a CallbackRoutine → InvalidParameter: not modelled); sent below the filter (its own callbacks do not see it); reads the stream's contents (STATUS_END_OF_FILE at/after the end, short read at the end, *BytesRead); instance not on the FILE_OBJECT's volume, FILE_OBJECT not open (pre-create, post-cleanup), unknown FLTFL_IO_OPERATION_* flags, NULL ByteOffset (no FO_SYNCHRONOUS_IO) → INVALID_PARAMETER + InvalidParameter; NON_CACHED not sector-aligned → INVALID_PARAMETER"),
+    flt(
+        "FltReadFile",
+        "≤ APC; synchronous only (a CallbackRoutine → InvalidParameter: not modelled); sent below the filter (its own callbacks do not see it); reads the stream's contents (STATUS_END_OF_FILE at/after the end, short read at the end, *BytesRead); instance not on the FILE_OBJECT's volume, FILE_OBJECT not open (pre-create, post-cleanup), unknown FLTFL_IO_OPERATION_* flags, NULL ByteOffset (no FO_SYNCHRONOUS_IO) → INVALID_PARAMETER + InvalidParameter; NON_CACHED not sector-aligned → INVALID_PARAMETER",
+    ),
     flt("FltWriteFile", "as FltReadFile; writes the stream's contents (grows it; FLTFL_IO_OPERATION_PAGING never extends it)"),
-    flt("FltSetCallbackDataDirty", "≤ DISPATCH; marks the parameters changed; a pre-read/write that changed Length, ByteOffset, the buffer or the MDL without it (and did not complete the operation) → InvalidParameter"),
+    flt(
+        "FltSetCallbackDataDirty",
+        "≤ DISPATCH; marks the parameters changed; a pre-read/write that changed Length, ByteOffset, the buffer or the MDL without it (and did not complete the operation) → InvalidParameter",
+    ),
     flt("FltClearCallbackDataDirty", "≤ DISPATCH"),
     flt("FltIsCallbackDataDirty", "≤ DISPATCH"),
-    flt("FltIsOperationSynchronous", "≤ DISPATCH; TRUE: fltemu waits for every operation it issues (IRP_SYNCHRONOUS_API / IRP_SYNCHRONOUS_PAGING_IO on reads and writes); unknown callback data → InvalidParameter"),
+    flt(
+        "FltIsOperationSynchronous",
+        "≤ DISPATCH; TRUE: fltemu waits for every operation it issues (IRP_SYNCHRONOUS_API / IRP_SYNCHRONOUS_PAGING_IO on reads and writes); unknown callback data → InvalidParameter",
+    ),
 ];

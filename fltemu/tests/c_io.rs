@@ -115,10 +115,17 @@ fn reader_sees_read_data_at_dispatch_through_its_mdl_and_blocks_marked_writes() 
     emu.close(file).unwrap();
     // A file whose first 4 KiB hold the marker cannot be opened.
     emu.set_file_contents(volume, "\\bad.txt", b"FLTEMU-BAD");
-    assert_eq!(emu.open(volume, "\\bad.txt", &OpenOptions::default()), Err(fltemu::EmuError::CreateFailed(0xC000_0022_u32.cast_signed())));
+    assert_eq!(
+        emu.open(volume, "\\bad.txt", &OpenOptions::default()),
+        Err(fltemu::EmuError::CreateFailed(0xC000_0022_u32.cast_signed()))
+    );
     let report = emu.unload().unwrap();
     assert!(report.is_clean(), "{report}");
-    assert!(report.debug_output.iter().any(|l| l.contains("2 scanned, 2 blocked, 1 locked reads, 1 reads with the marker")), "{:?}", report.debug_output);
+    assert!(
+        report.debug_output.iter().any(|l| l.contains("2 scanned, 2 blocked, 1 locked reads, 1 reads with the marker")),
+        "{:?}",
+        report.debug_output
+    );
 }
 
 #[test]
@@ -146,7 +153,11 @@ fn a_synchronized_post_read_may_touch_the_user_buffer() {
 fn reader_imports_bind_with_documentation() {
     let image = CDriver::new("reader").build();
     let report = fltemu::imports::report(&std::fs::read(image).unwrap()).unwrap();
-    let undocumented: Vec<&str> = report.iter().filter(|i| !matches!(i.binding, fltemu::imports::Binding::Emulated { entry: Some(_), .. })).map(|i| i.name.as_str()).collect();
+    let undocumented: Vec<&str> = report
+        .iter()
+        .filter(|i| !matches!(i.binding, fltemu::imports::Binding::Emulated { entry: Some(_), .. }))
+        .map(|i| i.name.as_str())
+        .collect();
     assert!(undocumented.is_empty(), "{undocumented:?}");
 }
 
@@ -161,14 +172,21 @@ fn each_reader_bug_is_caught_by_the_default_scenario() {
         ("BUG_CHANGE_WITHOUT_DIRTY", 1, "without FltSetCallbackDataDirty"),
         ("BUG_CLOSE_TWICE", 1, "FltClose: not an open handle"),
         ("BUG_CALLBACK_DATA_NOT_FREED", 1, "callback data (FltAllocateCallbackData) not freed"),
-        ("BUG_PERFORM_FREED", 1, "FltPerformSynchronousIo (callback data (FltAllocateCallbackData)): callback data already freed"),
+        (
+            "BUG_PERFORM_FREED",
+            1,
+            "FltPerformSynchronousIo (callback data (FltAllocateCallbackData)): callback data already freed",
+        ),
     ];
     for profile in [Profile::Release, Profile::Debug] {
         for (define, exit, finding) in cases {
             let (code, text) = bare_run(&CDriver::new("reader").define(define).profile(profile));
             assert_eq!(code, exit, "{define} {profile:?}:\n{text}");
             let violations: Vec<&str> = text.lines().filter(|l| l.starts_with("VIOLATION")).collect();
-            assert!(!violations.is_empty() && violations.iter().all(|l| l.contains(finding)), "{define} {profile:?}: want only \"{finding}\":\n{text}");
+            assert!(
+                !violations.is_empty() && violations.iter().all(|l| l.contains(finding)),
+                "{define} {profile:?}: want only \"{finding}\":\n{text}"
+            );
         }
     }
 }
