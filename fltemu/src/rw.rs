@@ -91,11 +91,19 @@ static LOCKED: Table<usize, usize> = Table::new();
 /// Callback data a filter marked dirty (FltSetCallbackDataDirty).
 static DIRTY: Table<usize, ()> = Table::new();
 
+/// Kernel views of finished operations' user buffers (address, length): kept inaccessible for
+/// the rest of the run, unmapped when the next emulator loads (no driver of the old run runs).
+static RETIRED_VIEWS: std::sync::Mutex<Vec<(usize, usize)>> = std::sync::Mutex::new(Vec::new());
+
 /// Forgets the running operations (a new emulator loads).
 pub fn reset() {
     RUNNING.clear();
     LOCKED.clear();
     DIRTY.clear();
+    for (address, length) in RETIRED_VIEWS.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+        // SAFETY: a kernel view this module mapped and retired; nothing of the old run uses it.
+        unsafe { libc::munmap(address as *mut libc::c_void, length) };
+    }
 }
 
 impl OpBuffer {
@@ -173,6 +181,7 @@ impl Drop for OpBuffer {
             // SAFETY: as above.
             unsafe { libc::mprotect(user.alias as *mut libc::c_void, user.data_length, libc::PROT_NONE) };
             user.region.lock().unwrap_or_else(PoisonError::into_inner).access = Access::Unmapped;
+            RETIRED_VIEWS.lock().unwrap_or_else(PoisonError::into_inner).push((user.alias, user.data_length));
         }
     }
 }
