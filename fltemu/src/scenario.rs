@@ -40,10 +40,11 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "default",
         "# the run of a bare `fltemu run X.sys`: three volumes (vol3 without stream-context support),\n\
          # handles held across other I/O, shared streams and alternate data streams opened from\n\
-         # --threads threads, failed creates, simultaneous first opens, a phase with post-cleanup/close\n\
-         # at DISPATCH_LEVEL, reads and writes of held files (one seeded with the bytes FLTEMU-BAD, a paging\n\
-         # read, post-read/write at DISPATCH_LEVEL), a process created and exiting (notify routines), a manual detach when the\n\
-         # filter allows it, unload and the leak checks\n\
+         # --threads threads, failed creates, reads and writes of held files (seeded contents, end of\n\
+         # file, a paging read) and an open of a file seeded with the bytes FLTEMU-BAD, simultaneous\n\
+         # first opens, a phase with post-cleanup/close and post-read/write at DISPATCH_LEVEL, a process\n\
+         # created and exiting (notify routines), a manual detach when the filter allows it, unload and\n\
+         # the leak checks\n\
          mount vol1\nmount vol2\nmount vol3 nostream\n\
          open held1 vol1 \\held.txt\nopen held2 vol1 \\held.txt\nopen held3 vol1 \\held.txt:ads\nopen held4 vol2 \\dir\\held.txt\nopen held5 vol3 \\held.txt\n\
          open missing vol1 \\missing.txt status=0xC0000034\n\
