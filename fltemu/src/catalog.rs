@@ -119,7 +119,7 @@ const CORE: &[Emulated] = &[
     flt("FltDeleteContext", "unlinks; keeps the caller's reference (flagged if it holds none) (B8)"),
     flt("FltGetVolumeName", "NULL buffer / too small → BUFFER_TOO_SMALL + size needed"),
     flt("FltGetFileNameInformation", "Name = volume + path, Volume filled; OPENED and NORMALIZED same text (no short names to expand), own Format; SHORT = final component only, INVALID_PARAMETER in pre-create; one query method required; cached per (opened stream, format) until the stream's last close: DEFAULT / ALWAYS_ALLOW_CACHE_LOOKUP return the cached block +1, CACHE_ONLY a miss → FLT_NAME_CACHE_MISS, FILESYSTEM_ONLY and DO_NOT_CACHE bypass; NORMALIZED for a failed create → OBJECT_NAME_NOT_FOUND; refused in post-close; leaks at unload → NameInfoLeaked"),
-    flt("FltLockUserBuffer", "≤ APC; callback data not of a running operation → INVALID_PARAMETER + InvalidParameter; an operation without an MDL parameter (create, cleanup, close: all fltemu issues) → STATUS_INVALID_PARAMETER as documented; the lockable operations (read, write, ioctls, …) are not issued by fltemu"),
+    flt("FltLockUserBuffer", "≤ APC; callback data not of a running operation → INVALID_PARAMETER + InvalidParameter; an operation without an MDL parameter (create, cleanup, close) → STATUS_INVALID_PARAMETER as documented; IRP_MJ_READ/WRITE: probe-and-lock of the buffer (a read needs write access, a write read access, else STATUS_ACCESS_VIOLATION), an MDL in Parameters.Read/Write.MdlAddress (already one → SUCCESS), mapped by MmGetSystemAddressForMdlSafe to a kernel view valid at DISPATCH_LEVEL, freed by Filter Manager at completion (IoFreeMdl of it → ObjectMisuse); other lockable operations are not issued by fltemu"),
     flt("FltGetFileNameInformationUnsafe", "as FltGetFileNameInformation from a FILE_OBJECT (Instance may be NULL); a FILE_OBJECT not opened or unknown → INVALID_PARAMETER + InvalidParameter"),
     flt("FltReleaseFileNameInformation", "−1; over-release (below the cache's own reference) → NameInfoOverReleased (0xF5/0x68)"),
     flt("FltReferenceFileNameInformation", "+1; not live → InvalidParameter"),
@@ -167,6 +167,9 @@ pub fn all() -> Vec<Emulated> {
         crate::system::DOCS,
         crate::createpath::DOCS,
         crate::pend::DOCS,
+        crate::rw::DOCS,
+        crate::fltfile::DOCS,
+        crate::cbdata::DOCS,
     ];
     groups.iter().flat_map(|g| g.iter().copied()).collect()
 }

@@ -604,6 +604,9 @@ pub struct Inner {
     /// count is of open FILE_OBJECTs over all the file's streams.
     pub file_nodes: Sharded<StreamShard>,
     pub callback_data: Sharded<FnvMap<usize, CallbackInfo>>,
+    /// File contents per stream, by (volume, stream key as io.rs computes it), kept for the run
+    /// (a stream's data outlives its last close, as a file's data does on disk).
+    pub contents: Sharded<FnvMap<(usize, String), Vec<u8>>>,
     pub name_infos: Sharded<NameShard>,
     /// Filter Manager's name cache: (stream FsContext, name format) → the cached block. Taken
     /// before a `name_infos` shard, never the other way round.
@@ -707,6 +710,7 @@ impl Inner {
             streams: Sharded::default(),
             file_nodes: Sharded::default(),
             callback_data: Sharded::default(),
+            contents: Sharded::default(),
             name_infos: Sharded::default(),
             name_cache: Mutex::default(),
             violations: Mutex::new(Vec::new()),
