@@ -304,6 +304,26 @@ fn call_handler(
     unsafe { routine(&raw mut *record, establisher, context, &raw mut *dispatcher) }
 }
 
+/// Kernel stack a Windows dispatcher would have used on an x64 kernel stack by the time it
+/// dispatches a nested exception raised in `context`: the driver's own frames below the outermost
+/// driver call at the first exception, plus, per handler call still running, the trap frame
+/// (KTRAP_FRAME, 0x190), exception frame (KEXCEPTION_FRAME, 0x140), exception record and the two
+/// CONTEXT records KiDispatchException and RtlDispatchException keep (0x4D0 each), or for an
+/// unwind RtlUnwindEx's CONTEXT and DISPATCHER_CONTEXT. fltemu's own frames are larger (and its
+/// thread stack is 1 MiB), so they are not what is measured.
+fn nested_kernel_stack(context: &Context) -> usize {
+    const DISPATCH_COST: usize = 0x190 + 0x140 + 0x98 + 2 * 0x4D0;
+    const UNWIND_COST: usize = 0x4D0 + 0x100;
+    let top = exec::stack_top() as u64;
+    let first = if active_len() > 0 { active(0).origin } else { core::ptr::from_ref(context) };
+    // SAFETY: the oldest activation's origin lives in its running frame.
+    let driver = usize::try_from(top.saturating_sub(unsafe { (*first).gpr[RSP] })).unwrap_or(0);
+    let handlers: usize = (0..active_len())
+        .map(|index| if active(index).phase == Phase::Dispatch { DISPATCH_COST } else { UNWIND_COST })
+        .sum();
+    driver + handlers + DISPATCH_COST
+}
+
 /// Dispatches `record` raised in `context` through the driver's exception handlers (never
 /// returns: it resumes at a handler, continues execution, or bug-checks).
 ///
@@ -315,7 +335,7 @@ fn call_handler(
 pub fn dispatch(mut record: ExceptionRecord, context: &Context) -> ! {
     let Some(image) = Image::current() else { not_handled(None, &record) };
     let base = active_len();
-    if base > 0 && exec::stack_depth() > exec::KERNEL_STACK_SIZE {
+    if base > 0 && nested_kernel_stack(context) > exec::KERNEL_STACK_SIZE {
         // Each nested exception stacks another trap frame and dispatch on the kernel stack; a
         // handler that raises again every time its frame is searched overflows it, which is a
         // double fault ("Bug Check 0x7F UNEXPECTED_KERNEL_MODE_TRAP", parameter 1 = 8).
