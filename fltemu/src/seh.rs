@@ -454,7 +454,11 @@ fn unwind_walk(
     for _ in 0..MAX_FRAMES {
         let (before, frame, function, control_pc, mut dispatcher) = if let Some(state) = collided.take() {
             // SAFETY: the collided unwind's frame is running (its handler call is below us).
-            let (before, after, old) = unsafe { (*state.before, *state.after, *state.dispatcher) };
+            let before = unsafe { *state.before };
+            // SAFETY: as above.
+            let after = unsafe { *state.after };
+            // SAFETY: as above.
+            let old = unsafe { *state.dispatcher };
             // The colliding unwind keeps its own target (RtlUnwindEx takes only the frame state).
             walk = after;
             record.flags |= EXCEPTION_COLLIDED_UNWIND;
@@ -1309,6 +1313,59 @@ fn privileged(code: &dyn Fn(u64) -> Option<u8>, rip: u64) -> bool {
     }
 }
 
+/// The CONTEXT of a trapped driver thread from its signal frame: `rip`/`rsp` as the exception
+/// sees them (a leaf routine's caller), integer and XMM registers, MXCSR and flags.
+fn signal_context(ucontext: *mut libc::ucontext_t, rip: u64, rsp: u64, leaf: bool) -> Context {
+    // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
+    let saved = unsafe { (*ucontext).uc_mcontext.gregs };
+    let register = |index: i32| saved[usize::try_from(index).unwrap_or(0)].cast_unsigned();
+    let mut context = Context::zeroed();
+    let order = [
+        libc::REG_RAX,
+        libc::REG_RCX,
+        libc::REG_RDX,
+        libc::REG_RBX,
+        libc::REG_RSP,
+        libc::REG_RBP,
+        libc::REG_RSI,
+        libc::REG_RDI,
+        libc::REG_R8,
+        libc::REG_R9,
+        libc::REG_R10,
+        libc::REG_R11,
+        libc::REG_R12,
+        libc::REG_R13,
+        libc::REG_R14,
+        libc::REG_R15,
+    ];
+    for (slot, index) in context.gpr.iter_mut().zip(order) {
+        *slot = register(index);
+    }
+    context.gpr[RSP] = rsp;
+    if leaf {
+        // The leaf routines park the caller's RDI and RSI in R9 and R10.
+        context.gpr[RDI] = register(libc::REG_R9);
+        context.gpr[RSI] = register(libc::REG_R10);
+    }
+    context.rip = rip;
+    #[allow(clippy::cast_possible_truncation)]
+    {
+        context.eflags = register(libc::REG_EFL) as u32;
+    }
+    // SAFETY: reading the fpregs pointer of the valid ucontext.
+    let fpregs = unsafe { (*ucontext).uc_mcontext.fpregs };
+    if !fpregs.is_null() {
+        // SAFETY: the kernel points fpregs at the saved FXSAVE area of this signal frame.
+        let fp = unsafe { &*fpregs };
+        context.mx_csr = fp.mxcsr;
+        for (slot, xmm) in context.xmm.iter_mut().zip(fp._xmm.iter()) {
+            let e = xmm.element;
+            *slot = u128::from(e[0]) | (u128::from(e[1]) << 32) | (u128::from(e[2]) << 64) | (u128::from(e[3]) << 96);
+        }
+    }
+    context
+}
+
 /// Called by the fault-signal handler on a driver thread: when the faulting instruction is in
 /// the driver image, rewrites the signal context so the thread, on return from the handler,
 /// calls [`dispatch`] with the exception Windows raises for that trap:
@@ -1358,50 +1415,7 @@ pub fn redirect_fault(signal: i32, si_code: i32, address: usize, ucontext: *mut 
     if page_fault && address < rsp_usize.saturating_add(64) && address + 0x1_0000 > rsp_usize {
         return false;
     }
-    let mut context = Context::zeroed();
-    let order = [
-        libc::REG_RAX,
-        libc::REG_RCX,
-        libc::REG_RDX,
-        libc::REG_RBX,
-        libc::REG_RSP,
-        libc::REG_RBP,
-        libc::REG_RSI,
-        libc::REG_RDI,
-        libc::REG_R8,
-        libc::REG_R9,
-        libc::REG_R10,
-        libc::REG_R11,
-        libc::REG_R12,
-        libc::REG_R13,
-        libc::REG_R14,
-        libc::REG_R15,
-    ];
-    for (slot, index) in context.gpr.iter_mut().zip(order) {
-        *slot = register(index);
-    }
-    context.gpr[RSP] = rsp;
-    if leaf {
-        // The leaf routines park the caller's RDI and RSI in R9 and R10.
-        context.gpr[RDI] = register(libc::REG_R9);
-        context.gpr[RSI] = register(libc::REG_R10);
-    }
-    context.rip = rip;
-    #[allow(clippy::cast_possible_truncation)]
-    {
-        context.eflags = register(libc::REG_EFL) as u32;
-    }
-    // SAFETY: reading the fpregs pointer of the valid ucontext.
-    let fpregs = unsafe { (*ucontext).uc_mcontext.fpregs };
-    if !fpregs.is_null() {
-        // SAFETY: the kernel points fpregs at the saved FXSAVE area of this signal frame.
-        let fp = unsafe { &*fpregs };
-        context.mx_csr = fp.mxcsr;
-        for (slot, xmm) in context.xmm.iter_mut().zip(fp._xmm.iter()) {
-            let e = xmm.element;
-            *slot = u128::from(e[0]) | (u128::from(e[1]) << 32) | (u128::from(e[2]) << 64) | (u128::from(e[3]) << 96);
-        }
-    }
+    let context = signal_context(ucontext, rip, rsp, leaf);
     let code = |at: u64| code_byte(&image, at);
     let (record, kind) = match signal {
         libc::SIGSEGV | libc::SIGBUS if page_fault => {
@@ -1544,6 +1558,51 @@ mod tests {
         let base = bytes.as_mut_ptr();
         assert_eq!(memcpy(base.wrapping_add(10), source.as_ptr(), 5), base.wrapping_add(10));
         assert_eq!(&bytes[10..15], &[9; 5]);
+    }
+
+    fn decode(bytes: &[u8], context: &Context, memory: &[(u64, u64)]) -> i32 {
+        let code = |at: u64| usize::try_from(at.wrapping_sub(0x1000)).ok().and_then(|i| bytes.get(i).copied());
+        let read = |at: u64, size: usize| {
+            memory.iter().find(|(address, _)| *address == at).map(|(_, value)| if size == 8 { *value } else { value & ((1 << (size * 8)) - 1) })
+        };
+        let mut context = *context;
+        context.rip = 0x1000;
+        divide_status(&code, &read, &context)
+    }
+
+    #[test]
+    fn a_divide_error_with_a_non_zero_divisor_is_an_overflow() {
+        let mut context = Context::zeroed();
+        context.gpr[1] = 0; // ecx
+        assert_eq!(decode(&[0xF7, 0xF9], &context, &[]), STATUS_INTEGER_DIVIDE_BY_ZERO, "idiv ecx, ecx = 0");
+        context.gpr[1] = 0xFFFF_FFFF;
+        assert_eq!(decode(&[0xF7, 0xF9], &context, &[]), STATUS_INTEGER_OVERFLOW, "idiv ecx, ecx = -1");
+        context.gpr[1] = 0x1_0000_0000;
+        assert_eq!(decode(&[0xF7, 0xF9], &context, &[]), STATUS_INTEGER_DIVIDE_BY_ZERO, "only ECX counts for a 32-bit divide");
+        assert_eq!(decode(&[0x48, 0xF7, 0xF9], &context, &[]), STATUS_INTEGER_OVERFLOW, "REX.W: RCX counts");
+        context.gpr[9] = 3;
+        assert_eq!(decode(&[0x49, 0xF7, 0xF1], &context, &[]), STATUS_INTEGER_OVERFLOW, "div r9");
+        context.gpr[3] = 0x0500;
+        assert_eq!(decode(&[0xF6, 0xF7], &context, &[]), STATUS_INTEGER_OVERFLOW, "div bh (no REX: rm 7 is BH)");
+        assert_eq!(decode(&[0x40, 0xF6, 0xF3], &context, &[]), STATUS_INTEGER_DIVIDE_BY_ZERO, "div bl with REX: BL is 0");
+        // idiv dword ptr [rip + 0x10]: the operand is relative to the next instruction (6 bytes).
+        assert_eq!(decode(&[0xF7, 0x3D, 0x10, 0, 0, 0], &context, &[(0x1016, 0)]), STATUS_INTEGER_DIVIDE_BY_ZERO);
+        assert_eq!(decode(&[0xF7, 0x3D, 0x10, 0, 0, 0], &context, &[(0x1016, 7)]), STATUS_INTEGER_OVERFLOW);
+        // div qword ptr [rsp + rbx*8 + 0x20]
+        context.gpr[RSP] = 0x8000;
+        context.gpr[3] = 2;
+        assert_eq!(decode(&[0x48, 0xF7, 0x74, 0xDC, 0x20], &context, &[(0x8030, 9)]), STATUS_INTEGER_OVERFLOW);
+        assert_eq!(decode(&[0x90], &context, &[]), STATUS_INTEGER_DIVIDE_BY_ZERO, "not a divide: the default");
+    }
+
+    #[test]
+    fn privileged_instructions_are_told_apart_from_a_general_protection_fault() {
+        let at = |bytes: &'static [u8]| move |address: u64| usize::try_from(address).ok().and_then(|i| bytes.get(i).copied());
+        assert!(privileged(&at(&[0xFA]), 0), "cli");
+        assert!(privileged(&at(&[0x0F, 0x20, 0xC0]), 0), "mov rax, cr0");
+        assert!(privileged(&at(&[0x44, 0x0F, 0x20, 0xC0]), 0), "mov rax, cr8");
+        assert!(privileged(&at(&[0xCD, 0x2E]), 0), "int 0x2e");
+        assert!(!privileged(&at(&[0x48, 0x8B, 0x00]), 0), "mov rax, [rax] (a non-canonical address)");
     }
 
     #[test]

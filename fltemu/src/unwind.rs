@@ -292,7 +292,7 @@ fn apply_codes(
                 context.gpr[RSP] = rsp + bytes;
             }
             2 => context.gpr[RSP] = rsp + u64::from(reg) * 8 + 8,
-            3 => context.gpr[RSP] = context.gpr[info.frame_register] - info.frame_offset,
+            3 => context.gpr[RSP] = context.gpr[info.frame_register].wrapping_sub(info.frame_offset),
             4 | 5 => {
                 let offset = if op == 4 { u64::from(slot(1)?) * 8 } else { u64::from(slot(1)?) | (u64::from(slot(2)?) << 16) };
                 let at = frame_base + offset;
@@ -385,7 +385,7 @@ fn unwind_epilog(image: &Image, context: &mut Context, info: &Info, pointers: &m
                 pc += 2;
             }
             // ret, rep ret, ret imm16 (RtlVirtualUnwind's list of epilog markers).
-            (Some(0xC3), _) | (Some(0xF3), Some(0xC3)) | (Some(0xC2), _) => {
+            (Some(0xC3 | 0xC2), _) | (Some(0xF3), Some(0xC3)) => {
                 let rsp = simulated.gpr[RSP];
                 simulated.rip = read::<u64>(rsp as usize);
                 simulated.gpr[RSP] = rsp + 8;
@@ -444,7 +444,7 @@ pub fn virtual_unwind_recording(
     if info.frame_register != 0 {
         let set_at = set_fpreg_offset(image, &info);
         if !in_prolog || set_at.is_some_and(|at| u32::from(at) <= offset_in_function) {
-            frame_base = context.gpr[info.frame_register] - info.frame_offset;
+            frame_base = context.gpr[info.frame_register].wrapping_sub(info.frame_offset);
         }
     }
     let establisher = frame_base;
@@ -745,6 +745,40 @@ mod tests {
         assert_eq!(context.xmm[6], 0x6667_u128 << 64 | 0x6666, "xmm6 from SAVE_XMM128");
         assert_eq!(context.gpr[12], 0x1212, "r12 from the chained parent's PUSH_NONVOL");
         assert_eq!((context.rip, context.gpr[RSP]), (0x7777, u + 0x110));
+    }
+
+    #[test]
+    fn context_pointers_name_the_slots_registers_came_from_and_rep_ret_is_an_epilog() {
+        let mut fake = Fake::new();
+        framed_function(&mut fake);
+        fake.functions(&[(0x1000, 0x1100, XDATA as u32)]);
+        let mut stack = stack();
+        let s = &raw mut stack[16] as u64;
+        stack[16 + 5] = 0x5151;
+        stack[16 + 6] = 0xB0B0;
+        stack[16 + 7] = 0x7777;
+        let image = fake.image();
+        let mut context = Context::zeroed();
+        context.rip = (fake.base() + 0x1050) as u64;
+        context.gpr[RSP] = s;
+        context.gpr[5] = s + 0x20;
+        let function = image.lookup(0x1050).unwrap();
+        assert_eq!(image.entry_at(function.entry_address), Some(function));
+        assert_eq!(image.entry_at(function.entry_address + 4), None, "not the start of an entry");
+        let mut pointers = ContextPointers::default();
+        virtual_unwind_recording(&image, &function, &mut context, 0, &mut pointers).unwrap();
+        assert_eq!((pointers.integer[6], pointers.integer[5]), (s + 0x28, s + 0x30), "rsi and rbp slots");
+        assert_eq!(pointers.integer.iter().filter(|p| **p != 0).count(), 2);
+        // add rsp, 0x28; pop rsi; pop rbp; rep ret
+        fake.put(0x1080, &[0x48, 0x83, 0xC4, 0x28, 0x5E, 0x5D, 0xF3, 0xC3]);
+        let mut context = Context::zeroed();
+        context.rip = (fake.base() + 0x1080) as u64;
+        context.gpr[RSP] = s;
+        context.gpr[5] = s + 0x20;
+        let mut pointers = ContextPointers::default();
+        let frame = virtual_unwind_recording(&image, &function, &mut context, UNW_FLAG_EHANDLER, &mut pointers).unwrap();
+        assert_eq!(frame.handler, None);
+        assert_eq!((context.rip, context.gpr[RSP], pointers.integer[6]), (0x7777, s + 0x40, s + 0x28));
     }
 
     #[test]
