@@ -46,6 +46,8 @@ pub const STATUS_INTEGER_OVERFLOW: i32 = 0xC000_0095_u32.cast_signed();
 pub const STATUS_ILLEGAL_INSTRUCTION: i32 = 0xC000_001D_u32.cast_signed();
 /// `STATUS_BREAKPOINT`.
 pub const STATUS_BREAKPOINT: i32 = 0x8000_0003_u32.cast_signed();
+/// `STATUS_ASSERTION_FAILURE`, what `int 0x2c` (NT_ASSERT) raises.
+pub const STATUS_ASSERTION_FAILURE: i32 = 0xC000_0420_u32.cast_signed();
 /// `STATUS_STACK_BUFFER_OVERRUN`, the code of a fast fail's exception record.
 pub const STATUS_STACK_BUFFER_OVERRUN: i32 = 0xC000_0409_u32.cast_signed();
 /// `STATUS_UNWIND`, the code of RtlUnwindEx's own record when the caller passes none.
@@ -1373,8 +1375,9 @@ fn signal_context(ucontext: *mut libc::ucontext_t, rip: u64, rsp: u64, leaf: boo
 ///   write / 8 execute, then the address;
 /// - a general-protection fault (SIGSEGV with SI_KERNEL, e.g. a non-canonical address):
 ///   STATUS_ACCESS_VIOLATION with (0, 0xFFFF'FFFF'FFFF'FFFF), as KiPreprocessFault raises it;
-///   `int 0x29` (__fastfail) is bug check 0x139 instead, and a privileged instruction (which
-///   kernel code may execute) is not redirected;
+///   `int 0x29` (__fastfail) is bug check 0x139 instead, `int 0x2c` (NT_ASSERT)
+///   STATUS_ASSERTION_FAILURE at the int, and a privileged instruction (which kernel code may
+///   execute) is not redirected;
 /// - a divide error (SIGFPE, trap 0): STATUS_INTEGER_DIVIDE_BY_ZERO, or STATUS_INTEGER_OVERFLOW
 ///   when the divisor is not zero;
 /// - an invalid opcode (SIGILL, `ud2`): STATUS_ILLEGAL_INSTRUCTION;
@@ -1427,6 +1430,10 @@ pub fn redirect_fault(signal: i32, si_code: i32, address: usize, ucontext: *mut 
             if !leaf && code(rip) == Some(0xCD) && code(rip + 1) == Some(0x29) {
                 let record = ExceptionRecord::new(STATUS_STACK_BUFFER_OVERRUN, EXCEPTION_NONCONTINUABLE, rip, &[context.gpr[1]]);
                 (record, TRAP_FAST_FAIL)
+            } else if !leaf && code(rip) == Some(0xCD) && code(rip + 1) == Some(0x2C) {
+                // NT_ASSERT's int 0x2c: the kernel turns the trap into a fault at the int
+                // (KiRaiseAssertion) and dispatches STATUS_ASSERTION_FAILURE, no parameters.
+                (ExceptionRecord::new(STATUS_ASSERTION_FAILURE, 0, rip, &[]), TRAP_OTHER)
             } else if !leaf && privileged(&code, rip) {
                 return false;
             } else {

@@ -109,6 +109,16 @@ fn an_int3_without_a_debugger_or_try_is_bug_check_0x1e_with_status_breakpoint() 
 }
 
 #[test]
+fn an_nt_assert_without_try_is_bug_check_0x1e_with_status_assertion_failure_at_the_int() {
+    for profile in PROFILES {
+        let (code, params, rva, bytes, text) = bug_check_at_load(&variant("BUG_ASSERT_UNCAUGHT", profile));
+        assert_eq!((code, params[0], params[2], params[3]), (0x1E, 0xC000_0420, 0, 0), "{profile:?}: {text}");
+        assert!(rva.is_some(), "{profile:?}: {text}");
+        assert_eq!(&bytes[..2], &[0xCD, 0x2C], "{profile:?}: the exception address is the int 0x2c: {text}");
+    }
+}
+
+#[test]
 fn a_fast_fail_is_bug_check_0x139_and_no_except_sees_it() {
     for profile in PROFILES {
         let (code, params, _, _, text) = bug_check_at_load(&variant("BUG_FASTFAIL", profile));

@@ -21,6 +21,7 @@
  * One-bug variants (each ends the run with a bug check):
  * - BUG_DIVIDE_UNCAUGHT: a divide by zero without __try: 0x1E (0xC0000094, the div's address).
  * - BUG_INT3_UNCAUGHT: __debugbreak() without a debugger or __try: 0x1E (0x80000003).
+ * - BUG_ASSERT_UNCAUGHT: NT_ASSERT's int 0x2c without __try: 0x1E (0xC0000420) at the int.
  * - BUG_FASTFAIL: __fastfail(FAST_FAIL_CORRUPT_LIST_ENTRY) inside __try: 0x139, not caught.
  * - BUG_FILTER_RAISES_ALWAYS: a filter that faults for every exception it sees: nested
  *   exceptions until the kernel stack overflows: 0x7F (8, double fault).
@@ -53,6 +54,14 @@ __declspec(noinline) static void breakpoint(void)
 {
     __debugbreak();
 }
+
+#if defined(BUG_ASSERT_UNCAUGHT)
+/* What a failing NT_ASSERT compiles to on x64 (__int2c). */
+__declspec(noinline) static void assertion_failure(void)
+{
+    __asm__ volatile("int $0x2c");
+}
+#endif
 
 __declspec(noinline) static void illegal_instruction(void)
 {
@@ -381,6 +390,8 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path)
     g_sink = divide(100, g_zero);
 #elif defined(BUG_INT3_UNCAUGHT)
     breakpoint();
+#elif defined(BUG_ASSERT_UNCAUGHT)
+    assertion_failure();
 #elif defined(BUG_FASTFAIL)
     __try {
         fast_fail(FAST_FAIL_CORRUPT_LIST_ENTRY);
