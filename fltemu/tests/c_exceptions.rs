@@ -160,3 +160,19 @@ fn an_exception_escaping_a_work_item_is_bug_check_0x7e() {
         assert!(text.contains("SYSTEM_THREAD_EXCEPTION_NOT_HANDLED"), "{profile:?}:\n{text}");
     }
 }
+
+#[test]
+fn misused_unwind_routines_are_invalid_parameter_violations() {
+    for (define, line) in [
+        ("BUG_CAPTURE_MISALIGNED", "RtlCaptureContext: ContextRecord is not 16-byte aligned"),
+        ("BUG_LOOKUP_NULL_BASE", "RtlLookupFunctionEntry: ImageBase is NULL"),
+        ("BUG_UNWIND_FOREIGN_ENTRY", "RtlVirtualUnwind: FunctionEntry is not one of the image's .pdata entries"),
+    ] {
+        for profile in PROFILES {
+            let (code, text) = run(&variant(define, profile));
+            assert_eq!(code, 1, "{define} {profile:?}:\n{text}");
+            assert!(text.contains(line), "{define} {profile:?}:\n{text}");
+            assert!(text.contains("violations: 1"), "{define} {profile:?}:\n{text}");
+        }
+    }
+}

@@ -29,6 +29,11 @@
  *   unload callback's __try, lets a divide by zero escape: it would cross FltReleaseContext,
  *   which fltemu reports (bug check 0x1E) instead of unwinding its own frames.
  * - BUG_WORK_ITEM_RAISES: a work item routine lets a divide by zero escape: 0x7E.
+ * Misuse of the unwind routines (each an InvalidParameter violation, the run goes on):
+ * - BUG_CAPTURE_MISALIGNED: RtlCaptureContext into a CONTEXT 8 bytes off its 16-byte alignment.
+ * - BUG_LOOKUP_NULL_BASE: RtlLookupFunctionEntry with a NULL ImageBase.
+ * - BUG_UNWIND_FOREIGN_ENTRY: RtlVirtualUnwind with a RUNTIME_FUNCTION of the driver's own
+ *   making instead of RtlLookupFunctionEntry's.
  */
 #include "fltemu_km_ctx.h"
 
@@ -193,6 +198,30 @@ __declspec(noinline) static ULONG walk_level1(void)
 {
     g_return[2] = (ULONG64)_ReturnAddress();
     return walk_level2() + 1;
+}
+
+/* ---- misuse of the unwind routines ------------------------------------------------------- */
+static void misuse_unwind_routines(void)
+{
+#if defined(BUG_CAPTURE_MISALIGNED)
+    static UCHAR buffer[sizeof(CONTEXT) + 32];
+    PCONTEXT misaligned = (PCONTEXT)(((ULONG_PTR)buffer + 15) / 16 * 16 + 8);
+    RtlCaptureContext(misaligned);
+#elif defined(BUG_LOOKUP_NULL_BASE)
+    CONTEXT context;
+    RtlCaptureContext(&context);
+    PRUNTIME_FUNCTION entry = RtlLookupFunctionEntry(context.Rip, NULL, NULL);
+    PRINT("exceptions: lookup without ImageBase returned %p\n", (PVOID)entry);
+#elif defined(BUG_UNWIND_FOREIGN_ENTRY)
+    CONTEXT context;
+    ULONG64 base = 0;
+    PVOID data = NULL;
+    ULONG64 frame = 0;
+    RtlCaptureContext(&context);
+    PRUNTIME_FUNCTION entry = RtlLookupFunctionEntry(context.Rip, &base, NULL);
+    RUNTIME_FUNCTION copy = *entry;
+    RtlVirtualUnwind(UNW_FLAG_NHANDLER, base, context.Rip, &copy, &context, &data, &frame, NULL);
+#endif
 }
 
 /* ---- RtlUnwindEx ----------------------------------------------------------------------------- */
@@ -406,6 +435,7 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path)
     }
 #endif
     caught_cases();
+    misuse_unwind_routines();
     NTSTATUS status = FltRegisterFilter(driver, &registration, &g_filter);
     if (!NT_SUCCESS(status)) {
         return status;
