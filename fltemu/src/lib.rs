@@ -311,6 +311,15 @@ impl std::fmt::Display for EmuError {
                         None => write!(f, " PAGE_FAULT_IN_NONPAGED_AREA: {:#x} referenced at {:#x}", params[0], params[2]),
                     },
                     gs::DRIVER_OVERRAN_STACK_BUFFER => write!(f, " DRIVER_OVERRAN_STACK_BUFFER: stack cookie {:#x}, expected {:#x}", params[0], params[1]),
+                    seh::SYSTEM_THREAD_EXCEPTION_NOT_HANDLED => {
+                        write!(f, " SYSTEM_THREAD_EXCEPTION_NOT_HANDLED: exception {:#010x}", params[0])?;
+                        match rva {
+                            Some(rva) => write!(f, " at image RVA {rva:#x}"),
+                            None => write!(f, " at {:#x} (outside the image)", params[1]),
+                        }
+                    }
+                    seh::KERNEL_SECURITY_CHECK_FAILURE => write!(f, " KERNEL_SECURITY_CHECK_FAILURE: __fastfail code {}", params[0]),
+                    seh::UNEXPECTED_KERNEL_MODE_TRAP => write!(f, " UNEXPECTED_KERNEL_MODE_TRAP: trap {}", params[0]),
                     _ => Ok(()),
                 }
             }

@@ -778,6 +778,7 @@ impl Inner {
     /// Counts a call of `function` for the current operation, checks its IRQL limit (A8) and the
     /// stack depth, and passes the call boundary to the seeded schedule.
     pub fn enter(&self, function: &'static str, max_irql: u8) {
+        exec::note_export(function);
         let mut shard = CALL_SHARD.with(std::cell::Cell::get);
         if shard == usize::MAX {
             shard = NEXT_CALL_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;

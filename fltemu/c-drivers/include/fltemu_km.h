@@ -400,4 +400,54 @@ typedef struct _FILTER_REPLY_HEADER {
     ULONGLONG MessageId;
 } FILTER_REPLY_HEADER;
 
+/* ---- exception records, CONTEXT and the x64 unwind routines (winnt.h; "x64 exception
+ * handling"; RtlCaptureContext, RtlLookupFunctionEntry, RtlVirtualUnwind, RtlUnwindEx pages) -- */
+#define STATUS_BREAKPOINT                ((NTSTATUS)0x80000003L)
+#define STATUS_ILLEGAL_INSTRUCTION       ((NTSTATUS)0xC000001DL)
+#define STATUS_INTEGER_DIVIDE_BY_ZERO    ((NTSTATUS)0xC0000094L)
+#define STATUS_INTEGER_OVERFLOW          ((NTSTATUS)0xC0000095L)
+typedef ULONG64 *PULONG64;
+typedef struct _EXCEPTION_RECORD {
+    NTSTATUS ExceptionCode;
+    ULONG ExceptionFlags;
+    struct _EXCEPTION_RECORD *ExceptionRecord;
+    PVOID ExceptionAddress;
+    ULONG NumberParameters;
+    ULONG_PTR ExceptionInformation[15];
+} EXCEPTION_RECORD, *PEXCEPTION_RECORD;
+typedef struct __declspec(align(16)) _M128A { ULONGLONG Low; LONGLONG High; } M128A, *PM128A;
+typedef struct __declspec(align(16)) _CONTEXT {
+    ULONG64 P1Home, P2Home, P3Home, P4Home, P5Home, P6Home;
+    ULONG ContextFlags;
+    ULONG MxCsr;
+    USHORT SegCs, SegDs, SegEs, SegFs, SegGs, SegSs;
+    ULONG EFlags;
+    ULONG64 Dr0, Dr1, Dr2, Dr3, Dr6, Dr7;
+    ULONG64 Rax, Rcx, Rdx, Rbx, Rsp, Rbp, Rsi, Rdi, R8, R9, R10, R11, R12, R13, R14, R15;
+    ULONG64 Rip;
+    UCHAR FltSave[512]; /* XMM_SAVE_AREA32 */
+    M128A VectorRegister[26];
+    ULONG64 VectorControl, DebugControl, LastBranchToRip, LastBranchFromRip, LastExceptionToRip, LastExceptionFromRip;
+} CONTEXT, *PCONTEXT;
+_Static_assert(sizeof(CONTEXT) == 0x4D0, "CONTEXT is 0x4D0 bytes on x64");
+_Static_assert(__builtin_offsetof(CONTEXT, Rip) == 0xF8, "CONTEXT.Rip at 0xF8");
+typedef struct _EXCEPTION_POINTERS {
+    PEXCEPTION_RECORD ExceptionRecord;
+    PCONTEXT ContextRecord;
+} EXCEPTION_POINTERS, *PEXCEPTION_POINTERS;
+#define GetExceptionInformation() ((PEXCEPTION_POINTERS)_exception_info())
+typedef struct _RUNTIME_FUNCTION { ULONG BeginAddress; ULONG EndAddress; ULONG UnwindData; } RUNTIME_FUNCTION, *PRUNTIME_FUNCTION;
+typedef struct _KNONVOLATILE_CONTEXT_POINTERS { PM128A FloatingContext[16]; PULONG64 IntegerContext[16]; } KNONVOLATILE_CONTEXT_POINTERS, *PKNONVOLATILE_CONTEXT_POINTERS;
+typedef struct _UNWIND_HISTORY_TABLE *PUNWIND_HISTORY_TABLE; /* optional cache; the fixtures pass NULL */
+typedef LONG (*PEXCEPTION_ROUTINE)(PEXCEPTION_RECORD ExceptionRecord, PVOID EstablisherFrame, PCONTEXT ContextRecord, PVOID DispatcherContext);
+#define UNW_FLAG_NHANDLER 0x0
+#define UNW_FLAG_EHANDLER 0x1
+#define UNW_FLAG_UHANDLER 0x2
+__declspec(dllimport) VOID RtlCaptureContext(PCONTEXT ContextRecord);
+__declspec(dllimport) PRUNTIME_FUNCTION RtlLookupFunctionEntry(ULONG64 ControlPc, PULONG64 ImageBase, PUNWIND_HISTORY_TABLE HistoryTable);
+__declspec(dllimport) PEXCEPTION_ROUTINE RtlVirtualUnwind(ULONG HandlerType, ULONG64 ImageBase, ULONG64 ControlPc, PRUNTIME_FUNCTION FunctionEntry, PCONTEXT ContextRecord, PVOID *HandlerData, PULONG64 EstablisherFrame, PKNONVOLATILE_CONTEXT_POINTERS ContextPointers);
+__declspec(dllimport) VOID RtlUnwindEx(PVOID TargetFrame, PVOID TargetIp, PEXCEPTION_RECORD ExceptionRecord, PVOID ReturnValue, PCONTEXT ContextRecord, PUNWIND_HISTORY_TABLE HistoryTable);
+
+/* The generic work items exceptions.c queues are declared with the pended-operation section above. */
+
 #endif /* FLTEMU_KM_H */
