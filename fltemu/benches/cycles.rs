@@ -1,9 +1,12 @@
-//! Benchmark (not a test): emulated create/cleanup/close cycles per second through ctxguard.sys
-//! and through the correct pass-through fixture on 1 and 4 threads, side by side, their ratios,
+//! Benchmark (not a test): emulated create/cleanup/close cycles per second through ctxguard.sys,
+//! through the correct pass-through fixture (Rust, contexts through fltctx) and through the C
+//! pass-through driver (`c-drivers/drivers/passthrough.c`: callbacks that only count, no lock of
+//! its own, so its scaling is fltemu's) on 1 and 4 threads, side by side, their ratios,
 //! the 4-thread / 1-thread speed-up, the Filter Manager calls per cycle by operation, and
 //! callgrind's instruction count per cycle (repeatable where wall clock on a shared machine is
 //! not). Run with `cargo bench -p fltemu`; images are built with cargo into
-//! `$CARGO_TARGET_DIR/fltemu-bench` (or given as `CTXGUARD_SYS` / `FIXTURE_SYS`). Without
+//! `$CARGO_TARGET_DIR/fltemu-bench` (or given as `CTXGUARD_SYS` / `FIXTURE_SYS`; the C driver by
+//! the tests' C build, or `C_PASSTHROUGH_SYS`, and its row is skipped when clang is missing). Without
 //! valgrind on PATH (or with `FLTEMU_BENCH_CALLGRIND=0`) the instruction counts are skipped.
 //!
 //! Instructions per cycle come from two callgrind runs of this binary in its child mode
@@ -18,6 +21,10 @@ fn main() {
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 fn main() {}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[path = "../tests/c_build/mod.rs"]
+mod c_build;
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod bench {
@@ -181,19 +188,30 @@ mod bench {
         }
         let ctxguard = std::env::var_os("CTXGUARD_SYS").map_or_else(|| build("ctxguard", "ctxguard"), PathBuf::from);
         let fixture = std::env::var_os("FIXTURE_SYS").map_or_else(|| build("fltemu-fixture-driver", "fltemu_fixture_driver"), PathBuf::from);
+        let c_passthrough = std::env::var_os("C_PASSTHROUGH_SYS").map(PathBuf::from).or_else(|| {
+            // The C build panics naming a missing tool; the bench then leaves that row out.
+            std::panic::catch_unwind(|| crate::c_build::CDriver::new("passthrough").build())
+                .map_err(|_| println!("(the C pass-through driver did not build: its row is left out)"))
+                .ok()
+        });
         let callgrind = callgrind_available();
         if !callgrind {
             println!("(valgrind not found or FLTEMU_BENCH_CALLGRIND=0: no instruction counts)");
         }
         let a = measure(&ctxguard, callgrind);
         let b = measure(&fixture, callgrind);
+        let c = c_passthrough.as_deref().map(|image| measure(image, callgrind));
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         println!("create/cleanup/close cycles ({CYCLES} per round, best of {ROUNDS} rounds, re-opens of 64 files per thread on one NTFS volume; {cpus} CPUs)");
         println!("| driver | 1 thread (cycles/s) | {THREADS} threads (cycles/s) | {THREADS}-thread speed-up | instructions/cycle, 1 thread | instructions/cycle, {THREADS} threads | Flt calls per cycle | lock waits per cycle, {THREADS} threads |");
         println!("|---|---|---|---|---|---|---|---|");
         let counted = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+        let rows: Vec<(&str, &Figures)> = [("ctxguard.sys", Some(&a)), ("pass-through fixture", Some(&b)), ("C pass-through", c.as_ref())]
+            .into_iter()
+            .filter_map(|(name, figures)| figures.map(|f| (name, f)))
+            .collect();
         #[allow(clippy::cast_precision_loss)]
-        for (name, f) in [("ctxguard.sys", &a), ("pass-through fixture", &b)] {
+        for &(name, f) in &rows {
             println!(
                 "| {name} | {:.0} | {:.0} | {:.2}x | {} | {} | {:.2} | {:.4} |",
                 f.single,
@@ -210,7 +228,7 @@ mod bench {
             println!("ratio ctxguard / pass-through, by instructions per cycle (pass-through / ctxguard): {:.2} (1 thread), {:.2} ({THREADS} threads)", ib.0 / ia.0, ib.1 / ia.1);
         }
         println!("ceiling of the {THREADS}-thread speed-up on {cpus} CPUs: {cpus}.00x (the 1-thread phase runs on one CPU)");
-        for (name, f) in [("ctxguard.sys", &a), ("fixture", &b)] {
+        for &(name, f) in &rows {
             println!("\n{name}: calls per cycle by operation");
             for ((operation, function), count) in &f.calls.0 {
                 #[allow(clippy::cast_precision_loss)]

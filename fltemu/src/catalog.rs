@@ -119,7 +119,7 @@ const CORE: &[Emulated] = &[
     flt("FltDeleteContext", "unlinks; keeps the caller's reference (flagged if it holds none) (B8)"),
     flt("FltGetVolumeName", "NULL buffer / too small → BUFFER_TOO_SMALL + size needed"),
     flt("FltGetFileNameInformation", "Name = volume + path, Volume filled; OPENED and NORMALIZED same text (no short names to expand), own Format; SHORT = final component only, INVALID_PARAMETER in pre-create; one query method required; cached per (opened stream, format) until the stream's last close: DEFAULT / ALWAYS_ALLOW_CACHE_LOOKUP return the cached block +1, CACHE_ONLY a miss → FLT_NAME_CACHE_MISS, FILESYSTEM_ONLY and DO_NOT_CACHE bypass; NORMALIZED for a failed create → OBJECT_NAME_NOT_FOUND; refused in post-close; leaks at unload → NameInfoLeaked"),
-    flt("FltLockUserBuffer", "≤ APC; callback data not of a running operation → INVALID_PARAMETER + InvalidParameter; an operation without an MDL parameter (create, cleanup, close: all fltemu issues) → STATUS_INVALID_PARAMETER as documented; the lockable operations (read, write, ioctls, …) are not issued by fltemu"),
+    flt("FltLockUserBuffer", "≤ APC; callback data not of a running operation → INVALID_PARAMETER + InvalidParameter; an operation without an MDL parameter (create, cleanup, close) → STATUS_INVALID_PARAMETER as documented; IRP_MJ_READ/WRITE: probe-and-lock of the buffer (a read needs write access, a write read access, else STATUS_ACCESS_VIOLATION), an MDL in Parameters.Read/Write.MdlAddress (already one → SUCCESS), mapped by MmGetSystemAddressForMdlSafe to a kernel view valid at DISPATCH_LEVEL, freed by Filter Manager at completion (IoFreeMdl of it → ObjectMisuse); other lockable operations are not issued by fltemu"),
     flt("FltGetFileNameInformationUnsafe", "as FltGetFileNameInformation from a FILE_OBJECT (Instance may be NULL); a FILE_OBJECT not opened or unknown → INVALID_PARAMETER + InvalidParameter"),
     flt("FltReleaseFileNameInformation", "−1; over-release (below the cache's own reference) → NameInfoOverReleased (0xF5/0x68)"),
     flt("FltReferenceFileNameInformation", "+1; not live → InvalidParameter"),
@@ -127,7 +127,7 @@ const CORE: &[Emulated] = &[
     flt("FltGetRequestorProcessId", "the opener's pid from the callback data Filter Manager built"),
     flt("FltBuildDefaultSecurityDescriptor", "opaque descriptor, leak-checked at unload (SecurityDescriptorLeaked) (F1)"),
     flt("FltFreeSecurityDescriptor", "frees a descriptor; unknown → InvalidParameter (F1)"),
-    flt("FltInitializePushLock", "a real reader/writer lock on the EX_PUSH_LOCK word; ≤ APC"),
+    flt("FltInitializePushLock", "a real reader/writer lock on the EX_PUSH_LOCK word (its low 32 bits); a contended acquire yields a few times, then sleeps on the word until a release wakes it, as a push lock's waiters block; ≤ APC"),
     flt("FltAcquirePushLockExclusive", "not recursive: a self-deadlock ends in `Stop::Hang`; ≤ APC"),
     flt("FltAcquirePushLockShared", "shared holders counted on the word; ≤ APC"),
     flt("FltReleasePushLock", "unbalanced release → PushLockMisuse; ≤ APC"),
@@ -143,10 +143,14 @@ const CORE: &[Emulated] = &[
 
 /// The MSVC runtime support (seh.rs, gs.rs).
 const MSVC_RUNTIME: &[Emulated] = &[
-    Emulated { dll: NT, function: "__C_specific_handler", notes: "the language handler of `__try` frames: during dispatch, runs the `__except` filters of the scope-table entries containing the PC (`1` = constant EXCEPTION_EXECUTE_HANDLER), CONTINUE_SEARCH / CONTINUE_EXECUTION / EXECUTE_HANDLER → unwind to the JumpTarget with RAX = the code; during unwind, runs the `__finally` handlers of the scopes being left (ScopeIndex advanced first) and stops at the target scope", source: Source::Page("x64 exception handling", "https://learn.microsoft.com/cpp/build/exception-handling-x64") },
+    Emulated { dll: NT, function: "__C_specific_handler", notes: "the language handler of `__try` frames: during dispatch, runs the `__except` filters of the scope-table entries containing the PC (`1` = constant EXCEPTION_EXECUTE_HANDLER), CONTINUE_SEARCH / CONTINUE_EXECUTION / EXECUTE_HANDLER → unwind to the JumpTarget with RAX = the code; during unwind, runs the `__finally` handlers of the scopes being left (ScopeIndex advanced first) and stops at the target scope; an exception raised in a filter or `__finally` is dispatched as a nested exception through the frames below the dispatcher (EXCEPTION_NESTED_CALL), and its unwind collides with the running one (EXCEPTION_COLLIDED_UNWIND, the old DISPATCHER_CONTEXT), as RtlDispatchException / RtlUnwindEx do", source: Source::Page("x64 exception handling", "https://learn.microsoft.com/cpp/build/exception-handling-x64") },
     nt("ExRaiseStatus", "wdm", "raises the status (EXCEPTION_NONCONTINUABLE) from the caller's registers (captured by an assembly thunk); CONTINUE_EXECUTION of it → STATUS_NONCONTINUABLE_EXCEPTION; any IRQL"),
     nt("ProbeForRead", "wdm", "length 0 checks nothing; address not a multiple of Alignment → raises STATUS_DATATYPE_MISALIGNMENT; range not inside a user mapping (fltemu's user half) or wrapping → raises STATUS_ACCESS_VIOLATION; does not touch the memory (a no-access user page passes, the later access faults); Alignment not 1/2/4/8/16 → InvalidParameter; ≤ APC"),
     nt("ProbeForWrite", "wdm", "as ProbeForRead, plus every byte must be writable user memory (else STATUS_ACCESS_VIOLATION, as its page touch faults); ≤ APC"),
+    Emulated { dll: NT, function: "RtlCaptureContext", notes: "the caller's integer and segment registers, EFlags, MXCSR and (FXSAVE) FltSave, RIP = the return address, RSP = the caller's after the return, ContextFlags CONTROL|INTEGER|SEGMENTS|FLOATING_POINT; a CONTEXT not 16-byte aligned → InvalidParameter (FltSave not captured); any IRQL", source: Source::Page("RtlCaptureContext function (winnt.h)", "https://learn.microsoft.com/windows/win32/api/winnt/nf-winnt-rtlcapturecontext") },
+    Emulated { dll: NT, function: "RtlLookupFunctionEntry", notes: "binary search of the driver image's `.pdata`: the entry and ImageBase; a PC in the image without an entry (leaf) → NULL, ImageBase set; any other PC (fltemu's own code, which has no function table a driver can use) → NULL, ImageBase 0; NULL ImageBase → InvalidParameter; any IRQL", source: Source::Page("RtlLookupFunctionEntry function (winnt.h)", "https://learn.microsoft.com/windows/win32/api/winnt/nf-winnt-rtllookupfunctionentry") },
+    Emulated { dll: NT, function: "RtlVirtualUnwind", notes: "one step of the dispatcher's own unwinder (prolog offsets, epilog markers ret / rep ret / ret n, chained info, machine frames): ContextRecord becomes the caller's, EstablisherFrame set, ContextPointers (optional) get the stack slots nonvolatile registers came from; returns the language handler (and HandlerData) when HandlerType asks and ControlPc is in the body; ImageBase/ControlPc/FunctionEntry not the driver image's → InvalidParameter, NULL, nothing changed; any IRQL", source: Source::Page("RtlVirtualUnwind function (winnt.h)", "https://learn.microsoft.com/windows/win32/api/winnt/nf-winnt-rtlvirtualunwind") },
+    Emulated { dll: NT, function: "RtlUnwindEx", notes: "from the caller (registers captured by a thunk) to TargetFrame: every frame's unwind handler runs with EXCEPTION_UNWINDING (`__finally` blocks abnormally), EXCEPTION_TARGET_UNWIND at the target, then TargetIp with RAX = ReturnValue (ContextRecord gets that context); no ExceptionRecord → STATUS_UNWIND; TargetFrame NULL = exit unwind to the top (0x1E); target not on the stack → STATUS_INVALID_UNWIND_TARGET (0x1E); an exception in a `__finally` meets it as a collided unwind; STATUS_UNWIND_CONSOLIDATE → InvalidParameter (not modelled); any IRQL", source: Source::Page("RtlUnwindEx function (winnt.h)", "https://learn.microsoft.com/windows/win32/api/winnt/nf-winnt-rtlunwindex") },
     Emulated { dll: NT, function: "__chkstk", notes: "RAX = frame size: a frame that would end more than 24 KiB (KERNEL_STACK_SIZE) below the outermost driver call → StackTooDeep{function: \"__chkstk\"}; then probes every page of the new frame; preserves all registers but R10/R11", source: Source::Page("__chkstk routine", "https://learn.microsoft.com/windows/win32/devnotes/-win32-chkstk") },
 ];
 
@@ -169,6 +173,10 @@ pub fn all() -> Vec<Emulated> {
         crate::wild::DOCS,
         crate::ansi::DOCS,
         crate::table::DOCS,
+        crate::pend::DOCS,
+        crate::rw::DOCS,
+        crate::fltfile::DOCS,
+        crate::cbdata::DOCS,
     ];
     groups.iter().flat_map(|g| g.iter().copied()).collect()
 }

@@ -4,7 +4,7 @@
 //! Rule ids (A1, B3, E1, …) refer to /shared/docs/fltmgr-semantics.md, which cites the
 //! learn.microsoft.com DDI/IFS pages each rule comes from.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CONTEXT_REGISTRATION, FLT_FILE_NAME_INFORMATION, FLT_OPERATION_REGISTRATION, FLT_REGISTRATION,
@@ -927,9 +927,8 @@ const LOCKABLE_MAJORS: [u8; 11] = [0x03, 0x04, 0x07, 0x08, 0x0C, 0x0D, 0x0E, 0x0
 
 /// FltLockUserBuffer (DDI fltlockuserbuffer; ≤ APC_LEVEL): callback data that is not of a
 /// running operation → INVALID_PARAMETER + InvalidParameter; an operation without an MDL
-/// parameter (create, cleanup, close: all fltemu issues) → STATUS_INVALID_PARAMETER, as the
-/// DDI documents. fltemu builds no callback data for the lockable operations, so the locking
-/// itself is never reached.
+/// parameter (create, cleanup, close) → STATUS_INVALID_PARAMETER, as the DDI documents; a
+/// read or write gets an MDL of its buffer in its parameters (rw.rs).
 extern "win64" fn flt_lock_user_buffer(data: usize) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
     inner.enter("FltLockUserBuffer", APC_LEVEL);
@@ -944,7 +943,9 @@ extern "win64" fn flt_lock_user_buffer(data: usize) -> i32 {
     if !LOCKABLE_MAJORS.contains(&major) {
         return status::INVALID_PARAMETER;
     }
-    status::NOT_SUPPORTED
+    // Reads and writes fltemu issues get a real MDL (rw.rs); other lockable operations are not
+    // issued.
+    crate::rw::lock_user_buffer(data, callback.Iopb.cast_mut()).unwrap_or(status::NOT_SUPPORTED)
 }
 
 /// FltGetRequestorProcessId (DDI; ≤ DISPATCH_LEVEL): the process that requested the I/O.
@@ -990,24 +991,52 @@ extern "win64" fn flt_free_security_descriptor(descriptor: usize) {
     }
 }
 
-/// Waits for a contended push lock: yields first, then sleeps briefly, so a deadlocked driver
-/// costs little CPU while the watchdog (Config::call_timeout) runs out.
-fn back_off(round: &mut u32) {
-    *round += 1;
-    if *round < 64 {
-        std::thread::yield_now();
-    } else {
-        std::thread::sleep(std::time::Duration::from_micros(100));
+/// A push lock's state lives in the low 32 bits of the EX_PUSH_LOCK word (x64 is
+/// little-endian, so that is the word's address), so a contended waiter can sleep on it with a
+/// futex, as a kernel push lock's waiters block until a release wakes them instead of spinning:
+/// bit 0 = held exclusive, bit 1 = a waiter sleeps, bits 2.. = shared holders.
+const PUSH_LOCK_EXCLUSIVE: u32 = 1;
+const PUSH_LOCK_WAITING: u32 = 2;
+const PUSH_LOCK_SHARED: u32 = 4;
+/// Tries before a contended acquire sleeps: a holder on the other CPU usually releases within
+/// a few yields, and a sleep costs a wake-up system call on the release.
+const PUSH_LOCK_SPINS: u32 = 8;
+/// The longest sleep between re-checks, so a deadlocked driver costs little CPU while the
+/// watchdog (Config::call_timeout) runs out, and a lost wake-up could only delay, never hang.
+const PUSH_LOCK_SLEEP: std::time::Duration = std::time::Duration::from_millis(20);
+
+fn push_lock(pointer: *mut usize) -> &'static AtomicU32 {
+    // SAFETY: an EX_PUSH_LOCK is a pointer-sized, aligned word in driver memory that lives as
+    // long as the lock is used (the push-lock DDIs' contract); fltemu only ever accesses its low
+    // 32 bits, always atomically and always at this size.
+    unsafe { AtomicU32::from_ptr(pointer.cast::<u32>()) }
+}
+
+/// Acquires `word` when `free(value)` says the lock can be taken as `value + add`; sleeps on the
+/// word (setting the waiting bit) after a few failed tries.
+fn acquire_push_lock(word: &AtomicU32, free: impl Fn(u32) -> bool, add: u32) {
+    let mut round = 0;
+    loop {
+        let value = word.load(Ordering::Relaxed);
+        if free(value) {
+            if word.compare_exchange_weak(value, value + add, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                return;
+            }
+            continue;
+        }
+        round += 1;
+        if round < PUSH_LOCK_SPINS {
+            std::thread::yield_now();
+            continue;
+        }
+        let waiting = value | PUSH_LOCK_WAITING;
+        if waiting == value || word.compare_exchange_weak(value, waiting, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            exec::futex_wait_for(word, waiting, PUSH_LOCK_SLEEP);
+        }
     }
 }
 
-fn push_lock(pointer: *mut usize) -> &'static AtomicUsize {
-    // SAFETY: an EX_PUSH_LOCK is a pointer-sized, aligned word in driver memory that lives as
-    // long as the lock is used (the push-lock DDIs' contract).
-    unsafe { AtomicUsize::from_ptr(pointer) }
-}
-
-/// The push lock word: bit 0 = held exclusive, the rest counts shared holders ×2.
+/// The push lock word's initial state.
 extern "win64" fn flt_initialize_push_lock(lock: *mut usize) {
     if let Some(inner) = state::current() {
         inner.enter("FltInitializePushLock", APC_LEVEL);
@@ -1019,26 +1048,15 @@ extern "win64" fn flt_acquire_push_lock_exclusive(lock: *mut usize) {
     if let Some(inner) = state::current() {
         inner.enter("FltAcquirePushLockExclusive", APC_LEVEL);
     }
-    let word = push_lock(lock);
-    let mut round = 0;
-    while word.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
-        back_off(&mut round);
-    }
+    // Free when neither exclusive nor shared holders are left (a sleeper's bit is kept).
+    acquire_push_lock(push_lock(lock), |value| value & !PUSH_LOCK_WAITING == 0, PUSH_LOCK_EXCLUSIVE);
 }
 
 extern "win64" fn flt_acquire_push_lock_shared(lock: *mut usize) {
     if let Some(inner) = state::current() {
         inner.enter("FltAcquirePushLockShared", APC_LEVEL);
     }
-    let word = push_lock(lock);
-    let mut round = 0;
-    loop {
-        let value = word.load(Ordering::Relaxed);
-        if value & 1 == 0 && word.compare_exchange_weak(value, value + 2, Ordering::Acquire, Ordering::Relaxed).is_ok() {
-            return;
-        }
-        back_off(&mut round);
-    }
+    acquire_push_lock(push_lock(lock), |value| value & PUSH_LOCK_EXCLUSIVE == 0, PUSH_LOCK_SHARED);
 }
 
 extern "win64" fn flt_release_push_lock(lock: *mut usize) {
@@ -1048,12 +1066,20 @@ extern "win64" fn flt_release_push_lock(lock: *mut usize) {
     }
     let word = push_lock(lock);
     let value = word.load(Ordering::Acquire);
-    if value & 1 == 1 {
-        word.store(0, Ordering::Release);
-    } else if value >= 2 {
-        word.fetch_sub(2, Ordering::Release);
-    } else if let Some(inner) = inner {
-        inner.violation(Violation::PushLockMisuse { function: "FltReleasePushLock" });
+    let woke = if value & PUSH_LOCK_EXCLUSIVE != 0 {
+        // The last holder: clear the waiting bit too, and wake every sleeper to retry.
+        word.fetch_and(!(PUSH_LOCK_EXCLUSIVE | PUSH_LOCK_WAITING), Ordering::Release) & PUSH_LOCK_WAITING != 0
+    } else if value >= PUSH_LOCK_SHARED {
+        let before = word.fetch_sub(PUSH_LOCK_SHARED, Ordering::Release);
+        before & !PUSH_LOCK_WAITING == PUSH_LOCK_SHARED && word.fetch_and(!PUSH_LOCK_WAITING, Ordering::Relaxed) & PUSH_LOCK_WAITING != 0
+    } else {
+        if let Some(inner) = inner {
+            inner.violation(Violation::PushLockMisuse { function: "FltReleasePushLock" });
+        }
+        false
+    };
+    if woke {
+        exec::futex_wake(word);
     }
 }
 
@@ -1238,5 +1264,68 @@ mod tests {
         let mut flagged = context(0x8, 8, 1);
         flagged.Flags = 0x2;
         assert_eq!(parse(&[flagged, end()], &operations, 0x0203, SIZE).err(), invalid, "unknown flag");
+    }
+
+    /// Many threads on one push lock: exclusive holders are alone, shared holders never overlap
+    /// an exclusive one, no acquire is lost to a missed wake-up, and the word ends free.
+    #[test]
+    fn push_lock_excludes_and_wakes_its_sleepers() {
+        use std::sync::atomic::AtomicUsize;
+        const ROUNDS: usize = 20_000;
+        let word = AtomicUsize::new(0);
+        let pointer = word.as_ptr() as usize;
+        let exclusive = AtomicUsize::new(0);
+        let shared = AtomicUsize::new(0);
+        let mut counter = 0usize;
+        let counter_address = &raw mut counter as usize;
+        flt_initialize_push_lock(pointer as *mut usize);
+        std::thread::scope(|scope| {
+            for thread in 0..4 {
+                let (exclusive, shared) = (&exclusive, &shared);
+                scope.spawn(move || {
+                    for round in 0..ROUNDS {
+                        if (round + thread) % 3 == 0 {
+                            flt_acquire_push_lock_shared(pointer as *mut usize);
+                            shared.fetch_add(1, Ordering::SeqCst);
+                            assert_eq!(exclusive.load(Ordering::SeqCst), 0, "a shared holder beside an exclusive one");
+                            shared.fetch_sub(1, Ordering::SeqCst);
+                            flt_release_push_lock(pointer as *mut usize);
+                        } else {
+                            flt_acquire_push_lock_exclusive(pointer as *mut usize);
+                            assert_eq!(exclusive.fetch_add(1, Ordering::SeqCst), 0, "two exclusive holders");
+                            assert_eq!(shared.load(Ordering::SeqCst), 0, "an exclusive holder beside a shared one");
+                            // SAFETY: the push lock is held exclusively, so no other thread touches it.
+                            unsafe { *(counter_address as *mut usize) += 1 };
+                            exclusive.fetch_sub(1, Ordering::SeqCst);
+                            flt_release_push_lock(pointer as *mut usize);
+                        }
+                    }
+                });
+            }
+        });
+        let exclusive_rounds = (0..4).map(|thread| (0..ROUNDS).filter(|round| (round + thread) % 3 != 0).count()).sum::<usize>();
+        assert_eq!(counter, exclusive_rounds);
+        assert_eq!(word.load(Ordering::SeqCst), 0, "the lock word ends free, with no waiter bit left");
+    }
+
+    /// A contended acquire sleeps with the waiting bit set, and the release wakes it.
+    #[test]
+    fn push_lock_release_wakes_a_sleeping_waiter() {
+        use std::sync::atomic::AtomicUsize;
+        let word = AtomicUsize::new(0);
+        let pointer = word.as_ptr() as usize;
+        flt_acquire_push_lock_exclusive(pointer as *mut usize);
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(move || {
+                flt_acquire_push_lock_shared(pointer as *mut usize);
+                flt_release_push_lock(pointer as *mut usize);
+            });
+            while word.load(Ordering::SeqCst) & PUSH_LOCK_WAITING as usize == 0 {
+                std::thread::yield_now();
+            }
+            flt_release_push_lock(pointer as *mut usize);
+            waiter.join().unwrap();
+        });
+        assert_eq!(word.load(Ordering::SeqCst), 0);
     }
 }

@@ -10,6 +10,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{FLT_CALLBACK_DATA, FLT_
 use windows_sys::Win32::Foundation::UNICODE_STRING;
 
 use crate::exec::{self, Irql, PASSIVE_LEVEL};
+use crate::pend;
 use crate::state::{self, status, CallbackInfo, FileRecord, FileState, Inner, InstanceRecord, StreamRecord, FILTER_HANDLE, INSTANCE_BASE};
 use crate::verifier::Violation;
 use crate::{EmuError, OpenOptions, Operation};
@@ -171,7 +172,7 @@ fn opened_stream_key(path: &str, options: &OpenOptions) -> String {
 }
 
 /// The stream key of a path: case-insensitive, `::$DATA` is the unnamed stream.
-fn stream_key(path: &str) -> String {
+pub(crate) fn stream_key(path: &str) -> String {
     let lower = path.to_lowercase();
     lower.strip_suffix("::$data").map_or(lower.clone(), str::to_owned)
 }
@@ -187,14 +188,38 @@ fn file_key(stream_key: &str) -> String {
 }
 
 /// Everything one operation's callbacks see.
-struct OpFrame {
-    data: Box<FLT_CALLBACK_DATA>,
+pub(crate) struct OpFrame {
+    pub(crate) data: Box<FLT_CALLBACK_DATA>,
     _iopb: Box<FLT_IO_PARAMETER_BLOCK>,
     _security: Box<IO_SECURITY_CONTEXT>,
-    objects: Box<FLT_RELATED_OBJECTS>,
+    pub(crate) objects: Box<FLT_RELATED_OBJECTS>,
+    /// A pended operation fltemu gave up on: the driver may still hold its callback data, so
+    /// the frame's memory is never returned to the allocator.
+    retained: bool,
 }
 
-fn build_operation(major: u8, instance: isize, volume: usize, file_object: usize, options: &OpenOptions) -> OpFrame {
+/// Leaves `slot`'s allocation behind (forgotten) and puts a fresh one in its place.
+fn retain<T>(slot: &mut Box<T>, fresh: T) {
+    core::mem::forget(core::mem::replace(slot, Box::new(fresh)));
+}
+
+impl Drop for OpFrame {
+    #[allow(clippy::used_underscore_binding)] // the fields are only kept alive, never read
+    fn drop(&mut self) {
+        if self.retained {
+            // SAFETY: plain-data structures; all-zero is a valid value.
+            retain(&mut self.data, unsafe { core::mem::zeroed() });
+            // SAFETY: as above.
+            retain(&mut self._iopb, unsafe { core::mem::zeroed() });
+            // SAFETY: as above.
+            retain(&mut self._security, unsafe { core::mem::zeroed() });
+            // SAFETY: as above.
+            retain(&mut self.objects, unsafe { core::mem::zeroed() });
+        }
+    }
+}
+
+pub(crate) fn build_operation(major: u8, instance: isize, volume: usize, file_object: usize, options: &OpenOptions) -> OpFrame {
     let mut security = Box::new(IO_SECURITY_CONTEXT {
         SecurityQos: core::ptr::null_mut(),
         AccessState: core::ptr::null_mut(),
@@ -220,11 +245,11 @@ fn build_operation(major: u8, instance: isize, volume: usize, file_object: usize
     data.Flags = FLTFL_CALLBACK_DATA_IRP_OPERATION;
     data.Iopb = &raw const *iopb;
     data.RequestorMode = i8::from(options.user_mode);
-    OpFrame { data, _iopb: iopb, _security: security, objects: related(instance, volume, file_object) }
+    OpFrame { data, _iopb: iopb, _security: security, objects: related(instance, volume, file_object), retained: false }
 }
 
 /// Pre-operation outcome (E3).
-enum Pre {
+pub(crate) enum Pre {
     /// Call the post-operation callback with this completion context.
     WithCallback(usize),
     /// Skip the post-operation callback.
@@ -233,7 +258,7 @@ enum Pre {
     Complete(i32),
 }
 
-fn call_pre(inner: &Inner, op: &mut OpFrame, pre: usize, post: usize, operation: Operation) -> Pre {
+pub(crate) fn call_pre(inner: &Inner, op: &mut OpFrame, pre: usize, post: usize, operation: Operation) -> Pre {
     if pre == 0 {
         return if post == 0 { Pre::NoCallback } else { Pre::WithCallback(0) };
     }
@@ -249,6 +274,27 @@ fn call_pre(inner: &Inner, op: &mut OpFrame, pre: usize, post: usize, operation:
         unsafe { callback(data, objects, &raw mut completion) }
     });
     let completion = completion as usize;
+    let data_address = data as usize;
+    if result == pend::PREOP_PENDING {
+        // "Pending an I/O Operation in a Preoperation Callback Routine": CompletionContext NULL;
+        // the operation waits for FltCompletePendedPreOperation and goes on with its status.
+        if completion != 0 {
+            inner.violation(Violation::CompletionContextMisuse { operation, status: result, reason: "CompletionContext set with FLT_PREOP_PENDING" });
+        }
+        if let Some((status, context)) = pend::wait(inner, data_address, pend::Phase::Pre, operation) {
+            return pre_outcome(inner, op, post, operation, status, context);
+        }
+        // Never completed (reported): the operation goes on without the filter, so the run
+        // (whose script expects the operation's own outcome) continues.
+        op.retained = true;
+        return Pre::NoCallback;
+    }
+    pend::not_pended(inner, data_address, pend::Phase::Pre, operation);
+    pre_outcome(inner, op, post, operation, result, completion)
+}
+
+/// What a pre-operation status (returned, or given to FltCompletePendedPreOperation) means (E3).
+fn pre_outcome(inner: &Inner, op: &mut OpFrame, post: usize, operation: Operation, result: i32, completion: usize) -> Pre {
     let misuse = |reason| Violation::CompletionContextMisuse { operation, status: result, reason };
     match result {
         0 | 5 => {
@@ -278,10 +324,6 @@ fn call_pre(inner: &Inner, op: &mut OpFrame, pre: usize, post: usize, operation:
             }
             Pre::NoCallback
         }
-        2 => {
-            inner.violation(Violation::InvalidParameter { function: "pre-operation callback", reason: "FLT_PREOP_PENDING is not modelled by fltemu" });
-            Pre::NoCallback
-        }
         _ => {
             inner.violation(misuse("unknown FLT_PREOP_CALLBACK_STATUS"));
             Pre::NoCallback
@@ -289,7 +331,7 @@ fn call_pre(inner: &Inner, op: &mut OpFrame, pre: usize, post: usize, operation:
     }
 }
 
-fn call_post(inner: &Inner, op: &mut OpFrame, post: usize, completion: usize, operation: Operation, irql: Irql) {
+pub(crate) fn call_post(inner: &Inner, op: &mut OpFrame, post: usize, completion: usize, operation: Operation, irql: Irql) {
     if post == 0 {
         return;
     }
@@ -303,12 +345,23 @@ fn call_post(inner: &Inner, op: &mut OpFrame, post: usize, completion: usize, op
         // SAFETY: arguments as the post-operation callback DDI documents (flags 0: not draining).
         unsafe { callback(data, objects, completion as *const c_void, 0) }
     });
-    if result != 0 {
-        inner.violation(Violation::InvalidParameter { function: "post-operation callback", reason: "only FLT_POSTOP_FINISHED_PROCESSING is modelled" });
+    match result {
+        pend::POSTOP_FINISHED_PROCESSING => pend::not_pended(inner, data as usize, pend::Phase::Post, operation),
+        pend::POSTOP_MORE_PROCESSING_REQUIRED => {
+            // Completion processing stops until FltCompletePendedPostOperation (or the worker
+            // FltDoCompletionProcessingWhenSafe posted to returns).
+            if pend::wait(inner, data as usize, pend::Phase::Post, operation).is_none() {
+                op.retained = true;
+            }
+        }
+        _ => inner.violation(Violation::InvalidParameter {
+            function: "post-operation callback",
+            reason: "an IRP post-operation callback returns FLT_POSTOP_FINISHED_PROCESSING or FLT_POSTOP_MORE_PROCESSING_REQUIRED",
+        }),
     }
 }
 
-fn set_io_status(op: &mut OpFrame, status: i32, information: usize) {
+pub(crate) fn set_io_status(op: &mut OpFrame, status: i32, information: usize) {
     op.data.IoStatus.Anonymous.Status = status;
     op.data.IoStatus.Information = information;
 }
@@ -316,7 +369,7 @@ fn set_io_status(op: &mut OpFrame, status: i32, information: usize) {
 /// The filter's instance on a volume and its callbacks for `major`, if any. An instance being
 /// torn down receives no new operations; the operation is counted in flight until
 /// [`op_done`], so teardown can drain it (E6).
-fn filter_for(inner: &Inner, volume: usize, major: u8) -> Option<(isize, usize, usize)> {
+pub(crate) fn filter_for(inner: &Inner, volume: usize, major: u8) -> Option<(isize, usize, usize)> {
     let instance = inner.volumes()[volume].instance?;
     let (pre, post) = inner.filter().as_ref()?.operations.get(&major).copied().unwrap_or((0, 0));
     let record = inner.instance(instance)?;
@@ -330,7 +383,7 @@ fn filter_for(inner: &Inner, volume: usize, major: u8) -> Option<(isize, usize, 
 }
 
 /// The operation on `instance` has finished its callbacks.
-fn op_done(inner: &Inner, instance: isize) {
+pub(crate) fn op_done(inner: &Inner, instance: isize) {
     if let Some(record) = inner.instance(instance) {
         record.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
@@ -414,6 +467,7 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
         call_post(inner, &mut op, post, completion, Operation::PostCreate, PASSIVE_LEVEL);
     }
     inner.callback_data.lock(data_address as u64).remove(&data_address);
+    crate::pend::end(inner, data_address);
     // FltCancelFileOpen in post-create: Filter Manager closes the FILE_OBJECT below the filter
     // and the create fails with the status the filter set.
     if final_status >= 0 && let Some(status) = crate::createpath::take_cancelled(file_object, &op.data) {
@@ -483,7 +537,7 @@ pub fn close(inner: &Inner, file_object: usize, pid: u32) -> Result<(), EmuError
 }
 
 /// Filter Manager's side of a close: the FILE_OBJECT goes, and the stream with its last one.
-fn close_file_object(inner: &Inner, file_object: usize) {
+pub(crate) fn close_file_object(inner: &Inner, file_object: usize) {
     let Some(mut file) = inner.files.lock(file_object as u64).live.remove(&file_object) else { return };
     file.state = FileState::Closed;
     let (stream, volume, path, file_node) = (file.stream, file.volume, file.path.clone(), file.file_node.take());
@@ -549,6 +603,7 @@ fn run_simple(inner: &Inner, volume: usize, file_object: usize, pid: u32, major:
         call_post(inner, &mut op, post, completion, post_op, post_irql);
     }
     inner.callback_data.lock(data_address as u64).remove(&data_address);
+    crate::pend::end(inner, data_address);
     Some(instance)
 }
 

@@ -24,9 +24,11 @@
 #![allow(clippy::cast_possible_truncation, clippy::module_name_repetitions, clippy::missing_panics_doc)]
 
 pub mod catalog;
+mod cbdata;
 mod createpath;
 mod exec;
 mod flt;
+mod fltfile;
 mod gs;
 mod hold;
 pub mod imports;
@@ -35,10 +37,12 @@ mod knobs;
 mod mdl;
 mod nt;
 pub mod objects;
+mod pend;
 mod pool;
 mod ps;
 mod resource;
 mod rtl;
+mod rw;
 mod sync;
 mod system;
 mod volume;
@@ -63,6 +67,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 pub use exec::{Irql, Stop, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
 pub use pe::LoadError;
+pub use rw::{IoOptions, IoResult};
 pub use port::{hresult_from_nt, Message, UserPort, FILTER_MESSAGE_HEADER_SIZE, HRESULT_NO_WAITER_FOR_REPLY};
 pub use state::status;
 pub use user::{Access, UserBuffer};
@@ -97,6 +102,14 @@ pub enum Operation {
     PreClose,
     /// Post-close.
     PostClose,
+    /// Pre-read (IRP_MJ_READ).
+    PreRead,
+    /// Post-read.
+    PostRead,
+    /// Pre-write (IRP_MJ_WRITE).
+    PreWrite,
+    /// Post-write.
+    PostWrite,
     /// A context cleanup callback.
     ContextCleanup,
     /// A generic work item.
@@ -301,6 +314,15 @@ impl std::fmt::Display for EmuError {
                         None => write!(f, " PAGE_FAULT_IN_NONPAGED_AREA: {:#x} referenced at {:#x}", params[0], params[2]),
                     },
                     gs::DRIVER_OVERRAN_STACK_BUFFER => write!(f, " DRIVER_OVERRAN_STACK_BUFFER: stack cookie {:#x}, expected {:#x}", params[0], params[1]),
+                    seh::SYSTEM_THREAD_EXCEPTION_NOT_HANDLED => {
+                        write!(f, " SYSTEM_THREAD_EXCEPTION_NOT_HANDLED: exception {:#010x}", params[0])?;
+                        match rva {
+                            Some(rva) => write!(f, " at image RVA {rva:#x}"),
+                            None => write!(f, " at {:#x} (outside the image)", params[1]),
+                        }
+                    }
+                    seh::KERNEL_SECURITY_CHECK_FAILURE => write!(f, " KERNEL_SECURITY_CHECK_FAILURE: __fastfail code {}", params[0]),
+                    seh::UNEXPECTED_KERNEL_MODE_TRAP => write!(f, " UNEXPECTED_KERNEL_MODE_TRAP: trap {}", params[0]),
                     _ => Ok(()),
                 }
             }
@@ -435,7 +457,7 @@ pub(crate) fn resolve_import(dll: &str, name: &str) -> Option<usize> {
             .or_else(|| wild::resolve(name))
             .or_else(|| ansi::resolve(name))
             .or_else(|| table::resolve(name)),
-        "fltmgr.sys" => flt::resolve(name).or_else(|| volume::resolve(name)).or_else(|| pool::resolve_flt(name)).or_else(|| resource::resolve_flt(name)).or_else(|| system::resolve_flt(name)).or_else(|| createpath::resolve(name)).or_else(|| wild::resolve_flt(name)),
+        "fltmgr.sys" => flt::resolve(name).or_else(|| volume::resolve(name)).or_else(|| pool::resolve_flt(name)).or_else(|| resource::resolve_flt(name)).or_else(|| system::resolve_flt(name)).or_else(|| createpath::resolve(name)).or_else(|| pend::resolve(name)).or_else(|| rw::resolve_flt(name)).or_else(|| fltfile::resolve_flt(name)).or_else(|| cbdata::resolve_flt(name)).or_else(|| wild::resolve_flt(name)),
         _ => None,
     }
 }
@@ -719,6 +741,40 @@ impl Emulator {
             io::cleanup(inner, file_object, options.pid)?;
             io::close(inner, file_object, options.pid)
         })
+    }
+
+    /// IRP_MJ_READ of `length` bytes at `offset` through the filter's pre/post-read callbacks
+    /// (a user buffer for the requestor, or with `options.paging` a paging read into a kernel
+    /// buffer with an MDL). Reads see earlier writes; at or past the end the status is
+    /// STATUS_END_OF_FILE, at the end a read is short.
+    ///
+    /// # Errors
+    /// [`EmuError::InvalidHandle`] when `file` is not open, [`EmuError::Stopped`].
+    pub fn read(&self, file: &FileHandle, offset: u64, length: usize, options: &IoOptions) -> Result<IoResult, EmuError> {
+        let (file_object, pid, options) = (file.file_object, file.pid, *options);
+        self.run_io(move |inner| rw::issue(inner, file_object, pid, offset, length, None, options))
+    }
+
+    /// IRP_MJ_WRITE of `data` at `offset` through the filter's pre/post-write callbacks.
+    ///
+    /// # Errors
+    /// As [`read`](Self::read).
+    pub fn write(&self, file: &FileHandle, offset: u64, data: &[u8], options: &IoOptions) -> Result<IoResult, EmuError> {
+        let (file_object, pid, options, data) = (file.file_object, file.pid, *options, data.to_vec());
+        self.run_io(move |inner| rw::issue(inner, file_object, pid, offset, data.len(), Some(&data), options))
+    }
+
+    /// Sets the contents of the stream `path` on `volume` (`\dir\a.txt`, `\a.txt:ads`), as
+    /// if written before the run: later reads, FltReadFile and the standard information's
+    /// EndOfFile see it.
+    pub fn set_file_contents(&self, volume: VolumeId, path: &str, bytes: &[u8]) {
+        rw::set_contents(&self.inner, volume.0, path, bytes);
+    }
+
+    /// The contents of the stream `path` on `volume` (None when never written or seeded).
+    #[must_use]
+    pub fn file_contents(&self, volume: VolumeId, path: &str) -> Option<Vec<u8>> {
+        rw::contents(&self.inner, volume.0, path)
     }
 
     /// Unloads the driver (`sc stop`: FLTFL_FILTER_UNLOAD_MANDATORY) and returns the report:
@@ -1019,7 +1075,7 @@ impl Emulator {
     }
 
     /// Parks the next thread that enters the emulated call `function` (only "FltSendMessage"
-    /// has a hold point) until [`release_hold`](Self::release_hold), so a test can act in the
+    /// and "FltQueueDeferredIoWorkItem" have a hold point) until [`release_hold`](Self::release_hold), so a test can act in the
     /// window between the driver's last step before the call and the call's own work.
     pub fn hold_at(&self, function: &'static str) {
         hold::arm(function);

@@ -42,6 +42,15 @@ pub enum ObjectKind {
     Device,
     /// A generic table (RtlInitializeGenericTable(Avl)).
     Table,
+    /// A deferred I/O work item (FltAllocateDeferredIoWorkItem … FltFreeDeferredIoWorkItem).
+    DeferredIoWorkItem,
+    /// A handle from FltCreateFile* (… FltClose).
+    FileHandle,
+    /// A FILE_OBJECT reference from FltCreateFileEx(2) or ObReferenceObject on one (…
+    /// ObDereferenceObject).
+    FileObjectReference,
+    /// Callback data from FltAllocateCallbackData (… FltFreeCallbackData).
+    CallbackData,
 }
 
 impl ObjectKind {
@@ -64,6 +73,10 @@ impl ObjectKind {
             ObjectKind::Callback => "callback registration",
             ObjectKind::Device => "device object / symbolic link",
             ObjectKind::Table => "generic table",
+            ObjectKind::DeferredIoWorkItem => "deferred I/O work item",
+            ObjectKind::FileHandle => "file handle (FltCreateFile)",
+            ObjectKind::FileObjectReference => "FILE_OBJECT reference (FltCreateFileEx)",
+            ObjectKind::CallbackData => "callback data (FltAllocateCallbackData)",
         }
     }
 }
@@ -87,6 +100,10 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Callback => "callback registration(s) not removed",
             ObjectKind::Device => "device object(s) / symbolic link(s) not deleted",
             ObjectKind::Table => "generic table",
+            ObjectKind::DeferredIoWorkItem => "deferred I/O work item(s) not freed",
+            ObjectKind::FileHandle => "file handle(s) (FltCreateFile) not closed with FltClose",
+            ObjectKind::FileObjectReference => "FILE_OBJECT reference(s) (FltCreateFileEx) not dereferenced",
+            ObjectKind::CallbackData => "callback data (FltAllocateCallbackData) not freed",
         })
     }
 }
@@ -142,6 +159,10 @@ pub fn reset() {
     crate::createpath::reset();
     crate::wild::reset();
     crate::table::reset();
+    crate::pend::reset();
+    crate::rw::reset();
+    crate::fltfile::reset();
+    crate::cbdata::reset();
 }
 
 /// What every module still holds at the end of unload.
@@ -155,6 +176,9 @@ pub fn leaks() -> Vec<Violation> {
         .chain(crate::volume::outstanding())
         .chain(crate::mdl::outstanding())
         .chain(crate::wild::outstanding())
+        .chain(crate::pend::outstanding())
+        .chain(crate::fltfile::outstanding())
+        .chain(crate::cbdata::outstanding())
     {
         if count > 0 {
             found.push(Violation::ObjectLeaked { kind, count });

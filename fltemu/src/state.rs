@@ -259,6 +259,7 @@ pub struct Injection {
 pub const INJECTABLE: &[&str] = &[
     "ExAllocatePool2",
     "FltAllocateContext",
+    "FltAllocateDeferredIoWorkItem",
     "FltAllocateGenericWorkItem",
     "FltBuildDefaultSecurityDescriptor",
     "FltCreateCommunicationPort",
@@ -268,6 +269,7 @@ pub const INJECTABLE: &[&str] = &[
     "FltGetStreamHandleContext",
     "FltGetVolumeContext",
     "FltGetVolumeName",
+    "FltQueueDeferredIoWorkItem",
     "FltQueueGenericWorkItem",
     "FltRegisterFilter",
     "FltSendMessage",
@@ -602,6 +604,9 @@ pub struct Inner {
     /// count is of open FILE_OBJECTs over all the file's streams.
     pub file_nodes: Sharded<StreamShard>,
     pub callback_data: Sharded<FnvMap<usize, CallbackInfo>>,
+    /// File contents per stream, by (volume, stream key as io.rs computes it), kept for the run
+    /// (a stream's data outlives its last close, as a file's data does on disk).
+    pub contents: Sharded<FnvMap<(usize, String), Vec<u8>>>,
     pub name_infos: Sharded<NameShard>,
     /// Filter Manager's name cache: (stream FsContext, name format) → the cached block. Taken
     /// before a `name_infos` shard, never the other way round.
@@ -708,6 +713,7 @@ impl Inner {
             streams: Sharded::default(),
             file_nodes: Sharded::default(),
             callback_data: Sharded::default(),
+            contents: Sharded::default(),
             name_infos: Sharded::default(),
             name_cache: Mutex::default(),
             violations: Mutex::new(Vec::new()),
@@ -775,6 +781,7 @@ impl Inner {
     /// Counts a call of `function` for the current operation, checks its IRQL limit (A8) and the
     /// stack depth, and passes the call boundary to the seeded schedule.
     pub fn enter(&self, function: &'static str, max_irql: u8) {
+        exec::note_export(function);
         let mut shard = CALL_SHARD.with(std::cell::Cell::get);
         if shard == usize::MAX {
             shard = NEXT_CALL_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;

@@ -267,6 +267,16 @@ pub enum Violation {
         /// What was wrong.
         reason: &'static str,
     },
+    /// An operation a callback pended (FLT_PREOP_PENDING, FLT_POSTOP_MORE_PROCESSING_REQUIRED)
+    /// was never completed with `function`; fltemu gave up after `waited_ms` and ended it.
+    PendedOperationNotCompleted {
+        /// The callback that pended it.
+        operation: crate::Operation,
+        /// The completion function the driver never called.
+        function: &'static str,
+        /// How long fltemu waited.
+        waited_ms: u64,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -306,6 +316,9 @@ impl fmt::Display for Violation {
             Self::SecurityDescriptorLeaked { count } => write!(f, "{count} security descriptors never freed (F1)"),
             Self::ObjectLeaked { kind, count } => write!(f, "{count} {kind} leaked at unload"),
             Self::ObjectMisuse { function, kind, reason } => write!(f, "{function} ({}): {reason}", kind.name()),
+            Self::PendedOperationNotCompleted { operation, function, waited_ms } => {
+                write!(f, "{operation:?} pended the operation and {function} never completed it (waited {waited_ms} ms)")
+            }
             Self::StackTooDeep { bytes, function, limit } => write!(f, "driver stack {bytes} bytes deep at {function} (kernel stacks have {limit})"),
         }
     }

@@ -1,0 +1,483 @@
+//! Pended operations: FLT_PREOP_PENDING and FltCompletePendedPreOperation,
+//! FLT_POSTOP_MORE_PROCESSING_REQUIRED and FltCompletePendedPostOperation,
+//! FltDoCompletionProcessingWhenSafe, and the deferred I/O work items that carry a pended
+//! operation to a worker thread (FltAllocate/Queue/FreeDeferredIoWorkItem).
+//!
+//! On Windows a pended operation continues on the thread that completes it; in fltemu the thread
+//! that issued the operation waits (in [`wait`]) until the driver completes it from any thread,
+//! then carries on as if the callback had returned the completion's status. A completion may
+//! arrive before the callback has returned its pending status (the work item ran first): it is
+//! kept as an early completion and used when the callback returns. An operation nobody completes
+//! is given up after a quarter of `Config::call_timeout`, reported, and ended, so a driver bug
+//! never hangs the run.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
+
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_CALLBACK_DATA;
+
+use crate::catalog::{Emulated, Source};
+use crate::exec::{self, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
+use crate::objects::{self, ObjectKind, Table};
+use crate::state::{self, status, Inner};
+use crate::verifier::Violation;
+use crate::Operation;
+
+/// `FLT_PREOP_SUCCESS_WITH_CALLBACK`, `_NO_CALLBACK`, `_PENDING`, `_COMPLETE` (fltkernel.h).
+pub const PREOP_SUCCESS_WITH_CALLBACK: i32 = 0;
+pub const PREOP_SUCCESS_NO_CALLBACK: i32 = 1;
+pub const PREOP_PENDING: i32 = 2;
+pub const PREOP_COMPLETE: i32 = 4;
+/// `FLT_POSTOP_FINISHED_PROCESSING`, `FLT_POSTOP_MORE_PROCESSING_REQUIRED` (fltkernel.h).
+pub const POSTOP_FINISHED_PROCESSING: i32 = 0;
+pub const POSTOP_MORE_PROCESSING_REQUIRED: i32 = 1;
+/// `STATUS_FLT_NOT_SAFE_TO_POST_OPERATION` (ntstatus.h).
+pub const STATUS_FLT_NOT_SAFE_TO_POST_OPERATION: i32 = 0xC01C_0006_u32.cast_signed();
+/// `FLTFL_CALLBACK_DATA_IRP_OPERATION` (fltkernel.h).
+const IRP_OPERATION: u32 = 0x1;
+/// `FLTFL_POST_OPERATION_DRAINING` (fltkernel.h).
+const POST_OPERATION_DRAINING: u32 = 0x1;
+/// `IRP_PAGING_IO`, `IRP_SYNCHRONOUS_PAGING_IO` (wdm.h), in `Iopb->IrpFlags`.
+const PAGING_IO: u32 = 0x2 | 0x40;
+
+const PRE_NOT_PENDED: &str = "callback data not pended in a pre-operation callback, or already completed";
+const POST_NOT_PENDED: &str = "callback data not pended in a post-operation callback, or already completed";
+
+/// Which callback pended the operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The pre-operation callback returned FLT_PREOP_PENDING.
+    Pre,
+    /// The post-operation callback returned FLT_POSTOP_MORE_PROCESSING_REQUIRED.
+    Post,
+}
+
+impl Phase {
+    fn completion_function(self) -> &'static str {
+        match self {
+            Phase::Pre => "FltCompletePendedPreOperation",
+            Phase::Post => "FltCompletePendedPostOperation",
+        }
+    }
+
+    fn not_pended(self) -> &'static str {
+        match self {
+            Phase::Pre => PRE_NOT_PENDED,
+            Phase::Post => POST_NOT_PENDED,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Completed by the driver on another thread before its callback returned.
+    Early { status: i32, context: usize },
+    /// The callback returned pending; the issuing thread waits.
+    Waiting,
+    /// FltDoCompletionProcessingWhenSafe posted the post-operation to a worker.
+    Posted,
+    /// Completed while the issuing thread waited.
+    Completed { status: i32, context: usize },
+    /// The completion was used (another one is a second completion) or the wait was given up.
+    Done,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Pend {
+    phase: Phase,
+    state: State,
+}
+
+/// Callback data address → its pended state (only operations that pended or were completed).
+static PENDED: Mutex<Option<HashMap<usize, Pend>>> = Mutex::new(None);
+static CHANGED: Condvar = Condvar::new();
+/// Entries in PENDED, so operations that never pend pay one atomic load.
+static ENTRIES: AtomicUsize = AtomicUsize::new(0);
+
+fn with_pended<R>(f: impl FnOnce(&mut HashMap<usize, Pend>) -> R) -> R {
+    let mut guard = PENDED.lock().unwrap_or_else(PoisonError::into_inner);
+    f(guard.get_or_insert_with(HashMap::new))
+}
+
+fn insert(table: &mut HashMap<usize, Pend>, data: usize, pend: Pend) {
+    if table.insert(data, pend).is_none() {
+        ENTRIES.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// How long the issuing thread waits for a completion: a quarter of the call timeout, so the
+/// report comes before the run would end as a hang.
+fn patience(inner: &Inner) -> std::time::Duration {
+    inner.config.call_timeout / 4
+}
+
+/// The callback of `operation` returned pending (`phase`): waits until the driver completes the
+/// operation and returns the completion's (status, context); None when it never did (reported as
+/// PendedOperationNotCompleted; the caller lets the operation go on without the filter).
+pub fn wait(inner: &Inner, data: usize, phase: Phase, operation: Operation) -> Option<(i32, usize)> {
+    let deadline = std::time::Instant::now() + patience(inner);
+    let mut guard = PENDED.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        let table = guard.get_or_insert_with(HashMap::new);
+        match table.get(&data).copied() {
+            Some(Pend { phase: p, state: State::Early { status, context } | State::Completed { status, context } }) if p == phase => {
+                table.insert(data, Pend { phase, state: State::Done });
+                return Some((status, context));
+            }
+            Some(Pend { phase: p, state: State::Waiting | State::Posted }) if p == phase => {}
+            _ => insert(table, data, Pend { phase, state: State::Waiting }),
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            table.insert(data, Pend { phase, state: State::Done });
+            drop(guard);
+            #[allow(clippy::cast_possible_truncation)]
+            inner.violation(Violation::PendedOperationNotCompleted {
+                operation,
+                function: phase.completion_function(),
+                waited_ms: patience(inner).as_millis() as u64,
+            });
+            return None;
+        }
+        guard = CHANGED.wait_timeout(guard, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+    }
+}
+
+/// The callback of `operation` returned without pending: a completion that arrived for it
+/// meanwhile completed an operation that was not pended; an operation
+/// FltDoCompletionProcessingWhenSafe posted must still be waited for (its worker uses the
+/// callback data).
+pub fn not_pended(inner: &Inner, data: usize, phase: Phase, operation: Operation) {
+    if ENTRIES.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let state = with_pended(|table| {
+        let entry = table.get_mut(&data).filter(|p| p.phase == phase)?;
+        let state = entry.state;
+        if matches!(state, State::Early { .. }) {
+            entry.state = State::Done;
+        }
+        Some(state)
+    });
+    match state {
+        Some(State::Early { .. }) => inner.violation(Violation::InvalidParameter { function: phase.completion_function(), reason: phase.not_pended() }),
+        Some(State::Posted | State::Completed { .. }) => {
+            inner.violation(Violation::InvalidParameter {
+                function: "FltDoCompletionProcessingWhenSafe",
+                reason: "the post-operation callback returned FLT_POSTOP_FINISHED_PROCESSING for an operation it posted",
+            });
+            wait(inner, data, phase, operation);
+        }
+        _ => {}
+    }
+}
+
+/// The operation of `data` is over: forgets it (a completion that came after its callbacks was
+/// of an operation not pended).
+pub fn end(inner: &Inner, data: usize) {
+    if ENTRIES.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let removed = with_pended(|table| table.remove(&data));
+    if let Some(pend) = removed {
+        ENTRIES.fetch_sub(1, Ordering::AcqRel);
+        if matches!(pend.state, State::Early { .. }) {
+            inner.violation(Violation::InvalidParameter { function: pend.phase.completion_function(), reason: pend.phase.not_pended() });
+        }
+    }
+}
+
+/// A driver's completion of `data` (`phase`) with (status, context): wakes the waiting thread or
+/// keeps it for the callback still running; misuse when the data is not pended or was
+/// completed already.
+fn complete(inner: &Inner, data: usize, phase: Phase, status: i32, context: usize) {
+    let known = inner.callback_data.lock(data as u64).contains_key(&data);
+    let accepted = with_pended(|table| match table.get(&data).copied() {
+        Some(Pend { phase: p, state: State::Waiting | State::Posted }) if p == phase => {
+            table.insert(data, Pend { phase, state: State::Completed { status, context } });
+            CHANGED.notify_all();
+            true
+        }
+        // Completed already in this phase.
+        Some(Pend { phase: p, .. }) if p == phase => false,
+        // Nothing pended yet in this phase (the other one, if any, is over): the callback may
+        // still be running on another thread and about to return pending.
+        Some(Pend { state: State::Done, .. }) | None if known => {
+            insert(table, data, Pend { phase, state: State::Early { status, context } });
+            true
+        }
+        _ => false,
+    });
+    if !accepted {
+        inner.violation(Violation::InvalidParameter { function: phase.completion_function(), reason: phase.not_pended() });
+    }
+}
+
+/// `FltCompletePendedPreOperation` (fltkernel.h; ≤ DISPATCH_LEVEL with FLT_PREOP_COMPLETE, else
+/// ≤ APC_LEVEL): CallbackStatus must be SUCCESS_WITH_CALLBACK, SUCCESS_NO_CALLBACK or COMPLETE
+/// (not PENDING, SYNCHRONIZE, DISALLOW_FASTIO); Context must be NULL unless WITH_CALLBACK.
+extern "win64" fn flt_complete_pended_pre_operation(data: usize, callback_status: i32, context: usize) {
+    const FUNCTION: &str = "FltCompletePendedPreOperation";
+    let max_irql = if callback_status == PREOP_COMPLETE { DISPATCH_LEVEL } else { APC_LEVEL };
+    let Some(inner) = objects::call(FUNCTION, max_irql) else { return };
+    let mut callback_status = callback_status;
+    let mut context = context;
+    if ![PREOP_SUCCESS_WITH_CALLBACK, PREOP_SUCCESS_NO_CALLBACK, PREOP_COMPLETE].contains(&callback_status) {
+        inner.violation(Violation::InvalidParameter { function: FUNCTION, reason: "CallbackStatus must be FLT_PREOP_SUCCESS_WITH_CALLBACK, FLT_PREOP_SUCCESS_NO_CALLBACK or FLT_PREOP_COMPLETE" });
+        // The operation goes on as if the filter had let it pass, so the run continues.
+        callback_status = PREOP_SUCCESS_NO_CALLBACK;
+        context = 0;
+    } else if callback_status != PREOP_SUCCESS_WITH_CALLBACK && context != 0 {
+        inner.violation(Violation::InvalidParameter { function: FUNCTION, reason: "Context must be NULL unless CallbackStatus is FLT_PREOP_SUCCESS_WITH_CALLBACK" });
+        context = 0;
+    }
+    complete(inner, data, Phase::Pre, callback_status, context);
+}
+
+/// `FltCompletePendedPostOperation` (fltkernel.h; ≤ DISPATCH_LEVEL).
+extern "win64" fn flt_complete_pended_post_operation(data: usize) {
+    let Some(inner) = objects::call("FltCompletePendedPostOperation", DISPATCH_LEVEL) else { return };
+    complete(inner, data, Phase::Post, POSTOP_FINISHED_PROCESSING, 0);
+}
+
+/// Whether Filter Manager could post the operation of `data` to a worker: an IRP operation
+/// that is not paging I/O (fltemu threads never have a top-level IRP).
+fn safe_to_post(data: usize) -> bool {
+    // SAFETY: `data` is callback data of a running operation (checked by the caller), which
+    // Filter Manager built and keeps alive while the operation runs.
+    let callback_data = unsafe { &*(data as *const FLT_CALLBACK_DATA) };
+    if callback_data.Flags & IRP_OPERATION == 0 || callback_data.Iopb.is_null() {
+        return false;
+    }
+    // SAFETY: Iopb points to the operation's parameter block, alive with the callback data.
+    let irp_flags = unsafe { (*callback_data.Iopb).IrpFlags };
+    irp_flags & PAGING_IO == 0
+}
+
+/// Whether `operation` is a post-operation callback (by name, so operations added to
+/// [`Operation`] later are covered).
+fn is_post_operation(operation: Operation) -> bool {
+    matches!(operation, Operation::PostCreate | Operation::PostCleanup | Operation::PostClose) || format!("{operation:?}").starts_with("Post")
+}
+
+/// IRP_MJ_READ, IRP_MJ_WRITE, IRP_MJ_FLUSH_BUFFERS: operations a storage driver may complete
+/// directly, whose completion must not be posted to a worker (deadlock; both DDI pages' caution).
+fn storage_completable(data: usize) -> bool {
+    // SAFETY: `data` is callback data of a running operation (checked by the caller).
+    let iopb = unsafe { (*(data as *const FLT_CALLBACK_DATA)).Iopb };
+    // SAFETY: the operation's parameter block, alive with its callback data.
+    !iopb.is_null() && matches!(unsafe { (*iopb).MajorFunction }, 0x03 | 0x04 | 0x09)
+}
+
+/// `FltDoCompletionProcessingWhenSafe` (fltkernel.h; any IRQL): at ≤ APC_LEVEL the
+/// SafePostCallback runs at once and its status is returned (TRUE); at DISPATCH_LEVEL the
+/// operation is posted to a worker that calls it at PASSIVE_LEVEL, RetPostOperationStatus is
+/// FLT_POSTOP_MORE_PROCESSING_REQUIRED (TRUE), and Filter Manager completes the operation when
+/// the callback returns FLT_POSTOP_FINISHED_PROCESSING; not an IRP operation, or paging I/O →
+/// FALSE with FLT_POSTOP_FINISHED_PROCESSING. Never with FLTFL_POST_OPERATION_DRAINING, nor for
+/// read, write or flush (→ InvalidParameter, FALSE).
+extern "win64" fn flt_do_completion_processing_when_safe(data: usize, related: usize, context: usize, flags: u32, safe: usize, ret: *mut i32) -> u8 {
+    const FUNCTION: &str = "FltDoCompletionProcessingWhenSafe";
+    let Some(inner) = objects::call(FUNCTION, 15) else { return 0 };
+    let operation = exec::operation();
+    let known = inner.callback_data.lock(data as u64).contains_key(&data);
+    if !known || safe == 0 || ret.is_null() || !is_post_operation(operation) {
+        inner.violation(Violation::InvalidParameter { function: FUNCTION, reason: "only from a post-operation callback, with its callback data, a SafePostCallback and RetPostOperationStatus" });
+        return 0;
+    }
+    if flags & POST_OPERATION_DRAINING != 0 || storage_completable(data) {
+        inner.violation(Violation::InvalidParameter { function: FUNCTION, reason: "never with FLTFL_POST_OPERATION_DRAINING, nor for IRP_MJ_READ, IRP_MJ_WRITE or IRP_MJ_FLUSH_BUFFERS" });
+        // SAFETY: RetPostOperationStatus is the caller's variable (checked non-NULL).
+        unsafe { ret.write_unaligned(POSTOP_FINISHED_PROCESSING) };
+        return 0;
+    }
+    let put = |value: i32| {
+        // SAFETY: RetPostOperationStatus is the caller's variable (checked non-NULL), written
+        // with no fltemu lock held.
+        unsafe { ret.write_unaligned(value) };
+    };
+    if !safe_to_post(data) {
+        put(POSTOP_FINISHED_PROCESSING);
+        return 0;
+    }
+    // SAFETY: `safe` is the driver's PFLT_POST_OPERATION_CALLBACK (Win64).
+    let callback = unsafe { core::mem::transmute::<usize, unsafe extern "win64" fn(usize, usize, usize, u32) -> i32>(safe) };
+    if exec::irql() <= APC_LEVEL {
+        // SAFETY: (Data, FltObjects, CompletionContext, Flags) as the post-operation callback DDI documents.
+        let result = exec::driver_call(|| unsafe { callback(data, related, context, flags) });
+        put(result);
+        return 1;
+    }
+    let Some(arc) = state::current_arc() else { return 0 };
+    with_pended(|table| insert(table, data, Pend { phase: Phase::Post, state: State::Posted }));
+    arc.spawn(move || {
+        exec::enter(PASSIVE_LEVEL, 4, operation);
+        // SAFETY: as above; the issuing thread keeps the callback data and objects alive until
+        // the operation is completed.
+        let result = crate::io::as_callback(operation, PASSIVE_LEVEL, || unsafe { callback(data, related, context, flags) });
+        let Some(inner) = state::current() else { return };
+        posted_callback_returned(inner, data, result);
+    });
+    put(POSTOP_MORE_PROCESSING_REQUIRED);
+    1
+}
+
+/// The SafePostCallback a worker ran returned `result`: FINISHED_PROCESSING completes the
+/// operation (Filter Manager does), MORE_PROCESSING_REQUIRED leaves it to
+/// FltCompletePendedPostOperation.
+fn posted_callback_returned(inner: &Inner, data: usize, result: i32) {
+    let twice = with_pended(|table| {
+        let Some(entry) = table.get_mut(&data) else { return false };
+        match (entry.state, result) {
+            (State::Posted, POSTOP_FINISHED_PROCESSING) => {
+                entry.state = State::Completed { status: 0, context: 0 };
+                CHANGED.notify_all();
+                false
+            }
+            (State::Posted, _) => {
+                entry.state = State::Waiting;
+                false
+            }
+            (_, POSTOP_FINISHED_PROCESSING) => true,
+            _ => false,
+        }
+    });
+    if twice {
+        inner.violation(Violation::InvalidParameter { function: "FltCompletePendedPostOperation", reason: "called for an operation whose SafePostCallback then returned FLT_POSTOP_FINISHED_PROCESSING" });
+    }
+}
+
+/// A deferred I/O work item's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Item {
+    Idle,
+    Queued,
+}
+
+/// Live deferred I/O work items (their 64-byte bodies are never returned to the allocator, so an
+/// address is never reused within a run).
+static ITEMS: Table<usize, Item> = Table::new();
+
+/// `FltAllocateDeferredIoWorkItem` (fltkernel.h; ≤ DISPATCH_LEVEL): never freed by unload →
+/// ObjectLeaked(DeferredIoWorkItem).
+extern "win64" fn flt_allocate_deferred_io_work_item() -> usize {
+    let Some(inner) = objects::call("FltAllocateDeferredIoWorkItem", DISPATCH_LEVEL) else { return 0 };
+    if inner.injected("FltAllocateDeferredIoWorkItem").is_some() {
+        return 0;
+    }
+    let address = Box::leak(Box::new([0u64; 8])).as_ptr() as usize;
+    ITEMS.with(|t| t.insert(address, Item::Idle));
+    address
+}
+
+/// `FltFreeDeferredIoWorkItem` (fltkernel.h; ≤ DISPATCH_LEVEL): unknown or already freed →
+/// ObjectMisuse; freeing one still queued (its routine has not started) → ObjectMisuse.
+extern "win64" fn flt_free_deferred_io_work_item(item: usize) {
+    const FUNCTION: &str = "FltFreeDeferredIoWorkItem";
+    objects::count(FUNCTION, DISPATCH_LEVEL);
+    match ITEMS.with(|t| t.remove(&item)) {
+        None => objects::misuse(FUNCTION, ObjectKind::DeferredIoWorkItem, "not a live deferred I/O work item (never allocated, or freed already)"),
+        Some(Item::Queued) => objects::misuse(FUNCTION, ObjectKind::DeferredIoWorkItem, "freed while queued, before its routine ran"),
+        Some(Item::Idle) => {}
+    }
+}
+
+/// `FltQueueDeferredIoWorkItem` (fltkernel.h; ≤ DISPATCH_LEVEL): the routine runs on an emulator
+/// worker at PASSIVE_LEVEL with (work item, callback data, context); FltUnregisterFilter waits
+/// for it. STATUS_FLT_NOT_SAFE_TO_POST_OPERATION for an operation that is not IRP-based or is
+/// paging I/O; STATUS_FLT_DELETING_OBJECT when the target instance is being torn down.
+extern "win64" fn flt_queue_deferred_io_work_item(item: usize, data: usize, routine: usize, queue_type: i32, context: usize) -> i32 {
+    const FUNCTION: &str = "FltQueueDeferredIoWorkItem";
+    let Some(inner) = objects::call(FUNCTION, DISPATCH_LEVEL) else { return status::FLT_NOT_INITIALIZED };
+    // A test may hold the caller here, inside its operation, while the instance starts tearing down.
+    crate::hold::reach(FUNCTION);
+    match ITEMS.with(|t| t.get(&item).copied()) {
+        None => {
+            objects::misuse(FUNCTION, ObjectKind::DeferredIoWorkItem, "not a live deferred I/O work item");
+            return status::INVALID_PARAMETER;
+        }
+        Some(Item::Queued) => {
+            objects::misuse(FUNCTION, ObjectKind::DeferredIoWorkItem, "queued again before its routine ran");
+            return status::INVALID_PARAMETER;
+        }
+        Some(Item::Idle) => {}
+    }
+    let known = inner.callback_data.lock(data as u64).contains_key(&data);
+    // CriticalWorkQueue 0, DelayedWorkQueue 1; HyperCriticalWorkQueue (2) is reserved for the system.
+    if !known || routine == 0 || !(0..=1).contains(&queue_type) {
+        inner.violation(Violation::InvalidParameter { function: FUNCTION, reason: "needs callback data of a running operation, a routine, and CriticalWorkQueue or DelayedWorkQueue" });
+        return status::INVALID_PARAMETER;
+    }
+    if is_post_operation(exec::operation()) && storage_completable(data) {
+        inner.violation(Violation::InvalidParameter { function: FUNCTION, reason: "a post-operation callback must not post IRP_MJ_READ, IRP_MJ_WRITE or IRP_MJ_FLUSH_BUFFERS" });
+        return status::INVALID_PARAMETER;
+    }
+    if !safe_to_post(data) {
+        return STATUS_FLT_NOT_SAFE_TO_POST_OPERATION;
+    }
+    // SAFETY: `data` is callback data of a running operation (checked above).
+    let iopb = unsafe { (*(data as *const FLT_CALLBACK_DATA)).Iopb };
+    // SAFETY: the operation's parameter block, alive with its callback data.
+    let instance = unsafe { (*iopb).TargetInstance };
+    if inner.instance(instance).is_none_or(|record| record.tearing_down.load(Ordering::SeqCst)) {
+        return status::FLT_DELETING_OBJECT;
+    }
+    if let Some(failure) = inner.injected(FUNCTION) {
+        return failure;
+    }
+    let Some(arc) = state::current_arc() else { return status::FLT_NOT_INITIALIZED };
+    ITEMS.with(|t| t.insert(item, Item::Queued));
+    arc.spawn(move || {
+        exec::enter(PASSIVE_LEVEL, 4, Operation::WorkItem);
+        ITEMS.with(|t| {
+            if let Some(state) = t.get_mut(&item) {
+                *state = Item::Idle;
+            }
+        });
+        // SAFETY: `routine` is the driver's PFLT_DEFERRED_IO_WORKITEM_ROUTINE (Win64).
+        let routine = unsafe { core::mem::transmute::<usize, unsafe extern "win64" fn(usize, usize, usize)>(routine) };
+        // SAFETY: called as FltQueueDeferredIoWorkItem documents: (work item, callback data, context).
+        exec::driver_call(|| unsafe { routine(item, data, context) });
+    });
+    status::SUCCESS
+}
+
+/// What is outstanding at unload (deferred I/O work items never freed).
+pub fn outstanding() -> Vec<(ObjectKind, usize)> {
+    vec![(ObjectKind::DeferredIoWorkItem, ITEMS.with(|t| t.len()))]
+}
+
+/// Forgets every pended operation and work item (a new emulator loads).
+pub fn reset() {
+    ITEMS.clear();
+    with_pended(HashMap::clear);
+    ENTRIES.store(0, Ordering::Release);
+}
+
+/// fltmgr.sys exports of this module.
+pub fn resolve(name: &str) -> Option<usize> {
+    Some(match name {
+        "FltCompletePendedPreOperation" => flt_complete_pended_pre_operation as *const () as usize,
+        "FltCompletePendedPostOperation" => flt_complete_pended_post_operation as *const () as usize,
+        "FltDoCompletionProcessingWhenSafe" => flt_do_completion_processing_when_safe as *const () as usize,
+        "FltAllocateDeferredIoWorkItem" => flt_allocate_deferred_io_work_item as *const () as usize,
+        "FltQueueDeferredIoWorkItem" => flt_queue_deferred_io_work_item as *const () as usize,
+        "FltFreeDeferredIoWorkItem" => flt_free_deferred_io_work_item as *const () as usize,
+        _ => return None,
+    })
+}
+
+const fn flt(function: &'static str, notes: &'static str) -> Emulated {
+    Emulated { dll: "fltmgr.sys", function, notes, source: Source::Ddi("fltkernel") }
+}
+
+/// The catalog rows of this module.
+pub const DOCS: &[Emulated] = &[
+    flt("FltCompletePendedPreOperation", "≤ DISPATCH with FLT_PREOP_COMPLETE, else ≤ APC; the operation a pre-operation callback pended (FLT_PREOP_PENDING, CompletionContext NULL) goes on as if the callback had returned CallbackStatus (the issuing thread waits; a completion before the callback returns is kept); CallbackStatus other than SUCCESS_WITH_CALLBACK / SUCCESS_NO_CALLBACK / COMPLETE → InvalidParameter (goes on as NO_CALLBACK); Context not NULL without WITH_CALLBACK → InvalidParameter; data not pended, or completed twice → InvalidParameter; never completed (a quarter of the call timeout) → PendedOperationNotCompleted, and the operation goes on without the filter"),
+    flt("FltCompletePendedPostOperation", "≤ DISPATCH; completion processing of an operation whose post-operation callback returned FLT_POSTOP_MORE_PROCESSING_REQUIRED resumes; data not pended, or completed twice → InvalidParameter; never completed → PendedOperationNotCompleted"),
+    flt("FltDoCompletionProcessingWhenSafe", "any IRQL; post-operation callbacks only (else InvalidParameter, FALSE); never with FLTFL_POST_OPERATION_DRAINING nor for read/write/flush (InvalidParameter, FALSE); ≤ APC: SafePostCallback runs at once, TRUE with its status; DISPATCH: posted to a worker at PASSIVE, TRUE with MORE_PROCESSING_REQUIRED, the operation completes when the callback returns FINISHED_PROCESSING (a post that then returns FINISHED_PROCESSING → InvalidParameter); not an IRP operation or paging I/O → FALSE with FINISHED_PROCESSING"),
+    flt("FltAllocateDeferredIoWorkItem", "≤ DISPATCH; never freed by unload → ObjectLeaked(DeferredIoWorkItem)"),
+    flt("FltQueueDeferredIoWorkItem", "≤ DISPATCH; routine(work item, data, context) on an emulator worker at PASSIVE, FltUnregisterFilter waits for it; not IRP-based or paging I/O → STATUS_FLT_NOT_SAFE_TO_POST_OPERATION (fltemu threads have no top-level IRP); target instance tearing down → STATUS_FLT_DELETING_OBJECT; unknown or still-queued item → ObjectMisuse; not running callback data, no routine, HyperCriticalWorkQueue, read/write/flush from a post-operation callback → InvalidParameter"),
+    flt("FltFreeDeferredIoWorkItem", "≤ DISPATCH; unknown, freed twice, or still queued → ObjectMisuse"),
+];
