@@ -343,6 +343,11 @@ extern "win64" fn flt_close(handle: usize) -> i32 {
     status::SUCCESS
 }
 
+/// The FILE_OBJECT of an open FltCreateFile handle (wild.rs's ObReferenceObjectByHandle).
+pub fn file_object_of(handle: usize) -> Option<usize> {
+    HANDLES.with(|t| t.get(&handle).copied())
+}
+
 /// ObReferenceObject of a FILE_OBJECT FltCreateFileEx opened: +1 (true when it is one).
 pub fn reference(object: usize) -> bool {
     OPENED.with(|t| t.get_mut(&object).map(|o| o.0 += 1)).is_some()

@@ -124,6 +124,9 @@ pub fn is_thread(object: usize) -> bool {
 /// One more driver reference on `object`, without counting a call (ObReferenceObjectByHandle
 /// hands out a reference the driver must drop with ObDereferenceObject).
 pub fn add_reference(object: usize) {
+    if crate::fltfile::reference(object) {
+        return;
+    }
     if OBJECTS.with(|t| t.get_mut(&object).map(|o| o.driver_refs += 1)).is_none() {
         FOREIGN.with(|t| *t.entry(object).or_insert(0) += 1);
     }

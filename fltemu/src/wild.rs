@@ -43,9 +43,11 @@ const MAX_NOTIFY_ROUTINES: usize = 64;
 // Different contents: identical immutable statics may share one address.
 static PROCESS_TYPE_BODY: [u64; 16] = [0x7079_5473_7365_636F; 16];
 static THREAD_TYPE_BODY: [u64; 16] = [0x6570_7954_6461_6572; 16];
+static FILE_TYPE_BODY: [u64; 16] = [0x6570_7954_656C_6946; 16];
 /// The exported POBJECT_TYPE variables: drivers import their address and read the pointer.
 static PS_PROCESS_TYPE: &[u64; 16] = &PROCESS_TYPE_BODY;
 static PS_THREAD_TYPE: &[u64; 16] = &THREAD_TYPE_BODY;
+static IO_FILE_OBJECT_TYPE: &[u64; 16] = &FILE_TYPE_BODY;
 
 fn process_type() -> usize {
     std::ptr::from_ref(PS_PROCESS_TYPE) as usize
@@ -55,21 +57,26 @@ fn thread_type() -> usize {
     std::ptr::from_ref(PS_THREAD_TYPE) as usize
 }
 
+fn file_type() -> usize {
+    std::ptr::from_ref(IO_FILE_OBJECT_TYPE) as usize
+}
+
 // ---- handles ----
 
 #[derive(Clone, Copy)]
 struct Handle {
     object: usize,
-    thread: bool,
+    /// The POBJECT_TYPE ObjectType parameters are checked against.
+    object_type: usize,
 }
 
 static HANDLES: Table<usize, Handle> = Table::new();
 static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(1);
 
-fn new_handle(object: usize, thread: bool, kernel: bool) -> usize {
+fn new_handle(object: usize, object_type: usize, kernel: bool) -> usize {
     let handle = handle_value(kernel);
     if !stale_thread() {
-        HANDLES.with(|t| t.insert(handle, Handle { object, thread }));
+        HANDLES.with(|t| t.insert(handle, Handle { object, object_type }));
     }
     handle
 }
@@ -91,9 +98,10 @@ pub fn close_handle(handle: usize) -> bool {
 /// The object behind a handle or pseudo-handle.
 fn lookup(handle: usize) -> Option<Handle> {
     match handle {
-        CURRENT_PROCESS => Some(Handle { object: crate::ps::process_of(exec::current_pid()), thread: false }),
-        CURRENT_THREAD => Some(Handle { object: crate::ps::thread_object(), thread: true }),
-        _ => HANDLES.with(|t| t.get(&handle).copied()),
+        CURRENT_PROCESS => Some(Handle { object: crate::ps::process_of(exec::current_pid()), object_type: process_type() }),
+        CURRENT_THREAD => Some(Handle { object: crate::ps::thread_object(), object_type: thread_type() }),
+        // FltCreateFile's handles name FILE_OBJECTs (fltfile.rs keeps them).
+        _ => HANDLES.with(|t| t.get(&handle).copied()).or_else(|| crate::fltfile::file_object_of(handle).map(|object| Handle { object, object_type: file_type() })),
     }
 }
 
@@ -132,7 +140,7 @@ extern "win64" fn zw_open_process(handle: *mut usize, _access: u32, attributes: 
     }
     let kernel = check_kernel_handle("ZwOpenProcess", attributes);
     let object = crate::ps::process_of(pid as u32);
-    write_out(handle, new_handle(object, false, kernel));
+    write_out(handle, new_handle(object, process_type(), kernel));
     status::SUCCESS
 }
 
@@ -154,7 +162,7 @@ extern "win64" fn ob_open_object_by_pointer(object: usize, attributes: u32, _sta
     if !kernel && exec::current_pid() != 4 {
         objects::flag(crate::Violation::InvalidParameter { function: "ObOpenObjectByPointer", reason: "a handle created outside the system process without OBJ_KERNEL_HANDLE (it lands in the user process's handle table)" });
     }
-    write_out(handle, new_handle(object, thread, kernel || exec::current_pid() == 4));
+    write_out(handle, new_handle(object, if thread { thread_type() } else { process_type() }, kernel || exec::current_pid() == 4));
     status::SUCCESS
 }
 
@@ -169,7 +177,7 @@ extern "win64" fn ob_reference_object_by_handle(handle: usize, _access: u32, obj
         write_out(object, 0);
         return INVALID_HANDLE;
     };
-    if object_type != 0 && object_type != if entry.thread { thread_type() } else { process_type() } {
+    if object_type != 0 && object_type != entry.object_type {
         write_out(object, 0);
         return OBJECT_TYPE_MISMATCH;
     }
@@ -437,7 +445,7 @@ extern "win64" fn ps_create_system_thread(handle: *mut usize, _access: u32, attr
         }
     });
     let Ok(object) = receiver.recv_timeout(Duration::from_secs(30)) else { return status::INSUFFICIENT_RESOURCES };
-    write_out(handle, new_handle(object, true, kernel));
+    write_out(handle, new_handle(object, thread_type(), kernel));
     if !client_id.is_null() {
         // SAFETY: the caller's optional CLIENT_ID (UniqueProcess, UniqueThread).
         unsafe { client_id.write_unaligned(4) };
@@ -1297,6 +1305,7 @@ pub fn resolve(name: &str) -> Option<usize> {
     Some(match name {
         "PsProcessType" => std::ptr::from_ref(&PS_PROCESS_TYPE) as usize,
         "PsThreadType" => std::ptr::from_ref(&PS_THREAD_TYPE) as usize,
+        "IoFileObjectType" => std::ptr::from_ref(&IO_FILE_OBJECT_TYPE) as usize,
         "ZwOpenProcess" => zw_open_process as *const () as usize,
         "ObOpenObjectByPointer" => ob_open_object_by_pointer as *const () as usize,
         "ObReferenceObjectByHandle" => ob_reference_object_by_handle as *const () as usize,
@@ -1380,9 +1389,10 @@ const OBJECT_TYPES_PAGE: Source = Source::Page("Object types (ObReferenceObjectB
 pub const DOCS: &[Emulated] = &[
     Emulated { dll: "ntoskrnl.exe", function: "PsProcessType", notes: "data: the POBJECT_TYPE of process objects (for ObReferenceObjectByHandle / ObOpenObjectByPointer type checks)", source: OBJECT_TYPES_PAGE },
     Emulated { dll: "ntoskrnl.exe", function: "PsThreadType", notes: "data: the POBJECT_TYPE of thread objects", source: OBJECT_TYPES_PAGE },
+    Emulated { dll: "ntoskrnl.exe", function: "IoFileObjectType", notes: "data: the POBJECT_TYPE of FILE_OBJECTs (ObReferenceObjectByHandle on a FltCreateFile handle)", source: OBJECT_TYPES_PAGE },
     nt("ZwOpenProcess", "ntddk", "PASSIVE; a handle to ClientId.UniqueProcess's process (pid 0 → STATUS_INVALID_CID); without OBJ_KERNEL_HANDLE outside the system process → InvalidParameter; not closed at unload → ObjectLeaked(Handle)"),
     nt("ObOpenObjectByPointer", "ntifs", "PASSIVE; a handle to a process or thread object (else ObjectMisuse + INVALID_PARAMETER); ObjectType mismatch → STATUS_OBJECT_TYPE_MISMATCH; OBJ_KERNEL_HANDLE rule and leak check as ZwOpenProcess"),
-    nt("ObReferenceObjectByHandle", "wdm", "PASSIVE; the handle's object referenced (must be ObDereferenceObject'ed: else ObjectLeaked(ProcessReference)); NtCurrentProcess()/NtCurrentThread() accepted; unknown handle → STATUS_INVALID_HANDLE; type mismatch → STATUS_OBJECT_TYPE_MISMATCH"),
+    nt("ObReferenceObjectByHandle", "wdm", "PASSIVE; the handle's object referenced (must be ObDereferenceObject'ed: else ObjectLeaked(ProcessReference), or FILE_OBJECT reference for a FltCreateFile handle); process, thread and FltCreateFile handles, NtCurrentProcess()/NtCurrentThread(); unknown handle → STATUS_INVALID_HANDLE; type mismatch → STATUS_OBJECT_TYPE_MISMATCH"),
     nt("NtClose", "ntifs", "PASSIVE; closes a handle fltemu handed out; anything else → ObjectMisuse + STATUS_INVALID_HANDLE"),
     nt("ObCloseHandle", "wdm", "as NtClose"),
     nt("ZwQueryInformationProcess", "ntddk", "PASSIVE; ProcessBasicInformation (length ≠ 48 → INFO_LENGTH_MISMATCH; pid, parent 1000, ExitStatus STATUS_PENDING) and ProcessImageFileName (UNICODE_STRING + `\\Device\\HarddiskVolume1\\Windows\\System32\\process<pid>.exe`; too small → INFO_LENGTH_MISMATCH with the size needed); other classes → INVALID_INFO_CLASS; a thread handle → OBJECT_TYPE_MISMATCH"),
@@ -1510,7 +1520,7 @@ mod tests {
 
     #[test]
     fn a_handle_closes_once() {
-        let handle = new_handle(0x1234, false, true);
+        let handle = new_handle(0x1234, process_type(), true);
         assert!(handle & 0xFFFF_FFFF_8000_0000 == 0xFFFF_FFFF_8000_0000, "kernel handles have the top bit set");
         assert_eq!(nt_close(handle), status::SUCCESS);
         assert_eq!(nt_close(handle), INVALID_HANDLE);

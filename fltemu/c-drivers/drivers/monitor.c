@@ -8,7 +8,8 @@
  * the queue is an ExInterlocked list, one examination at a time under a KMUTEX; examined pids
  * are kept in an AVL generic table until their process exits);
  * pre-create counting opens per requestor. With the first process it also surveys the volumes
- * (FltEnumerateVolumes, FltGetVolumeGuidName, FltEnumerateInstances) and resolves its own
+ * (FltEnumerateVolumes, FltGetVolumeGuidName, FltEnumerateInstances; FltGetVolumeInstanceFromName,
+ * then FltCreateFileEx and ObReferenceObjectByHandle on its handle) and resolves its own
  * symbolic link and drive C: (ZwOpenSymbolicLinkObject). Unload stops the thread, waits for its
  * object and removes everything in reverse order.
  *
@@ -189,6 +190,25 @@ static VOID survey(VOID)
     }
     status = FltEnumerateVolumes(g_filter, volumes, count, &count);
     check(NT_SUCCESS(status), 20, (ULONG_PTR)status);
+    /* A file of the first volume opened below this filter: its handle names its FILE_OBJECT. */
+    PFLT_INSTANCE instance;
+    status = FltGetVolumeInstanceFromName(g_filter, volumes[0], NULL, &instance);
+    check(NT_SUCCESS(status), 40, (ULONG_PTR)status);
+    UNICODE_STRING path = RTL_CONSTANT_STRING(L"\\Device\\vol1\\monitor.txt");
+    OBJECT_ATTRIBUTES file_attributes;
+    InitializeObjectAttributes(&file_attributes, &path, OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE, NULL, NULL);
+    HANDLE file;
+    PFILE_OBJECT opened, referenced;
+    IO_STATUS_BLOCK io;
+    status = FltCreateFileEx(g_filter, instance, &file, &opened, FILE_READ_DATA | SYNCHRONIZE, &file_attributes, &io, NULL, 0, FILE_SHARE_READ, FILE_OPEN_IF, 0, NULL, 0, 0);
+    check(NT_SUCCESS(status), 41, (ULONG_PTR)status);
+    status = ObReferenceObjectByHandle(file, 0, *IoFileObjectType, KernelMode, (PVOID *)&referenced, NULL);
+    check(NT_SUCCESS(status) && referenced == opened, 42, (ULONG_PTR)status);
+    check(ObReferenceObjectByHandle(file, 0, *PsProcessType, KernelMode, (PVOID *)&referenced, NULL) == STATUS_OBJECT_TYPE_MISMATCH, 43, 0);
+    ObDereferenceObject(opened);
+    ObDereferenceObject(opened);
+    FltClose(file);
+    FltObjectDereference(instance);
     for (ULONG i = 0; i < count; i++) {
         ULONG needed = 0;
         status = FltGetVolumeGuidName(volumes[i], NULL, &needed);

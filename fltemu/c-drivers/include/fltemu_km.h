@@ -575,4 +575,9 @@ __declspec(dllimport) VOID RtlUnwindEx(PVOID TargetFrame, PVOID TargetIp, PEXCEP
 
 /* The generic work items exceptions.c queues are declared with the pended-operation section above. */
 
+/* ---- file objects by handle (monitor.c) ------------------------------------------------------ */
+#define FILE_OPEN_IF 0x00000003
+__declspec(dllimport) extern POBJECT_TYPE IoFileObjectType[1];
+__declspec(dllimport) NTSTATUS FltGetVolumeInstanceFromName(PFLT_FILTER Filter, PFLT_VOLUME Volume, PCUNICODE_STRING InstanceName, PFLT_INSTANCE *RetInstance);
+
 #endif /* FLTEMU_KM_H */
