@@ -1,9 +1,10 @@
 //! Running driver code without letting it kill the process.
 //!
-//! Every entry into the driver runs on an emulator-owned worker thread. A SIGSEGV/SIGBUS
-//! handler (on an alternate signal stack) records the fault in the worker's slot, wakes the
-//! waiting caller through a futex and parks the faulting thread forever; KeBugCheckEx does the
-//! same from ordinary code. The caller sees a [`Stop`]. Parked threads are leaked by design: a
+//! Every entry into the driver runs on an emulator-owned worker thread. A handler for the
+//! synchronous fault signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP; on an alternate signal
+//! stack) hands a fault of driver code to the exception dispatcher (`seh.rs`); any other fault on
+//! a driver thread is recorded in the worker's slot, wakes the waiting caller through a futex and
+//! parks the faulting thread forever; KeBugCheckEx does the same from ordinary code. The caller sees a [`Stop`]. Parked threads are leaked by design: a
 //! crashed kernel thread never resumes either.
 
 use std::cell::Cell;
@@ -111,27 +112,41 @@ fn park_forever() -> ! {
     }
 }
 
+/// Gives `signal` its default action again and makes it pending, so it ends the process as it
+/// would have without fltemu (a trap does not repeat by itself when the handler returns).
+fn default_action(signal: i32) {
+    // SAFETY: resetting a signal disposition is async-signal-safe.
+    unsafe { libc::signal(signal, libc::SIG_DFL) };
+    // SAFETY: raise is async-signal-safe; the signal stays blocked until the handler returns.
+    unsafe { libc::raise(signal) };
+}
+
 extern "C" fn on_fault(signal: i32, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     let slot = CURRENT_SLOT.with(Cell::get);
     if slot.is_null() {
-        // Not a driver thread: restore the default action and return, so the fault repeats and
-        // kills the process as it would have without fltemu.
-        // SAFETY: resetting a signal disposition is async-signal-safe.
-        unsafe { libc::signal(signal, libc::SIG_DFL) };
+        // Not a driver thread: the signal is not fltemu's to handle.
+        default_action(signal);
         return;
     }
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let info = unsafe { &*info };
-    // SAFETY: si_addr is valid for SIGSEGV/SIGBUS, the only signals this handler serves.
+    // SAFETY: si_addr is valid for the synchronous fault signals this handler serves.
     let address = unsafe { info.si_addr() } as usize;
     let ucontext = context.cast::<libc::ucontext_t>();
     // A fault in driver code becomes an exception dispatched through the driver's handlers.
-    if crate::seh::redirect_fault(address, ucontext) {
+    if crate::seh::redirect_fault(signal, info.si_code, address, ucontext) {
         return;
     }
     #[allow(clippy::cast_sign_loss)] // a saved register: its bits are the address
     // SAFETY: the kernel passes a valid ucontext_t for SA_SIGINFO handlers on x86_64.
-    let rip = unsafe { (*ucontext).uc_mcontext.gregs[libc::REG_RIP as usize] } as usize;
+    let at = unsafe { (*ucontext).uc_mcontext.gregs[libc::REG_RIP as usize] } as usize;
+    if matches!(signal, libc::SIGFPE | libc::SIGILL | libc::SIGTRAP) && image_rva(at).is_none() && image_rva(at.wrapping_sub(1)).is_none() {
+        // An arithmetic fault, illegal instruction or breakpoint in fltemu's own code (or a
+        // signal sent to the thread): fltemu only models these for driver code.
+        default_action(signal);
+        return;
+    }
+    let rip = at;
     // SAFETY: `slot` points into an Arc<Slot> kept alive by the thread that owns it (this one).
     let slot = unsafe { &*slot };
     slot.fault_address.store(address, Ordering::Relaxed);
@@ -146,7 +161,7 @@ extern "C" fn on_fault(signal: i32, info: *mut libc::siginfo_t, context: *mut li
 fn install_handlers() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        for signal in [libc::SIGSEGV, libc::SIGBUS] {
+        for signal in [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL, libc::SIGTRAP] {
             // SAFETY: a zeroed sigaction is a valid starting value.
             let mut action: libc::sigaction = unsafe { core::mem::zeroed() };
             action.sa_sigaction = on_fault as *const () as usize;
@@ -164,7 +179,7 @@ pub fn bug_check(code: u32, params: [usize; 4]) -> ! {
         // SAFETY: the slot outlives its worker thread (the thread holds an Arc).
         let slot = unsafe { &*slot };
         let rva = match code {
-            0x1E => image_rva(params[1]),
+            0x1E | 0x7E => image_rva(params[1]),
             0x50 => image_rva(params[2]),
             _ => None,
         };
@@ -360,7 +375,15 @@ pub fn driver_call<R>(call: impl FnOnce() -> R) -> R {
     if outer == 0 {
         STACK_TOP.with(|c| c.set(stack_pointer()));
     }
+    let depth = CALL_DEPTH.with(|c| c.replace(c.get() + 1));
+    // A nested call runs inside an export: remember which, so an exception that would leave the
+    // callback through that export's frames can name it.
+    let crossed = (depth > 0).then(|| CROSSED_EXPORT.with(|c| c.replace(LAST_EXPORT.with(Cell::get))));
     let result = call();
+    CALL_DEPTH.with(|c| c.set(depth));
+    if let Some(previous) = crossed {
+        CROSSED_EXPORT.with(|c| c.set(previous));
+    }
     if outer == 0 {
         STACK_TOP.with(|c| c.set(0));
         // A callback must release every spin lock it took before it returns (wdm.h spin-lock
@@ -378,6 +401,34 @@ pub fn driver_call<R>(call: impl FnOnce() -> R) -> R {
         }
     }
     result
+}
+
+thread_local! {
+    /// How many driver calls are running on this thread (1: a callback fltemu called; 2: a
+    /// callback an export ran from inside driver code, such as a context cleanup).
+    static CALL_DEPTH: Cell<usize> = const { Cell::new(0) };
+    /// The export the innermost nested driver call runs inside ("" when none).
+    static CROSSED_EXPORT: Cell<&'static str> = const { Cell::new("") };
+    /// The export this thread entered last.
+    static LAST_EXPORT: Cell<&'static str> = const { Cell::new("") };
+}
+
+/// Notes the export the current thread has entered (called by every export's accounting).
+pub fn note_export(function: &'static str) {
+    LAST_EXPORT.with(|c| c.set(function));
+}
+
+/// How many driver calls are running on this thread.
+#[must_use]
+pub fn call_depth() -> usize {
+    CALL_DEPTH.with(Cell::get)
+}
+
+/// The export whose frames lie between the innermost driver call and the driver code that
+/// called that export ("" when the innermost call is not nested).
+#[must_use]
+pub fn crossed_export() -> &'static str {
+    CROSSED_EXPORT.with(Cell::get)
 }
 
 /// The stack pointer where the outermost driver call began on this thread (0: not in the

@@ -927,9 +927,8 @@ const LOCKABLE_MAJORS: [u8; 11] = [0x03, 0x04, 0x07, 0x08, 0x0C, 0x0D, 0x0E, 0x0
 
 /// FltLockUserBuffer (DDI fltlockuserbuffer; ≤ APC_LEVEL): callback data that is not of a
 /// running operation → INVALID_PARAMETER + InvalidParameter; an operation without an MDL
-/// parameter (create, cleanup, close: all fltemu issues) → STATUS_INVALID_PARAMETER, as the
-/// DDI documents. fltemu builds no callback data for the lockable operations, so the locking
-/// itself is never reached.
+/// parameter (create, cleanup, close) → STATUS_INVALID_PARAMETER, as the DDI documents; a
+/// read or write gets an MDL of its buffer in its parameters (rw.rs).
 extern "win64" fn flt_lock_user_buffer(data: usize) -> i32 {
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
     inner.enter("FltLockUserBuffer", APC_LEVEL);
@@ -944,7 +943,9 @@ extern "win64" fn flt_lock_user_buffer(data: usize) -> i32 {
     if !LOCKABLE_MAJORS.contains(&major) {
         return status::INVALID_PARAMETER;
     }
-    status::NOT_SUPPORTED
+    // Reads and writes fltemu issues get a real MDL (rw.rs); other lockable operations are not
+    // issued.
+    crate::rw::lock_user_buffer(data, callback.Iopb.cast_mut()).unwrap_or(status::NOT_SUPPORTED)
 }
 
 /// FltGetRequestorProcessId (DDI; ≤ DISPATCH_LEVEL): the process that requested the I/O.

@@ -172,7 +172,7 @@ fn opened_stream_key(path: &str, options: &OpenOptions) -> String {
 }
 
 /// The stream key of a path: case-insensitive, `::$DATA` is the unnamed stream.
-fn stream_key(path: &str) -> String {
+pub(crate) fn stream_key(path: &str) -> String {
     let lower = path.to_lowercase();
     lower.strip_suffix("::$data").map_or(lower.clone(), str::to_owned)
 }
@@ -188,11 +188,11 @@ fn file_key(stream_key: &str) -> String {
 }
 
 /// Everything one operation's callbacks see.
-struct OpFrame {
-    data: Box<FLT_CALLBACK_DATA>,
+pub(crate) struct OpFrame {
+    pub(crate) data: Box<FLT_CALLBACK_DATA>,
     _iopb: Box<FLT_IO_PARAMETER_BLOCK>,
     _security: Box<IO_SECURITY_CONTEXT>,
-    objects: Box<FLT_RELATED_OBJECTS>,
+    pub(crate) objects: Box<FLT_RELATED_OBJECTS>,
     /// A pended operation fltemu gave up on: the driver may still hold its callback data, so
     /// the frame's memory is never returned to the allocator.
     retained: bool,
@@ -219,7 +219,7 @@ impl Drop for OpFrame {
     }
 }
 
-fn build_operation(major: u8, instance: isize, volume: usize, file_object: usize, options: &OpenOptions) -> OpFrame {
+pub(crate) fn build_operation(major: u8, instance: isize, volume: usize, file_object: usize, options: &OpenOptions) -> OpFrame {
     let mut security = Box::new(IO_SECURITY_CONTEXT {
         SecurityQos: core::ptr::null_mut(),
         AccessState: core::ptr::null_mut(),
@@ -249,7 +249,7 @@ fn build_operation(major: u8, instance: isize, volume: usize, file_object: usize
 }
 
 /// Pre-operation outcome (E3).
-enum Pre {
+pub(crate) enum Pre {
     /// Call the post-operation callback with this completion context.
     WithCallback(usize),
     /// Skip the post-operation callback.
@@ -258,7 +258,7 @@ enum Pre {
     Complete(i32),
 }
 
-fn call_pre(inner: &Inner, op: &mut OpFrame, pre: usize, post: usize, operation: Operation) -> Pre {
+pub(crate) fn call_pre(inner: &Inner, op: &mut OpFrame, pre: usize, post: usize, operation: Operation) -> Pre {
     if pre == 0 {
         return if post == 0 { Pre::NoCallback } else { Pre::WithCallback(0) };
     }
@@ -333,7 +333,7 @@ fn pre_outcome(inner: &Inner, op: &mut OpFrame, post: usize, operation: Operatio
     }
 }
 
-fn call_post(inner: &Inner, op: &mut OpFrame, post: usize, completion: usize, operation: Operation, irql: Irql) {
+pub(crate) fn call_post(inner: &Inner, op: &mut OpFrame, post: usize, completion: usize, operation: Operation, irql: Irql) {
     if post == 0 {
         return;
     }
@@ -367,7 +367,7 @@ fn call_post(inner: &Inner, op: &mut OpFrame, post: usize, completion: usize, op
     }
 }
 
-fn set_io_status(op: &mut OpFrame, status: i32, information: usize) {
+pub(crate) fn set_io_status(op: &mut OpFrame, status: i32, information: usize) {
     op.data.IoStatus.Anonymous.Status = status;
     op.data.IoStatus.Information = information;
 }
@@ -375,7 +375,7 @@ fn set_io_status(op: &mut OpFrame, status: i32, information: usize) {
 /// The filter's instance on a volume and its callbacks for `major`, if any. An instance being
 /// torn down receives no new operations; the operation is counted in flight until
 /// [`op_done`], so teardown can drain it (E6).
-fn filter_for(inner: &Inner, volume: usize, major: u8) -> Option<(isize, usize, usize)> {
+pub(crate) fn filter_for(inner: &Inner, volume: usize, major: u8) -> Option<(isize, usize, usize)> {
     let instance = inner.volumes()[volume].instance?;
     let (pre, post) = inner.filter().as_ref()?.operations.get(&major).copied().unwrap_or((0, 0));
     let record = inner.instance(instance)?;
@@ -389,7 +389,7 @@ fn filter_for(inner: &Inner, volume: usize, major: u8) -> Option<(isize, usize, 
 }
 
 /// The operation on `instance` has finished its callbacks.
-fn op_done(inner: &Inner, instance: isize) {
+pub(crate) fn op_done(inner: &Inner, instance: isize) {
     if let Some(record) = inner.instance(instance) {
         record.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
@@ -543,7 +543,7 @@ pub fn close(inner: &Inner, file_object: usize, pid: u32) -> Result<(), EmuError
 }
 
 /// Filter Manager's side of a close: the FILE_OBJECT goes, and the stream with its last one.
-fn close_file_object(inner: &Inner, file_object: usize) {
+pub(crate) fn close_file_object(inner: &Inner, file_object: usize) {
     let Some(mut file) = inner.files.lock(file_object as u64).live.remove(&file_object) else { return };
     file.state = FileState::Closed;
     let (stream, volume, path, file_node) = (file.stream, file.volume, file.path.clone(), file.file_node.take());

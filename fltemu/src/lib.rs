@@ -24,9 +24,11 @@
 #![allow(clippy::cast_possible_truncation, clippy::module_name_repetitions, clippy::missing_panics_doc)]
 
 pub mod catalog;
+mod cbdata;
 mod createpath;
 mod exec;
 mod flt;
+mod fltfile;
 mod gs;
 mod hold;
 pub mod imports;
@@ -40,6 +42,7 @@ mod pool;
 mod ps;
 mod resource;
 mod rtl;
+mod rw;
 mod sync;
 mod system;
 mod volume;
@@ -61,6 +64,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 pub use exec::{Irql, Stop, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
 pub use pe::LoadError;
+pub use rw::{IoOptions, IoResult};
 pub use port::{hresult_from_nt, Message, UserPort, FILTER_MESSAGE_HEADER_SIZE, HRESULT_NO_WAITER_FOR_REPLY};
 pub use state::status;
 pub use user::{Access, UserBuffer};
@@ -95,6 +99,14 @@ pub enum Operation {
     PreClose,
     /// Post-close.
     PostClose,
+    /// Pre-read (IRP_MJ_READ).
+    PreRead,
+    /// Post-read.
+    PostRead,
+    /// Pre-write (IRP_MJ_WRITE).
+    PreWrite,
+    /// Post-write.
+    PostWrite,
     /// A context cleanup callback.
     ContextCleanup,
     /// A generic work item.
@@ -299,6 +311,15 @@ impl std::fmt::Display for EmuError {
                         None => write!(f, " PAGE_FAULT_IN_NONPAGED_AREA: {:#x} referenced at {:#x}", params[0], params[2]),
                     },
                     gs::DRIVER_OVERRAN_STACK_BUFFER => write!(f, " DRIVER_OVERRAN_STACK_BUFFER: stack cookie {:#x}, expected {:#x}", params[0], params[1]),
+                    seh::SYSTEM_THREAD_EXCEPTION_NOT_HANDLED => {
+                        write!(f, " SYSTEM_THREAD_EXCEPTION_NOT_HANDLED: exception {:#010x}", params[0])?;
+                        match rva {
+                            Some(rva) => write!(f, " at image RVA {rva:#x}"),
+                            None => write!(f, " at {:#x} (outside the image)", params[1]),
+                        }
+                    }
+                    seh::KERNEL_SECURITY_CHECK_FAILURE => write!(f, " KERNEL_SECURITY_CHECK_FAILURE: __fastfail code {}", params[0]),
+                    seh::UNEXPECTED_KERNEL_MODE_TRAP => write!(f, " UNEXPECTED_KERNEL_MODE_TRAP: trap {}", params[0]),
                     _ => Ok(()),
                 }
             }
@@ -430,7 +451,7 @@ pub(crate) fn resolve_import(dll: &str, name: &str) -> Option<usize> {
             .or_else(|| rtl::resolve(name))
             .or_else(|| mdl::resolve(name))
             .or_else(|| system::resolve(name)),
-        "fltmgr.sys" => flt::resolve(name).or_else(|| volume::resolve(name)).or_else(|| pool::resolve_flt(name)).or_else(|| resource::resolve_flt(name)).or_else(|| system::resolve_flt(name)).or_else(|| createpath::resolve(name)).or_else(|| pend::resolve(name)),
+        "fltmgr.sys" => flt::resolve(name).or_else(|| volume::resolve(name)).or_else(|| pool::resolve_flt(name)).or_else(|| resource::resolve_flt(name)).or_else(|| system::resolve_flt(name)).or_else(|| createpath::resolve(name)).or_else(|| pend::resolve(name)).or_else(|| rw::resolve_flt(name)).or_else(|| fltfile::resolve_flt(name)).or_else(|| cbdata::resolve_flt(name)),
         _ => None,
     }
 }
@@ -714,6 +735,40 @@ impl Emulator {
             io::cleanup(inner, file_object, options.pid)?;
             io::close(inner, file_object, options.pid)
         })
+    }
+
+    /// IRP_MJ_READ of `length` bytes at `offset` through the filter's pre/post-read callbacks
+    /// (a user buffer for the requestor, or with `options.paging` a paging read into a kernel
+    /// buffer with an MDL). Reads see earlier writes; at or past the end the status is
+    /// STATUS_END_OF_FILE, at the end a read is short.
+    ///
+    /// # Errors
+    /// [`EmuError::InvalidHandle`] when `file` is not open, [`EmuError::Stopped`].
+    pub fn read(&self, file: &FileHandle, offset: u64, length: usize, options: &IoOptions) -> Result<IoResult, EmuError> {
+        let (file_object, pid, options) = (file.file_object, file.pid, *options);
+        self.run_io(move |inner| rw::issue(inner, file_object, pid, offset, length, None, options))
+    }
+
+    /// IRP_MJ_WRITE of `data` at `offset` through the filter's pre/post-write callbacks.
+    ///
+    /// # Errors
+    /// As [`read`](Self::read).
+    pub fn write(&self, file: &FileHandle, offset: u64, data: &[u8], options: &IoOptions) -> Result<IoResult, EmuError> {
+        let (file_object, pid, options, data) = (file.file_object, file.pid, *options, data.to_vec());
+        self.run_io(move |inner| rw::issue(inner, file_object, pid, offset, data.len(), Some(&data), options))
+    }
+
+    /// Sets the contents of the stream `path` on `volume` (`\dir\a.txt`, `\a.txt:ads`), as
+    /// if written before the run: later reads, FltReadFile and the standard information's
+    /// EndOfFile see it.
+    pub fn set_file_contents(&self, volume: VolumeId, path: &str, bytes: &[u8]) {
+        rw::set_contents(&self.inner, volume.0, path, bytes);
+    }
+
+    /// The contents of the stream `path` on `volume` (None when never written or seeded).
+    #[must_use]
+    pub fn file_contents(&self, volume: VolumeId, path: &str) -> Option<Vec<u8>> {
+        rw::contents(&self.inner, volume.0, path)
     }
 
     /// Unloads the driver (`sc stop`: FLTFL_FILTER_UNLOAD_MANDATORY) and returns the report:

@@ -223,6 +223,12 @@ mod cli {
         };
         match scenario::run_script(&emulator, &options.script, options.threads) {
             Ok(run) => {
+                // A stop in asynchronous driver code (a work item) while the script's own calls
+                // still returned: the run crashed all the same.
+                if let Some(stop) = run.report.stop.clone() {
+                    print_result(&options, &run.log, Some(&run.report), Some(&EmuError::Stopped(stop).to_string()));
+                    return 2;
+                }
                 print_result(&options, &run.log, Some(&run.report), None);
                 i32::from(!run.report.violations.is_empty())
             }

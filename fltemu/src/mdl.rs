@@ -17,10 +17,72 @@ const PAGE: usize = 4096;
 /// Live MDLs: address → allocation size in u64 units.
 static MDLS: Table<usize, usize> = Table::new();
 
+/// MDLs Filter Manager built itself (FltLockUserBuffer, paging I/O) → the kernel view of
+/// their pages, which MmMapLockedPagesSpecifyCache returns; Filter Manager frees them when the
+/// operation completes.
+static OWNED: Table<usize, usize> = Table::new();
+
 /// Forgets every MDL (a new emulator loads).
 pub fn reset() {
     MDLS.clear();
+    OWNED.clear();
 }
+
+/// Builds an MDL for `[address, address + length)` the way Filter Manager does for an
+/// operation (not counted as a driver call): pages locked, `system` the kernel view of the
+/// same bytes (a second mapping of a user buffer's pages, or the kernel buffer itself), mapped
+/// only when the driver asks (MmGetSystemAddressForMdlSafe).
+pub(crate) fn build_owned(address: usize, length: u32, system: usize) -> usize {
+    let pages = (address % PAGE + length as usize).div_ceil(PAGE).max(1);
+    let words = 6 + pages;
+    let block = Box::into_raw(vec![0u64; words].into_boxed_slice()).cast::<u64>() as usize;
+    let size = i16::try_from(words * 8).unwrap_or(i16::MAX);
+    // SAFETY: the block was just allocated with `words` u64s (≥ 0x30 bytes).
+    unsafe { ((block + 8) as *mut i16).write(size) };
+    // SAFETY: as above.
+    unsafe { ((block + 0xA) as *mut i16).write(LOCKED) };
+    // SAFETY: as above.
+    unsafe { ((block + 0x20) as *mut usize).write(address - address % PAGE) };
+    // SAFETY: as above.
+    unsafe { ((block + 0x28) as *mut u32).write(length) };
+    // SAFETY: as above.
+    unsafe { ((block + 0x2C) as *mut u32).write((address % PAGE) as u32) };
+    MDLS.with(|t| t.insert(block, words));
+    OWNED.with(|t| t.insert(block, system));
+    block
+}
+
+/// Filter Manager frees an MDL it built, at the operation's completion (unlocked, unmapped).
+pub(crate) fn free_owned(mdl: usize) {
+    if OWNED.with(|t| t.remove(&mdl)).is_none() {
+        return;
+    }
+    // SAFETY: a live MDL's first 0x30 bytes (kept allocated, poisoned, like IoFreeMdl's).
+    unsafe { core::ptr::write_bytes(mdl as *mut u8, 0xDF, 0x30) };
+    MDLS.with(|t| t.remove(&mdl));
+}
+
+/// Filter Manager frees an MDL a filter swapped into an operation's parameters, after the
+/// filter's post-operation callback (the FLT_PARAMETERS pages for IRP_MJ_READ/WRITE: "the filter
+/// manager frees the MDL currently stored in MdlAddress and restores the previous value").
+pub(crate) fn free_swapped(mdl: usize) {
+    if OWNED.with(|t| t.contains_key(&mdl)) {
+        free_owned(mdl);
+    } else if MDLS.with(|t| t.remove(&mdl)).is_some() {
+        // SAFETY: a live MDL's first 0x30 bytes (kept allocated, poisoned, like IoFreeMdl's).
+        unsafe { core::ptr::write_bytes(mdl as *mut u8, 0xDF, 0x30) };
+    }
+}
+
+/// Where the bytes an MDL describes can be reached from kernel mode (Filter Manager's kernel
+/// view for its own MDLs, the described address otherwise); None for an unknown MDL.
+pub(crate) fn system_view(mdl: usize) -> Option<usize> {
+    if !MDLS.with(|t| t.contains_key(&mdl)) {
+        return None;
+    }
+    Some(OWNED.with(|t| t.get(&mdl).copied()).unwrap_or_else(|| range(mdl).0))
+}
+
 
 /// MDLs not freed.
 pub fn outstanding() -> Vec<(ObjectKind, usize)> {
@@ -86,6 +148,10 @@ extern "win64" fn io_allocate_mdl(address: usize, length: u32, _secondary: u8, _
 extern "win64" fn io_free_mdl(mdl: usize) {
     objects::count("IoFreeMdl", DISPATCH_LEVEL);
     if !live("IoFreeMdl", mdl) {
+        return;
+    }
+    if OWNED.with(|t| t.contains_key(&mdl)) {
+        objects::misuse("IoFreeMdl", ObjectKind::Mdl, "the operation's MDL (FltLockUserBuffer) is freed by Filter Manager when the operation completes, not by the filter");
         return;
     }
     let value = flags(mdl);
@@ -168,7 +234,9 @@ extern "win64" fn mm_map_locked_pages_specify_cache(mdl: usize, mode: i8, _cache
         objects::misuse("MmMapLockedPagesSpecifyCache", ObjectKind::Mdl, "pages neither locked (MmProbeAndLockPages) nor non-paged (MmBuildMdlForNonPagedPool)");
         return 0;
     }
-    let (start, _) = range(mdl);
+    // Filter Manager's MDLs of a user buffer map to a kernel view of their pages, which stays
+    // valid in any thread context (the user address does not, at DISPATCH_LEVEL).
+    let start = OWNED.with(|t| t.get(&mdl).copied()).unwrap_or_else(|| range(mdl).0);
     // SAFETY: a live MDL: MappedSystemVa at 0x18.
     unsafe { ((mdl + 0x18) as *mut usize).write(start) };
     set_flags(mdl, flags(mdl) | MAPPED);
@@ -181,7 +249,8 @@ extern "win64" fn mm_unmap_locked_pages(address: usize, mdl: usize) {
     if !live("MmUnmapLockedPages", mdl) {
         return;
     }
-    if flags(mdl) & MAPPED == 0 || range(mdl).0 != address {
+    let mapped_at = OWNED.with(|t| t.get(&mdl).copied()).unwrap_or_else(|| range(mdl).0);
+    if flags(mdl) & MAPPED == 0 || mapped_at != address {
         objects::misuse("MmUnmapLockedPages", ObjectKind::Mdl, "not this MDL's mapping");
         return;
     }
@@ -209,10 +278,10 @@ const fn wdm(function: &'static str, notes: &'static str) -> Emulated {
 /// The catalog rows of this module.
 pub const DOCS: &[Emulated] = &[
     wdm("IoAllocateMdl", "≤ DISPATCH; MDL header (Size, StartVa, ByteCount, ByteOffset) + PFN array; never freed by unload → ObjectLeaked(Mdl); IRP association not modelled"),
-    wdm("IoFreeMdl", "≤ DISPATCH; still locked or mapped → ObjectMisuse; unknown/double free → ObjectMisuse"),
+    wdm("IoFreeMdl", "≤ DISPATCH; still locked or mapped → ObjectMisuse; unknown/double free → ObjectMisuse; the MDL FltLockUserBuffer put in the operation's parameters (Filter Manager frees it at completion) → ObjectMisuse"),
     wdm("MmBuildMdlForNonPagedPool", "≤ DISPATCH; MDL_SOURCE_IS_NONPAGED_POOL, MappedSystemVa = the buffer"),
     wdm("MmProbeAndLockPages", "≤ APC; locks; a user range not accessible for the operation raises STATUS_ACCESS_VIOLATION at the caller (its __except takes it; none → bug check 0x1E); already locked → ObjectMisuse"),
     wdm("MmUnlockPages", "≤ DISPATCH; not locked → ObjectMisuse"),
-    wdm("MmMapLockedPagesSpecifyCache", "≤ DISPATCH; KernelMode only; needs locked or non-paged pages (else ObjectMisuse, NULL); returns the buffer's own address (what MmGetSystemAddressForMdlSafe yields)"),
+    wdm("MmMapLockedPagesSpecifyCache", "≤ DISPATCH; KernelMode only; needs locked or non-paged pages (else ObjectMisuse, NULL); returns the buffer's own address (what MmGetSystemAddressForMdlSafe yields), or for the MDL of a read/write's user buffer a kernel view of its pages that stays valid at DISPATCH_LEVEL in any thread"),
     wdm("MmUnmapLockedPages", "≤ DISPATCH; must be the MDL's mapping"),
 ];

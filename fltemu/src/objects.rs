@@ -34,6 +34,13 @@ pub enum ObjectKind {
     CriticalRegion,
     /// A deferred I/O work item (FltAllocateDeferredIoWorkItem … FltFreeDeferredIoWorkItem).
     DeferredIoWorkItem,
+    /// A handle from FltCreateFile* (… FltClose).
+    FileHandle,
+    /// A FILE_OBJECT reference from FltCreateFileEx(2) or ObReferenceObject on one (…
+    /// ObDereferenceObject).
+    FileObjectReference,
+    /// Callback data from FltAllocateCallbackData (… FltFreeCallbackData).
+    CallbackData,
 }
 
 impl ObjectKind {
@@ -52,6 +59,9 @@ impl ObjectKind {
             ObjectKind::Mdl => "MDL",
             ObjectKind::CriticalRegion => "critical region",
             ObjectKind::DeferredIoWorkItem => "deferred I/O work item",
+            ObjectKind::FileHandle => "file handle (FltCreateFile)",
+            ObjectKind::FileObjectReference => "FILE_OBJECT reference (FltCreateFileEx)",
+            ObjectKind::CallbackData => "callback data (FltAllocateCallbackData)",
         }
     }
 }
@@ -71,6 +81,9 @@ impl fmt::Display for ObjectKind {
             ObjectKind::Mdl => "MDL(s) not freed",
             ObjectKind::CriticalRegion => "critical region",
             ObjectKind::DeferredIoWorkItem => "deferred I/O work item(s) not freed",
+            ObjectKind::FileHandle => "file handle(s) (FltCreateFile) not closed with FltClose",
+            ObjectKind::FileObjectReference => "FILE_OBJECT reference(s) (FltCreateFileEx) not dereferenced",
+            ObjectKind::CallbackData => "callback data (FltAllocateCallbackData) not freed",
         })
     }
 }
@@ -125,6 +138,9 @@ pub fn reset() {
     crate::mdl::reset();
     crate::createpath::reset();
     crate::pend::reset();
+    crate::rw::reset();
+    crate::fltfile::reset();
+    crate::cbdata::reset();
 }
 
 /// What every module still holds at the end of unload.
@@ -138,6 +154,8 @@ pub fn leaks() -> Vec<Violation> {
         .chain(crate::volume::outstanding())
         .chain(crate::mdl::outstanding())
         .chain(crate::pend::outstanding())
+        .chain(crate::fltfile::outstanding())
+        .chain(crate::cbdata::outstanding())
     {
         if count > 0 {
             found.push(Violation::ObjectLeaked { kind, count });

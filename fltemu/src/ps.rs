@@ -159,6 +159,9 @@ extern "win64" fn ps_lookup_process_by_process_id(pid: usize, process: *mut usiz
 
 fn reference(function: &'static str, object: usize) {
     objects::count(function, DISPATCH_LEVEL);
+    if crate::fltfile::reference(object) {
+        return;
+    }
     if object == 0 {
         objects::misuse(function, ObjectKind::ProcessReference, "NULL object");
         return;
@@ -170,6 +173,9 @@ fn reference(function: &'static str, object: usize) {
 
 fn dereference(function: &'static str, object: usize) {
     objects::count(function, DISPATCH_LEVEL);
+    if crate::fltfile::dereference(function, object) {
+        return;
+    }
     let known = OBJECTS.with(|t| {
         t.get_mut(&object).map(|o| {
             o.driver_refs -= 1;
@@ -346,7 +352,7 @@ pub const DOCS: &[Emulated] = &[
     nt("PsGetThreadId", Source::Ddi("ntifs"), "the thread's id"),
     nt("PsLookupProcessByProcessId", Source::Ddi("ntifs"), "≤ APC; a referenced process object (must be ObDereferenceObject'ed: else ObjectLeaked(ProcessReference) at unload); pid 0 → INVALID_PARAMETER"),
     nt("ObfReferenceObject", Source::DdiAs("wdm", "ObReferenceObject"), "≤ DISPATCH; +1 on a process, thread or any other object (FILE_OBJECTs …); held at unload → ObjectLeaked(ProcessReference)"),
-    nt("ObfDereferenceObject", Source::DdiAs("wdm", "ObDereferenceObject"), "≤ DISPATCH; −1; more dereferences than references → ObjectMisuse"),
+    nt("ObfDereferenceObject", Source::DdiAs("wdm", "ObDereferenceObject"), "≤ DISPATCH; −1; more dereferences than references → ObjectMisuse; on a FILE_OBJECT from FltCreateFileEx(2): its reference (the FILE_OBJECT closes once its handle is closed too)"),
     nt("ObDereferenceObject", Source::Ddi("wdm"), "as ObfDereferenceObject"),
     nt("ObDereferenceObjectDeferDelete", Source::Ddi("wdm"), "as ObfDereferenceObject"),
     nt("SeLocateProcessImageName", Source::Ddi("ntddk"), "PASSIVE; a UNICODE_STRING + buffer in one pool block (tag 'SeIn') the caller frees with ExFreePool (else PoolLeaked)"),

@@ -8,6 +8,12 @@
 //! | `mount VOL [nostream]` | mount `\Device\VOL` (NTFS, or a file system without stream contexts) |
 //! | `open H VOL PATH [pid=N] [status=0xC0000034] [paging]` | IRP_MJ_CREATE; a failure status makes a failed create |
 //! | `cleanup H` / `close H` | IRP_MJ_CLEANUP / IRP_MJ_CLOSE of handle H (close runs cleanup if needed) |
+//! | `contents VOL PATH TEXT` | sets the contents of stream PATH to TEXT (the rest of the line) |
+//! | `read H OFFSET LENGTH [paging]` | IRP_MJ_READ through the filter (a user buffer; `paging`: IRP_PAGING_IO \| IRP_NOCACHE into a kernel buffer with an MDL) |
+//! | `write H OFFSET TEXT` | IRP_MJ_WRITE of TEXT (the rest of the line) from a user buffer |
+//!
+//! A handle whose open failed stays known: `cleanup`, `close`, `read` and `write` on it are
+//! logged as skipped, so one script fits filters that refuse some opens.
 //! | `openclose VOL PATH [COUNT]` | create, cleanup, close, COUNT times |
 //! | `storm COUNT` | COUNT create/cleanup/close cycles over all mounted volumes on `--threads` threads |
 //! | `race ROUNDS` | per round, `--threads` threads open one new stream at the same moment, then close |
@@ -34,14 +40,19 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "default",
         "# the run of a bare `fltemu run X.sys`: three volumes (vol3 without stream-context support),\n\
          # handles held across other I/O, shared streams and alternate data streams opened from\n\
-         # --threads threads, failed creates, simultaneous first opens, a phase with post-cleanup/close\n\
-         # at DISPATCH_LEVEL, a process created and exiting (notify routines), a manual detach when the\n\
-         # filter allows it, unload and the leak checks\n\
+         # --threads threads, failed creates, reads and writes of held files (seeded contents, end of\n\
+         # file, a paging read) and an open of a file seeded with the bytes FLTEMU-BAD, simultaneous\n\
+         # first opens, a phase with post-cleanup/close and post-read/write at DISPATCH_LEVEL, a process\n\
+         # created and exiting (notify routines), a manual detach when the filter allows it, unload and\n\
+         # the leak checks\n\
          mount vol1\nmount vol2\nmount vol3 nostream\n\
          open held1 vol1 \\held.txt\nopen held2 vol1 \\held.txt\nopen held3 vol1 \\held.txt:ads\nopen held4 vol2 \\dir\\held.txt\nopen held5 vol3 \\held.txt\n\
          open missing vol1 \\missing.txt status=0xC0000034\n\
+         contents vol1 \\held.txt held file contents\ncontents vol1 \\marked.txt FLTEMU-BAD sample\n\
+         read held1 0 64\nwrite held1 5 FILE\nread held2 0 64\nread held1 100 16\nread held3 0 16\nwrite held4 0 data on vol2\nread held4 0 4 paging\nwrite held5 0 nostream\nread held5 0 8\n\
+         open marked vol1 \\marked.txt\nread marked 0 32\nclose marked\n\
          process 4242 create\nmixed 600\nstorm 3000\nrace 40\nprocess 4242 exit\n\
-         post-irql dispatch\nmixed 200\npost-irql config\n\
+         post-irql dispatch\nmixed 200\nread held1 0 32\nwrite held4 3 at dispatch\nread held4 0 32\npost-irql config\n\
          cleanup held2\nclose held1\ndetach vol2 if-allowed\nclose held2\nclose held3\nclose held4\nclose held5\nopenclose vol2 \\after-detach.txt 2\n\
          unload\n",
     ),
@@ -107,6 +118,15 @@ impl std::fmt::Display for ScriptError {
     }
 }
 
+/// The text after the first `words` words of a line (single spaces kept as written).
+fn rest_of_line(line: &str, words: usize) -> &str {
+    let mut rest = line.trim_start();
+    for _ in 0..words {
+        rest = rest.split_once(char::is_whitespace).map_or("", |(_, tail)| tail.trim_start());
+    }
+    rest
+}
+
 fn parse_status(text: &str) -> Option<i32> {
     let value = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")).map_or_else(|| text.parse::<i64>().ok(), |h| i64::from_str_radix(h, 16).ok())?;
     // An NTSTATUS is written as its 32-bit pattern (0xC0000034); keep the low 32 bits.
@@ -126,6 +146,8 @@ pub fn run_script(emulator: &Emulator, script: &str, threads: usize) -> Result<S
     // random per process, and on a volume without them there is no context to race for).
     let mut race_volume: Option<VolumeId> = None;
     let mut handles: HashMap<String, FileHandle> = HashMap::new();
+    // Handles whose open failed: later commands on them are logged as skipped.
+    let mut failed: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut log = Vec::new();
     let mut report = None;
     for (index, raw) in script.lines().enumerate() {
@@ -167,9 +189,42 @@ pub fn run_script(emulator: &Emulator, script: &str, threads: usize) -> Result<S
                         log.push(format!("open {handle} = {path}: ok"));
                         handles.insert((*handle).to_owned(), file);
                     }
-                    Err(EmuError::CreateFailed(status)) => log.push(format!("open {handle} = {path}: failed {status:#010x}")),
+                    Err(EmuError::CreateFailed(status)) => {
+                        log.push(format!("open {handle} = {path}: failed {status:#010x}"));
+                        failed.insert((*handle).to_owned());
+                    }
                     Err(error) => return Err(fail(error, &log)),
                 }
+            }
+            ["cleanup" | "close" | "read" | "write", handle, ..] if failed.contains(*handle) && !handles.contains_key(*handle) => {
+                log.push(format!("{} {handle}: skipped (its open failed)", words[0]));
+                if words[0] == "close" {
+                    failed.remove(*handle);
+                }
+            }
+            ["contents", vol, path, ..] => {
+                let text = rest_of_line(text, 3);
+                emulator.set_file_contents(volume(vol)?, path, text.as_bytes());
+                log.push(format!("contents {path}: {} bytes", text.len()));
+            }
+            ["read", handle, offset, length, rest @ ..] => {
+                let file = handles.get(*handle).ok_or_else(|| syntax("unknown handle"))?;
+                let offset: u64 = offset.parse().map_err(|_| syntax("bad offset"))?;
+                let length: usize = length.parse().map_err(|_| syntax("bad length"))?;
+                let paging = match rest {
+                    [] => false,
+                    ["paging"] => true,
+                    _ => return Err(syntax("read takes H OFFSET LENGTH [paging]")),
+                };
+                let result = emulator.read(file, offset, length, &crate::IoOptions { paging, ..Default::default() }).map_err(|e| fail(e, &log))?;
+                log.push(format!("read {handle} @{offset} {length}{}: status {:#010x}, {} bytes", if paging { " paging" } else { "" }, result.status, result.information));
+            }
+            ["write", handle, offset, ..] => {
+                let file = handles.get(*handle).ok_or_else(|| syntax("unknown handle"))?;
+                let offset: u64 = offset.parse().map_err(|_| syntax("bad offset"))?;
+                let text = rest_of_line(text, 3);
+                let result = emulator.write(file, offset, text.as_bytes(), &crate::IoOptions::default()).map_err(|e| fail(e, &log))?;
+                log.push(format!("write {handle} @{offset} {}: status {:#010x}, {} bytes", text.len(), result.status, result.information));
             }
             ["cleanup", handle] => {
                 let file = handles.get(*handle).ok_or_else(|| syntax("unknown handle"))?;

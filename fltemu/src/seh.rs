@@ -38,11 +38,40 @@ pub const STATUS_NONCONTINUABLE_EXCEPTION: i32 = 0xC000_0025_u32.cast_signed();
 pub const STATUS_INVALID_DISPOSITION: i32 = 0xC000_0026_u32.cast_signed();
 /// `KMODE_EXCEPTION_NOT_HANDLED`.
 pub const KMODE_EXCEPTION_NOT_HANDLED: u32 = 0x1E;
+/// `STATUS_INTEGER_DIVIDE_BY_ZERO`.
+pub const STATUS_INTEGER_DIVIDE_BY_ZERO: i32 = 0xC000_0094_u32.cast_signed();
+/// `STATUS_INTEGER_OVERFLOW`.
+pub const STATUS_INTEGER_OVERFLOW: i32 = 0xC000_0095_u32.cast_signed();
+/// `STATUS_ILLEGAL_INSTRUCTION`.
+pub const STATUS_ILLEGAL_INSTRUCTION: i32 = 0xC000_001D_u32.cast_signed();
+/// `STATUS_BREAKPOINT`.
+pub const STATUS_BREAKPOINT: i32 = 0x8000_0003_u32.cast_signed();
+/// `STATUS_ASSERTION_FAILURE`, what `int 0x2c` (NT_ASSERT) raises.
+pub const STATUS_ASSERTION_FAILURE: i32 = 0xC000_0420_u32.cast_signed();
+/// `STATUS_STACK_BUFFER_OVERRUN`, the code of a fast fail's exception record.
+pub const STATUS_STACK_BUFFER_OVERRUN: i32 = 0xC000_0409_u32.cast_signed();
+/// `STATUS_UNWIND`, the code of RtlUnwindEx's own record when the caller passes none.
+pub const STATUS_UNWIND: i32 = 0xC000_0027_u32.cast_signed();
+/// `STATUS_INVALID_UNWIND_TARGET`.
+pub const STATUS_INVALID_UNWIND_TARGET: i32 = 0xC000_0029_u32.cast_signed();
+/// `STATUS_UNWIND_CONSOLIDATE`.
+const STATUS_UNWIND_CONSOLIDATE: i32 = 0x8000_0029_u32.cast_signed();
+/// `SYSTEM_THREAD_EXCEPTION_NOT_HANDLED`.
+pub const SYSTEM_THREAD_EXCEPTION_NOT_HANDLED: u32 = 0x7E;
+/// `UNEXPECTED_KERNEL_MODE_TRAP`.
+pub const UNEXPECTED_KERNEL_MODE_TRAP: u32 = 0x7F;
+/// `KERNEL_SECURITY_CHECK_FAILURE`.
+pub const KERNEL_SECURITY_CHECK_FAILURE: u32 = 0x139;
+/// UNEXPECTED_KERNEL_MODE_TRAP's parameter 1 for a double fault (what a kernel stack overflow
+/// becomes).
+const EXCEPTION_DOUBLE_FAULT: usize = 8;
 
 const EXCEPTION_NONCONTINUABLE: u32 = 0x1;
 const EXCEPTION_UNWINDING: u32 = 0x2;
 const EXCEPTION_EXIT_UNWIND: u32 = 0x4;
+const EXCEPTION_NESTED_CALL: u32 = 0x10;
 const EXCEPTION_TARGET_UNWIND: u32 = 0x20;
+const EXCEPTION_COLLIDED_UNWIND: u32 = 0x40;
 
 /// `EXCEPTION_DISPOSITION` values.
 const EXCEPTION_CONTINUE_EXECUTION_DISPOSITION: i32 = 0;
@@ -84,6 +113,7 @@ impl ExceptionRecord {
 
 /// `DISPATCHER_CONTEXT` (x64 exception handling).
 #[repr(C)]
+#[derive(Clone, Copy)]
 struct DispatcherContext {
     control_pc: u64,
     image_base: u64,
@@ -109,10 +139,82 @@ type LanguageHandler = unsafe extern "win64" fn(*mut ExceptionRecord, u64, *mut 
 type FilterRoutine = unsafe extern "win64" fn(*mut ExceptionPointers, u64) -> i32;
 type TerminationRoutine = unsafe extern "win64" fn(u8, u64);
 
+/// Which walk called a handler that is still running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// The search for a handler (RtlDispatchException).
+    Dispatch,
+    /// An unwind to a target frame (RtlUnwindEx).
+    Unwind,
+}
+
+/// Where an unwind stood when it called a frame's unwind handler, so an unwind that collides with
+/// it (started by an exception raised inside that handler) goes on from there.
+#[derive(Clone, Copy, Debug)]
+struct UnwindState {
+    /// The frame's own context (before the step).
+    before: *const Context,
+    /// Its caller's context (after the step).
+    after: *const Context,
+    /// The DISPATCHER_CONTEXT the handler was given (ScopeIndex advanced past a running
+    /// `__finally`, so that handler is not run twice).
+    dispatcher: *const DispatcherContext,
+}
+
+/// A language handler fltemu's dispatcher or unwinder called and that has not returned: the
+/// frames fltemu put between it and the driver frames the walk came from. A walk that leaves the
+/// image through such a call goes on where that walk stood, as Windows' walk goes on through
+/// RtlpExecuteHandlerForException / RtlpExecuteHandlerForUnwind and the dispatcher's own frames.
+#[derive(Clone, Copy, Debug)]
+struct Activation {
+    phase: Phase,
+    /// The context the walk that made the call started from (the exception's context).
+    origin: *const Context,
+    /// How many activations were running when that walk started.
+    base: usize,
+    /// The establisher frame of the frame whose handler is running.
+    establisher: u64,
+    /// [`exec::call_depth`] at the call: a walk at another depth crosses an export first.
+    depth: usize,
+    /// An address in the Rust frame that made the call (gone once a context above it resumes).
+    frame: usize,
+    /// For an unwind, where it stood.
+    unwind: Option<UnwindState>,
+}
+
 thread_local! {
-    /// The context the current dispatch started from (RtlUnwindEx unwinds from it: fltemu's
-    /// own frames between the fault and the handler have no unwind data).
-    static ORIGIN: Cell<*const Context> = const { Cell::new(core::ptr::null()) };
+    /// The handler calls running on this thread, oldest first.
+    static ACTIVE: core::cell::RefCell<Vec<Activation>> = const { core::cell::RefCell::new(Vec::new()) };
+}
+
+fn active_len() -> usize {
+    ACTIVE.with(|a| a.borrow().len())
+}
+
+fn active(index: usize) -> Activation {
+    ACTIVE.with(|a| a.borrow()[index])
+}
+
+fn push_active(activation: Activation) {
+    ACTIVE.with(|a| a.borrow_mut().push(activation));
+}
+
+fn pop_active() {
+    ACTIVE.with(|a| a.borrow_mut().pop());
+}
+
+/// The handler call a walk at `level` reaches when it leaves the image, if it is fltemu's
+/// dispatcher's (same driver-call depth: no export's frames lie between).
+fn below(level: usize) -> Option<Activation> {
+    let activation = level.checked_sub(1).map(active)?;
+    (activation.depth == exec::call_depth()).then_some(activation)
+}
+
+/// Continues in `context` (a driver frame): the handler calls whose frames lie below it are over.
+fn resume(context: &Context) -> ! {
+    let rsp = context.gpr[RSP];
+    ACTIVE.with(|a| a.borrow_mut().retain(|activation| activation.frame as u64 > rsp));
+    unwind::restore(context)
 }
 
 fn calls(function: &'static str, max_irql: u8) {
@@ -121,18 +223,26 @@ fn calls(function: &'static str, max_irql: u8) {
     }
 }
 
+fn debug_line(line: String) {
+    if let Some(inner) = crate::state::current() {
+        inner.debug.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
+    }
+}
+
+fn place(image: Option<&Image>, address: u64) -> String {
+    match image {
+        Some(image) if image.contains(address) => format!("image RVA {:#x}", image.rva(address)),
+        _ => format!("{address:#x} (outside the image)"),
+    }
+}
+
 /// Ends the run: nobody handled `record` (bug check 0x1E with the documented parameters).
 fn not_handled(image: Option<&Image>, record: &ExceptionRecord) -> ! {
-    if let Some(inner) = crate::state::current() {
-        let place = match image {
-            Some(image) if image.contains(record.address) => format!("image RVA {:#x}", image.rva(record.address)),
-            _ => format!("{:#x} (outside the image)", record.address),
-        };
-        inner.debug.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(format!(
-            "fltemu: KMODE_EXCEPTION_NOT_HANDLED: exception {:#010x} at {place} reached the top of the driver's frames",
-            record.code.cast_unsigned()
-        ));
-    }
+    debug_line(format!(
+        "fltemu: KMODE_EXCEPTION_NOT_HANDLED: exception {:#010x} at {} reached the top of the driver's frames",
+        record.code.cast_unsigned(),
+        place(image, record.address)
+    ));
     #[allow(clippy::cast_possible_truncation)]
     exec::bug_check(
         KMODE_EXCEPTION_NOT_HANDLED,
@@ -145,16 +255,122 @@ fn not_handled(image: Option<&Image>, record: &ExceptionRecord) -> ! {
     )
 }
 
+/// A walk left the driver's frames with no dispatcher call of fltemu's to go on through: the
+/// exception reached the top of this driver call. What Windows does next depends on what lies
+/// below: an export's frames (a callback run from inside an emulated export), a system worker
+/// thread's start (a work item), or the caller's.
+fn reached_top(image: &Image, record: &ExceptionRecord, context: &Context) -> ! {
+    let code = record.code.cast_unsigned();
+    let depth = exec::call_depth();
+    if depth > 1 {
+        let export = match exec::crossed_export() {
+            "" => "an emulated export",
+            name => name,
+        };
+        debug_line(format!(
+            "fltemu: exception {code:#010x} at {} in a {:?} callback would leave it through {export}: on Windows the dispatch \
+             goes on into the driver frames that called {export} (a __try there could handle it, and {export}'s own frames \
+             would be unwound without their cleanup); fltemu does not unwind its own frames, so it ends the run as not handled",
+            place(Some(image), record.address),
+            exec::operation()
+        ));
+        not_handled(Some(image), record);
+    }
+    if exec::operation() == crate::Operation::WorkItem {
+        // A work item runs on a system worker thread, whose start routine catches what reaches
+        // it with bug check 0x7E ("Bug Check 0x7E SYSTEM_THREAD_EXCEPTION_NOT_HANDLED").
+        debug_line(format!(
+            "fltemu: SYSTEM_THREAD_EXCEPTION_NOT_HANDLED: exception {code:#010x} at {} reached the top of a work item routine",
+            place(Some(image), record.address)
+        ));
+        exec::bug_check(
+            SYSTEM_THREAD_EXCEPTION_NOT_HANDLED,
+            [code as usize, usize::try_from(record.address).unwrap_or(0), &raw const *record as usize, &raw const *context as usize],
+        );
+    }
+    not_handled(Some(image), record)
+}
+
+/// Calls a frame's language handler as RtlpExecuteHandlerForException / ForUnwind do.
+fn call_handler(
+    routine: usize,
+    record: &mut ExceptionRecord,
+    establisher: u64,
+    context: *mut Context,
+    dispatcher: &mut DispatcherContext,
+) -> i32 {
+    // SAFETY: the routine is the image's language handler for this frame (its unwind info
+    // names it): __C_specific_handler (fltemu's) or one the driver links, Win64 ABI.
+    let routine = unsafe { core::mem::transmute::<usize, LanguageHandler>(routine) };
+    // SAFETY: called as the dispatcher calls a language handler, with live records.
+    unsafe { routine(&raw mut *record, establisher, context, &raw mut *dispatcher) }
+}
+
+/// Kernel stack a Windows dispatcher would have used on an x64 kernel stack by the time it
+/// dispatches a nested exception raised in `context`: the driver's own frames below the outermost
+/// driver call at the first exception, plus, per handler call still running, the trap frame
+/// (KTRAP_FRAME, 0x190), exception frame (KEXCEPTION_FRAME, 0x140), exception record and the two
+/// CONTEXT records KiDispatchException and RtlDispatchException keep (0x4D0 each), or for an
+/// unwind RtlUnwindEx's CONTEXT and DISPATCHER_CONTEXT. fltemu's own frames are larger (and its
+/// thread stack is 1 MiB), so they are not what is measured.
+fn nested_kernel_stack(context: &Context) -> usize {
+    const DISPATCH_COST: usize = 0x190 + 0x140 + 0x98 + 2 * 0x4D0;
+    const UNWIND_COST: usize = 0x4D0 + 0x100;
+    let top = exec::stack_top() as u64;
+    let first = if active_len() > 0 { active(0).origin } else { core::ptr::from_ref(context) };
+    // SAFETY: the oldest activation's origin lives in its running frame.
+    let driver = usize::try_from(top.saturating_sub(unsafe { (*first).gpr[RSP] })).unwrap_or(0);
+    let handlers: usize = (0..active_len())
+        .map(|index| if active(index).phase == Phase::Dispatch { DISPATCH_COST } else { UNWIND_COST })
+        .sum();
+    driver + handlers + DISPATCH_COST
+}
+
 /// Dispatches `record` raised in `context` through the driver's exception handlers (never
 /// returns: it resumes at a handler, continues execution, or bug-checks).
+///
+/// An exception raised while a handler fltemu called is running (in a filter expression, in a
+/// `__finally` during an unwind) is a nested exception: its walk leaves the image through
+/// fltemu's dispatcher and goes on from where the outer walk started, with
+/// EXCEPTION_NESTED_CALL set until it has passed the frame whose handler was running, as
+/// RtlDispatchException does (ExceptionNestedException from RtlpExceptionHandler).
 pub fn dispatch(mut record: ExceptionRecord, context: &Context) -> ! {
     let Some(image) = Image::current() else { not_handled(None, &record) };
+    let base = active_len();
+    if base > 0 && nested_kernel_stack(context) > exec::KERNEL_STACK_SIZE {
+        // Each nested exception stacks another trap frame and dispatch on the kernel stack; a
+        // handler that raises again every time its frame is searched overflows it, which is a
+        // double fault ("Bug Check 0x7F UNEXPECTED_KERNEL_MODE_TRAP", parameter 1 = 8).
+        debug_line(format!(
+            "fltemu: UNEXPECTED_KERNEL_MODE_TRAP (double fault): nested exception {:#010x} at {} with {} exception handlers still \
+             running overflowed the {} KiB kernel stack",
+            record.code.cast_unsigned(),
+            place(Some(&image), record.address),
+            base,
+            exec::KERNEL_STACK_SIZE / 1024
+        ));
+        exec::bug_check(UNEXPECTED_KERNEL_MODE_TRAP, [EXCEPTION_DOUBLE_FAULT, 0, 0, 0]);
+    }
     let mut original = *context;
-    ORIGIN.with(|c| c.set(&raw const original));
     let mut walk = *context;
+    let mut level = base;
+    let mut nested_frame = 0u64;
     for _ in 0..MAX_FRAMES {
         if !image.contains(walk.rip) {
-            break;
+            let Some(outer) = below(level) else { break };
+            // Through fltemu's dispatcher into the frames the outer walk came from.
+            for index in outer.base..level {
+                let running = active(index);
+                if running.phase == Phase::Dispatch {
+                    record.flags |= EXCEPTION_NESTED_CALL;
+                    nested_frame = nested_frame.max(running.establisher);
+                }
+            }
+            // SAFETY: the outer walk's origin lives in its frame, which is running (it called
+            // the handler this walk came out of).
+            walk = unsafe { *outer.origin };
+            level = outer.base;
+            continue;
         }
         let control_pc = walk.rip;
         let Ok((frame, function)) = unwind::step(&image, &mut walk, UNW_FLAG_EHANDLER) else { break };
@@ -172,11 +388,21 @@ pub fn dispatch(mut record: ExceptionRecord, context: &Context) -> ! {
             scope_index: 0,
             fill: 0,
         };
-        // SAFETY: the routine is the image's language handler for this frame (its unwind info
-        // names it): __C_specific_handler (fltemu's) or one the driver links, Win64 ABI.
-        let routine = unsafe { core::mem::transmute::<usize, LanguageHandler>(handler.routine) };
-        // SAFETY: called as RtlDispatchException calls a language handler, with live records.
-        let disposition = unsafe { routine(&raw mut record, frame.establisher, &raw mut original, &raw mut dispatcher) };
+        push_active(Activation {
+            phase: Phase::Dispatch,
+            origin: &raw const original,
+            base,
+            establisher: frame.establisher,
+            depth: exec::call_depth(),
+            frame: &raw const dispatcher as usize,
+            unwind: None,
+        });
+        let disposition = call_handler(handler.routine, &mut record, frame.establisher, &raw mut original, &mut dispatcher);
+        pop_active();
+        if nested_frame == frame.establisher {
+            record.flags &= !EXCEPTION_NESTED_CALL;
+            nested_frame = 0;
+        }
         match disposition {
             EXCEPTION_CONTINUE_EXECUTION_DISPOSITION => {
                 if record.flags & EXCEPTION_NONCONTINUABLE != 0 {
@@ -184,7 +410,7 @@ pub fn dispatch(mut record: ExceptionRecord, context: &Context) -> ! {
                         ExceptionRecord::new(STATUS_NONCONTINUABLE_EXCEPTION, EXCEPTION_NONCONTINUABLE, record.address, &[]);
                     not_handled(Some(&image), &nested);
                 }
-                unwind::restore(&original);
+                resume(&original);
             }
             EXCEPTION_CONTINUE_SEARCH_DISPOSITION => {}
             _ => {
@@ -193,42 +419,86 @@ pub fn dispatch(mut record: ExceptionRecord, context: &Context) -> ! {
             }
         }
     }
-    not_handled(Some(&image), &record)
+    reached_top(&image, &record, &original)
 }
 
-/// RtlUnwindEx for the target `target_frame`/`target_ip`: walks from the dispatch's original
-/// context, calling each frame's unwind handler (termination handlers run), then resumes the
-/// target frame at `target_ip` with RAX = `return_value`.
-fn unwind_to(target_frame: u64, target_ip: u64, record: &mut ExceptionRecord, return_value: u64) -> ! {
+/// Where an unwind starts: the context of the walk it belongs to and the activations below it.
+#[derive(Clone, Copy)]
+struct UnwindStart {
+    origin: *const Context,
+    base: usize,
+}
+
+/// RtlUnwindEx's walk: from `start`, calls each frame's unwind handler (termination handlers
+/// run) until the frame `target_frame`, then resumes it at `target_ip` with RAX =
+/// `return_value`. A walk that leaves the image through a running unwind handler call has
+/// collided with that unwind: it goes on where that unwind stood (the handler is called again
+/// with EXCEPTION_COLLIDED_UNWIND and the old DISPATCHER_CONTEXT, so a `__finally` that raised
+/// is not run again), as RtlpUnwindHandler makes RtlUnwindEx do. `written` receives the final
+/// context (RtlUnwindEx's ContextRecord), when given.
+fn unwind_walk(
+    start: UnwindStart,
+    target_frame: u64,
+    target_ip: u64,
+    record: &mut ExceptionRecord,
+    return_value: u64,
+    written: *mut Context,
+) -> ! {
     let Some(image) = Image::current() else { not_handled(None, record) };
-    let origin = ORIGIN.with(Cell::get);
-    if origin.is_null() {
-        not_handled(Some(&image), record);
-    }
-    // SAFETY: ORIGIN points at the dispatch's `original`, in a frame below this one that stays
-    // alive (dispatch never returns while a handler it called runs).
-    let mut walk = unsafe { *origin };
+    // SAFETY: the origin lives in a frame that is running (the walk that owns it called us).
+    let mut walk = unsafe { *start.origin };
+    let mut level = start.base;
+    let mut collided: Option<UnwindState> = None;
     record.flags |= EXCEPTION_UNWINDING;
+    if target_frame == 0 {
+        record.flags |= EXCEPTION_EXIT_UNWIND;
+    }
     for _ in 0..MAX_FRAMES {
-        if !image.contains(walk.rip) {
-            break;
-        }
-        let before = walk;
-        let control_pc = walk.rip;
-        let Ok((frame, function)) = unwind::step(&image, &mut walk, UNW_FLAG_UHANDLER) else { break };
-        if frame.establisher > target_frame {
-            break; // passed the target: it is not on this stack
+        let (before, frame, function, control_pc, mut dispatcher) = if let Some(state) = collided.take() {
+            // SAFETY: the collided unwind's frame is running (its handler call is below us).
+            let before = unsafe { *state.before };
+            // SAFETY: as above.
+            let after = unsafe { *state.after };
+            // SAFETY: as above.
+            let old = unsafe { *state.dispatcher };
+            // The colliding unwind keeps its own target (RtlUnwindEx takes only the frame state).
+            walk = after;
+            record.flags |= EXCEPTION_COLLIDED_UNWIND;
+            let handler = unwind::Handler { routine: old.language_handler, data: old.handler_data };
+            let frame = unwind::Frame { establisher: old.establisher_frame, handler: Some(handler) };
+            (before, frame, None, old.control_pc, Some(old))
+        } else {
+            if !image.contains(walk.rip) {
+                let Some(outer) = below(level) else { break };
+                level = outer.base;
+                if outer.phase == Phase::Unwind {
+                    collided = outer.unwind;
+                } else {
+                    // SAFETY: as above: that walk is running.
+                    walk = unsafe { *outer.origin };
+                }
+                continue;
+            }
+            let before = walk;
+            let control_pc = walk.rip;
+            let Ok((frame, function)) = unwind::step(&image, &mut walk, UNW_FLAG_UHANDLER) else { break };
+            (before, frame, function, control_pc, None)
+        };
+        if target_frame != 0 && frame.establisher > target_frame {
+            // Passed the target: it is not on this stack (RtlUnwindEx raises this status).
+            let invalid = ExceptionRecord::new(STATUS_INVALID_UNWIND_TARGET, EXCEPTION_NONCONTINUABLE, record.address, &[]);
+            not_handled(Some(&image), &invalid);
         }
         let is_target = frame.establisher == target_frame;
         if is_target {
             record.flags |= EXCEPTION_TARGET_UNWIND;
         }
-        if let (Some(handler), Some(function)) = (frame.handler, function) {
-            let mut scratch = before;
-            let mut dispatcher = DispatcherContext {
+        let mut scratch = before;
+        if let Some(handler) = frame.handler {
+            let mut dispatcher = dispatcher.take().unwrap_or(DispatcherContext {
                 control_pc,
                 image_base: image.base as u64,
-                function_entry: function.entry_address,
+                function_entry: function.map_or(0, |f| f.entry_address),
                 establisher_frame: frame.establisher,
                 target_ip,
                 context_record: &raw mut scratch,
@@ -237,25 +507,51 @@ fn unwind_to(target_frame: u64, target_ip: u64, record: &mut ExceptionRecord, re
                 history_table: 0,
                 scope_index: 0,
                 fill: 0,
-            };
-            // SAFETY: as in dispatch: the frame's own language handler, Win64 ABI.
-            let routine = unsafe { core::mem::transmute::<usize, LanguageHandler>(handler.routine) };
-            // SAFETY: called as RtlUnwindEx calls an unwind handler.
-            let disposition = unsafe { routine(&raw mut *record, frame.establisher, &raw mut scratch, &raw mut dispatcher) };
+            });
+            dispatcher.target_ip = target_ip;
+            dispatcher.context_record = &raw mut scratch;
+            push_active(Activation {
+                phase: Phase::Unwind,
+                origin: start.origin,
+                base: start.base,
+                establisher: frame.establisher,
+                depth: exec::call_depth(),
+                frame: &raw const dispatcher as usize,
+                unwind: Some(UnwindState {
+                    before: &raw const before,
+                    after: &raw const walk,
+                    dispatcher: &raw const dispatcher,
+                }),
+            });
+            let disposition = call_handler(handler.routine, record, frame.establisher, &raw mut scratch, &mut dispatcher);
+            pop_active();
+            record.flags &= !EXCEPTION_COLLIDED_UNWIND;
             if disposition != EXCEPTION_CONTINUE_SEARCH_DISPOSITION {
                 let invalid = ExceptionRecord::new(STATUS_INVALID_DISPOSITION, EXCEPTION_NONCONTINUABLE, record.address, &[]);
                 not_handled(Some(&image), &invalid);
             }
         }
         if is_target {
-            let mut resume = before;
-            resume.rip = target_ip;
-            resume.gpr[RAX] = return_value;
-            unwind::restore(&resume);
+            let mut resume_at = before;
+            resume_at.rip = target_ip;
+            resume_at.gpr[RAX] = return_value;
+            if !written.is_null() {
+                // SAFETY: the caller of RtlUnwindEx passed a CONTEXT buffer for the unwind.
+                unsafe { written.write_unaligned(resume_at) };
+            }
+            resume(&resume_at);
         }
     }
     record.flags |= EXCEPTION_EXIT_UNWIND;
-    not_handled(Some(&image), record)
+    // SAFETY: the origin lives in a running frame (see above).
+    reached_top(&image, record, unsafe { &*start.origin })
+}
+
+/// The unwind `__C_specific_handler` starts for an `__except` whose filter chose
+/// EXCEPTION_EXECUTE_HANDLER: it belongs to the dispatch that called the handler.
+fn unwind_to(target_frame: u64, target_ip: u64, record: &mut ExceptionRecord, return_value: u64) -> ! {
+    let Some(top) = active_len().checked_sub(1).map(active) else { not_handled(Image::current().as_ref(), record) };
+    unwind_walk(UnwindStart { origin: top.origin, base: top.base }, target_frame, target_ip, record, return_value, core::ptr::null_mut())
 }
 
 /// One `SCOPE_TABLE` entry (RVAs; `handler` 1 = the constant filter EXCEPTION_EXECUTE_HANDLER,
@@ -435,6 +731,248 @@ pub fn mm_probe_and_lock_pages_entry() -> usize {
     fltemu_mm_probe_and_lock_pages_thunk as *const () as usize
 }
 
+// ---- the unwind exports: RtlCaptureContext, RtlLookupFunctionEntry, RtlVirtualUnwind, RtlUnwindEx
+
+core::arch::global_asm!(
+    // RtlCaptureContext(PCONTEXT ContextRecord in RCX): the caller's registers as they are at
+    // the call, RIP = the return address, RSP = the caller's after the return; FltSave by
+    // FXSAVE when the CONTEXT is 16-byte aligned (as winnt.h declares it). Then tail-jumps to
+    // the accounting routine, which returns to the caller.
+    ".globl fltemu_rtl_capture_context",
+    "fltemu_rtl_capture_context:",
+    "pushfq",
+    "mov [rcx + 0x78], rax",
+    "mov [rcx + 0x80], rcx",
+    "mov [rcx + 0x88], rdx",
+    "mov [rcx + 0x90], rbx",
+    "lea rax, [rsp + 16]",
+    "mov [rcx + 0x98], rax",
+    "mov [rcx + 0xA0], rbp",
+    "mov [rcx + 0xA8], rsi",
+    "mov [rcx + 0xB0], rdi",
+    "mov [rcx + 0xB8], r8",
+    "mov [rcx + 0xC0], r9",
+    "mov [rcx + 0xC8], r10",
+    "mov [rcx + 0xD0], r11",
+    "mov [rcx + 0xD8], r12",
+    "mov [rcx + 0xE0], r13",
+    "mov [rcx + 0xE8], r14",
+    "mov [rcx + 0xF0], r15",
+    "mov rax, [rsp + 8]",
+    "mov [rcx + 0xF8], rax",
+    "pop rax",
+    "mov [rcx + 0x44], eax",
+    "mov word ptr [rcx + 0x38], cs",
+    "mov word ptr [rcx + 0x3A], ds",
+    "mov word ptr [rcx + 0x3C], es",
+    "mov word ptr [rcx + 0x3E], fs",
+    "mov word ptr [rcx + 0x40], gs",
+    "mov word ptr [rcx + 0x42], ss",
+    "stmxcsr [rcx + 0x34]",
+    "mov dword ptr [rcx + 0x30], 0x10001F",
+    "xor edx, edx",
+    "test cl, 15",
+    "jnz 2f",
+    "fxsave [rcx + 0x100]",
+    "jmp {note}",
+    "2:",
+    "mov edx, 1",
+    "jmp {note}",
+    note = sym rtl_capture_context_note,
+);
+
+/// The accounting half of `RtlCaptureContext` (winnt.h; documented for x64 as capturing the
+/// caller's context): any IRQL; a CONTEXT that is not 16-byte aligned (winnt.h declares it
+/// DECLSPEC_ALIGN(16); FXSAVE needs it) → InvalidParameter, its floating-point state not captured.
+extern "win64" fn rtl_capture_context_note(_context: *mut Context, misaligned: u64) {
+    calls("RtlCaptureContext", 31);
+    if misaligned != 0
+        && let Some(inner) = crate::state::current()
+    {
+        inner.violation(crate::verifier::Violation::InvalidParameter {
+            function: "RtlCaptureContext",
+            reason: "ContextRecord is not 16-byte aligned (CONTEXT is DECLSPEC_ALIGN(16)); its FltSave was not captured",
+        });
+    }
+}
+
+fn invalid(function: &'static str, reason: &'static str) {
+    if let Some(inner) = crate::state::current() {
+        inner.violation(crate::verifier::Violation::InvalidParameter { function, reason });
+    }
+}
+
+/// `RtlLookupFunctionEntry` (winnt.h): the `.pdata` entry covering ControlPc and the image base,
+/// for the driver image; NULL for a PC in the image without an entry (a leaf function, base
+/// still set) and NULL with ImageBase 0 for any other address (fltemu's own code has no
+/// function table a driver could use). Any IRQL.
+extern "win64" fn rtl_lookup_function_entry(control_pc: u64, image_base: *mut u64, _history_table: usize) -> usize {
+    calls("RtlLookupFunctionEntry", 31);
+    let image = Image::current().filter(|image| image.contains(control_pc));
+    if image_base.is_null() {
+        invalid("RtlLookupFunctionEntry", "ImageBase is NULL");
+    } else {
+        // SAFETY: the caller's out parameter (a ULONG64); unaligned writes are tolerated.
+        unsafe { image_base.write_unaligned(image.map_or(0, |image| image.base as u64)) };
+    }
+    image.and_then(|image| image.lookup(image.rva(control_pc))).map_or(0, |function| function.entry_address)
+}
+
+/// `RtlVirtualUnwind` (winnt.h, x64 prototype): one virtual unwind step over the driver image's
+/// unwind data (the dispatcher's own unwinder): ContextRecord becomes the caller's context,
+/// EstablisherFrame the frame's establisher, ContextPointers (optional) the stack slots the
+/// nonvolatile registers were restored from; returns the frame's language handler (and its
+/// HandlerData) when HandlerType asks for one and ControlPc is in the body, else NULL. An image
+/// base, PC or function entry that is not the driver image's → InvalidParameter, NULL, nothing
+/// changed. Any IRQL.
+#[allow(clippy::too_many_arguments)]
+extern "win64" fn rtl_virtual_unwind(
+    handler_type: u32,
+    image_base: u64,
+    control_pc: u64,
+    function_entry: usize,
+    context: *mut Context,
+    handler_data: *mut usize,
+    establisher_frame: *mut u64,
+    context_pointers: *mut unwind::ContextPointers,
+) -> usize {
+    const FUNCTION: &str = "RtlVirtualUnwind";
+    calls(FUNCTION, 31);
+    let Some(image) = Image::current() else { return 0 };
+    if image_base != image.base as u64 || !image.contains(control_pc) {
+        invalid(FUNCTION, "ImageBase and ControlPc must be the driver image's (fltemu has unwind data for no other module)");
+        return 0;
+    }
+    let Some(function) = image.entry_at(function_entry) else {
+        invalid(FUNCTION, "FunctionEntry is not one of the image's .pdata entries (RtlLookupFunctionEntry's result)");
+        return 0;
+    };
+    if context.is_null() || handler_data.is_null() || establisher_frame.is_null() {
+        invalid(FUNCTION, "ContextRecord, HandlerData and EstablisherFrame are required");
+        return 0;
+    }
+    // SAFETY: the caller's CONTEXT (read unaligned: a driver's copy need not be aligned).
+    let mut working = unsafe { context.read_unaligned() };
+    working.rip = control_pc;
+    let mut pointers = unwind::ContextPointers::default();
+    #[allow(clippy::cast_possible_truncation)]
+    let wanted = handler_type as u8 & (UNW_FLAG_EHANDLER | UNW_FLAG_UHANDLER);
+    let Ok(frame) = unwind::virtual_unwind_recording(&image, &function, &mut working, wanted, &mut pointers) else {
+        invalid(FUNCTION, "the function's unwind data is malformed");
+        return 0;
+    };
+    // SAFETY: as above, the caller's CONTEXT.
+    unsafe { context.write_unaligned(working) };
+    // SAFETY: the caller's out parameter.
+    unsafe { establisher_frame.write_unaligned(frame.establisher) };
+    if !context_pointers.is_null() {
+        // SAFETY: the caller's KNONVOLATILE_CONTEXT_POINTERS; only restored registers change.
+        let mut given = unsafe { context_pointers.read_unaligned() };
+        for (slot, found) in given.xmm.iter_mut().chain(given.integer.iter_mut()).zip(pointers.xmm.iter().chain(pointers.integer.iter())) {
+            if *found != 0 {
+                *slot = *found;
+            }
+        }
+        // SAFETY: as above.
+        unsafe { context_pointers.write_unaligned(given) };
+    }
+    match frame.handler {
+        Some(handler) => {
+            // SAFETY: the caller's out parameter.
+            unsafe { handler_data.write_unaligned(handler.data) };
+            handler.routine
+        }
+        None => 0,
+    }
+}
+
+/// `RtlUnwindEx` (winnt.h): unwinds from its caller to the frame TargetFrame, calling every
+/// frame's unwind handler on the way (`__finally` blocks run with AbnormalTermination),
+/// EXCEPTION_TARGET_UNWIND at the target, then continues there at TargetIp with RAX =
+/// ReturnValue (ContextRecord receives that context). No ExceptionRecord → one with
+/// STATUS_UNWIND. TargetFrame NULL is an exit unwind (every frame, then the top of the driver's
+/// frames: bug check 0x1E); a target not on the stack → STATUS_INVALID_UNWIND_TARGET (bug check
+/// 0x1E); STATUS_UNWIND_CONSOLIDATE (C++ frame consolidation) → InvalidParameter, unwound
+/// plainly. Any IRQL. The caller's registers come from the assembly thunk.
+extern "win64" fn rtl_unwind_ex(
+    target_frame: u64,
+    target_ip: u64,
+    record: *mut ExceptionRecord,
+    return_value: u64,
+    context_record: *mut Context,
+    _history_table: usize,
+    caller: *const Context,
+) {
+    calls("RtlUnwindEx", 31);
+    let origin = captured(caller);
+    let mut own = ExceptionRecord::new(STATUS_UNWIND, 0, origin.rip, &[]);
+    // SAFETY: the caller's EXCEPTION_RECORD when given (RtlUnwindEx updates its flags in place).
+    let record = if record.is_null() { &mut own } else { unsafe { &mut *record } };
+    if record.code == STATUS_UNWIND_CONSOLIDATE {
+        invalid("RtlUnwindEx", "STATUS_UNWIND_CONSOLIDATE (C++ frame consolidation) is not modelled: unwound as a plain unwind");
+    }
+    unwind_walk(UnwindStart { origin: &raw const origin, base: active_len() }, target_frame, target_ip, record, return_value, context_record)
+}
+
+core::arch::global_asm!(
+    // RtlUnwindEx's six arguments (two on the stack) plus the caller's registers, captured into
+    // a CONTEXT at RSP + 0x40 of this frame, as a seventh.
+    ".globl fltemu_rtl_unwind_ex_thunk",
+    "fltemu_rtl_unwind_ex_thunk:",
+    "sub rsp, 0x518",
+    "mov [rsp + 0xB8], rax",
+    "mov [rsp + 0xC0], rcx",
+    "mov [rsp + 0xC8], rdx",
+    "mov [rsp + 0xD0], rbx",
+    "lea rax, [rsp + 0x520]",
+    "mov [rsp + 0xD8], rax",
+    "mov [rsp + 0xE0], rbp",
+    "mov [rsp + 0xE8], rsi",
+    "mov [rsp + 0xF0], rdi",
+    "mov [rsp + 0xF8], r8",
+    "mov [rsp + 0x100], r9",
+    "mov [rsp + 0x108], r10",
+    "mov [rsp + 0x110], r11",
+    "mov [rsp + 0x118], r12",
+    "mov [rsp + 0x120], r13",
+    "mov [rsp + 0x128], r14",
+    "mov [rsp + 0x130], r15",
+    "mov rax, [rsp + 0x518]",
+    "mov [rsp + 0x138], rax",
+    "stmxcsr [rsp + 0x74]",
+    "movdqa [rsp + 0x1E0], xmm0",
+    "movdqa [rsp + 0x1F0], xmm1",
+    "movdqa [rsp + 0x200], xmm2",
+    "movdqa [rsp + 0x210], xmm3",
+    "movdqa [rsp + 0x220], xmm4",
+    "movdqa [rsp + 0x230], xmm5",
+    "movdqa [rsp + 0x240], xmm6",
+    "movdqa [rsp + 0x250], xmm7",
+    "movdqa [rsp + 0x260], xmm8",
+    "movdqa [rsp + 0x270], xmm9",
+    "movdqa [rsp + 0x280], xmm10",
+    "movdqa [rsp + 0x290], xmm11",
+    "movdqa [rsp + 0x2A0], xmm12",
+    "movdqa [rsp + 0x2B0], xmm13",
+    "movdqa [rsp + 0x2C0], xmm14",
+    "movdqa [rsp + 0x2D0], xmm15",
+    "mov rax, [rsp + 0x540]",
+    "mov [rsp + 0x20], rax",
+    "mov rax, [rsp + 0x548]",
+    "mov [rsp + 0x28], rax",
+    "lea rax, [rsp + 0x40]",
+    "mov [rsp + 0x30], rax",
+    "call {target}",
+    "add rsp, 0x518",
+    "ret",
+    target = sym rtl_unwind_ex,
+);
+
+unsafe extern "C" {
+    fn fltemu_rtl_capture_context();
+    fn fltemu_rtl_unwind_ex_thunk();
+}
+
 /// Generates a raise thunk: captures the caller's integer and XMM registers into a CONTEXT on
 /// its own frame (RIP = the return address, RSP = the caller's), then calls `$target` with the
 /// first three arguments unchanged and the CONTEXT as the fourth, and returns normally if it
@@ -510,17 +1048,29 @@ pub const PAGE_FAULT_IN_NONPAGED_AREA: u32 = 0x50;
 /// is an ordinary access violation.
 const NULL_REGION: u64 = 0x1_0000;
 
-/// Where a redirected fault starts, on the faulting thread's stack. A fault on an address that
-/// is neither user memory nor the NULL region is invalid system memory, which Windows does not
-/// dispatch as an exception at all ("Bug Check 0x50": it cannot be protected by try-except).
-extern "sysv64" fn fault_entry(record: *const ExceptionRecord, context: *const Context) -> ! {
+/// How a redirected fault reached the dispatcher.
+const TRAP_PAGE_FAULT: u64 = 0;
+/// A fault that is not a page fault (divide error, invalid opcode, breakpoint, a general
+/// protection fault raised as an access violation).
+const TRAP_OTHER: u64 = 1;
+/// `int 0x29`: a fast fail.
+const TRAP_FAST_FAIL: u64 = 2;
+
+/// Where a redirected fault starts, on the faulting thread's stack. A page fault on an address
+/// that is neither user memory nor the NULL region is invalid system memory, which Windows does
+/// not dispatch as an exception at all ("Bug Check 0x50": it cannot be protected by try-except);
+/// a fast fail is not dispatched either (bug check 0x139).
+extern "sysv64" fn fault_entry(record: *const ExceptionRecord, context: *const Context, kind: u64) -> ! {
     // SAFETY: the signal handler wrote both below the faulting RSP, above this frame.
     let record = unsafe { *record };
     // SAFETY: as above.
     let context = unsafe { *context };
+    if kind == TRAP_FAST_FAIL {
+        fast_fail(&record, &context);
+    }
     let address = record.information[1];
     let user = crate::state::current().is_some_and(|inner| usize::try_from(address).is_ok_and(|a| inner.user.contains(a)));
-    if !user && address >= NULL_REGION {
+    if kind == TRAP_PAGE_FAULT && !user && address >= NULL_REGION {
         // Parameter 2 on x64 since Windows 10 1507: 0 read, 2 write, 0x10 execute.
         let operation = match record.information[0] {
             1 => 2,
@@ -641,35 +1191,136 @@ pub fn note_stack_bounds() {
 /// function's outgoing area, and room for the restore's return slot).
 const REDIRECT_GAP: usize = 256;
 
-/// Called by the SIGSEGV/SIGBUS handler on a driver thread: when the faulting instruction is in
-/// the driver image, rewrites the signal context so the thread, on return from the handler,
-/// calls [`dispatch`] with STATUS_ACCESS_VIOLATION (ExceptionInformation: 0 read / 1 write /
-/// 8 execute, then the address). Async-signal-safe: plain reads and writes only.
-pub fn redirect_fault(address: usize, ucontext: *mut libc::ucontext_t) -> bool {
-    let Some(image) = Image::current() else { return false };
+/// `SI_KERNEL`: a SIGSEGV the kernel raised for a general-protection fault (no faulting
+/// address), or a SIGTRAP for `int3`.
+const SI_KERNEL: i32 = 0x80;
+/// `BREAKPOINT_BREAK`, ExceptionInformation[0] of an `int3`'s STATUS_BREAKPOINT.
+const BREAKPOINT_BREAK: u64 = 0;
+
+/// Reads the driver's code byte at `address`, if it lies in the image.
+fn code_byte(image: &Image, address: u64) -> Option<u8> {
+    // SAFETY: inside the mapped image, whose sections are all readable.
+    image.contains(address).then(|| unsafe { (address as *const u8).read() })
+}
+
+/// Skips legacy prefixes and a REX prefix at `rip`: (REX byte or 0, operand-size prefix seen,
+/// address-size prefix seen, segment FS/GS seen, address of the opcode).
+fn prefixes(code: &dyn Fn(u64) -> Option<u8>, rip: u64) -> Option<(u8, bool, bool, bool, u64)> {
+    let (mut at, mut operand16, mut address32, mut segment) = (rip, false, false, false);
+    for _ in 0..14 {
+        match code(at)? {
+            0x66 => operand16 = true,
+            0x67 => address32 = true,
+            0x64 | 0x65 => segment = true,
+            0x26 | 0x2E | 0x36 | 0x3E | 0xF0 | 0xF2 | 0xF3 => {}
+            rex @ 0x40..=0x4F => return Some((rex, operand16, address32, segment, at + 1)),
+            _ => return Some((0, operand16, address32, segment, at)),
+        }
+        at += 1;
+    }
+    None
+}
+
+/// The status of a divide error at `rip`: a DIV/IDIV whose divisor is not zero overflowed its
+/// quotient (STATUS_INTEGER_OVERFLOW), else STATUS_INTEGER_DIVIDE_BY_ZERO, as the x64 kernel's
+/// KiOp_Div decides (the processor raises #DE for both). `read` fetches a memory operand.
+fn divide_status(code: &dyn Fn(u64) -> Option<u8>, read: &dyn Fn(u64, usize) -> Option<u64>, context: &Context) -> i32 {
+    let zero = STATUS_INTEGER_DIVIDE_BY_ZERO;
+    let Some((rex, operand16, address32, segment, opcode_at)) = prefixes(code, context.rip) else { return zero };
+    let (Some(opcode @ (0xF6 | 0xF7)), Some(modrm)) = (code(opcode_at), code(opcode_at + 1)) else { return zero };
+    let (mode, reg, rm) = (modrm >> 6, (modrm >> 3) & 7, modrm & 7);
+    if reg != 6 && reg != 7 {
+        return zero;
+    }
+    let size = match (opcode, rex & 8 != 0, operand16) {
+        (0xF6, _, _) => 1,
+        (_, true, _) => 8,
+        (_, false, true) => 2,
+        _ => 4,
+    };
+    let mask = |value: u64| if size == 8 { value } else { value & ((1u64 << (size * 8)) - 1) };
+    let register = |index: u8| context.gpr[usize::from(index)];
+    let divisor = if mode == 3 {
+        let index = rm | ((rex & 1) << 3);
+        if size == 1 && rex == 0 && (4..8).contains(&rm) {
+            (register(rm - 4) >> 8) & 0xFF // AH, CH, DH, BH
+        } else {
+            mask(register(index))
+        }
+    } else {
+        if segment {
+            return zero; // an FS/GS-relative operand: its base is not in the context
+        }
+        let mut at = opcode_at + 2;
+        let mut address = 0u64;
+        let mut rip_relative = false;
+        if rm == 4 {
+            let Some(sib) = code(at) else { return zero };
+            at += 1;
+            let (scale, index, base) = (sib >> 6, ((sib >> 3) & 7) | ((rex & 2) << 2), (sib & 7) | ((rex & 1) << 3));
+            if index != 4 {
+                address = address.wrapping_add(register(index) << scale);
+            }
+            if sib & 7 == 5 && mode == 0 {
+                let Some(displacement) = (0..4).try_fold(0u32, |acc, i| code(at + i).map(|b| acc | (u32::from(b) << (8 * i)))) else {
+                    return zero;
+                };
+                at += 4;
+                address = address.wrapping_add_signed(i64::from(displacement.cast_signed()));
+            } else {
+                address = address.wrapping_add(register(base));
+            }
+        } else if mode == 0 && rm == 5 {
+            rip_relative = true;
+        } else {
+            address = register(rm | ((rex & 1) << 3));
+        }
+        let displacement: i64 = match (mode, rm, rip_relative) {
+            (1, _, _) => {
+                let Some(byte) = code(at) else { return zero };
+                at += 1;
+                i64::from(byte.cast_signed())
+            }
+            (2, _, _) | (0, _, true) => {
+                let Some(value) = (0..4).try_fold(0u32, |acc, i| code(at + i).map(|b| acc | (u32::from(b) << (8 * i)))) else {
+                    return zero;
+                };
+                at += 4;
+                i64::from(value.cast_signed())
+            }
+            _ => 0,
+        };
+        address = address.wrapping_add_signed(displacement);
+        if rip_relative {
+            address = address.wrapping_add(at); // relative to the next instruction (DIV has no immediate)
+        }
+        if address32 {
+            address &= 0xFFFF_FFFF;
+        }
+        let Some(value) = read(address, size) else { return zero };
+        mask(value)
+    };
+    if divisor == 0 { zero } else { STATUS_INTEGER_OVERFLOW }
+}
+
+/// True when the instruction at `rip` is one user mode may not execute (a general-protection
+/// fault on Linux) but kernel code may: CLI/STI, IN/OUT, HLT, control/debug register moves,
+/// MSRs, descriptor tables (the x64 kernel's list of privileged opcodes), or `int n`.
+fn privileged(code: &dyn Fn(u64) -> Option<u8>, rip: u64) -> bool {
+    let Some((_, _, _, _, at)) = prefixes(code, rip) else { return false };
+    match code(at) {
+        Some(0xFA | 0xFB | 0xE4..=0xE7 | 0xEC..=0xEF | 0x6C..=0x6F | 0xF4 | 0xCD) => true,
+        Some(0x0F) => matches!(code(at + 1), Some(0x00 | 0x01 | 0x06 | 0x07 | 0x08 | 0x09 | 0x20..=0x23 | 0x30..=0x33 | 0x35)),
+        _ => false,
+    }
+}
+
+/// The CONTEXT of a trapped driver thread from its signal frame: `rip`/`rsp` as the exception
+/// sees them (a leaf routine's caller), integer and XMM registers, MXCSR and flags.
+fn signal_context(ucontext: *mut libc::ucontext_t, rip: u64, rsp: u64, leaf: bool) -> Context {
     // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
-    let gregs = unsafe { &mut (*ucontext).uc_mcontext.gregs };
-    let saved = *gregs;
+    let saved = unsafe { (*ucontext).uc_mcontext.gregs };
     let register = |index: i32| saved[usize::try_from(index).unwrap_or(0)].cast_unsigned();
-    let mut rip = register(libc::REG_RIP);
-    let mut rsp = register(libc::REG_RSP);
-    let fault_rip = rip;
-    let leaf = (fltemu_leaf_start as *const () as u64..fltemu_leaf_end as *const () as u64).contains(&rip);
-    if leaf {
-        // A leaf routine pushed nothing: its caller's frame is one return address up.
-        // SAFETY: RSP of a thread inside a leaf routine points at its return address.
-        rip = unsafe { (rsp as *const u64).read() };
-        rsp += 8;
-    }
-    if !image.contains(rip) {
-        return false;
-    }
-    // A fault just below RSP is the stack itself running out: there is no room to dispatch.
-    #[allow(clippy::cast_possible_truncation)]
-    let rsp_usize = rsp as usize;
-    if address < rsp_usize.saturating_add(64) && address + 0x1_0000 > rsp_usize {
-        return false;
-    }
     let mut context = Context::zeroed();
     let order = [
         libc::REG_RAX,
@@ -714,9 +1365,96 @@ pub fn redirect_fault(address: usize, ucontext: *mut libc::ucontext_t) -> bool {
             *slot = u128::from(e[0]) | (u128::from(e[1]) << 32) | (u128::from(e[2]) << 64) | (u128::from(e[3]) << 96);
         }
     }
-    let error = register(libc::REG_ERR);
-    let kind = if error & 0x10 != 0 { 8 } else { u64::from(error & 0x2 != 0) };
-    let record = ExceptionRecord::new(STATUS_ACCESS_VIOLATION, 0, fault_rip, &[kind, address as u64]);
+    context
+}
+
+/// Called by the fault-signal handler on a driver thread: when the faulting instruction is in
+/// the driver image, rewrites the signal context so the thread, on return from the handler,
+/// calls [`dispatch`] with the exception Windows raises for that trap:
+/// - a page fault (SIGSEGV/SIGBUS): STATUS_ACCESS_VIOLATION, ExceptionInformation 0 read / 1
+///   write / 8 execute, then the address;
+/// - a general-protection fault (SIGSEGV with SI_KERNEL, e.g. a non-canonical address):
+///   STATUS_ACCESS_VIOLATION with (0, 0xFFFF'FFFF'FFFF'FFFF), as KiPreprocessFault raises it;
+///   `int 0x29` (__fastfail) is bug check 0x139 instead, `int 0x2c` (NT_ASSERT)
+///   STATUS_ASSERTION_FAILURE at the int, and a privileged instruction (which kernel code may
+///   execute) is not redirected;
+/// - a divide error (SIGFPE, trap 0): STATUS_INTEGER_DIVIDE_BY_ZERO, or STATUS_INTEGER_OVERFLOW
+///   when the divisor is not zero;
+/// - an invalid opcode (SIGILL, `ud2`): STATUS_ILLEGAL_INSTRUCTION;
+/// - `int3` (SIGTRAP): STATUS_BREAKPOINT at the `int3` (BREAKPOINT_BREAK), RIP back on it.
+///
+/// Async-signal-safe: plain reads and writes only.
+pub fn redirect_fault(signal: i32, si_code: i32, address: usize, ucontext: *mut libc::ucontext_t) -> bool {
+    let Some(image) = Image::current() else { return false };
+    // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
+    let gregs = unsafe { &mut (*ucontext).uc_mcontext.gregs };
+    let saved = *gregs;
+    let register = |index: i32| saved[usize::try_from(index).unwrap_or(0)].cast_unsigned();
+    let mut rip = register(libc::REG_RIP);
+    let mut rsp = register(libc::REG_RSP);
+    let fault_rip = rip;
+    let page_fault = matches!(signal, libc::SIGSEGV | libc::SIGBUS) && !(signal == libc::SIGSEGV && si_code == SI_KERNEL);
+    let leaf = matches!(signal, libc::SIGSEGV | libc::SIGBUS)
+        && (fltemu_leaf_start as *const () as u64..fltemu_leaf_end as *const () as u64).contains(&rip);
+    if leaf {
+        // A leaf routine pushed nothing: its caller's frame is one return address up.
+        // SAFETY: RSP of a thread inside a leaf routine points at its return address.
+        rip = unsafe { (rsp as *const u64).read() };
+        rsp += 8;
+    }
+    if signal == libc::SIGTRAP {
+        if si_code != SI_KERNEL {
+            return false; // not an int3 (single step, a signal sent to the thread)
+        }
+        // The trap leaves RIP after the int3; the kernel puts the exception (and RIP) on it.
+        rip = rip.wrapping_sub(1);
+    }
+    if !image.contains(rip) {
+        return false;
+    }
+    // A fault just below RSP is the stack itself running out: there is no room to dispatch.
+    #[allow(clippy::cast_possible_truncation)]
+    let rsp_usize = rsp as usize;
+    if page_fault && address < rsp_usize.saturating_add(64) && address + 0x1_0000 > rsp_usize {
+        return false;
+    }
+    let context = signal_context(ucontext, rip, rsp, leaf);
+    let code = |at: u64| code_byte(&image, at);
+    let (record, kind) = match signal {
+        libc::SIGSEGV | libc::SIGBUS if page_fault => {
+            let error = register(libc::REG_ERR);
+            let access = if error & 0x10 != 0 { 8 } else { u64::from(error & 0x2 != 0) };
+            (ExceptionRecord::new(STATUS_ACCESS_VIOLATION, 0, fault_rip, &[access, address as u64]), TRAP_PAGE_FAULT)
+        }
+        libc::SIGSEGV => {
+            if !leaf && code(rip) == Some(0xCD) && code(rip + 1) == Some(0x29) {
+                let record = ExceptionRecord::new(STATUS_STACK_BUFFER_OVERRUN, EXCEPTION_NONCONTINUABLE, rip, &[context.gpr[1]]);
+                (record, TRAP_FAST_FAIL)
+            } else if !leaf && code(rip) == Some(0xCD) && code(rip + 1) == Some(0x2C) {
+                // NT_ASSERT's int 0x2c: the kernel turns the trap into a fault at the int
+                // (KiRaiseAssertion) and dispatches STATUS_ASSERTION_FAILURE, no parameters.
+                (ExceptionRecord::new(STATUS_ASSERTION_FAILURE, 0, rip, &[]), TRAP_OTHER)
+            } else if !leaf && privileged(&code, rip) {
+                return false;
+            } else {
+                (ExceptionRecord::new(STATUS_ACCESS_VIOLATION, 0, fault_rip, &[0, u64::MAX]), TRAP_OTHER)
+            }
+        }
+        libc::SIGFPE => {
+            if register(libc::REG_TRAPNO) != 0 {
+                return false; // an x87/SSE floating-point exception: not modelled
+            }
+            let read = |at: u64, size: usize| -> Option<u64> {
+                // SAFETY: the divide just read this operand (a #DE comes after the fetch), so it is mapped.
+                let bytes = unsafe { core::slice::from_raw_parts(at as *const u8, size) };
+                Some(bytes.iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+            };
+            (ExceptionRecord::new(divide_status(&code, &read, &context), 0, rip, &[]), TRAP_OTHER)
+        }
+        libc::SIGILL => (ExceptionRecord::new(STATUS_ILLEGAL_INSTRUCTION, 0, rip, &[]), TRAP_OTHER),
+        libc::SIGTRAP => (ExceptionRecord::new(STATUS_BREAKPOINT, 0, rip, &[BREAKPOINT_BREAK]), TRAP_OTHER),
+        _ => return false,
+    };
     // Lay out [return slot][record][context] below the faulting RSP, 16-aligned.
     let context_at = (rsp_usize - REDIRECT_GAP - size_of::<Context>()) & !15;
     let record_at = (context_at - size_of::<ExceptionRecord>()) & !15;
@@ -737,9 +1475,23 @@ pub fn redirect_fault(address: usize, ucontext: *mut libc::ucontext_t) -> bool {
     set(gregs, libc::REG_RSP, frame as u64);
     set(gregs, libc::REG_RDI, record_at as u64);
     set(gregs, libc::REG_RSI, context_at as u64);
+    set(gregs, libc::REG_RDX, kind);
     // Clear the direction flag, as the ABI requires at a call.
     set(gregs, libc::REG_EFL, register(libc::REG_EFL) & !0x400);
     true
+}
+
+/// A fast fail (`__fastfail`, `int 0x29`): never dispatched to handlers; in kernel mode the
+/// system bug-checks with KERNEL_SECURITY_CHECK_FAILURE (parameters: the code, the trap frame,
+/// the exception record, 0).
+fn fast_fail(record: &ExceptionRecord, context: &Context) -> ! {
+    debug_line(format!(
+        "fltemu: KERNEL_SECURITY_CHECK_FAILURE: __fastfail({}) at {}; a fast fail is not dispatched to exception handlers",
+        record.information[0],
+        place(Image::current().as_ref(), record.address)
+    ));
+    #[allow(clippy::cast_possible_truncation)]
+    exec::bug_check(KERNEL_SECURITY_CHECK_FAILURE, [record.information[0] as usize, &raw const *context as usize, &raw const *record as usize, 0])
 }
 
 /// The resolver for the exception exports.
@@ -749,6 +1501,10 @@ pub fn resolve(name: &str) -> Option<usize> {
         "ExRaiseStatus" => fltemu_ex_raise_status_thunk as *const () as usize,
         "ProbeForRead" => fltemu_probe_for_read_thunk as *const () as usize,
         "ProbeForWrite" => fltemu_probe_for_write_thunk as *const () as usize,
+        "RtlCaptureContext" => fltemu_rtl_capture_context as *const () as usize,
+        "RtlLookupFunctionEntry" => rtl_lookup_function_entry as *const () as usize,
+        "RtlVirtualUnwind" => rtl_virtual_unwind as *const () as usize,
+        "RtlUnwindEx" => fltemu_rtl_unwind_ex_thunk as *const () as usize,
         "memcpy" => fltemu_memcpy as *const () as usize,
         "memmove" => fltemu_memmove as *const () as usize,
         "memset" => fltemu_memset as *const () as usize,
@@ -758,7 +1514,16 @@ pub fn resolve(name: &str) -> Option<usize> {
 
 /// The exception exports (ntoskrnl.exe).
 /// (memcpy, memmove and memset are listed with the other ntoskrnl exports.)
-pub const EXPORTS: &[&str] = &["__C_specific_handler", "ExRaiseStatus", "ProbeForRead", "ProbeForWrite"];
+pub const EXPORTS: &[&str] = &[
+    "__C_specific_handler",
+    "ExRaiseStatus",
+    "ProbeForRead",
+    "ProbeForWrite",
+    "RtlCaptureContext",
+    "RtlLookupFunctionEntry",
+    "RtlVirtualUnwind",
+    "RtlUnwindEx",
+];
 
 #[cfg(test)]
 mod tests {
@@ -800,6 +1565,51 @@ mod tests {
         let base = bytes.as_mut_ptr();
         assert_eq!(memcpy(base.wrapping_add(10), source.as_ptr(), 5), base.wrapping_add(10));
         assert_eq!(&bytes[10..15], &[9; 5]);
+    }
+
+    fn decode(bytes: &[u8], context: &Context, memory: &[(u64, u64)]) -> i32 {
+        let code = |at: u64| usize::try_from(at.wrapping_sub(0x1000)).ok().and_then(|i| bytes.get(i).copied());
+        let read = |at: u64, size: usize| {
+            memory.iter().find(|(address, _)| *address == at).map(|(_, value)| if size == 8 { *value } else { value & ((1 << (size * 8)) - 1) })
+        };
+        let mut context = *context;
+        context.rip = 0x1000;
+        divide_status(&code, &read, &context)
+    }
+
+    #[test]
+    fn a_divide_error_with_a_non_zero_divisor_is_an_overflow() {
+        let mut context = Context::zeroed();
+        context.gpr[1] = 0; // ecx
+        assert_eq!(decode(&[0xF7, 0xF9], &context, &[]), STATUS_INTEGER_DIVIDE_BY_ZERO, "idiv ecx, ecx = 0");
+        context.gpr[1] = 0xFFFF_FFFF;
+        assert_eq!(decode(&[0xF7, 0xF9], &context, &[]), STATUS_INTEGER_OVERFLOW, "idiv ecx, ecx = -1");
+        context.gpr[1] = 0x1_0000_0000;
+        assert_eq!(decode(&[0xF7, 0xF9], &context, &[]), STATUS_INTEGER_DIVIDE_BY_ZERO, "only ECX counts for a 32-bit divide");
+        assert_eq!(decode(&[0x48, 0xF7, 0xF9], &context, &[]), STATUS_INTEGER_OVERFLOW, "REX.W: RCX counts");
+        context.gpr[9] = 3;
+        assert_eq!(decode(&[0x49, 0xF7, 0xF1], &context, &[]), STATUS_INTEGER_OVERFLOW, "div r9");
+        context.gpr[3] = 0x0500;
+        assert_eq!(decode(&[0xF6, 0xF7], &context, &[]), STATUS_INTEGER_OVERFLOW, "div bh (no REX: rm 7 is BH)");
+        assert_eq!(decode(&[0x40, 0xF6, 0xF3], &context, &[]), STATUS_INTEGER_DIVIDE_BY_ZERO, "div bl with REX: BL is 0");
+        // idiv dword ptr [rip + 0x10]: the operand is relative to the next instruction (6 bytes).
+        assert_eq!(decode(&[0xF7, 0x3D, 0x10, 0, 0, 0], &context, &[(0x1016, 0)]), STATUS_INTEGER_DIVIDE_BY_ZERO);
+        assert_eq!(decode(&[0xF7, 0x3D, 0x10, 0, 0, 0], &context, &[(0x1016, 7)]), STATUS_INTEGER_OVERFLOW);
+        // div qword ptr [rsp + rbx*8 + 0x20]
+        context.gpr[RSP] = 0x8000;
+        context.gpr[3] = 2;
+        assert_eq!(decode(&[0x48, 0xF7, 0x74, 0xDC, 0x20], &context, &[(0x8030, 9)]), STATUS_INTEGER_OVERFLOW);
+        assert_eq!(decode(&[0x90], &context, &[]), STATUS_INTEGER_DIVIDE_BY_ZERO, "not a divide: the default");
+    }
+
+    #[test]
+    fn privileged_instructions_are_told_apart_from_a_general_protection_fault() {
+        let at = |bytes: &'static [u8]| move |address: u64| usize::try_from(address).ok().and_then(|i| bytes.get(i).copied());
+        assert!(privileged(&at(&[0xFA]), 0), "cli");
+        assert!(privileged(&at(&[0x0F, 0x20, 0xC0]), 0), "mov rax, cr0");
+        assert!(privileged(&at(&[0x44, 0x0F, 0x20, 0xC0]), 0), "mov rax, cr8");
+        assert!(privileged(&at(&[0xCD, 0x2E]), 0), "int 0x2e");
+        assert!(!privileged(&at(&[0x48, 0x8B, 0x00]), 0), "mov rax, [rax] (a non-canonical address)");
     }
 
     #[test]

@@ -604,6 +604,9 @@ pub struct Inner {
     /// count is of open FILE_OBJECTs over all the file's streams.
     pub file_nodes: Sharded<StreamShard>,
     pub callback_data: Sharded<FnvMap<usize, CallbackInfo>>,
+    /// File contents per stream, by (volume, stream key as io.rs computes it), kept for the run
+    /// (a stream's data outlives its last close, as a file's data does on disk).
+    pub contents: Sharded<FnvMap<(usize, String), Vec<u8>>>,
     pub name_infos: Sharded<NameShard>,
     /// Filter Manager's name cache: (stream FsContext, name format) → the cached block. Taken
     /// before a `name_infos` shard, never the other way round.
@@ -707,6 +710,7 @@ impl Inner {
             streams: Sharded::default(),
             file_nodes: Sharded::default(),
             callback_data: Sharded::default(),
+            contents: Sharded::default(),
             name_infos: Sharded::default(),
             name_cache: Mutex::default(),
             violations: Mutex::new(Vec::new()),
@@ -774,6 +778,7 @@ impl Inner {
     /// Counts a call of `function` for the current operation, checks its IRQL limit (A8) and the
     /// stack depth, and passes the call boundary to the seeded schedule.
     pub fn enter(&self, function: &'static str, max_irql: u8) {
+        exec::note_export(function);
         let mut shard = CALL_SHARD.with(std::cell::Cell::get);
         if shard == usize::MAX {
             shard = NEXT_CALL_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;

@@ -171,6 +171,19 @@ impl Image {
         None
     }
 
+    /// The `.pdata` entry stored at `address` (a pointer RtlLookupFunctionEntry returned), if
+    /// `address` is one of the image's entries.
+    #[must_use]
+    pub fn entry_at(&self, address: usize) -> Option<RuntimeFunction> {
+        let (table, size) = self.directory(3)?;
+        let offset = address.checked_sub(self.base + table as usize)?;
+        if !offset.is_multiple_of(12) || offset + 12 > size as usize {
+            return None;
+        }
+        let at = table as usize + offset;
+        Some(RuntimeFunction { begin: self.u32_at(at)?, end: self.u32_at(at + 4)?, unwind_data: self.u32_at(at + 8)?, entry_address: address })
+    }
+
     /// RVA of `address` (caller checked [`contains`](Self::contains)).
     #[must_use]
     #[allow(clippy::cast_possible_truncation)] // images are smaller than 4 GiB
@@ -252,6 +265,7 @@ fn apply_codes(
     context: &mut Context,
     frame_base: u64,
     prolog_offset: Option<u8>,
+    pointers: &mut ContextPointers,
 ) -> Result<bool, UnwindError> {
     let bad = UnwindError::BadUnwindInfo(rva);
     let mut index = 0;
@@ -270,6 +284,7 @@ fn apply_codes(
         match op {
             0 => {
                 context.gpr[usize::from(reg)] = read::<u64>(rsp as usize);
+                pointers.integer[usize::from(reg)] = rsp;
                 context.gpr[RSP] = rsp + 8;
             }
             1 => {
@@ -277,16 +292,18 @@ fn apply_codes(
                 context.gpr[RSP] = rsp + bytes;
             }
             2 => context.gpr[RSP] = rsp + u64::from(reg) * 8 + 8,
-            3 => context.gpr[RSP] = context.gpr[info.frame_register] - info.frame_offset,
-            4 => context.gpr[usize::from(reg)] = read::<u64>((frame_base + u64::from(slot(1)?) * 8) as usize),
-            5 => {
-                context.gpr[usize::from(reg)] =
-                    read::<u64>((frame_base + (u64::from(slot(1)?) | (u64::from(slot(2)?) << 16))) as usize);
+            3 => context.gpr[RSP] = context.gpr[info.frame_register].wrapping_sub(info.frame_offset),
+            4 | 5 => {
+                let offset = if op == 4 { u64::from(slot(1)?) * 8 } else { u64::from(slot(1)?) | (u64::from(slot(2)?) << 16) };
+                let at = frame_base + offset;
+                context.gpr[usize::from(reg)] = read::<u64>(at as usize);
+                pointers.integer[usize::from(reg)] = at;
             }
-            8 => context.xmm[usize::from(reg)] = read::<u128>((frame_base + u64::from(slot(1)?) * 16) as usize),
-            9 => {
-                context.xmm[usize::from(reg)] =
-                    read::<u128>((frame_base + (u64::from(slot(1)?) | (u64::from(slot(2)?) << 16))) as usize);
+            8 | 9 => {
+                let offset = if op == 8 { u64::from(slot(1)?) * 16 } else { u64::from(slot(1)?) | (u64::from(slot(2)?) << 16) };
+                let at = frame_base + offset;
+                context.xmm[usize::from(reg)] = read::<u128>(at as usize);
+                pointers.xmm[usize::from(reg)] = at;
             }
             10 => {
                 // PUSH_MACHFRAME: RIP, CS, EFLAGS, old RSP, SS (after an error code when info 1).
@@ -307,12 +324,13 @@ fn apply_codes(
 /// True when the code at `rip` is an epilog (x64 exception handling, "Epilog code": an optional
 /// `add rsp, n` / `lea rsp, [fp+n]`, then `pop` of nonvolatile registers, then `ret`); if so it
 /// is simulated forward on `context`.
-fn unwind_epilog(image: &Image, context: &mut Context, info: &Info) -> bool {
+fn unwind_epilog(image: &Image, context: &mut Context, info: &Info, pointers: &mut ContextPointers) -> bool {
     let code = |offset: u64| -> Option<u8> {
         let address = context.rip + offset;
         image.contains(address).then(|| read::<u8>(address as usize))
     };
     let mut simulated = *context;
+    let mut popped = *pointers;
     let mut pc = 0u64;
     let rex_w = code(0) == Some(0x48);
     match (rex_w, code(1), code(2)) {
@@ -355,20 +373,24 @@ fn unwind_epilog(image: &Image, context: &mut Context, info: &Info) -> bool {
             (Some(op @ 0x58..=0x5F), _) => {
                 let rsp = simulated.gpr[RSP];
                 simulated.gpr[usize::from(op - 0x58)] = read::<u64>(rsp as usize);
+                popped.integer[usize::from(op - 0x58)] = rsp;
                 simulated.gpr[RSP] = rsp + 8;
                 pc += 1;
             }
             (Some(0x41), Some(op @ 0x58..=0x5F)) => {
                 let rsp = simulated.gpr[RSP];
                 simulated.gpr[usize::from(op - 0x58) + 8] = read::<u64>(rsp as usize);
+                popped.integer[usize::from(op - 0x58) + 8] = rsp;
                 simulated.gpr[RSP] = rsp + 8;
                 pc += 2;
             }
-            (Some(0xC3), _) => {
+            // ret, rep ret, ret imm16 (RtlVirtualUnwind's list of epilog markers).
+            (Some(0xC3 | 0xC2), _) | (Some(0xF3), Some(0xC3)) => {
                 let rsp = simulated.gpr[RSP];
                 simulated.rip = read::<u64>(rsp as usize);
                 simulated.gpr[RSP] = rsp + 8;
                 *context = simulated;
+                *pointers = popped;
                 return true;
             }
             _ => return false,
@@ -388,6 +410,32 @@ pub fn virtual_unwind(
     context: &mut Context,
     wanted: u8,
 ) -> Result<Frame, UnwindError> {
+    virtual_unwind_recording(image, function, context, wanted, &mut ContextPointers::default())
+}
+
+/// Where a virtual unwind restored nonvolatile registers from (KNONVOLATILE_CONTEXT_POINTERS
+/// on x64: 16 XMM slots, then 16 integer slots in encoding order); 0 = not restored.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContextPointers {
+    /// Xmm0 … Xmm15.
+    pub xmm: [u64; 16],
+    /// Rax … R15.
+    pub integer: [u64; 16],
+}
+
+/// [`virtual_unwind`], also noting in `pointers` the stack slot each restored nonvolatile
+/// register came from (RtlVirtualUnwind's ContextPointers).
+///
+/// # Errors
+/// As [`virtual_unwind`].
+pub fn virtual_unwind_recording(
+    image: &Image,
+    function: &RuntimeFunction,
+    context: &mut Context,
+    wanted: u8,
+    pointers: &mut ContextPointers,
+) -> Result<Frame, UnwindError> {
     let info = parse_info(image, function.unwind_data)?;
     let offset_in_function = image.rva(context.rip).saturating_sub(function.begin);
     let in_prolog = offset_in_function < u32::from(info.prolog_size);
@@ -396,16 +444,16 @@ pub fn virtual_unwind(
     if info.frame_register != 0 {
         let set_at = set_fpreg_offset(image, &info);
         if !in_prolog || set_at.is_some_and(|at| u32::from(at) <= offset_in_function) {
-            frame_base = context.gpr[info.frame_register] - info.frame_offset;
+            frame_base = context.gpr[info.frame_register].wrapping_sub(info.frame_offset);
         }
     }
     let establisher = frame_base;
-    if !in_prolog && unwind_epilog(image, context, &info) {
+    if !in_prolog && unwind_epilog(image, context, &info, pointers) {
         return Ok(Frame { establisher, handler: None });
     }
     #[allow(clippy::cast_possible_truncation)] // in_prolog: the offset is below prolog_size (u8)
     let prolog_offset = in_prolog.then_some(offset_in_function as u8);
-    let mut machine_frame = apply_codes(image, function.unwind_data, &info, context, frame_base, prolog_offset)?;
+    let mut machine_frame = apply_codes(image, function.unwind_data, &info, context, frame_base, prolog_offset, pointers)?;
     let mut chained = info.flags & UNW_FLAG_CHAININFO != 0;
     let mut tail = info.codes_rva + info.code_count.div_ceil(2) * 4;
     let mut depth = 0;
@@ -417,7 +465,7 @@ pub fn virtual_unwind(
         }
         let parent_unwind = image.u32_at(tail + 8).ok_or(bad)?;
         let parent = parse_info(image, parent_unwind)?;
-        machine_frame |= apply_codes(image, parent_unwind, &parent, context, frame_base, None)?;
+        machine_frame |= apply_codes(image, parent_unwind, &parent, context, frame_base, None, pointers)?;
         chained = parent.flags & UNW_FLAG_CHAININFO != 0;
         tail = parent.codes_rva + parent.code_count.div_ceil(2) * 4;
     }
@@ -697,6 +745,40 @@ mod tests {
         assert_eq!(context.xmm[6], 0x6667_u128 << 64 | 0x6666, "xmm6 from SAVE_XMM128");
         assert_eq!(context.gpr[12], 0x1212, "r12 from the chained parent's PUSH_NONVOL");
         assert_eq!((context.rip, context.gpr[RSP]), (0x7777, u + 0x110));
+    }
+
+    #[test]
+    fn context_pointers_name_the_slots_registers_came_from_and_rep_ret_is_an_epilog() {
+        let mut fake = Fake::new();
+        framed_function(&mut fake);
+        fake.functions(&[(0x1000, 0x1100, XDATA as u32)]);
+        let mut stack = stack();
+        let s = &raw mut stack[16] as u64;
+        stack[16 + 5] = 0x5151;
+        stack[16 + 6] = 0xB0B0;
+        stack[16 + 7] = 0x7777;
+        let image = fake.image();
+        let mut context = Context::zeroed();
+        context.rip = (fake.base() + 0x1050) as u64;
+        context.gpr[RSP] = s;
+        context.gpr[5] = s + 0x20;
+        let function = image.lookup(0x1050).unwrap();
+        assert_eq!(image.entry_at(function.entry_address), Some(function));
+        assert_eq!(image.entry_at(function.entry_address + 4), None, "not the start of an entry");
+        let mut pointers = ContextPointers::default();
+        virtual_unwind_recording(&image, &function, &mut context, 0, &mut pointers).unwrap();
+        assert_eq!((pointers.integer[6], pointers.integer[5]), (s + 0x28, s + 0x30), "rsi and rbp slots");
+        assert_eq!(pointers.integer.iter().filter(|p| **p != 0).count(), 2);
+        // add rsp, 0x28; pop rsi; pop rbp; rep ret
+        fake.put(0x1080, &[0x48, 0x83, 0xC4, 0x28, 0x5E, 0x5D, 0xF3, 0xC3]);
+        let mut context = Context::zeroed();
+        context.rip = (fake.base() + 0x1080) as u64;
+        context.gpr[RSP] = s;
+        context.gpr[5] = s + 0x20;
+        let mut pointers = ContextPointers::default();
+        let frame = virtual_unwind_recording(&image, &function, &mut context, UNW_FLAG_EHANDLER, &mut pointers).unwrap();
+        assert_eq!(frame.handler, None);
+        assert_eq!((context.rip, context.gpr[RSP], pointers.integer[6]), (0x7777, s + 0x40, s + 0x28));
     }
 
     #[test]

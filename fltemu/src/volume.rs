@@ -259,12 +259,12 @@ const ATTRIBUTE_DIRECTORY: u32 = 0x10;
 const ATTRIBUTE_NORMAL: u32 = 0x80;
 
 /// `FltQueryInformationFile` (fltkernel.h; PASSIVE_LEVEL): Basic, Standard and Position
-/// information of an open FILE_OBJECT. fltemu's files are empty and have no times, so sizes and
-/// times are 0 (the DDI: members a file system does not support are 0); one link; Directory and
+/// information of an open FILE_OBJECT. Sizes come from the stream's contents (rw.rs); fltemu's
+/// files have no times, so times are 0 (the DDI: members a file system does not support are 0); one link; Directory and
 /// FILE_ATTRIBUTE_DIRECTORY as FltIsDirectory; the position is FILE_OBJECT.CurrentByteOffset.
 /// A buffer smaller than the class's structure → STATUS_INFO_LENGTH_MISMATCH and another class
 /// → STATUS_INVALID_INFO_CLASS (MS-FSA 2.1.5.12); a dismounted volume → STATUS_VOLUME_DISMOUNTED.
-extern "win64" fn flt_query_information_file(instance: isize, file_object: usize, information: *mut u8, length: u32, class: i32, returned: *mut u32) -> i32 {
+pub(crate) extern "win64" fn flt_query_information_file(instance: isize, file_object: usize, information: *mut u8, length: u32, class: i32, returned: *mut u32) -> i32 {
     const FUNCTION: &str = "FltQueryInformationFile";
     objects::count(FUNCTION, PASSIVE_LEVEL);
     put(returned, 0);
@@ -297,6 +297,10 @@ extern "win64" fn flt_query_information_file(instance: isize, file_object: usize
             BASIC_SIZE
         }
         FILE_STANDARD_INFORMATION => {
+            // AllocationSize (rounded up to the cluster) and EndOfFile from the stream's contents.
+            let end = crate::rw::end_of_file(inner, volume, &path);
+            bytes[..8].copy_from_slice(&end.next_multiple_of(4096).to_le_bytes());
+            bytes[8..16].copy_from_slice(&end.to_le_bytes());
             bytes[16..20].copy_from_slice(&1u32.to_le_bytes());
             bytes[21] = u8::from(directory);
             STANDARD_SIZE
@@ -382,7 +386,7 @@ pub const DOCS: &[Emulated] = &[
     flt("FltGetFileSystemType", "≤ APC; the mounted volume's FLT_FILESYSTEM_TYPE (instance or volume)"),
     flt("FltIsVolumeWritable", "≤ APC; TRUE"),
     flt("FltIsDirectory", "≤ APC; TRUE for the root and paths ending in `\\`; unknown FILE_OBJECT → INVALID_PARAMETER"),
-    flt("FltQueryInformationFile", "PASSIVE; FileBasicInformation (times 0, attributes NORMAL/DIRECTORY), FileStandardInformation (sizes 0, 1 link, Directory), FilePositionInformation (CurrentByteOffset); shorter buffer → INFO_LENGTH_MISMATCH, other classes → INVALID_INFO_CLASS (MS-FSA 2.1.5.12); dismounted volume → VOLUME_DISMOUNTED; FILE_OBJECT not open / unknown, NULL buffer → INVALID_PARAMETER + InvalidParameter"),
+    flt("FltQueryInformationFile", "PASSIVE; FileBasicInformation (times 0, attributes NORMAL/DIRECTORY), FileStandardInformation (EndOfFile = the stream's contents, AllocationSize rounded up to 4 KiB, 1 link, Directory), FilePositionInformation (CurrentByteOffset); shorter buffer → INFO_LENGTH_MISMATCH, other classes → INVALID_INFO_CLASS (MS-FSA 2.1.5.12); dismounted volume → VOLUME_DISMOUNTED; FILE_OBJECT not open / unknown, NULL buffer → INVALID_PARAMETER + InvalidParameter"),
     flt("FltSupportsStreamHandleContexts", "≤ APC; FALSE on volumes without stream contexts and for paging files (D1, A9)"),
     flt("FltGetIrpName", "any IRQL; static IRP_MJ_* names"),
 ];

@@ -129,8 +129,25 @@ __declspec(dllimport) __declspec(noreturn) VOID ExRaiseStatus(NTSTATUS Status);
 __declspec(dllimport) VOID ProbeForRead(const volatile VOID *Address, SIZE_T Length, ULONG Alignment);
 __declspec(dllimport) VOID ProbeForWrite(volatile VOID *Address, SIZE_T Length, ULONG Alignment);
 
-/* ---- MDLs (wdm.h; the MDL is opaque here) ------------------------------------------------------ */
-typedef struct _MDL *PMDL;
+/* ---- MDLs (wdm.h: the MDL structure's documented fields, x64 layout) ----------------------- */
+typedef struct _MDL {
+    struct _MDL *Next;
+    SHORT Size;
+    SHORT MdlFlags;
+    USHORT AllocationProcessorNumber;
+    USHORT Reserved;
+    PVOID Process;
+    PVOID MappedSystemVa;
+    PVOID StartVa;
+    ULONG ByteCount;
+    ULONG ByteOffset;
+} MDL, *PMDL;
+_Static_assert(sizeof(MDL) == 0x30, "MDL header layout");
+#define MDL_MAPPED_TO_SYSTEM_VA     0x0001
+#define MDL_SOURCE_IS_NONPAGED_POOL 0x0004
+typedef enum _MEMORY_CACHING_TYPE { MmNonCached = 0, MmCached = 1 } MEMORY_CACHING_TYPE;
+#define NormalPagePriority   16
+#define MdlMappingNoExecute  0x40000000
 typedef CHAR KPROCESSOR_MODE;
 #define KernelMode 0
 #define UserMode   1
@@ -139,6 +156,13 @@ __declspec(dllimport) PMDL IoAllocateMdl(PVOID VirtualAddress, ULONG Length, BOO
 __declspec(dllimport) VOID IoFreeMdl(PMDL Mdl);
 __declspec(dllimport) VOID MmProbeAndLockPages(PMDL MemoryDescriptorList, KPROCESSOR_MODE AccessMode, LOCK_OPERATION Operation);
 __declspec(dllimport) VOID MmUnlockPages(PMDL MemoryDescriptorList);
+__declspec(dllimport) PVOID MmMapLockedPagesSpecifyCache(PMDL MemoryDescriptorList, KPROCESSOR_MODE AccessMode, MEMORY_CACHING_TYPE CacheType, PVOID RequestedAddress, ULONG BugCheckOnFailure, ULONG Priority);
+/* MmGetSystemAddressForMdlSafe (wdm.h): a macro over the MDL's flags and MmMapLockedPagesSpecifyCache. */
+#define MmGetSystemAddressForMdlSafe(Mdl, Priority)                                              \
+    (((Mdl)->MdlFlags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL)) ? (Mdl)->MappedSystemVa \
+        : MmMapLockedPagesSpecifyCache((Mdl), KernelMode, MmCached, NULL, FALSE, (Priority)))
+__declspec(dllimport) LONG_PTR ObfDereferenceObject(PVOID Object);
+#define ObDereferenceObject(o) ObfDereferenceObject(o)
 __declspec(dllimport) HANDLE PsGetCurrentProcessId(VOID);
 #define DPFLTR_IHVDRIVER_ID 77
 #define DPFLTR_ERROR_LEVEL 0
@@ -182,7 +206,47 @@ typedef struct _IO_STATUS_BLOCK {
     ULONG_PTR Information;
 } IO_STATUS_BLOCK, *PIO_STATUS_BLOCK;
 
-/* FLT_IO_PARAMETER_BLOCK: only the leading fields are declared; fixtures do not touch Parameters. */
+/* IO_SECURITY_CONTEXT (wdm.h), what Parameters.Create.SecurityContext points to. */
+typedef struct _IO_SECURITY_CONTEXT {
+    PVOID SecurityQos;
+    PVOID AccessState;
+    ACCESS_MASK DesiredAccess;
+    ULONG FullCreateOptions;
+} IO_SECURITY_CONTEXT, *PIO_SECURITY_CONTEXT;
+#define FILE_READ_DATA  0x0001
+#define FILE_WRITE_DATA 0x0002
+
+/* FLT_PARAMETERS (fltkernel.h): the Create, Read and Write members only (the union is larger). */
+typedef union _FLT_PARAMETERS {
+    struct {
+        PIO_SECURITY_CONTEXT SecurityContext;
+        ULONG Options;
+        USHORT FileAttributes;
+        USHORT ShareAccess;
+        ULONG EaLength;
+        PVOID EaBuffer;
+        LARGE_INTEGER AllocationSize;
+    } Create;
+    struct {
+        ULONG Length;
+        __declspec(align(8)) ULONG Key;
+        LARGE_INTEGER ByteOffset;
+        PVOID ReadBuffer;
+        PMDL MdlAddress;
+    } Read;
+    struct {
+        ULONG Length;
+        __declspec(align(8)) ULONG Key;
+        LARGE_INTEGER ByteOffset;
+        PVOID WriteBuffer;
+        PMDL MdlAddress;
+    } Write;
+} FLT_PARAMETERS;
+
+/* IrpFlags bits (wdm.h). */
+#define IRP_NOCACHE   0x00000001
+#define IRP_PAGING_IO 0x00000002
+
 typedef struct _FLT_IO_PARAMETER_BLOCK {
     ULONG IrpFlags;
     UCHAR MajorFunction;
@@ -191,14 +255,22 @@ typedef struct _FLT_IO_PARAMETER_BLOCK {
     UCHAR Reserved;
     PFILE_OBJECT TargetFileObject;
     PFLT_INSTANCE TargetInstance;
+    FLT_PARAMETERS Parameters;
 } FLT_IO_PARAMETER_BLOCK, *PFLT_IO_PARAMETER_BLOCK;
+_Static_assert(FIELD_OFFSET(FLT_IO_PARAMETER_BLOCK, Parameters) == 0x18, "FLT_IO_PARAMETER_BLOCK layout");
+_Static_assert(FIELD_OFFSET(FLT_PARAMETERS, Read.ByteOffset) == 0x10 && FIELD_OFFSET(FLT_PARAMETERS, Read.MdlAddress) == 0x20, "FLT_PARAMETERS.Read layout (Key is POINTER_ALIGNMENT)");
+_Static_assert(FIELD_OFFSET(FLT_PARAMETERS, Write.MdlAddress) == 0x20, "FLT_PARAMETERS.Write layout");
 
 typedef struct _FLT_CALLBACK_DATA {
     ULONG Flags;
     PETHREAD Thread;
     PFLT_IO_PARAMETER_BLOCK Iopb;
     IO_STATUS_BLOCK IoStatus;
+    PVOID TagData;
+    PVOID FilterContext[4];
+    CHAR RequestorMode;
 } FLT_CALLBACK_DATA, *PFLT_CALLBACK_DATA;
+_Static_assert(FIELD_OFFSET(FLT_CALLBACK_DATA, RequestorMode) == 0x50, "FLT_CALLBACK_DATA layout");
 
 typedef struct _FLT_RELATED_OBJECTS {
     USHORT Size;
@@ -299,11 +371,83 @@ __declspec(dllimport) VOID FltFreeDeferredIoWorkItem(PFLT_DEFERRED_IO_WORKITEM F
 __declspec(dllimport) PFLT_GENERIC_WORKITEM FltAllocateGenericWorkItem(VOID);
 __declspec(dllimport) NTSTATUS FltQueueGenericWorkItem(PFLT_GENERIC_WORKITEM FltWorkItem, PVOID FltObject, PFLT_GENERIC_WORKITEM_ROUTINE WorkerRoutine, WORK_QUEUE_TYPE QueueType, PVOID Context);
 __declspec(dllimport) VOID FltFreeGenericWorkItem(PFLT_GENERIC_WORKITEM FltWorkItem);
+/* ---- I/O a filter issues itself, and its user buffers (fltkernel.h) -------------------------- */
+#define STATUS_END_OF_FILE ((NTSTATUS)0xC0000011L)
+#define FLTFL_IO_OPERATION_NON_CACHED                0x00000001
+#define FLTFL_IO_OPERATION_PAGING                    0x00000002
+#define FLTFL_IO_OPERATION_DO_NOT_UPDATE_BYTE_OFFSET 0x00000004
+#define FILE_SHARE_READ   0x00000001
+#define FILE_SHARE_WRITE  0x00000002
+#define FILE_SHARE_DELETE 0x00000004
+#define FILE_OPEN 0x00000001
+#define FILE_NON_DIRECTORY_FILE 0x00000040
+#define IO_IGNORE_SHARE_ACCESS_CHECK 0x0800
+#define SYNCHRONIZE 0x00100000L
+typedef VOID (*PFLT_COMPLETED_ASYNC_IO_CALLBACK)(PFLT_CALLBACK_DATA CallbackData, PVOID Context);
+__declspec(dllimport) NTSTATUS FltReadFile(PFLT_INSTANCE InitiatingInstance, PFILE_OBJECT FileObject, PLARGE_INTEGER ByteOffset, ULONG Length, PVOID Buffer, ULONG Flags, PULONG BytesRead, PFLT_COMPLETED_ASYNC_IO_CALLBACK CallbackRoutine, PVOID CallbackContext);
+__declspec(dllimport) NTSTATUS FltWriteFile(PFLT_INSTANCE InitiatingInstance, PFILE_OBJECT FileObject, PLARGE_INTEGER ByteOffset, ULONG Length, PVOID Buffer, ULONG Flags, PULONG BytesWritten, PFLT_COMPLETED_ASYNC_IO_CALLBACK CallbackRoutine, PVOID CallbackContext);
+__declspec(dllimport) NTSTATUS FltCreateFileEx(PFLT_FILTER Filter, PFLT_INSTANCE Instance, PHANDLE FileHandle, PFILE_OBJECT *FileObject, ACCESS_MASK DesiredAccess, POBJECT_ATTRIBUTES ObjectAttributes, PIO_STATUS_BLOCK IoStatusBlock, PLARGE_INTEGER AllocationSize, ULONG FileAttributes, ULONG ShareAccess, ULONG CreateDisposition, ULONG CreateOptions, PVOID EaBuffer, ULONG EaLength, ULONG Flags);
+__declspec(dllimport) NTSTATUS FltClose(HANDLE FileHandle);
+__declspec(dllimport) VOID FltCancelFileOpen(PFLT_INSTANCE Instance, PFILE_OBJECT FileObject);
+__declspec(dllimport) VOID FltSetCallbackDataDirty(PFLT_CALLBACK_DATA Data);
+__declspec(dllimport) NTSTATUS FltAllocateCallbackData(PFLT_INSTANCE Instance, PFILE_OBJECT FileObject, PFLT_CALLBACK_DATA *RetNewCallbackData);
+__declspec(dllimport) VOID FltPerformSynchronousIo(PFLT_CALLBACK_DATA CallbackData);
+__declspec(dllimport) VOID FltFreeCallbackData(PFLT_CALLBACK_DATA CallbackData);
 
 /* FILTER_REPLY_HEADER (fltuserstructures.h): what a user-mode reply starts with. */
 typedef struct _FILTER_REPLY_HEADER {
     NTSTATUS Status;
     ULONGLONG MessageId;
 } FILTER_REPLY_HEADER;
+
+/* ---- exception records, CONTEXT and the x64 unwind routines (winnt.h; "x64 exception
+ * handling"; RtlCaptureContext, RtlLookupFunctionEntry, RtlVirtualUnwind, RtlUnwindEx pages) -- */
+#define STATUS_BREAKPOINT                ((NTSTATUS)0x80000003L)
+#define STATUS_ILLEGAL_INSTRUCTION       ((NTSTATUS)0xC000001DL)
+#define STATUS_INTEGER_DIVIDE_BY_ZERO    ((NTSTATUS)0xC0000094L)
+#define STATUS_INTEGER_OVERFLOW          ((NTSTATUS)0xC0000095L)
+typedef ULONG64 *PULONG64;
+typedef struct _EXCEPTION_RECORD {
+    NTSTATUS ExceptionCode;
+    ULONG ExceptionFlags;
+    struct _EXCEPTION_RECORD *ExceptionRecord;
+    PVOID ExceptionAddress;
+    ULONG NumberParameters;
+    ULONG_PTR ExceptionInformation[15];
+} EXCEPTION_RECORD, *PEXCEPTION_RECORD;
+typedef struct __declspec(align(16)) _M128A { ULONGLONG Low; LONGLONG High; } M128A, *PM128A;
+typedef struct __declspec(align(16)) _CONTEXT {
+    ULONG64 P1Home, P2Home, P3Home, P4Home, P5Home, P6Home;
+    ULONG ContextFlags;
+    ULONG MxCsr;
+    USHORT SegCs, SegDs, SegEs, SegFs, SegGs, SegSs;
+    ULONG EFlags;
+    ULONG64 Dr0, Dr1, Dr2, Dr3, Dr6, Dr7;
+    ULONG64 Rax, Rcx, Rdx, Rbx, Rsp, Rbp, Rsi, Rdi, R8, R9, R10, R11, R12, R13, R14, R15;
+    ULONG64 Rip;
+    UCHAR FltSave[512]; /* XMM_SAVE_AREA32 */
+    M128A VectorRegister[26];
+    ULONG64 VectorControl, DebugControl, LastBranchToRip, LastBranchFromRip, LastExceptionToRip, LastExceptionFromRip;
+} CONTEXT, *PCONTEXT;
+_Static_assert(sizeof(CONTEXT) == 0x4D0, "CONTEXT is 0x4D0 bytes on x64");
+_Static_assert(__builtin_offsetof(CONTEXT, Rip) == 0xF8, "CONTEXT.Rip at 0xF8");
+typedef struct _EXCEPTION_POINTERS {
+    PEXCEPTION_RECORD ExceptionRecord;
+    PCONTEXT ContextRecord;
+} EXCEPTION_POINTERS, *PEXCEPTION_POINTERS;
+#define GetExceptionInformation() ((PEXCEPTION_POINTERS)_exception_info())
+typedef struct _RUNTIME_FUNCTION { ULONG BeginAddress; ULONG EndAddress; ULONG UnwindData; } RUNTIME_FUNCTION, *PRUNTIME_FUNCTION;
+typedef struct _KNONVOLATILE_CONTEXT_POINTERS { PM128A FloatingContext[16]; PULONG64 IntegerContext[16]; } KNONVOLATILE_CONTEXT_POINTERS, *PKNONVOLATILE_CONTEXT_POINTERS;
+typedef struct _UNWIND_HISTORY_TABLE *PUNWIND_HISTORY_TABLE; /* optional cache; the fixtures pass NULL */
+typedef LONG (*PEXCEPTION_ROUTINE)(PEXCEPTION_RECORD ExceptionRecord, PVOID EstablisherFrame, PCONTEXT ContextRecord, PVOID DispatcherContext);
+#define UNW_FLAG_NHANDLER 0x0
+#define UNW_FLAG_EHANDLER 0x1
+#define UNW_FLAG_UHANDLER 0x2
+__declspec(dllimport) VOID RtlCaptureContext(PCONTEXT ContextRecord);
+__declspec(dllimport) PRUNTIME_FUNCTION RtlLookupFunctionEntry(ULONG64 ControlPc, PULONG64 ImageBase, PUNWIND_HISTORY_TABLE HistoryTable);
+__declspec(dllimport) PEXCEPTION_ROUTINE RtlVirtualUnwind(ULONG HandlerType, ULONG64 ImageBase, ULONG64 ControlPc, PRUNTIME_FUNCTION FunctionEntry, PCONTEXT ContextRecord, PVOID *HandlerData, PULONG64 EstablisherFrame, PKNONVOLATILE_CONTEXT_POINTERS ContextPointers);
+__declspec(dllimport) VOID RtlUnwindEx(PVOID TargetFrame, PVOID TargetIp, PEXCEPTION_RECORD ExceptionRecord, PVOID ReturnValue, PCONTEXT ContextRecord, PUNWIND_HISTORY_TABLE HistoryTable);
+
+/* The generic work items exceptions.c queues are declared with the pended-operation section above. */
 
 #endif /* FLTEMU_KM_H */

@@ -43,12 +43,7 @@ void __security_check_cookie(ULONG_PTR cookie)
  * handling: "Language-specific handler" receives the DISPATCHER_CONTEXT; the GS handler data is
  * a ULONG cookie offset whose low 3 bits are flags, then an optional aligned-frame offset and
  * alignment). clang does not emit it, but an image built against BufferOverflowK.lib has it. */
-typedef struct _RUNTIME_FUNCTION {
-    ULONG BeginAddress;
-    ULONG EndAddress;
-    ULONG UnwindData;
-} RUNTIME_FUNCTION, *PRUNTIME_FUNCTION;
-
+/* RUNTIME_FUNCTION comes from fltemu_km.h. */
 typedef struct _DISPATCHER_CONTEXT {
     ULONG64 ControlPc;
     ULONG64 ImageBase;

@@ -1,0 +1,452 @@
+/*
+ * exceptions.c: exceptions other than access faults, nested exceptions and the x64 unwind
+ * routines, the way an MSVC-built driver meets them. DriverEntry runs each case and prints what
+ * it saw (tests/c_exceptions.rs reads the lines), then registers a filter with an instance
+ * context type and unloads like the pass-through:
+ * - an integer divide by zero and a divide overflow (INT_MIN / -1) caught by __except, with the
+ *   exception address on the divide instruction;
+ * - ud2 (STATUS_ILLEGAL_INSTRUCTION) and int3 (STATUS_BREAKPOINT, address and context RIP on
+ *   the int3, ExceptionInformation[0] = BREAKPOINT_BREAK) caught;
+ * - an access violation raised inside a filter expression: dispatched as a nested exception to
+ *   the outer __except (EXCEPTION_NESTED_CALL set when that frame's handler runs);
+ * - ud2 inside a __finally that runs during an unwind: the new exception reaches the same
+ *   __except, the unwind collides and the __finally does not run twice;
+ * - RtlCaptureContext + RtlLookupFunctionEntry + RtlVirtualUnwind walking the driver's own
+ *   stack up to the caller of DriverEntry (whose PC is not in the image: NULL, ImageBase 0);
+ * - RtlUnwindEx from two frames down to a caller, running both __finally blocks, so the call
+ *   in the caller returns RtlUnwindEx's ReturnValue;
+ * - a divide by zero caught inside a generic work item and inside a context cleanup callback
+ *   (run by FltReleaseContext in the unload callback).
+ *
+ * One-bug variants (each ends the run with a bug check):
+ * - BUG_DIVIDE_UNCAUGHT: a divide by zero without __try: 0x1E (0xC0000094, the div's address).
+ * - BUG_INT3_UNCAUGHT: __debugbreak() without a debugger or __try: 0x1E (0x80000003).
+ * - BUG_ASSERT_UNCAUGHT: NT_ASSERT's int 0x2c without __try: 0x1E (0xC0000420) at the int.
+ * - BUG_FASTFAIL: __fastfail(FAST_FAIL_CORRUPT_LIST_ENTRY) inside __try: 0x139, not caught.
+ * - BUG_FILTER_RAISES_ALWAYS: a filter that faults for every exception it sees: nested
+ *   exceptions until the kernel stack overflows: 0x7F (8, double fault).
+ * - BUG_CLEANUP_RAISES: the context cleanup callback, run by FltReleaseContext under the
+ *   unload callback's __try, lets a divide by zero escape: it would cross FltReleaseContext,
+ *   which fltemu reports (bug check 0x1E) instead of unwinding its own frames.
+ * - BUG_WORK_ITEM_RAISES: a work item routine lets a divide by zero escape: 0x7E.
+ * Misuse of the unwind routines (each an InvalidParameter violation, the run goes on):
+ * - BUG_CAPTURE_MISALIGNED: RtlCaptureContext into a CONTEXT 8 bytes off its 16-byte alignment.
+ * - BUG_LOOKUP_NULL_BASE: RtlLookupFunctionEntry with a NULL ImageBase.
+ * - BUG_UNWIND_FOREIGN_ENTRY: RtlVirtualUnwind with a RUNTIME_FUNCTION of the driver's own
+ *   making instead of RtlLookupFunctionEntry's.
+ */
+#include "fltemu_km_ctx.h"
+
+#define PRINT(...) DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, __VA_ARGS__)
+#define FAST_FAIL_CORRUPT_LIST_ENTRY 3
+#define EXCEPTION_NESTED_CALL 0x10
+
+/* Volatile so that the compiler emits the faulting instructions instead of folding them. */
+static volatile LONG g_zero = 0;
+static volatile LONG g_minimum = (LONG)0x80000000;
+static volatile LONG g_minus_one = -1;
+static volatile LONG g_sink;
+static LONG *volatile g_null = NULL;
+
+__declspec(noinline) static LONG divide(LONG dividend, LONG divisor)
+{
+    return dividend / divisor;
+}
+
+/* The trapping instructions sit in functions of their own: clang's __try covers calls (it
+ * does not implement /EHa's asynchronous exceptions inside the __try body itself). */
+__declspec(noinline) static void breakpoint(void)
+{
+    __debugbreak();
+}
+
+#if defined(BUG_ASSERT_UNCAUGHT)
+/* What a failing NT_ASSERT compiles to on x64 (__int2c). */
+__declspec(noinline) static void assertion_failure(void)
+{
+    __asm__ volatile("int $0x2c");
+}
+#endif
+
+__declspec(noinline) static void illegal_instruction(void)
+{
+    __asm__ volatile("ud2");
+}
+
+#if defined(BUG_FASTFAIL)
+/* __fastfail as the x64 intrinsic compiles it: int 0x29 with the code in RCX. */
+__declspec(noinline) static void fast_fail(ULONG code)
+{
+    __asm__ volatile("int $0x29" : : "c"(code));
+}
+#endif
+
+/* True when the instruction at `address` is a DIV/IDIV (F6/F7 after an optional REX). */
+static BOOLEAN is_divide(const UCHAR *address)
+{
+    if ((address[0] & 0xF0) == 0x40) {
+        address++;
+    }
+    return (address[0] == 0xF6 || address[0] == 0xF7) && ((address[1] >> 3) & 7) >= 6;
+}
+
+static LONG g_divide_at_div;
+
+static LONG divide_filter(PEXCEPTION_POINTERS pointers)
+{
+    g_divide_at_div = is_divide((const UCHAR *)pointers->ExceptionRecord->ExceptionAddress)
+                      && (ULONG64)pointers->ExceptionRecord->ExceptionAddress == pointers->ContextRecord->Rip;
+    return EXCEPTION_EXECUTE_HANDLER;
+}
+
+static LONG g_breakpoint_ok;
+
+static LONG breakpoint_filter(PEXCEPTION_POINTERS pointers)
+{
+    PEXCEPTION_RECORD record = pointers->ExceptionRecord;
+    g_breakpoint_ok = *(const UCHAR *)record->ExceptionAddress == 0xCC
+                      && (ULONG64)record->ExceptionAddress == pointers->ContextRecord->Rip
+                      && record->NumberParameters == 1 && record->ExceptionInformation[0] == 0;
+    return EXCEPTION_EXECUTE_HANDLER;
+}
+
+/* Faults (a store through NULL) when it sees the divide by zero; declines anything else. */
+static LONG faulting_filter(NTSTATUS code)
+{
+    if (code == STATUS_INTEGER_DIVIDE_BY_ZERO) {
+        *g_null = 1;
+    }
+    return EXCEPTION_CONTINUE_SEARCH;
+}
+
+#if defined(BUG_FILTER_RAISES_ALWAYS)
+static LONG always_faulting_filter(void)
+{
+    *g_null = 1;
+    return EXCEPTION_EXECUTE_HANDLER;
+}
+#endif
+
+static ULONG g_outer_flags;
+
+static LONG outer_filter(PEXCEPTION_POINTERS pointers)
+{
+    g_outer_flags = pointers->ExceptionRecord->ExceptionFlags;
+    return EXCEPTION_EXECUTE_HANDLER;
+}
+
+static LONG g_finally_runs;
+
+__declspec(noinline) static void finally_raises(void)
+{
+    __try {
+        g_sink = divide(1, g_zero);
+    } __finally {
+        if (AbnormalTermination()) {
+            g_finally_runs++;
+            illegal_instruction();
+        }
+    }
+}
+
+/* ---- the stack walk ------------------------------------------------------------------------ */
+#define WALK_MAX 16
+static ULONG64 g_walk_rip[WALK_MAX];
+static ULONG64 g_return[3];
+static BOOLEAN g_walk_ended_outside;
+static ULONG g_walk_pointers;
+
+__declspec(noinline) static ULONG walk_stack(void)
+{
+    CONTEXT context;
+    ULONG frames = 0;
+    g_return[0] = (ULONG64)_ReturnAddress();
+    RtlCaptureContext(&context);
+    while (frames < 64) {
+        ULONG64 base = 1;
+        PRUNTIME_FUNCTION entry = RtlLookupFunctionEntry(context.Rip, &base, NULL);
+        if (entry == NULL) {
+            g_walk_ended_outside = base == 0;
+            break;
+        }
+        PVOID handler_data = NULL;
+        ULONG64 establisher = 0;
+        KNONVOLATILE_CONTEXT_POINTERS pointers;
+        for (int i = 0; i < 16; i++) {
+            pointers.FloatingContext[i] = NULL;
+            pointers.IntegerContext[i] = NULL;
+        }
+        RtlVirtualUnwind(UNW_FLAG_NHANDLER, base, context.Rip, entry, &context, &handler_data, &establisher, &pointers);
+        for (int i = 0; i < 16; i++) {
+            g_walk_pointers += pointers.IntegerContext[i] != NULL;
+        }
+        if (frames < WALK_MAX) {
+            g_walk_rip[frames] = context.Rip;
+        }
+        frames++;
+    }
+    return frames;
+}
+
+__declspec(noinline) static ULONG walk_level2(void)
+{
+    g_return[1] = (ULONG64)_ReturnAddress();
+    return walk_stack() + 1;
+}
+
+__declspec(noinline) static ULONG walk_level1(void)
+{
+    g_return[2] = (ULONG64)_ReturnAddress();
+    return walk_level2() + 1;
+}
+
+/* ---- misuse of the unwind routines ------------------------------------------------------- */
+static void misuse_unwind_routines(void)
+{
+#if defined(BUG_CAPTURE_MISALIGNED)
+    static UCHAR buffer[sizeof(CONTEXT) + 32];
+    PCONTEXT misaligned = (PCONTEXT)(((ULONG_PTR)buffer + 15) / 16 * 16 + 8);
+    RtlCaptureContext(misaligned);
+#elif defined(BUG_LOOKUP_NULL_BASE)
+    CONTEXT context;
+    RtlCaptureContext(&context);
+    PRUNTIME_FUNCTION entry = RtlLookupFunctionEntry(context.Rip, NULL, NULL);
+    PRINT("exceptions: lookup without ImageBase returned %p\n", (PVOID)entry);
+#elif defined(BUG_UNWIND_FOREIGN_ENTRY)
+    CONTEXT context;
+    ULONG64 base = 0;
+    PVOID data = NULL;
+    ULONG64 frame = 0;
+    RtlCaptureContext(&context);
+    PRUNTIME_FUNCTION entry = RtlLookupFunctionEntry(context.Rip, &base, NULL);
+    RUNTIME_FUNCTION copy = *entry;
+    RtlVirtualUnwind(UNW_FLAG_NHANDLER, base, context.Rip, &copy, &context, &data, &frame, NULL);
+#endif
+}
+
+/* ---- RtlUnwindEx ----------------------------------------------------------------------------- */
+static LONG g_unwind_finally_runs;
+/* Volatile, so the optimiser cannot assume the caller receives this constant. */
+static volatile ULONG64 g_not_reached = 7;
+static CONTEXT g_unwind_scratch;
+
+__declspec(noinline) static void unwind_from_here(ULONG64 target_frame, ULONG64 target_ip)
+{
+    __try {
+        RtlUnwindEx((PVOID)target_frame, (PVOID)target_ip, NULL, (PVOID)42, &g_unwind_scratch, NULL);
+        PRINT("exceptions: RtlUnwindEx returned\n");
+    } __finally {
+        if (AbnormalTermination()) {
+            g_unwind_finally_runs++;
+        }
+    }
+}
+
+/* Finds its caller's frame with the unwind routines, then unwinds to it from a frame below. */
+__declspec(noinline) static ULONG64 unwind_middle(void)
+{
+    CONTEXT context;
+    ULONG64 base = 0;
+    PVOID data = NULL;
+    ULONG64 own_frame = 0;
+    ULONG64 caller_frame = 0;
+    RtlCaptureContext(&context);
+    PRUNTIME_FUNCTION entry = RtlLookupFunctionEntry(context.Rip, &base, NULL);
+    RtlVirtualUnwind(UNW_FLAG_NHANDLER, base, context.Rip, entry, &context, &data, &own_frame, NULL);
+    CONTEXT caller = context;
+    entry = RtlLookupFunctionEntry(caller.Rip, &base, NULL);
+    RtlVirtualUnwind(UNW_FLAG_NHANDLER, base, caller.Rip, entry, &caller, &data, &caller_frame, NULL);
+    __try {
+        unwind_from_here(caller_frame, context.Rip);
+    } __finally {
+        if (AbnormalTermination()) {
+            g_unwind_finally_runs++;
+        }
+    }
+    return g_not_reached; /* not reached: RtlUnwindEx resumes the caller with 42 */
+}
+
+__declspec(noinline) static ULONG64 unwind_target(void)
+{
+    ULONG64 value = unwind_middle();
+    return value;
+}
+
+/* ---- a filter, a context and a work item --------------------------------------------------- */
+static PFLT_FILTER g_filter;
+
+static VOID context_cleanup(PFLT_CONTEXT context, FLT_CONTEXT_TYPE type)
+{
+    UNREFERENCED_PARAMETER(context);
+    UNREFERENCED_PARAMETER(type);
+#if defined(BUG_CLEANUP_RAISES)
+    g_sink = divide(1, g_zero);
+#else
+    __try {
+        g_sink = divide(1, g_zero);
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        PRINT("exceptions: context cleanup caught %#lx\n", GetExceptionCode());
+    }
+#endif
+}
+
+static VOID work_routine(PFLT_GENERIC_WORKITEM item, PVOID object, PVOID context)
+{
+    UNREFERENCED_PARAMETER(object);
+    UNREFERENCED_PARAMETER(context);
+#if defined(BUG_WORK_ITEM_RAISES)
+    g_sink = divide(1, g_zero);
+#else
+    __try {
+        g_sink = divide(1, g_zero);
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        PRINT("exceptions: work item caught %#lx\n", GetExceptionCode());
+    }
+#endif
+    FltFreeGenericWorkItem(item);
+}
+
+/* The cleanup callback runs inside FltReleaseContext, below the driver's __try. */
+static void release_a_context(void)
+{
+    PFLT_CONTEXT context = NULL;
+    if (NT_SUCCESS(FltAllocateContext(g_filter, FLT_INSTANCE_CONTEXT, 16, NonPagedPoolNx, &context))) {
+        __try {
+            FltReleaseContext(context);
+        } __except (EXCEPTION_EXECUTE_HANDLER) {
+            PRINT("exceptions: the __try around FltReleaseContext caught %#lx\n", GetExceptionCode());
+        }
+    }
+}
+
+static NTSTATUS filter_unload(FLT_FILTER_UNLOAD_FLAGS flags)
+{
+    UNREFERENCED_PARAMETER(flags);
+    release_a_context();
+    FltUnregisterFilter(g_filter);
+    return STATUS_SUCCESS;
+}
+
+static const FLT_OPERATION_REGISTRATION operations[] = {
+    { IRP_MJ_OPERATION_END, 0, NULL, NULL, NULL },
+};
+
+static const FLT_CONTEXT_REGISTRATION contexts[] = {
+    { FLT_INSTANCE_CONTEXT, 0, context_cleanup, 16, 'cxEx', NULL, NULL, NULL },
+    { FLT_CONTEXT_END, 0, NULL, 0, 0, NULL, NULL, NULL },
+};
+
+static const FLT_REGISTRATION registration = {
+    .Size = sizeof(FLT_REGISTRATION),
+    .Version = FLT_REGISTRATION_VERSION,
+    .ContextRegistration = contexts,
+    .OperationRegistration = operations,
+    .FilterUnloadCallback = filter_unload,
+};
+
+__declspec(noinline) static void caught_cases(void)
+{
+    NTSTATUS code = STATUS_SUCCESS;
+    __try {
+        g_sink = divide(100, g_zero);
+    } __except (divide_filter(GetExceptionInformation())) {
+        code = GetExceptionCode();
+    }
+    PRINT("exceptions: divide by zero caught as %#lx (at the div: %ld)\n", code, g_divide_at_div);
+
+    code = STATUS_SUCCESS;
+    __try {
+        g_sink = divide(g_minimum, g_minus_one);
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        code = GetExceptionCode();
+    }
+    PRINT("exceptions: divide overflow caught as %#lx\n", code);
+
+    code = STATUS_SUCCESS;
+    __try {
+        illegal_instruction();
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        code = GetExceptionCode();
+    }
+    PRINT("exceptions: ud2 caught as %#lx\n", code);
+
+    code = STATUS_SUCCESS;
+    __try {
+        breakpoint();
+    } __except (breakpoint_filter(GetExceptionInformation())) {
+        code = GetExceptionCode();
+    }
+    PRINT("exceptions: int3 caught as %#lx (record as Windows builds it: %ld)\n", code, g_breakpoint_ok);
+
+    code = STATUS_SUCCESS;
+    LONG inner = 0;
+    __try {
+        __try {
+            g_sink = divide(1, g_zero);
+        } __except (faulting_filter(GetExceptionCode())) {
+            inner = 1;
+        }
+    } __except (outer_filter(GetExceptionInformation())) {
+        code = GetExceptionCode();
+    }
+    PRINT("exceptions: a fault in a filter reached the outer __except as %#lx (inner handler %ld, nested flag %ld)\n",
+          code, inner, (LONG)((g_outer_flags & EXCEPTION_NESTED_CALL) != 0));
+
+    code = STATUS_SUCCESS;
+    __try {
+        finally_raises();
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        code = GetExceptionCode();
+    }
+    PRINT("exceptions: a ud2 in a __finally during unwind reached the __except as %#lx (__finally ran %ld time)\n",
+          code, g_finally_runs);
+
+    ULONG frames = walk_level1();
+    PRINT("exceptions: walked %lu frames (return addresses match: %ld, ended outside the image: %ld, saved registers found: %ld)\n",
+          frames - 2,
+          (LONG)(g_walk_rip[0] == g_return[0] && g_walk_rip[1] == g_return[1] && g_walk_rip[2] == g_return[2]),
+          (LONG)g_walk_ended_outside, (LONG)(g_walk_pointers > 0));
+
+    ULONG64 value = unwind_target();
+    PRINT("exceptions: RtlUnwindEx ran %ld __finally blocks and resumed the caller with %llu\n", g_unwind_finally_runs, value);
+}
+
+NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path);
+NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path)
+{
+    UNREFERENCED_PARAMETER(registry_path);
+#if defined(BUG_DIVIDE_UNCAUGHT)
+    g_sink = divide(100, g_zero);
+#elif defined(BUG_INT3_UNCAUGHT)
+    breakpoint();
+#elif defined(BUG_ASSERT_UNCAUGHT)
+    assertion_failure();
+#elif defined(BUG_FASTFAIL)
+    __try {
+        fast_fail(FAST_FAIL_CORRUPT_LIST_ENTRY);
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        PRINT("exceptions: a fast fail was caught\n");
+    }
+#elif defined(BUG_FILTER_RAISES_ALWAYS)
+    __try {
+        g_sink = divide(1, g_zero);
+    } __except (always_faulting_filter()) {
+        PRINT("exceptions: the always-faulting filter's exception was handled\n");
+    }
+#endif
+    caught_cases();
+    misuse_unwind_routines();
+    NTSTATUS status = FltRegisterFilter(driver, &registration, &g_filter);
+    if (!NT_SUCCESS(status)) {
+        return status;
+    }
+    PFLT_GENERIC_WORKITEM item = FltAllocateGenericWorkItem();
+    if (item != NULL && !NT_SUCCESS(FltQueueGenericWorkItem(item, g_filter, work_routine, DelayedWorkQueue, NULL))) {
+        FltFreeGenericWorkItem(item);
+    }
+    status = FltStartFiltering(g_filter);
+    if (!NT_SUCCESS(status)) {
+        FltUnregisterFilter(g_filter);
+    }
+    return status;
+}

@@ -1,0 +1,336 @@
+/*
+ * reader.c: an avscan/scanner-style minifilter that reads file data, written from the
+ * fltkernel.h / wdm.h DDI pages.
+ *
+ * - Post-create of a file opened for reading: the filter opens the file itself with
+ *   FltCreateFileEx below its own instance (named by the opened name from
+ *   FltGetFileNameInformation), asks FltQueryInformationFile for its size, reads up to 4 KiB
+ *   with FltReadFile into pool, closes its handle and dereferences its FILE_OBJECT; when the
+ *   data holds the marker "FLTEMU-BAD" it cancels the open (FltCancelFileOpen,
+ *   STATUS_ACCESS_DENIED). The size FltQueryInformationFile reports must agree with what
+ *   FltReadFile returned (else KeBugCheckEx(0xE0000001, ...)).
+ *   The first 16 bytes are read a second time through callback data the filter allocates
+ *   (FltAllocateCallbackData, IRP_MJ_READ, FltPerformSynchronousIo, FltFreeCallbackData) and
+ *   must equal FltReadFile's (else KeBugCheckEx(0xE0000002, ...)).
+ * - Pre-read of a user-mode, non-paging read: FltLockUserBuffer, so that post-read (which may
+ *   run at DISPATCH_LEVEL in an arbitrary thread) reaches the data through
+ *   MmGetSystemAddressForMdlSafe; post-read counts the marker's occurrences in what was read.
+ * - Pre-write: FltLockUserBuffer and MmGetSystemAddressForMdlSafe, then the data is inspected
+ *   inside __try; a write carrying the marker is refused (FLT_PREOP_COMPLETE, ACCESS_DENIED).
+ *
+ * READER_SYNCHRONIZE (not a bug): pre-read returns FLT_PREOP_SYNCHRONIZE, so post-read runs at
+ * PASSIVE_LEVEL in the requestor's thread, where even BUG_POST_READ_TOUCHES_USER_BUFFER's direct
+ * access to the user buffer is allowed.
+ *
+ * One-bug variants (/D):
+ *   BUG_HANDLE_NOT_CLOSED          the scan never FltCloses its handle  → ObjectLeaked file handle
+ *   BUG_FILE_OBJECT_NOT_DEREFERENCED  the scan never dereferences its FILE_OBJECT → ObjectLeaked
+ *   BUG_POST_READ_TOUCHES_USER_BUFFER post-read reads Parameters.Read.ReadBuffer itself instead of
+ *                                  the MDL: at DISPATCH_LEVEL → 0x1E + UserBufferTouchedDirectly
+ *   BUG_FREE_LOCKED_MDL            post-read IoFreeMdl's the MDL FltLockUserBuffer made → ObjectMisuse
+ *   BUG_READ_IN_PRE_CREATE         FltReadFile on the FILE_OBJECT in pre-create → InvalidParameter
+ *   BUG_CHANGE_WITHOUT_DIRTY       pre-read shortens Length without FltSetCallbackDataDirty → InvalidParameter
+ *   BUG_CLOSE_TWICE                the scan FltCloses its handle twice → InvalidParameter
+ *   BUG_CALLBACK_DATA_NOT_FREED    the second read never FltFreeCallbackData's → ObjectLeaked callback data
+ *   BUG_PERFORM_FREED              the second read is performed again after its free → ObjectMisuse
+ */
+#include "fltemu_km.h"
+#include "fltemu_km_ctx.h"
+
+#define TAG_READER 'rdRF'
+#define SCAN_BYTES 4096
+#define MARKER "FLTEMU-BAD"
+#define MARKER_LENGTH (sizeof(MARKER) - 1)
+
+static PFLT_FILTER g_filter;
+static volatile LONG g_scanned;
+static volatile LONG g_blocked;
+static volatile LONG g_marker_reads;
+static volatile LONG g_locked;
+
+static __declspec(noinline) ULONG count_marker(const UCHAR *data, ULONG length)
+{
+    ULONG found = 0;
+    for (ULONG i = 0; i + MARKER_LENGTH <= length; i++) {
+        ULONG j = 0;
+        while (j < MARKER_LENGTH && data[i + j] == (UCHAR)MARKER[j]) {
+            j++;
+        }
+        found += j == MARKER_LENGTH;
+    }
+    return found;
+}
+
+static BOOLEAN same_bytes(const UCHAR *a, const UCHAR *b, ULONG length)
+{
+    for (ULONG i = 0; i < length; i++) {
+        if (a[i] != b[i]) {
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+/* Reads the first bytes again through callback data of our own; they must equal `expected`. */
+static VOID verify_start(PCFLT_RELATED_OBJECTS objects, PFILE_OBJECT file, const UCHAR *expected, ULONG length)
+{
+    PFLT_CALLBACK_DATA io = NULL;
+    UCHAR again[16];
+    if (length > sizeof(again)) {
+        length = sizeof(again);
+    }
+    if (!NT_SUCCESS(FltAllocateCallbackData(objects->Instance, file, &io))) {
+        return;
+    }
+    io->Iopb->MajorFunction = IRP_MJ_READ;
+    io->Iopb->Parameters.Read.Length = length;
+    io->Iopb->Parameters.Read.ByteOffset.QuadPart = 0;
+    io->Iopb->Parameters.Read.ReadBuffer = again;
+    FltPerformSynchronousIo(io);
+    if (length > 0 && (!NT_SUCCESS(io->IoStatus.Status) || io->IoStatus.Information != length || !same_bytes(again, expected, length))) {
+        KeBugCheckEx(0xE0000002, (ULONG_PTR)io->IoStatus.Status, io->IoStatus.Information, length, 0);
+    }
+#if !defined(BUG_CALLBACK_DATA_NOT_FREED)
+    FltFreeCallbackData(io);
+#endif
+#if defined(BUG_PERFORM_FREED)
+    FltPerformSynchronousIo(io);
+#endif
+}
+
+/* Opens the file below this instance, reads its start and says whether it holds the marker. */
+static BOOLEAN scan_file(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects)
+{
+    PFLT_FILE_NAME_INFORMATION name = NULL;
+    if (!NT_SUCCESS(FltGetFileNameInformation(data, FLT_FILE_NAME_OPENED | FLT_FILE_NAME_QUERY_DEFAULT, &name))) {
+        return FALSE;
+    }
+    OBJECT_ATTRIBUTES attributes;
+    InitializeObjectAttributes(&attributes, &name->Name, OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE, NULL, NULL);
+    HANDLE handle = NULL;
+    PFILE_OBJECT file = NULL;
+    IO_STATUS_BLOCK io;
+    NTSTATUS status = FltCreateFileEx(g_filter, objects->Instance, &handle, &file, FILE_READ_DATA | SYNCHRONIZE, &attributes, &io, NULL, 0,
+                                      FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, FILE_OPEN, FILE_NON_DIRECTORY_FILE, NULL, 0,
+                                      IO_IGNORE_SHARE_ACCESS_CHECK);
+    FltReleaseFileNameInformation(name);
+    if (!NT_SUCCESS(status)) {
+        return FALSE;
+    }
+    BOOLEAN marked = FALSE;
+    FILE_STANDARD_INFORMATION standard;
+    ULONG returned = 0;
+    UCHAR *buffer = ExAllocatePool2(POOL_FLAG_NON_PAGED, SCAN_BYTES, TAG_READER);
+    if (buffer != NULL && NT_SUCCESS(FltQueryInformationFile(objects->Instance, file, &standard, sizeof(standard), FileStandardInformation, &returned))) {
+        LARGE_INTEGER offset;
+        offset.QuadPart = 0;
+        ULONG read = 0;
+        status = FltReadFile(objects->Instance, file, &offset, SCAN_BYTES, buffer, FLTFL_IO_OPERATION_DO_NOT_UPDATE_BYTE_OFFSET, &read, NULL, NULL);
+        /* An empty file reads as END_OF_FILE; otherwise what was read is the size, up to 4 KiB. */
+        LONGLONG expected = standard.EndOfFile < SCAN_BYTES ? standard.EndOfFile : SCAN_BYTES;
+        BOOLEAN agrees = status == STATUS_END_OF_FILE ? standard.EndOfFile == 0 && read == 0 : NT_SUCCESS(status) && (LONGLONG)read == expected;
+        if (!agrees) {
+            KeBugCheckEx(0xE0000001, (ULONG_PTR)status, read, (ULONG_PTR)standard.EndOfFile, 0);
+        }
+        verify_start(objects, file, buffer, read);
+        marked = NT_SUCCESS(status) && count_marker(buffer, read) > 0;
+        _InterlockedIncrement(&g_scanned);
+    }
+    if (buffer != NULL) {
+        ExFreePoolWithTag(buffer, TAG_READER);
+    }
+#if !defined(BUG_FILE_OBJECT_NOT_DEREFERENCED)
+    ObDereferenceObject(file);
+#endif
+#if !defined(BUG_HANDLE_NOT_CLOSED)
+    FltClose(handle);
+#endif
+#if defined(BUG_CLOSE_TWICE)
+    FltClose(handle);
+#endif
+    return marked;
+}
+
+static FLT_PREOP_CALLBACK_STATUS pre_create(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID *completion)
+{
+    *completion = NULL;
+#if defined(BUG_READ_IN_PRE_CREATE)
+    {
+        UCHAR probe[16];
+        LARGE_INTEGER offset;
+        offset.QuadPart = 0;
+        ULONG read = 0;
+        FltReadFile(objects->Instance, objects->FileObject, &offset, sizeof(probe), probe, 0, &read, NULL, NULL);
+    }
+#else
+    UNREFERENCED_PARAMETER(objects);
+#endif
+    UNREFERENCED_PARAMETER(data);
+    return FLT_PREOP_SUCCESS_WITH_CALLBACK;
+}
+
+static FLT_POSTOP_CALLBACK_STATUS post_create(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID completion, FLT_POST_OPERATION_FLAGS flags)
+{
+    UNREFERENCED_PARAMETER(completion);
+    UNREFERENCED_PARAMETER(flags);
+    if (!NT_SUCCESS(data->IoStatus.Status)) {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    PIO_SECURITY_CONTEXT security = data->Iopb->Parameters.Create.SecurityContext;
+    if (security == NULL || (security->DesiredAccess & FILE_READ_DATA) == 0) {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    if (scan_file(data, objects)) {
+        _InterlockedIncrement(&g_blocked);
+        FltCancelFileOpen(objects->Instance, objects->FileObject);
+        data->IoStatus.Status = STATUS_ACCESS_DENIED;
+        data->IoStatus.Information = 0;
+    }
+    return FLT_POSTOP_FINISHED_PROCESSING;
+}
+
+static FLT_PREOP_CALLBACK_STATUS pre_read(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID *completion)
+{
+    UNREFERENCED_PARAMETER(objects);
+    *completion = NULL;
+    if (data->Iopb->IrpFlags & IRP_PAGING_IO) {
+        /* Paging I/O comes with a kernel buffer and its MDL already. */
+        return data->Iopb->Parameters.Read.MdlAddress != NULL ? FLT_PREOP_SUCCESS_WITH_CALLBACK : FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+#if defined(BUG_CHANGE_WITHOUT_DIRTY)
+    if (data->Iopb->Parameters.Read.Length > 1) {
+        data->Iopb->Parameters.Read.Length -= 1;
+    }
+#endif
+    if (!NT_SUCCESS(FltLockUserBuffer(data))) {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    _InterlockedIncrement(&g_locked);
+#if defined(READER_SYNCHRONIZE)
+    /* Post-read then runs at PASSIVE_LEVEL in the requestor's thread, user buffer reachable. */
+    return FLT_PREOP_SYNCHRONIZE;
+#else
+    return FLT_PREOP_SUCCESS_WITH_CALLBACK;
+#endif
+}
+
+#if defined(BUG_POST_READ_TOUCHES_USER_BUFFER)
+static __declspec(noinline) ULONG first_byte(const volatile UCHAR *p)
+{
+    return p[0];
+}
+#endif
+
+static FLT_POSTOP_CALLBACK_STATUS post_read(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID completion, FLT_POST_OPERATION_FLAGS flags)
+{
+    UNREFERENCED_PARAMETER(objects);
+    UNREFERENCED_PARAMETER(completion);
+    UNREFERENCED_PARAMETER(flags);
+    ULONG length = (ULONG)data->IoStatus.Information;
+    if (!NT_SUCCESS(data->IoStatus.Status) || length == 0) {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+#if defined(BUG_POST_READ_TOUCHES_USER_BUFFER)
+    if (!(data->Iopb->IrpFlags & IRP_PAGING_IO)) {
+        g_marker_reads += first_byte((const volatile UCHAR *)data->Iopb->Parameters.Read.ReadBuffer) == 'F';
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+#endif
+    PMDL mdl = data->Iopb->Parameters.Read.MdlAddress;
+    if (mdl == NULL) {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    const UCHAR *bytes = MmGetSystemAddressForMdlSafe(mdl, NormalPagePriority | MdlMappingNoExecute);
+    if (bytes != NULL && count_marker(bytes, length) > 0) {
+        _InterlockedIncrement(&g_marker_reads);
+    }
+#if defined(BUG_FREE_LOCKED_MDL)
+    IoFreeMdl(mdl);
+#endif
+    return FLT_POSTOP_FINISHED_PROCESSING;
+}
+
+static FLT_PREOP_CALLBACK_STATUS pre_write(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID *completion)
+{
+    UNREFERENCED_PARAMETER(objects);
+    *completion = NULL;
+    ULONG length = data->Iopb->Parameters.Write.Length;
+    if (length == 0 || !NT_SUCCESS(FltLockUserBuffer(data))) {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    const UCHAR *bytes = MmGetSystemAddressForMdlSafe(data->Iopb->Parameters.Write.MdlAddress, NormalPagePriority | MdlMappingNoExecute);
+    if (bytes == NULL) {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    ULONG found = 0;
+    __try {
+        found = count_marker(bytes, length);
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        data->IoStatus.Status = GetExceptionCode();
+        data->IoStatus.Information = 0;
+        return FLT_PREOP_COMPLETE;
+    }
+    if (found > 0) {
+        _InterlockedIncrement(&g_blocked);
+        data->IoStatus.Status = STATUS_ACCESS_DENIED;
+        data->IoStatus.Information = 0;
+        return FLT_PREOP_COMPLETE;
+    }
+    return FLT_PREOP_SUCCESS_NO_CALLBACK;
+}
+
+static NTSTATUS instance_setup(PCFLT_RELATED_OBJECTS objects, FLT_INSTANCE_SETUP_FLAGS flags, DEVICE_TYPE device, FLT_FILESYSTEM_TYPE fs)
+{
+    UNREFERENCED_PARAMETER(objects);
+    UNREFERENCED_PARAMETER(flags);
+    UNREFERENCED_PARAMETER(device);
+    UNREFERENCED_PARAMETER(fs);
+    return STATUS_SUCCESS;
+}
+
+static NTSTATUS instance_query_teardown(PCFLT_RELATED_OBJECTS objects, FLT_INSTANCE_QUERY_TEARDOWN_FLAGS flags)
+{
+    UNREFERENCED_PARAMETER(objects);
+    UNREFERENCED_PARAMETER(flags);
+    return STATUS_SUCCESS;
+}
+
+static NTSTATUS filter_unload(FLT_FILTER_UNLOAD_FLAGS flags)
+{
+    UNREFERENCED_PARAMETER(flags);
+    DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "reader: %ld scanned, %ld blocked, %ld locked reads, %ld reads with the marker\n", g_scanned, g_blocked, g_locked,
+               g_marker_reads);
+    FltUnregisterFilter(g_filter);
+    return STATUS_SUCCESS;
+}
+
+static const FLT_OPERATION_REGISTRATION operations[] = {
+    { IRP_MJ_CREATE, 0, pre_create, post_create, NULL },
+    { IRP_MJ_READ, 0, pre_read, post_read, NULL },
+    { IRP_MJ_WRITE, 0, pre_write, NULL, NULL },
+    { IRP_MJ_OPERATION_END, 0, NULL, NULL, NULL },
+};
+
+static const FLT_REGISTRATION registration = {
+    .Size = sizeof(FLT_REGISTRATION),
+    .Version = FLT_REGISTRATION_VERSION,
+    .OperationRegistration = operations,
+    .FilterUnloadCallback = filter_unload,
+    .InstanceSetupCallback = instance_setup,
+    .InstanceQueryTeardownCallback = instance_query_teardown,
+};
+
+NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path);
+NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path)
+{
+    UNREFERENCED_PARAMETER(registry_path);
+    NTSTATUS status = FltRegisterFilter(driver, &registration, &g_filter);
+    if (!NT_SUCCESS(status)) {
+        return status;
+    }
+    status = FltStartFiltering(g_filter);
+    if (!NT_SUCCESS(status)) {
+        FltUnregisterFilter(g_filter);
+    }
+    return status;
+}

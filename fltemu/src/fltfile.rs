@@ -1,0 +1,407 @@
+//! Files a filter opens itself: FltCreateFile / FltCreateFileEx / FltCreateFileEx2 and FltClose.
+//!
+//! The create is sent to the instances below the given Instance and to the file system, so the
+//! filter does not see its own create (nor the cleanup and close FltClose causes). The handle is
+//! a kernel handle the filter must FltClose; FltCreateFileEx(2) also return the FILE_OBJECT with
+//! a reference the filter must drop with ObDereferenceObject. The FILE_OBJECT is closed when both
+//! are gone. Leaked at unload: handles never closed and references never dropped
+//! (`Violation::ObjectLeaked`).
+
+use core::ffi::c_void;
+
+use windows_sys::Wdk::Foundation::FILE_OBJECT;
+use windows_sys::Win32::Foundation::UNICODE_STRING;
+
+use crate::catalog::{Emulated, Source};
+use crate::exec::PASSIVE_LEVEL;
+use crate::objects::{self, ObjectKind, Table};
+use crate::state::{self, FileRecord, FileState, Inner, StreamRecord, status};
+use crate::verifier::Violation;
+
+/// Open handles: handle → FILE_OBJECT.
+static HANDLES: Table<usize, usize> = Table::new();
+/// FILE_OBJECTs opened by FltCreateFile*: FILE_OBJECT → (references the driver holds, whether
+/// its handle is still open).
+static OPENED: Table<usize, (i64, bool)> = Table::new();
+/// The next handle value (kernel handles have the top bit set; multiples of 4).
+static NEXT_HANDLE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// `STATUS_INVALID_HANDLE`, `STATUS_OBJECT_NAME_INVALID`, `STATUS_OBJECT_PATH_NOT_FOUND`
+/// (ntstatus.h).
+#[allow(clippy::cast_possible_wrap)]
+const INVALID_HANDLE: i32 = 0xC000_0008_u32 as i32;
+#[allow(clippy::cast_possible_wrap)]
+const OBJECT_NAME_INVALID: i32 = 0xC000_0033_u32 as i32;
+#[allow(clippy::cast_possible_wrap)]
+const OBJECT_PATH_NOT_FOUND: i32 = 0xC000_003A_u32 as i32;
+
+/// Forgets every handle (a new emulator loads).
+pub fn reset() {
+    HANDLES.clear();
+    OPENED.clear();
+}
+
+/// Handles and FILE_OBJECT references still held.
+pub fn outstanding() -> Vec<(ObjectKind, usize)> {
+    let references = OPENED.with(|t| t.values().map(|(refs, _)| usize::try_from(*refs).unwrap_or(0)).sum());
+    vec![(ObjectKind::FileHandle, HANDLES.with(|t| t.len())), (ObjectKind::FileObjectReference, references)]
+}
+
+/// The file system's open of `path` on `volume` below every filter: a FILE_OBJECT sharing the
+/// stream (and file node) with the other opens of that stream.
+fn open_below(inner: &Inner, volume: usize, path: &str, desired_access: u32, share_access: u32) -> (usize, usize) {
+    let name: Vec<u16> = path.encode_utf16().collect();
+    // SAFETY: FILE_OBJECT is plain data; all-zero is a valid value.
+    let mut object: Box<FILE_OBJECT> = Box::new(unsafe { core::mem::zeroed() });
+    object.Type = 5; // IO_TYPE_FILE
+    object.Size = i16::try_from(size_of::<FILE_OBJECT>()).unwrap_or(0);
+    object.FileName = UNICODE_STRING {
+        Length: u16::try_from(name.len() * 2).unwrap_or(u16::MAX),
+        MaximumLength: u16::try_from(name.len() * 2).unwrap_or(u16::MAX),
+        Buffer: name.as_ptr().cast_mut(),
+    };
+    let file_object = &raw mut *object as usize;
+    let key = (volume, crate::io::stream_key(path));
+    let file_key = (volume, file_key(&key.1));
+    let (stream, information) = {
+        let mut streams = inner.streams.lock(state::name_hash(key.0, &key.1));
+        let record =
+            streams.live.entry(key).or_insert_with(|| StreamRecord { fs_context: Box::new([0; 8]), open_file_objects: 0 });
+        let information = if record.open_file_objects == 0 { 2 } else { 1 }; // FILE_CREATED / FILE_OPENED
+        record.open_file_objects += 1;
+        (record.fs_context.as_ptr() as usize, information)
+    };
+    let node = {
+        let mut nodes = inner.file_nodes.lock(state::name_hash(file_key.0, &file_key.1));
+        let record = nodes
+            .live
+            .entry(file_key.clone())
+            .or_insert_with(|| StreamRecord { fs_context: Box::new([0; 8]), open_file_objects: 0 });
+        record.open_file_objects += 1;
+        record.fs_context.as_ptr() as usize
+    };
+    object.FsContext = stream as *mut c_void;
+    object.ReadAccess = desired_access & (0x1 | 0x8000_0000) != 0;
+    object.WriteAccess = desired_access & (0x2 | 0x4 | 0x4000_0000) != 0;
+    object.SharedRead = share_access & 0x1 != 0;
+    object.SharedWrite = share_access & 0x2 != 0;
+    object.SharedDelete = share_access & 0x4 != 0;
+    inner.files.lock(file_object as u64).live.insert(
+        file_object,
+        FileRecord {
+            object,
+            name,
+            volume,
+            path: path.to_owned(),
+            stream: Some(stream),
+            file_node: Some((node, file_key.1)),
+            state: FileState::Open,
+            paging_file: false,
+        },
+    );
+    (file_object, information)
+}
+
+/// The file key of a stream key (as io.rs computes it: the path without `:stream`).
+fn file_key(stream_key: &str) -> String {
+    let name_start = stream_key.rfind('\\').map_or(0, |at| at + 1);
+    match stream_key[name_start..].find(':') {
+        Some(colon) => stream_key[..name_start + colon].to_owned(),
+        None => stream_key.to_owned(),
+    }
+}
+
+/// The volume and volume-relative path an OBJECT_ATTRIBUTES names (`\Device\VOL\dir\a.txt`;
+/// RootDirectory is not modelled).
+fn resolve_name(inner: &Inner, attributes: usize) -> Result<(usize, String), i32> {
+    if attributes == 0 {
+        return Err(status::INVALID_PARAMETER);
+    }
+    // SAFETY: the caller's OBJECT_ATTRIBUTES: RootDirectory at 8, ObjectName at 16 (x64).
+    let root = unsafe { ((attributes + 8) as *const usize).read() };
+    // SAFETY: as above.
+    let name = unsafe { ((attributes + 16) as *const *const UNICODE_STRING).read() };
+    if root != 0 || name.is_null() {
+        return Err(OBJECT_NAME_INVALID);
+    }
+    // SAFETY: the caller's UNICODE_STRING.
+    let name = unsafe { name.read() };
+    if name.Buffer.is_null() {
+        return Err(OBJECT_NAME_INVALID);
+    }
+    // SAFETY: Length bytes of the string's buffer.
+    let wide = unsafe { std::slice::from_raw_parts(name.Buffer, usize::from(name.Length / 2)) };
+    let text = String::from_utf16_lossy(wide);
+    let lower = text.to_lowercase();
+    let volumes = inner.volumes();
+    for (index, volume) in volumes.iter().enumerate() {
+        let prefix = volume.name.to_lowercase();
+        if let Some(rest) = lower.strip_prefix(&prefix)
+            && (rest.is_empty() || rest.starts_with('\\'))
+        {
+            if !volume.mounted {
+                return Err(status::VOLUME_DISMOUNTED);
+            }
+            let path = &text[text.len() - rest.len()..];
+            return Ok((index, if path.is_empty() { "\\".to_owned() } else { path.to_owned() }));
+        }
+    }
+    Err(OBJECT_PATH_NOT_FOUND)
+}
+
+/// The arguments every FltCreateFile* variant shares.
+struct CreateArgs {
+    function: &'static str,
+    filter: isize,
+    instance: isize,
+    handle: *mut usize,
+    file_object: *mut usize,
+    desired_access: u32,
+    attributes: usize,
+    io_status: *mut [usize; 2],
+    share_access: u32,
+}
+
+fn create(args: &CreateArgs) -> i32 {
+    objects::count(args.function, PASSIVE_LEVEL);
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let misuse = |reason| {
+        inner.violation(Violation::InvalidParameter { function: args.function, reason });
+        status::INVALID_PARAMETER
+    };
+    if !args.handle.is_null() {
+        // SAFETY: the caller's out parameter.
+        unsafe { args.handle.write(0) };
+    }
+    if !args.file_object.is_null() {
+        // SAFETY: the caller's optional out parameter.
+        unsafe { args.file_object.write(0) };
+    }
+    if args.filter != state::FILTER_HANDLE {
+        return misuse("Filter is not the filter's handle");
+    }
+    if args.handle.is_null() || args.io_status.is_null() {
+        return misuse("FileHandle and IoStatusBlock are required");
+    }
+    if args.instance == 0 {
+        return misuse("a NULL Instance (the create goes to the top of the stack, to this filter too) is not modelled by fltemu");
+    }
+    let Some(instance_volume) = inner.instance(args.instance).map(|i| i.volume) else {
+        return misuse("Instance is not an instance handle");
+    };
+    let (volume, path) = match resolve_name(inner, args.attributes) {
+        Ok(found) => found,
+        Err(result) => return result,
+    };
+    if volume != instance_volume {
+        return misuse("ObjectAttributes names a file on another volume than the Instance's");
+    }
+    let (file_object, information) = open_below(inner, volume, &path, args.desired_access, args.share_access);
+    let handle = 0xFFFF_FFFF_8000_0000_usize + (NEXT_HANDLE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1) * 4;
+    HANDLES.with(|t| t.insert(handle, file_object));
+    let referenced = !args.file_object.is_null();
+    OPENED.with(|t| t.insert(file_object, (i64::from(referenced), true)));
+    // SAFETY: the caller's out parameters, checked above.
+    unsafe { args.handle.write(handle) };
+    if referenced {
+        // SAFETY: as above.
+        unsafe { args.file_object.write(file_object) };
+    }
+    // SAFETY: the caller's IO_STATUS_BLOCK (Status, Information).
+    unsafe { args.io_status.write([0, information]) };
+    status::SUCCESS
+}
+
+/// `FltCreateFile` (fltkernel.h; PASSIVE): a handle only.
+#[allow(clippy::too_many_arguments)]
+extern "win64" fn flt_create_file(
+    filter: isize,
+    instance: isize,
+    handle: *mut usize,
+    desired_access: u32,
+    attributes: usize,
+    io_status: *mut [usize; 2],
+    _allocation_size: usize,
+    _file_attributes: u32,
+    share_access: u32,
+    _disposition: u32,
+    _create_options: u32,
+    _ea_buffer: usize,
+    _ea_length: u32,
+    _flags: u32,
+) -> i32 {
+    create(&CreateArgs {
+        function: "FltCreateFile",
+        filter,
+        instance,
+        handle,
+        file_object: core::ptr::null_mut(),
+        desired_access,
+        attributes,
+        io_status,
+        share_access,
+    })
+}
+
+/// `FltCreateFileEx` (fltkernel.h; PASSIVE): a handle and a referenced FILE_OBJECT.
+#[allow(clippy::too_many_arguments)]
+extern "win64" fn flt_create_file_ex(
+    filter: isize,
+    instance: isize,
+    handle: *mut usize,
+    file_object: *mut usize,
+    desired_access: u32,
+    attributes: usize,
+    io_status: *mut [usize; 2],
+    _allocation_size: usize,
+    _file_attributes: u32,
+    share_access: u32,
+    _disposition: u32,
+    _create_options: u32,
+    _ea_buffer: usize,
+    _ea_length: u32,
+    _flags: u32,
+) -> i32 {
+    create(&CreateArgs {
+        function: "FltCreateFileEx",
+        filter,
+        instance,
+        handle,
+        file_object,
+        desired_access,
+        attributes,
+        io_status,
+        share_access,
+    })
+}
+
+/// `FltCreateFileEx2` (fltkernel.h; PASSIVE): as FltCreateFileEx; DriverContext (ECPs) is
+/// accepted and not modelled.
+#[allow(clippy::too_many_arguments)]
+extern "win64" fn flt_create_file_ex2(
+    filter: isize,
+    instance: isize,
+    handle: *mut usize,
+    file_object: *mut usize,
+    desired_access: u32,
+    attributes: usize,
+    io_status: *mut [usize; 2],
+    _allocation_size: usize,
+    _file_attributes: u32,
+    share_access: u32,
+    _disposition: u32,
+    _create_options: u32,
+    _ea_buffer: usize,
+    _ea_length: u32,
+    _flags: u32,
+    _driver_context: usize,
+) -> i32 {
+    create(&CreateArgs {
+        function: "FltCreateFileEx2",
+        filter,
+        instance,
+        handle,
+        file_object,
+        desired_access,
+        attributes,
+        io_status,
+        share_access,
+    })
+}
+
+/// Closes the FILE_OBJECT below the filter once neither a handle nor a reference holds it.
+fn close_if_unused(inner: &Inner, file_object: usize) {
+    let unused = OPENED.with(|t| {
+        let unused = t.get(&file_object).is_some_and(|(refs, open)| *refs <= 0 && !*open);
+        if unused {
+            t.remove(&file_object);
+        }
+        unused
+    });
+    if unused {
+        crate::io::close_file_object(inner, file_object);
+    }
+}
+
+/// `FltClose` (fltkernel.h; PASSIVE): closes a handle from FltCreateFile*; the cleanup and
+/// close go below the filter. A handle that is not open → InvalidParameter, STATUS_INVALID_HANDLE.
+extern "win64" fn flt_close(handle: usize) -> i32 {
+    objects::count("FltClose", PASSIVE_LEVEL);
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let Some(file_object) = HANDLES.with(|t| t.remove(&handle)) else {
+        inner.violation(Violation::InvalidParameter {
+            function: "FltClose",
+            reason: "not an open handle from FltCreateFile* (closed twice?)",
+        });
+        return INVALID_HANDLE;
+    };
+    if let Some(file) = inner.files.lock(file_object as u64).live.get_mut(&file_object) {
+        file.state = FileState::CleanedUp;
+    }
+    OPENED.with(|t| t.get_mut(&file_object).map(|o| o.1 = false));
+    close_if_unused(inner, file_object);
+    status::SUCCESS
+}
+
+/// ObReferenceObject of a FILE_OBJECT FltCreateFileEx opened: +1 (true when it is one).
+pub fn reference(object: usize) -> bool {
+    OPENED.with(|t| t.get_mut(&object).map(|o| o.0 += 1)).is_some()
+}
+
+/// ObDereferenceObject of a FILE_OBJECT FltCreateFileEx opened: −1, closing it when neither a
+/// reference nor its handle remains; more dereferences than references → ObjectMisuse (true
+/// when it is one).
+pub fn dereference(function: &'static str, object: usize) -> bool {
+    let Some(remaining) = OPENED.with(|t| {
+        t.get_mut(&object).map(|o| {
+            o.0 -= 1;
+            o.0
+        })
+    }) else {
+        return false;
+    };
+    if remaining < 0 {
+        objects::misuse(
+            function,
+            ObjectKind::FileObjectReference,
+            "dereferenced more often than FltCreateFileEx and ObReferenceObject referenced it",
+        );
+        OPENED.with(|t| t.get_mut(&object).map(|o| o.0 = 0));
+    }
+    if let Some(inner) = state::current() {
+        close_if_unused(inner, object);
+    }
+    true
+}
+
+/// fltmgr.sys exports of this module.
+pub fn resolve_flt(name: &str) -> Option<usize> {
+    Some(match name {
+        "FltCreateFile" => flt_create_file as *const () as usize,
+        "FltCreateFileEx" => flt_create_file_ex as *const () as usize,
+        "FltCreateFileEx2" => flt_create_file_ex2 as *const () as usize,
+        "FltClose" => flt_close as *const () as usize,
+        _ => return None,
+    })
+}
+
+const fn flt(function: &'static str, notes: &'static str) -> Emulated {
+    Emulated { dll: "fltmgr.sys", function, notes, source: Source::Ddi("fltkernel") }
+}
+
+/// The catalog rows of this module.
+pub const DOCS: &[Emulated] = &[
+    flt(
+        "FltCreateFile",
+        "PASSIVE; `\\Device\\VOL\\path` in ObjectName (RootDirectory not modelled; unknown volume → OBJECT_PATH_NOT_FOUND); opened below the Instance (the filter's callbacks do not see it), sharing the stream with other opens; IoStatus.Information FILE_CREATED/FILE_OPENED; a handle never FltClose'd → ObjectLeaked(file handle); NULL Instance (top of the stack) not modelled, Instance on another volume, wrong Filter → InvalidParameter",
+    ),
+    flt(
+        "FltCreateFileEx",
+        "as FltCreateFile, plus a referenced FILE_OBJECT the caller must ObDereferenceObject (else ObjectLeaked(FILE_OBJECT reference)); the FILE_OBJECT closes when its handle and references are gone",
+    ),
+    flt("FltCreateFileEx2", "as FltCreateFileEx; DriverContext (ECPs) not modelled"),
+    flt(
+        "FltClose",
+        "PASSIVE; cleanup and close below the filter; a handle not open (closed twice, never opened) → InvalidParameter + STATUS_INVALID_HANDLE",
+    ),
+];

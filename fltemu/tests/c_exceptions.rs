@@ -1,0 +1,178 @@
+//! Exceptions other than access faults, nested exceptions and the x64 unwind exports, through
+//! the C driver `c-drivers/drivers/exceptions.c` built like an MSVC driver (Release and Debug):
+//! what it catches is printed by DriverEntry, each bug variant ends the run with its exact bug
+//! check and parameters.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+mod c_build;
+
+use c_build::{CDriver, Profile};
+use fltemu::{Config, EmuError, Emulator, Stop};
+use std::process::Command;
+
+const PROFILES: [Profile; 2] = [Profile::Release, Profile::Debug];
+
+fn fltemu(args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_fltemu")).args(args).output().expect("fltemu runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap_or(-1), text)
+}
+
+fn run(driver: &CDriver) -> (i32, String) {
+    let image = driver.build();
+    fltemu(&["run", image.to_str().expect("UTF-8 path"), "--scenario", "load-unload"])
+}
+
+fn variant(define: &str, profile: Profile) -> CDriver {
+    CDriver::new("exceptions").define(define).profile(profile)
+}
+
+/// The bug check a load ends in, with the image bytes at its RVA (mapped again, not run).
+fn bug_check_at_load(driver: &CDriver) -> (u32, [usize; 4], Option<u32>, Vec<u8>, String) {
+    let image = driver.build();
+    let bytes = std::fs::read(&image).unwrap();
+    match Emulator::load(&image, Config::default()) {
+        Err(error @ EmuError::Stopped(Stop::BugCheck { code, params, rva })) => {
+            let code_bytes = rva.map_or_else(Vec::new, |rva| {
+                let mapped = fltemu::map_image(&bytes).expect("the image maps");
+                // SAFETY: the RVA lies inside the mapped image (the bug check computed it so).
+                unsafe { std::slice::from_raw_parts((mapped.base + rva as usize) as *const u8, 4) }.to_vec()
+            });
+            let text = error.to_string();
+            (code, params, rva, code_bytes, text)
+        }
+        Err(other) => panic!("expected a bug check, got {other}"),
+        Ok(_) => panic!("expected a bug check, the driver loaded"),
+    }
+}
+
+#[test]
+fn divide_errors_ud2_int3_and_nested_exceptions_reach_the_drivers_except_blocks() {
+    for profile in PROFILES {
+        let (code, text) = run(&CDriver::new("exceptions").profile(profile));
+        assert_eq!(code, 0, "{profile:?}:\n{text}");
+        for line in [
+            "exceptions: divide by zero caught as 0xc0000094 (at the div: 1)",
+            "exceptions: divide overflow caught as 0xc0000095",
+            "exceptions: ud2 caught as 0xc000001d",
+            "exceptions: int3 caught as 0x80000003 (record as Windows builds it: 1)",
+            "exceptions: a fault in a filter reached the outer __except as 0xc0000005 (inner handler 0, nested flag 1)",
+            "exceptions: a ud2 in a __finally during unwind reached the __except as 0xc000001d (__finally ran 1 time)",
+            "exceptions: context cleanup caught 0xc0000094",
+            "exceptions: work item caught 0xc0000094",
+        ] {
+            assert!(text.contains(line), "{profile:?}: missing {line:?}:\n{text}");
+        }
+        assert!(text.contains("violations: 0"), "{profile:?}:\n{text}");
+    }
+}
+
+#[test]
+fn rtl_capture_lookup_and_virtual_unwind_walk_the_drivers_stack_and_rtl_unwind_ex_runs_finally_blocks() {
+    for profile in PROFILES {
+        let (code, text) = run(&CDriver::new("exceptions").profile(profile));
+        assert_eq!(code, 0, "{profile:?}:\n{text}");
+        assert!(
+            text.contains(
+                "exceptions: walked 5 frames (return addresses match: 1, ended outside the image: 1, saved registers found: 1)"
+            ),
+            "{profile:?}:\n{text}"
+        );
+        assert!(text.contains("exceptions: RtlUnwindEx ran 2 __finally blocks and resumed the caller with 42"), "{profile:?}:\n{text}");
+        assert!(!text.contains("RtlUnwindEx returned"), "{profile:?}:\n{text}");
+    }
+}
+
+#[test]
+fn an_uncaught_divide_by_zero_is_bug_check_0x1e_at_the_div() {
+    for profile in PROFILES {
+        let (code, params, rva, bytes, text) = bug_check_at_load(&variant("BUG_DIVIDE_UNCAUGHT", profile));
+        assert_eq!((code, params[0], params[2], params[3]), (0x1E, 0xC000_0094, 0, 0), "{profile:?}: {text}");
+        assert!(rva.is_some(), "{profile:?}: the address is in the image: {text}");
+        let opcode = if bytes[0] & 0xF0 == 0x40 { &bytes[1..] } else { &bytes[..] };
+        assert!(matches!(opcode[0], 0xF6 | 0xF7) && (opcode[1] >> 3) & 7 >= 6, "{profile:?}: {bytes:02x?} is not a DIV/IDIV: {text}");
+        assert!(text.contains("KMODE_EXCEPTION_NOT_HANDLED: exception 0xc0000094 at image RVA"), "{profile:?}: {text}");
+    }
+    let (code, text) = run(&variant("BUG_DIVIDE_UNCAUGHT", Profile::Release));
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("bug check 0x0000001e (0xc0000094, "), "{text}");
+}
+
+#[test]
+fn an_int3_without_a_debugger_or_try_is_bug_check_0x1e_with_status_breakpoint() {
+    for profile in PROFILES {
+        let (code, params, rva, bytes, text) = bug_check_at_load(&variant("BUG_INT3_UNCAUGHT", profile));
+        assert_eq!((code, params[0], params[2], params[3]), (0x1E, 0x8000_0003, 0, 0), "{profile:?}: {text}");
+        assert!(rva.is_some(), "{profile:?}: {text}");
+        assert_eq!(bytes[0], 0xCC, "{profile:?}: the exception address is the int3 itself: {text}");
+    }
+}
+
+#[test]
+fn an_nt_assert_without_try_is_bug_check_0x1e_with_status_assertion_failure_at_the_int() {
+    for profile in PROFILES {
+        let (code, params, rva, bytes, text) = bug_check_at_load(&variant("BUG_ASSERT_UNCAUGHT", profile));
+        assert_eq!((code, params[0], params[2], params[3]), (0x1E, 0xC000_0420, 0, 0), "{profile:?}: {text}");
+        assert!(rva.is_some(), "{profile:?}: {text}");
+        assert_eq!(&bytes[..2], &[0xCD, 0x2C], "{profile:?}: the exception address is the int 0x2c: {text}");
+    }
+}
+
+#[test]
+fn a_fast_fail_is_bug_check_0x139_and_no_except_sees_it() {
+    for profile in PROFILES {
+        let (code, params, _, _, text) = bug_check_at_load(&variant("BUG_FASTFAIL", profile));
+        assert_eq!((code, params[0], params[3]), (0x139, 3, 0), "{profile:?}: {text}");
+        assert_ne!(params[1], 0, "{profile:?}: the trap frame: {text}");
+        assert_ne!(params[2], 0, "{profile:?}: the exception record: {text}");
+        let (exit, text) = run(&variant("BUG_FASTFAIL", profile));
+        assert_eq!(exit, 2, "{profile:?}:\n{text}");
+        assert!(text.contains("KERNEL_SECURITY_CHECK_FAILURE"), "{profile:?}:\n{text}");
+        assert!(!text.contains("a fast fail was caught"), "{profile:?}:\n{text}");
+    }
+}
+
+#[test]
+fn a_filter_that_always_faults_overflows_the_kernel_stack_with_nested_exceptions() {
+    for profile in PROFILES {
+        let (code, params, _, _, text) = bug_check_at_load(&variant("BUG_FILTER_RAISES_ALWAYS", profile));
+        assert_eq!((code, params[0]), (0x7F, 8), "{profile:?}: UNEXPECTED_KERNEL_MODE_TRAP, double fault: {text}");
+    }
+}
+
+#[test]
+fn an_exception_escaping_a_cleanup_callback_is_reported_naming_the_export_it_would_cross() {
+    for profile in PROFILES {
+        let (code, text) = run(&variant("BUG_CLEANUP_RAISES", profile));
+        assert_eq!(code, 2, "{profile:?}:\n{text}");
+        assert!(text.contains("bug check 0x0000001e (0xc0000094, "), "{profile:?}:\n{text}");
+        assert!(text.contains("would leave it through FltReleaseContext"), "{profile:?}:\n{text}");
+        assert!(!text.contains("the __try around FltReleaseContext caught"), "{profile:?}:\n{text}");
+    }
+}
+
+#[test]
+fn an_exception_escaping_a_work_item_is_bug_check_0x7e() {
+    for profile in PROFILES {
+        let (code, text) = run(&variant("BUG_WORK_ITEM_RAISES", profile));
+        assert_eq!(code, 2, "{profile:?}:\n{text}");
+        assert!(text.contains("bug check 0x0000007e (0xc0000094, "), "{profile:?}:\n{text}");
+        assert!(text.contains("SYSTEM_THREAD_EXCEPTION_NOT_HANDLED"), "{profile:?}:\n{text}");
+    }
+}
+
+#[test]
+fn misused_unwind_routines_are_invalid_parameter_violations() {
+    for (define, line) in [
+        ("BUG_CAPTURE_MISALIGNED", "RtlCaptureContext: ContextRecord is not 16-byte aligned"),
+        ("BUG_LOOKUP_NULL_BASE", "RtlLookupFunctionEntry: ImageBase is NULL"),
+        ("BUG_UNWIND_FOREIGN_ENTRY", "RtlVirtualUnwind: FunctionEntry is not one of the image's .pdata entries"),
+    ] {
+        for profile in PROFILES {
+            let (code, text) = run(&variant(define, profile));
+            assert_eq!(code, 1, "{define} {profile:?}:\n{text}");
+            assert!(text.contains(line), "{define} {profile:?}:\n{text}");
+            assert!(text.contains("violations: 1"), "{define} {profile:?}:\n{text}");
+        }
+    }
+}

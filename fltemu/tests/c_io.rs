@@ -1,0 +1,192 @@
+//! File data and the I/O fltemu issues or a filter issues itself: reads see writes and end of
+//! file (library level, through the C pass-through driver), and the C reader driver
+//! (`c-drivers/drivers/reader.c`: FltCreateFileEx + FltReadFile scans in post-create,
+//! FltLockUserBuffer / MmGetSystemAddressForMdlSafe in pre-write and post-read) clean under the
+//! default scenario, each one-bug variant caught as its exact violation.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+mod c_build;
+
+use c_build::{CDriver, Profile};
+use fltemu::{Config, Emulator, IoOptions, OpenOptions, VolumeSpec};
+use std::process::Command;
+
+const END_OF_FILE: i32 = 0xC000_0011_u32.cast_signed();
+
+fn bare_run(driver: &CDriver) -> (i32, String) {
+    let image = driver.build();
+    let output = Command::new(env!("CARGO_BIN_EXE_fltemu")).arg("run").arg(&image).output().expect("fltemu runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn reads_see_earlier_writes_and_end_of_file() {
+    let image = CDriver::new("passthrough").build();
+    let emu = Emulator::load(&image, Config::default()).expect("loads");
+    let volume = emu.mount(VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).unwrap();
+    emu.set_file_contents(volume, "\\dir\\seeded.txt", b"0123456789");
+    let file = emu.open(volume, "\\DIR\\Seeded.txt", &OpenOptions::default()).unwrap();
+    let read = emu.read(&file, 2, 4, &IoOptions::default()).unwrap();
+    assert_eq!((read.status, read.information, read.data.as_slice()), (0, 4, &b"2345"[..]));
+    // A short read at the end, then end of file at and past it.
+    let short = emu.read(&file, 8, 100, &IoOptions::default()).unwrap();
+    assert_eq!((short.status, short.information, short.data.as_slice()), (0, 2, &b"89"[..]));
+    for offset in [10, 11, 1 << 40] {
+        let eof = emu.read(&file, offset, 4, &IoOptions::default()).unwrap();
+        assert_eq!((eof.status, eof.information), (END_OF_FILE, 0), "offset {offset}");
+    }
+    // A write past the end grows the file (the gap reads as zeros); reads see it, paging too.
+    let written = emu.write(&file, 12, b"AB", &IoOptions::default()).unwrap();
+    assert_eq!((written.status, written.information), (0, 2));
+    assert_eq!(emu.file_contents(volume, "\\dir\\seeded.txt").unwrap(), b"0123456789\0\0AB");
+    let paging = emu.read(&file, 10, 16, &IoOptions { paging: true, ..IoOptions::default() }).unwrap();
+    assert_eq!((paging.status, paging.data.as_slice()), (0, &b"\0\0AB"[..]));
+    // A paging write never extends the file.
+    let paged = emu.write(&file, 13, b"xyz", &IoOptions { paging: true, ..IoOptions::default() }).unwrap();
+    assert_eq!(paged.information, 1);
+    assert_eq!(emu.file_contents(volume, "\\dir\\seeded.txt").unwrap(), b"0123456789\0\0Ax");
+    // Another open of the stream sees the data; another stream of the file does not.
+    let second = emu.open(volume, "\\dir\\seeded.txt::$DATA", &OpenOptions::default()).unwrap();
+    assert_eq!(emu.read(&second, 0, 3, &IoOptions::default()).unwrap().data, b"012");
+    let ads = emu.open(volume, "\\dir\\seeded.txt:ads", &OpenOptions::default()).unwrap();
+    assert_eq!(emu.read(&ads, 0, 3, &IoOptions::default()).unwrap().status, END_OF_FILE);
+    emu.close(ads).unwrap();
+    emu.close(second).unwrap();
+    emu.cleanup(&file).unwrap();
+    // After cleanup only paging I/O reaches the file.
+    assert_eq!(emu.read(&file, 0, 1, &IoOptions::default()), Err(fltemu::EmuError::InvalidHandle));
+    assert_eq!(emu.read(&file, 0, 1, &IoOptions { paging: true, ..IoOptions::default() }).unwrap().data, b"0");
+    emu.close(file).unwrap();
+    // The contents outlive the last close.
+    let again = emu.open(volume, "\\dir\\seeded.txt", &OpenOptions::default()).unwrap();
+    assert_eq!(emu.read(&again, 0, 64, &IoOptions::default()).unwrap().information, 14);
+    emu.close(again).unwrap();
+    let report = emu.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
+/// The script commands: `contents` seeds, `read`/`write` log status and bytes, a failed open's
+/// handle is skipped by later commands.
+#[test]
+fn script_reads_and_writes_log_what_happened() {
+    let image = CDriver::new("passthrough").build();
+    let emu = Emulator::load(&image, Config::default()).expect("loads");
+    let script = "mount v\ncontents v \\a.txt hello  world\nopen a v \\a.txt\nread a 0 64\nwrite a 5 , dear\nread a 0 64 paging\nread a 64 1\n\
+                  open gone v \\gone.txt status=0xC0000034\nread gone 0 1\nwrite gone 0 x\nclose gone\nclose a\n";
+    let run = fltemu::scenario::run_script(&emu, script, 1).expect("runs");
+    let log = run.log.join("\n");
+    for line in [
+        "contents \\a.txt: 12 bytes",
+        "read a @0 64: status 0x00000000, 12 bytes",
+        "write a @5 6: status 0x00000000, 6 bytes",
+        "read a @0 64 paging: status 0x00000000, 12 bytes",
+        "read a @64 1: status 0xc0000011, 0 bytes",
+        "read gone: skipped (its open failed)",
+        "write gone: skipped (its open failed)",
+        "close gone: skipped (its open failed)",
+    ] {
+        assert!(log.contains(line), "missing {line:?} in:\n{log}");
+    }
+    assert!(run.report.is_clean(), "{}", run.report);
+}
+
+/// Post-read at DISPATCH_LEVEL reaches the data through FltLockUserBuffer's MDL (the kernel
+/// view) while the user address is out of reach; pre-write refuses data carrying the marker.
+#[test]
+fn reader_sees_read_data_at_dispatch_through_its_mdl_and_blocks_marked_writes() {
+    let image = CDriver::new("reader").build();
+    let emu = Emulator::load(&image, Config::default()).expect("loads");
+    let volume = emu.mount(VolumeSpec::ntfs("\\Device\\vol1")).unwrap();
+    // The marker lies past the 4 KiB the post-create scan reads, so the open succeeds.
+    let mut contents = vec![b'.'; 5000];
+    contents.extend_from_slice(b"FLTEMU-BAD");
+    emu.set_file_contents(volume, "\\big.bin", &contents);
+    let file = emu.open(volume, "\\big.bin", &OpenOptions::default()).unwrap();
+    let dispatch = IoOptions { post_irql: Some(fltemu::DISPATCH_LEVEL), ..IoOptions::default() };
+    let read = emu.read(&file, 4995, 64, &dispatch).unwrap();
+    assert_eq!((read.status, read.information), (0, 15));
+    assert_eq!(&read.data[5..], b"FLTEMU-BAD");
+    let refused = emu.write(&file, 0, b"xxFLTEMU-BADxx", &IoOptions::default()).unwrap();
+    assert_eq!(refused.status, 0xC000_0022_u32.cast_signed());
+    let allowed = emu.write(&file, 0, b"fine", &IoOptions::default()).unwrap();
+    assert_eq!((allowed.status, allowed.information), (0, 4));
+    assert_eq!(&emu.file_contents(volume, "\\big.bin").unwrap()[..6], b"fine..");
+    emu.close(file).unwrap();
+    // A file whose first 4 KiB hold the marker cannot be opened.
+    emu.set_file_contents(volume, "\\bad.txt", b"FLTEMU-BAD");
+    assert_eq!(
+        emu.open(volume, "\\bad.txt", &OpenOptions::default()),
+        Err(fltemu::EmuError::CreateFailed(0xC000_0022_u32.cast_signed()))
+    );
+    let report = emu.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert!(
+        report.debug_output.iter().any(|l| l.contains("2 scanned, 2 blocked, 1 locked reads, 1 reads with the marker")),
+        "{:?}",
+        report.debug_output
+    );
+}
+
+#[test]
+fn reader_is_clean_under_the_default_scenario_in_release_and_debug() {
+    for profile in [Profile::Release, Profile::Debug] {
+        let (code, text) = bare_run(&CDriver::new("reader").profile(profile));
+        assert_eq!(code, 0, "{profile:?}:\n{text}");
+        assert!(text.contains("violations: 0"), "{profile:?}:\n{text}");
+        // The seeded marker file's open was cancelled, its read and close skipped.
+        assert!(text.contains("open marked = \\marked.txt: failed 0xc0000022"), "{profile:?}:\n{text}");
+        assert!(text.contains("read marked: skipped (its open failed)"), "{profile:?}:\n{text}");
+    }
+}
+
+/// After FLT_PREOP_SYNCHRONIZE post-read runs at PASSIVE_LEVEL in the requestor's thread, so
+/// touching the user buffer there is fine even in the DISPATCH_LEVEL phase.
+#[test]
+fn a_synchronized_post_read_may_touch_the_user_buffer() {
+    let (code, text) = bare_run(&CDriver::new("reader").define("READER_SYNCHRONIZE").define("BUG_POST_READ_TOUCHES_USER_BUFFER"));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("violations: 0"), "{text}");
+}
+
+#[test]
+fn reader_imports_bind_with_documentation() {
+    let image = CDriver::new("reader").build();
+    let report = fltemu::imports::report(&std::fs::read(image).unwrap()).unwrap();
+    let undocumented: Vec<&str> = report
+        .iter()
+        .filter(|i| !matches!(i.binding, fltemu::imports::Binding::Emulated { entry: Some(_), .. }))
+        .map(|i| i.name.as_str())
+        .collect();
+    assert!(undocumented.is_empty(), "{undocumented:?}");
+}
+
+#[test]
+fn each_reader_bug_is_caught_by_the_default_scenario() {
+    let cases = [
+        ("BUG_HANDLE_NOT_CLOSED", 1, "file handle(s) (FltCreateFile) not closed with FltClose"),
+        ("BUG_FILE_OBJECT_NOT_DEREFERENCED", 1, "FILE_OBJECT reference(s) (FltCreateFileEx) not dereferenced"),
+        ("BUG_POST_READ_TOUCHES_USER_BUFFER", 2, "driver touched user buffer"),
+        ("BUG_FREE_LOCKED_MDL", 1, "freed by Filter Manager when the operation completes"),
+        ("BUG_READ_IN_PRE_CREATE", 1, "FltReadFile: FILE_OBJECT not open"),
+        ("BUG_CHANGE_WITHOUT_DIRTY", 1, "without FltSetCallbackDataDirty"),
+        ("BUG_CLOSE_TWICE", 1, "FltClose: not an open handle"),
+        ("BUG_CALLBACK_DATA_NOT_FREED", 1, "callback data (FltAllocateCallbackData) not freed"),
+        (
+            "BUG_PERFORM_FREED",
+            1,
+            "FltPerformSynchronousIo (callback data (FltAllocateCallbackData)): callback data already freed",
+        ),
+    ];
+    for profile in [Profile::Release, Profile::Debug] {
+        for (define, exit, finding) in cases {
+            let (code, text) = bare_run(&CDriver::new("reader").define(define).profile(profile));
+            assert_eq!(code, exit, "{define} {profile:?}:\n{text}");
+            let violations: Vec<&str> = text.lines().filter(|l| l.starts_with("VIOLATION")).collect();
+            assert!(
+                !violations.is_empty() && violations.iter().all(|l| l.contains(finding)),
+                "{define} {profile:?}: want only \"{finding}\":\n{text}"
+            );
+        }
+    }
+}
