@@ -289,7 +289,9 @@ pub(crate) fn call_pre(inner: &Inner, op: &mut OpFrame, pre: usize, post: usize,
         op.retained = true;
         return Pre::NoCallback;
     }
-    pend::not_pended(inner, data_address, pend::Phase::Pre, operation);
+    if !pend::not_pended(inner, data_address, pend::Phase::Pre, operation) {
+        op.retained = true;
+    }
     pre_outcome(inner, op, post, operation, result, completion)
 }
 
@@ -345,19 +347,23 @@ pub(crate) fn call_post(inner: &Inner, op: &mut OpFrame, post: usize, completion
         // SAFETY: arguments as the post-operation callback DDI documents (flags 0: not draining).
         unsafe { callback(data, objects, completion as *const c_void, 0) }
     });
-    match result {
+    let settled = match result {
         pend::POSTOP_FINISHED_PROCESSING => pend::not_pended(inner, data as usize, pend::Phase::Post, operation),
-        pend::POSTOP_MORE_PROCESSING_REQUIRED => {
-            // Completion processing stops until FltCompletePendedPostOperation (or the worker
-            // FltDoCompletionProcessingWhenSafe posted to returns).
-            if pend::wait(inner, data as usize, pend::Phase::Post, operation).is_none() {
-                op.retained = true;
-            }
+        // Completion processing stops until FltCompletePendedPostOperation (or the worker
+        // FltDoCompletionProcessingWhenSafe posted to returns).
+        pend::POSTOP_MORE_PROCESSING_REQUIRED => pend::wait(inner, data as usize, pend::Phase::Post, operation).is_some(),
+        _ => {
+            inner.violation(Violation::InvalidParameter {
+                function: "post-operation callback",
+                reason: "an IRP post-operation callback returns FLT_POSTOP_FINISHED_PROCESSING or FLT_POSTOP_MORE_PROCESSING_REQUIRED",
+            });
+            // A post FltDoCompletionProcessingWhenSafe made is still waited for.
+            pend::invalid_post_status(inner, data as usize, operation)
         }
-        _ => inner.violation(Violation::InvalidParameter {
-            function: "post-operation callback",
-            reason: "an IRP post-operation callback returns FLT_POSTOP_FINISHED_PROCESSING or FLT_POSTOP_MORE_PROCESSING_REQUIRED",
-        }),
+    };
+    if !settled {
+        // Given up on: the driver may still use the callback data.
+        op.retained = true;
     }
 }
 
@@ -466,7 +472,7 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
     if let Pre::WithCallback(completion) = pre_result {
         call_post(inner, &mut op, post, completion, Operation::PostCreate, PASSIVE_LEVEL);
     }
-    inner.callback_data.lock(data_address as u64).remove(&data_address);
+    // Forgets the callback data (under the pended operations' lock, see pend::end).
     crate::pend::end(inner, data_address);
     // FltCancelFileOpen in post-create: Filter Manager closes the FILE_OBJECT below the filter
     // and the create fails with the status the filter set.
@@ -602,7 +608,7 @@ fn run_simple(inner: &Inner, volume: usize, file_object: usize, pid: u32, major:
         set_io_status(&mut op, status::SUCCESS, 0);
         call_post(inner, &mut op, post, completion, post_op, post_irql);
     }
-    inner.callback_data.lock(data_address as u64).remove(&data_address);
+    // Forgets the callback data (under the pended operations' lock, see pend::end).
     crate::pend::end(inner, data_address);
     Some(instance)
 }

@@ -1076,7 +1076,9 @@ impl Emulator {
 
     /// Parks the next thread that enters the emulated call `function` (only "FltSendMessage"
     /// and "FltQueueDeferredIoWorkItem" have a hold point) until [`release_hold`](Self::release_hold), so a test can act in the
-    /// window between the driver's last step before the call and the call's own work.
+    /// window between the driver's last step before the call and the call's own work; or, with
+    /// "SafePostCallback", the worker FltDoCompletionProcessingWhenSafe posted to, before it
+    /// calls the driver's SafePostCallback.
     pub fn hold_at(&self, function: &'static str) {
         hold::arm(function);
     }

@@ -439,7 +439,7 @@ pub fn issue(
     }
     // SAFETY: reading the IoStatus the operation completed with (a post-callback may change it).
     let (final_status, information) = (unsafe { op.data.IoStatus.Anonymous.Status }, op.data.IoStatus.Information);
-    inner.callback_data.lock(data_address as u64).remove(&data_address);
+    // Forgets the callback data (under the pended operations' lock, see pend::end).
     crate::pend::end(inner, data_address);
     RUNNING.with(|t| t.remove(&data_address));
     DIRTY.with(|t| t.remove(&data_address));

@@ -55,18 +55,20 @@ fn check_counters(text: &str) {
 fn each_pend_bug_is_caught_by_the_default_scenario() {
     // The never-completed create costs one wait of a quarter of the call timeout (1 s here).
     let short = ["--call-timeout-ms", "4000"];
-    let cases: [(&str, &[&str], &str); 11] = [
+    let invalid_post_status = "post-operation callback: an IRP post-operation callback returns FLT_POSTOP_FINISHED_PROCESSING or FLT_POSTOP_MORE_PROCESSING_REQUIRED";
+    let posted_but_finished = "FltDoCompletionProcessingWhenSafe: the post-operation callback returned FLT_POSTOP_FINISHED_PROCESSING for an operation it posted";
+    let cases: [(&str, &[&str], &str); 13] = [
         ("BUG_NEVER_COMPLETED", &short, "PreCreate pended the operation and FltCompletePendedPreOperation never completed it (waited 1000 ms)"),
         ("BUG_POST_NEVER_COMPLETED", &short, "PostClose pended the operation and FltCompletePendedPostOperation never completed it (waited 1000 ms)"),
         ("BUG_POST_COMPLETED_TWICE", &[], "FltCompletePendedPostOperation: callback data not pended in a post-operation callback, or already completed"),
         ("BUG_CONTEXT_WITHOUT_CALLBACK", &[], "FltCompletePendedPreOperation: Context must be NULL unless CallbackStatus is FLT_PREOP_SUCCESS_WITH_CALLBACK"),
         ("BUG_PENDING_WITH_CONTEXT", &[], "PreCreate pre-op returned 2: CompletionContext set with FLT_PREOP_PENDING (E3, 0xF5/0x66)"),
         ("BUG_DEFERRED_FREED_TWICE", &[], "FltFreeDeferredIoWorkItem (deferred I/O work item): not a live deferred I/O work item (never allocated, or freed already)"),
-        (
-            "BUG_POSTED_BUT_FINISHED",
-            &[],
-            "FltDoCompletionProcessingWhenSafe: the post-operation callback returned FLT_POSTOP_FINISHED_PROCESSING for an operation it posted",
-        ),
+        ("BUG_POSTED_BUT_FINISHED", &[], posted_but_finished),
+        // Whether its SafePostCallback has returned MORE_PROCESSING_REQUIRED, and its completion
+        // come, when post-cleanup returns: the same one finding.
+        ("BUG_POSTED_MORE_BUT_FINISHED", &[], posted_but_finished),
+        ("BUG_POSTED_BAD_STATUS", &[], invalid_post_status),
         (
             "BUG_WHEN_SAFE_IN_PRE",
             &[],
@@ -86,6 +88,51 @@ fn each_pend_bug_is_caught_by_the_default_scenario() {
         let violations: Vec<&str> = text.lines().filter(|l| l.starts_with("VIOLATION")).collect();
         assert_eq!(violations, [format!("VIOLATION: {finding}")], "{define}:\n{text}");
     }
+}
+
+/// Every pended create is completed by its work routine before its pre-create returns
+/// FLT_PREOP_PENDING (the driver waits for it): each completion is kept and used when the callback
+/// pends, nothing is reported.
+#[test]
+fn completions_that_arrive_before_the_callback_pends_are_kept() {
+    let (code, text) = bare_run(&CDriver::new("pend").define("EARLY_COMPLETION"), &[]);
+    assert_eq!(code, 0, "{text}");
+    check_counters(&text);
+}
+
+/// A post-cleanup that posted its work with FltDoCompletionProcessingWhenSafe and then returns
+/// an invalid status is reported, and the cleanup still waits for the posted SafePostCallback
+/// (which uses the callback data) before the operation ends.
+#[test]
+fn an_invalid_post_status_after_a_post_still_waits_for_the_posted_callback() {
+    let image = CDriver::new("pend").define("BUG_POSTED_BAD_STATUS").build();
+    let emu = fltemu::Emulator::load(&image, fltemu::Config::default()).expect("loads");
+    let volume = emu.mount(fltemu::VolumeSpec::ntfs("\\Device\\HarddiskVolume1")).expect("mounts");
+    let file = emu.open(volume, "\\posted.txt", &fltemu::OpenOptions::default()).expect("opens");
+    emu.set_post_operation_irql(Some(fltemu::DISPATCH_LEVEL));
+    emu.hold_at("SafePostCallback");
+    std::thread::scope(|scope| {
+        let cleaner = scope.spawn(|| emu.cleanup(&file));
+        assert!(emu.wait_held(Duration::from_secs(10)), "post-cleanup posted its SafePostCallback");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!cleaner.is_finished(), "the cleanup ended while its posted SafePostCallback had not run");
+        emu.release_hold();
+        cleaner.join().expect("the cleaner returns").expect("cleans up");
+    });
+    emu.set_post_operation_irql(None);
+    emu.close(file).expect("closes");
+    let report = emu.unload().expect("unloads");
+    assert_eq!(
+        report.violations,
+        [fltemu::Violation::InvalidParameter {
+            function: "post-operation callback",
+            reason: "an IRP post-operation callback returns FLT_POSTOP_FINISHED_PROCESSING or FLT_POSTOP_MORE_PROCESSING_REQUIRED",
+        }],
+        "{report}"
+    );
+    let text = report.debug_output.join("\n");
+    assert_eq!(counter(&text, "safe-posted"), 1, "{text}");
+    assert_eq!(counter(&text, "safe-at-passive"), 1, "{text}");
 }
 
 #[test]
@@ -115,16 +162,21 @@ fn teardown_waits_for_a_pended_create_and_a_never_completed_one_does_not_hang_it
             let file = emu.open(volume, "\\pended.txt", &options);
             (file, started.elapsed())
         });
-        std::thread::sleep(Duration::from_millis(300));
+        // Its work routine has run (freeing its work item, never completing it): the create waits.
+        let until = Instant::now() + Duration::from_secs(10);
+        while emu.calls().total("FltFreeDeferredIoWorkItem") == 0 {
+            assert!(Instant::now() < until, "the pended create's work routine never ran");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let started = Instant::now();
         emu.detach(volume).expect("detaches");
         let detach_took = started.elapsed();
         let (file, open_took) = opener.join().expect("the opener returns");
         (file, open_took, detach_took)
     });
-    // The wait is a quarter of the call timeout; the detach began 300 ms into it and drained it.
+    // The wait is a quarter of the call timeout; the detach began as it started and drained it.
     assert!(open_took >= Duration::from_millis(900), "{open_took:?}");
-    assert!(detach_took >= Duration::from_millis(400), "detach did not wait for the pended create: {detach_took:?}");
+    assert!(detach_took >= Duration::from_millis(500), "detach did not wait for the pended create: {detach_took:?}");
     let file = file.expect("the abandoned create goes on without the filter");
     emu.close(file).expect("closes");
     let report = emu.unload().expect("unloads");

@@ -29,6 +29,15 @@
  *   BUG_POSTED_BUT_FINISHED  post-cleanup returns FLT_POSTOP_FINISHED_PROCESSING although
  *                            FltDoCompletionProcessingWhenSafe posted the operation.
  *   BUG_WHEN_SAFE_IN_PRE     pre-cleanup calls FltDoCompletionProcessingWhenSafe.
+ *   BUG_POSTED_BAD_STATUS    post-cleanup returns a status that is no FLT_POSTOP_CALLBACK_STATUS
+ *                            although FltDoCompletionProcessingWhenSafe posted the operation.
+ *   BUG_POSTED_MORE_BUT_FINISHED  the posted SafePostCallback returns
+ *                            FLT_POSTOP_MORE_PROCESSING_REQUIRED (a generic work item completes
+ *                            the cleanup), and post-cleanup, once it has, returns
+ *                            FLT_POSTOP_FINISHED_PROCESSING.
+ *
+ * EARLY_COMPLETION (no bug): a pended pre-create returns FLT_PREOP_PENDING only after its work
+ * routine has completed it, so every completion arrives before the callback pends.
  */
 #include "fltemu_km_ctx.h"
 
@@ -47,7 +56,8 @@ static volatile LONG g_not_queued;
 static volatile LONG g_post_creates_deferred;
 #if defined(BUG_NEVER_COMPLETED) || defined(BUG_COMPLETED_TWICE) || defined(BUG_WORK_ITEM_NOT_FREED) || defined(BUG_BAD_CALLBACK_STATUS) || \
     defined(BUG_CONTEXT_WITHOUT_CALLBACK) || defined(BUG_PENDING_WITH_CONTEXT) || defined(BUG_DEFERRED_FREED_TWICE) || \
-    defined(BUG_POST_NEVER_COMPLETED) || defined(BUG_POST_COMPLETED_TWICE) || defined(BUG_POSTED_BUT_FINISHED) || defined(BUG_WHEN_SAFE_IN_PRE)
+    defined(BUG_POST_NEVER_COMPLETED) || defined(BUG_POST_COMPLETED_TWICE) || defined(BUG_POSTED_BUT_FINISHED) || defined(BUG_WHEN_SAFE_IN_PRE) || \
+    defined(BUG_POSTED_BAD_STATUS) || defined(BUG_POSTED_MORE_BUT_FINISHED)
 static volatile LONG g_bug_done;
 /* True exactly once: the bug strikes the first pended create only. */
 static BOOLEAN bug_now(void)
@@ -59,7 +69,9 @@ static BOOLEAN bug_now(void)
 /* The pended create's work, at PASSIVE_LEVEL: the opened name, then the create resumes. */
 static VOID pended_create_routine(PFLT_DEFERRED_IO_WORKITEM item, PFLT_CALLBACK_DATA data, PVOID context)
 {
+#if !defined(EARLY_COMPLETION)
     UNREFERENCED_PARAMETER(context);
+#endif
     if (KeGetCurrentIrql() != PASSIVE_LEVEL) {
         _InterlockedIncrement(&g_errors);
     }
@@ -98,6 +110,10 @@ static VOID pended_create_routine(PFLT_DEFERRED_IO_WORKITEM item, PFLT_CALLBACK_
     }
 #endif
     FltCompletePendedPreOperation(data, status, completion);
+#if defined(EARLY_COMPLETION)
+    /* The pre-create waiting for this (its Context) may return FLT_PREOP_PENDING now. */
+    _InterlockedExchange((volatile LONG *)context, 1);
+#endif
 #if defined(BUG_COMPLETED_TWICE)
     if (bug_now()) {
         FltCompletePendedPreOperation(data, FLT_PREOP_SUCCESS_NO_CALLBACK, NULL);
@@ -116,8 +132,14 @@ static FLT_PREOP_CALLBACK_STATUS pre_create(PFLT_CALLBACK_DATA data, PCFLT_RELAT
     if (item == NULL) {
         return FLT_PREOP_SUCCESS_WITH_CALLBACK;
     }
+    PVOID routine_context = NULL;
+#if defined(EARLY_COMPLETION)
+    /* Set by the work routine once it has completed the create. */
+    volatile LONG resumed = 0;
+    routine_context = (PVOID)&resumed;
+#endif
     /* Not safe to post (paging I/O, a top-level IRP) or the instance is going: do it inline. */
-    if (!NT_SUCCESS(FltQueueDeferredIoWorkItem(item, data, pended_create_routine, DelayedWorkQueue, NULL))) {
+    if (!NT_SUCCESS(FltQueueDeferredIoWorkItem(item, data, pended_create_routine, DelayedWorkQueue, routine_context))) {
         _InterlockedIncrement(&g_not_queued);
         FltFreeDeferredIoWorkItem(item);
         return FLT_PREOP_SUCCESS_WITH_CALLBACK;
@@ -125,6 +147,10 @@ static FLT_PREOP_CALLBACK_STATUS pre_create(PFLT_CALLBACK_DATA data, PCFLT_RELAT
 #if defined(BUG_PENDING_WITH_CONTEXT)
     if (bug_now()) {
         *completion = &g_marker;
+    }
+#endif
+#if defined(EARLY_COMPLETION)
+    while (_InterlockedCompareExchange(&resumed, 0, 0) == 0) {
     }
 #endif
     return FLT_PREOP_PENDING;
@@ -184,12 +210,37 @@ static FLT_PREOP_CALLBACK_STATUS pre_cleanup(PFLT_CALLBACK_DATA data, PCFLT_RELA
     return pre_with_callback(data, objects, completion);
 }
 
+#if defined(BUG_POSTED_MORE_BUT_FINISHED)
+/* The CompletionContext post-cleanup hands the SafePostCallback it means to pend. */
+static ULONG g_more_marker;
+/* Set by that SafePostCallback before it returns FLT_POSTOP_MORE_PROCESSING_REQUIRED. */
+static volatile LONG g_safe_more;
+
+static VOID complete_cleanup_routine(PFLT_GENERIC_WORKITEM item, PVOID object, PVOID context)
+{
+    UNREFERENCED_PARAMETER(object);
+    FltFreeGenericWorkItem(item);
+    FltCompletePendedPostOperation((PFLT_CALLBACK_DATA)context);
+}
+#endif
+
 /* Post-cleanup's work, at IRQL <= APC_LEVEL: the normalized name. */
 static FLT_POSTOP_CALLBACK_STATUS safe_post_cleanup(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID completion, FLT_POST_OPERATION_FLAGS flags)
 {
     UNREFERENCED_PARAMETER(objects);
     UNREFERENCED_PARAMETER(completion);
     UNREFERENCED_PARAMETER(flags);
+#if defined(BUG_POSTED_MORE_BUT_FINISHED)
+    if (completion == &g_more_marker) {
+        PFLT_GENERIC_WORKITEM item = FltAllocateGenericWorkItem();
+        if (item != NULL && !NT_SUCCESS(FltQueueGenericWorkItem(item, objects->Instance, complete_cleanup_routine, DelayedWorkQueue, data))) {
+            FltFreeGenericWorkItem(item);
+            item = NULL;
+        }
+        _InterlockedExchange(&g_safe_more, 1);
+        return item != NULL ? FLT_POSTOP_MORE_PROCESSING_REQUIRED : FLT_POSTOP_FINISHED_PROCESSING;
+    }
+#endif
     if (KeGetCurrentIrql() > APC_LEVEL) {
         _InterlockedIncrement(&g_errors);
         return FLT_POSTOP_FINISHED_PROCESSING;
@@ -207,6 +258,11 @@ static FLT_POSTOP_CALLBACK_STATUS safe_post_cleanup(PFLT_CALLBACK_DATA data, PCF
 static FLT_POSTOP_CALLBACK_STATUS post_cleanup(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID completion, FLT_POST_OPERATION_FLAGS flags)
 {
     FLT_POSTOP_CALLBACK_STATUS status = FLT_POSTOP_FINISHED_PROCESSING;
+#if defined(BUG_POSTED_MORE_BUT_FINISHED)
+    if (KeGetCurrentIrql() >= DISPATCH_LEVEL && bug_now()) {
+        completion = &g_more_marker;
+    }
+#endif
     if (!FltDoCompletionProcessingWhenSafe(data, objects, completion, flags, safe_post_cleanup, &status)) {
         /* Could not be posted (paging I/O, not IRP-based): skip the name. */
         return FLT_POSTOP_FINISHED_PROCESSING;
@@ -214,6 +270,17 @@ static FLT_POSTOP_CALLBACK_STATUS post_cleanup(PFLT_CALLBACK_DATA data, PCFLT_RE
     _InterlockedIncrement(status == FLT_POSTOP_MORE_PROCESSING_REQUIRED ? &g_safe_posted : &g_safe_inline);
 #if defined(BUG_POSTED_BUT_FINISHED)
     if (status == FLT_POSTOP_MORE_PROCESSING_REQUIRED && bug_now()) {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+#elif defined(BUG_POSTED_BAD_STATUS)
+    if (status == FLT_POSTOP_MORE_PROCESSING_REQUIRED && bug_now()) {
+        return (FLT_POSTOP_CALLBACK_STATUS)7;
+    }
+#elif defined(BUG_POSTED_MORE_BUT_FINISHED)
+    if (completion == &g_more_marker) {
+        /* Its SafePostCallback is about to pend the cleanup; this callback finishes it anyway. */
+        while (_InterlockedCompareExchange(&g_safe_more, 0, 0) == 0) {
+        }
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
 #endif
