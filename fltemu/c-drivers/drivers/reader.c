@@ -47,6 +47,11 @@ static volatile LONG g_scanned;
 static volatile LONG g_blocked;
 static volatile LONG g_marker_reads;
 static volatile LONG g_locked;
+/* The last create's parameters as a WDK-built driver reads them (printed at unload). */
+static ULONG g_create_options;
+static USHORT g_create_attributes;
+static USHORT g_create_share;
+static ULONG g_create_ea_length;
 
 static __declspec(noinline) ULONG count_marker(const UCHAR *data, ULONG length)
 {
@@ -165,7 +170,10 @@ static FLT_PREOP_CALLBACK_STATUS pre_create(PFLT_CALLBACK_DATA data, PCFLT_RELAT
 #else
     UNREFERENCED_PARAMETER(objects);
 #endif
-    UNREFERENCED_PARAMETER(data);
+    g_create_options = data->Iopb->Parameters.Create.Options;
+    g_create_attributes = data->Iopb->Parameters.Create.FileAttributes;
+    g_create_share = data->Iopb->Parameters.Create.ShareAccess;
+    g_create_ea_length = data->Iopb->Parameters.Create.EaLength;
     return FLT_PREOP_SUCCESS_WITH_CALLBACK;
 }
 
@@ -300,6 +308,8 @@ static NTSTATUS filter_unload(FLT_FILTER_UNLOAD_FLAGS flags)
     UNREFERENCED_PARAMETER(flags);
     DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "reader: %ld scanned, %ld blocked, %ld locked reads, %ld reads with the marker\n", g_scanned, g_blocked, g_locked,
                g_marker_reads);
+    DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "reader: last create options 0x%08lx attributes 0x%04x share 0x%04x ea %lu\n", g_create_options,
+               g_create_attributes, g_create_share, g_create_ea_length);
     FltUnregisterFilter(g_filter);
     return STATUS_SUCCESS;
 }
