@@ -459,7 +459,7 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
     let (instance, pre, post) = filter.unwrap_or((0, 0, 0));
     let mut op = build_operation(IRP_MJ_CREATE, instance, volume, file_object, options);
     let data_address = &raw const *op.data as usize;
-    inner.callback_data.lock(data_address as u64).insert(data_address, CallbackInfo { file_object, requestor_pid: options.pid });
+    inner.callback_data.lock(data_address as u64).insert(data_address, CallbackInfo { file_object, requestor_pid: options.pid, dirty: false });
     exec::enter(PASSIVE_LEVEL, options.pid, Operation::Other);
     let pre_result = if filter.is_some() { call_pre(inner, &mut op, pre, post, Operation::PreCreate) } else { Pre::NoCallback };
     let final_status = match pre_result {
@@ -636,7 +636,7 @@ fn run_simple(inner: &Inner, volume: usize, file_object: usize, pid: u32, major:
     let options = OpenOptions { pid, ..OpenOptions::default() };
     let mut op = build_operation(major, instance, volume, file_object, &options);
     let data_address = &raw const *op.data as usize;
-    inner.callback_data.lock(data_address as u64).insert(data_address, CallbackInfo { file_object, requestor_pid: pid });
+    inner.callback_data.lock(data_address as u64).insert(data_address, CallbackInfo { file_object, requestor_pid: pid, dirty: false });
     exec::enter(PASSIVE_LEVEL, pid, Operation::Other);
     let (pre_op, post_op) = if major == IRP_MJ_CLEANUP { (Operation::PreCleanup, Operation::PostCleanup) } else { (Operation::PreClose, Operation::PostClose) };
     let pre_result = call_pre(inner, &mut op, pre, post, pre_op);

@@ -394,6 +394,7 @@ __declspec(dllimport) NTSTATUS FltCreateFileEx(PFLT_FILTER Filter, PFLT_INSTANCE
 __declspec(dllimport) NTSTATUS FltClose(HANDLE FileHandle);
 __declspec(dllimport) VOID FltCancelFileOpen(PFLT_INSTANCE Instance, PFILE_OBJECT FileObject);
 __declspec(dllimport) VOID FltSetCallbackDataDirty(PFLT_CALLBACK_DATA Data);
+__declspec(dllimport) BOOLEAN FltIsCallbackDataDirty(PFLT_CALLBACK_DATA Data);
 __declspec(dllimport) NTSTATUS FltAllocateCallbackData(PFLT_INSTANCE Instance, PFILE_OBJECT FileObject, PFLT_CALLBACK_DATA *RetNewCallbackData);
 __declspec(dllimport) VOID FltPerformSynchronousIo(PFLT_CALLBACK_DATA CallbackData);
 __declspec(dllimport) VOID FltFreeCallbackData(PFLT_CALLBACK_DATA CallbackData);
