@@ -78,6 +78,25 @@ pub struct Operation<'callback> {
     callback: PhantomData<&'callback FLT_CALLBACK_DATA>,
 }
 
+/// The leading members of FLT_PARAMETERS' Create as fltkernel.h lays them out on x64:
+/// `FileAttributes` is POINTER_ALIGNMENT, so it sits at 0x10 and ShareAccess at 0x12.
+/// windows-sys 0.61's FLT_PARAMETERS_0 omits that alignment (ShareAccess at 0xE, padding in
+/// the WDK layout), so its `Create.ShareAccess` is not what the I/O manager wrote.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CreateParameters {
+    security_context: *const windows_sys::Wdk::Foundation::IO_SECURITY_CONTEXT,
+    _options: u32,
+    _options_pad: u32,
+    _file_attributes: u16,
+    share_access: u16,
+}
+
+const _: () = assert!(
+    core::mem::offset_of!(CreateParameters, _file_attributes) == 0x10
+        && core::mem::offset_of!(CreateParameters, share_access) == 0x12
+);
+
 /// What a create asked for.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CreateRequest {
@@ -132,16 +151,17 @@ impl Operation<'_> {
         // SAFETY: `data` is valid for the callback.
         let data = unsafe { &*self.data };
         // SAFETY: Iopb is valid for the callback.
-        let parameters = unsafe { &(*data.Iopb).Parameters };
-        // SAFETY: for IRP_MJ_CREATE the Create member of the parameter union is the active one.
-        let create = unsafe { parameters.Create };
-        let desired_access = if create.SecurityContext.is_null() {
+        let parameters = unsafe { &raw const (*data.Iopb).Parameters };
+        // SAFETY: for IRP_MJ_CREATE the Create member of the parameter union is the active one,
+        // laid out as fltkernel.h does (see `CreateParameters`).
+        let create = unsafe { parameters.cast::<CreateParameters>().read_unaligned() };
+        let desired_access = if create.security_context.is_null() {
             0
         } else {
             // SAFETY: a create's non-NULL SecurityContext is valid for the callback.
-            unsafe { (*create.SecurityContext).DesiredAccess }
+            unsafe { (*create.security_context).DesiredAccess }
         };
-        CreateRequest { desired_access, share_access: create.ShareAccess }
+        CreateRequest { desired_access, share_access: create.share_access }
     }
 
     /// The normalized name of the target file (`FltGetFileNameInformation`), copied into

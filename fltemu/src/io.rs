@@ -219,6 +219,36 @@ impl Drop for OpFrame {
     }
 }
 
+/// FLT_PARAMETERS' Create member as fltkernel.h lays it out on x64: `FileAttributes` and
+/// `EaLength` are POINTER_ALIGNMENT (8-aligned), so ShareAccess is at 0x12, EaLength at 0x18,
+/// EaBuffer at 0x20 and AllocationSize at 0x28 (the FLT_PARAMETERS for IRP_MJ_CREATE page).
+/// windows-sys 0.61's FLT_PARAMETERS_0 omits that alignment (ShareAccess at 0xE), which is not
+/// what a driver built with the WDK reads.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct CreateParameters {
+    pub security_context: *mut IO_SECURITY_CONTEXT,
+    pub options: u32,
+    _options_pad: u32,
+    pub file_attributes: u16,
+    pub share_access: u16,
+    _share_pad: u32,
+    pub ea_length: u32,
+    _ea_length_pad: u32,
+    pub ea_buffer: usize,
+    pub allocation_size: i64,
+}
+
+const _: () = assert!(
+    core::mem::offset_of!(CreateParameters, options) == 8
+        && core::mem::offset_of!(CreateParameters, file_attributes) == 0x10
+        && core::mem::offset_of!(CreateParameters, share_access) == 0x12
+        && core::mem::offset_of!(CreateParameters, ea_length) == 0x18
+        && core::mem::offset_of!(CreateParameters, ea_buffer) == 0x20
+        && core::mem::offset_of!(CreateParameters, allocation_size) == 0x28
+        && size_of::<CreateParameters>() <= size_of::<windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_PARAMETERS>()
+);
+
 pub(crate) fn build_operation(major: u8, instance: isize, volume: usize, file_object: usize, options: &OpenOptions) -> OpFrame {
     let mut security = Box::new(IO_SECURITY_CONTEXT {
         SecurityQos: core::ptr::null_mut(),
@@ -232,10 +262,22 @@ pub(crate) fn build_operation(major: u8, instance: isize, volume: usize, file_ob
     iopb.TargetFileObject = file_object as *mut FILE_OBJECT;
     iopb.TargetInstance = instance;
     if major == IRP_MJ_CREATE {
-        iopb.Parameters.Create.SecurityContext = &raw mut *security;
-        iopb.Parameters.Create.Options = options.create_options | (options.disposition << 24);
-        iopb.Parameters.Create.ShareAccess = options.share_access;
-        iopb.Parameters.Create.FileAttributes = 0x80; // FILE_ATTRIBUTE_NORMAL
+        let create = CreateParameters {
+            security_context: &raw mut *security,
+            options: options.create_options | (options.disposition << 24),
+            _options_pad: 0,
+            file_attributes: 0x80, // FILE_ATTRIBUTE_NORMAL
+            share_access: options.share_access,
+            _share_pad: 0,
+            ea_length: 0,
+            _ea_length_pad: 0,
+            ea_buffer: 0,
+            allocation_size: 0,
+        };
+        let parameters = (&raw mut iopb.Parameters).cast::<CreateParameters>();
+        // SAFETY: the block's own Parameters union (large enough, asserted below); unaligned
+        // write so the struct's 8-alignment is never assumed of the union's placement.
+        unsafe { parameters.write_unaligned(create) };
         if options.open_target_directory {
             iopb.OperationFlags |= SL_OPEN_TARGET_DIRECTORY;
         }
@@ -423,7 +465,7 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
     let (instance, pre, post) = filter.unwrap_or((0, 0, 0));
     let mut op = build_operation(IRP_MJ_CREATE, instance, volume, file_object, options);
     let data_address = &raw const *op.data as usize;
-    inner.callback_data.lock(data_address as u64).insert(data_address, CallbackInfo { file_object, requestor_pid: options.pid });
+    inner.callback_data.lock(data_address as u64).insert(data_address, CallbackInfo { file_object, requestor_pid: options.pid, dirty: false });
     exec::enter(PASSIVE_LEVEL, options.pid, Operation::Other);
     let pre_result = if filter.is_some() { call_pre(inner, &mut op, pre, post, Operation::PreCreate) } else { Pre::NoCallback };
     let final_status = match pre_result {
@@ -600,7 +642,7 @@ fn run_simple(inner: &Inner, volume: usize, file_object: usize, pid: u32, major:
     let options = OpenOptions { pid, ..OpenOptions::default() };
     let mut op = build_operation(major, instance, volume, file_object, &options);
     let data_address = &raw const *op.data as usize;
-    inner.callback_data.lock(data_address as u64).insert(data_address, CallbackInfo { file_object, requestor_pid: pid });
+    inner.callback_data.lock(data_address as u64).insert(data_address, CallbackInfo { file_object, requestor_pid: pid, dirty: false });
     exec::enter(PASSIVE_LEVEL, pid, Operation::Other);
     let (pre_op, post_op) = if major == IRP_MJ_CLEANUP { (Operation::PreCleanup, Operation::PostCleanup) } else { (Operation::PreClose, Operation::PostClose) };
     let pre_result = call_pre(inner, &mut op, pre, post, pre_op);

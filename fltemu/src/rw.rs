@@ -88,8 +88,6 @@ struct UserMapping {
 static RUNNING: Table<usize, (usize, usize, usize, bool)> = Table::new();
 /// MDLs FltLockUserBuffer put into a running operation's parameters: callback data → MDL.
 static LOCKED: Table<usize, usize> = Table::new();
-/// Callback data a filter marked dirty (FltSetCallbackDataDirty).
-static DIRTY: Table<usize, ()> = Table::new();
 
 /// Kernel views of finished operations' user buffers (address, length): kept inaccessible for
 /// the rest of the run, unmapped when the next emulator loads (no driver of the old run runs).
@@ -99,7 +97,6 @@ static RETIRED_VIEWS: std::sync::Mutex<Vec<(usize, usize)>> = std::sync::Mutex::
 pub fn reset() {
     RUNNING.clear();
     LOCKED.clear();
-    DIRTY.clear();
     for (address, length) in RETIRED_VIEWS.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
         // SAFETY: a kernel view this module mapped and retired; nothing of the old run uses it.
         unsafe { libc::munmap(address as *mut libc::c_void, length) };
@@ -371,7 +368,7 @@ pub fn issue(
     // SAFETY: as above; Read and Write have the same layout in the FLT_PARAMETERS union.
     unsafe { parameters(iopb).write(read) };
     let data_address = &raw const *op.data as usize;
-    inner.callback_data.lock(data_address as u64).insert(data_address, CallbackInfo { file_object, requestor_pid: pid });
+    inner.callback_data.lock(data_address as u64).insert(data_address, CallbackInfo { file_object, requestor_pid: pid, dirty: false });
     RUNNING.with(|t| t.insert(data_address, (buffer.address, length, buffer.system, buffer.user.is_some())));
     exec::enter(PASSIVE_LEVEL, pid, Operation::Other);
     let before = params(iopb);
@@ -386,7 +383,7 @@ pub fn issue(
     let locked = LOCKED.with(|t| t.get(&data_address).copied());
     let after = params(iopb);
     let changed = Params { mdl: if Some(after.mdl) == locked { before.mdl } else { after.mdl }, ..after } != before;
-    if changed && !matches!(pre_result, Pre::Complete(_)) && DIRTY.with(|t| !t.contains_key(&data_address)) {
+    if changed && !matches!(pre_result, Pre::Complete(_)) && !is_dirty(inner, data_address) {
         inner.violation(Violation::InvalidParameter {
             function: "pre-operation callback",
             reason: "changed the read/write parameters without FltSetCallbackDataDirty",
@@ -442,7 +439,6 @@ pub fn issue(
     // Forgets the callback data (under the pended operations' lock, see pend::end).
     crate::pend::end(inner, data_address);
     RUNNING.with(|t| t.remove(&data_address));
-    DIRTY.with(|t| t.remove(&data_address));
     // Completion: Filter Manager (the I/O manager) frees the MDLs of the operation, the one
     // FltLockUserBuffer made and its own paging MDL.
     if let Some(mdl) = LOCKED.with(|t| t.remove(&data_address)) {
@@ -525,19 +521,30 @@ extern "win64" fn flt_set_callback_data_dirty(data: usize) {
         });
         return;
     }
-    DIRTY.with(|t| t.insert(data, ()));
+    set_dirty(data, true);
+}
+
+/// Sets the dirty flag of running callback data (false: not running).
+fn set_dirty(data: usize, dirty: bool) -> bool {
+    state::current()
+        .and_then(|inner| inner.callback_data.lock(data as u64).get_mut(&data).map(|info| info.dirty = dirty))
+        .is_some()
+}
+
+fn is_dirty(inner: &Inner, data: usize) -> bool {
+    inner.callback_data.lock(data as u64).get(&data).is_some_and(|info| info.dirty)
 }
 
 /// `FltClearCallbackDataDirty` (fltkernel.h; ≤ DISPATCH).
 extern "win64" fn flt_clear_callback_data_dirty(data: usize) {
     objects::count("FltClearCallbackDataDirty", DISPATCH_LEVEL);
-    DIRTY.with(|t| t.remove(&data));
+    set_dirty(data, false);
 }
 
 /// `FltIsCallbackDataDirty` (fltkernel.h; ≤ DISPATCH).
 extern "win64" fn flt_is_callback_data_dirty(data: usize) -> u8 {
     objects::count("FltIsCallbackDataDirty", DISPATCH_LEVEL);
-    u8::from(DIRTY.with(|t| t.contains_key(&data)))
+    u8::from(state::current().is_some_and(|inner| is_dirty(inner, data)))
 }
 
 fn known_data(data: usize) -> bool {

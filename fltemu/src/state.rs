@@ -342,6 +342,9 @@ pub struct FileRecord {
 pub struct CallbackInfo {
     pub file_object: usize,
     pub requestor_pid: u32,
+    /// FltSetCallbackDataDirty was called for this operation (ends with its registration, so
+    /// callback data reusing the address starts clean).
+    pub dirty: bool,
 }
 
 /// A file name information block handed out by FltGetFileNameInformation.

@@ -128,6 +128,46 @@ fn reader_sees_read_data_at_dispatch_through_its_mdl_and_blocks_marked_writes() 
     );
 }
 
+/// Parameters.Create as a WDK-built driver reads it (fltkernel.h's POINTER_ALIGNMENT members:
+/// FileAttributes at 0x10, ShareAccess at 0x12, EaLength at 0x18), not windows-sys's packing.
+#[test]
+fn a_c_driver_reads_the_create_parameters_at_the_wdk_offsets() {
+    let image = CDriver::new("reader").build();
+    let emu = Emulator::load(&image, Config::default()).expect("loads");
+    let volume = emu.mount(VolumeSpec::ntfs("\\Device\\vol1")).unwrap();
+    let options = OpenOptions { share_access: 0x5, create_options: 0x40, disposition: 1, ..OpenOptions::default() };
+    let file = emu.open(volume, "\\a.txt", &options).unwrap();
+    emu.close(file).unwrap();
+    let report = emu.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert!(
+        report.debug_output.iter().any(|l| l.contains("last create options 0x01000040 attributes 0x0080 share 0x0005 ea 0")),
+        "{:?}",
+        report.debug_output
+    );
+}
+
+/// FltSetCallbackDataDirty marks one operation's callback data: a later read or write whose
+/// callback data reuses the address (the allocator hands it out again) starts clean.
+#[test]
+fn a_dirty_flag_ends_with_its_operation() {
+    let image = CDriver::new("reader").define("READER_DIRTY_CREATE").build();
+    let emu = Emulator::load(&image, Config::default()).expect("loads");
+    let volume = emu.mount(VolumeSpec::ntfs("\\Device\\vol1")).unwrap();
+    emu.set_file_contents(volume, "\\a.txt", b"data");
+    for _ in 0..20 {
+        let opened = emu.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+        emu.close(opened).unwrap();
+        let file = emu.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+        assert_eq!(emu.read(&file, 0, 4, &IoOptions::default()).unwrap().data, b"data");
+        emu.cleanup(&file).unwrap();
+        emu.close(file).unwrap();
+    }
+    let report = emu.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert!(report.debug_output.iter().any(|l| l.contains("reader: 0 reads arrived dirty")), "{:?}", report.debug_output);
+}
+
 #[test]
 fn reader_is_clean_under_the_default_scenario_in_release_and_debug() {
     for profile in [Profile::Release, Profile::Debug] {

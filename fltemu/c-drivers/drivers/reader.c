@@ -22,6 +22,9 @@
  * PASSIVE_LEVEL in the requestor's thread, where even BUG_POST_READ_TOUCHES_USER_BUFFER's direct
  * access to the user buffer is allowed.
  *
+ * READER_DIRTY_CREATE (not a bug): pre-create marks its callback data dirty, pre-read counts
+ * callback data that arrives dirty (none should: the flag belongs to one operation).
+ *
  * One-bug variants (/D):
  *   BUG_HANDLE_NOT_CLOSED          the scan never FltCloses its handle  → ObjectLeaked file handle
  *   BUG_FILE_OBJECT_NOT_DEREFERENCED  the scan never dereferences its FILE_OBJECT → ObjectLeaked
@@ -47,6 +50,12 @@ static volatile LONG g_scanned;
 static volatile LONG g_blocked;
 static volatile LONG g_marker_reads;
 static volatile LONG g_locked;
+/* The last create's parameters as a WDK-built driver reads them (printed at unload). */
+static ULONG g_create_options;
+static USHORT g_create_attributes;
+static USHORT g_create_share;
+static ULONG g_create_ea_length;
+static volatile LONG g_arrived_dirty;
 
 static __declspec(noinline) ULONG count_marker(const UCHAR *data, ULONG length)
 {
@@ -165,7 +174,16 @@ static FLT_PREOP_CALLBACK_STATUS pre_create(PFLT_CALLBACK_DATA data, PCFLT_RELAT
 #else
     UNREFERENCED_PARAMETER(objects);
 #endif
-    UNREFERENCED_PARAMETER(data);
+    g_create_options = data->Iopb->Parameters.Create.Options;
+    g_create_attributes = data->Iopb->Parameters.Create.FileAttributes;
+    g_create_share = data->Iopb->Parameters.Create.ShareAccess;
+    g_create_ea_length = data->Iopb->Parameters.Create.EaLength;
+    if (FltIsCallbackDataDirty(data)) {
+        _InterlockedIncrement(&g_arrived_dirty);
+    }
+#if defined(READER_DIRTY_CREATE)
+    FltSetCallbackDataDirty(data);
+#endif
     return FLT_PREOP_SUCCESS_WITH_CALLBACK;
 }
 
@@ -193,6 +211,9 @@ static FLT_PREOP_CALLBACK_STATUS pre_read(PFLT_CALLBACK_DATA data, PCFLT_RELATED
 {
     UNREFERENCED_PARAMETER(objects);
     *completion = NULL;
+    if (FltIsCallbackDataDirty(data)) {
+        _InterlockedIncrement(&g_arrived_dirty);
+    }
     if (data->Iopb->IrpFlags & IRP_PAGING_IO) {
         /* Paging I/O comes with a kernel buffer and its MDL already. */
         return data->Iopb->Parameters.Read.MdlAddress != NULL ? FLT_PREOP_SUCCESS_WITH_CALLBACK : FLT_PREOP_SUCCESS_NO_CALLBACK;
@@ -300,6 +321,9 @@ static NTSTATUS filter_unload(FLT_FILTER_UNLOAD_FLAGS flags)
     UNREFERENCED_PARAMETER(flags);
     DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "reader: %ld scanned, %ld blocked, %ld locked reads, %ld reads with the marker\n", g_scanned, g_blocked, g_locked,
                g_marker_reads);
+    DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "reader: last create options 0x%08lx attributes 0x%04x share 0x%04x ea %lu\n", g_create_options,
+               g_create_attributes, g_create_share, g_create_ea_length);
+    DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "reader: %ld reads arrived dirty\n", g_arrived_dirty);
     FltUnregisterFilter(g_filter);
     return STATUS_SUCCESS;
 }

@@ -221,9 +221,10 @@ typedef union _FLT_PARAMETERS {
     struct {
         PIO_SECURITY_CONTEXT SecurityContext;
         ULONG Options;
-        USHORT FileAttributes;
+        /* POINTER_ALIGNMENT (fltkernel.h): FileAttributes at 0x10, EaLength at 0x18 on x64. */
+        __declspec(align(8)) USHORT FileAttributes;
         USHORT ShareAccess;
-        ULONG EaLength;
+        __declspec(align(8)) ULONG EaLength;
         PVOID EaBuffer;
         LARGE_INTEGER AllocationSize;
     } Create;
@@ -242,6 +243,9 @@ typedef union _FLT_PARAMETERS {
         PMDL MdlAddress;
     } Write;
 } FLT_PARAMETERS;
+_Static_assert(__builtin_offsetof(FLT_PARAMETERS, Create.ShareAccess) == 0x12, "Create.ShareAccess at 0x12 on x64");
+_Static_assert(__builtin_offsetof(FLT_PARAMETERS, Create.EaLength) == 0x18, "Create.EaLength at 0x18 on x64");
+_Static_assert(__builtin_offsetof(FLT_PARAMETERS, Create.AllocationSize) == 0x28, "Create.AllocationSize at 0x28 on x64");
 
 /* IrpFlags bits (wdm.h). */
 #define IRP_NOCACHE   0x00000001
@@ -390,6 +394,7 @@ __declspec(dllimport) NTSTATUS FltCreateFileEx(PFLT_FILTER Filter, PFLT_INSTANCE
 __declspec(dllimport) NTSTATUS FltClose(HANDLE FileHandle);
 __declspec(dllimport) VOID FltCancelFileOpen(PFLT_INSTANCE Instance, PFILE_OBJECT FileObject);
 __declspec(dllimport) VOID FltSetCallbackDataDirty(PFLT_CALLBACK_DATA Data);
+__declspec(dllimport) BOOLEAN FltIsCallbackDataDirty(PFLT_CALLBACK_DATA Data);
 __declspec(dllimport) NTSTATUS FltAllocateCallbackData(PFLT_INSTANCE Instance, PFILE_OBJECT FileObject, PFLT_CALLBACK_DATA *RetNewCallbackData);
 __declspec(dllimport) VOID FltPerformSynchronousIo(PFLT_CALLBACK_DATA CallbackData);
 __declspec(dllimport) VOID FltFreeCallbackData(PFLT_CALLBACK_DATA CallbackData);
