@@ -329,11 +329,14 @@ fn nested_kernel_stack(context: &Context) -> usize {
 /// Dispatches `record` raised in `context` through the driver's exception handlers (never
 /// returns: it resumes at a handler, continues execution, or bug-checks).
 ///
-/// An exception raised while a handler fltemu called is running (in a filter expression, in a
-/// `__finally` during an unwind) is a nested exception: its walk leaves the image through
-/// fltemu's dispatcher and goes on from where the outer walk started, with
-/// EXCEPTION_NESTED_CALL set until it has passed the frame whose handler was running, as
-/// RtlDispatchException does (ExceptionNestedException from RtlpExceptionHandler).
+/// An exception raised while a handler fltemu called is running is dispatched on through that
+/// call, as RtlDispatchException does: out of a filter expression (a nested exception,
+/// ExceptionNestedException from RtlpExceptionHandler) the walk goes on from where the outer
+/// walk started, with EXCEPTION_NESTED_CALL set until it has passed the frame whose handler was
+/// running; out of a `__finally` an unwind was running (ExceptionCollidedUnwind from
+/// RtlpUnwindHandler) it calls the handler of the frame being unwound again with that unwind's
+/// ScopeIndex and goes on from that frame's caller: the frames the unwind already left, and
+/// the dispatch that started it, are not searched again and no nested flag is set for them.
 pub fn dispatch(mut record: ExceptionRecord, context: &Context) -> ! {
     let Some(image) = Image::current() else { not_handled(None, &record) };
     let base = active_len();
@@ -355,51 +358,68 @@ pub fn dispatch(mut record: ExceptionRecord, context: &Context) -> ! {
     let mut walk = *context;
     let mut level = base;
     let mut nested_frame = 0u64;
+    let mut collided: Option<UnwindState> = None;
     for _ in 0..MAX_FRAMES {
-        if !image.contains(walk.rip) {
-            let Some(outer) = below(level) else { break };
-            // Through fltemu's dispatcher into the frames the outer walk came from.
-            for index in outer.base..level {
-                let running = active(index);
-                if running.phase == Phase::Dispatch {
-                    record.flags |= EXCEPTION_NESTED_CALL;
-                    nested_frame = nested_frame.max(running.establisher);
+        let (control_pc, establisher, handler, function_entry, scope_index) = if let Some(state) = collided.take() {
+            // The unwind this walk left through was unwinding this frame: its handler runs again
+            // from the scope the unwind had reached, then the walk goes on from its caller.
+            // SAFETY: the collided unwind's frame is running (its handler call is below us).
+            let old = unsafe { *state.dispatcher };
+            // SAFETY: as above.
+            walk = unsafe { *state.after };
+            let handler = unwind::Handler { routine: old.language_handler, data: old.handler_data };
+            (old.control_pc, old.establisher_frame, handler, old.function_entry, old.scope_index)
+        } else {
+            if !image.contains(walk.rip) {
+                let Some(outer) = below(level) else { break };
+                level = outer.base;
+                if outer.phase == Phase::Unwind {
+                    // Through RtlpExecuteHandlerForUnwind: a collided unwind. The frames that
+                    // unwind already left, and the dispatch that started it, are not searched
+                    // again (RtlDispatchException's ExceptionCollidedUnwind case).
+                    let Some(state) = outer.unwind else { break };
+                    collided = Some(state);
+                    continue;
                 }
+                // Through RtlpExecuteHandlerForException into the frames the outer walk came
+                // from: a nested exception until the frame whose handler was running is passed.
+                record.flags |= EXCEPTION_NESTED_CALL;
+                nested_frame = nested_frame.max(outer.establisher);
+                // SAFETY: the outer walk's origin lives in its frame, which is running (it called
+                // the handler this walk came out of).
+                walk = unsafe { *outer.origin };
+                continue;
             }
-            // SAFETY: the outer walk's origin lives in its frame, which is running (it called
-            // the handler this walk came out of).
-            walk = unsafe { *outer.origin };
-            level = outer.base;
-            continue;
-        }
-        let control_pc = walk.rip;
-        let Ok((frame, function)) = unwind::step(&image, &mut walk, UNW_FLAG_EHANDLER) else { break };
-        let (Some(handler), Some(function)) = (frame.handler, function) else { continue };
+            let control_pc = walk.rip;
+            let Ok((frame, function)) = unwind::step(&image, &mut walk, UNW_FLAG_EHANDLER) else { break };
+            let (Some(handler), Some(function)) = (frame.handler, function) else { continue };
+            (control_pc, frame.establisher, handler, function.entry_address, 0)
+        };
         let mut dispatcher = DispatcherContext {
             control_pc,
             image_base: image.base as u64,
-            function_entry: function.entry_address,
-            establisher_frame: frame.establisher,
+            function_entry,
+            establisher_frame: establisher,
             target_ip: 0,
             context_record: &raw mut original,
             language_handler: handler.routine,
             handler_data: handler.data,
             history_table: 0,
-            scope_index: 0,
+            scope_index,
             fill: 0,
         };
         push_active(Activation {
             phase: Phase::Dispatch,
             origin: &raw const original,
             base,
-            establisher: frame.establisher,
+            establisher,
             depth: exec::call_depth(),
             frame: &raw const dispatcher as usize,
             unwind: None,
         });
-        let disposition = call_handler(handler.routine, &mut record, frame.establisher, &raw mut original, &mut dispatcher);
+        let disposition = call_handler(handler.routine, &mut record, establisher, &raw mut original, &mut dispatcher);
         pop_active();
-        if nested_frame == frame.establisher {
+        if nested_frame == establisher {
             record.flags &= !EXCEPTION_NESTED_CALL;
             nested_frame = 0;
         }

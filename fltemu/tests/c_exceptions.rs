@@ -58,6 +58,10 @@ fn divide_errors_ud2_int3_and_nested_exceptions_reach_the_drivers_except_blocks(
             "exceptions: int3 caught as 0x80000003 (record as Windows builds it: 1)",
             "exceptions: a fault in a filter reached the outer __except as 0xc0000005 (inner handler 0, nested flag 1)",
             "exceptions: a ud2 in a __finally during unwind reached the __except as 0xc000001d (__finally ran 1 time)",
+            "exceptions: a ud2 in a __finally below a declining __except reached f as 0xc000001d (h's filter called 1 time, h's \
+             handler ran 0, nested flag 0)",
+            "exceptions: a ud2 in a __finally inside a __try/__except of the same function was caught there as 0xc000001d \
+             (the caller's __except saw 0)",
             "exceptions: context cleanup caught 0xc0000094",
             "exceptions: work item caught 0xc0000094",
         ] {

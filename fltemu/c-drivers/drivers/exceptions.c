@@ -11,6 +11,11 @@
  *   the outer __except (EXCEPTION_NESTED_CALL set when that frame's handler runs);
  * - ud2 inside a __finally that runs during an unwind: the new exception reaches the same
  *   __except, the unwind collides and the __finally does not run twice;
+ * - the same below a frame whose __except declined the first exception and would accept the
+ *   second (h in g in f): the frames the unwind already left are not searched again, so h's
+ *   filter is not called for the ud2 and f's __except gets it without EXCEPTION_NESTED_CALL;
+ *   and with an __except around that __finally in the same function: its filter is called for
+ *   the ud2 (the unwound frame's handler runs again from the scope after the __finally);
  * - RtlCaptureContext + RtlLookupFunctionEntry + RtlVirtualUnwind walking the driver's own
  *   stack up to the caller of DriverEntry (whose PC is not in the image: NULL, ImageBase 0);
  * - RtlUnwindEx from two frames down to a caller, running both __finally blocks, so the call
@@ -146,6 +151,65 @@ __declspec(noinline) static void finally_raises(void)
             g_finally_runs++;
             illegal_instruction();
         }
+    }
+}
+
+/* ---- collided unwinds below a declining __except ---------------------------------------- */
+static LONG g_h_filter_calls;
+static LONG g_h_handled;
+static ULONG g_f_flags;
+
+/* Declines the divide by zero, would accept an illegal instruction. */
+static LONG h_filter(NTSTATUS code)
+{
+    g_h_filter_calls++;
+    return code == STATUS_ILLEGAL_INSTRUCTION ? EXCEPTION_EXECUTE_HANDLER : EXCEPTION_CONTINUE_SEARCH;
+}
+
+/* Accepts everything, and notes the flags it saw for the illegal instruction. */
+static LONG f_filter(PEXCEPTION_POINTERS pointers)
+{
+    if (pointers->ExceptionRecord->ExceptionCode == STATUS_ILLEGAL_INSTRUCTION) {
+        g_f_flags = pointers->ExceptionRecord->ExceptionFlags;
+    }
+    return EXCEPTION_EXECUTE_HANDLER;
+}
+
+__declspec(noinline) static void collide_h(void)
+{
+    __try {
+        g_sink = divide(1, g_zero);
+    } __except (h_filter(GetExceptionCode())) {
+        g_h_handled++;
+    }
+}
+
+__declspec(noinline) static void collide_g(void)
+{
+    __try {
+        collide_h();
+    } __finally {
+        if (AbnormalTermination()) {
+            illegal_instruction();
+        }
+    }
+}
+
+static LONG g_g2_caught;
+
+/* The ud2 of the __finally is caught by the __except around it in the same function. */
+__declspec(noinline) static void collide_g2(void)
+{
+    __try {
+        __try {
+            g_sink = divide(1, g_zero);
+        } __finally {
+            if (AbnormalTermination()) {
+                illegal_instruction();
+            }
+        }
+    } __except (GetExceptionCode() == STATUS_ILLEGAL_INSTRUCTION ? EXCEPTION_EXECUTE_HANDLER : EXCEPTION_CONTINUE_SEARCH) {
+        g_g2_caught = GetExceptionCode();
     }
 }
 
@@ -400,6 +464,26 @@ __declspec(noinline) static void caught_cases(void)
     }
     PRINT("exceptions: a ud2 in a __finally during unwind reached the __except as %#lx (__finally ran %ld time)\n",
           code, g_finally_runs);
+
+    code = STATUS_SUCCESS;
+    __try {
+        collide_g();
+    } __except (f_filter(GetExceptionInformation())) {
+        code = GetExceptionCode();
+    }
+    PRINT("exceptions: a ud2 in a __finally below a declining __except reached f as %#lx (h's filter called %ld time, h's "
+          "handler ran %ld, nested flag %ld)\n",
+          code, g_h_filter_calls, g_h_handled, (LONG)((g_f_flags & EXCEPTION_NESTED_CALL) != 0));
+
+    code = STATUS_SUCCESS;
+    __try {
+        collide_g2();
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        code = GetExceptionCode();
+    }
+    PRINT("exceptions: a ud2 in a __finally inside a __try/__except of the same function was caught there as %#lx "
+          "(the caller's __except saw %#lx)\n",
+          g_g2_caught, code);
 
     ULONG frames = walk_level1();
     PRINT("exceptions: walked %lu frames (return addresses match: %ld, ended outside the image: %ld, saved registers found: %ld)\n",
