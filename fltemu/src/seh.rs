@@ -1403,9 +1403,13 @@ fn signal_context(ucontext: *mut libc::ucontext_t, rip: u64, rsp: u64, leaf: boo
 /// - an invalid opcode (SIGILL, `ud2`): STATUS_ILLEGAL_INSTRUCTION;
 /// - `int3` (SIGTRAP): STATUS_BREAKPOINT at the `int3` (BREAKPOINT_BREAK), RIP back on it.
 ///
-/// Async-signal-safe: plain reads and writes only.
+/// A signal a process sent (kill, tgkill, sigqueue: `si_code` ≤ 0) is never redirected: no
+/// instruction faulted. Async-signal-safe: plain reads and writes only.
 pub fn redirect_fault(signal: i32, si_code: i32, address: usize, ucontext: *mut libc::ucontext_t) -> bool {
     let Some(image) = Image::current() else { return false };
+    if exec::sent_by_a_process(si_code) {
+        return false; // kill/tgkill/sigqueue: no instruction faulted
+    }
     // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
     let gregs = unsafe { &mut (*ucontext).uc_mcontext.gregs };
     let saved = *gregs;

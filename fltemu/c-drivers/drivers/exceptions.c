@@ -34,6 +34,9 @@
  *   unload callback's __try, lets a divide by zero escape: it would cross FltReleaseContext,
  *   which fltemu reports (bug check 0x1E) instead of unwinding its own frames.
  * - BUG_WORK_ITEM_RAISES: a work item routine lets a divide by zero escape: 0x7E.
+ * Test aid (not a bug):
+ * - SPIN_IN_DRIVER_ENTRY: DriverEntry spins forever, so a test can send its thread signals
+ *   (a signal sent with kill/tgkill is not a fault of the driver: its default action applies).
  * Misuse of the unwind routines (each an InvalidParameter violation, the run goes on):
  * - BUG_CAPTURE_MISALIGNED: RtlCaptureContext into a CONTEXT 8 bytes off its 16-byte alignment.
  * - BUG_LOOKUP_NULL_BASE: RtlLookupFunctionEntry with a NULL ImageBase.
@@ -510,6 +513,9 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path)
         fast_fail(FAST_FAIL_CORRUPT_LIST_ENTRY);
     } __except (EXCEPTION_EXECUTE_HANDLER) {
         PRINT("exceptions: a fast fail was caught\n");
+    }
+#elif defined(SPIN_IN_DRIVER_ENTRY)
+    while (g_zero == 0) {
     }
 #elif defined(BUG_FILTER_RAISES_ALWAYS)
     __try {
