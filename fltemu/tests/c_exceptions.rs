@@ -210,13 +210,13 @@ fn a_fault_signal_sent_to_a_driver_thread_is_not_an_exception_its_default_action
         command.args(["run", image.to_str().expect("UTF-8 path"), "--scenario", "load-unload", "--call-timeout-ms", "60000"]);
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec: the child dumps no core.
-        unsafe {
-            command.pre_exec(move || {
-                libc::setrlimit(libc::RLIMIT_CORE, &raw const no_core);
-                Ok(())
-            })
+        let no_core_dump = move || {
+            // SAFETY: setrlimit on the child itself with a valid rlimit (async-signal-safe).
+            unsafe { libc::setrlimit(libc::RLIMIT_CORE, &raw const no_core) };
+            Ok(())
         };
+        // SAFETY: the hook runs only setrlimit between fork and exec: the child dumps no core.
+        unsafe { command.pre_exec(no_core_dump) };
         let child = command.spawn().expect("fltemu starts");
         let pid = child.id();
         let Some(tid) = spinning_driver_thread(pid) else {
