@@ -2,7 +2,8 @@
 //!
 //! Every entry into the driver runs on an emulator-owned worker thread. A handler for the
 //! synchronous fault signals (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP; on an alternate signal
-//! stack) hands a fault of driver code to the exception dispatcher (`seh.rs`); any other fault on
+//! stack) hands a fault of driver code to the exception dispatcher (`seh.rs`); a signal another
+//! process or thread sent (kill, tgkill, sigqueue) gets its default action; any other fault on
 //! a driver thread is recorded in the worker's slot, wakes the waiting caller through a futex and
 //! parks the faulting thread forever; KeBugCheckEx does the same from ordinary code. The caller sees a [`Stop`]. Parked threads are leaked by design: a
 //! crashed kernel thread never resumes either.
@@ -121,6 +122,13 @@ fn default_action(signal: i32) {
     unsafe { libc::raise(signal) };
 }
 
+/// True when `si_code` says a process sent the signal (SI_USER, SI_QUEUE, SI_TKILL and the
+/// other codes ≤ 0, signal(7) / sigaction(2)) rather than the kernel raising it for a fault.
+#[must_use]
+pub fn sent_by_a_process(si_code: i32) -> bool {
+    si_code <= 0
+}
+
 extern "C" fn on_fault(signal: i32, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     let slot = CURRENT_SLOT.with(Cell::get);
     if slot.is_null() {
@@ -130,7 +138,14 @@ extern "C" fn on_fault(signal: i32, info: *mut libc::siginfo_t, context: *mut li
     }
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let info = unsafe { &*info };
-    // SAFETY: si_addr is valid for the synchronous fault signals this handler serves.
+    if sent_by_a_process(info.si_code) {
+        // kill/tgkill/sigqueue: not a fault of the code this thread runs (there is no faulting
+        // instruction and si_addr holds the sender's pid), so it is not an exception.
+        default_action(signal);
+        return;
+    }
+    // SAFETY: si_addr is valid for the synchronous fault signals this handler serves (a signal
+    // a process sent was excluded above).
     let address = unsafe { info.si_addr() } as usize;
     let ucontext = context.cast::<libc::ucontext_t>();
     // A fault in driver code becomes an exception dispatched through the driver's handlers.

@@ -329,11 +329,14 @@ fn nested_kernel_stack(context: &Context) -> usize {
 /// Dispatches `record` raised in `context` through the driver's exception handlers (never
 /// returns: it resumes at a handler, continues execution, or bug-checks).
 ///
-/// An exception raised while a handler fltemu called is running (in a filter expression, in a
-/// `__finally` during an unwind) is a nested exception: its walk leaves the image through
-/// fltemu's dispatcher and goes on from where the outer walk started, with
-/// EXCEPTION_NESTED_CALL set until it has passed the frame whose handler was running, as
-/// RtlDispatchException does (ExceptionNestedException from RtlpExceptionHandler).
+/// An exception raised while a handler fltemu called is running is dispatched on through that
+/// call, as RtlDispatchException does: out of a filter expression (a nested exception,
+/// ExceptionNestedException from RtlpExceptionHandler) the walk goes on from where the outer
+/// walk started, with EXCEPTION_NESTED_CALL set until it has passed the frame whose handler was
+/// running; out of a `__finally` an unwind was running (ExceptionCollidedUnwind from
+/// RtlpUnwindHandler) it calls the handler of the frame being unwound again with that unwind's
+/// ScopeIndex and goes on from that frame's caller: the frames the unwind already left, and
+/// the dispatch that started it, are not searched again and no nested flag is set for them.
 pub fn dispatch(mut record: ExceptionRecord, context: &Context) -> ! {
     let Some(image) = Image::current() else { not_handled(None, &record) };
     let base = active_len();
@@ -355,51 +358,68 @@ pub fn dispatch(mut record: ExceptionRecord, context: &Context) -> ! {
     let mut walk = *context;
     let mut level = base;
     let mut nested_frame = 0u64;
+    let mut collided: Option<UnwindState> = None;
     for _ in 0..MAX_FRAMES {
-        if !image.contains(walk.rip) {
-            let Some(outer) = below(level) else { break };
-            // Through fltemu's dispatcher into the frames the outer walk came from.
-            for index in outer.base..level {
-                let running = active(index);
-                if running.phase == Phase::Dispatch {
-                    record.flags |= EXCEPTION_NESTED_CALL;
-                    nested_frame = nested_frame.max(running.establisher);
+        let (control_pc, establisher, handler, function_entry, scope_index) = if let Some(state) = collided.take() {
+            // The unwind this walk left through was unwinding this frame: its handler runs again
+            // from the scope the unwind had reached, then the walk goes on from its caller.
+            // SAFETY: the collided unwind's frame is running (its handler call is below us).
+            let old = unsafe { *state.dispatcher };
+            // SAFETY: as above.
+            walk = unsafe { *state.after };
+            let handler = unwind::Handler { routine: old.language_handler, data: old.handler_data };
+            (old.control_pc, old.establisher_frame, handler, old.function_entry, old.scope_index)
+        } else {
+            if !image.contains(walk.rip) {
+                let Some(outer) = below(level) else { break };
+                level = outer.base;
+                if outer.phase == Phase::Unwind {
+                    // Through RtlpExecuteHandlerForUnwind: a collided unwind. The frames that
+                    // unwind already left, and the dispatch that started it, are not searched
+                    // again (RtlDispatchException's ExceptionCollidedUnwind case).
+                    let Some(state) = outer.unwind else { break };
+                    collided = Some(state);
+                    continue;
                 }
+                // Through RtlpExecuteHandlerForException into the frames the outer walk came
+                // from: a nested exception until the frame whose handler was running is passed.
+                record.flags |= EXCEPTION_NESTED_CALL;
+                nested_frame = nested_frame.max(outer.establisher);
+                // SAFETY: the outer walk's origin lives in its frame, which is running (it called
+                // the handler this walk came out of).
+                walk = unsafe { *outer.origin };
+                continue;
             }
-            // SAFETY: the outer walk's origin lives in its frame, which is running (it called
-            // the handler this walk came out of).
-            walk = unsafe { *outer.origin };
-            level = outer.base;
-            continue;
-        }
-        let control_pc = walk.rip;
-        let Ok((frame, function)) = unwind::step(&image, &mut walk, UNW_FLAG_EHANDLER) else { break };
-        let (Some(handler), Some(function)) = (frame.handler, function) else { continue };
+            let control_pc = walk.rip;
+            let Ok((frame, function)) = unwind::step(&image, &mut walk, UNW_FLAG_EHANDLER) else { break };
+            let (Some(handler), Some(function)) = (frame.handler, function) else { continue };
+            (control_pc, frame.establisher, handler, function.entry_address, 0)
+        };
         let mut dispatcher = DispatcherContext {
             control_pc,
             image_base: image.base as u64,
-            function_entry: function.entry_address,
-            establisher_frame: frame.establisher,
+            function_entry,
+            establisher_frame: establisher,
             target_ip: 0,
             context_record: &raw mut original,
             language_handler: handler.routine,
             handler_data: handler.data,
             history_table: 0,
-            scope_index: 0,
+            scope_index,
             fill: 0,
         };
         push_active(Activation {
             phase: Phase::Dispatch,
             origin: &raw const original,
             base,
-            establisher: frame.establisher,
+            establisher,
             depth: exec::call_depth(),
             frame: &raw const dispatcher as usize,
             unwind: None,
         });
-        let disposition = call_handler(handler.routine, &mut record, frame.establisher, &raw mut original, &mut dispatcher);
+        let disposition = call_handler(handler.routine, &mut record, establisher, &raw mut original, &mut dispatcher);
         pop_active();
-        if nested_frame == frame.establisher {
+        if nested_frame == establisher {
             record.flags &= !EXCEPTION_NESTED_CALL;
             nested_frame = 0;
         }
@@ -1194,6 +1214,8 @@ const REDIRECT_GAP: usize = 256;
 /// `SI_KERNEL`: a SIGSEGV the kernel raised for a general-protection fault (no faulting
 /// address), or a SIGTRAP for `int3`.
 const SI_KERNEL: i32 = 0x80;
+/// `TRAP_BRKPT`: a SIGTRAP for a software breakpoint as valgrind reports `int3` (siginfo.h).
+const TRAP_BRKPT: i32 = 1;
 /// `BREAKPOINT_BREAK`, ExceptionInformation[0] of an `int3`'s STATUS_BREAKPOINT.
 const BREAKPOINT_BREAK: u64 = 0;
 
@@ -1368,6 +1390,63 @@ fn signal_context(ucontext: *mut libc::ucontext_t, rip: u64, rsp: u64, leaf: boo
     context
 }
 
+/// The x64 trap a synchronous signal on a driver thread stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trap {
+    /// A page fault (SIGSEGV/SIGBUS on a memory access).
+    PageFault,
+    /// A general-protection fault (SIGSEGV with SI_KERNEL) that is none of the cases below.
+    GeneralProtection,
+    /// `int 0x29` (`__fastfail`).
+    FastFail,
+    /// `int 0x2c` (NT_ASSERT).
+    Assertion,
+    /// An instruction kernel code may execute but a Linux process may not.
+    Privileged,
+    /// A divide error (SIGFPE).
+    DivideError,
+    /// An invalid opcode (SIGILL).
+    InvalidOpcode,
+    /// `int3` (SIGTRAP).
+    Breakpoint,
+}
+
+/// What trap `signal` (with `si_code`, at `rip`: the faulting instruction, or a leaf routine's
+/// caller when `leaf`; `error` the page-fault error code) stands for, and the address the
+/// exception is raised at; `None` when it is no trap of driver code fltemu models (a single
+/// step, a hardware breakpoint). `code` reads the image's bytes.
+fn classify(signal: i32, si_code: i32, rip: u64, leaf: bool, error: u64, code: &dyn Fn(u64) -> Option<u8>) -> Option<(Trap, u64)> {
+    if signal == libc::SIGTRAP {
+        // The trap leaves RIP after the int3; the kernel puts the exception (and RIP) on it.
+        // Linux reports int3 with SI_KERNEL, valgrind with TRAP_BRKPT (as for a hardware
+        // breakpoint, so the byte before RIP must be the int3).
+        let at = rip.wrapping_sub(1);
+        let int3 = si_code == SI_KERNEL || si_code == TRAP_BRKPT && code(at) == Some(0xCC);
+        return int3.then_some((Trap::Breakpoint, at)); // else a single step or hardware breakpoint
+    }
+    let page_fault = matches!(signal, libc::SIGSEGV | libc::SIGBUS) && !(signal == libc::SIGSEGV && si_code == SI_KERNEL);
+    // `int 0x29` / `int 0x2c` are a general-protection fault on Linux, SIGILL under valgrind:
+    // whatever the signal, the bytes decide, so a fast fail is never dispatched to handlers.
+    // Only an instruction fetch from a page that holds those bytes as data is a page fault.
+    let fetch_fault = page_fault && error & 0x10 != 0;
+    if !leaf && !fetch_fault && matches!(signal, libc::SIGSEGV | libc::SIGBUS | libc::SIGILL) && code(rip) == Some(0xCD) {
+        match code(rip.wrapping_add(1)) {
+            Some(0x29) => return Some((Trap::FastFail, rip)),
+            Some(0x2C) => return Some((Trap::Assertion, rip)),
+            _ => {}
+        }
+    }
+    let trap = match signal {
+        libc::SIGSEGV | libc::SIGBUS if page_fault => Trap::PageFault,
+        libc::SIGSEGV if !leaf && privileged(code, rip) => Trap::Privileged,
+        libc::SIGSEGV => Trap::GeneralProtection,
+        libc::SIGFPE => Trap::DivideError,
+        libc::SIGILL => Trap::InvalidOpcode,
+        _ => return None,
+    };
+    Some((trap, rip))
+}
+
 /// Called by the fault-signal handler on a driver thread: when the faulting instruction is in
 /// the driver image, rewrites the signal context so the thread, on return from the handler,
 /// calls [`dispatch`] with the exception Windows raises for that trap:
@@ -1381,11 +1460,17 @@ fn signal_context(ucontext: *mut libc::ucontext_t, rip: u64, rsp: u64, leaf: boo
 /// - a divide error (SIGFPE, trap 0): STATUS_INTEGER_DIVIDE_BY_ZERO, or STATUS_INTEGER_OVERFLOW
 ///   when the divisor is not zero;
 /// - an invalid opcode (SIGILL, `ud2`): STATUS_ILLEGAL_INSTRUCTION;
-/// - `int3` (SIGTRAP): STATUS_BREAKPOINT at the `int3` (BREAKPOINT_BREAK), RIP back on it.
+/// - `int3` (SIGTRAP with SI_KERNEL, or TRAP_BRKPT after a 0xCC as valgrind reports it):
+///   STATUS_BREAKPOINT at the `int3` (BREAKPOINT_BREAK), RIP back on it;
+/// - `int 0x29` / `int 0x2c` are told by their bytes whether they arrive as SIGSEGV or SIGILL.
 ///
-/// Async-signal-safe: plain reads and writes only.
+/// A signal a process sent (kill, tgkill, sigqueue: `si_code` ≤ 0) is never redirected: no
+/// instruction faulted. Async-signal-safe: plain reads and writes only.
 pub fn redirect_fault(signal: i32, si_code: i32, address: usize, ucontext: *mut libc::ucontext_t) -> bool {
     let Some(image) = Image::current() else { return false };
+    if exec::sent_by_a_process(si_code) {
+        return false; // kill/tgkill/sigqueue: no instruction faulted
+    }
     // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler.
     let gregs = unsafe { &mut (*ucontext).uc_mcontext.gregs };
     let saved = *gregs;
@@ -1393,7 +1478,6 @@ pub fn redirect_fault(signal: i32, si_code: i32, address: usize, ucontext: *mut 
     let mut rip = register(libc::REG_RIP);
     let mut rsp = register(libc::REG_RSP);
     let fault_rip = rip;
-    let page_fault = matches!(signal, libc::SIGSEGV | libc::SIGBUS) && !(signal == libc::SIGSEGV && si_code == SI_KERNEL);
     let leaf = matches!(signal, libc::SIGSEGV | libc::SIGBUS)
         && (fltemu_leaf_start as *const () as u64..fltemu_leaf_end as *const () as u64).contains(&rip);
     if leaf {
@@ -1402,45 +1486,34 @@ pub fn redirect_fault(signal: i32, si_code: i32, address: usize, ucontext: *mut 
         rip = unsafe { (rsp as *const u64).read() };
         rsp += 8;
     }
-    if signal == libc::SIGTRAP {
-        if si_code != SI_KERNEL {
-            return false; // not an int3 (single step, a signal sent to the thread)
-        }
-        // The trap leaves RIP after the int3; the kernel puts the exception (and RIP) on it.
-        rip = rip.wrapping_sub(1);
-    }
+    let error = register(libc::REG_ERR);
+    let code = |at: u64| code_byte(&image, at);
+    let Some((trap, rip)) = classify(signal, si_code, rip, leaf, error, &code) else { return false };
     if !image.contains(rip) {
         return false;
     }
     // A fault just below RSP is the stack itself running out: there is no room to dispatch.
     #[allow(clippy::cast_possible_truncation)]
     let rsp_usize = rsp as usize;
-    if page_fault && address < rsp_usize.saturating_add(64) && address + 0x1_0000 > rsp_usize {
+    if trap == Trap::PageFault && address < rsp_usize.saturating_add(64) && address + 0x1_0000 > rsp_usize {
         return false;
     }
     let context = signal_context(ucontext, rip, rsp, leaf);
-    let code = |at: u64| code_byte(&image, at);
-    let (record, kind) = match signal {
-        libc::SIGSEGV | libc::SIGBUS if page_fault => {
-            let error = register(libc::REG_ERR);
+    let (record, kind) = match trap {
+        Trap::PageFault => {
             let access = if error & 0x10 != 0 { 8 } else { u64::from(error & 0x2 != 0) };
             (ExceptionRecord::new(STATUS_ACCESS_VIOLATION, 0, fault_rip, &[access, address as u64]), TRAP_PAGE_FAULT)
         }
-        libc::SIGSEGV => {
-            if !leaf && code(rip) == Some(0xCD) && code(rip + 1) == Some(0x29) {
-                let record = ExceptionRecord::new(STATUS_STACK_BUFFER_OVERRUN, EXCEPTION_NONCONTINUABLE, rip, &[context.gpr[1]]);
-                (record, TRAP_FAST_FAIL)
-            } else if !leaf && code(rip) == Some(0xCD) && code(rip + 1) == Some(0x2C) {
-                // NT_ASSERT's int 0x2c: the kernel turns the trap into a fault at the int
-                // (KiRaiseAssertion) and dispatches STATUS_ASSERTION_FAILURE, no parameters.
-                (ExceptionRecord::new(STATUS_ASSERTION_FAILURE, 0, rip, &[]), TRAP_OTHER)
-            } else if !leaf && privileged(&code, rip) {
-                return false;
-            } else {
-                (ExceptionRecord::new(STATUS_ACCESS_VIOLATION, 0, fault_rip, &[0, u64::MAX]), TRAP_OTHER)
-            }
+        Trap::FastFail => {
+            let record = ExceptionRecord::new(STATUS_STACK_BUFFER_OVERRUN, EXCEPTION_NONCONTINUABLE, rip, &[context.gpr[1]]);
+            (record, TRAP_FAST_FAIL)
         }
-        libc::SIGFPE => {
+        // NT_ASSERT's int 0x2c: the kernel turns the trap into a fault at the int
+        // (KiRaiseAssertion) and dispatches STATUS_ASSERTION_FAILURE, no parameters.
+        Trap::Assertion => (ExceptionRecord::new(STATUS_ASSERTION_FAILURE, 0, rip, &[]), TRAP_OTHER),
+        Trap::Privileged => return false,
+        Trap::GeneralProtection => (ExceptionRecord::new(STATUS_ACCESS_VIOLATION, 0, fault_rip, &[0, u64::MAX]), TRAP_OTHER),
+        Trap::DivideError => {
             if register(libc::REG_TRAPNO) != 0 {
                 return false; // an x87/SSE floating-point exception: not modelled
             }
@@ -1451,9 +1524,8 @@ pub fn redirect_fault(signal: i32, si_code: i32, address: usize, ucontext: *mut 
             };
             (ExceptionRecord::new(divide_status(&code, &read, &context), 0, rip, &[]), TRAP_OTHER)
         }
-        libc::SIGILL => (ExceptionRecord::new(STATUS_ILLEGAL_INSTRUCTION, 0, rip, &[]), TRAP_OTHER),
-        libc::SIGTRAP => (ExceptionRecord::new(STATUS_BREAKPOINT, 0, rip, &[BREAKPOINT_BREAK]), TRAP_OTHER),
-        _ => return false,
+        Trap::InvalidOpcode => (ExceptionRecord::new(STATUS_ILLEGAL_INSTRUCTION, 0, rip, &[]), TRAP_OTHER),
+        Trap::Breakpoint => (ExceptionRecord::new(STATUS_BREAKPOINT, 0, rip, &[BREAKPOINT_BREAK]), TRAP_OTHER),
     };
     // Lay out [return slot][record][context] below the faulting RSP, 16-aligned.
     let context_at = (rsp_usize - REDIRECT_GAP - size_of::<Context>()) & !15;
@@ -1610,6 +1682,45 @@ mod tests {
         assert!(privileged(&at(&[0x44, 0x0F, 0x20, 0xC0]), 0), "mov rax, cr8");
         assert!(privileged(&at(&[0xCD, 0x2E]), 0), "int 0x2e");
         assert!(!privileged(&at(&[0x48, 0x8B, 0x00]), 0), "mov rax, [rax] (a non-canonical address)");
+    }
+
+    /// si_code values of siginfo.h (the libc crate does not name them all).
+    const SEGV_MAPERR: i32 = 1;
+    const SEGV_ACCERR: i32 = 2;
+    const ILL_ILLOPN: i32 = 2;
+    const TRAP_TRACE: i32 = 2;
+
+    /// `classify` over code bytes at address 0x1000.
+    fn trap(signal: i32, si_code: i32, rip: u64, bytes: &'static [u8]) -> Option<(Trap, u64)> {
+        let code = move |at: u64| usize::try_from(at.wrapping_sub(0x1000)).ok().and_then(|i| bytes.get(i).copied());
+        classify(signal, si_code, rip, false, 0, &code)
+    }
+
+    #[test]
+    fn int3_is_a_breakpoint_on_the_int3_whether_linux_or_valgrind_reports_it() {
+        assert_eq!(trap(libc::SIGTRAP, SI_KERNEL, 0x1001, &[0xCC]), Some((Trap::Breakpoint, 0x1000)), "Linux: SI_KERNEL");
+        assert_eq!(trap(libc::SIGTRAP, TRAP_BRKPT, 0x1001, &[0xCC]), Some((Trap::Breakpoint, 0x1000)), "valgrind: TRAP_BRKPT");
+        assert_eq!(trap(libc::SIGTRAP, TRAP_BRKPT, 0x1001, &[0x90]), None, "TRAP_BRKPT with no int3 before RIP (a hardware breakpoint)");
+        assert_eq!(trap(libc::SIGTRAP, TRAP_TRACE, 0x1001, &[0xCC]), None, "a single step");
+    }
+
+    #[test]
+    fn int_29_and_int_2c_are_recognised_by_their_bytes_however_the_signal_arrives() {
+        for (signal, si_code) in [(libc::SIGSEGV, SI_KERNEL), (libc::SIGILL, ILL_ILLOPN), (libc::SIGSEGV, SEGV_MAPERR)] {
+            assert_eq!(trap(signal, si_code, 0x1000, &[0xCD, 0x29]), Some((Trap::FastFail, 0x1000)), "{signal}/{si_code}: int 0x29");
+            assert_eq!(trap(signal, si_code, 0x1000, &[0xCD, 0x2C]), Some((Trap::Assertion, 0x1000)), "{signal}/{si_code}: int 0x2c");
+        }
+        assert_eq!(trap(libc::SIGILL, ILL_ILLOPN, 0x1000, &[0x0F, 0x0B]), Some((Trap::InvalidOpcode, 0x1000)), "ud2");
+        assert_eq!(trap(libc::SIGSEGV, SI_KERNEL, 0x1000, &[0xFA]), Some((Trap::Privileged, 0x1000)), "cli");
+        assert_eq!(trap(libc::SIGSEGV, SI_KERNEL, 0x1000, &[0x48, 0x8B, 0x00]), Some((Trap::GeneralProtection, 0x1000)));
+        assert_eq!(trap(libc::SIGSEGV, SEGV_MAPERR, 0x1000, &[0x48, 0x8B, 0x00]), Some((Trap::PageFault, 0x1000)));
+        let code = |at: u64| [0xCD_u8, 0x29].get(usize::try_from(at.wrapping_sub(0x1000)).ok()?).copied();
+        assert_eq!(
+            classify(libc::SIGSEGV, SEGV_ACCERR, 0x1000, false, 0x10, &code),
+            Some((Trap::PageFault, 0x1000)),
+            "an instruction fetch from a non-executable page holding those bytes is a page fault"
+        );
+        assert_eq!(classify(libc::SIGSEGV, SEGV_MAPERR, 0x1000, true, 0x4, &code), Some((Trap::PageFault, 0x1000)), "a leaf's caller");
     }
 
     #[test]

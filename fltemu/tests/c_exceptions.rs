@@ -8,7 +8,9 @@ mod c_build;
 
 use c_build::{CDriver, Profile};
 use fltemu::{Config, EmuError, Emulator, Stop};
-use std::process::Command;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 const PROFILES: [Profile; 2] = [Profile::Release, Profile::Debug];
 
@@ -58,6 +60,10 @@ fn divide_errors_ud2_int3_and_nested_exceptions_reach_the_drivers_except_blocks(
             "exceptions: int3 caught as 0x80000003 (record as Windows builds it: 1)",
             "exceptions: a fault in a filter reached the outer __except as 0xc0000005 (inner handler 0, nested flag 1)",
             "exceptions: a ud2 in a __finally during unwind reached the __except as 0xc000001d (__finally ran 1 time)",
+            "exceptions: a ud2 in a __finally below a declining __except reached f as 0xc000001d (h's filter called 1 time, h's \
+             handler ran 0, nested flag 0)",
+            "exceptions: a ud2 in a __finally inside a __try/__except of the same function was caught there as 0xc000001d \
+             (the caller's __except saw 0)",
             "exceptions: context cleanup caught 0xc0000094",
             "exceptions: work item caught 0xc0000094",
         ] {
@@ -174,5 +180,55 @@ fn misused_unwind_routines_are_invalid_parameter_violations() {
             assert!(text.contains(line), "{define} {profile:?}:\n{text}");
             assert!(text.contains("violations: 1"), "{define} {profile:?}:\n{text}");
         }
+    }
+}
+
+/// The id of `pid`'s driver worker thread once it is running (spinning in DriverEntry).
+fn spinning_driver_thread(pid: u32) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+            let path = task.path();
+            let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+            // The state follows the parenthesised name: R = running (the spin), S = waiting.
+            let running = stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('R'));
+            if comm.trim() == "fltemu-driver" && running {
+                return task.file_name().to_str()?.parse().ok();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn a_fault_signal_sent_to_a_driver_thread_is_not_an_exception_its_default_action_applies() {
+    let image = variant("SPIN_IN_DRIVER_ENTRY", Profile::Release).build();
+    for signal in [libc::SIGSEGV, libc::SIGILL, libc::SIGTRAP, libc::SIGFPE] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fltemu"));
+        command.args(["run", image.to_str().expect("UTF-8 path"), "--scenario", "load-unload", "--call-timeout-ms", "60000"]);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let no_core_dump = move || {
+            // SAFETY: setrlimit on the child itself with a valid rlimit (async-signal-safe).
+            unsafe { libc::setrlimit(libc::RLIMIT_CORE, &raw const no_core) };
+            Ok(())
+        };
+        // SAFETY: the hook runs only setrlimit between fork and exec: the child dumps no core.
+        unsafe { command.pre_exec(no_core_dump) };
+        let child = command.spawn().expect("fltemu starts");
+        let pid = child.id();
+        let Some(tid) = spinning_driver_thread(pid) else {
+            let output = child.wait_with_output().unwrap();
+            panic!("signal {signal}: no spinning driver thread:\n{}", String::from_utf8_lossy(&output.stdout));
+        };
+        // SAFETY: tgkill with the child's own pid and one of its thread ids; no memory is involved.
+        let sent = unsafe { libc::syscall(libc::SYS_tgkill, libc::c_long::from(pid.cast_signed()), libc::c_long::from(tid), libc::c_long::from(signal)) };
+        assert_eq!(sent, 0, "signal {signal}: tgkill failed");
+        let output = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.signal(), Some(signal), "signal {signal}: the process ends by it, not as a driver exception:\n{text}");
+        assert!(!text.contains("bug check"), "signal {signal}:\n{text}");
     }
 }

@@ -11,6 +11,11 @@
  *   the outer __except (EXCEPTION_NESTED_CALL set when that frame's handler runs);
  * - ud2 inside a __finally that runs during an unwind: the new exception reaches the same
  *   __except, the unwind collides and the __finally does not run twice;
+ * - the same below a frame whose __except declined the first exception and would accept the
+ *   second (h in g in f): the frames the unwind already left are not searched again, so h's
+ *   filter is not called for the ud2 and f's __except gets it without EXCEPTION_NESTED_CALL;
+ *   and with an __except around that __finally in the same function: its filter is called for
+ *   the ud2 (the unwound frame's handler runs again from the scope after the __finally);
  * - RtlCaptureContext + RtlLookupFunctionEntry + RtlVirtualUnwind walking the driver's own
  *   stack up to the caller of DriverEntry (whose PC is not in the image: NULL, ImageBase 0);
  * - RtlUnwindEx from two frames down to a caller, running both __finally blocks, so the call
@@ -29,6 +34,9 @@
  *   unload callback's __try, lets a divide by zero escape: it would cross FltReleaseContext,
  *   which fltemu reports (bug check 0x1E) instead of unwinding its own frames.
  * - BUG_WORK_ITEM_RAISES: a work item routine lets a divide by zero escape: 0x7E.
+ * Test aid (not a bug):
+ * - SPIN_IN_DRIVER_ENTRY: DriverEntry spins forever, so a test can send its thread signals
+ *   (a signal sent with kill/tgkill is not a fault of the driver: its default action applies).
  * Misuse of the unwind routines (each an InvalidParameter violation, the run goes on):
  * - BUG_CAPTURE_MISALIGNED: RtlCaptureContext into a CONTEXT 8 bytes off its 16-byte alignment.
  * - BUG_LOOKUP_NULL_BASE: RtlLookupFunctionEntry with a NULL ImageBase.
@@ -146,6 +154,65 @@ __declspec(noinline) static void finally_raises(void)
             g_finally_runs++;
             illegal_instruction();
         }
+    }
+}
+
+/* ---- collided unwinds below a declining __except ---------------------------------------- */
+static LONG g_h_filter_calls;
+static LONG g_h_handled;
+static ULONG g_f_flags;
+
+/* Declines the divide by zero, would accept an illegal instruction. */
+static LONG h_filter(NTSTATUS code)
+{
+    g_h_filter_calls++;
+    return code == STATUS_ILLEGAL_INSTRUCTION ? EXCEPTION_EXECUTE_HANDLER : EXCEPTION_CONTINUE_SEARCH;
+}
+
+/* Accepts everything, and notes the flags it saw for the illegal instruction. */
+static LONG f_filter(PEXCEPTION_POINTERS pointers)
+{
+    if (pointers->ExceptionRecord->ExceptionCode == STATUS_ILLEGAL_INSTRUCTION) {
+        g_f_flags = pointers->ExceptionRecord->ExceptionFlags;
+    }
+    return EXCEPTION_EXECUTE_HANDLER;
+}
+
+__declspec(noinline) static void collide_h(void)
+{
+    __try {
+        g_sink = divide(1, g_zero);
+    } __except (h_filter(GetExceptionCode())) {
+        g_h_handled++;
+    }
+}
+
+__declspec(noinline) static void collide_g(void)
+{
+    __try {
+        collide_h();
+    } __finally {
+        if (AbnormalTermination()) {
+            illegal_instruction();
+        }
+    }
+}
+
+static LONG g_g2_caught;
+
+/* The ud2 of the __finally is caught by the __except around it in the same function. */
+__declspec(noinline) static void collide_g2(void)
+{
+    __try {
+        __try {
+            g_sink = divide(1, g_zero);
+        } __finally {
+            if (AbnormalTermination()) {
+                illegal_instruction();
+            }
+        }
+    } __except (GetExceptionCode() == STATUS_ILLEGAL_INSTRUCTION ? EXCEPTION_EXECUTE_HANDLER : EXCEPTION_CONTINUE_SEARCH) {
+        g_g2_caught = GetExceptionCode();
     }
 }
 
@@ -401,6 +468,26 @@ __declspec(noinline) static void caught_cases(void)
     PRINT("exceptions: a ud2 in a __finally during unwind reached the __except as %#lx (__finally ran %ld time)\n",
           code, g_finally_runs);
 
+    code = STATUS_SUCCESS;
+    __try {
+        collide_g();
+    } __except (f_filter(GetExceptionInformation())) {
+        code = GetExceptionCode();
+    }
+    PRINT("exceptions: a ud2 in a __finally below a declining __except reached f as %#lx (h's filter called %ld time, h's "
+          "handler ran %ld, nested flag %ld)\n",
+          code, g_h_filter_calls, g_h_handled, (LONG)((g_f_flags & EXCEPTION_NESTED_CALL) != 0));
+
+    code = STATUS_SUCCESS;
+    __try {
+        collide_g2();
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        code = GetExceptionCode();
+    }
+    PRINT("exceptions: a ud2 in a __finally inside a __try/__except of the same function was caught there as %#lx "
+          "(the caller's __except saw %#lx)\n",
+          g_g2_caught, code);
+
     ULONG frames = walk_level1();
     PRINT("exceptions: walked %lu frames (return addresses match: %ld, ended outside the image: %ld, saved registers found: %ld)\n",
           frames - 2,
@@ -426,6 +513,9 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path)
         fast_fail(FAST_FAIL_CORRUPT_LIST_ENTRY);
     } __except (EXCEPTION_EXECUTE_HANDLER) {
         PRINT("exceptions: a fast fail was caught\n");
+    }
+#elif defined(SPIN_IN_DRIVER_ENTRY)
+    while (g_zero == 0) {
     }
 #elif defined(BUG_FILTER_RAISES_ALWAYS)
     __try {
