@@ -63,6 +63,24 @@ mod bench {
         instructions: Option<(f64, f64)>,
         /// Waits on a held fltemu lock per cycle, on 4 threads.
         waits: f64,
+        /// CPU time (user + system, the whole process) per cycle in microseconds, on 1 and on 4
+        /// threads: what bounds the speed-up when the CPUs are busy is this ratio, not the lock.
+        cpu: (f64, f64),
+        /// Context switches (voluntary, involuntary) per cycle, on 1 and on 4 threads.
+        switches: ((f64, f64), (f64, f64)),
+    }
+
+    /// This process's CPU time in microseconds and its voluntary and involuntary context
+    /// switches so far (getrusage(2), RUSAGE_SELF: all threads).
+    fn usage() -> (f64, f64, f64) {
+        // SAFETY: a zeroed rusage is a valid output buffer.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: RUSAGE_SELF with a valid, writable rusage.
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &raw mut usage) };
+        #[allow(clippy::cast_precision_loss)]
+        let micros = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+        #[allow(clippy::cast_precision_loss)]
+        (micros(usage.ru_utime) + micros(usage.ru_stime), usage.ru_nvcsw as f64, usage.ru_nivcsw as f64)
     }
 
     /// Pins the calling thread (and the threads it spawns from now on) to `cpus`.
@@ -104,10 +122,13 @@ mod bench {
         (emulator, volume)
     }
 
-    fn run(image: &Path, threads: usize) -> (f64, CallCounts, f64) {
+    /// Best rate, calls, lock waits per cycle, CPU microseconds per cycle and context switches
+    /// (voluntary, involuntary) per cycle.
+    fn run(image: &Path, threads: usize) -> (f64, CallCounts, f64, f64, (f64, f64)) {
         let (emulator, volume) = loaded(image);
         let before = emulator.calls();
         let waits_before = emulator.lock_waits();
+        let usage_before = usage();
         // Best of three rounds: the machine is shared, and the slowest rounds measure the
         // neighbours, not the driver.
         let mut best: f64 = 0.0;
@@ -118,12 +139,17 @@ mod bench {
             let rate = (CYCLES / threads * threads) as f64 / start.elapsed().as_secs_f64();
             best = best.max(rate);
         }
+        let usage_after = usage();
         let calls = emulator.calls().since(&before);
         #[allow(clippy::cast_precision_loss)]
-        let waits = (emulator.lock_waits() - waits_before) as f64 / (CYCLES * ROUNDS) as f64;
+        let total = (CYCLES / threads * threads * ROUNDS) as f64;
+        #[allow(clippy::cast_precision_loss)]
+        let waits = (emulator.lock_waits() - waits_before) as f64 / total;
+        let cpu = (usage_after.0 - usage_before.0) / total;
+        let switches = ((usage_after.1 - usage_before.1) / total, (usage_after.2 - usage_before.2) / total);
         let report = emulator.unload().unwrap();
         assert!(report.is_clean(), "{report}");
-        (best, calls, waits)
+        (best, calls, waits, cpu, switches)
     }
 
     /// The child mode: load, warm up, run the cycles, unload (under callgrind).
@@ -174,11 +200,11 @@ mod bench {
         // One thread, caller and driver workers pinned to one CPU: the futex hand-off is then a
         // plain context switch instead of a cross-CPU wake-up whose latency varies run to run.
         pin(&[0]);
-        let (single, calls, _) = run(image, 1);
+        let (single, calls, _, cpu_single, switches_single) = run(image, 1);
         pin(&all);
-        let (threaded, _, waits) = run(image, THREADS);
+        let (threaded, _, waits, cpu_threaded, switches_threaded) = run(image, THREADS);
         let instructions = if callgrind { instructions_per_cycle(image, 1).zip(instructions_per_cycle(image, THREADS)) } else { None };
-        Figures { single, threaded, calls, instructions, waits }
+        Figures { single, threaded, calls, instructions, waits, cpu: (cpu_single, cpu_threaded), switches: (switches_single, switches_threaded) }
     }
 
     pub fn main() {
@@ -228,6 +254,17 @@ mod bench {
             println!("ratio ctxguard / pass-through, by instructions per cycle (pass-through / ctxguard): {:.2} (1 thread), {:.2} ({THREADS} threads)", ib.0 / ia.0, ib.1 / ia.1);
         }
         println!("ceiling of the {THREADS}-thread speed-up on {cpus} CPUs: {cpus}.00x (the 1-thread phase runs on one CPU)");
+        println!("\nCPU time per cycle (user + system, all threads) and context switches per cycle:");
+        println!("| driver | CPU µs/cycle, 1 thread | CPU µs/cycle, {THREADS} threads | speed-up the CPU time allows on {cpus} CPUs | voluntary / involuntary switches per cycle, 1 thread | the same, {THREADS} threads |");
+        println!("|---|---|---|---|---|---|");
+        #[allow(clippy::cast_precision_loss)]
+        for &(name, f) in &rows {
+            let allowed = cpus.min(THREADS) as f64 * f.cpu.0 / f.cpu.1;
+            println!(
+                "| {name} | {:.2} | {:.2} | {allowed:.2}x | {:.2} / {:.3} | {:.2} / {:.3} |",
+                f.cpu.0, f.cpu.1, f.switches.0.0, f.switches.0.1, f.switches.1.0, f.switches.1.1
+            );
+        }
         for &(name, f) in &rows {
             println!("\n{name}: calls per cycle by operation");
             for ((operation, function), count) in &f.calls.0 {

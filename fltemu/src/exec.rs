@@ -249,8 +249,20 @@ fn worker_main(slot: &Arc<Slot>) {
 
 /// A pool of worker threads that run driver code.
 pub struct Workers {
+    /// This pool's number, unique in the process (the key of [`OWN_WORKER`]).
+    id: usize,
     idle: Mutex<Vec<Arc<Slot>>>,
     all: Mutex<Vec<Arc<Slot>>>,
+}
+
+static NEXT_POOL: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// The worker this submitting thread used last, and its pool: a caller that hands every job
+    /// to the same worker takes no shared lock per job, and the pair stays where the scheduler
+    /// put it (each job is then a wake-up of a thread whose cache and CPU are the caller's
+    /// partner's), as on Windows where a callback runs on the thread that issued the I/O.
+    static OWN_WORKER: std::cell::RefCell<Option<(usize, Arc<Slot>)>> = const { std::cell::RefCell::new(None) };
 }
 
 impl Default for Workers {
@@ -264,10 +276,23 @@ impl Workers {
     #[must_use]
     pub fn new() -> Self {
         install_handlers();
-        Self { idle: Mutex::new(Vec::new()), all: Mutex::new(Vec::new()) }
+        Self { id: NEXT_POOL.fetch_add(1, Ordering::Relaxed), idle: Mutex::new(Vec::new()), all: Mutex::new(Vec::new()) }
     }
 
     fn take(&self) -> Arc<Slot> {
+        let own = OWN_WORKER.with(|own| {
+            let mut own = own.borrow_mut();
+            match own.take() {
+                Some((pool, slot)) if pool == self.id => Some(slot),
+                other => {
+                    *own = other;
+                    None
+                }
+            }
+        });
+        if let Some(slot) = own {
+            return slot;
+        }
         if let Some(slot) = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop() {
             return slot;
         }
@@ -325,7 +350,18 @@ impl Workers {
         }
         slot.state.store(IDLE, Ordering::Release);
         let panic = slot.panic.lock().unwrap_or_else(PoisonError::into_inner).take();
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(slot);
+        let spare = OWN_WORKER.with(|own| {
+            let mut own = own.borrow_mut();
+            if own.is_none() {
+                *own = Some((self.id, slot));
+                None
+            } else {
+                Some(slot)
+            }
+        });
+        if let Some(slot) = spare {
+            self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(slot);
+        }
         if let Some(payload) = panic {
             std::panic::resume_unwind(payload);
         }
@@ -349,9 +385,13 @@ impl Workers {
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        for slot in self.idle.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
-            slot.state.store(EXIT, Ordering::Release);
-            futex_wake(&slot.state);
+        // Every idle worker exits, those kept by a submitting thread as its own included (no
+        // job runs: dropping needs `&mut self`); a parked or abandoned one is left as it is.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        for slot in self.all.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+            if slot.state.compare_exchange(IDLE, EXIT, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                futex_wake(&slot.state);
+            }
         }
     }
 }

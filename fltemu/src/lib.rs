@@ -436,7 +436,7 @@ pub(crate) fn stopped(inner: &Inner, stop: Stop) -> EmuError {
         inner.violation(Violation::UserBufferTouchedDirectly { address: params[3], rva });
     }
     inner.record_stop(stop.clone());
-    EmuError::Stopped(inner.stop.lock().unwrap_or_else(PoisonError::into_inner).clone().unwrap_or(stop))
+    EmuError::Stopped(inner.stop.get().cloned().unwrap_or(stop))
 }
 
 /// Resolves an import of the driver against the emulated modules (the central resolver: each
@@ -591,7 +591,7 @@ impl Emulator {
 
     /// Runs `job` on a driver worker; a crash or bug check becomes [`EmuError::Stopped`].
     fn run<T: Send + 'static>(&self, job: impl FnOnce(&Inner) -> T + Send + 'static) -> Result<T, EmuError> {
-        if let Some(stop) = self.inner.stop.lock().unwrap_or_else(PoisonError::into_inner).clone() {
+        if let Some(stop) = self.inner.stop.get().cloned() {
             return Err(EmuError::Stopped(stop));
         }
         let inner = Arc::clone(&self.inner);
@@ -860,7 +860,7 @@ impl Emulator {
         Report {
             violations: self.inner.violations(),
             debug_output: self.debug_output(),
-            stop: self.inner.stop.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            stop: self.inner.stop.get().cloned(),
             pool_bytes_outstanding: bytes,
             pool_blocks_outstanding: blocks,
             contexts_outstanding: self.inner.contexts_outstanding(),
@@ -1124,7 +1124,7 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        let stopped = self.inner.stop.lock().unwrap_or_else(PoisonError::into_inner).is_some();
+        let stopped = self.inner.stop.get().is_some();
         let busy = *self.inner.outstanding_work.lock().unwrap_or_else(PoisonError::into_inner) > 0;
         state::uninstall();
         if stopped || busy {

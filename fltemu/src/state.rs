@@ -625,7 +625,8 @@ pub struct Inner {
     /// The seeded schedule of delays at call boundaries and race points (None: no delays).
     pub schedule: Option<crate::schedule::Schedule>,
     pub debug: Mutex<Vec<String>>,
-    pub stop: Mutex<Option<Stop>>,
+    /// The first crash or bug check of the run (a OnceLock: every driver call reads it, lock-free).
+    pub stop: std::sync::OnceLock<Stop>,
     pub outstanding_work: Mutex<usize>,
     /// Threads currently inside [`Inner::finish`] (a cleanup callback may be running).
     pub finishing: AtomicUsize,
@@ -726,7 +727,7 @@ impl Inner {
             stack_reported: AtomicBool::new(false),
             schedule,
             debug: Mutex::new(Vec::new()),
-            stop: Mutex::new(None),
+            stop: std::sync::OnceLock::new(),
             outstanding_work: Mutex::new(0),
             finishing: AtomicUsize::new(0),
             work_done: Condvar::new(),
@@ -829,10 +830,8 @@ impl Inner {
 
     /// Records that the run stopped (crash or bug check in a work item).
     pub fn record_stop(&self, stop: Stop) {
-        let mut slot = self.stop.lock().unwrap_or_else(PoisonError::into_inner);
-        if slot.is_none() {
-            *slot = Some(stop);
-        }
+        // Only the first stop is kept: later ones are consequences of it.
+        let _ = self.stop.set(stop);
     }
 
     /// Runs `job` on a worker asynchronously (work items, deferred cleanups); FltUnregisterFilter
