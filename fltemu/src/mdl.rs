@@ -3,6 +3,8 @@
 //! (what MmGetSystemAddressForMdlSafe compiles to). fltemu has one address space, so the
 //! "system address" of a locked range is its own address; what is checked is the life cycle:
 //! map only what is locked or non-paged, unlock and unmap before freeing, free every MDL.
+//! MDL headers are read and written only after the address is found among fltemu's own blocks
+//! (8-aligned `u64` arrays), so those accesses are aligned whatever the driver passes.
 
 use crate::catalog::{Emulated, Source};
 use crate::exec::{APC_LEVEL, DISPATCH_LEVEL};
@@ -323,7 +325,7 @@ const fn wdm(function: &'static str, notes: &'static str) -> Emulated {
 /// The catalog rows of this module.
 pub const DOCS: &[Emulated] = &[
     wdm("IoAllocateMdl", "≤ DISPATCH; MDL header (Size, StartVa, ByteCount, ByteOffset) + PFN array; never freed by unload → ObjectLeaked(Mdl); IRP association not modelled"),
-    wdm("IoFreeMdl", "≤ DISPATCH; still locked or mapped → ObjectMisuse; unknown/double free → ObjectMisuse; the MDL FltLockUserBuffer put in the operation's parameters (Filter Manager frees it at completion) → ObjectMisuse"),
+    wdm("IoFreeMdl", "≤ DISPATCH; still locked or mapped → ObjectMisuse; unknown/double free → ObjectMisuse; the MDL FltLockUserBuffer put in the operation's parameters (Filter Manager frees it at completion) → ObjectMisuse; an MDL the filter swapped into a read/write's parameters and freed while still attached → ObjectMisuse when Filter Manager reaches it (use after free)"),
     wdm("MmBuildMdlForNonPagedPool", "≤ DISPATCH; MDL_SOURCE_IS_NONPAGED_POOL, MappedSystemVa = the buffer"),
     wdm("MmProbeAndLockPages", "≤ APC; locks; a user range not accessible for the operation raises STATUS_ACCESS_VIOLATION at the caller (its __except takes it; none → bug check 0x1E); already locked → ObjectMisuse"),
     wdm("MmUnlockPages", "≤ DISPATCH; not locked → ObjectMisuse"),

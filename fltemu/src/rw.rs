@@ -613,7 +613,9 @@ pub fn lock_user_buffer(data: usize, iopb: *mut FLT_IO_PARAMETER_BLOCK) -> Optio
     if user && let Some(inner) = state::current() {
         // SAFETY: reading the major function of the running operation's parameter block (a
         // byte: any address will do).
-        let major = unsafe { (&raw const (*iopb).MajorFunction).read_unaligned() };
+        let major = unsafe {
+            iopb.cast::<u8>().wrapping_add(core::mem::offset_of!(FLT_IO_PARAMETER_BLOCK, MajorFunction)).read_unaligned()
+        };
         // A read writes into the buffer (IoWriteAccess), a write reads it (IoReadAccess).
         let ok = match inner.user.access_of(address, length.max(1)) {
             Some(Access::ReadWrite) => true,
@@ -627,7 +629,7 @@ pub fn lock_user_buffer(data: usize, iopb: *mut FLT_IO_PARAMETER_BLOCK) -> Optio
     let mdl = crate::mdl::build_owned(address, u32::try_from(length).unwrap_or(u32::MAX), system);
     LOCKED.with(|t| t.insert(data, mdl));
     // SAFETY: the running operation's parameter block (Read and Write share the layout).
-    unsafe { (&raw mut (*parameters(iopb)).mdl).write_unaligned(mdl) };
+    unsafe { parameters(iopb).cast::<u8>().wrapping_add(core::mem::offset_of!(RwParameters, mdl)).cast::<usize>().write_unaligned(mdl) };
     Some(status::SUCCESS)
 }
 

@@ -29,7 +29,7 @@ fn thirty_thousand_reads_and_writes_keep_the_mapping_count_bounded() {
         let byte = b'a' + u8::try_from(i % 26).unwrap();
         let written = emu.write(&file, (i % 10) as u64, &[byte], &options).unwrap();
         assert_eq!((written.status, written.information), (0, 1), "write {i}");
-        let length = if i % 2 == 0 { 16 } else { 8192 };
+        let length = if i.is_multiple_of(2) { 16 } else { 8192 };
         let read = emu.read(&file, (i % 10) as u64, length, &options).unwrap();
         assert_eq!((read.status, read.data.first()), (0, Some(&byte)), "read {i}");
         assert_eq!(read.information, 10 - i % 10, "read {i}");
