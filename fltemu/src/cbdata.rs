@@ -5,7 +5,9 @@
 //! IRP_MJ_QUERY_INFORMATION (as FltQueryInformationFile answers it) are performed; other majors
 //! complete with STATUS_NOT_SUPPORTED. Callback data never freed by unload is
 //! `ObjectLeaked(callback data)`; performing, reusing or freeing freed (or foreign) callback data
-//! is `ObjectMisuse`.
+//! is `ObjectMisuse`. The callback data and parameter blocks read here are fltemu's own boxes
+//! (found in [`ALLOCATED`] first), so those reads are aligned; the driver's out pointer is
+//! written unaligned.
 
 use windows_sys::Wdk::Foundation::FILE_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK};
@@ -159,13 +161,17 @@ fn io_status_of(data: usize) -> *mut windows_sys::Win32::System::IO::IO_STATUS_B
 }
 
 /// `FltReuseCallbackData` (fltkernel.h; ≤ APC): clears the result and the parameters for another
-/// operation on the same instance and FILE_OBJECT.
+/// operation on the same instance and FILE_OBJECT, freeing the MDL chain of a read/write's
+/// parameters first (the DDI page: it "frees any MDL chain associated with" the callback data).
 extern "win64" fn flt_reuse_callback_data(data: usize) {
     objects::count("FltReuseCallbackData", APC_LEVEL);
     let Some((iopb_address, ..)) = live("FltReuseCallbackData", data) else { return };
     let iopb = iopb_address as *mut FLT_IO_PARAMETER_BLOCK;
     // SAFETY: the allocation's own parameter block (plain data).
     let mut block = unsafe { iopb.read() };
+    if matches!(block.MajorFunction, crate::rw::IRP_MJ_READ | crate::rw::IRP_MJ_WRITE) {
+        crate::mdl::free_attached_chain("FltReuseCallbackData", crate::rw::mdl_of(iopb));
+    }
     block.MajorFunction = 0;
     block.MinorFunction = 0;
     block.IrpFlags = 0;
@@ -230,7 +236,7 @@ pub const DOCS: &[Emulated] = &[
     ),
     flt(
         "FltReuseCallbackData",
-        "≤ APC; clears IoStatus and the parameters (instance and FILE_OBJECT kept); freed or foreign → ObjectMisuse",
+        "≤ APC; frees the MDL chain in a read/write's Parameters MdlAddress (as FltFreeCallbackData), clears IoStatus and the parameters (instance and FILE_OBJECT kept); freed or foreign → ObjectMisuse",
     ),
     flt(
         "FltFreeCallbackData",

@@ -372,9 +372,9 @@ fn a_swapped_read_buffer_reaches_the_requestor_and_its_mdl_is_freed_by_filter_ma
     assert!(report.debug_output.iter().any(|l| l.contains("2 locked reads, 1 reads with the marker")), "{:?}", report.debug_output);
 }
 
-/// FltFreeCallbackData is documented for IRQL <= DISPATCH_LEVEL and frees the MDL chain of the
-/// callback data: freeing it at DISPATCH_LEVEL with an MDL attached is clean (no IRQL finding,
-/// no leaked MDL).
+/// FltFreeCallbackData is documented for IRQL <= DISPATCH_LEVEL, and it and FltReuseCallbackData
+/// free the MDL chain of the callback data: reusing callback data with an MDL attached, then
+/// freeing it at DISPATCH_LEVEL with another attached, is clean (no IRQL finding, no leaked MDL).
 #[test]
 fn flt_free_callback_data_at_dispatch_frees_its_mdl() {
     for profile in [Profile::Release, Profile::Debug] {

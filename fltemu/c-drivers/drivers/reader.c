@@ -44,8 +44,9 @@
  * leaves the swapped MDL to Filter Manager, which frees it after post-read.
  *
  * READER_CALLBACK_DATA_MDL (not a bug): the second read's callback data carries an MDL of the
- * filter's buffer (Parameters.Read.MdlAddress) and is freed with FltFreeCallbackData at
- * DISPATCH_LEVEL (a spin lock held), which frees that MDL too.
+ * filter's buffer (Parameters.Read.MdlAddress); it is reused (FltReuseCallbackData frees that
+ * MDL), read again with a second MDL, and freed with FltFreeCallbackData at DISPATCH_LEVEL (a
+ * spin lock held), which frees the second MDL.
  *
  * One-bug variants (/D):
  *   BUG_HANDLE_NOT_CLOSED          the scan never FltCloses its handle  → ObjectLeaked file handle
@@ -156,6 +157,21 @@ static VOID verify_start(PCFLT_RELATED_OBJECTS objects, PFILE_OBJECT file, const
         KeBugCheckEx(0xE0000002, (ULONG_PTR)io->IoStatus.Status, io->IoStatus.Information, length, 0);
     }
 #if defined(READER_CALLBACK_DATA_MDL)
+    /* Once more after FltReuseCallbackData, which frees the first MDL, with a second one. */
+    FltReuseCallbackData(io);
+    io->Iopb->MajorFunction = IRP_MJ_READ;
+    io->Iopb->Parameters.Read.Length = length;
+    io->Iopb->Parameters.Read.ByteOffset.QuadPart = 0;
+    io->Iopb->Parameters.Read.ReadBuffer = again;
+    mdl = IoAllocateMdl(again, sizeof(again), FALSE, FALSE, NULL);
+    if (mdl != NULL) {
+        MmBuildMdlForNonPagedPool(mdl);
+        io->Iopb->Parameters.Read.MdlAddress = mdl;
+    }
+    FltPerformSynchronousIo(io);
+    if (length > 0 && (!NT_SUCCESS(io->IoStatus.Status) || io->IoStatus.Information != length || !same_bytes(again, expected, length))) {
+        KeBugCheckEx(0xE0000002, (ULONG_PTR)io->IoStatus.Status, io->IoStatus.Information, length, 1);
+    }
     {
         /* FltFreeCallbackData is documented for IRQL <= DISPATCH_LEVEL; it frees the MDL too. */
         KSPIN_LOCK lock = 0;
