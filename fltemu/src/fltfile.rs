@@ -64,7 +64,7 @@ const FILE_OVERWRITTEN: usize = 3;
 /// (seeded, written, or created empty by an earlier create) or an open FILE_OBJECT.
 fn stream_exists(inner: &Inner, volume: usize, path: &str) -> bool {
     let key = (volume, crate::io::stream_key(path));
-    crate::rw::contents(inner, volume, path).is_some()
+    crate::rw::has_contents(inner, volume, path)
         || inner.streams.lock(state::name_hash(key.0, &key.1)).live.get(&key).is_some_and(|s| s.open_file_objects > 0)
 }
 
