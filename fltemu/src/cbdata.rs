@@ -5,13 +5,15 @@
 //! IRP_MJ_QUERY_INFORMATION (as FltQueryInformationFile answers it) are performed; other majors
 //! complete with STATUS_NOT_SUPPORTED. Callback data never freed by unload is
 //! `ObjectLeaked(callback data)`; performing, reusing or freeing freed (or foreign) callback data
-//! is `ObjectMisuse`.
+//! is `ObjectMisuse`. The callback data and parameter blocks read here are fltemu's own boxes
+//! (found in [`ALLOCATED`] first), so those reads are aligned; the driver's out pointer is
+//! written unaligned.
 
 use windows_sys::Wdk::Foundation::FILE_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK};
 
 use crate::catalog::{Emulated, Source};
-use crate::exec::APC_LEVEL;
+use crate::exec::{APC_LEVEL, DISPATCH_LEVEL};
 use crate::objects::{self, ObjectKind, Table};
 use crate::state::{self, status};
 use crate::verifier::Violation;
@@ -59,8 +61,8 @@ extern "win64" fn flt_allocate_callback_data(instance: isize, file_object: usize
             .violation(Violation::InvalidParameter { function: "FltAllocateCallbackData", reason: "RetNewCallbackData is NULL" });
         return status::INVALID_PARAMETER;
     }
-    // SAFETY: the caller's out parameter.
-    unsafe { out.write(0) };
+    // SAFETY: the caller's out parameter (any alignment: a driver's pointer).
+    unsafe { out.write_unaligned(0) };
     let Some(volume) = inner.instance(instance).map(|i| i.volume) else {
         inner.violation(Violation::InvalidParameter {
             function: "FltAllocateCallbackData",
@@ -80,7 +82,7 @@ extern "win64" fn flt_allocate_callback_data(instance: isize, file_object: usize
     let address = &raw const *data as usize;
     ALLOCATED.with(|t| t.insert(address, Allocated { data, iopb, instance, volume, freed: false }));
     // SAFETY: as above.
-    unsafe { out.write(address) };
+    unsafe { out.write_unaligned(address) };
     status::SUCCESS
 }
 
@@ -132,8 +134,9 @@ extern "win64" fn flt_perform_synchronous_io(data: usize) {
             // SAFETY: the allocation's own parameter block (Parameters is 8-aligned).
             let QueryParameters { length, class, buffer, .. } = unsafe { parameters.read() };
             let mut returned = 0u32;
+            // Filter Manager's own query: not a call the driver made (no count, no IRQL check).
             let result =
-                crate::volume::flt_query_information_file(instance, file_object, buffer, length, class, &raw mut returned);
+                crate::volume::query_information_file(instance, file_object, buffer, length, class, &raw mut returned);
             (result, returned as usize)
         }
         _ => {
@@ -158,13 +161,17 @@ fn io_status_of(data: usize) -> *mut windows_sys::Win32::System::IO::IO_STATUS_B
 }
 
 /// `FltReuseCallbackData` (fltkernel.h; ≤ APC): clears the result and the parameters for another
-/// operation on the same instance and FILE_OBJECT.
+/// operation on the same instance and FILE_OBJECT, freeing the MDL chain of a read/write's
+/// parameters first (the DDI page: it "frees any MDL chain associated with" the callback data).
 extern "win64" fn flt_reuse_callback_data(data: usize) {
     objects::count("FltReuseCallbackData", APC_LEVEL);
     let Some((iopb_address, ..)) = live("FltReuseCallbackData", data) else { return };
     let iopb = iopb_address as *mut FLT_IO_PARAMETER_BLOCK;
     // SAFETY: the allocation's own parameter block (plain data).
     let mut block = unsafe { iopb.read() };
+    if matches!(block.MajorFunction, crate::rw::IRP_MJ_READ | crate::rw::IRP_MJ_WRITE) {
+        crate::mdl::free_attached_chain("FltReuseCallbackData", crate::rw::mdl_of(iopb));
+    }
     block.MajorFunction = 0;
     block.MinorFunction = 0;
     block.IrpFlags = 0;
@@ -180,11 +187,18 @@ extern "win64" fn flt_reuse_callback_data(data: usize) {
     unsafe { io_status_of(data).write(cleared) };
 }
 
-/// `FltFreeCallbackData` (fltkernel.h; ≤ APC): frees it (kept allocated, poisoned).
+/// `FltFreeCallbackData` (fltkernel.h; ≤ DISPATCH_LEVEL): frees it (kept allocated, poisoned)
+/// and, as the DDI page says ("frees any MDL chain associated with the supplied CallbackData"),
+/// the MDL chain in an IRP_MJ_READ / IRP_MJ_WRITE's Parameters MdlAddress; a later IoFreeMdl of
+/// it is a double free.
 extern "win64" fn flt_free_callback_data(data: usize) {
-    objects::count("FltFreeCallbackData", APC_LEVEL);
-    if live("FltFreeCallbackData", data).is_none() {
-        return;
+    objects::count("FltFreeCallbackData", DISPATCH_LEVEL);
+    let Some((iopb_address, ..)) = live("FltFreeCallbackData", data) else { return };
+    let iopb = iopb_address as *const FLT_IO_PARAMETER_BLOCK;
+    // SAFETY: the allocation's own parameter block (the filter filled it in).
+    let major = unsafe { iopb.read() }.MajorFunction;
+    if matches!(major, crate::rw::IRP_MJ_READ | crate::rw::IRP_MJ_WRITE) {
+        crate::mdl::free_attached_chain("FltFreeCallbackData", crate::rw::mdl_of(iopb));
     }
     ALLOCATED.with(|t| {
         if let Some(record) = t.get_mut(&data) {
@@ -222,7 +236,10 @@ pub const DOCS: &[Emulated] = &[
     ),
     flt(
         "FltReuseCallbackData",
-        "≤ APC; clears IoStatus and the parameters (instance and FILE_OBJECT kept); freed or foreign → ObjectMisuse",
+        "≤ APC; frees the MDL chain in a read/write's Parameters MdlAddress (as FltFreeCallbackData), clears IoStatus and the parameters (instance and FILE_OBJECT kept); freed or foreign → ObjectMisuse",
     ),
-    flt("FltFreeCallbackData", "≤ APC; freed twice or foreign → ObjectMisuse"),
+    flt(
+        "FltFreeCallbackData",
+        "≤ DISPATCH; frees the MDL chain in a read/write's Parameters MdlAddress too (a later IoFreeMdl of it → ObjectMisuse; one the filter freed already → ObjectMisuse); freed twice or foreign → ObjectMisuse",
+    ),
 ];

@@ -47,9 +47,52 @@ pub fn outstanding() -> Vec<(ObjectKind, usize)> {
     vec![(ObjectKind::FileHandle, HANDLES.with(|t| t.len())), (ObjectKind::FileObjectReference, references)]
 }
 
+/// `CreateDisposition` values (wdm.h, the FltCreateFile page) and the IoStatus.Information a
+/// successful create reports (FILE_SUPERSEDED, FILE_OPENED, FILE_CREATED, FILE_OVERWRITTEN).
+const FILE_SUPERSEDE: u32 = 0;
+const FILE_OPEN: u32 = 1;
+const FILE_CREATE: u32 = 2;
+const FILE_OPEN_IF: u32 = 3;
+const FILE_OVERWRITE: u32 = 4;
+const FILE_OVERWRITE_IF: u32 = 5;
+const FILE_SUPERSEDED: usize = 0;
+const FILE_OPENED: usize = 1;
+const FILE_CREATED: usize = 2;
+const FILE_OVERWRITTEN: usize = 3;
+
+/// Whether the stream `path` on `volume` exists in the emulator's file table: it has contents
+/// (seeded, written, or created empty by an earlier create) or an open FILE_OBJECT.
+fn stream_exists(inner: &Inner, volume: usize, path: &str) -> bool {
+    let key = (volume, crate::io::stream_key(path));
+    crate::rw::has_contents(inner, volume, path)
+        || inner.streams.lock(state::name_hash(key.0, &key.1)).live.get(&key).is_some_and(|s| s.open_file_objects > 0)
+}
+
+/// What the file system does for `disposition` (the FltCreateFile page's CreateDisposition
+/// table) to the stream: Ok(IoStatus.Information), having created (empty contents) or emptied it
+/// as the disposition says; Err(status) for OPEN / OVERWRITE of a missing stream
+/// (STATUS_OBJECT_NAME_NOT_FOUND) and CREATE of an existing one (STATUS_OBJECT_NAME_COLLISION).
+/// None: not a disposition.
+fn apply_disposition(inner: &Inner, volume: usize, path: &str, disposition: u32) -> Option<Result<usize, i32>> {
+    let exists = stream_exists(inner, volume, path);
+    let (outcome, empty) = match (disposition, exists) {
+        (FILE_SUPERSEDE, true) => (Ok(FILE_SUPERSEDED), true),
+        (FILE_OPEN | FILE_OPEN_IF, true) => (Ok(FILE_OPENED), false),
+        (FILE_OVERWRITE | FILE_OVERWRITE_IF, true) => (Ok(FILE_OVERWRITTEN), true),
+        (FILE_SUPERSEDE | FILE_CREATE | FILE_OPEN_IF | FILE_OVERWRITE_IF, false) => (Ok(FILE_CREATED), true),
+        (FILE_CREATE, true) => (Err(status::OBJECT_NAME_COLLISION), false),
+        (FILE_OPEN | FILE_OVERWRITE, false) => (Err(status::OBJECT_NAME_NOT_FOUND), false),
+        _ => return None,
+    };
+    if empty {
+        crate::rw::set_contents(inner, volume, path, &[]);
+    }
+    Some(outcome)
+}
+
 /// The file system's open of `path` on `volume` below every filter: a FILE_OBJECT sharing the
 /// stream (and file node) with the other opens of that stream.
-fn open_below(inner: &Inner, volume: usize, path: &str, desired_access: u32, share_access: u32) -> (usize, usize) {
+fn open_below(inner: &Inner, volume: usize, path: &str, desired_access: u32, share_access: u32) -> usize {
     let name: Vec<u16> = path.encode_utf16().collect();
     // SAFETY: FILE_OBJECT is plain data; all-zero is a valid value.
     let mut object: Box<FILE_OBJECT> = Box::new(unsafe { core::mem::zeroed() });
@@ -63,13 +106,12 @@ fn open_below(inner: &Inner, volume: usize, path: &str, desired_access: u32, sha
     let file_object = &raw mut *object as usize;
     let key = (volume, crate::io::stream_key(path));
     let file_key = (volume, file_key(&key.1));
-    let (stream, information) = {
+    let stream = {
         let mut streams = inner.streams.lock(state::name_hash(key.0, &key.1));
         let record =
             streams.live.entry(key).or_insert_with(|| StreamRecord { fs_context: Box::new([0; 8]), open_file_objects: 0 });
-        let information = if record.open_file_objects == 0 { 2 } else { 1 }; // FILE_CREATED / FILE_OPENED
         record.open_file_objects += 1;
-        (record.fs_context.as_ptr() as usize, information)
+        record.fs_context.as_ptr() as usize
     };
     let node = {
         let mut nodes = inner.file_nodes.lock(state::name_hash(file_key.0, &file_key.1));
@@ -99,7 +141,23 @@ fn open_below(inner: &Inner, volume: usize, path: &str, desired_access: u32, sha
             paging_file: false,
         },
     );
-    (file_object, information)
+    file_object
+}
+
+/// The UTF-16 units of a driver's wide string: `length` bytes at `buffer`, copied out bytewise.
+/// On x64 Windows an odd Buffer address is no fault (ordinary loads have no alignment
+/// requirement), so fltemu accepts it too rather than reporting it; a `&[u16]` over such a
+/// Buffer would be undefined behaviour (and a debug build's precondition check aborts the
+/// process), hence the copy. NULL or a zero length is the empty string; an odd Length drops
+/// the last byte, as Length / 2 characters are all a UNICODE_STRING holds.
+pub(crate) fn wide_units(buffer: *const u16, length: u16) -> Vec<u16> {
+    if buffer.is_null() {
+        return Vec::new();
+    }
+    let units = usize::from(length / 2);
+    // SAFETY: Buffer holds Length bytes (the UNICODE_STRING contract); bytes have no alignment.
+    let bytes = unsafe { std::slice::from_raw_parts(buffer.cast::<u8>(), units * 2) };
+    bytes.chunks_exact(2).map(|pair| u16::from_le_bytes([pair[0], pair[1]])).collect()
 }
 
 /// The file key of a stream key (as io.rs computes it: the path without `:stream`).
@@ -117,21 +175,21 @@ fn resolve_name(inner: &Inner, attributes: usize) -> Result<(usize, String), i32
     if attributes == 0 {
         return Err(status::INVALID_PARAMETER);
     }
+    // The driver's structures are read unaligned: nothing guarantees their alignment, and an
+    // aligned read of a misaligned pointer would abort a debug build of fltemu.
     // SAFETY: the caller's OBJECT_ATTRIBUTES: RootDirectory at 8, ObjectName at 16 (x64).
-    let root = unsafe { ((attributes + 8) as *const usize).read() };
+    let root = unsafe { ((attributes + 8) as *const usize).read_unaligned() };
     // SAFETY: as above.
-    let name = unsafe { ((attributes + 16) as *const *const UNICODE_STRING).read() };
+    let name = unsafe { ((attributes + 16) as *const *const UNICODE_STRING).read_unaligned() };
     if root != 0 || name.is_null() {
         return Err(OBJECT_NAME_INVALID);
     }
     // SAFETY: the caller's UNICODE_STRING.
-    let name = unsafe { name.read() };
+    let name = unsafe { name.read_unaligned() };
     if name.Buffer.is_null() {
         return Err(OBJECT_NAME_INVALID);
     }
-    // SAFETY: Length bytes of the string's buffer.
-    let wide = unsafe { std::slice::from_raw_parts(name.Buffer, usize::from(name.Length / 2)) };
-    let text = String::from_utf16_lossy(wide);
+    let text = String::from_utf16_lossy(&wide_units(name.Buffer, name.Length));
     let lower = text.to_lowercase();
     let volumes = inner.volumes();
     for (index, volume) in volumes.iter().enumerate() {
@@ -160,6 +218,7 @@ struct CreateArgs {
     attributes: usize,
     io_status: *mut [usize; 2],
     share_access: u32,
+    disposition: u32,
 }
 
 fn create(args: &CreateArgs) -> i32 {
@@ -170,12 +229,12 @@ fn create(args: &CreateArgs) -> i32 {
         status::INVALID_PARAMETER
     };
     if !args.handle.is_null() {
-        // SAFETY: the caller's out parameter.
-        unsafe { args.handle.write(0) };
+        // SAFETY: the caller's out parameter (written unaligned: a driver's pointer).
+        unsafe { args.handle.write_unaligned(0) };
     }
     if !args.file_object.is_null() {
         // SAFETY: the caller's optional out parameter.
-        unsafe { args.file_object.write(0) };
+        unsafe { args.file_object.write_unaligned(0) };
     }
     if args.filter != state::FILTER_HANDLE {
         return misuse("Filter is not the filter's handle");
@@ -196,19 +255,28 @@ fn create(args: &CreateArgs) -> i32 {
     if volume != instance_volume {
         return misuse("ObjectAttributes names a file on another volume than the Instance's");
     }
-    let (file_object, information) = open_below(inner, volume, &path, args.desired_access, args.share_access);
+    let information = match apply_disposition(inner, volume, &path, args.disposition) {
+        Some(Ok(information)) => information,
+        Some(Err(failure)) => {
+            // SAFETY: the caller's IO_STATUS_BLOCK (Status, Information), checked above.
+            unsafe { args.io_status.write_unaligned([failure.cast_unsigned() as usize, 0]) };
+            return failure;
+        }
+        None => return misuse("CreateDisposition is not FILE_SUPERSEDE, FILE_OPEN, FILE_CREATE, FILE_OPEN_IF, FILE_OVERWRITE or FILE_OVERWRITE_IF"),
+    };
+    let file_object = open_below(inner, volume, &path, args.desired_access, args.share_access);
     let handle = 0xFFFF_FFFF_8000_0000_usize + (NEXT_HANDLE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1) * 4;
     HANDLES.with(|t| t.insert(handle, file_object));
     let referenced = !args.file_object.is_null();
     OPENED.with(|t| t.insert(file_object, (i64::from(referenced), true)));
     // SAFETY: the caller's out parameters, checked above.
-    unsafe { args.handle.write(handle) };
+    unsafe { args.handle.write_unaligned(handle) };
     if referenced {
         // SAFETY: as above.
-        unsafe { args.file_object.write(file_object) };
+        unsafe { args.file_object.write_unaligned(file_object) };
     }
     // SAFETY: the caller's IO_STATUS_BLOCK (Status, Information).
-    unsafe { args.io_status.write([0, information]) };
+    unsafe { args.io_status.write_unaligned([0, information]) };
     status::SUCCESS
 }
 
@@ -224,7 +292,7 @@ extern "win64" fn flt_create_file(
     _allocation_size: usize,
     _file_attributes: u32,
     share_access: u32,
-    _disposition: u32,
+    disposition: u32,
     _create_options: u32,
     _ea_buffer: usize,
     _ea_length: u32,
@@ -240,6 +308,7 @@ extern "win64" fn flt_create_file(
         attributes,
         io_status,
         share_access,
+        disposition,
     })
 }
 
@@ -256,7 +325,7 @@ extern "win64" fn flt_create_file_ex(
     _allocation_size: usize,
     _file_attributes: u32,
     share_access: u32,
-    _disposition: u32,
+    disposition: u32,
     _create_options: u32,
     _ea_buffer: usize,
     _ea_length: u32,
@@ -272,6 +341,7 @@ extern "win64" fn flt_create_file_ex(
         attributes,
         io_status,
         share_access,
+        disposition,
     })
 }
 
@@ -289,7 +359,7 @@ extern "win64" fn flt_create_file_ex2(
     _allocation_size: usize,
     _file_attributes: u32,
     share_access: u32,
-    _disposition: u32,
+    disposition: u32,
     _create_options: u32,
     _ea_buffer: usize,
     _ea_length: u32,
@@ -306,6 +376,7 @@ extern "win64" fn flt_create_file_ex2(
         attributes,
         io_status,
         share_access,
+        disposition,
     })
 }
 
@@ -398,7 +469,7 @@ const fn flt(function: &'static str, notes: &'static str) -> Emulated {
 pub const DOCS: &[Emulated] = &[
     flt(
         "FltCreateFile",
-        "PASSIVE; `\\Device\\VOL\\path` in ObjectName (RootDirectory not modelled; unknown volume → OBJECT_PATH_NOT_FOUND); opened below the Instance (the filter's callbacks do not see it), sharing the stream with other opens; IoStatus.Information FILE_CREATED/FILE_OPENED; a handle never FltClose'd → ObjectLeaked(file handle); NULL Instance (top of the stack) not modelled, Instance on another volume, wrong Filter → InvalidParameter",
+        "PASSIVE; `\\Device\\VOL\\path` in ObjectName (RootDirectory not modelled; unknown volume → OBJECT_PATH_NOT_FOUND); opened below the Instance (the filter's callbacks do not see it), sharing the stream with other opens; CreateDisposition honoured against the file table (a stream exists once it has contents or an open): OPEN / OVERWRITE of a missing one → OBJECT_NAME_NOT_FOUND, CREATE of an existing one → OBJECT_NAME_COLLISION, SUPERSEDE / OVERWRITE(_IF) empty it, IoStatus.Information FILE_SUPERSEDED/FILE_OPENED/FILE_CREATED/FILE_OVERWRITTEN, another value → InvalidParameter; ObjectName's Buffer may be at any address (copied bytewise, as x64 Windows has no alignment fault); a handle never FltClose'd → ObjectLeaked(file handle); NULL Instance (top of the stack) not modelled, Instance on another volume, wrong Filter → InvalidParameter",
     ),
     flt(
         "FltCreateFileEx",

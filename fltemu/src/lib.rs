@@ -68,6 +68,10 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 pub use exec::{Irql, Stop, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
 pub use pe::LoadError;
 pub use rw::{IoOptions, IoResult};
+
+/// The `offset` of [`Emulator::write`] that asks for an append: ByteOffset HighPart -1, LowPart
+/// FILE_WRITE_TO_END_OF_FILE (0xFFFFFFFF), bit for bit (the FltWriteFile page).
+pub const FILE_WRITE_TO_END_OF_FILE: u64 = u64::MAX;
 pub use port::{hresult_from_nt, Message, UserPort, FILTER_MESSAGE_HEADER_SIZE, HRESULT_NO_WAITER_FOR_REPLY};
 pub use state::status;
 pub use user::{Access, UserBuffer};
@@ -755,7 +759,8 @@ impl Emulator {
         self.run_io(move |inner| rw::issue(inner, file_object, pid, offset, length, None, options))
     }
 
-    /// IRP_MJ_WRITE of `data` at `offset` through the filter's pre/post-write callbacks.
+    /// IRP_MJ_WRITE of `data` at `offset` through the filter's pre/post-write callbacks;
+    /// [`FILE_WRITE_TO_END_OF_FILE`] appends (the filter sees ByteOffset -1 as Windows sends it).
     ///
     /// # Errors
     /// As [`read`](Self::read).

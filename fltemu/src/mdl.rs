@@ -3,6 +3,8 @@
 //! (what MmGetSystemAddressForMdlSafe compiles to). fltemu has one address space, so the
 //! "system address" of a locked range is its own address; what is checked is the life cycle:
 //! map only what is locked or non-paged, unlock and unmap before freeing, free every MDL.
+//! MDL headers are read and written only after the address is found among fltemu's own blocks
+//! (8-aligned `u64` arrays), so those accesses are aligned whatever the driver passes.
 
 use crate::catalog::{Emulated, Source};
 use crate::exec::{APC_LEVEL, DISPATCH_LEVEL};
@@ -22,10 +24,33 @@ static MDLS: Table<usize, usize> = Table::new();
 /// operation completes.
 static OWNED: Table<usize, usize> = Table::new();
 
+/// MDLs freed (by IoFreeMdl or by Filter Manager); their memory stays allocated and poisoned,
+/// so an address here is never handed out again and a later use of it is known to be one.
+static FREED: Table<usize, ()> = Table::new();
+
 /// Forgets every MDL (a new emulator loads).
 pub fn reset() {
     MDLS.clear();
     OWNED.clear();
+    FREED.clear();
+}
+
+/// Poisons a live MDL's header and forgets it (the memory stays allocated, see [`FREED`]).
+fn retire(mdl: usize) {
+    // SAFETY: a live MDL's first 0x30 bytes (kept allocated, poisoned, like IoFreeMdl's).
+    unsafe { core::ptr::write_bytes(mdl as *mut u8, 0xDF, 0x30) };
+    MDLS.with(|t| t.remove(&mdl));
+    FREED.with(|t| t.insert(mdl, ()));
+}
+
+/// Whether `mdl` is an MDL not freed yet.
+pub(crate) fn is_live(mdl: usize) -> bool {
+    MDLS.with(|t| t.contains_key(&mdl))
+}
+
+/// Whether `mdl` was an MDL and has been freed.
+pub(crate) fn was_freed(mdl: usize) -> bool {
+    FREED.with(|t| t.contains_key(&mdl))
 }
 
 /// Builds an MDL for `[address, address + length)` the way Filter Manager does for an
@@ -57,9 +82,7 @@ pub(crate) fn free_owned(mdl: usize) {
     if OWNED.with(|t| t.remove(&mdl)).is_none() {
         return;
     }
-    // SAFETY: a live MDL's first 0x30 bytes (kept allocated, poisoned, like IoFreeMdl's).
-    unsafe { core::ptr::write_bytes(mdl as *mut u8, 0xDF, 0x30) };
-    MDLS.with(|t| t.remove(&mdl));
+    retire(mdl);
 }
 
 /// Filter Manager frees an MDL a filter swapped into an operation's parameters, after the
@@ -68,9 +91,35 @@ pub(crate) fn free_owned(mdl: usize) {
 pub(crate) fn free_swapped(mdl: usize) {
     if OWNED.with(|t| t.contains_key(&mdl)) {
         free_owned(mdl);
-    } else if MDLS.with(|t| t.remove(&mdl)).is_some() {
-        // SAFETY: a live MDL's first 0x30 bytes (kept allocated, poisoned, like IoFreeMdl's).
-        unsafe { core::ptr::write_bytes(mdl as *mut u8, 0xDF, 0x30) };
+    } else if is_live(mdl) {
+        retire(mdl);
+    }
+}
+
+/// FltFreeCallbackData frees the MDL chain of the callback data's parameters (`first`, linked
+/// by MDL.Next at offset 0). A link the filter freed itself (IoFreeMdl) while it was attached
+/// is a use after free by Filter Manager → ObjectMisuse; the walk stops at a pointer that was
+/// never an MDL (and after 1024 links, in case a filter made a cycle).
+pub(crate) fn free_attached_chain(function: &'static str, first: usize) {
+    let mut mdl = first;
+    for _ in 0..1024 {
+        if mdl == 0 {
+            return;
+        }
+        if !is_live(mdl) {
+            if was_freed(mdl) {
+                objects::misuse(
+                    function,
+                    ObjectKind::Mdl,
+                    "an MDL still attached to the callback data was freed by the filter (IoFreeMdl); Filter Manager frees it (use after free)",
+                );
+            }
+            return;
+        }
+        // SAFETY: a live MDL fltemu allocated: Next at offset 0 (read before it is poisoned).
+        let next = unsafe { (mdl as *const usize).read() };
+        free_swapped(mdl);
+        mdl = next;
     }
 }
 
@@ -162,9 +211,7 @@ extern "win64" fn io_free_mdl(mdl: usize) {
         objects::misuse("IoFreeMdl", ObjectKind::Mdl, "freed while mapped (MmUnmapLockedPages first)");
     }
     // The MDL memory stays allocated (poisoned) so a later use is not a host crash.
-    // SAFETY: a live MDL's first 0x30 bytes.
-    unsafe { core::ptr::write_bytes(mdl as *mut u8, 0xDF, 0x30) };
-    MDLS.with(|t| t.remove(&mdl));
+    retire(mdl);
 }
 
 /// `MmBuildMdlForNonPagedPool` (wdm.h; ≤ DISPATCH): marks the MDL non-paged and mapped at its
@@ -278,7 +325,7 @@ const fn wdm(function: &'static str, notes: &'static str) -> Emulated {
 /// The catalog rows of this module.
 pub const DOCS: &[Emulated] = &[
     wdm("IoAllocateMdl", "≤ DISPATCH; MDL header (Size, StartVa, ByteCount, ByteOffset) + PFN array; never freed by unload → ObjectLeaked(Mdl); IRP association not modelled"),
-    wdm("IoFreeMdl", "≤ DISPATCH; still locked or mapped → ObjectMisuse; unknown/double free → ObjectMisuse; the MDL FltLockUserBuffer put in the operation's parameters (Filter Manager frees it at completion) → ObjectMisuse"),
+    wdm("IoFreeMdl", "≤ DISPATCH; still locked or mapped → ObjectMisuse; unknown/double free → ObjectMisuse; the MDL FltLockUserBuffer put in the operation's parameters (Filter Manager frees it at completion) → ObjectMisuse; an MDL the filter swapped into a read/write's parameters and freed while still attached → ObjectMisuse when Filter Manager reaches it (use after free)"),
     wdm("MmBuildMdlForNonPagedPool", "≤ DISPATCH; MDL_SOURCE_IS_NONPAGED_POOL, MappedSystemVa = the buffer"),
     wdm("MmProbeAndLockPages", "≤ APC; locks; a user range not accessible for the operation raises STATUS_ACCESS_VIOLATION at the caller (its __except takes it; none → bug check 0x1E); already locked → ObjectMisuse"),
     wdm("MmUnlockPages", "≤ DISPATCH; not locked → ObjectMisuse"),

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 
-use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_CALLBACK_DATA;
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK};
 
 use crate::catalog::{Emulated, Source};
 use crate::exec::{self, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
@@ -327,17 +327,29 @@ extern "win64" fn flt_complete_pended_post_operation(data: usize) {
     complete(inner, data, Phase::Post, POSTOP_FINISHED_PROCESSING, 0);
 }
 
+/// Where the callback data at `data` keeps its Iopb pointer.
+fn iopb_of(data: usize) -> *const *mut FLT_IO_PARAMETER_BLOCK {
+    (data + core::mem::offset_of!(FLT_CALLBACK_DATA, Iopb)) as *const _
+}
+
+/// The member at `offset` of the parameter block `iopb`, as a `T` (read it unaligned: the driver
+/// can rewrite the Iopb pointer, so its alignment is not guaranteed).
+fn iopb_field<T>(iopb: *const FLT_IO_PARAMETER_BLOCK, offset: usize) -> *const T {
+    iopb.cast::<u8>().wrapping_add(offset).cast()
+}
+
 /// Whether Filter Manager could post the operation of `data` to a worker: an IRP operation
 /// that is not paging I/O (fltemu threads never have a top-level IRP).
 fn safe_to_post(data: usize) -> bool {
     // SAFETY: `data` is callback data of a running operation (the caller checked it is known
     // while holding PENDED, and the operation cannot end before PENDED is released, see `end`).
-    let callback_data = unsafe { &*(data as *const FLT_CALLBACK_DATA) };
+    let callback_data = unsafe { (data as *const FLT_CALLBACK_DATA).read_unaligned() };
     if callback_data.Flags & IRP_OPERATION == 0 || callback_data.Iopb.is_null() {
         return false;
     }
-    // SAFETY: Iopb points to the operation's parameter block, alive with the callback data.
-    let irp_flags = unsafe { (*callback_data.Iopb).IrpFlags };
+    // SAFETY: Iopb points to the operation's parameter block, alive with the callback data;
+    // read unaligned because the driver can rewrite the Iopb pointer.
+    let irp_flags = unsafe { iopb_field::<u32>(callback_data.Iopb, core::mem::offset_of!(FLT_IO_PARAMETER_BLOCK, IrpFlags)).read_unaligned() };
     irp_flags & PAGING_IO == 0
 }
 
@@ -351,9 +363,10 @@ fn is_post_operation(operation: Operation) -> bool {
 /// directly, whose completion must not be posted to a worker (deadlock; both DDI pages' caution).
 fn storage_completable(data: usize) -> bool {
     // SAFETY: `data` is callback data of a running operation (known, under PENDED, to the caller).
-    let iopb = unsafe { (*(data as *const FLT_CALLBACK_DATA)).Iopb };
-    // SAFETY: the operation's parameter block, alive with its callback data.
-    !iopb.is_null() && matches!(unsafe { (*iopb).MajorFunction }, 0x03 | 0x04 | 0x09)
+    let iopb = unsafe { iopb_of(data).read_unaligned() };
+    // SAFETY: the operation's parameter block, alive with its callback data (unaligned: the
+    // driver can rewrite the Iopb pointer).
+    !iopb.is_null() && matches!(unsafe { iopb_field::<u8>(iopb, core::mem::offset_of!(FLT_IO_PARAMETER_BLOCK, MajorFunction)).read_unaligned() }, 0x03 | 0x04 | 0x09)
 }
 
 /// What FltDoCompletionProcessingWhenSafe does, decided under PENDED (with the callback data
@@ -559,9 +572,13 @@ extern "win64" fn flt_queue_deferred_io_work_item(item: usize, data: usize, rout
             return Some((None, STATUS_FLT_NOT_SAFE_TO_POST_OPERATION));
         }
         // SAFETY: `data` is callback data of a running operation (known, under PENDED, above).
-        let iopb = unsafe { (*(data as *const FLT_CALLBACK_DATA)).Iopb };
-        // SAFETY: the operation's parameter block, alive with its callback data.
-        let instance = unsafe { (*iopb).TargetInstance };
+        let iopb = unsafe { iopb_of(data).read_unaligned() };
+        if iopb.is_null() {
+            return Some((None, status::INVALID_PARAMETER));
+        }
+        // SAFETY: the operation's parameter block, alive with its callback data (unaligned: the
+        // driver can rewrite the Iopb pointer).
+        let instance = unsafe { iopb_field::<isize>(iopb, core::mem::offset_of!(FLT_IO_PARAMETER_BLOCK, TargetInstance)).read_unaligned() };
         inner.instance(instance).is_none_or(|record| record.tearing_down.load(Ordering::SeqCst)).then_some((None, status::FLT_DELETING_OBJECT))
     });
     if let Some((misuse, status)) = refused {

@@ -11,6 +11,7 @@
 //! `Violation::UserBufferTouchedDirectly`). Paging reads carry IRP_PAGING_IO | IRP_NOCACHE and
 //! a kernel buffer described by an MDL Filter Manager built.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_IO_PARAMETER_BLOCK;
@@ -20,7 +21,7 @@ use crate::exec::{self, APC_LEVEL, DISPATCH_LEVEL, Irql, PASSIVE_LEVEL};
 use crate::io::{self, Pre};
 use crate::objects::{self, Table};
 use crate::state::{self, CallbackInfo, FileState, Inner, status};
-use crate::user::{Access, Region};
+use crate::user::{Access, Region, UserSpace};
 use crate::verifier::Violation;
 use crate::{EmuError, OpenOptions, Operation};
 
@@ -64,14 +65,14 @@ pub struct IoResult {
 }
 
 /// The buffer a fltemu-issued operation hands the filter, and the kernel view of its pages.
-struct OpBuffer {
+struct OpBuffer<'a> {
     /// The user address (or the kernel buffer, for paging I/O).
     address: usize,
     length: usize,
     /// The same bytes through the kernel view.
     system: usize,
-    /// The user mapping (None for a kernel buffer).
-    user: Option<UserMapping>,
+    /// The user mapping (None for a kernel buffer) and the user space it is registered in.
+    user: Option<(UserMapping, &'a UserSpace)>,
     /// Owns a kernel buffer.
     _kernel: Option<Box<[u8]>>,
 }
@@ -89,25 +90,70 @@ static RUNNING: Table<usize, (usize, usize, usize, bool)> = Table::new();
 /// MDLs FltLockUserBuffer put into a running operation's parameters: callback data → MDL.
 static LOCKED: Table<usize, usize> = Table::new();
 
-/// Kernel views of finished operations' user buffers (address, length): kept inaccessible for
-/// the rest of the run, unmapped when the next emulator loads (no driver of the old run runs).
-static RETIRED_VIEWS: std::sync::Mutex<Vec<(usize, usize)>> = std::sync::Mutex::new(Vec::new());
+/// Retired user buffers that stay inaccessible (user address and kernel view) before their
+/// mappings may serve another operation: a driver that kept a buffer's address past its
+/// operation faults on it for at least the next QUARANTINE operations.
+const QUARANTINE: usize = 32;
+/// Retired buffers kept beyond the quarantine for reuse by an operation of the same page count;
+/// past that the oldest is unmapped. Each buffer costs three mappings (data pages, guard page,
+/// kernel view), so with this bound the process's mapping count stays flat instead of growing
+/// until vm.max_map_count (65530 by default, about 21,000 operations) makes mmap fail.
+const POOLED: usize = 64;
+
+/// Retired user buffers, oldest first. Their regions belong to the user space of the emulator
+/// that made them; [`reset`] drops them when the next emulator loads.
+static RETIRED: Mutex<VecDeque<UserMapping>> = Mutex::new(VecDeque::new());
 
 /// Forgets the running operations (a new emulator loads).
 pub fn reset() {
     RUNNING.clear();
     LOCKED.clear();
-    for (address, length) in RETIRED_VIEWS.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+    for mapping in RETIRED.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+        // The user pages belong to the old emulator's UserSpace, which unmaps its retired
+        // regions when it is dropped; the kernel view is this module's to unmap.
         // SAFETY: a kernel view this module mapped and retired; nothing of the old run uses it.
-        unsafe { libc::munmap(address as *mut libc::c_void, length) };
+        unsafe { libc::munmap(mapping.alias as *mut libc::c_void, mapping.data_length) };
     }
 }
 
-impl OpBuffer {
+impl<'a> OpBuffer<'a> {
     /// A user buffer of `length` bytes in its own shared mapping (guard page after it) plus a
-    /// second mapping of the same pages: the kernel view an MDL of it maps to.
-    fn user(inner: &Inner, length: usize) -> Self {
+    /// second mapping of the same pages: the kernel view an MDL of it maps to. A retired
+    /// buffer of the same page count past its quarantine is reused (zeroed), else one is made.
+    fn user(inner: &'a Inner, length: usize) -> Self {
         let data_length = length.div_ceil(PAGE).max(1) * PAGE;
+        let reused = {
+            let mut retired = RETIRED.lock().unwrap_or_else(PoisonError::into_inner);
+            let eligible = retired.len().saturating_sub(QUARANTINE);
+            let found = retired.iter().take(eligible).position(|m| m.data_length == data_length);
+            found.and_then(|at| retired.remove(at))
+        };
+        let mapping = match reused {
+            Some(mapping) => {
+                Self::revive(&mapping);
+                mapping
+            }
+            None => Self::map(inner, data_length),
+        };
+        let (address, system) = (mapping.base, mapping.alias);
+        Self { address, length, system, user: Some((mapping, &inner.user)), _kernel: None }
+    }
+
+    /// Makes a retired mapping a fresh buffer again: accessible, zero-filled, its region mapped.
+    fn revive(mapping: &UserMapping) {
+        // SAFETY: the retired buffer's own data pages and its kernel view.
+        unsafe { libc::mprotect(mapping.base as *mut libc::c_void, mapping.data_length, libc::PROT_READ | libc::PROT_WRITE) };
+        // SAFETY: as above.
+        unsafe { libc::mprotect(mapping.alias as *mut libc::c_void, mapping.data_length, libc::PROT_READ | libc::PROT_WRITE) };
+        // SAFETY: the kernel view holds `data_length` writable bytes (made writable just above).
+        unsafe { core::ptr::write_bytes(mapping.alias as *mut u8, 0, mapping.data_length) };
+        let mut region = mapping.region.lock().unwrap_or_else(PoisonError::into_inner);
+        region.access = Access::ReadWrite;
+        region.secured = 0;
+    }
+
+    /// A new user buffer mapping of `data_length` bytes, registered in the user space.
+    fn map(inner: &Inner, data_length: usize) -> UserMapping {
         // SAFETY: an anonymous reservation chosen by the kernel (data pages + guard page).
         let base = unsafe {
             libc::mmap(core::ptr::null_mut(), data_length + PAGE, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
@@ -134,8 +180,7 @@ impl OpBuffer {
         let region =
             Arc::new(Mutex::new(Region { base, length: data_length, access: Access::ReadWrite, secured: 0, mapped_file: false }));
         inner.user.regions.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::clone(&region));
-        let alias = alias as usize;
-        Self { address: base, length, system: alias, user: Some(UserMapping { region, base, data_length, alias }), _kernel: None }
+        UserMapping { region, base, data_length, alias: alias as usize }
     }
 
     /// A kernel buffer (paging I/O): its own kernel view.
@@ -147,7 +192,7 @@ impl OpBuffer {
 
     /// Makes the user address reachable (true) or not (false: an arbitrary thread context).
     fn set_user_reachable(&self, reachable: bool) {
-        if let Some(user) = &self.user {
+        if let Some((user, _)) = &self.user {
             let protection = if reachable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_NONE };
             // SAFETY: this buffer's own data pages.
             unsafe { libc::mprotect(user.base as *mut libc::c_void, user.data_length, protection) };
@@ -167,18 +212,36 @@ impl OpBuffer {
     }
 }
 
-impl Drop for OpBuffer {
+/// Unmaps an evicted retired buffer (data pages, guard page, kernel view) and takes its region
+/// out of the user space, so the address is no longer reported as a user buffer.
+fn unmap(mapping: &UserMapping, space: &UserSpace) {
+    // SAFETY: the retired buffer's whole reservation (data pages and guard page), inaccessible
+    // and past its quarantine.
+    unsafe { libc::munmap(mapping.base as *mut libc::c_void, mapping.data_length + PAGE) };
+    // SAFETY: its kernel view, likewise.
+    unsafe { libc::munmap(mapping.alias as *mut libc::c_void, mapping.data_length) };
+    space.regions.lock().unwrap_or_else(PoisonError::into_inner).retain(|r| !Arc::ptr_eq(r, &mapping.region));
+}
+
+impl Drop for OpBuffer<'_> {
     /// The operation is over: the user buffer is retired like a dropped [`crate::UserBuffer`]
-    /// (kept reserved, inaccessible); the kernel view becomes inaccessible too, so a driver
-    /// that kept the system address faults rather than reading reused memory.
+    /// (inaccessible, reported unmapped); the kernel view becomes inaccessible too, so a driver
+    /// that kept the system address faults rather than reading reused memory. It joins the
+    /// retired buffers (see [`QUARANTINE`]); the oldest beyond the bound is unmapped.
     fn drop(&mut self) {
-        if let Some(user) = &self.user {
-            // SAFETY: this buffer's own data pages and its kernel view.
-            unsafe { libc::mprotect(user.base as *mut libc::c_void, user.data_length, libc::PROT_NONE) };
-            // SAFETY: as above.
-            unsafe { libc::mprotect(user.alias as *mut libc::c_void, user.data_length, libc::PROT_NONE) };
-            user.region.lock().unwrap_or_else(PoisonError::into_inner).access = Access::Unmapped;
-            RETIRED_VIEWS.lock().unwrap_or_else(PoisonError::into_inner).push((user.alias, user.data_length));
+        let Some((user, space)) = self.user.take() else { return };
+        // SAFETY: this buffer's own data pages and its kernel view.
+        unsafe { libc::mprotect(user.base as *mut libc::c_void, user.data_length, libc::PROT_NONE) };
+        // SAFETY: as above.
+        unsafe { libc::mprotect(user.alias as *mut libc::c_void, user.data_length, libc::PROT_NONE) };
+        user.region.lock().unwrap_or_else(PoisonError::into_inner).access = Access::Unmapped;
+        let evicted = {
+            let mut retired = RETIRED.lock().unwrap_or_else(PoisonError::into_inner);
+            retired.push_back(user);
+            if retired.len() > QUARANTINE + POOLED { retired.pop_front() } else { None }
+        };
+        if let Some(oldest) = evicted {
+            unmap(&oldest, space);
         }
     }
 }
@@ -192,6 +255,12 @@ fn contents_key(volume: usize, path: &str) -> (usize, String) {
 pub fn contents(inner: &Inner, volume: usize, path: &str) -> Option<Vec<u8>> {
     let key = contents_key(volume, path);
     inner.contents.lock(state::name_hash(key.0, &key.1)).get(&key).cloned()
+}
+
+/// Whether the stream `path` on `volume` has contents (seeded, written, or created empty).
+pub fn has_contents(inner: &Inner, volume: usize, path: &str) -> bool {
+    let key = contents_key(volume, path);
+    inner.contents.lock(state::name_hash(key.0, &key.1)).contains_key(&key)
 }
 
 /// Replaces the contents of the stream `path` on `volume`.
@@ -213,21 +282,53 @@ fn fs_read(inner: &Inner, key: &(usize, String), offset: u64, length: usize) -> 
     (status::SUCCESS, data[start..end].to_vec())
 }
 
-/// The file system's write of `bytes` at `offset`; a gap before it reads as zeros. Paging
-/// writes do not extend the file (what lies past the end is dropped). Returns the bytes written.
-fn fs_write(inner: &Inner, key: &(usize, String), offset: u64, bytes: &[u8], paging: bool) -> usize {
+/// `FILE_WRITE_TO_END_OF_FILE` as a write's ByteOffset (HighPart -1, LowPart 0xFFFFFFFF; the
+/// FltWriteFile page): the write starts at the end of the file (an append).
+pub const WRITE_TO_END_OF_FILE: i64 = -1;
+/// `STATUS_DISK_FULL` (ntstatus.h).
+const DISK_FULL: i32 = 0xC000_007F_u32.cast_signed();
+/// The largest stream fltemu keeps (a write ending past it fails with STATUS_DISK_FULL rather
+/// than have a driver's wild offset allocate the host's memory).
+const MAX_STREAM: usize = 1 << 28;
+
+/// Where a write's ByteOffset says it starts: None for FILE_WRITE_TO_END_OF_FILE (the end,
+/// decided under the contents lock), Err(STATUS_INVALID_PARAMETER) for other negative values
+/// (FILE_USE_FILE_POINTER_POSITION needs FO_SYNCHRONOUS_IO, which fltemu's FILE_OBJECTs lack).
+fn write_start(offset: i64) -> Result<Option<u64>, i32> {
+    if offset == WRITE_TO_END_OF_FILE {
+        return Ok(None);
+    }
+    u64::try_from(offset).map(Some).map_err(|_| status::INVALID_PARAMETER)
+}
+
+/// The file system's write of `bytes` at `offset` (None: at the end of the file); a gap before
+/// it reads as zeros. Paging writes do not extend the file (what lies past the end is dropped).
+/// Returns the bytes written, or STATUS_DISK_FULL past [`MAX_STREAM`].
+fn fs_write(inner: &Inner, key: &(usize, String), offset: Option<u64>, bytes: &[u8], paging: bool) -> Result<usize, i32> {
     let mut shard = inner.contents.lock(state::name_hash(key.0, &key.1));
     let data = shard.entry(key.clone()).or_default();
-    let Ok(start) = usize::try_from(offset) else { return 0 };
+    let start = match offset {
+        None => data.len(),
+        Some(offset) => usize::try_from(offset).unwrap_or(usize::MAX),
+    };
     let bytes = if paging { &bytes[..data.len().saturating_sub(start).min(bytes.len())] } else { bytes };
     if bytes.is_empty() {
-        return 0;
+        return Ok(0);
     }
-    if data.len() < start + bytes.len() {
-        data.resize(start + bytes.len(), 0);
+    let end = start.checked_add(bytes.len()).filter(|end| *end <= MAX_STREAM).ok_or(DISK_FULL)?;
+    if data.len() < end {
+        data.resize(end, 0);
     }
-    data[start..start + bytes.len()].copy_from_slice(bytes);
-    bytes.len()
+    data[start..end].copy_from_slice(bytes);
+    Ok(bytes.len())
+}
+
+/// A write of the operation's parameters: (status, bytes written).
+fn write_at(inner: &Inner, key: &(usize, String), offset: i64, bytes: &[u8], paging: bool) -> (i32, usize) {
+    match write_start(offset).and_then(|start| fs_write(inner, key, start, bytes, paging)) {
+        Ok(written) => (status::SUCCESS, written),
+        Err(failure) => (failure, 0),
+    }
 }
 
 /// Copies `bytes` to `address` in this process without faulting (a bad driver buffer is
@@ -297,9 +398,30 @@ fn parameters(iopb: *const FLT_IO_PARAMETER_BLOCK) -> *mut RwParameters {
 }
 
 fn params(iopb: *const FLT_IO_PARAMETER_BLOCK) -> Params {
-    // SAFETY: the operation's parameter block, alive while it runs (Read and Write share a layout).
-    let p = unsafe { parameters(iopb).read() };
+    // SAFETY: the operation's parameter block, alive while it runs (Read and Write share a
+    // layout); read unaligned because the block may be one the driver points at.
+    let p = unsafe { parameters(iopb).read_unaligned() };
     Params { length: p.length, offset: p.byte_offset, buffer: p.buffer, mdl: p.mdl }
+}
+
+/// Parameters.Read/Write.MdlAddress of `iopb` (cbdata.rs's FltFreeCallbackData).
+pub(crate) fn mdl_of(iopb: *const FLT_IO_PARAMETER_BLOCK) -> usize {
+    params(iopb).mdl
+}
+
+/// A filter's own MDL in the operation's parameters that it freed itself (IoFreeMdl) while
+/// still attached: Filter Manager uses it (the file system's transfer, the free after the
+/// post-operation callback) after it is gone → ObjectMisuse, once per operation.
+fn check_swapped_mdl(inner: &Inner, mdl: usize, original: usize, locked: Option<usize>, reported: &mut bool) {
+    if *reported || mdl == 0 || mdl == original || Some(mdl) == locked || !crate::mdl::was_freed(mdl) {
+        return;
+    }
+    *reported = true;
+    inner.violation(Violation::ObjectMisuse {
+        function: "IoFreeMdl",
+        kind: crate::objects::ObjectKind::Mdl,
+        reason: "the filter freed the MDL it put in the callback data while it was still attached (Filter Manager frees it after the post-operation callback: use after free)",
+    });
 }
 
 /// Where the file system reads or writes the operation's data: its MDL's kernel view when it
@@ -361,7 +483,8 @@ pub fn issue(
         _pad: 0,
         key: 0,
         _key_pad: 0,
-        byte_offset: i64::try_from(offset).unwrap_or(i64::MAX),
+        // Bit for bit: u64::MAX is FILE_WRITE_TO_END_OF_FILE (HighPart -1, LowPart 0xFFFFFFFF).
+        byte_offset: offset.cast_signed(),
         buffer: buffer.address,
         mdl: owned_mdl.unwrap_or(0),
     };
@@ -389,16 +512,18 @@ pub fn issue(
             reason: "changed the read/write parameters without FltSetCallbackDataDirty",
         });
     }
+    let mut swapped_freed = false;
     let (final_status, information) = if let Pre::Complete(result) = pre_result {
         (result, op.data.IoStatus.Information)
     } else {
         // The file system works on the parameters as the filter left them.
+        check_swapped_mdl(inner, after.mdl, before.mdl, locked, &mut swapped_freed);
         let target = target_of(after);
         let length = after.length as usize;
         let offset = u64::try_from(after.offset).unwrap_or(u64::MAX);
         if data.is_some() {
             match copy_from(target, length) {
-                Some(bytes) => (status::SUCCESS, fs_write(inner, &key, offset, &bytes, options.paging)),
+                Some(bytes) => write_at(inner, &key, after.offset, &bytes, options.paging),
                 None => (INVALID_USER_BUFFER, 0),
             }
         } else {
@@ -427,6 +552,7 @@ pub fn issue(
     // A filter that put its own MDL into the parameters (swapped buffers) has it freed by
     // Filter Manager after its post-operation callback; the original parameters come back.
     let finished = params(iopb);
+    check_swapped_mdl(inner, finished.mdl, before.mdl, locked, &mut swapped_freed);
     if finished.mdl != before.mdl
         && Some(finished.mdl) != locked
         && finished.mdl != 0
@@ -491,8 +617,11 @@ pub fn lock_user_buffer(data: usize, iopb: *mut FLT_IO_PARAMETER_BLOCK) -> Optio
         return Some(status::INVALID_PARAMETER);
     }
     if user && let Some(inner) = state::current() {
-        // SAFETY: reading the major function of the running operation's parameter block.
-        let major = unsafe { (*iopb).MajorFunction };
+        // SAFETY: reading the major function of the running operation's parameter block (a
+        // byte: any address will do).
+        let major = unsafe {
+            iopb.cast::<u8>().wrapping_add(core::mem::offset_of!(FLT_IO_PARAMETER_BLOCK, MajorFunction)).read_unaligned()
+        };
         // A read writes into the buffer (IoWriteAccess), a write reads it (IoReadAccess).
         let ok = match inner.user.access_of(address, length.max(1)) {
             Some(Access::ReadWrite) => true,
@@ -506,7 +635,7 @@ pub fn lock_user_buffer(data: usize, iopb: *mut FLT_IO_PARAMETER_BLOCK) -> Optio
     let mdl = crate::mdl::build_owned(address, u32::try_from(length).unwrap_or(u32::MAX), system);
     LOCKED.with(|t| t.insert(data, mdl));
     // SAFETY: the running operation's parameter block (Read and Write share the layout).
-    unsafe { (*parameters(iopb)).mdl = mdl };
+    unsafe { parameters(iopb).cast::<u8>().wrapping_add(core::mem::offset_of!(RwParameters, mdl)).cast::<usize>().write_unaligned(mdl) };
     Some(status::SUCCESS)
 }
 
@@ -595,7 +724,7 @@ struct IssuedIo {
     callback: usize,
 }
 
-fn issued_io(io: &IssuedIo) -> Result<((usize, String), u64), i32> {
+fn issued_io(io: &IssuedIo) -> Result<((usize, String), i64), i32> {
     let IssuedIo { function, instance, file_object, offset, length, buffer, flags, callback } = *io;
     let Some(inner) = state::current() else { return Err(status::FLT_NOT_INITIALIZED) };
     let misuse = |reason| {
@@ -626,10 +755,11 @@ fn issued_io(io: &IssuedIo) -> Result<((usize, String), u64), i32> {
         // FO_SYNCHRONOUS_IO is never set on fltemu's FILE_OBJECTs, so the offset is required.
         return misuse("ByteOffset NULL on a FILE_OBJECT not opened for synchronous I/O");
     }
-    // SAFETY: the caller's LARGE_INTEGER.
-    let offset = unsafe { offset.read() };
-    let Ok(offset) = u64::try_from(offset) else { return Err(status::INVALID_PARAMETER) };
-    if flags & FLTFL_IO_OPERATION_NON_CACHED != 0 && (offset % SECTOR != 0 || u64::from(length) % SECTOR != 0) {
+    // SAFETY: the caller's LARGE_INTEGER (read unaligned: a driver's pointer).
+    let offset = unsafe { offset.read_unaligned() };
+    // Negative offsets other than a write's FILE_WRITE_TO_END_OF_FILE are refused by the callers.
+    let aligned = u64::try_from(offset).map_or(true, |offset| offset % SECTOR == 0);
+    if flags & FLTFL_IO_OPERATION_NON_CACHED != 0 && (!aligned || u64::from(length) % SECTOR != 0) {
         return Err(status::INVALID_PARAMETER);
     }
     Ok((contents_key(volume, &path), offset))
@@ -665,6 +795,7 @@ extern "win64" fn flt_read_file(
         Err(result) => return result,
     };
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
+    let Ok(offset) = u64::try_from(offset) else { return status::INVALID_PARAMETER };
     let (result, bytes) = fs_read(inner, &key, offset, length as usize);
     if !copy_to(buffer as usize, &bytes) {
         return INVALID_USER_BUFFER;
@@ -704,15 +835,15 @@ extern "win64" fn flt_write_file(
     };
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
     let Some(bytes) = copy_from(buffer as usize, length as usize) else { return INVALID_USER_BUFFER };
-    let written = fs_write(inner, &key, offset, &bytes, flags & FLTFL_IO_OPERATION_PAGING != 0);
+    let (result, written) = write_at(inner, &key, offset, &bytes, flags & FLTFL_IO_OPERATION_PAGING != 0);
     put(bytes_written, u32::try_from(written).unwrap_or(u32::MAX));
-    status::SUCCESS
+    result
 }
 
 fn put(out: *mut u32, value: u32) {
     if !out.is_null() {
-        // SAFETY: the caller's optional out parameter.
-        unsafe { out.write(value) };
+        // SAFETY: the caller's optional out parameter (any alignment: a driver's pointer).
+        unsafe { out.write_unaligned(value) };
     }
 }
 
@@ -734,11 +865,11 @@ pub(crate) fn perform_generated(
     let key = contents_key(volume, &path);
     let p = params(iopb);
     let target = target_of(p);
-    let Ok(offset) = u64::try_from(p.offset) else { return (status::INVALID_PARAMETER, 0) };
     if major == IRP_MJ_WRITE {
         let Some(bytes) = copy_from(target, p.length as usize) else { return (INVALID_USER_BUFFER, 0) };
-        return (status::SUCCESS, fs_write(inner, &key, offset, &bytes, false));
+        return write_at(inner, &key, p.offset, &bytes, false);
     }
+    let Ok(offset) = u64::try_from(p.offset) else { return (status::INVALID_PARAMETER, 0) };
     let (result, bytes) = fs_read(inner, &key, offset, p.length as usize);
     if copy_to(target, &bytes) { (result, bytes.len()) } else { (INVALID_USER_BUFFER, 0) }
 }
@@ -772,7 +903,10 @@ pub const DOCS: &[Emulated] = &[
         "FltReadFile",
         "≤ APC; synchronous only (a CallbackRoutine → InvalidParameter: not modelled); sent below the filter (its own callbacks do not see it); reads the stream's contents (STATUS_END_OF_FILE at/after the end, short read at the end, *BytesRead); instance not on the FILE_OBJECT's volume, FILE_OBJECT not open (pre-create, post-cleanup), unknown FLTFL_IO_OPERATION_* flags, NULL ByteOffset (no FO_SYNCHRONOUS_IO) → INVALID_PARAMETER + InvalidParameter; NON_CACHED not sector-aligned → INVALID_PARAMETER",
     ),
-    flt("FltWriteFile", "as FltReadFile; writes the stream's contents (grows it; FLTFL_IO_OPERATION_PAGING never extends it)"),
+    flt(
+        "FltWriteFile",
+        "as FltReadFile; writes the stream's contents (grows it; FLTFL_IO_OPERATION_PAGING never extends it); ByteOffset FILE_WRITE_TO_END_OF_FILE (HighPart -1) appends, other negative offsets → INVALID_PARAMETER; a write ending past 256 MiB → STATUS_DISK_FULL",
+    ),
     flt(
         "FltSetCallbackDataDirty",
         "≤ DISPATCH; marks the parameters changed; a pre-read/write that changed Length, ByteOffset, the buffer or the MDL without it (and did not complete the operation) → InvalidParameter",

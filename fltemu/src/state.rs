@@ -66,6 +66,8 @@ pub mod status {
     pub const FLT_INVALID_CONTEXT_REGISTRATION: i32 = 0xC01C_0017_u32 as i32;
     pub const FLT_CONTEXT_ALREADY_LINKED: i32 = 0xC01C_001C_u32 as i32;
     pub const FLT_INSTANCE_ALTITUDE_COLLISION: i32 = 0xC01C_0011_u32 as i32;
+    /// ntstatus.h's value, taken from windows-sys so it cannot drift (0xC01C0014).
+    pub const FLT_VOLUME_NOT_FOUND: i32 = windows_sys::Win32::Foundation::STATUS_FLT_VOLUME_NOT_FOUND;
 }
 
 /// The filter handle fltemu hands out (an opaque, non-dereferenceable value).

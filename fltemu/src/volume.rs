@@ -97,23 +97,18 @@ fn unicode(string: *const windows_sys::Win32::Foundation::UNICODE_STRING) -> Opt
     }
     // SAFETY: the caller's UNICODE_STRING.
     let value = unsafe { string.read_unaligned() };
-    if value.Buffer.is_null() {
-        return Some(String::new());
-    }
-    // SAFETY: Buffer holds Length bytes (the UNICODE_STRING contract).
-    let units = unsafe { std::slice::from_raw_parts(value.Buffer, usize::from(value.Length) / 2) };
-    Some(String::from_utf16_lossy(units))
+    Some(String::from_utf16_lossy(&crate::fltfile::wide_units(value.Buffer, value.Length)))
 }
 
 /// `FltGetVolumeFromName` (fltkernel.h; PASSIVE): by device name (`\Device\HarddiskVolume1`),
-/// referenced; an unknown name → STATUS_FLT_VOLUME_NOT_FOUND.
+/// referenced; an unknown name → STATUS_FLT_VOLUME_NOT_FOUND (0xC01C0014, ntstatus.h).
 extern "win64" fn flt_get_volume_from_name(_filter: isize, name: *const windows_sys::Win32::Foundation::UNICODE_STRING, volume: *mut isize) -> i32 {
     objects::count("FltGetVolumeFromName", PASSIVE_LEVEL);
     let wanted = unicode(name).unwrap_or_default().to_lowercase();
     let index = state::current().and_then(|inner| inner.volumes.read().unwrap_or_else(PoisonError::into_inner).iter().position(|v| v.mounted && v.name.to_lowercase() == wanted.trim_end_matches('\\')));
     let Some(index) = index else {
         put(volume, 0);
-        return 0xC01C_0019_u32.cast_signed(); // STATUS_FLT_VOLUME_NOT_FOUND
+        return status::FLT_VOLUME_NOT_FOUND;
     };
     let handle = state::volume_handle(index);
     take_reference(handle, ObjectKind::VolumeReference);
@@ -288,9 +283,16 @@ const ATTRIBUTE_NORMAL: u32 = 0x80;
 /// FILE_ATTRIBUTE_DIRECTORY as FltIsDirectory; the position is FILE_OBJECT.CurrentByteOffset.
 /// A buffer smaller than the class's structure → STATUS_INFO_LENGTH_MISMATCH and another class
 /// → STATUS_INVALID_INFO_CLASS (MS-FSA 2.1.5.12); a dismounted volume → STATUS_VOLUME_DISMOUNTED.
-pub(crate) extern "win64" fn flt_query_information_file(instance: isize, file_object: usize, information: *mut u8, length: u32, class: i32, returned: *mut u32) -> i32 {
+extern "win64" fn flt_query_information_file(instance: isize, file_object: usize, information: *mut u8, length: u32, class: i32, returned: *mut u32) -> i32 {
+    objects::count("FltQueryInformationFile", PASSIVE_LEVEL);
+    query_information_file(instance, file_object, information, length, class, returned)
+}
+
+/// What FltQueryInformationFile answers, without counting a driver call or checking the IRQL:
+/// for Filter Manager's own use (FltPerformSynchronousIo of IRP_MJ_QUERY_INFORMATION), so the
+/// driver's call statistics show only the calls it made.
+pub(crate) fn query_information_file(instance: isize, file_object: usize, information: *mut u8, length: u32, class: i32, returned: *mut u32) -> i32 {
     const FUNCTION: &str = "FltQueryInformationFile";
-    objects::count(FUNCTION, PASSIVE_LEVEL);
     put(returned, 0);
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
     let misuse = |reason| {
@@ -402,7 +404,7 @@ const fn flt(function: &'static str, notes: &'static str) -> Emulated {
 pub const DOCS: &[Emulated] = &[
     flt("FltGetVolumeFromInstance", "≤ APC; a referenced volume: not FltObjectDereference'd by unload → ObjectLeaked(VolumeReference); unknown instance → INVALID_PARAMETER"),
     flt("FltGetVolumeFromFileObject", "≤ APC; the FILE_OBJECT's volume, referenced; unknown FILE_OBJECT → InvalidParameter"),
-    flt("FltGetVolumeFromName", "PASSIVE; by device name, referenced; unknown → STATUS_FLT_VOLUME_NOT_FOUND"),
+    flt("FltGetVolumeFromName", "PASSIVE; by device name, referenced; unknown → STATUS_FLT_VOLUME_NOT_FOUND (0xC01C0014); the name's Buffer may be at any address (copied bytewise)"),
     flt("FltGetFilterFromInstance", "≤ APC; the filter, referenced (counted as InstanceReference)"),
     flt("FltObjectReference", "≤ DISPATCH; +1 on a filter, instance or volume; gone → STATUS_FLT_DELETING_OBJECT"),
     flt("FltObjectDereference", "≤ DISPATCH; −1; more than taken → ObjectMisuse"),

@@ -181,10 +181,27 @@ fn reader_is_clean_under_the_default_scenario_in_release_and_debug() {
 }
 
 /// After FLT_PREOP_SYNCHRONIZE post-read runs at PASSIVE_LEVEL in the requestor's thread, so
-/// touching the user buffer there is fine even in the DISPATCH_LEVEL phase.
+/// touching the user buffer there is fine even when post-read would run at DISPATCH_LEVEL. The
+/// driver reads the user buffer directly and prints what it found: it must be the bytes of this
+/// read (an unmapped buffer would fault, a stale or wrong one would show other bytes).
 #[test]
 fn a_synchronized_post_read_may_touch_the_user_buffer() {
-    let (code, text) = bare_run(&CDriver::new("reader").define("READER_SYNCHRONIZE").define("BUG_POST_READ_TOUCHES_USER_BUFFER"));
+    let driver = CDriver::new("reader").define("READER_SYNCHRONIZE").define("BUG_POST_READ_TOUCHES_USER_BUFFER");
+    let emu = Emulator::load(driver.build(), Config::default()).expect("loads");
+    let volume = emu.mount(VolumeSpec::ntfs("\\Device\\vol1")).unwrap();
+    emu.set_file_contents(volume, "\\sync.txt", b"first read, then the second");
+    let file = emu.open(volume, "\\sync.txt", &OpenOptions::default()).unwrap();
+    let dispatch = IoOptions { post_irql: Some(fltemu::DISPATCH_LEVEL), ..IoOptions::default() };
+    assert_eq!(emu.read(&file, 0, 10, &dispatch).unwrap().data, b"first read");
+    assert_eq!(emu.read(&file, 17, 64, &dispatch).unwrap().data, b"the second");
+    assert_eq!(emu.read(&file, 6, 4, &dispatch).unwrap().data, b"read");
+    emu.close(file).unwrap();
+    let report = emu.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+    let seen: Vec<&str> = report.debug_output.iter().filter_map(|l| l.trim_end().strip_prefix("reader: post-read saw ")).collect();
+    assert_eq!(seen, ["10 bytes 'first read'", "10 bytes 'the second'", "4 bytes 'read'"], "{:?}", report.debug_output);
+    // And under the default scenario's DISPATCH_LEVEL phase.
+    let (code, text) = bare_run(&driver);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("violations: 0"), "{text}");
 }
@@ -217,6 +234,8 @@ fn each_reader_bug_is_caught_by_the_default_scenario() {
             1,
             "FltPerformSynchronousIo (callback data (FltAllocateCallbackData)): callback data already freed",
         ),
+        ("BUG_FREE_SWAPPED_MDL", 1, "freed the MDL it put in the callback data while it was still attached"),
+        ("BUG_FREE_CALLBACK_DATA_MDL", 1, "IoFreeMdl"),
     ];
     for profile in [Profile::Release, Profile::Debug] {
         for (define, exit, finding) in cases {
@@ -228,5 +247,139 @@ fn each_reader_bug_is_caught_by_the_default_scenario() {
                 "{define} {profile:?}: want only \"{finding}\":\n{text}"
             );
         }
+    }
+}
+
+/// The scan's FltCreateFileEx name and FltGetVolumeFromName's volume name come with the
+/// UNICODE_STRING and its Buffer at odd addresses. x64 Windows reads them without a fault, so
+/// fltemu must too: under `cargo test` the fltemu binary is a debug build (the dev profile keeps
+/// debug assertions), where an aligned slice over an odd Buffer fails a precondition check and
+/// aborts the process.
+#[test]
+fn names_at_odd_addresses_are_read_without_aborting_a_debug_build() {
+    let (code, text) = bare_run(&CDriver::new("reader").define("READER_ODD_NAME"));
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("violations: 0"), "{text}");
+    assert!(text.contains("open marked = \\marked.txt: failed 0xc0000022"), "the scan ran on the odd name:\n{text}");
+}
+
+/// FltCreateFileEx honours CreateDisposition against the file table, FltWriteFile at
+/// FILE_WRITE_TO_END_OF_FILE appends, and FltGetVolumeFromName of a missing volume returns
+/// STATUS_FLT_VOLUME_NOT_FOUND (0xC01C0014).
+#[test]
+fn flt_create_file_honours_the_create_disposition() {
+    let image = CDriver::new("reader").define("READER_PROBES").build();
+    let emu = Emulator::load(&image, Config::default()).expect("loads");
+    let volume = emu.mount(VolumeSpec::ntfs("\\Device\\vol1")).unwrap();
+    emu.set_file_contents(volume, "\\probe.txt", b"hello");
+    let file = emu.open(volume, "\\probe.txt", &OpenOptions::default()).unwrap();
+    emu.close(file).unwrap();
+    assert_eq!(emu.file_contents(volume, "\\probe.txt.a").unwrap(), b"xyz");
+    assert_eq!(emu.file_contents(volume, "\\probe.txt.d").unwrap(), b"");
+    let report = emu.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+    let probes: Vec<&str> =
+        report.debug_output.iter().filter_map(|l| l.trim_end().strip_prefix("reader: probe ")).collect();
+    let expected = [
+        ".a disposition 1: status 0xc0000034 information 99 append 0x00000000 size -1", // OPEN, missing
+        ".a disposition 4: status 0xc0000034 information 99 append 0x00000000 size -1", // OVERWRITE, missing
+        ".a disposition 2: status 0x00000000 information 2 append 0x00000000 size 3",   // CREATE + "abc"
+        ".a disposition 2: status 0xc0000035 information 99 append 0x00000000 size -1", // CREATE, exists
+        ".a disposition 1: status 0x00000000 information 1 append 0x00000000 size 5",   // OPEN + "de" at the end
+        ".a disposition 3: status 0x00000000 information 1 append 0x00000000 size 5",   // OPEN_IF, exists
+        ".a disposition 4: status 0x00000000 information 3 append 0x00000000 size 0",   // OVERWRITE truncates
+        ".a disposition 0: status 0x00000000 information 0 append 0x00000000 size 3",   // SUPERSEDE + "xyz"
+        ".b disposition 5: status 0x00000000 information 2 append 0x00000000 size 0",   // OVERWRITE_IF, missing
+        ".b disposition 5: status 0x00000000 information 3 append 0x00000000 size 0",   // OVERWRITE_IF, exists
+        ".c disposition 0: status 0x00000000 information 2 append 0x00000000 size 0",   // SUPERSEDE, missing
+        ".d disposition 3: status 0x00000000 information 2 append 0x00000000 size 0",   // OPEN_IF, missing
+    ];
+    assert_eq!(probes, expected, "{:?}", report.debug_output);
+    assert!(
+        report.debug_output.iter().any(|l| l.contains("FltGetVolumeFromName of a missing volume: 0xc01c0014")),
+        "{:?}",
+        report.debug_output
+    );
+}
+
+/// FltPerformSynchronousIo of IRP_MJ_QUERY_INFORMATION is answered by Filter Manager itself: the
+/// call statistics hold only the driver's own FltQueryInformationFile calls.
+#[test]
+fn a_query_through_callback_data_is_not_counted_as_a_driver_call() {
+    let image = CDriver::new("reader").build();
+    let emu = Emulator::load(&image, Config::default()).expect("loads");
+    let volume = emu.mount(VolumeSpec::ntfs("\\Device\\vol1")).unwrap();
+    emu.set_file_contents(volume, "\\a.txt", b"some data");
+    for _ in 0..3 {
+        let file = emu.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+        emu.close(file).unwrap();
+    }
+    let counted = emu.calls().total("FltQueryInformationFile");
+    let report = emu.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(counted, 3);
+    assert!(report.debug_output.iter().any(|l| l.contains("reader: 3 FltQueryInformationFile calls")), "{:?}", report.debug_output);
+}
+
+/// IRP_MJ_WRITE at FILE_WRITE_TO_END_OF_FILE appends (a paging one writes nothing: paging never
+/// extends a file); FILE_USE_FILE_POINTER_POSITION without FO_SYNCHRONOUS_IO is refused, and a
+/// write far past any sane size fails with STATUS_DISK_FULL instead of allocating it.
+#[test]
+fn a_write_to_end_of_file_appends() {
+    let image = CDriver::new("passthrough").build();
+    let emu = Emulator::load(&image, Config::default()).expect("loads");
+    let volume = emu.mount(VolumeSpec::ntfs("\\Device\\vol1")).unwrap();
+    emu.set_file_contents(volume, "\\log.txt", b"0123");
+    let file = emu.open(volume, "\\log.txt", &OpenOptions::default()).unwrap();
+    let appended = emu.write(&file, fltemu::FILE_WRITE_TO_END_OF_FILE, b"45", &IoOptions::default()).unwrap();
+    assert_eq!((appended.status, appended.information), (0, 2));
+    let again = emu.write(&file, fltemu::FILE_WRITE_TO_END_OF_FILE, b"6", &IoOptions::default()).unwrap();
+    assert_eq!((again.status, again.information), (0, 1));
+    assert_eq!(emu.file_contents(volume, "\\log.txt").unwrap(), b"0123456");
+    let paging = emu.write(&file, fltemu::FILE_WRITE_TO_END_OF_FILE, b"7", &IoOptions { paging: true, ..IoOptions::default() }).unwrap();
+    assert_eq!((paging.status, paging.information), (0, 0));
+    let pointer = emu.write(&file, u64::MAX - 1, b"8", &IoOptions::default()).unwrap();
+    assert_eq!((pointer.status, pointer.information), (0xC000_000D_u32.cast_signed(), 0));
+    let far = emu.write(&file, 1 << 40, b"9", &IoOptions::default()).unwrap();
+    assert_eq!((far.status, far.information), (0xC000_007F_u32.cast_signed(), 0));
+    assert_eq!(emu.file_contents(volume, "\\log.txt").unwrap(), b"0123456");
+    emu.close(file).unwrap();
+    let report = emu.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+}
+
+/// A filter's own MDL swapped into a read is Filter Manager's to free after post-read: the
+/// requestor gets the data the filter copied back, nothing leaks, nothing is misused.
+#[test]
+fn a_swapped_read_buffer_reaches_the_requestor_and_its_mdl_is_freed_by_filter_manager() {
+    let image = CDriver::new("reader").define("READER_SWAP_BUFFERS").build();
+    let emu = Emulator::load(&image, Config::default()).expect("loads");
+    let volume = emu.mount(VolumeSpec::ntfs("\\Device\\vol1")).unwrap();
+    // The marker lies past the 4 KiB the post-create scan reads, so the open succeeds.
+    let mut contents = b"swapped buffers".to_vec();
+    contents.resize(5000, b'.');
+    contents.extend_from_slice(b"FLTEMU-BAD");
+    emu.set_file_contents(volume, "\\a.txt", &contents);
+    let file = emu.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+    let dispatch = IoOptions { post_irql: Some(fltemu::DISPATCH_LEVEL), ..IoOptions::default() };
+    let read = emu.read(&file, 0, 15, &dispatch).unwrap();
+    assert_eq!((read.status, read.data.as_slice()), (0, &b"swapped buffers"[..]));
+    let marked = emu.read(&file, 4998, 100, &IoOptions::default()).unwrap();
+    assert_eq!(marked.data, b"..FLTEMU-BAD");
+    emu.close(file).unwrap();
+    let report = emu.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert!(report.debug_output.iter().any(|l| l.contains("2 locked reads, 1 reads with the marker")), "{:?}", report.debug_output);
+}
+
+/// FltFreeCallbackData is documented for IRQL <= DISPATCH_LEVEL, and it and FltReuseCallbackData
+/// free the MDL chain of the callback data: reusing callback data with an MDL attached, then
+/// freeing it at DISPATCH_LEVEL with another attached, is clean (no IRQL finding, no leaked MDL).
+#[test]
+fn flt_free_callback_data_at_dispatch_frees_its_mdl() {
+    for profile in [Profile::Release, Profile::Debug] {
+        let (code, text) = bare_run(&CDriver::new("reader").define("READER_CALLBACK_DATA_MDL").profile(profile));
+        assert_eq!(code, 0, "{profile:?}:\n{text}");
+        assert!(text.contains("violations: 0"), "{profile:?}:\n{text}");
     }
 }

@@ -242,6 +242,12 @@ typedef union _FLT_PARAMETERS {
         PVOID WriteBuffer;
         PMDL MdlAddress;
     } Write;
+    struct {
+        ULONG Length;
+        /* FILE_INFORMATION_CLASS, POINTER_ALIGNMENT (fltkernel.h): at 8, InfoBuffer at 0x10. */
+        __declspec(align(8)) LONG FileInformationClass;
+        PVOID InfoBuffer;
+    } QueryFileInformation;
 } FLT_PARAMETERS;
 _Static_assert(__builtin_offsetof(FLT_PARAMETERS, Create.ShareAccess) == 0x12, "Create.ShareAccess at 0x12 on x64");
 _Static_assert(__builtin_offsetof(FLT_PARAMETERS, Create.EaLength) == 0x18, "Create.EaLength at 0x18 on x64");
@@ -398,6 +404,23 @@ __declspec(dllimport) BOOLEAN FltIsCallbackDataDirty(PFLT_CALLBACK_DATA Data);
 __declspec(dllimport) NTSTATUS FltAllocateCallbackData(PFLT_INSTANCE Instance, PFILE_OBJECT FileObject, PFLT_CALLBACK_DATA *RetNewCallbackData);
 __declspec(dllimport) VOID FltPerformSynchronousIo(PFLT_CALLBACK_DATA CallbackData);
 __declspec(dllimport) VOID FltFreeCallbackData(PFLT_CALLBACK_DATA CallbackData);
+__declspec(dllimport) VOID FltReuseCallbackData(PFLT_CALLBACK_DATA CallbackData);
+__declspec(dllimport) VOID MmBuildMdlForNonPagedPool(PMDL MemoryDescriptorList);
+#define IRP_MJ_QUERY_INFORMATION 0x05
+/* CreateDisposition values and what a create reports in IoStatus.Information (wdm.h). */
+#define FILE_SUPERSEDE    0x00000000
+#define FILE_CREATE       0x00000002
+#define FILE_OVERWRITE    0x00000004
+#define FILE_OVERWRITE_IF 0x00000005
+#define FILE_SUPERSEDED   0x00000000
+#define FILE_OPENED       0x00000001
+#define FILE_CREATED      0x00000002
+#define FILE_OVERWRITTEN  0x00000003
+/* ByteOffset.LowPart of an append (HighPart -1): the FltWriteFile page. */
+#define FILE_WRITE_TO_END_OF_FILE 0xffffffff
+#define STATUS_OBJECT_NAME_NOT_FOUND ((NTSTATUS)0xC0000034L)
+#define STATUS_OBJECT_NAME_COLLISION ((NTSTATUS)0xC0000035L)
+#define STATUS_FLT_VOLUME_NOT_FOUND  ((NTSTATUS)0xC01C0014L)
 
 /* FILTER_REPLY_HEADER (fltuserstructures.h): what a user-mode reply starts with. */
 typedef struct _FILTER_REPLY_HEADER {
@@ -583,6 +606,7 @@ __declspec(dllimport) VOID RtlUnwindEx(PVOID TargetFrame, PVOID TargetIp, PEXCEP
 /* ---- file objects by handle (monitor.c) ------------------------------------------------------ */
 #define FILE_OPEN_IF 0x00000003
 __declspec(dllimport) extern POBJECT_TYPE IoFileObjectType[1];
+__declspec(dllimport) NTSTATUS FltGetVolumeFromName(PFLT_FILTER Filter, PCUNICODE_STRING VolumeName, PFLT_VOLUME *RetVolume);
 __declspec(dllimport) NTSTATUS FltGetVolumeInstanceFromName(PFLT_FILTER Filter, PFLT_VOLUME Volume, PCUNICODE_STRING InstanceName, PFLT_INSTANCE *RetInstance);
 
 #endif /* FLTEMU_KM_H */
