@@ -1384,6 +1384,13 @@ fn prefixes(code: &dyn Fn(u64) -> Option<u8>, rip: u64) -> Option<(u8, bool, boo
     None
 }
 
+/// True when the instruction at `rip` is a DIV or IDIV (F6/F7 with ModRM reg 6 or 7), the only
+/// instructions that raise #DE in 64-bit mode.
+fn divide_at(code: &dyn Fn(u64) -> Option<u8>, rip: u64) -> bool {
+    let Some((_, _, _, _, opcode_at)) = prefixes(code, rip) else { return false };
+    matches!(code(opcode_at), Some(0xF6 | 0xF7)) && code(opcode_at + 1).is_some_and(|modrm| matches!((modrm >> 3) & 7, 6 | 7))
+}
+
 /// The status of a divide error at `rip`: a DIV/IDIV whose divisor is not zero overflowed its
 /// quotient (STATUS_INTEGER_OVERFLOW), else STATUS_INTEGER_DIVIDE_BY_ZERO, as the x64 kernel's
 /// KiOp_Div decides (the processor raises #DE for both). `read` fetches a memory operand.
@@ -1686,6 +1693,12 @@ pub fn redirect_fault(signal: i32, si_code: i32, address: usize, ucontext: *mut 
             if register(libc::REG_TRAPNO) != 0 {
                 return false; // an x87/SSE floating-point exception: not modelled
             }
+            if !divide_at(&code, rip) {
+                // Only DIV/IDIV raise #DE, so the signal context is not the trap's: valgrind's
+                // default register-update mode leaves RIP and registers stale at a trap that is no
+                // memory access. Dispatching from it would resume the driver with wrong registers.
+                return false;
+            }
             let read = |at: u64, size: usize| -> Option<u64> {
                 // SAFETY: the divide just read this operand (a #DE comes after the fetch), so it is mapped.
                 let bytes = unsafe { core::slice::from_raw_parts(at as *const u8, size) };
@@ -1846,6 +1859,16 @@ mod tests {
         context.gpr[3] = 2;
         assert_eq!(decode(&[0x48, 0xF7, 0x74, 0xDC, 0x20], &context, &[(0x8030, 9)]), STATUS_INTEGER_OVERFLOW);
         assert_eq!(decode(&[0x90], &context, &[]), STATUS_INTEGER_DIVIDE_BY_ZERO, "not a divide: the default");
+    }
+
+    #[test]
+    fn only_div_and_idiv_are_divide_errors() {
+        let at = |bytes: &'static [u8]| move |address: u64| usize::try_from(address).ok().and_then(|i| bytes.get(i).copied());
+        assert!(divide_at(&at(&[0xF7, 0xF9]), 0), "idiv ecx");
+        assert!(divide_at(&at(&[0x49, 0xF7, 0xF1]), 0), "div r9");
+        assert!(divide_at(&at(&[0x66, 0xF7, 0x3D, 0, 0, 0, 0]), 0), "idiv word ptr [rip]");
+        assert!(!divide_at(&at(&[0xF7, 0xD9]), 0), "neg ecx (F7 /3)");
+        assert!(!divide_at(&at(&[0x89, 0xC8]), 0), "mov eax, ecx: a stale RIP, as valgrind can report");
     }
 
     #[test]
