@@ -68,6 +68,7 @@ fn divide_errors_ud2_int3_and_nested_exceptions_reach_the_drivers_except_blocks(
             "exceptions: work item caught 0xc0000094",
             "exceptions: continuing a noncontinuable exception raised 0xc0000025, caught by the outer __except (its record points \
              at 0xe0000001)",
+            "exceptions: RtlUnwindEx to a frame that is not on the stack raised 0xc0000029, caught by its caller's __except",
         ] {
             assert!(text.contains(line), "{profile:?}: missing {line:?}:\n{text}");
         }

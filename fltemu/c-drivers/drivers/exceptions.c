@@ -24,7 +24,8 @@
  *   (run by FltReleaseContext in the unload callback);
  * - a filter that returns EXCEPTION_CONTINUE_EXECUTION for a noncontinuable exception
  *   (ExRaiseStatus): the dispatcher raises STATUS_NONCONTINUABLE_EXCEPTION, whose record points
- *   at the first, and an outer __except catches it.
+ *   at the first, and an outer __except catches it; RtlUnwindEx to a frame below the stack
+ *   raises STATUS_INVALID_UNWIND_TARGET, which the caller's own __except catches.
  *
  * One-bug variants (each ends the run with a bug check):
  * - BUG_DIVIDE_UNCAUGHT: a divide by zero without __try: 0x1E (0xC0000094, the div's address).
@@ -567,6 +568,14 @@ __declspec(noinline) static void caught_cases(void)
     PRINT("exceptions: continuing a noncontinuable exception raised %#lx, caught by the outer __except (its record points at "
           "%#lx)\n",
           code, g_first_code);
+
+    code = STATUS_SUCCESS;
+    __try {
+        RtlUnwindEx((PVOID)16, (PVOID)_ReturnAddress(), NULL, NULL, &g_unwind_scratch, NULL);
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        code = GetExceptionCode();
+    }
+    PRINT("exceptions: RtlUnwindEx to a frame that is not on the stack raised %#lx, caught by its caller's __except\n", code);
 }
 
 NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path);
