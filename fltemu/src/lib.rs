@@ -424,6 +424,16 @@ impl Drop for Lease {
     }
 }
 
+/// The report of the last load whose DriverEntry crashed or bug-checked: the emulator it ran in
+/// is gone with the error, so this keeps what the driver printed and the reasons fltemu gave.
+static STOPPED_LOAD_REPORT: Mutex<Option<Report>> = Mutex::new(None);
+
+/// Takes the report of the last load that ended with [`EmuError::Stopped`] in DriverEntry (its
+/// debug output holds the one-line reason of a bug check fltemu raised), if any.
+pub fn take_stopped_load_report() -> Option<Report> {
+    STOPPED_LOAD_REPORT.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
 /// Records a stop, classifying faults on user mappings, and builds the error.
 pub(crate) fn stopped(inner: &Inner, stop: Stop) -> EmuError {
     if let Stop::Crash { address, rva, .. } = stop
@@ -545,7 +555,12 @@ impl Emulator {
                 return Err(EmuError::Load(LoadError::Io(format!("fltemu cannot inject a failure into {}", failure.function))));
             }
         }
-        emulator.driver_entry()?;
+        if let Err(error) = emulator.driver_entry() {
+            if matches!(error, EmuError::Stopped(_)) {
+                *STOPPED_LOAD_REPORT.lock().unwrap_or_else(PoisonError::into_inner) = Some(emulator.report());
+            }
+            return Err(error);
+        }
         Ok(emulator)
     }
 

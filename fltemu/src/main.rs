@@ -217,7 +217,9 @@ mod cli {
                 return 2;
             }
             Err(error) => {
-                print_result(&options, &[], None, Some(&error.to_string()));
+                // A DriverEntry that crashed or bug-checked: its report says why.
+                let report = matches!(error, EmuError::Stopped(_)).then(fltemu::take_stopped_load_report).flatten();
+                print_result(&options, &[], report.as_ref(), Some(&error.to_string()));
                 return 2;
             }
         };

@@ -213,8 +213,64 @@ fn below(level: usize) -> Option<Activation> {
 /// Continues in `context` (a driver frame): the handler calls whose frames lie below it are over.
 fn resume(context: &Context) -> ! {
     let rsp = context.gpr[RSP];
-    ACTIVE.with(|a| a.borrow_mut().retain(|activation| activation.frame as u64 > rsp));
+    let left = ACTIVE.with(|a| {
+        let mut active = a.borrow_mut();
+        active.retain(|activation| activation.frame as u64 > rsp);
+        active.len()
+    });
+    if left == 0 {
+        // No dispatch is running any more: the re-raises it made are over too.
+        RERAISES.with(|c| c.set(0));
+    }
     unwind::restore(context)
+}
+
+thread_local! {
+    /// Exceptions the dispatcher or unwinder raised itself (STATUS_NONCONTINUABLE_EXCEPTION,
+    /// STATUS_INVALID_DISPOSITION, STATUS_INVALID_UNWIND_TARGET) whose dispatch is still running:
+    /// each keeps RtlDispatchException's or RtlUnwindEx's frames on the kernel stack.
+    static RERAISES: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Raises `status` from inside the dispatcher or unwinder, as RtlRaiseStatus there does
+/// (noncontinuable, ExceptionRecord → the record being dispatched): dispatched from `context`,
+/// the context the raising routine's frames unwind to.
+fn raise_from_dispatcher(status: i32, record: &ExceptionRecord, context: &Context) -> ! {
+    let mut raised = ExceptionRecord::new(status, EXCEPTION_NONCONTINUABLE, record.address, &[]);
+    raised.nested = &raw const *record as u64;
+    debug_line(format!(
+        "fltemu: exception {:#010x} at {}: the dispatcher raises {:#010x}",
+        record.code.cast_unsigned(),
+        place(Image::current().as_ref(), record.address),
+        status.cast_unsigned()
+    ));
+    RERAISES.with(|c| c.set(c.get() + 1));
+    dispatch(raised, context)
+}
+
+/// Ends the run: the unwind data of a frame the walk reached is corrupt. Windows' dispatcher
+/// stops its search there (RtlDispatchException gives up on a frame it cannot unwind, marking
+/// the record EXCEPTION_STACK_INVALID) and the exception is not handled: bug check 0x1E with
+/// the parameters of the exception being dispatched, and one line saying which data is bad.
+fn corrupt_unwind(image: &Image, record: &ExceptionRecord, at: u64, error: unwind::UnwindError) -> ! {
+    debug_line(format!(
+        "fltemu: corrupt unwind data: {error} (frame at {}) while dispatching exception {:#010x}",
+        place(Some(image), at),
+        record.code.cast_unsigned()
+    ));
+    not_handled(Some(image), record)
+}
+
+/// Ends the run: a `__C_specific_handler` scope table is corrupt (reaches outside the image, or
+/// names a filter, `__finally` or `__except` target outside its executable sections). Windows
+/// would read or jump there and crash inside the dispatch; fltemu reports the exception being
+/// dispatched as not handled (bug check 0x1E) with one line naming the bad entry.
+fn corrupt_scope_table(image: Option<&Image>, record: &ExceptionRecord, reason: &str) -> ! {
+    debug_line(format!(
+        "fltemu: corrupt scope table: {reason} while dispatching exception {:#010x}",
+        record.code.cast_unsigned()
+    ));
+    not_handled(image, record)
 }
 
 fn calls(function: &'static str, max_irql: u8) {
@@ -323,7 +379,23 @@ fn nested_kernel_stack(context: &Context) -> usize {
     let handlers: usize = (0..active_len())
         .map(|index| if active(index).phase == Phase::Dispatch { DISPATCH_COST } else { UNWIND_COST })
         .sum();
-    driver + handlers + DISPATCH_COST
+    let reraises = RERAISES.with(Cell::get).saturating_mul(DISPATCH_COST);
+    driver.saturating_add(handlers).saturating_add(reraises).saturating_add(DISPATCH_COST)
+}
+
+/// True when fltemu's own thread stack has less room left than a dispatch needs (its frames are
+/// larger than Windows'): a bound that holds however the nesting came about.
+fn thread_stack_exhausted() -> bool {
+    let low = STACK_LOW.with(Cell::get);
+    let here = stack_address();
+    low != 0 && here < low.saturating_add(DISPATCH_STACK / 2)
+}
+
+/// An address in the current frame.
+#[inline(never)]
+fn stack_address() -> usize {
+    let marker = 0u8;
+    core::hint::black_box(&raw const marker) as usize
 }
 
 /// Dispatches `record` raised in `context` through the driver's exception handlers (never
@@ -340,16 +412,18 @@ fn nested_kernel_stack(context: &Context) -> usize {
 pub fn dispatch(mut record: ExceptionRecord, context: &Context) -> ! {
     let Some(image) = Image::current() else { not_handled(None, &record) };
     let base = active_len();
-    if base > 0 && nested_kernel_stack(context) > exec::KERNEL_STACK_SIZE {
+    let nested = base > 0 || RERAISES.with(Cell::get) > 0;
+    if nested && nested_kernel_stack(context) > exec::KERNEL_STACK_SIZE || thread_stack_exhausted() {
         // Each nested exception stacks another trap frame and dispatch on the kernel stack; a
         // handler that raises again every time its frame is searched overflows it, which is a
         // double fault ("Bug Check 0x7F UNEXPECTED_KERNEL_MODE_TRAP", parameter 1 = 8).
         debug_line(format!(
-            "fltemu: UNEXPECTED_KERNEL_MODE_TRAP (double fault): nested exception {:#010x} at {} with {} exception handlers still \
-             running overflowed the {} KiB kernel stack",
+            "fltemu: UNEXPECTED_KERNEL_MODE_TRAP (double fault): nested exception {:#010x} at {} with {} exception handlers and {} \
+             raises of the dispatcher still running overflowed the {} KiB kernel stack",
             record.code.cast_unsigned(),
             place(Some(&image), record.address),
             base,
+            RERAISES.with(Cell::get),
             exec::KERNEL_STACK_SIZE / 1024
         ));
         exec::bug_check(UNEXPECTED_KERNEL_MODE_TRAP, [EXCEPTION_DOUBLE_FAULT, 0, 0, 0]);
@@ -391,7 +465,10 @@ pub fn dispatch(mut record: ExceptionRecord, context: &Context) -> ! {
                 continue;
             }
             let control_pc = walk.rip;
-            let Ok((frame, function)) = unwind::step(&image, &mut walk, UNW_FLAG_EHANDLER) else { break };
+            let (frame, function) = match unwind::step(&image, &mut walk, UNW_FLAG_EHANDLER) {
+                Ok(step) => step,
+                Err(error) => corrupt_unwind(&image, &record, control_pc, error),
+            };
             let (Some(handler), Some(function)) = (frame.handler, function) else { continue };
             (control_pc, frame.establisher, handler, function.entry_address, 0)
         };
@@ -423,20 +500,17 @@ pub fn dispatch(mut record: ExceptionRecord, context: &Context) -> ! {
             record.flags &= !EXCEPTION_NESTED_CALL;
             nested_frame = 0;
         }
+        // RtlDispatchException raises these itself (RtlRaiseException / RtlRaiseStatus), so the
+        // walk starts again from the exception's context: an outer __except may take them.
         match disposition {
             EXCEPTION_CONTINUE_EXECUTION_DISPOSITION => {
                 if record.flags & EXCEPTION_NONCONTINUABLE != 0 {
-                    let nested =
-                        ExceptionRecord::new(STATUS_NONCONTINUABLE_EXCEPTION, EXCEPTION_NONCONTINUABLE, record.address, &[]);
-                    not_handled(Some(&image), &nested);
+                    raise_from_dispatcher(STATUS_NONCONTINUABLE_EXCEPTION, &record, context);
                 }
                 resume(&original);
             }
             EXCEPTION_CONTINUE_SEARCH_DISPOSITION => {}
-            _ => {
-                let invalid = ExceptionRecord::new(STATUS_INVALID_DISPOSITION, EXCEPTION_NONCONTINUABLE, record.address, &[]);
-                not_handled(Some(&image), &invalid);
-            }
+            _ => raise_from_dispatcher(STATUS_INVALID_DISPOSITION, &record, context),
         }
     }
     reached_top(&image, &record, &original)
@@ -447,6 +521,9 @@ pub fn dispatch(mut record: ExceptionRecord, context: &Context) -> ! {
 struct UnwindStart {
     origin: *const Context,
     base: usize,
+    /// Started by fltemu's `__C_specific_handler` from inside a dispatch (not by the driver
+    /// calling RtlUnwindEx): a status the unwind raises goes out through that dispatch's call.
+    by_handler: bool,
 }
 
 /// RtlUnwindEx's walk: from `start`, calls each frame's unwind handler (termination handlers
@@ -501,13 +578,15 @@ fn unwind_walk(
             }
             let before = walk;
             let control_pc = walk.rip;
-            let Ok((frame, function)) = unwind::step(&image, &mut walk, UNW_FLAG_UHANDLER) else { break };
+            let (frame, function) = match unwind::step(&image, &mut walk, UNW_FLAG_UHANDLER) {
+                Ok(step) => step,
+                Err(error) => corrupt_unwind(&image, record, control_pc, error),
+            };
             (before, frame, function, control_pc, None)
         };
         if target_frame != 0 && frame.establisher > target_frame {
             // Passed the target: it is not on this stack (RtlUnwindEx raises this status).
-            let invalid = ExceptionRecord::new(STATUS_INVALID_UNWIND_TARGET, EXCEPTION_NONCONTINUABLE, record.address, &[]);
-            not_handled(Some(&image), &invalid);
+            raise_from_unwind(start, STATUS_INVALID_UNWIND_TARGET, record);
         }
         let is_target = frame.establisher == target_frame;
         if is_target {
@@ -547,8 +626,7 @@ fn unwind_walk(
             pop_active();
             record.flags &= !EXCEPTION_COLLIDED_UNWIND;
             if disposition != EXCEPTION_CONTINUE_SEARCH_DISPOSITION {
-                let invalid = ExceptionRecord::new(STATUS_INVALID_DISPOSITION, EXCEPTION_NONCONTINUABLE, record.address, &[]);
-                not_handled(Some(&image), &invalid);
+                raise_from_unwind(start, STATUS_INVALID_DISPOSITION, record);
             }
         }
         if is_target {
@@ -567,11 +645,28 @@ fn unwind_walk(
     reached_top(&image, record, unsafe { &*start.origin })
 }
 
+/// Raises `status` from inside RtlUnwindEx: the walk starts at RtlUnwindEx's caller, which is
+/// the driver code that called it, or (for the unwind `__C_specific_handler` starts) fltemu's
+/// handler call, so the walk goes on through the dispatch that made it as a nested exception.
+fn raise_from_unwind(start: UnwindStart, status: i32, record: &ExceptionRecord) -> ! {
+    let context = if start.by_handler {
+        // A context outside the image: the walk leaves through the innermost handler call.
+        let mut outside = Context::zeroed();
+        outside.gpr[RSP] = stack_address() as u64;
+        outside
+    } else {
+        // SAFETY: the origin lives in a running frame (the walk that owns it called us).
+        unsafe { *start.origin }
+    };
+    raise_from_dispatcher(status, record, &context)
+}
+
 /// The unwind `__C_specific_handler` starts for an `__except` whose filter chose
 /// EXCEPTION_EXECUTE_HANDLER: it belongs to the dispatch that called the handler.
 fn unwind_to(target_frame: u64, target_ip: u64, record: &mut ExceptionRecord, return_value: u64) -> ! {
     let Some(top) = active_len().checked_sub(1).map(active) else { not_handled(Image::current().as_ref(), record) };
-    unwind_walk(UnwindStart { origin: top.origin, base: top.base }, target_frame, target_ip, record, return_value, core::ptr::null_mut())
+    let start = UnwindStart { origin: top.origin, base: top.base, by_handler: true };
+    unwind_walk(start, target_frame, target_ip, record, return_value, core::ptr::null_mut())
 }
 
 /// One `SCOPE_TABLE` entry (RVAs; `handler` 1 = the constant filter EXCEPTION_EXECUTE_HANDLER,
@@ -583,14 +678,42 @@ struct Scope {
     target: u32,
 }
 
-fn scope(table: usize, index: u32) -> Scope {
-    let at = table + 4 + index as usize * 16;
-    let read = |offset: usize| -> u32 {
-        // SAFETY: the scope table lies in the image's .xdata right after the handler RVA (the
-        // unwinder bounds-checked where it starts); entries are 16 bytes each, `count` of them.
-        unsafe { ((at + offset) as *const u32).read_unaligned() }
-    };
-    Scope { begin: read(0), end: read(4), handler: read(8), target: read(12) }
+/// A scope table checked to lie inside the image: its RVA and entry count.
+#[derive(Clone, Copy)]
+struct ScopeTable {
+    rva: usize,
+    count: u32,
+}
+
+impl ScopeTable {
+    /// The scope table at `address` (DISPATCHER_CONTEXT.HandlerData), if its count and all its
+    /// entries lie inside `image` (the count is the driver's: 16 × count is overflow-checked).
+    fn at(image: &Image, address: usize) -> Result<Self, String> {
+        let rva = address.wrapping_sub(image.base);
+        let count = image.u32_at(rva).ok_or_else(|| format!("HandlerData {address:#x} is not in the image"))?;
+        let length = (count as usize).checked_mul(16).and_then(|bytes| bytes.checked_add(4));
+        if !length.is_some_and(|length| image.holds(rva, length)) {
+            return Err(format!("the table at image RVA {rva:#x} claims {count} scope records, which reach past the image"));
+        }
+        Ok(Self { rva, count })
+    }
+
+    fn entry(self, image: &Image, index: u32) -> Scope {
+        let at = self.rva + 4 + index as usize * 16;
+        // In bounds: `at` checked every entry below `count` lies inside the image.
+        let read = |offset: usize| image.u32_at(at + offset).unwrap_or(0);
+        Scope { begin: read(0), end: read(4), handler: read(8), target: read(12) }
+    }
+}
+
+/// Checks that an RVA a scope record names (a filter, `__finally` or `__except` target) is code
+/// of the image.
+fn scope_code(image: &Image, table: ScopeTable, index: u32, what: &str, rva: u32) -> Result<(), String> {
+    if image.executable(rva) {
+        Ok(())
+    } else {
+        Err(format!("scope record {index} of the table at image RVA {:#x} names a {what} at RVA {rva:#x}, outside the image's executable sections", table.rva))
+    }
 }
 
 /// `__C_specific_handler` (ntoskrnl export; x64 exception handling, "language-specific
@@ -606,17 +729,25 @@ extern "win64" fn c_specific_handler(
     let dispatcher = unsafe { &mut *dispatcher };
     // SAFETY: as above, the record being dispatched.
     let record_ref = unsafe { &mut *record };
-    let table = dispatcher.handler_data;
-    // SAFETY: the handler data of a __C_specific_handler frame starts with the scope count.
-    let count = unsafe { (table as *const u32).read_unaligned() };
+    let Some(image) = Image::current() else { return EXCEPTION_CONTINUE_SEARCH_DISPOSITION };
+    if dispatcher.image_base != image.base as u64 {
+        corrupt_scope_table(Some(&image), record_ref, &format!("DISPATCHER_CONTEXT.ImageBase {:#x} is not the driver image's", dispatcher.image_base));
+    }
+    let table = ScopeTable::at(&image, dispatcher.handler_data).unwrap_or_else(|reason| corrupt_scope_table(Some(&image), record_ref, &reason));
+    let count = table.count;
     let base = dispatcher.image_base;
     #[allow(clippy::cast_possible_truncation)]
     let pc = dispatcher.control_pc.wrapping_sub(base) as u32;
     if record_ref.flags & (EXCEPTION_UNWINDING | EXCEPTION_EXIT_UNWIND) == 0 {
         for index in dispatcher.scope_index..count {
-            let entry = scope(table, index);
+            let entry = table.entry(&image, index);
             if pc < entry.begin || pc >= entry.end || entry.target == 0 {
                 continue;
+            }
+            let checked = scope_code(&image, table, index, "__except target", entry.target)
+                .and_then(|()| if entry.handler == 1 { Ok(()) } else { scope_code(&image, table, index, "filter", entry.handler) });
+            if let Err(reason) = checked {
+                corrupt_scope_table(Some(&image), record_ref, &reason);
             }
             let verdict = if entry.handler == 1 {
                 1
@@ -642,7 +773,7 @@ extern "win64" fn c_specific_handler(
     let target = dispatcher.target_ip.wrapping_sub(base) as u32;
     let target_unwind = record_ref.flags & EXCEPTION_TARGET_UNWIND != 0;
     for index in dispatcher.scope_index..count {
-        let entry = scope(table, index);
+        let entry = table.entry(&image, index);
         if pc < entry.begin || pc >= entry.end {
             continue;
         }
@@ -651,6 +782,9 @@ extern "win64" fn c_specific_handler(
             return EXCEPTION_CONTINUE_SEARCH_DISPOSITION;
         }
         if entry.target == 0 {
+            if let Err(reason) = scope_code(&image, table, index, "__finally block", entry.handler) {
+                corrupt_scope_table(Some(&image), record_ref, &reason);
+            }
             dispatcher.scope_index = index + 1;
             // SAFETY: a termination funclet of this image, Win64 ABI: (abnormal, frame).
             let finally = unsafe { core::mem::transmute::<usize, TerminationRoutine>(base as usize + entry.handler as usize) };
@@ -789,7 +923,9 @@ core::arch::global_asm!(
     "mov word ptr [rcx + 0x40], gs",
     "mov word ptr [rcx + 0x42], ss",
     "stmxcsr [rcx + 0x34]",
-    "mov dword ptr [rcx + 0x30], 0x10001F",
+    // CONTEXT_CONTROL | CONTEXT_INTEGER | CONTEXT_SEGMENTS | CONTEXT_FLOATING_POINT: what was
+    // captured (no debug registers), as the x64 RtlCaptureContext reports it.
+    "mov dword ptr [rcx + 0x30], 0x10000F",
     "xor edx, edx",
     "test cl, 15",
     "jnz 2f",
@@ -931,7 +1067,8 @@ extern "win64" fn rtl_unwind_ex(
     if record.code == STATUS_UNWIND_CONSOLIDATE {
         invalid("RtlUnwindEx", "STATUS_UNWIND_CONSOLIDATE (C++ frame consolidation) is not modelled: unwound as a plain unwind");
     }
-    unwind_walk(UnwindStart { origin: &raw const origin, base: active_len() }, target_frame, target_ip, record, return_value, context_record)
+    let start = UnwindStart { origin: &raw const origin, base: active_len(), by_handler: false };
+    unwind_walk(start, target_frame, target_ip, record, return_value, context_record)
 }
 
 core::arch::global_asm!(
@@ -1179,6 +1316,8 @@ unsafe extern "C" {
 thread_local! {
     /// The lowest usable address of this driver thread's stack (0: unknown, never redirect).
     static STACK_LOW: Cell<usize> = const { Cell::new(0) };
+    /// One past the highest address of this driver thread's stack.
+    static STACK_HIGH: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Stack the dispatcher needs below the redirected frame (its CONTEXT copies and handler calls).
@@ -1204,6 +1343,8 @@ pub fn note_stack_bounds() {
     if found {
         // The guard page(s) lie at the low end; one page is left for them.
         STACK_LOW.with(|c| c.set(low as usize + 4096));
+        STACK_HIGH.with(|c| c.set(low as usize + size));
+        unwind::set_thread_stack(low as usize + 4096, low as usize + size);
     }
 }
 
@@ -1241,6 +1382,13 @@ fn prefixes(code: &dyn Fn(u64) -> Option<u8>, rip: u64) -> Option<(u8, bool, boo
         at += 1;
     }
     None
+}
+
+/// True when the instruction at `rip` is a DIV or IDIV (F6/F7 with ModRM reg 6 or 7), the only
+/// instructions that raise #DE in 64-bit mode.
+fn divide_at(code: &dyn Fn(u64) -> Option<u8>, rip: u64) -> bool {
+    let Some((_, _, _, _, opcode_at)) = prefixes(code, rip) else { return false };
+    matches!(code(opcode_at), Some(0xF6 | 0xF7)) && code(opcode_at + 1).is_some_and(|modrm| matches!((modrm >> 3) & 7, 6 | 7))
 }
 
 /// The status of a divide error at `rip`: a DIV/IDIV whose divisor is not zero overflowed its
@@ -1492,12 +1640,40 @@ pub fn redirect_fault(signal: i32, si_code: i32, address: usize, ucontext: *mut 
     if !image.contains(rip) {
         return false;
     }
-    // A fault just below RSP is the stack itself running out: there is no room to dispatch.
+    let low = STACK_LOW.with(Cell::get);
+    if low == 0 {
+        return false; // not a driver worker thread with known stack bounds
+    }
     #[allow(clippy::cast_possible_truncation)]
     let rsp_usize = rsp as usize;
-    if trap == Trap::PageFault && address < rsp_usize.saturating_add(64) && address + 0x1_0000 > rsp_usize {
-        return false;
-    }
+    // Lay out [return slot][record][context] below the faulting RSP, 16-aligned (RSP is the
+    // driver's: every step is overflow-checked).
+    let layout = rsp_usize.checked_sub(REDIRECT_GAP + size_of::<Context>()).map(|at| at & !15).and_then(|context_at| {
+        let record_at = context_at.checked_sub(size_of::<ExceptionRecord>())? & !15;
+        Some((context_at, record_at, record_at.checked_sub(8)?))
+    });
+    // The driver runs on this thread's stack (exec::stack_top is a depth measure sampled inside
+    // driver_call, not a frame boundary, so the thread's own end is the bound).
+    let high = STACK_HIGH.with(Cell::get);
+    // A fault just below RSP is the stack itself running out.
+    let overflow = trap == Trap::PageFault && address < rsp_usize.saturating_add(64) && address.saturating_add(0x1_0000) > rsp_usize;
+    let room = layout.filter(|(_, _, frame)| rsp_usize <= high && *frame >= low + DISPATCH_STACK && !overflow);
+    let Some((context_at, record_at, frame)) = room else {
+        // RSP is outside the thread's stack, or too deep to dispatch on: on Windows the trap
+        // cannot push its frame there, a double fault (bug check 0x7F, parameter 1 = 8). The
+        // report runs on the low end of this thread's stack, below every live frame.
+        let stack = ((low + DISPATCH_STACK / 2) & !15) - 8;
+        // SAFETY: inside this thread's stack above its guard page, below the frames fltemu keeps
+        // (the driver's are abandoned: the bug check parks the thread); a zero return address.
+        unsafe { (stack as *mut u64).write(0) };
+        let set = |gregs: &mut [i64; 23], index: i32, value: u64| gregs[usize::try_from(index).unwrap_or(0)] = value.cast_signed();
+        set(gregs, libc::REG_RIP, bad_stack_entry as *const () as u64);
+        set(gregs, libc::REG_RSP, stack as u64);
+        set(gregs, libc::REG_RDI, rsp);
+        set(gregs, libc::REG_RSI, rip);
+        set(gregs, libc::REG_EFL, register(libc::REG_EFL) & !0x400);
+        return true;
+    };
     let context = signal_context(ucontext, rip, rsp, leaf);
     let (record, kind) = match trap {
         Trap::PageFault => {
@@ -1517,6 +1693,12 @@ pub fn redirect_fault(signal: i32, si_code: i32, address: usize, ucontext: *mut 
             if register(libc::REG_TRAPNO) != 0 {
                 return false; // an x87/SSE floating-point exception: not modelled
             }
+            if !divide_at(&code, rip) {
+                // Only DIV/IDIV raise #DE, so the signal context is not the trap's: valgrind's
+                // default register-update mode leaves RIP and registers stale at a trap that is no
+                // memory access. Dispatching from it would resume the driver with wrong registers.
+                return false;
+            }
             let read = |at: u64, size: usize| -> Option<u64> {
                 // SAFETY: the divide just read this operand (a #DE comes after the fetch), so it is mapped.
                 let bytes = unsafe { core::slice::from_raw_parts(at as *const u8, size) };
@@ -1527,14 +1709,6 @@ pub fn redirect_fault(signal: i32, si_code: i32, address: usize, ucontext: *mut 
         Trap::InvalidOpcode => (ExceptionRecord::new(STATUS_ILLEGAL_INSTRUCTION, 0, rip, &[]), TRAP_OTHER),
         Trap::Breakpoint => (ExceptionRecord::new(STATUS_BREAKPOINT, 0, rip, &[BREAKPOINT_BREAK]), TRAP_OTHER),
     };
-    // Lay out [return slot][record][context] below the faulting RSP, 16-aligned.
-    let context_at = (rsp_usize - REDIRECT_GAP - size_of::<Context>()) & !15;
-    let record_at = (context_at - size_of::<ExceptionRecord>()) & !15;
-    let frame = record_at - 8;
-    let low = STACK_LOW.with(Cell::get);
-    if low == 0 || frame < low + DISPATCH_STACK || rsp_usize < frame {
-        return false; // no room to dispatch on this stack: the fault ends the run as a crash
-    }
     // SAFETY: dead stack below the faulting RSP on the driver thread's own stack (Win64 has no
     // red zone); the fault is not a stack overflow (checked above).
     unsafe { (context_at as *mut Context).write(context) };
@@ -1551,6 +1725,19 @@ pub fn redirect_fault(signal: i32, si_code: i32, address: usize, ucontext: *mut 
     // Clear the direction flag, as the ABI requires at a call.
     set(gregs, libc::REG_EFL, register(libc::REG_EFL) & !0x400);
     true
+}
+
+/// Where a fault whose RSP is outside the thread's stack (or leaves no room to dispatch) ends:
+/// bug check 0x7F UNEXPECTED_KERNEL_MODE_TRAP with EXCEPTION_DOUBLE_FAULT, what Windows gives
+/// when the processor cannot push the trap frame on the kernel stack ("Bug Check 0x7F": 8 is a
+/// double fault, mostly a kernel stack overflow).
+extern "sysv64" fn bad_stack_entry(rsp: u64, rip: u64) -> ! {
+    debug_line(format!(
+        "fltemu: UNEXPECTED_KERNEL_MODE_TRAP (double fault): a fault at {} with RSP {rsp:#x}, outside the thread's kernel stack or \
+         with no room left on it for the trap frame",
+        place(Image::current().as_ref(), rip)
+    ));
+    exec::bug_check(UNEXPECTED_KERNEL_MODE_TRAP, [EXCEPTION_DOUBLE_FAULT, 0, 0, 0])
 }
 
 /// A fast fail (`__fastfail`, `int 0x29`): never dispatched to handlers; in kernel mode the
@@ -1675,6 +1862,16 @@ mod tests {
     }
 
     #[test]
+    fn only_div_and_idiv_are_divide_errors() {
+        let at = |bytes: &'static [u8]| move |address: u64| usize::try_from(address).ok().and_then(|i| bytes.get(i).copied());
+        assert!(divide_at(&at(&[0xF7, 0xF9]), 0), "idiv ecx");
+        assert!(divide_at(&at(&[0x49, 0xF7, 0xF1]), 0), "div r9");
+        assert!(divide_at(&at(&[0x66, 0xF7, 0x3D, 0, 0, 0, 0]), 0), "idiv word ptr [rip]");
+        assert!(!divide_at(&at(&[0xF7, 0xD9]), 0), "neg ecx (F7 /3)");
+        assert!(!divide_at(&at(&[0x89, 0xC8]), 0), "mov eax, ecx: a stale RIP, as valgrind can report");
+    }
+
+    #[test]
     fn privileged_instructions_are_told_apart_from_a_general_protection_fault() {
         let at = |bytes: &'static [u8]| move |address: u64| usize::try_from(address).ok().and_then(|i| bytes.get(i).copied());
         assert!(privileged(&at(&[0xFA]), 0), "cli");
@@ -1721,6 +1918,19 @@ mod tests {
             "an instruction fetch from a non-executable page holding those bytes is a page fault"
         );
         assert_eq!(classify(libc::SIGSEGV, SEGV_MAPERR, 0x1000, true, 0x4, &code), Some((Trap::PageFault, 0x1000)), "a leaf's caller");
+    }
+
+    #[test]
+    fn rtl_capture_context_reports_control_integer_segments_and_floating_point() {
+        // SAFETY: RtlCaptureContext's Win64 signature; the CONTEXT is 16-byte aligned.
+        let capture = unsafe { core::mem::transmute::<usize, extern "win64" fn(*mut Context)>(resolve("RtlCaptureContext").unwrap()) };
+        let mut context = Context::zeroed();
+        context.flags = 0;
+        capture(&raw mut context);
+        // CONTEXT_AMD64 | CONTEXT_CONTROL | CONTEXT_INTEGER | CONTEXT_SEGMENTS | CONTEXT_FLOATING_POINT;
+        // not CONTEXT_DEBUG_REGISTERS (0x10): the debug registers are not captured.
+        assert_eq!(context.flags, 0x0010_000F);
+        assert_ne!(context.rip, 0, "the return address was captured");
     }
 
     #[test]

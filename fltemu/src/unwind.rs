@@ -96,9 +96,55 @@ const UNW_FLAG_CHAININFO: u8 = 4;
 /// Why a walk could not continue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UnwindError {
-    /// The unwind data is not what the format allows.
+    /// The unwind data (UNWIND_INFO at this RVA, its codes or its chain) is not what the format
+    /// allows, lies outside the image, or moves RSP by an amount that overflows.
     BadUnwindInfo(u32),
+    /// The UNWIND_INFO at `unwind` names a language handler at `handler`, which is not in an
+    /// executable section of the image, or its handler data does not fit in the image.
+    BadHandler {
+        /// The UNWIND_INFO's RVA.
+        unwind: u32,
+        /// The handler RVA it holds.
+        handler: u32,
+    },
+    /// The unwind codes point a stack read at this address, outside the thread's stack.
+    StackOutOfRange(u64),
 }
+
+impl core::fmt::Display for UnwindError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::BadUnwindInfo(rva) => write!(f, "the UNWIND_INFO at RVA {rva:#x} is malformed or reaches outside the image"),
+            Self::BadHandler { unwind, handler } => write!(
+                f,
+                "the UNWIND_INFO at RVA {unwind:#x} names a language handler at RVA {handler:#x}, outside the image's executable sections"
+            ),
+            Self::StackOutOfRange(address) => write!(f, "the unwind codes read the stack at {address:#x}, outside the thread's stack"),
+        }
+    }
+}
+
+thread_local! {
+    /// The current thread's stack, `[low, high)` (0, 0: unknown, stack reads are not bounded).
+    static STACK: core::cell::Cell<(usize, usize)> = const { core::cell::Cell::new((0, 0)) };
+}
+
+/// Records the current thread's stack range, which bounds every stack read of the unwinder.
+pub fn set_thread_stack(low: usize, high: usize) {
+    STACK.with(|c| c.set((low, high)));
+}
+
+/// The current thread's stack range, when known.
+#[must_use]
+pub fn thread_stack() -> Option<(usize, usize)> {
+    let (low, high) = STACK.with(core::cell::Cell::get);
+    (high != 0).then_some((low, high))
+}
+
+/// `IMAGE_SCN_CNT_CODE`.
+const SCN_CODE: u32 = 0x20;
+/// `IMAGE_SCN_MEM_EXECUTE`.
+const SCN_EXECUTE: u32 = 0x2000_0000;
 
 /// The loaded image, as the signal handler and the dispatcher see it.
 #[derive(Clone, Copy, Debug)]
@@ -124,16 +170,46 @@ impl Image {
         usize::try_from(address).is_ok_and(|a| a >= self.base && a - self.base < self.size)
     }
 
+    /// True when `[rva, rva + length)` lies inside the image (overflow-checked).
+    #[must_use]
+    pub fn holds(&self, rva: usize, length: usize) -> bool {
+        rva.checked_add(length).is_some_and(|end| end <= self.size)
+    }
+
     fn u8_at(&self, rva: usize) -> Option<u8> {
-        (rva < self.size).then(|| read::<u8>(self.base + rva))
+        self.holds(rva, 1).then(|| read::<u8>(self.base + rva))
     }
 
     fn u16_at(&self, rva: usize) -> Option<u16> {
-        (rva + 2 <= self.size).then(|| read::<u16>(self.base + rva))
+        self.holds(rva, 2).then(|| read::<u16>(self.base + rva))
     }
 
-    fn u32_at(&self, rva: usize) -> Option<u32> {
-        (rva + 4 <= self.size).then(|| read::<u32>(self.base + rva))
+    /// The little-endian u32 at `rva`, if it lies inside the image.
+    #[must_use]
+    pub fn u32_at(&self, rva: usize) -> Option<u32> {
+        self.holds(rva, 4).then(|| read::<u32>(self.base + rva))
+    }
+
+    /// True when `rva` lies in a section of the mapped image that holds code or is executable
+    /// (from the section table in the mapped headers): a handler, filter, `__finally` or
+    /// `__except` target must, or jumping there would run data.
+    #[must_use]
+    pub fn executable(&self, rva: u32) -> bool {
+        let Some(pe) = self.u32_at(0x3C).map(|at| at as usize) else { return false };
+        let (Some(count), Some(optional)) = (self.u16_at(pe + 6), self.u16_at(pe + 20)) else { return false };
+        let table = pe + 24 + usize::from(optional);
+        (0..usize::from(count)).any(|index| {
+            let at = table + index * 40;
+            let (Some(virtual_size), Some(address), Some(characteristics)) =
+                (self.u32_at(at + 8), self.u32_at(at + 12), self.u32_at(at + 36))
+            else {
+                return false;
+            };
+            characteristics & (SCN_CODE | SCN_EXECUTE) != 0
+                && rva >= address
+                && u64::from(rva) < u64::from(address) + u64::from(virtual_size)
+                && self.holds(rva as usize, 1)
+        })
     }
 
     /// Data directory `index` (RVA, size) from the mapped headers.
@@ -188,16 +264,32 @@ impl Image {
     #[must_use]
     #[allow(clippy::cast_possible_truncation)] // images are smaller than 4 GiB
     pub fn rva(&self, address: u64) -> u32 {
-        (address as usize - self.base) as u32
+        (address as usize).wrapping_sub(self.base) as u32
     }
 }
 
-/// Reads a `T` from memory the unwinder was pointed at (the image or the driver's stack).
+/// Reads a `T` from the mapped image (callers bounds-checked the address).
 fn read<T: Copy>(address: usize) -> T {
-    // SAFETY: callers pass addresses inside the mapped image (bounds-checked above) or stack
-    // slots the unwind codes name, which the frame being unwound owns; a wrong unwind table can
-    // only make this fault on fltemu's side, which ends the run as a crash.
+    // SAFETY: callers pass addresses inside the mapped image, checked with Image::holds or
+    // Image::contains; every section of the mapped image is readable.
     unsafe { (address as *const T).read_unaligned() }
+}
+
+/// Reads a `T` from the stack slot at `address` the unwind codes or the epilog name, if the
+/// whole slot lies inside the thread's stack (when its range is known): corrupt unwind data
+/// must not make fltemu read outside it.
+fn read_stack<T: Copy>(address: u64) -> Result<T, UnwindError> {
+    let out = UnwindError::StackOutOfRange(address);
+    let start = usize::try_from(address).map_err(|_| out)?;
+    let end = start.checked_add(size_of::<T>()).ok_or(out)?;
+    if let Some((low, high)) = thread_stack()
+        && (start < low || end > high)
+    {
+        return Err(out);
+    }
+    // SAFETY: inside this thread's stack (checked above; in unit tests, where the range is not
+    // recorded, the callers' own buffers): mapped and readable.
+    Ok(unsafe { (start as *const T).read_unaligned() })
 }
 
 /// A language handler found for a frame.
@@ -281,35 +373,38 @@ fn apply_codes(
             continue;
         }
         let rsp = context.gpr[RSP];
+        // RSP and the frame base come from the driver's context and the offsets from its unwind
+        // codes: a sum that overflows is corrupt unwind data, not a wrapped address.
+        let add = |value: u64, bytes: u64| value.checked_add(bytes).ok_or(bad);
         match op {
             0 => {
-                context.gpr[usize::from(reg)] = read::<u64>(rsp as usize);
+                context.gpr[usize::from(reg)] = read_stack::<u64>(rsp)?;
                 pointers.integer[usize::from(reg)] = rsp;
-                context.gpr[RSP] = rsp + 8;
+                context.gpr[RSP] = add(rsp, 8)?;
             }
             1 => {
                 let bytes = if reg == 0 { u64::from(slot(1)?) * 8 } else { u64::from(slot(1)?) | (u64::from(slot(2)?) << 16) };
-                context.gpr[RSP] = rsp + bytes;
+                context.gpr[RSP] = add(rsp, bytes)?;
             }
-            2 => context.gpr[RSP] = rsp + u64::from(reg) * 8 + 8,
-            3 => context.gpr[RSP] = context.gpr[info.frame_register].wrapping_sub(info.frame_offset),
+            2 => context.gpr[RSP] = add(rsp, u64::from(reg) * 8 + 8)?,
+            3 => context.gpr[RSP] = context.gpr[info.frame_register].checked_sub(info.frame_offset).ok_or(bad)?,
             4 | 5 => {
                 let offset = if op == 4 { u64::from(slot(1)?) * 8 } else { u64::from(slot(1)?) | (u64::from(slot(2)?) << 16) };
-                let at = frame_base + offset;
-                context.gpr[usize::from(reg)] = read::<u64>(at as usize);
+                let at = add(frame_base, offset)?;
+                context.gpr[usize::from(reg)] = read_stack::<u64>(at)?;
                 pointers.integer[usize::from(reg)] = at;
             }
             8 | 9 => {
                 let offset = if op == 8 { u64::from(slot(1)?) * 16 } else { u64::from(slot(1)?) | (u64::from(slot(2)?) << 16) };
-                let at = frame_base + offset;
-                context.xmm[usize::from(reg)] = read::<u128>(at as usize);
+                let at = add(frame_base, offset)?;
+                context.xmm[usize::from(reg)] = read_stack::<u128>(at)?;
                 pointers.xmm[usize::from(reg)] = at;
             }
             10 => {
                 // PUSH_MACHFRAME: RIP, CS, EFLAGS, old RSP, SS (after an error code when info 1).
-                let top = rsp + if reg == 1 { 8 } else { 0 };
-                context.rip = read::<u64>(top as usize);
-                context.gpr[RSP] = read::<u64>((top + 24) as usize);
+                let top = add(rsp, if reg == 1 { 8 } else { 0 })?;
+                context.rip = read_stack::<u64>(top)?;
+                context.gpr[RSP] = read_stack::<u64>(add(top, 24)?)?;
                 return Ok(true);
             }
             // UWOP_EPILOG (version 2) and the spare code describe nothing to undo here.
@@ -326,7 +421,7 @@ fn apply_codes(
 /// is simulated forward on `context`.
 fn unwind_epilog(image: &Image, context: &mut Context, info: &Info, pointers: &mut ContextPointers) -> bool {
     let code = |offset: u64| -> Option<u8> {
-        let address = context.rip + offset;
+        let address = context.rip.checked_add(offset)?;
         image.contains(address).then(|| read::<u8>(address as usize))
     };
     let mut simulated = *context;
@@ -335,7 +430,8 @@ fn unwind_epilog(image: &Image, context: &mut Context, info: &Info, pointers: &m
     let rex_w = code(0) == Some(0x48);
     match (rex_w, code(1), code(2)) {
         (true, Some(0x83), Some(0xC4)) => {
-            simulated.gpr[RSP] += u64::from(code(3).unwrap_or(0));
+            let Some(rsp) = simulated.gpr[RSP].checked_add(u64::from(code(3).unwrap_or(0))) else { return false };
+            simulated.gpr[RSP] = rsp;
             pc = 4;
         }
         (true, Some(0x81), Some(0xC4)) => {
@@ -343,7 +439,8 @@ fn unwind_epilog(image: &Image, context: &mut Context, info: &Info, pointers: &m
             let Some(value) = bytes.iter().try_fold(0u32, |acc, b| b.map(|b| (acc >> 8) | (u32::from(b) << 24))) else {
                 return false;
             };
-            simulated.gpr[RSP] += u64::from(value);
+            let Some(rsp) = simulated.gpr[RSP].checked_add(u64::from(value)) else { return false };
+            simulated.gpr[RSP] = rsp;
             pc = 7;
         }
         (true, Some(0x8D), Some(modrm)) if info.frame_register != 0 && (modrm >> 3) & 7 == 4 => {
@@ -364,7 +461,8 @@ fn unwind_epilog(image: &Image, context: &mut Context, info: &Info, pointers: &m
                 }
                 _ => return false,
             };
-            simulated.gpr[RSP] = simulated.gpr[base].wrapping_add_signed(displacement);
+            let Some(rsp) = simulated.gpr[base].checked_add_signed(displacement) else { return false };
+            simulated.gpr[RSP] = rsp;
         }
         _ => {}
     }
@@ -372,23 +470,26 @@ fn unwind_epilog(image: &Image, context: &mut Context, info: &Info, pointers: &m
         match (code(pc), code(pc + 1)) {
             (Some(op @ 0x58..=0x5F), _) => {
                 let rsp = simulated.gpr[RSP];
-                simulated.gpr[usize::from(op - 0x58)] = read::<u64>(rsp as usize);
+                let (Ok(value), Some(next)) = (read_stack::<u64>(rsp), rsp.checked_add(8)) else { return false };
+                simulated.gpr[usize::from(op - 0x58)] = value;
                 popped.integer[usize::from(op - 0x58)] = rsp;
-                simulated.gpr[RSP] = rsp + 8;
+                simulated.gpr[RSP] = next;
                 pc += 1;
             }
             (Some(0x41), Some(op @ 0x58..=0x5F)) => {
                 let rsp = simulated.gpr[RSP];
-                simulated.gpr[usize::from(op - 0x58) + 8] = read::<u64>(rsp as usize);
+                let (Ok(value), Some(next)) = (read_stack::<u64>(rsp), rsp.checked_add(8)) else { return false };
+                simulated.gpr[usize::from(op - 0x58) + 8] = value;
                 popped.integer[usize::from(op - 0x58) + 8] = rsp;
-                simulated.gpr[RSP] = rsp + 8;
+                simulated.gpr[RSP] = next;
                 pc += 2;
             }
             // ret, rep ret, ret imm16 (RtlVirtualUnwind's list of epilog markers).
             (Some(0xC3 | 0xC2), _) | (Some(0xF3), Some(0xC3)) => {
                 let rsp = simulated.gpr[RSP];
-                simulated.rip = read::<u64>(rsp as usize);
-                simulated.gpr[RSP] = rsp + 8;
+                let (Ok(value), Some(next)) = (read_stack::<u64>(rsp), rsp.checked_add(8)) else { return false };
+                simulated.rip = value;
+                simulated.gpr[RSP] = next;
                 *context = simulated;
                 *pointers = popped;
                 return true;
@@ -444,7 +545,9 @@ pub fn virtual_unwind_recording(
     if info.frame_register != 0 {
         let set_at = set_fpreg_offset(image, &info);
         if !in_prolog || set_at.is_some_and(|at| u32::from(at) <= offset_in_function) {
-            frame_base = context.gpr[info.frame_register].wrapping_sub(info.frame_offset);
+            frame_base = context.gpr[info.frame_register]
+                .checked_sub(info.frame_offset)
+                .ok_or(UnwindError::BadUnwindInfo(function.unwind_data))?;
         }
     }
     let establisher = frame_base;
@@ -472,16 +575,20 @@ pub fn virtual_unwind_recording(
     // Return address (unless a machine frame already restored RIP).
     if !machine_frame {
         let rsp = context.gpr[RSP];
-        context.rip = read::<u64>(rsp as usize);
-        context.gpr[RSP] = rsp + 8;
+        context.rip = read_stack::<u64>(rsp)?;
+        context.gpr[RSP] = rsp.checked_add(8).ok_or(UnwindError::BadUnwindInfo(function.unwind_data))?;
     }
     let handler = if in_prolog || info.flags & UNW_FLAG_CHAININFO != 0 || info.flags & wanted == 0 {
         None
     } else {
         let handler_at = info.codes_rva + info.code_count.div_ceil(2) * 4;
-        image
-            .u32_at(handler_at)
-            .map(|routine| Handler { routine: image.base + routine as usize, data: image.base + handler_at + 4 })
+        let routine = image.u32_at(handler_at).ok_or(UnwindError::BadUnwindInfo(function.unwind_data))?;
+        // The handler must be code of this image; its data (a scope table's count, for
+        // __C_specific_handler) must at least start inside it. A handler reads the rest itself.
+        if !image.executable(routine) || !image.holds(handler_at + 4, 4) {
+            return Err(UnwindError::BadHandler { unwind: function.unwind_data, handler: routine });
+        }
+        Some(Handler { routine: image.base + routine as usize, data: image.base + handler_at + 4 })
     };
     Ok(Frame { establisher, handler })
 }
@@ -508,8 +615,8 @@ pub fn step(image: &Image, context: &mut Context, wanted: u8) -> Result<(Frame, 
     let Some(function) = image.lookup(image.rva(context.rip)) else {
         let rsp = context.gpr[RSP];
         let establisher = rsp;
-        context.rip = read::<u64>(rsp as usize);
-        context.gpr[RSP] = rsp + 8;
+        context.rip = read_stack::<u64>(rsp)?;
+        context.gpr[RSP] = rsp.checked_add(8).ok_or(UnwindError::StackOutOfRange(rsp))?;
         return Ok((Frame { establisher, handler: None }, None));
     };
     virtual_unwind(image, &function, context, wanted).map(|frame| (frame, Some(function)))
@@ -592,6 +699,14 @@ mod tests {
             let mut fake = Self { bytes: vec![0; SIZE / 8] };
             fake.put32(0x3C, 0x80);
             fake.put32(0x80 + 24 + 108, 16);
+            // One section, .text at 0x1000..0x1800 (code, executable), after a 0xF0-byte optional
+            // header: the handlers the tests name must lie in it.
+            fake.put(0x80 + 6, &[1, 0]);
+            fake.put(0x80 + 20, &[0xF0, 0]);
+            let section = 0x80 + 24 + 0xF0;
+            fake.put32(section + 8, 0x800);
+            fake.put32(section + 12, 0x1000);
+            fake.put32(section + 36, 0x6000_0020);
             // Code bytes default to int3, which no epilog starts with.
             for at in 0x1000..0x1800 {
                 fake.put8(at, 0xCC);
@@ -795,6 +910,104 @@ mod tests {
         let (frame, function) = step(&image, &mut context, UNW_FLAG_EHANDLER).unwrap();
         assert_eq!(function, None);
         assert_eq!((frame.establisher, context.rip, context.gpr[RSP]), (t, 0x4242, t + 8));
+    }
+
+    #[test]
+    fn a_handler_outside_the_executable_sections_is_refused() {
+        for handler in [0x0600, 0x1800, 0x1FFF, 0xFFFF_FFF0] {
+            let mut fake = Fake::new();
+            framed_function(&mut fake);
+            fake.put32(XDATA + 12, handler);
+            fake.functions(&[(0x1000, 0x1100, XDATA as u32)]);
+            let mut stack = stack();
+            let s = &raw mut stack[16] as u64;
+            let image = fake.image();
+            let mut context = Context::zeroed();
+            context.rip = (fake.base() + 0x1050) as u64;
+            context.gpr[RSP] = s;
+            context.gpr[5] = s + 0x20;
+            let function = image.lookup(0x1050).unwrap();
+            assert_eq!(
+                virtual_unwind(&image, &function, &mut context, UNW_FLAG_EHANDLER),
+                Err(UnwindError::BadHandler { unwind: XDATA as u32, handler }),
+                "{handler:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn unwind_info_and_chains_reaching_past_the_image_are_refused() {
+        let mut fake = Fake::new();
+        // Unwind info 2 bytes before the end: its header does not fit.
+        fake.functions(&[(0x1000, 0x1010, (SIZE - 2) as u32)]);
+        let image = fake.image();
+        let mut context = Context::zeroed();
+        context.rip = (fake.base() + 0x1004) as u64;
+        let function = image.lookup(0x1004).unwrap();
+        assert_eq!(virtual_unwind(&image, &function, &mut context, 0), Err(UnwindError::BadUnwindInfo((SIZE - 2) as u32)));
+        // Chained info whose parent RVA is far outside the image.
+        let mut fake = Fake::new();
+        fake.put(XDATA, &[1 | (4 << 3), 0, 0, 0]);
+        fake.put32(XDATA + 4 + 8, 0xFFFF_FF00);
+        fake.functions(&[(0x1000, 0x1010, XDATA as u32)]);
+        let mut stack = stack();
+        let image = fake.image();
+        let mut context = Context::zeroed();
+        context.rip = (fake.base() + 0x1004) as u64;
+        context.gpr[RSP] = &raw mut stack[4] as u64;
+        let function = image.lookup(0x1004).unwrap();
+        assert_eq!(virtual_unwind(&image, &function, &mut context, 0), Err(UnwindError::BadUnwindInfo(0xFFFF_FF00)));
+        assert!(!image.executable(0x0600) && image.executable(0x1000) && !image.executable(0x1800));
+        assert!(!image.holds(usize::MAX - 1, 4), "an RVA near usize::MAX does not wrap into the image");
+    }
+
+    #[test]
+    fn stack_arithmetic_that_overflows_is_corrupt_unwind_data() {
+        // ALLOC_LARGE (info 1, 32-bit size 0xFFFF_FFF8) on an RSP near the top of the address space.
+        let mut fake = Fake::new();
+        fake.put(XDATA, &[1, 4, 3, 0, 4, 0x11, 0xF8, 0xFF, 0xFF, 0xFF]);
+        fake.functions(&[(0x1000, 0x1010, XDATA as u32)]);
+        let image = fake.image();
+        let mut context = Context::zeroed();
+        context.rip = (fake.base() + 0x1008) as u64;
+        context.gpr[RSP] = u64::MAX - 0x10;
+        let function = image.lookup(0x1008).unwrap();
+        assert_eq!(virtual_unwind(&image, &function, &mut context, 0), Err(UnwindError::BadUnwindInfo(XDATA as u32)));
+        // SET_FPREG with frame offset 16 x 2 on a frame register of 8: the subtraction underflows.
+        let mut fake = Fake::new();
+        fake.put(XDATA, &[1, 4, 1, 0x25, 4, 0x03]);
+        fake.functions(&[(0x1000, 0x1010, XDATA as u32)]);
+        let image = fake.image();
+        let mut context = Context::zeroed();
+        context.rip = (fake.base() + 0x1008) as u64;
+        context.gpr[5] = 8;
+        let function = image.lookup(0x1008).unwrap();
+        assert_eq!(virtual_unwind(&image, &function, &mut context, 0), Err(UnwindError::BadUnwindInfo(XDATA as u32)));
+    }
+
+    #[test]
+    fn stack_reads_outside_the_recorded_thread_stack_are_refused() {
+        let mut fake = Fake::new();
+        // SAVE_NONVOL rbx at frame + 0xFFFF x 8: far past the stack buffer.
+        fake.put(XDATA, &[1, 4, 2, 0, 4, 0x34, 0xFF, 0xFF]);
+        fake.functions(&[(0x1000, 0x1010, XDATA as u32)]);
+        let stack = stack();
+        let low = stack.as_ptr() as usize;
+        set_thread_stack(low, low + stack.len() * 8);
+        let image = fake.image();
+        let mut context = Context::zeroed();
+        context.rip = (fake.base() + 0x1008) as u64;
+        context.gpr[RSP] = low as u64;
+        let function = image.lookup(0x1008).unwrap();
+        let result = virtual_unwind(&image, &function, &mut context, 0);
+        // A leaf step whose RSP is past the stack's end is refused as well.
+        let mut leaf = Context::zeroed();
+        leaf.rip = (fake.base() + 0x1500) as u64;
+        leaf.gpr[RSP] = (low + stack.len() * 8 - 4) as u64;
+        let leaf_result = step(&image, &mut leaf, 0).map(|_| ());
+        set_thread_stack(0, 0);
+        assert_eq!(result, Err(UnwindError::StackOutOfRange(low as u64 + 0xFFFF * 8)));
+        assert_eq!(leaf_result, Err(UnwindError::StackOutOfRange((low + stack.len() * 8 - 4) as u64)));
     }
 
     #[test]

@@ -66,6 +66,9 @@ fn divide_errors_ud2_int3_and_nested_exceptions_reach_the_drivers_except_blocks(
              (the caller's __except saw 0)",
             "exceptions: context cleanup caught 0xc0000094",
             "exceptions: work item caught 0xc0000094",
+            "exceptions: continuing a noncontinuable exception raised 0xc0000025, caught by the outer __except (its record points \
+             at 0xe0000001)",
+            "exceptions: RtlUnwindEx to a frame that is not on the stack raised 0xc0000029, caught by its caller's __except",
         ] {
             assert!(text.contains(line), "{profile:?}: missing {line:?}:\n{text}");
         }
@@ -143,6 +146,182 @@ fn a_filter_that_always_faults_overflows_the_kernel_stack_with_nested_exceptions
     for profile in PROFILES {
         let (code, params, _, _, text) = bug_check_at_load(&variant("BUG_FILTER_RAISES_ALWAYS", profile));
         assert_eq!((code, params[0]), (0x7F, 8), "{profile:?}: UNEXPECTED_KERNEL_MODE_TRAP, double fault: {text}");
+    }
+}
+
+#[test]
+fn a_filter_that_always_continues_a_noncontinuable_exception_nests_the_dispatchers_raises_until_a_double_fault() {
+    for profile in PROFILES {
+        let (code, params, _, _, text) = bug_check_at_load(&variant("BUG_CONTINUE_ALWAYS", profile));
+        assert_eq!((code, params[0]), (0x7F, 8), "{profile:?}: UNEXPECTED_KERNEL_MODE_TRAP, double fault: {text}");
+    }
+    let (exit, text) = run(&variant("BUG_CONTINUE_ALWAYS", Profile::Release));
+    assert_eq!(exit, 2, "{text}");
+    assert!(text.contains("raises of the dispatcher still running overflowed the 24 KiB kernel stack"), "{text}");
+    assert!(text.contains("the dispatcher raises 0xc0000025"), "{text}");
+}
+
+#[test]
+fn a_fault_with_rsp_outside_the_threads_stack_is_a_double_fault_not_a_dispatch() {
+    for profile in PROFILES {
+        let (code, params, _, _, text) = bug_check_at_load(&variant("BUG_BAD_RSP", profile));
+        assert_eq!((code, params[0]), (0x7F, 8), "{profile:?}: {text}");
+        let (exit, text) = run(&variant("BUG_BAD_RSP", profile));
+        assert_eq!(exit, 2, "{profile:?}:\n{text}");
+        assert!(text.contains("outside the thread's kernel stack or with no room left on it"), "{profile:?}:\n{text}");
+        assert!(!text.contains("the fault on a bad stack was caught"), "{profile:?}:\n{text}");
+    }
+}
+
+/// The pieces of a built driver image the unwind-data mutations need (read from the file).
+struct Pe {
+    bytes: Vec<u8>,
+    /// (virtual address, virtual size, file offset) per section.
+    sections: Vec<(u32, u32, u32)>,
+}
+
+impl Pe {
+    fn u16(&self, at: usize) -> u16 {
+        u16::from_le_bytes([self.bytes[at], self.bytes[at + 1]])
+    }
+    fn u32(&self, at: usize) -> u32 {
+        u32::from_le_bytes(self.bytes[at..at + 4].try_into().unwrap())
+    }
+    fn put32(&mut self, at: usize, value: u32) {
+        self.bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    }
+    fn new(bytes: Vec<u8>) -> Self {
+        let mut pe = Self { bytes, sections: Vec::new() };
+        let header = pe.u32(0x3C) as usize;
+        let table = header + 24 + usize::from(pe.u16(header + 20));
+        pe.sections = (0..usize::from(pe.u16(header + 6)))
+            .map(|index| {
+                let at = table + index * 40;
+                (pe.u32(at + 12), pe.u32(at + 8), pe.u32(at + 20))
+            })
+            .collect();
+        pe
+    }
+    /// Recomputes the optional header's CheckSum (the PE format's: 16-bit one's-complement sum
+    /// of the file with the field itself taken as 0, plus the file length), which fltemu checks.
+    fn fix_checksum(&mut self) {
+        let field = self.u32(0x3C) as usize + 24 + 64;
+        self.put32(field, 0);
+        let mut sum = 0u64;
+        for (index, pair) in self.bytes.chunks(2).enumerate() {
+            if index * 2 == field || index * 2 == field + 2 {
+                continue;
+            }
+            sum += u64::from(u16::from_le_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+            sum = (sum & 0xFFFF) + (sum >> 16);
+        }
+        let length = u64::try_from(self.bytes.len()).unwrap();
+        self.put32(field, u32::try_from(((sum & 0xFFFF) + (sum >> 16)) + length).unwrap());
+    }
+    /// The file offset of `rva`.
+    fn offset(&self, rva: u32) -> usize {
+        let (address, _, raw) = self.sections.iter().find(|(address, size, _)| rva >= *address && rva < address + size).expect("RVA in a section");
+        (raw + (rva - address)) as usize
+    }
+    /// File offsets of the UNWIND_INFOs with an exception handler (not chained), each with the
+    /// offset of its handler RVA (the handler data follows it).
+    fn handler_infos(&self) -> Vec<(usize, usize)> {
+        let header = self.u32(0x3C) as usize;
+        let directory = header + 24 + 112 + 3 * 8;
+        let (pdata, size) = (self.u32(directory), self.u32(directory + 4));
+        let mut found: Vec<(usize, usize)> = (0..size / 12)
+            .filter_map(|index| {
+                let info = self.offset(self.u32(self.offset(pdata + index * 12) + 8));
+                let flags = self.bytes[info] >> 3;
+                let codes = usize::from(self.bytes[info + 2]);
+                (flags & 1 != 0 && flags & 4 == 0).then_some((info, info + 4 + codes.div_ceil(2) * 4))
+            })
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+    /// File offsets of the scope records of every handler whose data is a plausible scope table.
+    fn scope_records(&self) -> Vec<usize> {
+        self.handler_infos()
+            .into_iter()
+            .flat_map(|(_, handler)| {
+                let count = self.u32(handler + 4) as usize;
+                (1..64).contains(&count).then(|| (0..count).map(move |index| handler + 8 + index * 16)).into_iter().flatten()
+            })
+            .collect()
+    }
+}
+
+/// Runs a copy of the clean driver with `mutate` applied to its image.
+fn run_mutated(profile: Profile, name: &str, mutate: impl Fn(&mut Pe)) -> (i32, String) {
+    let image = CDriver::new("exceptions").profile(profile).build();
+    let mut pe = Pe::new(std::fs::read(&image).unwrap());
+    mutate(&mut pe);
+    pe.fix_checksum();
+    let path = image.with_file_name(format!("exceptions-mutated-{name}-{profile:?}.sys"));
+    std::fs::write(&path, &pe.bytes).unwrap();
+    fltemu(&["run", path.to_str().expect("UTF-8 path"), "--scenario", "load-unload"])
+}
+
+#[test]
+fn corrupt_unwind_data_and_scope_tables_end_in_bug_check_0x1e_with_one_line_naming_them() {
+    type Mutation = (&'static str, fn(&mut Pe), &'static str);
+    let mutations: [Mutation; 7] = [
+        (
+            "handler-outside",
+            |pe| pe.handler_infos().into_iter().for_each(|(_, handler)| pe.put32(handler, 0x7FFF_0000)),
+            "names a language handler at RVA 0x7fff0000, outside the image's executable sections",
+        ),
+        ("handler-in-headers", |pe| pe.handler_infos().into_iter().for_each(|(_, handler)| pe.put32(handler, 0x10)), "language handler at RVA 0x10"),
+        ("bad-version", |pe| pe.handler_infos().into_iter().for_each(|(info, _)| pe.bytes[info] |= 7), "is malformed or reaches outside the image"),
+        (
+            "scope-count",
+            |pe| pe.handler_infos().into_iter().for_each(|(_, handler)| pe.put32(handler + 4, 0x0FFF_FFFF)),
+            "claims 268435455 scope records, which reach past the image",
+        ),
+        (
+            "filter-outside",
+            |pe| {
+                for record in pe.scope_records() {
+                    if pe.u32(record + 8) > 1 && pe.u32(record + 12) != 0 {
+                        pe.put32(record + 8, 0x10);
+                    }
+                }
+            },
+            "names a filter at RVA 0x10, outside the image's executable sections",
+        ),
+        (
+            "target-outside",
+            |pe| {
+                for record in pe.scope_records() {
+                    if pe.u32(record + 12) != 0 {
+                        pe.put32(record + 12, 0x7FFF_0000);
+                    }
+                }
+            },
+            "names a __except target at RVA 0x7fff0000",
+        ),
+        (
+            "finally-outside",
+            |pe| {
+                for record in pe.scope_records() {
+                    if pe.u32(record + 12) == 0 {
+                        pe.put32(record + 8, 0xFFFF_FFF0);
+                    }
+                }
+            },
+            "names a __finally block at RVA 0xfffffff0",
+        ),
+    ];
+    for profile in PROFILES {
+        for (name, mutate, reason) in mutations {
+            let (exit, text) = run_mutated(profile, name, mutate);
+            assert_eq!(exit, 2, "{name} {profile:?}: a clean bug check report, not a crash:\n{text}");
+            assert!(text.contains("bug check 0x0000001e (0xc0000094, "), "{name} {profile:?}:\n{text}");
+            assert!(text.contains(reason), "{name} {profile:?}: missing {reason:?}:\n{text}");
+            assert!(!text.contains("panicked") && !text.contains("crash"), "{name} {profile:?}:\n{text}");
+        }
     }
 }
 

@@ -21,7 +21,11 @@
  * - RtlUnwindEx from two frames down to a caller, running both __finally blocks, so the call
  *   in the caller returns RtlUnwindEx's ReturnValue;
  * - a divide by zero caught inside a generic work item and inside a context cleanup callback
- *   (run by FltReleaseContext in the unload callback).
+ *   (run by FltReleaseContext in the unload callback);
+ * - a filter that returns EXCEPTION_CONTINUE_EXECUTION for a noncontinuable exception
+ *   (ExRaiseStatus): the dispatcher raises STATUS_NONCONTINUABLE_EXCEPTION, whose record points
+ *   at the first, and an outer __except catches it; RtlUnwindEx to a frame below the stack
+ *   raises STATUS_INVALID_UNWIND_TARGET, which the caller's own __except catches.
  *
  * One-bug variants (each ends the run with a bug check):
  * - BUG_DIVIDE_UNCAUGHT: a divide by zero without __try: 0x1E (0xC0000094, the div's address).
@@ -34,6 +38,11 @@
  *   unload callback's __try, lets a divide by zero escape: it would cross FltReleaseContext,
  *   which fltemu reports (bug check 0x1E) instead of unwinding its own frames.
  * - BUG_WORK_ITEM_RAISES: a work item routine lets a divide by zero escape: 0x7E.
+ * - BUG_CONTINUE_ALWAYS: a filter that returns EXCEPTION_CONTINUE_EXECUTION for everything, around
+ *   an ExRaiseStatus: every STATUS_NONCONTINUABLE_EXCEPTION the dispatcher raises is continued
+ *   again, so the raises nest until the kernel stack overflows: 0x7F (8, double fault).
+ * - BUG_BAD_RSP: a fault (a store through NULL, inside __try) while RSP points into the image's
+ *   .data instead of the thread's stack: the trap frame cannot be pushed there: 0x7F (8).
  * Test aid (not a bug):
  * - SPIN_IN_DRIVER_ENTRY: DriverEntry spins forever, so a test can send its thread signals
  *   (a signal sent with kill/tgkill is not a fault of the driver: its default action applies).
@@ -136,6 +145,59 @@ static LONG always_faulting_filter(void)
 #endif
 
 static ULONG g_outer_flags;
+
+/* ---- exceptions the dispatcher raises ------------------------------------------------------ */
+#define STATUS_DRIVER_RAISED ((NTSTATUS)0xE0000001L)
+static ULONG g_first_code;
+
+/* Continues the driver's own noncontinuable exception, declines the rest. */
+static LONG continue_filter(NTSTATUS code)
+{
+    return code == STATUS_DRIVER_RAISED ? EXCEPTION_CONTINUE_EXECUTION : EXCEPTION_CONTINUE_SEARCH;
+}
+
+__declspec(noinline) static void raise_and_continue(void)
+{
+    __try {
+        ExRaiseStatus(STATUS_DRIVER_RAISED);
+    } __except (continue_filter(GetExceptionCode())) {
+        PRINT("exceptions: continue_filter's handler ran\n");
+    }
+}
+
+/* Notes the code of the record the dispatcher's exception points at. */
+static LONG nested_record_filter(PEXCEPTION_POINTERS pointers)
+{
+    PEXCEPTION_RECORD first = pointers->ExceptionRecord->ExceptionRecord;
+    g_first_code = first != NULL ? (ULONG)first->ExceptionCode : 0;
+    return EXCEPTION_EXECUTE_HANDLER;
+}
+
+#if defined(BUG_CONTINUE_ALWAYS)
+__declspec(noinline) static void continue_always(void)
+{
+    __try {
+        ExRaiseStatus(STATUS_DRIVER_RAISED);
+    } __except (EXCEPTION_CONTINUE_EXECUTION) {
+    }
+}
+#endif
+
+#if defined(BUG_BAD_RSP)
+static UCHAR g_not_a_stack[4096];
+
+/* Points RSP into .data, then stores through NULL (RCX = 0). */
+__declspec(noinline) static void fault_on_a_bad_stack(void)
+{
+    __asm__ volatile("mov %%rsp, %%rbx\n\t"
+                     "lea 2048(%0), %%rsp\n\t"
+                     "movl $1, (%%rcx)\n\t"
+                     "mov %%rbx, %%rsp"
+                     :
+                     : "r"(g_not_a_stack), "c"(0)
+                     : "rbx", "memory");
+}
+#endif
 
 static LONG outer_filter(PEXCEPTION_POINTERS pointers)
 {
@@ -496,6 +558,24 @@ __declspec(noinline) static void caught_cases(void)
 
     ULONG64 value = unwind_target();
     PRINT("exceptions: RtlUnwindEx ran %ld __finally blocks and resumed the caller with %llu\n", g_unwind_finally_runs, value);
+
+    code = STATUS_SUCCESS;
+    __try {
+        raise_and_continue();
+    } __except (nested_record_filter(GetExceptionInformation())) {
+        code = GetExceptionCode();
+    }
+    PRINT("exceptions: continuing a noncontinuable exception raised %#lx, caught by the outer __except (its record points at "
+          "%#lx)\n",
+          code, g_first_code);
+
+    code = STATUS_SUCCESS;
+    __try {
+        RtlUnwindEx((PVOID)16, (PVOID)_ReturnAddress(), NULL, NULL, &g_unwind_scratch, NULL);
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        code = GetExceptionCode();
+    }
+    PRINT("exceptions: RtlUnwindEx to a frame that is not on the stack raised %#lx, caught by its caller's __except\n", code);
 }
 
 NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path);
@@ -516,6 +596,14 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path)
     }
 #elif defined(SPIN_IN_DRIVER_ENTRY)
     while (g_zero == 0) {
+    }
+#elif defined(BUG_CONTINUE_ALWAYS)
+    continue_always();
+#elif defined(BUG_BAD_RSP)
+    __try {
+        fault_on_a_bad_stack();
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        PRINT("exceptions: the fault on a bad stack was caught\n");
     }
 #elif defined(BUG_FILTER_RAISES_ALWAYS)
     __try {

@@ -25,8 +25,10 @@
  *   BUG_LOCK_WITHOUT_TRY    LOCK calls MmProbeAndLockPages outside __try: a bad output buffer
  *                           is bug check 0x1E
  *   BUG_CONTINUE_RAISE      RAISE's filter answers EXCEPTION_CONTINUE_EXECUTION to ExRaiseStatus,
- *                           whose exception is noncontinuable (bug check 0x1E with
- *                           STATUS_NONCONTINUABLE_EXCEPTION)
+ *                           whose exception is noncontinuable: the dispatcher raises
+ *                           STATUS_NONCONTINUABLE_EXCEPTION, which the same constant filter
+ *                           continues again, until the kernel stack overflows (bug check 0x7F,
+ *                           double fault)
  */
 #include "fltemu_km.h"
 
