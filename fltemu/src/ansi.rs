@@ -46,17 +46,10 @@ fn ansi_bytes(string: *const Ansi) -> &'static [u8] {
     }
 }
 
-fn wide_units(string: *const UNICODE_STRING) -> &'static [u16] {
-    if string.is_null() {
-        return &[];
-    }
-    // SAFETY: the caller's UNICODE_STRING.
-    let value = unsafe { string.read_unaligned() };
-    if value.Buffer.is_null() {
-        return &[];
-    }
-    // SAFETY: Buffer holds Length bytes.
-    unsafe { std::slice::from_raw_parts(value.Buffer, usize::from(value.Length) / 2) }
+/// The characters of the driver's UNICODE_STRING, copied out bytewise (it and its Buffer may
+/// sit at odd addresses, which x64 allows).
+fn wide_units(string: *const UNICODE_STRING) -> Vec<u16> {
+    crate::driver_mem::unicode_string(string)
 }
 
 fn fold(byte: u8, insensitive: bool) -> u8 {
@@ -145,8 +138,8 @@ extern "win64" fn rtl_ansi_string_to_unicode_string(destination: *mut UNICODE_ST
     if bytes > capacity {
         return status::BUFFER_OVERFLOW;
     }
-    // SAFETY: `buffer` holds `capacity` ≥ `bytes` bytes.
-    unsafe { core::ptr::copy_nonoverlapping(converted.as_ptr(), buffer, converted.len()) };
+    // `buffer` holds `capacity` ≥ `bytes` bytes (the caller's Buffer may sit at an odd address).
+    crate::driver_mem::write_units(buffer, &converted);
     if bytes + 2 <= capacity {
         // SAFETY: as above; the NUL fits.
         unsafe { buffer.wrapping_add(converted.len()).write_unaligned(0) };
@@ -164,7 +157,7 @@ extern "win64" fn rtl_unicode_string_to_integer(string: *const UNICODE_STRING, b
     if value.is_null() || ![0, 2, 8, 10, 16].contains(&base) {
         return status::INVALID_PARAMETER;
     }
-    let text = String::from_utf16_lossy(wide_units(string));
+    let text = String::from_utf16_lossy(&wide_units(string));
     let mut rest = text.trim_start_matches([' ', '\t']);
     let negative = rest.starts_with('-');
     rest = rest.trim_start_matches(['-', '+']);
@@ -197,7 +190,7 @@ extern "win64" fn rtl_suffix_unicode_string(suffix: *const UNICODE_STRING, strin
     }
     let tail = &string[string.len() - suffix.len()..];
     let same = |a: u16, b: u16| a == b || (insensitive != 0 && char::from_u32(a.into()).zip(char::from_u32(b.into())).is_some_and(|(x, y)| x.to_uppercase().eq(y.to_uppercase())));
-    u8::from(tail.iter().zip(suffix).all(|(a, b)| same(*a, *b)))
+    u8::from(tail.iter().zip(&suffix).all(|(a, b)| same(*a, *b)))
 }
 
 /// `RtlGetVersion` (wdm.h; PASSIVE): Windows 10 version 22H2 (10.0.19045, VER_NT_WORKSTATION);
@@ -290,7 +283,7 @@ extern "win64" fn rtl_string_from_guid(guid: *const u8, string: *mut UNICODE_STR
     if block.is_null() {
         return status::INSUFFICIENT_RESOURCES;
     }
-    // SAFETY: the block holds units.len() characters.
+    // SAFETY: the block holds units.len() characters; it is fltemu's own pool block (aligned).
     unsafe { core::ptr::copy_nonoverlapping(units.as_ptr(), block, units.len()) };
     // SAFETY: the caller's UNICODE_STRING.
     unsafe { string.write_unaligned(UNICODE_STRING { Length: ((units.len() - 1) * 2) as u16, MaximumLength: (units.len() * 2) as u16, Buffer: block }) };

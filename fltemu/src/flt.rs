@@ -675,13 +675,12 @@ extern "win64" fn flt_get_volume_name(volume: isize, name: *mut UNICODE_STRING, 
         put(needed, bytes);
         return status::BUFFER_TOO_SMALL;
     }
-    // SAFETY: the caller's buffer holds MaximumLength ≥ `bytes` bytes.
-    unsafe { core::ptr::copy_nonoverlapping(wide.as_ptr(), target.Buffer, wide.len()) };
+    // The caller's buffer holds MaximumLength ≥ `bytes` bytes; it and the UNICODE_STRING may
+    // sit at odd addresses (x64 allows it), so both are written unaligned.
+    crate::driver_mem::write_units(target.Buffer, &wide);
     #[allow(clippy::cast_possible_truncation)]
-    // SAFETY: `name` is the caller's valid UNICODE_STRING.
-    unsafe {
-        (*name).Length = bytes as u16;
-    }
+    // Length is the first field.
+    crate::driver_mem::write(name.cast::<u16>(), bytes as u16);
     put(needed, bytes);
     status::SUCCESS
 }

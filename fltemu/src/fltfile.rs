@@ -144,22 +144,6 @@ fn open_below(inner: &Inner, volume: usize, path: &str, desired_access: u32, sha
     file_object
 }
 
-/// The UTF-16 units of a driver's wide string: `length` bytes at `buffer`, copied out bytewise.
-/// On x64 Windows an odd Buffer address is no fault (ordinary loads have no alignment
-/// requirement), so fltemu accepts it too rather than reporting it; a `&[u16]` over such a
-/// Buffer would be undefined behaviour (and a debug build's precondition check aborts the
-/// process), hence the copy. NULL or a zero length is the empty string; an odd Length drops
-/// the last byte, as Length / 2 characters are all a UNICODE_STRING holds.
-pub(crate) fn wide_units(buffer: *const u16, length: u16) -> Vec<u16> {
-    if buffer.is_null() {
-        return Vec::new();
-    }
-    let units = usize::from(length / 2);
-    // SAFETY: Buffer holds Length bytes (the UNICODE_STRING contract); bytes have no alignment.
-    let bytes = unsafe { std::slice::from_raw_parts(buffer.cast::<u8>(), units * 2) };
-    bytes.chunks_exact(2).map(|pair| u16::from_le_bytes([pair[0], pair[1]])).collect()
-}
-
 /// The file key of a stream key (as io.rs computes it: the path without `:stream`).
 fn file_key(stream_key: &str) -> String {
     let name_start = stream_key.rfind('\\').map_or(0, |at| at + 1);
@@ -189,7 +173,7 @@ fn resolve_name(inner: &Inner, attributes: usize) -> Result<(usize, String), i32
     if name.Buffer.is_null() {
         return Err(OBJECT_NAME_INVALID);
     }
-    let text = String::from_utf16_lossy(&wide_units(name.Buffer, name.Length));
+    let text = String::from_utf16_lossy(&crate::driver_mem::wide_units(name.Buffer, name.Length));
     let lower = text.to_lowercase();
     let volumes = inner.volumes();
     for (index, volume) in volumes.iter().enumerate() {

@@ -26,6 +26,7 @@
 pub mod catalog;
 mod cbdata;
 mod createpath;
+mod driver_mem;
 mod exec;
 mod flt;
 mod fltfile;

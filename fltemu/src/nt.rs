@@ -288,8 +288,8 @@ extern "win64" fn ke_query_system_time_precise(time: *mut i64) {
     #[allow(clippy::cast_possible_truncation)]
     let value = (since_unix.as_nanos() / 100 + EPOCH_DIFFERENCE_100NS) as i64;
     if !time.is_null() {
-        // SAFETY: the caller passes a valid LARGE_INTEGER out pointer.
-        unsafe { time.write(value) };
+        // The caller's LARGE_INTEGER out pointer, at whatever alignment the driver chose.
+        crate::driver_mem::write(time, value);
     }
 }
 
@@ -357,8 +357,8 @@ extern "win64" fn mm_copy_memory(target: usize, source: usize, length: usize, fl
     inner.enter("MmCopyMemory", APC_LEVEL);
     if let Some(failure) = inner.injected("MmCopyMemory") {
         if !transferred.is_null() {
-            // SAFETY: the caller passes a valid SIZE_T out pointer.
-            unsafe { transferred.write(0) };
+            // The caller's SIZE_T out pointer, at whatever alignment the driver chose.
+            crate::driver_mem::write(transferred, 0);
         }
         return failure;
     }
@@ -378,8 +378,8 @@ extern "win64" fn mm_copy_memory(target: usize, source: usize, length: usize, fl
         (status::INVALID_PARAMETER, 0)
     };
     if !transferred.is_null() {
-        // SAFETY: the caller passes a valid SIZE_T out pointer.
-        unsafe { transferred.write(copied) };
+        // The caller's SIZE_T out pointer, at whatever alignment the driver chose.
+        crate::driver_mem::write(transferred, copied);
     }
     result
 }

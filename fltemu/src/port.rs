@@ -179,9 +179,8 @@ extern "win64" fn flt_create_communication_port(
     if name.Buffer.is_null() || name.Length == 0 {
         return status::INVALID_PARAMETER;
     }
-    // SAFETY: a valid UNICODE_STRING's Buffer holds Length bytes.
-    let units = unsafe { std::slice::from_raw_parts(name.Buffer, usize::from(name.Length) / 2) };
-    let name = String::from_utf16_lossy(units);
+    // Copied bytewise: the driver's Buffer may sit at an odd address (x64 allows it).
+    let name = String::from_utf16_lossy(&crate::driver_mem::wide_units(name.Buffer, name.Length));
     let Ok(max_connections) = usize::try_from(max_connections) else { return status::INVALID_PARAMETER };
     if max_connections == 0 {
         return status::INVALID_PARAMETER;

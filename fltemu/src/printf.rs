@@ -18,8 +18,7 @@ unsafe fn narrow(pointer: usize) -> String {
     }
     let mut bytes = Vec::new();
     for index in 0..MAX_STRING {
-        // SAFETY: the caller guarantees readability up to the terminator.
-        let byte = unsafe { *((pointer + index) as *const u8) };
+        let byte = crate::driver_mem::read((pointer + index) as *const u8);
         if byte == 0 {
             break;
         }
@@ -36,16 +35,8 @@ unsafe fn wide(pointer: usize) -> String {
     if pointer == 0 {
         return "(null)".into();
     }
-    let mut units = Vec::new();
-    for index in 0..MAX_STRING {
-        // SAFETY: the caller guarantees readability up to the terminator.
-        let unit = unsafe { *((pointer + index * 2) as *const u16) };
-        if unit == 0 {
-            break;
-        }
-        units.push(unit);
-    }
-    String::from_utf16_lossy(&units)
+    // A driver's wide string may sit at an odd address (x64 allows it): read bytewise.
+    String::from_utf16_lossy(&crate::driver_mem::wide_c_string(pointer as *const u16, MAX_STRING))
 }
 
 /// Reads a counted string (UNICODE_STRING when `is_wide`, ANSI_STRING otherwise): Length at 0,
@@ -57,18 +48,17 @@ unsafe fn counted(pointer: usize, is_wide: bool) -> String {
     if pointer == 0 {
         return "(null)".into();
     }
-    // SAFETY: the caller guarantees a valid structure.
-    let length = usize::from(unsafe { *(pointer as *const u16) });
-    // SAFETY: as above; Buffer is the pointer at offset 8.
-    let buffer = unsafe { *((pointer + 8) as *const usize) };
+    // The structure and its Buffer may sit at odd addresses (x64 allows it): read unaligned.
+    let length = crate::driver_mem::read(pointer as *const u16);
+    // Buffer is the pointer at offset 8.
+    let buffer = crate::driver_mem::read((pointer + 8) as *const usize);
     if buffer == 0 {
         return "(null)".into();
     }
     if is_wide {
-        // SAFETY: Length bytes at Buffer are readable for a valid UNICODE_STRING.
-        let units = unsafe { std::slice::from_raw_parts(buffer as *const u16, length / 2) };
-        String::from_utf16_lossy(units)
+        String::from_utf16_lossy(&crate::driver_mem::wide_units(buffer as *const u16, length))
     } else {
+        let length = usize::from(length);
         // SAFETY: Length bytes at Buffer are readable for a valid ANSI_STRING.
         let bytes = unsafe { std::slice::from_raw_parts(buffer as *const u8, length) };
         String::from_utf8_lossy(bytes).into_owned()

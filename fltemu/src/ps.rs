@@ -184,14 +184,13 @@ extern "win64" fn ps_lookup_process_by_process_id(pid: usize, process: *mut usiz
         return status::INVALID_PARAMETER;
     }
     if pid == 0 || pid > u32::MAX as usize {
-        // SAFETY: the caller's out pointer.
-        unsafe { process.write(0) };
+        // The caller's out pointer, at whatever alignment the driver chose.
+        crate::driver_mem::write(process, 0);
         return status::INVALID_PARAMETER;
     }
     let object = process_object(pid as u32);
     OBJECTS.with(|t| t.get_mut(&object).map(|o| o.driver_refs += 1));
-    // SAFETY: the caller's out pointer.
-    unsafe { process.write(object) };
+    crate::driver_mem::write(process, object);
     status::SUCCESS
 }
 
@@ -270,14 +269,14 @@ extern "win64" fn se_locate_process_image_name(process: usize, name: *mut usize)
     }
     let header = [bytes as u16, bytes as u16, 0, 0];
     // SAFETY: the block has 16 + bytes bytes: a UNICODE_STRING (Length, MaximumLength, pad,
-    // Buffer) then the characters.
+    // Buffer) then the characters; it is fltemu's own pool block, 16-byte aligned.
     unsafe { core::ptr::copy_nonoverlapping(header.as_ptr(), block as *mut u16, 4) };
     // SAFETY: as above.
     unsafe { ((block + 8) as *mut usize).write(block + 16) };
     // SAFETY: as above.
     unsafe { core::ptr::copy_nonoverlapping(text.as_ptr(), (block + 16) as *mut u16, text.len()) };
-    // SAFETY: the caller's out pointer.
-    unsafe { name.write(block) };
+    // The caller's out pointer, at whatever alignment the driver chose.
+    crate::driver_mem::write(name, block);
     status::SUCCESS
 }
 

@@ -8,26 +8,25 @@
 use windows_sys::Win32::Foundation::UNICODE_STRING;
 
 use crate::catalog::{Emulated, Source};
+use crate::driver_mem;
 use crate::exec::{APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
 use crate::objects;
 use crate::state::status;
 
 /// Longest C string read (the same bound DbgPrintEx uses).
-const MAX_CHARS: usize = 1 << 16;
+const MAX_CHARS: usize = driver_mem::MAX_CHARS;
 const ANY: u8 = 15;
 
+// Driver strings may sit at odd addresses (x64 allows it), so wide strings and counted strings
+// are read and written through driver_mem, never as aligned `u16` accesses.
+
+/// The units of a NUL-terminated UTF-16 string before its NUL (the C contract of each caller).
 fn wide_len(text: *const u16) -> usize {
-    let mut length = 0;
-    // SAFETY: a NUL-terminated UTF-16 string (the C contract of each caller).
-    while length < MAX_CHARS && unsafe { text.wrapping_add(length).read() } != 0 {
-        length += 1;
-    }
-    length
+    (0..MAX_CHARS).position(|index| driver_mem::unit_at(text, index) == 0).unwrap_or(MAX_CHARS)
 }
 
-fn wide(text: *const u16) -> &'static [u16] {
-    // SAFETY: `wide_len` units are readable.
-    unsafe { std::slice::from_raw_parts(text, wide_len(text)) }
+fn wide(text: *const u16) -> Vec<u16> {
+    driver_mem::wide_c_string(text, MAX_CHARS)
 }
 
 fn narrow(text: *const u8) -> &'static [u8] {
@@ -66,28 +65,18 @@ fn sign(value: i32) -> i32 {
     value.signum()
 }
 
-/// The characters of a counted string (empty for NULL).
-fn chars(string: *const UNICODE_STRING) -> &'static [u16] {
-    if string.is_null() {
-        return &[];
-    }
-    // SAFETY: the caller's UNICODE_STRING.
-    let value = unsafe { string.read_unaligned() };
-    if value.Buffer.is_null() {
-        return &[];
-    }
-    // SAFETY: Buffer holds Length bytes.
-    unsafe { std::slice::from_raw_parts(value.Buffer, usize::from(value.Length) / 2) }
+/// The characters of a counted string (empty for NULL), copied out.
+fn chars(string: *const UNICODE_STRING) -> Vec<u16> {
+    driver_mem::unicode_string(string)
 }
 
 fn header(string: *const UNICODE_STRING) -> UNICODE_STRING {
-    // SAFETY: the caller's UNICODE_STRING.
-    unsafe { string.read_unaligned() }
+    driver_mem::read(string)
 }
 
 fn set_length(string: *mut UNICODE_STRING, bytes: usize) {
-    // SAFETY: the caller's UNICODE_STRING (Length is its first field).
-    unsafe { (string.cast::<u16>()).write(bytes as u16) };
+    // Length is the first field.
+    driver_mem::write(string.cast::<u16>(), bytes as u16);
 }
 
 /// `RtlInitUnicodeString` (wdm.h; ≤ DISPATCH for non-paged source): Length = bytes without the
@@ -114,13 +103,11 @@ extern "win64" fn rtl_copy_unicode_string(destination: *mut UNICODE_STRING, sour
     let target = header(destination);
     let from = chars(source);
     let count = from.len().min(usize::from(target.MaximumLength) / 2);
-    if count > 0 {
-        // SAFETY: the destination buffer holds MaximumLength bytes.
-        unsafe { core::ptr::copy(from.as_ptr(), target.Buffer, count) };
-    }
+    // The destination buffer holds MaximumLength bytes; `from` is a copy, so overlap is harmless.
+    driver_mem::write_units(target.Buffer, &from[..count]);
     if count * 2 + 2 <= usize::from(target.MaximumLength) {
-        // SAFETY: as above; room for the terminator.
-        unsafe { target.Buffer.wrapping_add(count).write(0) };
+        // Room for the terminator.
+        driver_mem::write(target.Buffer.wrapping_add(count), 0);
     }
     set_length(destination, count * 2);
 }
@@ -128,13 +115,13 @@ extern "win64" fn rtl_copy_unicode_string(destination: *mut UNICODE_STRING, sour
 /// `RtlAppendUnicodeStringToString` (wdm.h): STATUS_BUFFER_TOO_SMALL when it does not fit.
 extern "win64" fn rtl_append_unicode_string_to_string(destination: *mut UNICODE_STRING, source: *const UNICODE_STRING) -> i32 {
     objects::count("RtlAppendUnicodeStringToString", DISPATCH_LEVEL);
-    append(destination, chars(source))
+    append(destination, &chars(source))
 }
 
 /// `RtlAppendUnicodeToString` (wdm.h): appends a NUL-terminated string.
 extern "win64" fn rtl_append_unicode_to_string(destination: *mut UNICODE_STRING, source: *const u16) -> i32 {
     objects::count("RtlAppendUnicodeToString", DISPATCH_LEVEL);
-    append(destination, if source.is_null() { &[] } else { wide(source) })
+    append(destination, &wide(source))
 }
 
 fn append(destination: *mut UNICODE_STRING, from: &[u16]) -> i32 {
@@ -144,13 +131,11 @@ fn append(destination: *mut UNICODE_STRING, from: &[u16]) -> i32 {
     if have + from.len() > room {
         return status::BUFFER_TOO_SMALL;
     }
-    if !from.is_empty() {
-        // SAFETY: the destination buffer holds MaximumLength bytes; the sum fits (checked).
-        unsafe { core::ptr::copy(from.as_ptr(), target.Buffer.wrapping_add(have), from.len()) };
-    }
+    // The destination buffer holds MaximumLength bytes; the sum fits (checked).
+    driver_mem::write_units(target.Buffer.wrapping_add(have), from);
     if have + from.len() < room {
-        // SAFETY: as above; room for the terminator.
-        unsafe { target.Buffer.wrapping_add(have + from.len()).write(0) };
+        // Room for the terminator.
+        driver_mem::write(target.Buffer.wrapping_add(have + from.len()), 0);
     }
     set_length(destination, (have + from.len()) * 2);
     status::SUCCESS
@@ -159,21 +144,21 @@ fn append(destination: *mut UNICODE_STRING, from: &[u16]) -> i32 {
 /// `RtlCompareUnicodeString` (wdm.h; PASSIVE): < 0, 0, > 0.
 extern "win64" fn rtl_compare_unicode_string(a: *const UNICODE_STRING, b: *const UNICODE_STRING, insensitive: u8) -> i32 {
     objects::count("RtlCompareUnicodeString", PASSIVE_LEVEL);
-    sign(compare(chars(a), chars(b), insensitive != 0))
+    sign(compare(&chars(a), &chars(b), insensitive != 0))
 }
 
 /// `RtlEqualUnicodeString` (wdm.h; ≤ DISPATCH for non-paged strings).
 extern "win64" fn rtl_equal_unicode_string(a: *const UNICODE_STRING, b: *const UNICODE_STRING, insensitive: u8) -> u8 {
     objects::count("RtlEqualUnicodeString", DISPATCH_LEVEL);
     let (a, b) = (chars(a), chars(b));
-    u8::from(a.len() == b.len() && compare(a, b, insensitive != 0) == 0)
+    u8::from(a.len() == b.len() && compare(&a, &b, insensitive != 0) == 0)
 }
 
 /// `RtlPrefixUnicodeString` (ntifs.h; PASSIVE).
 extern "win64" fn rtl_prefix_unicode_string(prefix: *const UNICODE_STRING, string: *const UNICODE_STRING, insensitive: u8) -> u8 {
     objects::count("RtlPrefixUnicodeString", PASSIVE_LEVEL);
     let (prefix, string) = (chars(prefix), chars(string));
-    u8::from(prefix.len() <= string.len() && compare(prefix, &string[..prefix.len()], insensitive != 0) == 0)
+    u8::from(prefix.len() <= string.len() && compare(&prefix, &string[..prefix.len()], insensitive != 0) == 0)
 }
 
 /// `RtlUpcaseUnicodeChar` (ntifs.h; any IRQL).
@@ -205,10 +190,8 @@ fn convert_case(function: &'static str, destination: *mut UNICODE_STRING, source
         }
         target.Buffer
     };
-    if !converted.is_empty() {
-        // SAFETY: the buffer holds at least the converted length (checked or just allocated).
-        unsafe { core::ptr::copy_nonoverlapping(converted.as_ptr(), buffer, converted.len()) };
-    }
+    // The buffer holds at least the converted length (checked, or just allocated).
+    driver_mem::write_units(buffer, &converted);
     set_length(destination, converted.len() * 2);
     status::SUCCESS
 }
@@ -285,9 +268,9 @@ extern "win64" fn fs_rtl_is_name_in_expression(expression: *const UNICODE_STRING
             objects::flag(crate::Violation::InvalidParameter { function: "FsRtlIsNameInExpression", reason: "IgnoreCase with an expression that is not upper case" });
         }
         let upper: Vec<u16> = name.iter().map(|u| upcase(*u)).collect();
-        return u8::from(matches(expression, &upper));
+        return u8::from(matches(&expression, &upper));
     }
-    u8::from(matches(expression, name))
+    u8::from(matches(&expression, &name))
 }
 
 // ---- the C runtime ----
@@ -297,12 +280,12 @@ extern "win64" fn wcslen(text: *const u16) -> usize {
 }
 
 extern "win64" fn wcsnlen(text: *const u16, maximum: usize) -> usize {
-    // SAFETY: at most `maximum` units are read (the C contract).
-    (0..maximum).position(|i| unsafe { text.wrapping_add(i).read() } == 0).unwrap_or(maximum)
+    // At most `maximum` units are read (the C contract).
+    (0..maximum).position(|i| driver_mem::unit_at(text, i) == 0).unwrap_or(maximum)
 }
 
 extern "win64" fn wcscmp(a: *const u16, b: *const u16) -> i32 {
-    sign(compare(wide(a), wide(b), false))
+    sign(compare(&wide(a), &wide(b), false))
 }
 
 extern "win64" fn wcsncmp(a: *const u16, b: *const u16, count: usize) -> i32 {
@@ -363,18 +346,17 @@ fn copy_s(destination: *mut u16, size: usize, pieces: &[&[u16]]) -> i32 {
     }
     let total: usize = pieces.iter().map(|p| p.len()).sum();
     if total + 1 > size {
-        // SAFETY: size ≥ 1 units are writable.
-        unsafe { destination.write(0) };
+        // size ≥ 1 units are writable.
+        driver_mem::write(destination, 0);
         return ERANGE;
     }
     let mut at = 0;
     for piece in pieces {
-        // SAFETY: the destination holds `size` > total units; `memmove` semantics for overlap.
-        unsafe { core::ptr::copy(piece.as_ptr(), destination.wrapping_add(at), piece.len()) };
+        // The destination holds `size` > total units; the pieces are copies, so overlap is harmless.
+        driver_mem::write_units(destination.wrapping_add(at), piece);
         at += piece.len();
     }
-    // SAFETY: as above.
-    unsafe { destination.wrapping_add(at).write(0) };
+    driver_mem::write(destination.wrapping_add(at), 0);
     0
 }
 
@@ -382,7 +364,7 @@ extern "win64" fn wcscpy_s(destination: *mut u16, size: usize, source: *const u1
     if source.is_null() {
         return EINVAL;
     }
-    let source: Vec<u16> = wide(source).to_vec();
+    let source: Vec<u16> = wide(source);
     copy_s(destination, size, &[&source])
 }
 
@@ -398,15 +380,12 @@ extern "win64" fn wcscat_s(destination: *mut u16, size: usize, source: *const u1
     if source.is_null() || destination.is_null() {
         return EINVAL;
     }
-    let have: Vec<u16> = (0..size).map_while(|i| {
-        // SAFETY: at most `size` units of the destination are read.
-        let unit = unsafe { destination.wrapping_add(i).read() };
-        (unit != 0).then_some(unit)
-    }).collect();
+    // At most `size` units of the destination are read.
+    let have: Vec<u16> = driver_mem::wide_c_string(destination, size);
     if have.len() == size {
         return EINVAL;
     }
-    let source: Vec<u16> = wide(source).to_vec();
+    let source: Vec<u16> = wide(source);
     copy_s(destination, size, &[&have, &source])
 }
 
@@ -500,7 +479,7 @@ fn narrow_format(format: &[u16]) -> Vec<u8> {
 
 /// Formats a wide format with the arguments `next` yields.
 fn format_wide(format: *const u16, next: &mut dyn FnMut() -> u64) -> Vec<u16> {
-    let narrow = narrow_format(wide(format));
+    let narrow = narrow_format(&wide(format));
     // SAFETY: `narrow` is NUL-terminated; the arguments match the driver's format.
     let text = unsafe { crate::printf::format(narrow.as_ptr() as usize, next) }.text;
     text.encode_utf16().collect()
@@ -516,12 +495,13 @@ fn format_narrow(format: *const u8, next: &mut dyn FnMut() -> u64) -> Vec<u8> {
 fn write_counted<T: Copy + Default>(buffer: *mut T, count: usize, text: &[T]) -> i32 {
     let written = text.len().min(count);
     if written > 0 {
-        // SAFETY: the caller's buffer holds `count` elements.
-        unsafe { core::ptr::copy_nonoverlapping(text.as_ptr(), buffer, written) };
+        // SAFETY: the caller's buffer holds `count` elements; copied as bytes because the buffer
+        // may sit at an odd address (x64 allows it) and `text` is fltemu's own.
+        unsafe { core::ptr::copy_nonoverlapping(text.as_ptr().cast::<u8>(), buffer.cast::<u8>(), core::mem::size_of_val(&text[..written])) };
     }
     if text.len() < count {
-        // SAFETY: as above; room for the terminator.
-        unsafe { buffer.wrapping_add(text.len()).write(T::default()) };
+        // Room for the terminator.
+        driver_mem::write(buffer.wrapping_add(text.len()), T::default());
     }
     if text.len() <= count { i32::try_from(text.len()).unwrap_or(i32::MAX) } else { -1 }
 }
@@ -582,8 +562,8 @@ extern "win64" fn swprintf_s(buffer: *mut u16, size: usize, format: *const u16, 
     }
     let text = format_wide(format, &mut slots([a0, a1, a2, a3, a4, a5, a6, a7, a8, a9]));
     if text.len() + 1 > size {
-        // SAFETY: size ≥ 1.
-        unsafe { buffer.write(0) };
+        // size ≥ 1.
+        driver_mem::write(buffer, 0);
         objects::flag(crate::Violation::InvalidParameter { function: "swprintf_s", reason: "formatted text does not fit the buffer" });
         return -1;
     }

@@ -120,8 +120,10 @@ impl<'a> OpBuffer<'a> {
     /// A user buffer of `length` bytes in its own shared mapping (guard page after it) plus a
     /// second mapping of the same pages: the kernel view an MDL of it maps to. A retired
     /// buffer of the same page count past its quarantine is reused (zeroed), else one is made.
-    fn user(inner: &'a Inner, length: usize) -> Self {
-        let data_length = length.div_ceil(PAGE).max(1) * PAGE;
+    /// None when the host cannot map one (out of mappings or memory).
+    fn user(inner: &'a Inner, length: usize) -> Option<Self> {
+        // Overflow-checked: a length near usize::MAX has no page-rounded size.
+        let data_length = length.div_ceil(PAGE).max(1).checked_mul(PAGE)?;
         let reused = {
             let mut retired = RETIRED.lock().unwrap_or_else(PoisonError::into_inner);
             let eligible = retired.len().saturating_sub(QUARANTINE);
@@ -133,10 +135,10 @@ impl<'a> OpBuffer<'a> {
                 Self::revive(&mapping);
                 mapping
             }
-            None => Self::map(inner, data_length),
+            None => Self::map(inner, data_length)?,
         };
         let (address, system) = (mapping.base, mapping.alias);
-        Self { address, length, system, user: Some((mapping, &inner.user)), _kernel: None }
+        Some(Self { address, length, system, user: Some((mapping, &inner.user)), _kernel: None })
     }
 
     /// Makes a retired mapping a fresh buffer again: accessible, zero-filled, its region mapped.
@@ -152,42 +154,65 @@ impl<'a> OpBuffer<'a> {
         region.secured = 0;
     }
 
-    /// A new user buffer mapping of `data_length` bytes, registered in the user space.
-    fn map(inner: &Inner, data_length: usize) -> UserMapping {
+    /// A new user buffer mapping of `data_length` bytes, registered in the user space; None
+    /// (with whatever was mapped undone) when a host call fails, so the I/O request fails with
+    /// STATUS_INSUFFICIENT_RESOURCES instead of fltemu panicking.
+    fn map(inner: &Inner, data_length: usize) -> Option<UserMapping> {
+        let reserved = data_length.checked_add(PAGE)?;
         // SAFETY: an anonymous reservation chosen by the kernel (data pages + guard page).
         let base = unsafe {
-            libc::mmap(core::ptr::null_mut(), data_length + PAGE, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            libc::mmap(core::ptr::null_mut(), reserved, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
         };
-        assert!(base != libc::MAP_FAILED, "fltemu could not reserve a user buffer");
+        if base == libc::MAP_FAILED {
+            return None;
+        }
+        let release_reservation = || {
+            // SAFETY: the reservation made above, not yet handed out.
+            unsafe { libc::munmap(base, reserved) };
+        };
         // SAFETY: a NUL-terminated name; the descriptor is only used below.
         let fd = unsafe { libc::memfd_create(c"fltemu-user-buffer".as_ptr(), libc::MFD_CLOEXEC) };
-        assert!(fd >= 0, "fltemu could not create a user buffer's memory file");
+        if fd < 0 {
+            release_reservation();
+            return None;
+        }
         // SAFETY: sizes the memory file just created.
         let sized = unsafe { libc::ftruncate(fd, i64::try_from(data_length).unwrap_or(i64::MAX)) };
-        assert!(sized == 0, "fltemu could not size a user buffer's memory file");
-        // SAFETY: replaces the data pages of the reservation just made with the shared file.
-        let user = unsafe {
-            libc::mmap(base, data_length, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_FIXED, fd, 0)
+        let user = if sized == 0 {
+            // SAFETY: replaces the data pages of the reservation just made with the shared file.
+            unsafe { libc::mmap(base, data_length, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_FIXED, fd, 0) }
+        } else {
+            libc::MAP_FAILED
         };
-        // SAFETY: a second mapping of the same file, placed by the kernel.
-        let alias = unsafe {
-            libc::mmap(core::ptr::null_mut(), data_length, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+        let alias = if user == libc::MAP_FAILED {
+            libc::MAP_FAILED
+        } else {
+            // SAFETY: a second mapping of the same file, placed by the kernel.
+            unsafe { libc::mmap(core::ptr::null_mut(), data_length, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) }
         };
         // SAFETY: the mappings keep the file; the descriptor is no longer needed.
         unsafe { libc::close(fd) };
-        assert!(user != libc::MAP_FAILED && alias != libc::MAP_FAILED, "fltemu could not map a user buffer");
+        if alias == libc::MAP_FAILED {
+            // The reservation covers the data pages too (MAP_FIXED replaced them in place).
+            release_reservation();
+            return None;
+        }
         let base = base as usize;
         let region =
             Arc::new(Mutex::new(Region { base, length: data_length, access: Access::ReadWrite, secured: 0, mapped_file: false }));
         inner.user.regions.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::clone(&region));
-        UserMapping { region, base, data_length, alias: alias as usize }
+        Some(UserMapping { region, base, data_length, alias: alias as usize })
     }
 
-    /// A kernel buffer (paging I/O): its own kernel view.
-    fn kernel(length: usize) -> Self {
-        let mut buffer = vec![0u8; length.max(1)].into_boxed_slice();
+    /// A kernel buffer (paging I/O): its own kernel view. None when the host has no memory
+    /// for it (an allocation failure would abort the process).
+    fn kernel(length: usize) -> Option<Self> {
+        let mut buffer = Vec::new();
+        buffer.try_reserve_exact(length.max(1)).ok()?;
+        buffer.resize(length.max(1), 0u8);
+        let mut buffer = buffer.into_boxed_slice();
         let address = buffer.as_mut_ptr() as usize;
-        Self { address, length, system: address, user: None, _kernel: Some(buffer) }
+        Some(Self { address, length, system: address, user: None, _kernel: Some(buffer) })
     }
 
     /// Makes the user address reachable (true) or not (false: an arbitrary thread context).
@@ -462,7 +487,11 @@ pub fn issue(
     let major = if data.is_some() { IRP_MJ_WRITE } else { IRP_MJ_READ };
     let (pre_operation, post_operation) =
         if data.is_some() { (Operation::PreWrite, Operation::PostWrite) } else { (Operation::PreRead, Operation::PostRead) };
+    // The I/O manager fails a request it cannot get resources for before any filter sees it.
     let buffer = if options.paging { OpBuffer::kernel(length) } else { OpBuffer::user(inner, length) };
+    let Some(buffer) = buffer else {
+        return Ok(IoResult { status: status::INSUFFICIENT_RESOURCES, information: 0, data: Vec::new() });
+    };
     if let Some(bytes) = data {
         buffer.fill(bytes);
     }

@@ -9,6 +9,7 @@ use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::catalog::{Emulated, Source};
+use crate::driver_mem;
 use crate::exec::{self, APC_LEVEL, DISPATCH_LEVEL};
 use crate::objects::{self, ObjectKind, Table};
 use crate::state::status;
@@ -320,8 +321,9 @@ extern "win64" fn ex_delete_npaged_lookaside_list(list: usize) {
         objects::misuse("ExDeleteNPagedLookasideList", ObjectKind::LookasideList, "not a live lookaside list");
         return;
     }
-    // SAFETY: the list's Free routine pointer at offset 0x38 (written by the initialise).
-    let free = unsafe { ((list + 0x38) as *const usize).read() };
+    // The list's Free routine pointer at offset 0x38 (written by the initialise), in the
+    // driver's NPAGED_LOOKASIDE_LIST at whatever alignment it chose.
+    let free = driver_mem::read((list + 0x38) as *const usize);
     while let Some(entry) = pop(list) {
         if free != 0 {
             // SAFETY: the Free routine (PFREE_FUNCTION: one pointer argument, Win64).
@@ -335,19 +337,16 @@ extern "win64" fn ex_delete_npaged_lookaside_list(list: usize) {
 /// quadword, the first entry's address in the second.
 fn pop(header: usize) -> Option<usize> {
     let _serial = SLIST.lock().unwrap_or_else(PoisonError::into_inner);
-    // SAFETY: a 16-byte SLIST_HEADER the caller owns.
-    let first = unsafe { ((header + 8) as *const usize).read() };
+    // The header and entries are driver memory (SLIST_HEADER, then each entry's Next pointer
+    // first), read and written unaligned so a misplaced one cannot abort a debug fltemu.
+    let first = driver_mem::read((header + 8) as *const usize);
     if first == 0 {
         return None;
     }
-    // SAFETY: a SLIST_ENTRY pushed earlier (its Next pointer is its first field).
-    let next = unsafe { (first as *const usize).read() };
-    // SAFETY: as above.
-    unsafe { ((header + 8) as *mut usize).write(next) };
-    // SAFETY: as above; the depth is the low 16 bits.
-    let depth = unsafe { (header as *const u16).read() };
-    // SAFETY: as above.
-    unsafe { (header as *mut u16).write(depth.saturating_sub(1)) };
+    let next = driver_mem::read(first as *const usize);
+    driver_mem::write((header + 8) as *mut usize, next);
+    let depth = driver_mem::read(header as *const u16);
+    driver_mem::write(header as *mut u16, depth.saturating_sub(1));
     Some(first)
 }
 
@@ -359,26 +358,19 @@ extern "win64" fn exp_interlocked_pop_entry_slist(header: usize) -> usize {
 extern "win64" fn exp_interlocked_push_entry_slist(header: usize, entry: usize) -> usize {
     objects::count("ExpInterlockedPushEntrySList", 15);
     let _serial = SLIST.lock().unwrap_or_else(PoisonError::into_inner);
-    // SAFETY: a 16-byte SLIST_HEADER and a 16-byte-aligned SLIST_ENTRY the caller owns.
-    let first = unsafe { ((header + 8) as *const usize).read() };
-    // SAFETY: as above.
-    unsafe { (entry as *mut usize).write(first) };
-    // SAFETY: as above.
-    unsafe { ((header + 8) as *mut usize).write(entry) };
-    // SAFETY: as above; the depth is the low 16 bits.
-    let depth = unsafe { (header as *const u16).read() };
-    // SAFETY: as above.
-    unsafe { (header as *mut u16).write(depth.wrapping_add(1)) };
+    let first = driver_mem::read((header + 8) as *const usize);
+    driver_mem::write(entry as *mut usize, first);
+    driver_mem::write((header + 8) as *mut usize, entry);
+    let depth = driver_mem::read(header as *const u16);
+    driver_mem::write(header as *mut u16, depth.wrapping_add(1));
     first
 }
 
 extern "win64" fn exp_interlocked_flush_slist(header: usize) -> usize {
     objects::count("ExpInterlockedFlushSList", 15);
     let _serial = SLIST.lock().unwrap_or_else(PoisonError::into_inner);
-    // SAFETY: a 16-byte SLIST_HEADER the caller owns.
-    let first = unsafe { ((header + 8) as *const usize).read() };
-    // SAFETY: as above.
-    unsafe { (header as *mut [u64; 2]).write([0, 0]) };
+    let first = driver_mem::read((header + 8) as *const usize);
+    driver_mem::write(header as *mut [u64; 2], [0, 0]);
     first
 }
 

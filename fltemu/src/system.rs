@@ -11,18 +11,17 @@ use crate::exec::{self, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
 use crate::objects;
 use crate::state::status;
 
+/// The driver's UNICODE_STRING as text, copied bytewise (it and its Buffer may sit at odd
+/// addresses); None for NULL or a NULL Buffer.
 fn counted(string: *const UNICODE_STRING) -> Option<String> {
     if string.is_null() {
         return None;
     }
-    // SAFETY: the caller's UNICODE_STRING.
-    let value = unsafe { string.read_unaligned() };
+    let value = crate::driver_mem::read(string);
     if value.Buffer.is_null() {
         return None;
     }
-    // SAFETY: Buffer holds Length bytes.
-    let units = unsafe { std::slice::from_raw_parts(value.Buffer, usize::from(value.Length) / 2) };
-    Some(String::from_utf16_lossy(units))
+    Some(String::from_utf16_lossy(&crate::driver_mem::wide_units(value.Buffer, value.Length)))
 }
 
 /// `MmGetSystemRoutineAddress` (wdm.h; PASSIVE): the address of an ntoskrnl.exe or hal.dll

@@ -78,7 +78,7 @@ fn insert(function: &'static str, table: usize, buffer: usize, size: u32, new_el
     let found = search(&entry, table, buffer);
     let set_new = |value: u8| {
         if !new_element.is_null() {
-            // SAFETY: the caller's optional out BOOLEAN.
+            // SAFETY: the caller's optional out BOOLEAN (one byte: any address is aligned).
             unsafe { new_element.write(value) };
         }
     };

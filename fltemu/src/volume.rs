@@ -97,7 +97,7 @@ fn unicode(string: *const windows_sys::Win32::Foundation::UNICODE_STRING) -> Opt
     }
     // SAFETY: the caller's UNICODE_STRING.
     let value = unsafe { string.read_unaligned() };
-    Some(String::from_utf16_lossy(&crate::fltfile::wide_units(value.Buffer, value.Length)))
+    Some(String::from_utf16_lossy(&crate::driver_mem::wide_units(value.Buffer, value.Length)))
 }
 
 /// `FltGetVolumeFromName` (fltkernel.h; PASSIVE): by device name (`\Device\HarddiskVolume1`),

@@ -532,15 +532,14 @@ extern "win64" fn ke_release_mutex(mutex: usize, _wait: u8) -> i32 {
 
 // ---- interlocked lists ----
 
-/// The LIST_ENTRY links (Flink at 0, Blink at 8).
+/// The LIST_ENTRY links (Flink at 0, Blink at 8), in driver memory at whatever alignment the
+/// driver chose (x64 loads need none), so read and written unaligned.
 fn link(entry: usize, blink: bool) -> usize {
-    // SAFETY: a LIST_ENTRY in driver memory (the list DDIs' contract).
-    unsafe { ((entry + 8 * usize::from(blink)) as *const usize).read() }
+    crate::driver_mem::read((entry + 8 * usize::from(blink)) as *const usize)
 }
 
 fn set_link(entry: usize, blink: bool, value: usize) {
-    // SAFETY: as `link`.
-    unsafe { ((entry + 8 * usize::from(blink)) as *mut usize).write(value) };
+    crate::driver_mem::write((entry + 8 * usize::from(blink)) as *mut usize, value);
 }
 
 /// Runs `f` under the KSPIN_LOCK word at `lock` (the same word KeAcquireSpinLock takes).
@@ -723,18 +722,10 @@ const DEVICE_OBJECT_BYTES: usize = 0x150;
 static DEVICES: Table<usize, Option<String>> = Table::new();
 static LINKS: Table<String, String> = Table::new();
 
+/// The driver's UNICODE_STRING as text (copied bytewise: it and its Buffer may sit at odd
+/// addresses).
 fn string_of(string: *const UNICODE_STRING) -> String {
-    if string.is_null() {
-        return String::new();
-    }
-    // SAFETY: the caller's UNICODE_STRING.
-    let value = unsafe { string.read_unaligned() };
-    if value.Buffer.is_null() {
-        return String::new();
-    }
-    // SAFETY: Buffer holds Length bytes.
-    let units = unsafe { std::slice::from_raw_parts(value.Buffer, usize::from(value.Length) / 2) };
-    String::from_utf16_lossy(units)
+    String::from_utf16_lossy(&crate::driver_mem::unicode_string(string))
 }
 
 /// `IoCreateDevice` (wdm.h; PASSIVE): a zeroed DEVICE_OBJECT (Type 3, Size, DriverObject,
@@ -922,8 +913,8 @@ extern "win64" fn zw_query_symbolic_link_object(handle: usize, target: *mut UNIC
     if usize::from(value.MaximumLength) < bytes || value.Buffer.is_null() {
         return status::BUFFER_TOO_SMALL;
     }
-    // SAFETY: Buffer holds MaximumLength ≥ bytes bytes.
-    unsafe { core::ptr::copy_nonoverlapping(units.as_ptr(), value.Buffer, units.len()) };
+    // Buffer holds MaximumLength ≥ bytes bytes (at any alignment).
+    crate::driver_mem::write_units(value.Buffer, &units);
     // SAFETY: the caller's UNICODE_STRING.
     unsafe { target.write_unaligned(UNICODE_STRING { Length: bytes as u16, ..value }) };
     status::SUCCESS
@@ -980,7 +971,7 @@ extern "win64" fn flt_enumerate_instances(volume: usize, _filter: usize, list: *
 extern "win64" fn flt_get_volume_guid_name(volume: usize, name: *mut UNICODE_STRING, needed: *mut u32) -> i32 {
     objects::count("FltGetVolumeGuidName", APC_LEVEL);
     let Some(index) = mounted().iter().map(|(i, _)| *i).find(|i| crate::state::volume_handle(*i).cast_unsigned() == volume) else {
-        return 0xC01C_0014_u32.cast_signed(); // STATUS_FLT_VOLUME_NOT_FOUND
+        return status::FLT_VOLUME_NOT_FOUND;
     };
     let units: Vec<u16> = format!("\\??\\Volume{{0f17e000-0000-4000-8000-{:012x}}}", index + 1).encode_utf16().collect();
     let bytes = units.len() * 2;
@@ -999,8 +990,8 @@ extern "win64" fn flt_get_volume_guid_name(volume: usize, name: *mut UNICODE_STR
     if usize::from(value.MaximumLength) < bytes || value.Buffer.is_null() {
         return status::BUFFER_TOO_SMALL;
     }
-    // SAFETY: Buffer holds MaximumLength ≥ bytes bytes.
-    unsafe { core::ptr::copy_nonoverlapping(units.as_ptr(), value.Buffer, units.len()) };
+    // Buffer holds MaximumLength ≥ bytes bytes (at any alignment).
+    crate::driver_mem::write_units(value.Buffer, &units);
     // SAFETY: the caller's UNICODE_STRING.
     unsafe { name.write_unaligned(UNICODE_STRING { Length: bytes as u16, ..value }) };
     status::SUCCESS

@@ -48,3 +48,27 @@ fn thirty_thousand_reads_and_writes_keep_the_mapping_count_bounded() {
     let report = emu.unload().unwrap();
     assert!(report.is_clean(), "{report}");
 }
+
+/// A read whose buffer the host cannot map (a length past the 47-bit user address space, or
+/// an allocation past the host's memory for paging I/O) fails with
+/// STATUS_INSUFFICIENT_RESOURCES, as an I/O request the I/O manager has no resources for does,
+/// and the emulator goes on; before, fltemu panicked (`assert!` on the failed mmap).
+#[test]
+fn a_buffer_the_host_cannot_map_fails_the_request_instead_of_panicking() {
+    const INSUFFICIENT_RESOURCES: i32 = 0xC000_009A_u32.cast_signed();
+    let image = CDriver::new("passthrough").build();
+    let emu = Emulator::load(&image, Config::default()).expect("loads");
+    let volume = emu.mount(VolumeSpec::ntfs("\\Device\\vol1")).unwrap();
+    emu.set_file_contents(volume, "\\a.txt", b"0123456789");
+    let file = emu.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+    for (length, paging) in [(1usize << 60, false), (usize::MAX, false), (1 << 60, true)] {
+        let result = emu.read(&file, 0, length, &IoOptions { paging, ..IoOptions::default() }).unwrap();
+        assert_eq!((result.status, result.information), (INSUFFICIENT_RESOURCES, 0), "length {length:#x} paging {paging}");
+    }
+    let read = emu.read(&file, 0, 4, &IoOptions::default()).unwrap();
+    assert_eq!((read.status, read.data.as_slice()), (0, &b"0123"[..]), "the emulator still works");
+    emu.cleanup(&file).unwrap();
+    emu.close(file).unwrap();
+    let report = emu.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+}

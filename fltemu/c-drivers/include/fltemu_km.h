@@ -609,4 +609,19 @@ __declspec(dllimport) extern POBJECT_TYPE IoFileObjectType[1];
 __declspec(dllimport) NTSTATUS FltGetVolumeFromName(PFLT_FILTER Filter, PCUNICODE_STRING VolumeName, PFLT_VOLUME *RetVolume);
 __declspec(dllimport) NTSTATUS FltGetVolumeInstanceFromName(PFLT_FILTER Filter, PFLT_VOLUME Volume, PCUNICODE_STRING InstanceName, PFLT_INSTANCE *RetInstance);
 
+/* ---- counted strings and the CRT's wide strings (oddstr.c; wdm.h / ntifs.h DDI pages) ------ */
+__declspec(dllimport) ULONG DbgPrint(PCSTR Format, ...);
+__declspec(dllimport) VOID RtlInitUnicodeString(PUNICODE_STRING DestinationString, PCWSTR SourceString);
+__declspec(dllimport) VOID RtlCopyUnicodeString(PUNICODE_STRING DestinationString, PCUNICODE_STRING SourceString);
+__declspec(dllimport) LONG RtlCompareUnicodeString(PCUNICODE_STRING String1, PCUNICODE_STRING String2, BOOLEAN CaseInSensitive);
+__declspec(dllimport) NTSTATUS RtlAppendUnicodeStringToString(PUNICODE_STRING Destination, PCUNICODE_STRING Source);
+__declspec(dllimport) NTSTATUS RtlAppendUnicodeToString(PUNICODE_STRING Destination, PCWSTR Source);
+__declspec(dllimport) BOOLEAN RtlPrefixUnicodeString(PCUNICODE_STRING String1, PCUNICODE_STRING String2, BOOLEAN CaseInSensitive);
+__declspec(dllimport) NTSTATUS RtlUpcaseUnicodeString(PUNICODE_STRING DestinationString, PCUNICODE_STRING SourceString, BOOLEAN AllocateDestinationString);
+__declspec(dllimport) NTSTATUS RtlUnicodeStringToInteger(PCUNICODE_STRING String, ULONG Base, PULONG Value);
+__declspec(dllimport) BOOLEAN FsRtlIsNameInExpression(PUNICODE_STRING Expression, PUNICODE_STRING Name, BOOLEAN IgnoreCase, WCHAR *UpcaseTable);
+__declspec(dllimport) SIZE_T wcslen(const WCHAR *String);
+__declspec(dllimport) int _wcsicmp(const WCHAR *String1, const WCHAR *String2);
+__declspec(dllimport) int wcscpy_s(WCHAR *Destination, SIZE_T Size, const WCHAR *Source);
+
 #endif /* FLTEMU_KM_H */
