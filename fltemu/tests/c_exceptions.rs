@@ -453,6 +453,20 @@ fn a_misaligned_establisher_frame_stops_the_dispatch_with_the_stack_invalid() {
 }
 
 #[test]
+fn a_frame_pointer_off_the_stack_is_reported_as_a_corrupt_stack() {
+    for profile in PROFILES {
+        let (exit, text) = run(&variant("BUG_FRAME_OFF_STACK", profile));
+        assert_eq!(exit, 2, "{profile:?}:\n{text}");
+        assert!(text.contains("bug check 0x0000001e (0xc000001d, "), "{profile:?}:\n{text}");
+        assert!(
+            text.contains("fltemu: corrupt stack: the unwind codes read the stack at 0x1000, outside the thread's stack"),
+            "{profile:?}:\n{text}"
+        );
+        assert!(!text.contains("the fault below a misaligned frame was caught"), "{profile:?}:\n{text}");
+    }
+}
+
+#[test]
 fn a_finally_that_starts_an_exit_unwind_every_time_nests_unwinds_until_a_double_fault() {
     for profile in PROFILES {
         let (code, params, _, _, text) = bug_check_at_load(&variant("BUG_UNWIND_RECURSION", profile));

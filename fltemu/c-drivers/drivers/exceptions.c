@@ -47,6 +47,8 @@
  * - BUG_MISALIGNED_FRAME: a ud2 in a frame-pointer function that made RBP odd, inside __try:
  *   the establisher frame is misaligned, so the dispatch stops (EXCEPTION_STACK_INVALID) and
  *   the exception is not handled: 0x1E (0xC000001D).
+ * - BUG_FRAME_OFF_STACK: the same with RBP = 0x1000: the unwind codes read the saved RBP off the
+ *   thread's stack, a corrupt stack: 0x1E (0xC000001D).
  * - BUG_UNWIND_RECURSION: a __finally that starts an exit unwind (RtlUnwindEx(NULL, ...)) from
  *   a function whose __finally does the same: the unwinds nest until the kernel stack
  *   overflows: 0x7F (8, double fault).
@@ -218,9 +220,15 @@ __declspec(noinline) static void continue_always(void)
 }
 #endif
 
+#if defined(BUG_MISALIGNED_FRAME) || defined(BUG_FRAME_OFF_STACK)
 #if defined(BUG_MISALIGNED_FRAME)
-/* A frame-pointer function (its unwind data: push rbp; mov rbp, rsp; SET_FPREG rbp) that makes
- * RBP odd before its ud2: the establisher frame the unwinder computes from RBP is misaligned. */
+#define CORRUPT_RBP "    orq $1, %rbp\n"
+#else
+#define CORRUPT_RBP "    movq $0x1000, %rbp\n"
+#endif
+/* A frame-pointer function (its unwind data: push rbp; mov rbp, rsp; SET_FPREG rbp) that
+ * corrupts RBP before its ud2: made odd, the establisher frame the unwinder computes from it is
+ * misaligned; pointed at 0x1000, the saved RBP the unwind codes name is off the stack. */
 void misaligned_frame_fault(void);
 __asm__(".text\n"
         ".def misaligned_frame_fault; .scl 2; .type 32; .endef\n"
@@ -233,7 +241,7 @@ __asm__(".text\n"
         "    movq %rsp, %rbp\n"
         "    .seh_setframe %rbp, 0\n"
         "    .seh_endprologue\n"
-        "    orq $1, %rbp\n"
+        CORRUPT_RBP
         "    ud2\n"
         "    popq %rbp\n"
         "    retq\n"
@@ -703,7 +711,7 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path)
     }
 #elif defined(BUG_CONTINUE_ALWAYS)
     continue_always();
-#elif defined(BUG_MISALIGNED_FRAME)
+#elif defined(BUG_MISALIGNED_FRAME) || defined(BUG_FRAME_OFF_STACK)
     __try {
         misaligned_frame_fault();
     } __except (EXCEPTION_EXECUTE_HANDLER) {
