@@ -418,12 +418,8 @@ unsafe impl Sync for MappedImage {}
 const PAGE: usize = 4096;
 /// `IMAGE_SCN_MEM_EXECUTE`.
 const SCN_EXECUTE: u32 = 0x2000_0000;
-/// `IMAGE_SCN_MEM_READ`.
-const SCN_READ: u32 = 0x4000_0000;
 /// `IMAGE_SCN_MEM_WRITE`.
 const SCN_WRITE: u32 = 0x8000_0000;
-/// `IMAGE_SCN_MEM_DISCARDABLE`.
-const SCN_DISCARDABLE: u32 = 0x0200_0000;
 
 /// Resolves every import before anything is mapped: the (IAT RVA, address) pairs, or all the
 /// imports that do not resolve, each as `dll!name` (`dll!#N` by ordinal: kernel exports are
@@ -522,15 +518,15 @@ impl MappedImage {
                 return Err(LoadError::NotPe(format!("section {} outside SizeOfImage", section.name)));
             }
             let c = section.characteristics;
-            let mut protection = libc::PROT_NONE;
-            if c & (SCN_READ | SCN_DISCARDABLE) != 0 {
-                protection |= libc::PROT_READ;
-            }
+            // Every mapped section is readable: an x64 kernel page has no "not readable" bit
+            // (a present PTE is always readable), so IMAGE_SCN_MEM_READ (and DISCARDABLE) change
+            // nothing, and the unwinder and the trap decoder may read any section.
+            let mut protection = libc::PROT_READ;
             if c & SCN_WRITE != 0 {
-                protection |= libc::PROT_WRITE | libc::PROT_READ;
+                protection |= libc::PROT_WRITE;
             }
             if c & SCN_EXECUTE != 0 {
-                protection |= libc::PROT_EXEC | libc::PROT_READ;
+                protection |= libc::PROT_EXEC;
             }
             set(start, section.memory_size() as usize, protection)?;
         }

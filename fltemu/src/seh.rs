@@ -52,8 +52,9 @@ pub const STATUS_ASSERTION_FAILURE: i32 = 0xC000_0420_u32.cast_signed();
 pub const STATUS_STACK_BUFFER_OVERRUN: i32 = 0xC000_0409_u32.cast_signed();
 /// `STATUS_UNWIND`, the code of RtlUnwindEx's own record when the caller passes none.
 pub const STATUS_UNWIND: i32 = 0xC000_0027_u32.cast_signed();
-/// `STATUS_INVALID_UNWIND_TARGET`.
-pub const STATUS_INVALID_UNWIND_TARGET: i32 = 0xC000_0029_u32.cast_signed();
+/// `STATUS_BAD_STACK`, what RtlUnwindEx raises for a frame outside the stack limits or past
+/// its target.
+pub const STATUS_BAD_STACK: i32 = 0xC000_0028_u32.cast_signed();
 /// `STATUS_UNWIND_CONSOLIDATE`.
 const STATUS_UNWIND_CONSOLIDATE: i32 = 0x8000_0029_u32.cast_signed();
 /// `SYSTEM_THREAD_EXCEPTION_NOT_HANDLED`.
@@ -69,6 +70,7 @@ const EXCEPTION_DOUBLE_FAULT: usize = 8;
 const EXCEPTION_NONCONTINUABLE: u32 = 0x1;
 const EXCEPTION_UNWINDING: u32 = 0x2;
 const EXCEPTION_EXIT_UNWIND: u32 = 0x4;
+const EXCEPTION_STACK_INVALID: u32 = 0x8;
 const EXCEPTION_NESTED_CALL: u32 = 0x10;
 const EXCEPTION_TARGET_UNWIND: u32 = 0x20;
 const EXCEPTION_COLLIDED_UNWIND: u32 = 0x40;
@@ -213,23 +215,24 @@ fn below(level: usize) -> Option<Activation> {
 /// Continues in `context` (a driver frame): the handler calls whose frames lie below it are over.
 fn resume(context: &Context) -> ! {
     let rsp = context.gpr[RSP];
-    let left = ACTIVE.with(|a| {
-        let mut active = a.borrow_mut();
-        active.retain(|activation| activation.frame as u64 > rsp);
-        active.len()
-    });
-    if left == 0 {
-        // No dispatch is running any more: the re-raises it made are over too.
-        RERAISES.with(|c| c.set(0));
-    }
+    ACTIVE.with(|a| a.borrow_mut().retain(|activation| activation.frame as u64 > rsp));
+    // A raise of the dispatcher whose frame lies below the resumed RSP is over as well, even
+    // when an outer handler call is still running (a filter that caught it and goes on).
+    RERAISES.with(|r| r.borrow_mut().retain(|frame| *frame as u64 > rsp));
     unwind::restore(context)
 }
 
 thread_local! {
     /// Exceptions the dispatcher or unwinder raised itself (STATUS_NONCONTINUABLE_EXCEPTION,
-    /// STATUS_INVALID_DISPOSITION, STATUS_INVALID_UNWIND_TARGET) whose dispatch is still running:
-    /// each keeps RtlDispatchException's or RtlUnwindEx's frames on the kernel stack.
-    static RERAISES: Cell<usize> = const { Cell::new(0) };
+    /// STATUS_INVALID_DISPOSITION, STATUS_BAD_STACK) whose dispatch is still running, each as
+    /// an address in the Rust frame that raised it: each keeps RtlDispatchException's or
+    /// RtlUnwindEx's frames on the kernel stack until a context above that frame resumes.
+    static RERAISES: core::cell::RefCell<Vec<usize>> = const { core::cell::RefCell::new(Vec::new()) };
+}
+
+/// How many raises of the dispatcher are still running on this thread.
+fn reraises() -> usize {
+    RERAISES.with(|r| r.borrow().len())
 }
 
 /// Raises `status` from inside the dispatcher or unwinder, as RtlRaiseStatus there does
@@ -244,7 +247,9 @@ fn raise_from_dispatcher(status: i32, record: &ExceptionRecord, context: &Contex
         place(Image::current().as_ref(), record.address),
         status.cast_unsigned()
     ));
-    RERAISES.with(|c| c.set(c.get() + 1));
+    let marker = 0u8;
+    let frame = core::hint::black_box(&raw const marker) as usize;
+    RERAISES.with(|r| r.borrow_mut().push(frame));
     dispatch(raised, context)
 }
 
@@ -253,8 +258,11 @@ fn raise_from_dispatcher(status: i32, record: &ExceptionRecord, context: &Contex
 /// the record EXCEPTION_STACK_INVALID) and the exception is not handled: bug check 0x1E with
 /// the parameters of the exception being dispatched, and one line saying which data is bad.
 fn corrupt_unwind(image: &Image, record: &ExceptionRecord, at: u64, error: unwind::UnwindError) -> ! {
+    // A leaf step or an unwind code that reads outside the thread's stack is a corrupt stack
+    // (registers or return addresses), not necessarily corrupt unwind data.
+    let what = if matches!(error, unwind::UnwindError::StackOutOfRange(_)) { "corrupt stack" } else { "corrupt unwind data" };
     debug_line(format!(
-        "fltemu: corrupt unwind data: {error} (frame at {}) while dispatching exception {:#010x}",
+        "fltemu: {what}: {error} (frame at {}) while dispatching exception {:#010x}",
         place(Some(image), at),
         record.code.cast_unsigned()
     ));
@@ -369,7 +377,7 @@ fn call_handler(
 /// CONTEXT records KiDispatchException and RtlDispatchException keep (0x4D0 each), or for an
 /// unwind RtlUnwindEx's CONTEXT and DISPATCHER_CONTEXT. fltemu's own frames are larger (and its
 /// thread stack is 1 MiB), so they are not what is measured.
-fn nested_kernel_stack(context: &Context) -> usize {
+fn nested_kernel_stack(context: &Context, phase: Phase) -> usize {
     const DISPATCH_COST: usize = 0x190 + 0x140 + 0x98 + 2 * 0x4D0;
     const UNWIND_COST: usize = 0x4D0 + 0x100;
     let top = exec::stack_top() as u64;
@@ -379,8 +387,39 @@ fn nested_kernel_stack(context: &Context) -> usize {
     let handlers: usize = (0..active_len())
         .map(|index| if active(index).phase == Phase::Dispatch { DISPATCH_COST } else { UNWIND_COST })
         .sum();
-    let reraises = RERAISES.with(Cell::get).saturating_mul(DISPATCH_COST);
-    driver.saturating_add(handlers).saturating_add(reraises).saturating_add(DISPATCH_COST)
+    let reraises = reraises().saturating_mul(DISPATCH_COST);
+    let starting = if phase == Phase::Dispatch { DISPATCH_COST } else { UNWIND_COST };
+    driver.saturating_add(handlers).saturating_add(reraises).saturating_add(starting)
+}
+
+/// Ends the run with a double fault when the dispatch or unwind (`phase`) about to start from
+/// `context` would overflow the kernel stack: nested in running handler calls or raises of the
+/// dispatcher past the 24 KiB estimate, or with fltemu's own thread stack nearly used up.
+/// `what` names it for the report, raised or started at `at`.
+fn check_nesting(image: &Image, phase: Phase, context: &Context, at: u64, what: &dyn Fn() -> String) {
+    let nested = active_len() > 0 || reraises() > 0;
+    if nested && nested_kernel_stack(context, phase) > exec::KERNEL_STACK_SIZE || thread_stack_exhausted() {
+        // Each nested exception or unwind stacks another trap frame and dispatch (or RtlUnwindEx's
+        // records) on the kernel stack; a handler that raises again every time its frame is
+        // searched, or a __finally that unwinds again, overflows it, which is a double fault
+        // ("Bug Check 0x7F UNEXPECTED_KERNEL_MODE_TRAP", parameter 1 = 8).
+        debug_line(format!(
+            "fltemu: UNEXPECTED_KERNEL_MODE_TRAP (double fault): {} at {} with {} exception handlers and {} raises of the \
+             dispatcher still running overflowed the {} KiB kernel stack",
+            what(),
+            place(Some(image), at),
+            active_len(),
+            reraises(),
+            exec::KERNEL_STACK_SIZE / 1024
+        ));
+        exec::bug_check(UNEXPECTED_KERNEL_MODE_TRAP, [EXCEPTION_DOUBLE_FAULT, 0, 0, 0]);
+    }
+}
+
+/// RtlpIsFrameInBounds: an establisher frame must be 8-byte aligned and inside the thread's
+/// stack limits (when they are known).
+fn frame_in_bounds(frame: u64) -> bool {
+    frame.is_multiple_of(8) && unwind::thread_stack().is_none_or(|(low, high)| frame >= low as u64 && frame < high as u64)
 }
 
 /// True when fltemu's own thread stack has less room left than a dispatch needs (its frames are
@@ -412,22 +451,7 @@ fn stack_address() -> usize {
 pub fn dispatch(mut record: ExceptionRecord, context: &Context) -> ! {
     let Some(image) = Image::current() else { not_handled(None, &record) };
     let base = active_len();
-    let nested = base > 0 || RERAISES.with(Cell::get) > 0;
-    if nested && nested_kernel_stack(context) > exec::KERNEL_STACK_SIZE || thread_stack_exhausted() {
-        // Each nested exception stacks another trap frame and dispatch on the kernel stack; a
-        // handler that raises again every time its frame is searched overflows it, which is a
-        // double fault ("Bug Check 0x7F UNEXPECTED_KERNEL_MODE_TRAP", parameter 1 = 8).
-        debug_line(format!(
-            "fltemu: UNEXPECTED_KERNEL_MODE_TRAP (double fault): nested exception {:#010x} at {} with {} exception handlers and {} \
-             raises of the dispatcher still running overflowed the {} KiB kernel stack",
-            record.code.cast_unsigned(),
-            place(Some(&image), record.address),
-            base,
-            RERAISES.with(Cell::get),
-            exec::KERNEL_STACK_SIZE / 1024
-        ));
-        exec::bug_check(UNEXPECTED_KERNEL_MODE_TRAP, [EXCEPTION_DOUBLE_FAULT, 0, 0, 0]);
-    }
+    check_nesting(&image, Phase::Dispatch, context, record.address, &|| format!("nested exception {:#010x}", record.code.cast_unsigned()));
     let mut original = *context;
     let mut walk = *context;
     let mut level = base;
@@ -469,6 +493,20 @@ pub fn dispatch(mut record: ExceptionRecord, context: &Context) -> ! {
                 Ok(step) => step,
                 Err(error) => corrupt_unwind(&image, &record, control_pc, error),
             };
+            if function.is_some() && !frame_in_bounds(frame.establisher) {
+                // RtlDispatchException checks every establisher frame (RtlpIsFrameInBounds): a
+                // misaligned one or one outside the stack limits sets EXCEPTION_STACK_INVALID and
+                // ends the search, so the exception is not handled.
+                record.flags |= EXCEPTION_STACK_INVALID;
+                debug_line(format!(
+                    "fltemu: EXCEPTION_STACK_INVALID: the frame at {} has establisher frame {:#x}, misaligned or outside the \
+                     thread's stack, so the dispatch of exception {:#010x} stops there",
+                    place(Some(&image), control_pc),
+                    frame.establisher,
+                    record.code.cast_unsigned()
+                ));
+                not_handled(Some(&image), &record);
+            }
             let (Some(handler), Some(function)) = (frame.handler, function) else { continue };
             (control_pc, frame.establisher, handler, function.entry_address, 0)
         };
@@ -544,6 +582,7 @@ fn unwind_walk(
     let Some(image) = Image::current() else { not_handled(None, record) };
     // SAFETY: the origin lives in a frame that is running (the walk that owns it called us).
     let mut walk = unsafe { *start.origin };
+    check_nesting(&image, Phase::Unwind, &walk, walk.rip, &|| "a nested unwind".to_owned());
     let mut level = start.base;
     let mut collided: Option<UnwindState> = None;
     record.flags |= EXCEPTION_UNWINDING;
@@ -582,12 +621,15 @@ fn unwind_walk(
                 Ok(step) => step,
                 Err(error) => corrupt_unwind(&image, record, control_pc, error),
             };
+            if function.is_some() && (!frame_in_bounds(frame.establisher) || target_frame != 0 && target_frame < frame.establisher) {
+                // RtlUnwindEx checks each frame with a function entry (WRK amd64 exdsptch.c): an
+                // establisher that is misaligned or outside the stack limits, or a target below it
+                // (the unwind passed its target, which is not on this stack), raises
+                // STATUS_BAD_STACK.
+                raise_from_unwind(start, STATUS_BAD_STACK, record);
+            }
             (before, frame, function, control_pc, None)
         };
-        if target_frame != 0 && frame.establisher > target_frame {
-            // Passed the target: it is not on this stack (RtlUnwindEx raises this status).
-            raise_from_unwind(start, STATUS_INVALID_UNWIND_TARGET, record);
-        }
         let is_target = frame.establisher == target_frame;
         if is_target {
             record.flags |= EXCEPTION_TARGET_UNWIND;
@@ -1047,8 +1089,9 @@ extern "win64" fn rtl_virtual_unwind(
 /// EXCEPTION_TARGET_UNWIND at the target, then continues there at TargetIp with RAX =
 /// ReturnValue (ContextRecord receives that context). No ExceptionRecord → one with
 /// STATUS_UNWIND. TargetFrame NULL is an exit unwind (every frame, then the top of the driver's
-/// frames: bug check 0x1E); a target not on the stack → STATUS_INVALID_UNWIND_TARGET (bug check
-/// 0x1E); STATUS_UNWIND_CONSOLIDATE (C++ frame consolidation) → InvalidParameter, unwound
+/// frames: bug check 0x1E); a target below a frame's establisher, or an establisher misaligned
+/// or outside the stack → STATUS_BAD_STACK raised (bug check 0x1E when nothing takes it);
+/// STATUS_UNWIND_CONSOLIDATE (C++ frame consolidation) → InvalidParameter, unwound
 /// plainly. Any IRQL. The caller's registers come from the assembly thunk.
 extern "win64" fn rtl_unwind_ex(
     target_frame: u64,
@@ -1212,6 +1255,9 @@ const TRAP_PAGE_FAULT: u64 = 0;
 const TRAP_OTHER: u64 = 1;
 /// `int 0x29`: a fast fail.
 const TRAP_FAST_FAIL: u64 = 2;
+/// A divide error on a DIV/IDIV: [`fault_entry`] tells a divide by zero from an overflow (it
+/// may take locks to bound the operand read, which the signal handler may not).
+const TRAP_DIVIDE: u64 = 3;
 
 /// Where a redirected fault starts, on the faulting thread's stack. A page fault on an address
 /// that is neither user memory nor the NULL region is invalid system memory, which Windows does
@@ -1224,6 +1270,19 @@ extern "sysv64" fn fault_entry(record: *const ExceptionRecord, context: *const C
     let context = unsafe { *context };
     if kind == TRAP_FAST_FAIL {
         fast_fail(&record, &context);
+    }
+    let mut record = record;
+    if kind == TRAP_DIVIDE
+        && let Some(image) = Image::current()
+    {
+        let code = |at: u64| code_byte(&image, at);
+        let user = |address: usize, size: usize| {
+            crate::state::current().is_some_and(|inner| {
+                matches!(inner.user.access_of(address, size), Some(crate::user::Access::ReadWrite | crate::user::Access::ReadOnly))
+            })
+        };
+        let read = |at: u64, size: usize| divide_operand(at, size, &image, unwind::thread_stack(), &user);
+        record.code = divide_status(&code, &read, &context);
     }
     let address = record.information[1];
     let user = crate::state::current().is_some_and(|inner| usize::try_from(address).is_ok_and(|a| inner.user.contains(a)));
@@ -1366,19 +1425,28 @@ fn code_byte(image: &Image, address: u64) -> Option<u8> {
     image.contains(address).then(|| unsafe { (address as *const u8).read() })
 }
 
-/// Skips legacy prefixes and a REX prefix at `rip`: (REX byte or 0, operand-size prefix seen,
-/// address-size prefix seen, segment FS/GS seen, address of the opcode).
+/// Skips the prefixes at `rip`: (REX byte or 0, operand-size prefix seen, address-size prefix
+/// seen, segment FS/GS seen, address of the opcode). A REX prefix only counts when it is the last
+/// prefix before the opcode: the processor ignores one that a legacy prefix follows (Intel SDM
+/// vol. 2, 2.2.1 "REX Prefixes"), so `48 66 F7 F1` is `div cx`, not `div rcx`.
 fn prefixes(code: &dyn Fn(u64) -> Option<u8>, rip: u64) -> Option<(u8, bool, bool, bool, u64)> {
-    let (mut at, mut operand16, mut address32, mut segment) = (rip, false, false, false);
+    let (mut at, mut operand16, mut address32, mut segment, mut rex) = (rip, false, false, false, 0);
+    // An instruction is at most 15 bytes, the opcode and ModRM among them.
     for _ in 0..14 {
         match code(at)? {
             0x66 => operand16 = true,
             0x67 => address32 = true,
             0x64 | 0x65 => segment = true,
             0x26 | 0x2E | 0x36 | 0x3E | 0xF0 | 0xF2 | 0xF3 => {}
-            rex @ 0x40..=0x4F => return Some((rex, operand16, address32, segment, at + 1)),
-            _ => return Some((0, operand16, address32, segment, at)),
+            byte @ 0x40..=0x4F => {
+                rex = byte;
+                at += 1;
+                continue;
+            }
+            _ => return Some((rex, operand16, address32, segment, at)),
         }
+        // A legacy prefix after a REX: that REX is ignored.
+        rex = 0;
         at += 1;
     }
     None
@@ -1471,6 +1539,31 @@ fn divide_status(code: &dyn Fn(u64) -> Option<u8>, read: &dyn Fn(u64, usize) -> 
         mask(value)
     };
     if divisor == 0 { zero } else { STATUS_INTEGER_OVERFLOW }
+}
+
+/// Reads the `size`-byte memory operand of a DIV/IDIV at `address` (computed from the trap's
+/// registers, which valgrind can report stale) only when it lies wholly inside memory fltemu
+/// knows is readable: the image (every section is mapped readable), the thread's stack
+/// `[low, high)`, or a readable user mapping (`user`). Elsewhere `None`: the caller reports
+/// STATUS_INTEGER_DIVIDE_BY_ZERO rather than read an address nothing vouches for.
+fn divide_operand(
+    address: u64,
+    size: usize,
+    image: &Image,
+    stack: Option<(usize, usize)>,
+    user: &dyn Fn(usize, usize) -> bool,
+) -> Option<u64> {
+    let start = usize::try_from(address).ok()?;
+    let end = start.checked_add(size)?;
+    let in_image = start.checked_sub(image.base).is_some_and(|rva| image.holds(rva, size));
+    let in_stack = stack.is_some_and(|(low, high)| start >= low && end <= high);
+    if !(in_image || in_stack || user(start, size)) {
+        return None;
+    }
+    // SAFETY: `[start, end)` lies in the mapped image, the thread's own stack or a readable user
+    // mapping (checked above), all readable.
+    let bytes = unsafe { core::slice::from_raw_parts(start as *const u8, size) };
+    Some(bytes.iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
 }
 
 /// True when the instruction at `rip` is one user mode may not execute (a general-protection
@@ -1699,12 +1792,8 @@ pub fn redirect_fault(signal: i32, si_code: i32, address: usize, ucontext: *mut 
                 // memory access. Dispatching from it would resume the driver with wrong registers.
                 return false;
             }
-            let read = |at: u64, size: usize| -> Option<u64> {
-                // SAFETY: the divide just read this operand (a #DE comes after the fetch), so it is mapped.
-                let bytes = unsafe { core::slice::from_raw_parts(at as *const u8, size) };
-                Some(bytes.iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
-            };
-            (ExceptionRecord::new(divide_status(&code, &read, &context), 0, rip, &[]), TRAP_OTHER)
+            // fault_entry decides between divide by zero and overflow (it reads the operand).
+            (ExceptionRecord::new(STATUS_INTEGER_DIVIDE_BY_ZERO, 0, rip, &[]), TRAP_DIVIDE)
         }
         Trap::InvalidOpcode => (ExceptionRecord::new(STATUS_ILLEGAL_INSTRUCTION, 0, rip, &[]), TRAP_OTHER),
         Trap::Breakpoint => (ExceptionRecord::new(STATUS_BREAKPOINT, 0, rip, &[BREAKPOINT_BREAK]), TRAP_OTHER),
@@ -1859,6 +1948,35 @@ mod tests {
         context.gpr[3] = 2;
         assert_eq!(decode(&[0x48, 0xF7, 0x74, 0xDC, 0x20], &context, &[(0x8030, 9)]), STATUS_INTEGER_OVERFLOW);
         assert_eq!(decode(&[0x90], &context, &[]), STATUS_INTEGER_DIVIDE_BY_ZERO, "not a divide: the default");
+        // The REX.W of `48 66 F7 F1` is ignored (a legacy prefix follows it): `div cx`, and only CX
+        // counts; with the REX last it is `div rcx` (the 66 then only matters without REX.W).
+        context.gpr[1] = 0x1_0000;
+        assert_eq!(decode(&[0x48, 0x66, 0xF7, 0xF1], &context, &[]), STATUS_INTEGER_DIVIDE_BY_ZERO, "div cx, CX = 0");
+        assert_eq!(decode(&[0x66, 0x48, 0xF7, 0xF1], &context, &[]), STATUS_INTEGER_OVERFLOW, "div rcx, RCX != 0");
+        // A REX that a legacy prefix follows does not extend ModRM.rm either: F1 is CX, not R9.
+        context.gpr[9] = 5;
+        context.gpr[1] = 0;
+        assert_eq!(decode(&[0x49, 0x2E, 0xF7, 0xF1], &context, &[]), STATUS_INTEGER_DIVIDE_BY_ZERO, "div ecx (REX.B ignored)");
+    }
+
+    #[test]
+    fn a_divide_operand_is_read_only_from_the_image_the_stack_or_user_memory() {
+        let image_bytes = [0x11u8; 64];
+        let image = Image { base: image_bytes.as_ptr() as usize, size: image_bytes.len() };
+        let stack_bytes = [0x22u8; 64];
+        let stack = Some((stack_bytes.as_ptr() as usize, stack_bytes.as_ptr() as usize + stack_bytes.len()));
+        let user_bytes = [0x33u8; 16];
+        let user_at = user_bytes.as_ptr() as usize;
+        let user = |address: usize, size: usize| address >= user_at && address + size <= user_at + user_bytes.len();
+        let at = |address: usize| address as u64;
+        assert_eq!(divide_operand(at(image.base + 8), 4, &image, stack, &user), Some(0x1111_1111));
+        assert_eq!(divide_operand(at(image.base + 62), 4, &image, stack, &user), None, "runs past the image");
+        assert_eq!(divide_operand(at(stack_bytes.as_ptr() as usize), 8, &image, stack, &user), Some(0x2222_2222_2222_2222));
+        assert_eq!(divide_operand(at(user_at + 14), 2, &image, stack, &user), Some(0x3333));
+        // An address no mapping vouches for (a stale register under valgrind): not read. The old
+        // unbounded read faulted in fltemu itself on the NULL page.
+        assert_eq!(divide_operand(8, 4, &image, stack, &user), None);
+        assert_eq!(divide_operand(u64::MAX - 1, 4, &image, stack, &user), None, "wraps");
     }
 
     #[test]
@@ -1869,6 +1987,9 @@ mod tests {
         assert!(divide_at(&at(&[0x66, 0xF7, 0x3D, 0, 0, 0, 0]), 0), "idiv word ptr [rip]");
         assert!(!divide_at(&at(&[0xF7, 0xD9]), 0), "neg ecx (F7 /3)");
         assert!(!divide_at(&at(&[0x89, 0xC8]), 0), "mov eax, ecx: a stale RIP, as valgrind can report");
+        assert!(divide_at(&at(&[0x48, 0x66, 0xF7, 0xF1]), 0), "div cx: a REX before a legacy prefix is ignored");
+        assert!(divide_at(&at(&[0x2E, 0x48, 0xF7, 0xF1]), 0), "div rcx after a segment prefix");
+        assert!(divide_at(&at(&[0x48, 0x48, 0xF7, 0xF1]), 0), "two REX prefixes: the last counts");
     }
 
     #[test]

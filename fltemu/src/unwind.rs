@@ -141,8 +141,6 @@ pub fn thread_stack() -> Option<(usize, usize)> {
     (high != 0).then_some((low, high))
 }
 
-/// `IMAGE_SCN_CNT_CODE`.
-const SCN_CODE: u32 = 0x20;
 /// `IMAGE_SCN_MEM_EXECUTE`.
 const SCN_EXECUTE: u32 = 0x2000_0000;
 
@@ -190,9 +188,9 @@ impl Image {
         self.holds(rva, 4).then(|| read::<u32>(self.base + rva))
     }
 
-    /// True when `rva` lies in a section of the mapped image that holds code or is executable
-    /// (from the section table in the mapped headers): a handler, filter, `__finally` or
-    /// `__except` target must, or jumping there would run data.
+    /// True when `rva` lies in an executable section of the mapped image (IMAGE_SCN_MEM_EXECUTE
+    /// in the section table of the mapped headers, the bit the loader maps as PROT_EXEC): a
+    /// handler, filter, `__finally` or `__except` target must, or jumping there would fault.
     #[must_use]
     pub fn executable(&self, rva: u32) -> bool {
         let Some(pe) = self.u32_at(0x3C).map(|at| at as usize) else { return false };
@@ -205,7 +203,7 @@ impl Image {
             else {
                 return false;
             };
-            characteristics & (SCN_CODE | SCN_EXECUTE) != 0
+            characteristics & SCN_EXECUTE != 0
                 && rva >= address
                 && u64::from(rva) < u64::from(address) + u64::from(virtual_size)
                 && self.holds(rva as usize, 1)
@@ -366,6 +364,11 @@ fn apply_codes(
         let code_offset = image.u8_at(at).ok_or(bad)?;
         let op_info = image.u8_at(at + 1).ok_or(bad)?;
         let (op, reg) = (op_info & 0x0F, op_info >> 4);
+        // Operation info the format does not define: ALLOC_LARGE and PUSH_MACHFRAME take only 0
+        // or 1, and SET_FPREG needs a frame register in the UNWIND_INFO.
+        if matches!(op, 1 | 10) && reg > 1 || op == 3 && info.frame_register == 0 {
+            return Err(bad);
+        }
         let size = slots(op, reg);
         let slot = |n: usize| image.u16_at(at + n * 2).ok_or(bad);
         if prolog_offset.is_some_and(|offset| code_offset > offset) {
@@ -936,6 +939,29 @@ mod tests {
     }
 
     #[test]
+    fn a_handler_in_a_code_section_without_execute_rights_is_refused() {
+        // IMAGE_SCN_CNT_CODE alone: the loader maps the section without PROT_EXEC, so a handler
+        // there would fault when called.
+        let mut fake = Fake::new();
+        fake.put32(0x80 + 24 + 0xF0 + 36, 0x4000_0020);
+        framed_function(&mut fake);
+        fake.put32(XDATA + 12, 0x1400);
+        fake.functions(&[(0x1000, 0x1100, XDATA as u32)]);
+        let mut stack = stack();
+        let s = &raw mut stack[16] as u64;
+        let image = fake.image();
+        let mut context = Context::zeroed();
+        context.rip = (fake.base() + 0x1050) as u64;
+        context.gpr[RSP] = s;
+        context.gpr[5] = s + 0x20;
+        let function = image.lookup(0x1050).unwrap();
+        assert_eq!(
+            virtual_unwind(&image, &function, &mut context, UNW_FLAG_EHANDLER),
+            Err(UnwindError::BadHandler { unwind: XDATA as u32, handler: 0x1400 })
+        );
+    }
+
+    #[test]
     fn unwind_info_and_chains_reaching_past_the_image_are_refused() {
         let mut fake = Fake::new();
         // Unwind info 2 bytes before the end: its header does not fit.
@@ -1008,6 +1034,33 @@ mod tests {
         set_thread_stack(0, 0);
         assert_eq!(result, Err(UnwindError::StackOutOfRange(low as u64 + 0xFFFF * 8)));
         assert_eq!(leaf_result, Err(UnwindError::StackOutOfRange((low + stack.len() * 8 - 4) as u64)));
+    }
+
+    #[test]
+    fn undefined_operation_info_and_a_set_fpreg_without_frame_register_are_refused() {
+        // (UNWIND_INFO bytes, what is wrong): ALLOC_LARGE info 2, PUSH_MACHFRAME info 2,
+        // SET_FPREG with FrameRegister 0.
+        let cases: [(&[u8], &str); 3] = [
+            (&[1, 4, 2, 0, 4, 0x21, 0x10, 0x00], "ALLOC_LARGE with operation info 2"),
+            (&[1, 4, 1, 0, 4, 0x2A, 0, 0], "PUSH_MACHFRAME with operation info 2"),
+            (&[1, 4, 1, 0, 4, 0x03, 0, 0], "SET_FPREG with FrameRegister 0"),
+        ];
+        for (info, what) in cases {
+            let mut fake = Fake::new();
+            fake.put(XDATA, info);
+            fake.functions(&[(0x1000, 0x1100, XDATA as u32)]);
+            let mut stack = stack();
+            let image = fake.image();
+            let mut context = Context::zeroed();
+            context.rip = (fake.base() + 0x1050) as u64;
+            context.gpr[RSP] = &raw mut stack[16] as u64;
+            let function = image.lookup(0x1050).unwrap();
+            assert_eq!(
+                virtual_unwind(&image, &function, &mut context, UNW_FLAG_EHANDLER),
+                Err(UnwindError::BadUnwindInfo(XDATA as u32)),
+                "{what}"
+            );
+        }
     }
 
     #[test]

@@ -68,7 +68,11 @@ fn divide_errors_ud2_int3_and_nested_exceptions_reach_the_drivers_except_blocks(
             "exceptions: work item caught 0xc0000094",
             "exceptions: continuing a noncontinuable exception raised 0xc0000025, caught by the outer __except (its record points \
              at 0xe0000001)",
-            "exceptions: RtlUnwindEx to a frame that is not on the stack raised 0xc0000029, caught by its caller's __except",
+            "exceptions: RtlUnwindEx to a frame below the stack raised 0xc0000028, caught by its caller's __except",
+            "exceptions: 12 raises of the dispatcher caught inside a filter, then the outer __except ran",
+            "exceptions: div cx behind an ignored REX caught as 0xc0000094",
+            "exceptions: div rcx behind a segment prefix caught as 0xc0000094",
+            "exceptions: RtlCaptureContext set ContextFlags 0x10000f",
         ] {
             assert!(text.contains(line), "{profile:?}: missing {line:?}:\n{text}");
         }
@@ -267,7 +271,7 @@ fn run_mutated(profile: Profile, name: &str, mutate: impl Fn(&mut Pe)) -> (i32, 
 #[test]
 fn corrupt_unwind_data_and_scope_tables_end_in_bug_check_0x1e_with_one_line_naming_them() {
     type Mutation = (&'static str, fn(&mut Pe), &'static str);
-    let mutations: [Mutation; 7] = [
+    let mutations: [Mutation; 8] = [
         (
             "handler-outside",
             |pe| pe.handler_infos().into_iter().for_each(|(_, handler)| pe.put32(handler, 0x7FFF_0000)),
@@ -312,6 +316,29 @@ fn corrupt_unwind_data_and_scope_tables_end_in_bug_check_0x1e_with_one_line_nami
                 }
             },
             "names a __finally block at RVA 0xfffffff0",
+        ),
+        (
+            // Every UNWIND_INFO moved into a section with neither read, write nor execute rights
+            // (IMAGE_SCN_CNT_INITIALIZED_DATA only): it is still readable, as every section of a
+            // kernel image is, and what it holds there (relocation blocks) is not unwind data.
+            "unwind-info-in-a-section-without-rights",
+            |pe| {
+                let header = pe.u32(0x3C) as usize;
+                let table = header + 24 + usize::from(pe.u16(header + 20));
+                let reloc = (0..usize::from(pe.u16(header + 6)))
+                    .map(|index| table + index * 40)
+                    .find(|at| &pe.bytes[*at..*at + 8] == b".reloc\0\0")
+                    .expect("the image has a .reloc section");
+                pe.put32(reloc + 36, 0x40);
+                let reloc_rva = pe.u32(reloc + 12);
+                let directory = header + 24 + 112 + 3 * 8;
+                let (pdata, size) = (pe.u32(directory), pe.u32(directory + 4));
+                for index in 0..size / 12 {
+                    let at = pe.offset(pdata + index * 12) + 8;
+                    pe.put32(at, reloc_rva);
+                }
+            },
+            "is malformed or reaches outside the image",
         ),
     ];
     for profile in PROFILES {
@@ -410,4 +437,43 @@ fn a_fault_signal_sent_to_a_driver_thread_is_not_an_exception_its_default_action
         assert_eq!(output.status.signal(), Some(signal), "signal {signal}: the process ends by it, not as a driver exception:\n{text}");
         assert!(!text.contains("bug check"), "signal {signal}:\n{text}");
     }
+}
+
+#[test]
+fn a_misaligned_establisher_frame_stops_the_dispatch_with_the_stack_invalid() {
+    for profile in PROFILES {
+        let (code, params, _, _, text) = bug_check_at_load(&variant("BUG_MISALIGNED_FRAME", profile));
+        assert_eq!((code, params[0]), (0x1E, 0xC000_001D), "{profile:?}: the ud2 is not handled: {text}");
+        let (exit, text) = run(&variant("BUG_MISALIGNED_FRAME", profile));
+        assert_eq!(exit, 2, "{profile:?}:\n{text}");
+        assert!(text.contains("EXCEPTION_STACK_INVALID: the frame at image RVA"), "{profile:?}:\n{text}");
+        assert!(text.contains("misaligned or outside the thread's stack, so the dispatch of exception 0xc000001d stops there"), "{profile:?}:\n{text}");
+        assert!(!text.contains("the fault below a misaligned frame was caught"), "{profile:?}:\n{text}");
+    }
+}
+
+#[test]
+fn a_frame_pointer_off_the_stack_is_reported_as_a_corrupt_stack() {
+    for profile in PROFILES {
+        let (exit, text) = run(&variant("BUG_FRAME_OFF_STACK", profile));
+        assert_eq!(exit, 2, "{profile:?}:\n{text}");
+        assert!(text.contains("bug check 0x0000001e (0xc000001d, "), "{profile:?}:\n{text}");
+        assert!(
+            text.contains("fltemu: corrupt stack: the unwind codes read the stack at 0x1000, outside the thread's stack"),
+            "{profile:?}:\n{text}"
+        );
+        assert!(!text.contains("the fault below a misaligned frame was caught"), "{profile:?}:\n{text}");
+    }
+}
+
+#[test]
+fn a_finally_that_starts_an_exit_unwind_every_time_nests_unwinds_until_a_double_fault() {
+    for profile in PROFILES {
+        let (code, params, _, _, text) = bug_check_at_load(&variant("BUG_UNWIND_RECURSION", profile));
+        assert_eq!((code, params[0]), (0x7F, 8), "{profile:?}: UNEXPECTED_KERNEL_MODE_TRAP, double fault: {text}");
+    }
+    let (exit, text) = run(&variant("BUG_UNWIND_RECURSION", Profile::Release));
+    assert_eq!(exit, 2, "{text}");
+    assert!(text.contains("a nested unwind at image RVA"), "{text}");
+    assert!(text.contains("overflowed the 24 KiB kernel stack"), "{text}");
 }

@@ -25,7 +25,10 @@
  * - a filter that returns EXCEPTION_CONTINUE_EXECUTION for a noncontinuable exception
  *   (ExRaiseStatus): the dispatcher raises STATUS_NONCONTINUABLE_EXCEPTION, whose record points
  *   at the first, and an outer __except catches it; RtlUnwindEx to a frame below the stack
- *   raises STATUS_INVALID_UNWIND_TARGET, which the caller's own __except catches.
+ *   raises STATUS_BAD_STACK, which the caller's own __except catches; a filter that catches 12
+ *   such raises of the dispatcher itself and then accepts the exception;
+ * - divide errors behind prefixes (48 66 F7 F1 = div cx, 2E 48 F7 F1 = div rcx) caught;
+ * - RtlCaptureContext's ContextFlags printed (0x10000F).
  *
  * One-bug variants (each ends the run with a bug check):
  * - BUG_DIVIDE_UNCAUGHT: a divide by zero without __try: 0x1E (0xC0000094, the div's address).
@@ -41,6 +44,14 @@
  * - BUG_CONTINUE_ALWAYS: a filter that returns EXCEPTION_CONTINUE_EXECUTION for everything, around
  *   an ExRaiseStatus: every STATUS_NONCONTINUABLE_EXCEPTION the dispatcher raises is continued
  *   again, so the raises nest until the kernel stack overflows: 0x7F (8, double fault).
+ * - BUG_MISALIGNED_FRAME: a ud2 in a frame-pointer function that made RBP odd, inside __try:
+ *   the establisher frame is misaligned, so the dispatch stops (EXCEPTION_STACK_INVALID) and
+ *   the exception is not handled: 0x1E (0xC000001D).
+ * - BUG_FRAME_OFF_STACK: the same with RBP = 0x1000: the unwind codes read the saved RBP off the
+ *   thread's stack, a corrupt stack: 0x1E (0xC000001D).
+ * - BUG_UNWIND_RECURSION: a __finally that starts an exit unwind (RtlUnwindEx(NULL, ...)) from
+ *   a function whose __finally does the same: the unwinds nest until the kernel stack
+ *   overflows: 0x7F (8, double fault).
  * - BUG_BAD_RSP: a fault (a store through NULL, inside __try) while RSP points into the image's
  *   .data instead of the thread's stack: the trap frame cannot be pushed there: 0x7F (8).
  * Test aid (not a bug):
@@ -165,6 +176,32 @@ __declspec(noinline) static void raise_and_continue(void)
     }
 }
 
+/* Catches a raise of the dispatcher (the STATUS_NONCONTINUABLE_EXCEPTION raise_and_continue
+ * leads to) 12 times while this filter runs: each is over once its __except resumes here. */
+static LONG looping_filter(void)
+{
+    int i;
+    for (i = 0; i < 12; i++) {
+        __try {
+            raise_and_continue();
+        } __except (EXCEPTION_EXECUTE_HANDLER) {
+        }
+    }
+    return EXCEPTION_EXECUTE_HANDLER;
+}
+
+/* A real divide error behind prefixes: `48 66 F7 F1` is `div cx` (a REX that a legacy prefix
+ * follows is ignored), `2E 48 F7 F1` is `div rcx`; both divide by zero (ECX = 0). */
+__declspec(noinline) static void divide_rex_then_operand_size(void)
+{
+    __asm__ volatile("xor %%ecx, %%ecx\n\t.byte 0x48, 0x66, 0xF7, 0xF1" : : : "rax", "rcx", "rdx");
+}
+
+__declspec(noinline) static void divide_segment_then_rex(void)
+{
+    __asm__ volatile("xor %%ecx, %%ecx\n\t.byte 0x2E, 0x48, 0xF7, 0xF1" : : : "rax", "rcx", "rdx");
+}
+
 /* Notes the code of the record the dispatcher's exception points at. */
 static LONG nested_record_filter(PEXCEPTION_POINTERS pointers)
 {
@@ -179,6 +216,51 @@ __declspec(noinline) static void continue_always(void)
     __try {
         ExRaiseStatus(STATUS_DRIVER_RAISED);
     } __except (EXCEPTION_CONTINUE_EXECUTION) {
+    }
+}
+#endif
+
+#if defined(BUG_MISALIGNED_FRAME) || defined(BUG_FRAME_OFF_STACK)
+#if defined(BUG_MISALIGNED_FRAME)
+#define CORRUPT_RBP "    orq $1, %rbp\n"
+#else
+#define CORRUPT_RBP "    movq $0x1000, %rbp\n"
+#endif
+/* A frame-pointer function (its unwind data: push rbp; mov rbp, rsp; SET_FPREG rbp) that
+ * corrupts RBP before its ud2: made odd, the establisher frame the unwinder computes from it is
+ * misaligned; pointed at 0x1000, the saved RBP the unwind codes name is off the stack. */
+void misaligned_frame_fault(void);
+__asm__(".text\n"
+        ".def misaligned_frame_fault; .scl 2; .type 32; .endef\n"
+        ".globl misaligned_frame_fault\n"
+        ".p2align 4\n"
+        "misaligned_frame_fault:\n"
+        ".seh_proc misaligned_frame_fault\n"
+        "    pushq %rbp\n"
+        "    .seh_pushreg %rbp\n"
+        "    movq %rsp, %rbp\n"
+        "    .seh_setframe %rbp, 0\n"
+        "    .seh_endprologue\n"
+        CORRUPT_RBP
+        "    ud2\n"
+        "    popq %rbp\n"
+        "    retq\n"
+        ".seh_endproc\n");
+#endif
+
+#if defined(BUG_UNWIND_RECURSION)
+static CONTEXT g_recursion_scratch;
+
+/* An exit unwind whose __finally starts another exit unwind, without end: each nests the
+ * unwinder's frames on the kernel stack. */
+__declspec(noinline) static void exit_unwind_recursion(void)
+{
+    __try {
+        RtlUnwindEx(NULL, NULL, NULL, NULL, &g_recursion_scratch, NULL);
+    } __finally {
+        if (g_zero == 0) {
+            exit_unwind_recursion();
+        }
     }
 }
 #endif
@@ -575,7 +657,37 @@ __declspec(noinline) static void caught_cases(void)
     } __except (EXCEPTION_EXECUTE_HANDLER) {
         code = GetExceptionCode();
     }
-    PRINT("exceptions: RtlUnwindEx to a frame that is not on the stack raised %#lx, caught by its caller's __except\n", code);
+    PRINT("exceptions: RtlUnwindEx to a frame below the stack raised %#lx, caught by its caller's __except\n", code);
+
+    LONG outer_ran = 0;
+    __try {
+        g_sink = divide(1, g_zero);
+    } __except (looping_filter()) {
+        outer_ran = 1;
+    }
+    if (outer_ran) {
+        PRINT("exceptions: 12 raises of the dispatcher caught inside a filter, then the outer __except ran\n");
+    }
+
+    code = STATUS_SUCCESS;
+    __try {
+        divide_rex_then_operand_size();
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        code = GetExceptionCode();
+    }
+    PRINT("exceptions: div cx behind an ignored REX caught as %#lx\n", code);
+    code = STATUS_SUCCESS;
+    __try {
+        divide_segment_then_rex();
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        code = GetExceptionCode();
+    }
+    PRINT("exceptions: div rcx behind a segment prefix caught as %#lx\n", code);
+
+    CONTEXT captured;
+    captured.ContextFlags = 0;
+    RtlCaptureContext(&captured);
+    PRINT("exceptions: RtlCaptureContext set ContextFlags %#lx\n", captured.ContextFlags);
 }
 
 NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path);
@@ -599,6 +711,14 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path)
     }
 #elif defined(BUG_CONTINUE_ALWAYS)
     continue_always();
+#elif defined(BUG_MISALIGNED_FRAME) || defined(BUG_FRAME_OFF_STACK)
+    __try {
+        misaligned_frame_fault();
+    } __except (EXCEPTION_EXECUTE_HANDLER) {
+        PRINT("exceptions: the fault below a misaligned frame was caught\n");
+    }
+#elif defined(BUG_UNWIND_RECURSION)
+    exit_unwind_recursion();
 #elif defined(BUG_BAD_RSP)
     __try {
         fault_on_a_bad_stack();
