@@ -706,8 +706,8 @@ const NAME_SHORT: u32 = 3;
 
 /// FltGetFileNameInformation (DDI fltgetfilenameinformation; ≤ APC_LEVEL; not in post-close).
 extern "win64" fn flt_get_file_name_information(data: usize, options: u32, out: *mut *mut FLT_FILE_NAME_INFORMATION) -> i32 {
-    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
     const FUNCTION: &str = "FltGetFileNameInformation";
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
     inner.enter(FUNCTION, APC_LEVEL);
     if let Some(code) = inner.injected(FUNCTION) {
         put(out, core::ptr::null_mut());
@@ -729,8 +729,8 @@ extern "win64" fn flt_get_file_name_information(data: usize, options: u32, out: 
 /// FltGetFileNameInformationUnsafe (DDI fltgetfilenameinformationunsafe; ≤ APC_LEVEL): the
 /// same query from a FILE_OBJECT alone (Instance may be NULL); the FILE_OBJECT must be opened.
 extern "win64" fn flt_get_file_name_information_unsafe(file_object: usize, instance: isize, options: u32, out: *mut *mut FLT_FILE_NAME_INFORMATION) -> i32 {
-    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
     const FUNCTION: &str = "FltGetFileNameInformationUnsafe";
+    let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
     inner.enter(FUNCTION, APC_LEVEL);
     if instance != 0 && inner.instance(instance).is_none() {
         inner.violation(Violation::InvalidParameter { function: FUNCTION, reason: "not an instance handle" });

@@ -372,7 +372,7 @@ fn copy_to(address: usize, bytes: &[u8]) -> bool {
 }
 
 /// Copies `length` bytes from `address` without faulting (None when unreadable).
-fn copy_from(address: usize, length: usize) -> Option<Vec<u8>> {
+pub(crate) fn copy_from(address: usize, length: usize) -> Option<Vec<u8>> {
     let mut bytes = vec![0u8; length];
     if length == 0 {
         return Some(bytes);

@@ -1276,12 +1276,7 @@ extern "sysv64" fn fault_entry(record: *const ExceptionRecord, context: *const C
         && let Some(image) = Image::current()
     {
         let code = |at: u64| code_byte(&image, at);
-        let user = |address: usize, size: usize| {
-            crate::state::current().is_some_and(|inner| {
-                matches!(inner.user.access_of(address, size), Some(crate::user::Access::ReadWrite | crate::user::Access::ReadOnly))
-            })
-        };
-        let read = |at: u64, size: usize| divide_operand(at, size, &image, unwind::thread_stack(), &user);
+        let read = |at: u64, size: usize| divide_operand(at, size);
         record.code = divide_status(&code, &read, &context);
     }
     let address = record.information[1];
@@ -1542,27 +1537,14 @@ fn divide_status(code: &dyn Fn(u64) -> Option<u8>, read: &dyn Fn(u64, usize) -> 
 }
 
 /// Reads the `size`-byte memory operand of a DIV/IDIV at `address` (computed from the trap's
-/// registers, which valgrind can report stale) only when it lies wholly inside memory fltemu
-/// knows is readable: the image (every section is mapped readable), the thread's stack
-/// `[low, high)`, or a readable user mapping (`user`). Elsewhere `None`: the caller reports
-/// STATUS_INTEGER_DIVIDE_BY_ZERO rather than read an address nothing vouches for.
-fn divide_operand(
-    address: u64,
-    size: usize,
-    image: &Image,
-    stack: Option<(usize, usize)>,
-    user: &dyn Fn(usize, usize) -> bool,
-) -> Option<u64> {
+/// registers, which valgrind can report stale) through `process_vm_readv`, which fails on an
+/// unmapped or inaccessible page instead of faulting: pool, the image, stacks and user buffers
+/// are all read, and an address nothing maps gives `None` (the caller then reports
+/// STATUS_INTEGER_DIVIDE_BY_ZERO).
+fn divide_operand(address: u64, size: usize) -> Option<u64> {
     let start = usize::try_from(address).ok()?;
-    let end = start.checked_add(size)?;
-    let in_image = start.checked_sub(image.base).is_some_and(|rva| image.holds(rva, size));
-    let in_stack = stack.is_some_and(|(low, high)| start >= low && end <= high);
-    if !(in_image || in_stack || user(start, size)) {
-        return None;
-    }
-    // SAFETY: `[start, end)` lies in the mapped image, the thread's own stack or a readable user
-    // mapping (checked above), all readable.
-    let bytes = unsafe { core::slice::from_raw_parts(start as *const u8, size) };
+    start.checked_add(size)?;
+    let bytes = crate::rw::copy_from(start, size)?;
     Some(bytes.iter().rev().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
 }
 
@@ -1960,23 +1942,22 @@ mod tests {
     }
 
     #[test]
-    fn a_divide_operand_is_read_only_from_the_image_the_stack_or_user_memory() {
-        let image_bytes = [0x11u8; 64];
-        let image = Image { base: image_bytes.as_ptr() as usize, size: image_bytes.len() };
-        let stack_bytes = [0x22u8; 64];
-        let stack = Some((stack_bytes.as_ptr() as usize, stack_bytes.as_ptr() as usize + stack_bytes.len()));
-        let user_bytes = [0x33u8; 16];
-        let user_at = user_bytes.as_ptr() as usize;
-        let user = |address: usize, size: usize| address >= user_at && address + size <= user_at + user_bytes.len();
+    fn a_divide_operand_is_read_only_where_memory_is_mapped_readable() {
+        let pool = vec![0x11u8; 64].into_boxed_slice();
         let at = |address: usize| address as u64;
-        assert_eq!(divide_operand(at(image.base + 8), 4, &image, stack, &user), Some(0x1111_1111));
-        assert_eq!(divide_operand(at(image.base + 62), 4, &image, stack, &user), None, "runs past the image");
-        assert_eq!(divide_operand(at(stack_bytes.as_ptr() as usize), 8, &image, stack, &user), Some(0x2222_2222_2222_2222));
-        assert_eq!(divide_operand(at(user_at + 14), 2, &image, stack, &user), Some(0x3333));
-        // An address no mapping vouches for (a stale register under valgrind): not read. The old
+        assert_eq!(divide_operand(at(pool.as_ptr() as usize + 8), 4), Some(0x1111_1111), "heap memory, as pool");
+        let stack = [0x22u8; 16];
+        assert_eq!(divide_operand(at(stack.as_ptr() as usize), 8), Some(0x2222_2222_2222_2222));
+        // An address nothing maps readable (a stale register under valgrind): not read. The old
         // unbounded read faulted in fltemu itself on the NULL page.
-        assert_eq!(divide_operand(8, 4, &image, stack, &user), None);
-        assert_eq!(divide_operand(u64::MAX - 1, 4, &image, stack, &user), None, "wraps");
+        assert_eq!(divide_operand(8, 4), None, "the NULL page");
+        assert_eq!(divide_operand(u64::MAX - 1, 4), None, "wraps");
+        // SAFETY: a fresh anonymous inaccessible page, owned by this test.
+        let page = unsafe { libc::mmap(core::ptr::null_mut(), 4096, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+        assert_ne!(page, libc::MAP_FAILED);
+        assert_eq!(divide_operand(at(page as usize), 4), None, "a PROT_NONE page (a retired user buffer)");
+        // SAFETY: unmaps the page mapped above.
+        unsafe { libc::munmap(page, 4096) };
     }
 
     #[test]
