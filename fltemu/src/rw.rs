@@ -11,7 +11,6 @@
 //! `Violation::UserBufferTouchedDirectly`). Paging reads carry IRP_PAGING_IO | IRP_NOCACHE and
 //! a kernel buffer described by an MDL Filter Manager built.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_IO_PARAMETER_BLOCK;
@@ -90,66 +89,22 @@ static RUNNING: Table<usize, (usize, usize, usize, bool)> = Table::new();
 /// MDLs FltLockUserBuffer put into a running operation's parameters: callback data → MDL.
 static LOCKED: Table<usize, usize> = Table::new();
 
-/// Retired user buffers that stay inaccessible (user address and kernel view) before their
-/// mappings may serve another operation: a driver that kept a buffer's address past its
-/// operation faults on it for at least the next QUARANTINE operations.
-const QUARANTINE: usize = 32;
-/// Retired buffers kept beyond the quarantine for reuse by an operation of the same page count;
-/// past that the oldest is unmapped. Each buffer costs three mappings (data pages, guard page,
-/// kernel view), so with this bound the process's mapping count stays flat instead of growing
-/// until vm.max_map_count (65530 by default, about 21,000 operations) makes mmap fail.
-const POOLED: usize = 64;
-
-/// Retired user buffers, oldest first. Their regions belong to the user space of the emulator
-/// that made them; [`reset`] drops them when the next emulator loads.
-static RETIRED: Mutex<VecDeque<UserMapping>> = Mutex::new(VecDeque::new());
-
-/// Forgets the running operations (a new emulator loads).
+/// Forgets the running operations (a new emulator loads). The retired buffers belong to the old
+/// emulator's [`UserSpace`], which unmaps them when it is dropped.
 pub fn reset() {
     RUNNING.clear();
     LOCKED.clear();
-    for mapping in RETIRED.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
-        // The user pages belong to the old emulator's UserSpace, which unmaps its retired
-        // regions when it is dropped; the kernel view is this module's to unmap.
-        // SAFETY: a kernel view this module mapped and retired; nothing of the old run uses it.
-        unsafe { libc::munmap(mapping.alias as *mut libc::c_void, mapping.data_length) };
-    }
 }
 
 impl<'a> OpBuffer<'a> {
     /// A user buffer of `length` bytes in its own shared mapping (guard page after it) plus a
-    /// second mapping of the same pages: the kernel view an MDL of it maps to. A retired
-    /// buffer of the same page count past its quarantine is reused (zeroed), else one is made.
+    /// second mapping of the same pages: the kernel view an MDL of it maps to. Always a new
+    /// mapping: a retired buffer's addresses are never handed out again (see [`retire`]).
     fn user(inner: &'a Inner, length: usize) -> Self {
         let data_length = length.div_ceil(PAGE).max(1) * PAGE;
-        let reused = {
-            let mut retired = RETIRED.lock().unwrap_or_else(PoisonError::into_inner);
-            let eligible = retired.len().saturating_sub(QUARANTINE);
-            let found = retired.iter().take(eligible).position(|m| m.data_length == data_length);
-            found.and_then(|at| retired.remove(at))
-        };
-        let mapping = match reused {
-            Some(mapping) => {
-                Self::revive(&mapping);
-                mapping
-            }
-            None => Self::map(inner, data_length),
-        };
+        let mapping = Self::map(inner, data_length);
         let (address, system) = (mapping.base, mapping.alias);
         Self { address, length, system, user: Some((mapping, &inner.user)), _kernel: None }
-    }
-
-    /// Makes a retired mapping a fresh buffer again: accessible, zero-filled, its region mapped.
-    fn revive(mapping: &UserMapping) {
-        // SAFETY: the retired buffer's own data pages and its kernel view.
-        unsafe { libc::mprotect(mapping.base as *mut libc::c_void, mapping.data_length, libc::PROT_READ | libc::PROT_WRITE) };
-        // SAFETY: as above.
-        unsafe { libc::mprotect(mapping.alias as *mut libc::c_void, mapping.data_length, libc::PROT_READ | libc::PROT_WRITE) };
-        // SAFETY: the kernel view holds `data_length` writable bytes (made writable just above).
-        unsafe { core::ptr::write_bytes(mapping.alias as *mut u8, 0, mapping.data_length) };
-        let mut region = mapping.region.lock().unwrap_or_else(PoisonError::into_inner);
-        region.access = Access::ReadWrite;
-        region.secured = 0;
     }
 
     /// A new user buffer mapping of `data_length` bytes, registered in the user space.
@@ -179,7 +134,7 @@ impl<'a> OpBuffer<'a> {
         let base = base as usize;
         let region =
             Arc::new(Mutex::new(Region { base, length: data_length, access: Access::ReadWrite, secured: 0, mapped_file: false }));
-        inner.user.regions.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::clone(&region));
+        inner.user.insert(Arc::clone(&region));
         UserMapping { region, base, data_length, alias: alias as usize }
     }
 
@@ -212,36 +167,44 @@ impl<'a> OpBuffer<'a> {
     }
 }
 
-/// Unmaps an evicted retired buffer (data pages, guard page, kernel view) and takes its region
-/// out of the user space, so the address is no longer reported as a user buffer.
-fn unmap(mapping: &UserMapping, space: &UserSpace) {
-    // SAFETY: the retired buffer's whole reservation (data pages and guard page), inaccessible
-    // and past its quarantine.
-    unsafe { libc::munmap(mapping.base as *mut libc::c_void, mapping.data_length + PAGE) };
-    // SAFETY: its kernel view, likewise.
-    unsafe { libc::munmap(mapping.alias as *mut libc::c_void, mapping.data_length) };
-    space.regions.lock().unwrap_or_else(PoisonError::into_inner).retain(|r| !Arc::ptr_eq(r, &mapping.region));
+/// Replaces `[base, base + length)` with an anonymous PROT_NONE reservation: the memory file's
+/// pages are released, the address stays taken (a driver holding it faults instead of reaching
+/// whatever the kernel would place there next). The flags are the reservation's own (private,
+/// anonymous, no MAP_NORESERVE), so the kernel merges adjacent retired ranges and guard pages
+/// into few mappings. Should the kernel refuse (out of mappings), the pages are made
+/// inaccessible in place instead, which keeps the address just as unavailable.
+fn reserve_over(base: usize, length: usize) {
+    // SAFETY: replaces a retired buffer's own pages (data or kernel view), which nothing of
+    // fltemu reads any more, by a fresh inaccessible reservation at the same address.
+    let replaced = unsafe {
+        libc::mmap(base as *mut libc::c_void, length, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED, -1, 0)
+    };
+    if replaced == libc::MAP_FAILED {
+        // SAFETY: the same pages, still this buffer's own mapping.
+        unsafe { libc::mprotect(base as *mut libc::c_void, length, libc::PROT_NONE) };
+    }
+}
+
+/// Retires an operation's user buffer for good: reported unmapped first (so from the moment its
+/// pages become inaccessible a touch is classified as a stale user buffer), then its data pages
+/// and kernel view become PROT_NONE reservations kept until the user space is dropped. The
+/// region stays registered, so a later fault on the address is still
+/// `Violation::UserBufferTouchedDirectly`.
+fn retire(mapping: &UserMapping, space: &UserSpace) {
+    mapping.region.lock().unwrap_or_else(PoisonError::into_inner).access = Access::Unmapped;
+    reserve_over(mapping.base, mapping.data_length);
+    reserve_over(mapping.alias, mapping.data_length);
+    space.retired_views.lock().unwrap_or_else(PoisonError::into_inner).push((mapping.alias, mapping.data_length));
 }
 
 impl Drop for OpBuffer<'_> {
     /// The operation is over: the user buffer is retired like a dropped [`crate::UserBuffer`]
-    /// (inaccessible, reported unmapped); the kernel view becomes inaccessible too, so a driver
-    /// that kept the system address faults rather than reading reused memory. It joins the
-    /// retired buffers (see [`QUARANTINE`]); the oldest beyond the bound is unmapped.
+    /// (inaccessible, reported unmapped, its address never reused); the kernel view becomes
+    /// inaccessible too, so a driver that kept the system address faults rather than reading
+    /// another operation's memory.
     fn drop(&mut self) {
-        let Some((user, space)) = self.user.take() else { return };
-        // SAFETY: this buffer's own data pages and its kernel view.
-        unsafe { libc::mprotect(user.base as *mut libc::c_void, user.data_length, libc::PROT_NONE) };
-        // SAFETY: as above.
-        unsafe { libc::mprotect(user.alias as *mut libc::c_void, user.data_length, libc::PROT_NONE) };
-        user.region.lock().unwrap_or_else(PoisonError::into_inner).access = Access::Unmapped;
-        let evicted = {
-            let mut retired = RETIRED.lock().unwrap_or_else(PoisonError::into_inner);
-            retired.push_back(user);
-            if retired.len() > QUARANTINE + POOLED { retired.pop_front() } else { None }
-        };
-        if let Some(oldest) = evicted {
-            unmap(&oldest, space);
+        if let Some((user, space)) = self.user.take() {
+            retire(&user, space);
         }
     }
 }
