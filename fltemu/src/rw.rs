@@ -220,12 +220,6 @@ pub fn contents(inner: &Inner, volume: usize, path: &str) -> Option<Vec<u8>> {
     inner.contents.lock(state::name_hash(key.0, &key.1)).get(&key).cloned()
 }
 
-/// Whether the stream `path` on `volume` has contents (seeded, written, or created empty).
-pub fn has_contents(inner: &Inner, volume: usize, path: &str) -> bool {
-    let key = contents_key(volume, path);
-    inner.contents.lock(state::name_hash(key.0, &key.1)).contains_key(&key)
-}
-
 /// Replaces the contents of the stream `path` on `volume`.
 pub fn set_contents(inner: &Inner, volume: usize, path: &str, bytes: &[u8]) {
     let key = contents_key(volume, path);

@@ -271,6 +271,12 @@ fn flt_create_file_honours_the_create_disposition() {
     let image = CDriver::new("reader").define("READER_PROBES").build();
     let emu = Emulator::load(&image, Config::default()).expect("loads");
     let volume = emu.mount(VolumeSpec::ntfs("\\Device\\vol1")).unwrap();
+    // made.txt: created by the emulator's open (FILE_OPEN_IF), never written; opened without
+    // FILE_READ_DATA so the reader does not scan it.
+    let made = emu.open(volume, "\\made.txt", &OpenOptions { desired_access: 0x2, ..OpenOptions::default() }).unwrap();
+    emu.close(made).unwrap();
+    emu.set_file_contents(volume, "\\adsonly.txt:ads", b"x");
+    emu.set_file_contents(volume, "\\dir\\sub\\f.txt", b"f");
     emu.set_file_contents(volume, "\\probe.txt", b"hello");
     let file = emu.open(volume, "\\probe.txt", &OpenOptions::default()).unwrap();
     emu.close(file).unwrap();
@@ -280,11 +286,24 @@ fn flt_create_file_honours_the_create_disposition() {
     assert!(report.is_clean(), "{report}");
     let probes: Vec<&str> =
         report.debug_output.iter().filter_map(|l| l.trim_end().strip_prefix("reader: probe ")).collect();
+    // A failed create's Information is FILE_DOES_NOT_EXIST (5) or FILE_EXISTS (4).
     let expected = [
-        ".a disposition 1: status 0xc0000034 information 99 append 0x00000000 size -1", // OPEN, missing
-        ".a disposition 4: status 0xc0000034 information 99 append 0x00000000 size -1", // OVERWRITE, missing
-        ".a disposition 2: status 0x00000000 information 2 append 0x00000000 size 3",   // CREATE + "abc"
-        ".a disposition 2: status 0xc0000035 information 99 append 0x00000000 size -1", // CREATE, exists
+        "path '' disposition 1: status 0x00000000 information 1", // the volume's root
+        "path '\\' disposition 1: status 0x00000000 information 1",
+        "path '\\' disposition 2: status 0xc0000035 information 4",
+        "path '\\made.txt' disposition 1: status 0x00000000 information 1", // made by a create
+        "path '\\made.txt:ads' disposition 1: status 0xc0000034 information 5", // a missing stream
+        "path '\\adsonly.txt' disposition 1: status 0x00000000 information 1", // data only in an ADS
+        "path '\\adsonly.txt' disposition 2: status 0xc0000035 information 4",
+        "path '\\dir' disposition 1: status 0x00000000 information 1", // parents of a stream
+        "path '\\dir\\' disposition 1: status 0x00000000 information 1",
+        "path '\\DIR\\sub' disposition 3: status 0x00000000 information 1",
+        "path '\\di' disposition 1: status 0xc0000034 information 5", // a prefix, not a parent
+        "path '\\dir\\su\\' disposition 1: status 0xc0000034 information 5",
+        ".a disposition 1: status 0xc0000034 information 5 append 0x00000000 size -1", // OPEN, missing
+        ".a disposition 4: status 0xc0000034 information 5 append 0x00000000 size -1", // OVERWRITE, missing
+        ".a disposition 2: status 0x00000000 information 2 append 0x00000000 size 3", // CREATE + "abc"
+        ".a disposition 2: status 0xc0000035 information 4 append 0x00000000 size -1", // CREATE, exists
         ".a disposition 1: status 0x00000000 information 1 append 0x00000000 size 5",   // OPEN + "de" at the end
         ".a disposition 3: status 0x00000000 information 1 append 0x00000000 size 5",   // OPEN_IF, exists
         ".a disposition 4: status 0x00000000 information 3 append 0x00000000 size 0",   // OVERWRITE truncates

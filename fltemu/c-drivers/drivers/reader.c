@@ -257,11 +257,59 @@ static VOID probe_create(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING base, W
         FltClose(handle);
     }
     DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "reader: probe .%c disposition %lu: status 0x%08lx information %lu append 0x%08lx size %lld\n", (int)suffix,
-               disposition, status, NT_SUCCESS(status) ? (ULONG)io.Information : 99, appended, size);
+               disposition, status, (ULONG)io.Information, appended, size);
 }
 
-static VOID run_probes(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING base)
+/* FltCreateFileEx of the volume's name + `rest` (no create options: a file or a directory) with
+ * `disposition`; prints the status and IoStatus.Information (99 if fltemu left it alone). */
+static VOID probe_path(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING volume, PCWSTR rest, const char *label, ULONG disposition)
 {
+    WCHAR text[260];
+    USHORT units = volume->Length / sizeof(WCHAR);
+    if (units >= 200) {
+        return;
+    }
+    for (USHORT i = 0; i < units; i++) {
+        text[i] = volume->Buffer[i];
+    }
+    for (USHORT i = 0; rest[i] != 0 && units < 260; i++) {
+        text[units++] = rest[i];
+    }
+    UNICODE_STRING name = { (USHORT)(units * sizeof(WCHAR)), (USHORT)(units * sizeof(WCHAR)), text };
+    OBJECT_ATTRIBUTES attributes;
+    InitializeObjectAttributes(&attributes, &name, OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE, NULL, NULL);
+    HANDLE handle = NULL;
+    PFILE_OBJECT file = NULL;
+    IO_STATUS_BLOCK io;
+    io.Information = 99;
+    NTSTATUS status = FltCreateFileEx(g_filter, objects->Instance, &handle, &file, 0x80 /* FILE_READ_ATTRIBUTES */ | SYNCHRONIZE, &attributes, &io, NULL, 0,
+                                      FILE_SHARE_READ | FILE_SHARE_WRITE, disposition, 0, NULL, 0, 0);
+    if (NT_SUCCESS(status)) {
+        ObDereferenceObject(file);
+        FltClose(handle);
+    }
+    DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "reader: probe path '%s' disposition %lu: status 0x%08lx information %lu\n", label, disposition, status,
+               (ULONG)io.Information);
+}
+
+static VOID run_probes(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING base, PCUNICODE_STRING volume_name)
+{
+    /* What exists besides streams with contents: the root (with or without its backslash), a
+     * file made by a create and never written, a file whose only data is in an ADS, and every
+     * directory above a stream. The test seeds \made.txt, \adsonly.txt:ads and
+     * \dir\sub\f.txt. */
+    probe_path(objects, volume_name, L"", "", FILE_OPEN);
+    probe_path(objects, volume_name, L"\\", "\\", FILE_OPEN);
+    probe_path(objects, volume_name, L"\\", "\\", FILE_CREATE);
+    probe_path(objects, volume_name, L"\\made.txt", "\\made.txt", FILE_OPEN);
+    probe_path(objects, volume_name, L"\\made.txt:ads", "\\made.txt:ads", FILE_OPEN);
+    probe_path(objects, volume_name, L"\\adsonly.txt", "\\adsonly.txt", FILE_OPEN);
+    probe_path(objects, volume_name, L"\\adsonly.txt", "\\adsonly.txt", FILE_CREATE);
+    probe_path(objects, volume_name, L"\\dir", "\\dir", FILE_OPEN);
+    probe_path(objects, volume_name, L"\\dir\\", "\\dir\\", FILE_OPEN);
+    probe_path(objects, volume_name, L"\\DIR\\sub", "\\DIR\\sub", FILE_OPEN_IF);
+    probe_path(objects, volume_name, L"\\di", "\\di", FILE_OPEN);
+    probe_path(objects, volume_name, L"\\dir\\su\\", "\\dir\\su\\", FILE_OPEN);
     probe_create(objects, base, L'a', FILE_OPEN, NULL);
     probe_create(objects, base, L'a', FILE_OVERWRITE, NULL);
     probe_create(objects, base, L'a', FILE_CREATE, "abc");
@@ -303,7 +351,7 @@ static BOOLEAN scan_file(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects)
     }
 #if defined(READER_PROBES)
     if (_InterlockedExchange(&g_probed, 1) == 0) {
-        run_probes(objects, &name->Name);
+        run_probes(objects, &name->Name, &name->Volume);
     }
 #endif
     PUNICODE_STRING object_name = &name->Name;
