@@ -415,6 +415,11 @@ pub fn issue(
         }
         (file.volume, file.path.clone())
     };
+    // The I/O manager refuses a read at a negative ByteOffset before any filter sees it (only a
+    // write has a negative special value, FILE_WRITE_TO_END_OF_FILE).
+    if data.is_none() && offset.cast_signed() < 0 {
+        return Ok(IoResult { status: status::INVALID_PARAMETER, information: 0, data: Vec::new() });
+    }
     let key = contents_key(volume, &path);
     let major = if data.is_some() { IRP_MJ_WRITE } else { IRP_MJ_READ };
     let (pre_operation, post_operation) =
@@ -477,15 +482,18 @@ pub fn issue(
         check_swapped_mdl(inner, after.mdl, before.mdl, locked, &mut swapped_freed);
         let target = target_of(after);
         let length = after.length as usize;
-        let offset = u64::try_from(after.offset).unwrap_or(u64::MAX);
         if data.is_some() {
             match copy_from(target, length) {
                 Some(bytes) => write_at(inner, &key, after.offset, &bytes, options.paging),
                 None => (INVALID_USER_BUFFER, 0),
             }
-        } else {
+        } else if let Ok(offset) = u64::try_from(after.offset) {
             let (result, bytes) = fs_read(inner, &key, offset, length);
             if copy_to(target, &bytes) { (result, bytes.len()) } else { (INVALID_USER_BUFFER, 0) }
+        } else {
+            // A filter moved the read to a negative offset: the file system refuses it, as
+            // FltReadFile does.
+            (status::INVALID_PARAMETER, 0)
         }
     };
     io::set_io_status(&mut op, final_status, information);

@@ -402,3 +402,29 @@ fn flt_free_callback_data_at_dispatch_frees_its_mdl() {
         assert!(text.contains("violations: 0"), "{profile:?}:\n{text}");
     }
 }
+
+/// A read at a negative ByteOffset is STATUS_INVALID_PARAMETER: from the requestor before any
+/// filter sees it (fltemu handed the filter ByteOffset -1 and answered END_OF_FILE), and from
+/// the file system when a filter moved the read there (was END_OF_FILE), as FltReadFile answers.
+#[test]
+fn a_negative_read_offset_is_invalid_parameter() {
+    const INVALID_PARAMETER: i32 = 0xC000_000D_u32.cast_signed();
+    for negative_in_pre_read in [false, true] {
+        let driver = CDriver::new("stale");
+        let driver = if negative_in_pre_read { driver.define("NEGATIVE_READ_OFFSET") } else { driver };
+        let emu = Emulator::load(&driver.build(), Config::default()).expect("loads");
+        let volume = emu.mount(VolumeSpec::ntfs("\\Device\\vol1")).unwrap();
+        emu.set_file_contents(volume, "\\a.txt", b"0123456789");
+        let file = emu.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+        let offsets: &[u64] = if negative_in_pre_read { &[0, 4] } else { &[u64::MAX, 1 << 63, u64::MAX - 1] };
+        for &offset in offsets {
+            let read = emu.read(&file, offset, 4, &IoOptions::default()).unwrap();
+            assert_eq!((read.status, read.information), (INVALID_PARAMETER, 0), "offset {offset:#x} {negative_in_pre_read}");
+        }
+        emu.close(file).unwrap();
+        let report = emu.unload().unwrap();
+        assert!(report.is_clean(), "{report}");
+        let pre_reads = report.debug_output.iter().filter(|line| line.contains("stale: pre-read")).count();
+        assert_eq!(pre_reads, if negative_in_pre_read { 2 } else { 0 }, "{report}");
+    }
+}

@@ -4,7 +4,8 @@
  * fltemu must bug check 0x1E and report UserBufferTouchedDirectly, never hand back another
  * operation's data). STALE_AT 0 never touches it. Pre-read prints the first bytes of its
  * ReadBuffer before the file system fills it: a fresh buffer is all zeros, so a buffer that
- * still held an earlier write's data would show here. */
+ * still held an earlier write's data would show here. NEGATIVE_READ_OFFSET: pre-read moves
+ * every read to ByteOffset -4096 (marked dirty), which the file system must refuse. */
 #include "fltemu_km.h"
 
 #ifndef STALE_AT
@@ -47,6 +48,10 @@ static FLT_PREOP_CALLBACK_STATUS pre_read(PFLT_CALLBACK_DATA data, PCFLT_RELATED
         nonzero += buffer[i] != 0;
     }
     DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "stale: pre-read buffer of %lu bytes has %lu non-zero bytes\n", length, nonzero);
+#if defined(NEGATIVE_READ_OFFSET)
+    data->Iopb->Parameters.Read.ByteOffset.QuadPart = -4096;
+    FltSetCallbackDataDirty(data);
+#endif
     return FLT_PREOP_SUCCESS_NO_CALLBACK;
 }
 
