@@ -235,7 +235,7 @@ fn each_reader_bug_is_caught_by_the_default_scenario() {
             "FltPerformSynchronousIo (callback data (FltAllocateCallbackData)): callback data already freed",
         ),
         ("BUG_FREE_SWAPPED_MDL", 1, "freed the MDL it put in the callback data while it was still attached"),
-        ("BUG_FREE_CALLBACK_DATA_MDL", 1, "IoFreeMdl"),
+        ("BUG_FREE_CALLBACK_DATA_MDL", 1, "IoFreeMdl (MDL): not an MDL from IoAllocateMdl (or already freed)"),
     ];
     for profile in [Profile::Release, Profile::Debug] {
         for (define, exit, finding) in cases {
