@@ -261,13 +261,19 @@ fn write_start(offset: i64) -> Result<Option<u64>, i32> {
 /// The file system's write of `bytes` at `offset` (None: at the end of the file); a gap before
 /// it reads as zeros. Paging writes do not extend the file (what lies past the end is dropped).
 /// Returns the bytes written, or STATUS_DISK_FULL past [`MAX_STREAM`].
-fn fs_write(inner: &Inner, key: &(usize, String), offset: Option<u64>, bytes: &[u8], paging: bool) -> Result<usize, i32> {
+fn fs_write(inner: &Inner, key: &(usize, String), offset: Option<u64>, bytes: &[u8], mode: WriteMode) -> Result<usize, i32> {
+    let WriteMode { paging, non_cached } = mode;
     let mut shard = inner.contents.lock(state::name_hash(key.0, &key.1));
     let data = shard.entry(key.clone()).or_default();
     let start = match offset {
         None => data.len(),
         Some(offset) => usize::try_from(offset).unwrap_or(usize::MAX),
     };
+    // Non-cached I/O must start on a sector boundary; for an append the start is the end of
+    // file, known only here (an explicit offset was checked by the caller).
+    if non_cached && start as u64 % SECTOR != 0 {
+        return Err(status::INVALID_PARAMETER);
+    }
     let bytes = if paging { &bytes[..data.len().saturating_sub(start).min(bytes.len())] } else { bytes };
     if bytes.is_empty() {
         return Ok(0);
@@ -280,9 +286,16 @@ fn fs_write(inner: &Inner, key: &(usize, String), offset: Option<u64>, bytes: &[
     Ok(bytes.len())
 }
 
+/// How the file system writes: paging I/O (never extends the file), non-cached (sector-aligned).
+#[derive(Clone, Copy, Default)]
+struct WriteMode {
+    paging: bool,
+    non_cached: bool,
+}
+
 /// A write of the operation's parameters: (status, bytes written).
-fn write_at(inner: &Inner, key: &(usize, String), offset: i64, bytes: &[u8], paging: bool) -> (i32, usize) {
-    match write_start(offset).and_then(|start| fs_write(inner, key, start, bytes, paging)) {
+fn write_at(inner: &Inner, key: &(usize, String), offset: i64, bytes: &[u8], mode: WriteMode) -> (i32, usize) {
+    match write_start(offset).and_then(|start| fs_write(inner, key, start, bytes, mode)) {
         Ok(written) => (status::SUCCESS, written),
         Err(failure) => (failure, 0),
     }
@@ -484,7 +497,7 @@ pub fn issue(
         let length = after.length as usize;
         if data.is_some() {
             match copy_from(target, length) {
-                Some(bytes) => write_at(inner, &key, after.offset, &bytes, options.paging),
+                Some(bytes) => write_at(inner, &key, after.offset, &bytes, WriteMode { paging: options.paging, non_cached: false }),
                 None => (INVALID_USER_BUFFER, 0),
             }
         } else if let Ok(offset) = u64::try_from(after.offset) {
@@ -800,7 +813,11 @@ extern "win64" fn flt_write_file(
     };
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
     let Some(bytes) = copy_from(buffer as usize, length as usize) else { return INVALID_USER_BUFFER };
-    let (result, written) = write_at(inner, &key, offset, &bytes, flags & FLTFL_IO_OPERATION_PAGING != 0);
+    let mode = WriteMode {
+        paging: flags & FLTFL_IO_OPERATION_PAGING != 0,
+        non_cached: flags & FLTFL_IO_OPERATION_NON_CACHED != 0,
+    };
+    let (result, written) = write_at(inner, &key, offset, &bytes, mode);
     put(bytes_written, u32::try_from(written).unwrap_or(u32::MAX));
     result
 }
@@ -832,7 +849,7 @@ pub(crate) fn perform_generated(
     let target = target_of(p);
     if major == IRP_MJ_WRITE {
         let Some(bytes) = copy_from(target, p.length as usize) else { return (INVALID_USER_BUFFER, 0) };
-        return write_at(inner, &key, p.offset, &bytes, false);
+        return write_at(inner, &key, p.offset, &bytes, WriteMode::default());
     }
     let Ok(offset) = u64::try_from(p.offset) else { return (status::INVALID_PARAMETER, 0) };
     let (result, bytes) = fs_read(inner, &key, offset, p.length as usize);
@@ -870,7 +887,7 @@ pub const DOCS: &[Emulated] = &[
     ),
     flt(
         "FltWriteFile",
-        "as FltReadFile; writes the stream's contents (grows it; FLTFL_IO_OPERATION_PAGING never extends it); ByteOffset FILE_WRITE_TO_END_OF_FILE (HighPart -1) appends, other negative offsets → INVALID_PARAMETER; a write ending past 256 MiB → STATUS_DISK_FULL",
+        "as FltReadFile; writes the stream's contents (grows it; FLTFL_IO_OPERATION_PAGING never extends it); ByteOffset FILE_WRITE_TO_END_OF_FILE (HighPart -1) appends (NON_CACHED: the end of file must be sector-aligned, else INVALID_PARAMETER), other negative offsets → INVALID_PARAMETER; a write ending past 256 MiB → STATUS_DISK_FULL",
     ),
     flt(
         "FltSetCallbackDataDirty",

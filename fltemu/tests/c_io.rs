@@ -282,6 +282,7 @@ fn flt_create_file_honours_the_create_disposition() {
     emu.close(file).unwrap();
     assert_eq!(emu.file_contents(volume, "\\probe.txt.a").unwrap(), b"xyz");
     assert_eq!(emu.file_contents(volume, "\\probe.txt.d").unwrap(), b"");
+    let emu_contents_len = emu.file_contents(volume, "\\probe.txt.e").unwrap().len();
     let report = emu.unload().unwrap();
     assert!(report.is_clean(), "{report}");
     let probes: Vec<&str> =
@@ -314,6 +315,13 @@ fn flt_create_file_honours_the_create_disposition() {
         ".d disposition 3: status 0x00000000 information 2 append 0x00000000 size 0",   // OPEN_IF, missing
     ];
     assert_eq!(probes, expected, "{:?}", report.debug_output);
+    // A non-cached append must start on a sector boundary (the end of file decides).
+    assert!(
+        report.debug_output.iter().any(|l| l.contains("non-cached append at end of file 3: 0xc000000d, at 512: 0x00000000 (512 written)")),
+        "{:?}",
+        report.debug_output
+    );
+    assert_eq!(emu_contents_len, 1024);
     assert!(
         report.debug_output.iter().any(|l| l.contains("FltGetVolumeFromName of a missing volume: 0xc01c0014")),
         "{:?}",
