@@ -271,7 +271,7 @@ fn fs_write(inner: &Inner, key: &(usize, String), offset: Option<u64>, bytes: &[
     };
     // Non-cached I/O must start on a sector boundary; for an append the start is the end of
     // file, known only here (an explicit offset was checked by the caller).
-    if non_cached && start as u64 % SECTOR != 0 {
+    if non_cached && !(start as u64).is_multiple_of(SECTOR) {
         return Err(status::INVALID_PARAMETER);
     }
     let bytes = if paging { &bytes[..data.len().saturating_sub(start).min(bytes.len())] } else { bytes };
