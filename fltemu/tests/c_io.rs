@@ -420,7 +420,7 @@ fn a_negative_read_offset_is_invalid_parameter() {
     for negative_in_pre_read in [false, true] {
         let driver = CDriver::new("stale");
         let driver = if negative_in_pre_read { driver.define("NEGATIVE_READ_OFFSET") } else { driver };
-        let emu = Emulator::load(&driver.build(), Config::default()).expect("loads");
+        let emu = Emulator::load(driver.build(), Config::default()).expect("loads");
         let volume = emu.mount(VolumeSpec::ntfs("\\Device\\vol1")).unwrap();
         emu.set_file_contents(volume, "\\a.txt", b"0123456789");
         let file = emu.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
