@@ -117,17 +117,21 @@ fn apply_disposition(inner: &Inner, volume: usize, path: &str, disposition: u32)
     // Scanned before the shard is locked (the scan locks every shard in turn); what it finds
     // only ever makes the name exist, and the name's own entry is decided under the lock.
     let elsewhere = exists_apart_from_contents(inner, volume, &key.1);
-    Some(dispose(&inner.contents, key, elsewhere, disposition, &|| inner.race_point("create decided its disposition")))
+    let mut emptied = 0;
+    let outcome = dispose(&inner.contents, key, elsewhere, disposition, &mut emptied, &|| inner.race_point("create decided its disposition"));
+    crate::rw::resized(inner, emptied, 0);
+    Some(outcome)
 }
 
 /// [`apply_disposition`]'s decision and its create or truncate, in one critical section on the
-/// stream's contents shard; `decided` runs between the two (a race point: another create of
+/// stream's contents shard (`emptied`: the bytes a truncation released); `decided` runs between the two (a race point: another create of
 /// the name waits for the section to end).
 fn dispose(
     contents: &Contents,
     key: (usize, String),
     elsewhere: Option<bool>,
     disposition: u32,
+    emptied: &mut usize,
     decided: &dyn Fn(),
 ) -> Result<usize, (i32, usize)> {
     use std::collections::hash_map::Entry;
@@ -146,7 +150,10 @@ fn dispose(
     decided();
     if empty && !directory {
         match entry {
-            Entry::Occupied(mut contents) => contents.get_mut().clear(),
+            Entry::Occupied(mut contents) => {
+                *emptied = contents.get().len();
+                contents.get_mut().clear();
+            }
             Entry::Vacant(slot) => {
                 slot.insert(Vec::new());
             }
@@ -565,18 +572,18 @@ mod disposition_tests {
         let (decided_tx, decided_rx) = std::sync::mpsc::channel();
         let (first, second) = std::thread::scope(|scope| {
             let first = scope.spawn(|| {
-                dispose(&contents, key.clone(), None, FILE_CREATE, &|| {
+                dispose(&contents, key.clone(), None, FILE_CREATE, &mut 0, &|| {
                     decided_tx.send(()).expect("the test waits");
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 })
             });
             decided_rx.recv().expect("the first create decides");
-            let second = dispose(&contents, key.clone(), None, FILE_CREATE, &|| ());
+            let second = dispose(&contents, key.clone(), None, FILE_CREATE, &mut 0, &|| ());
             (first.join().expect("no panic"), second)
         });
         assert_eq!(first, Ok(FILE_CREATED));
         assert_eq!(second, Err((status::OBJECT_NAME_COLLISION, FILE_EXISTS)));
-        assert_eq!(dispose(&contents, key, None, FILE_OPEN, &|| ()), Ok(FILE_OPENED));
+        assert_eq!(dispose(&contents, key, None, FILE_OPEN, &mut 0, &|| ()), Ok(FILE_OPENED));
     }
 
     /// A directory is opened but never given contents, even by a disposition that empties a file.
@@ -584,9 +591,9 @@ mod disposition_tests {
     fn a_directory_exists_without_contents() {
         let contents = Contents::default();
         let key = (0, "\\dir".to_owned());
-        assert_eq!(dispose(&contents, key.clone(), Some(true), FILE_OVERWRITE_IF, &|| ()), Ok(FILE_OVERWRITTEN));
-        assert_eq!(dispose(&contents, key.clone(), Some(true), FILE_CREATE, &|| ()), Err((status::OBJECT_NAME_COLLISION, FILE_EXISTS)));
+        assert_eq!(dispose(&contents, key.clone(), Some(true), FILE_OVERWRITE_IF, &mut 0, &|| ()), Ok(FILE_OVERWRITTEN));
+        assert_eq!(dispose(&contents, key.clone(), Some(true), FILE_CREATE, &mut 0, &|| ()), Err((status::OBJECT_NAME_COLLISION, FILE_EXISTS)));
         assert!(!contents.lock(state::name_hash(key.0, &key.1)).contains_key(&key));
-        assert_eq!(dispose(&contents, key, None, FILE_OPEN, &|| ()), Err((status::OBJECT_NAME_NOT_FOUND, FILE_DOES_NOT_EXIST)));
+        assert_eq!(dispose(&contents, key, None, FILE_OPEN, &mut 0, &|| ()), Err((status::OBJECT_NAME_NOT_FOUND, FILE_DOES_NOT_EXIST)));
     }
 }

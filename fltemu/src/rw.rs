@@ -11,6 +11,7 @@
 //! `Violation::UserBufferTouchedDirectly`). Paging reads carry IRP_PAGING_IO | IRP_NOCACHE and
 //! a kernel buffer described by an MDL Filter Manager built.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_IO_PARAMETER_BLOCK;
@@ -223,7 +224,20 @@ pub fn contents(inner: &Inner, volume: usize, path: &str) -> Option<Vec<u8>> {
 /// Replaces the contents of the stream `path` on `volume`.
 pub fn set_contents(inner: &Inner, volume: usize, path: &str, bytes: &[u8]) {
     let key = contents_key(volume, path);
-    inner.contents.lock(state::name_hash(key.0, &key.1)).insert(key, bytes.to_vec());
+    let mut shard = inner.contents.lock(state::name_hash(key.0, &key.1));
+    let old = shard.insert(key, bytes.to_vec()).map_or(0, |old| old.len());
+    // The host's own data counts towards the total (it is not refused: the cap is for writes);
+    // every length change is counted under its shard's lock, so the total never underflows.
+    resized(inner, old, bytes.len());
+}
+
+/// Accounts a stream's change of length from `old` to `new` bytes in the contents total.
+pub(crate) fn resized(inner: &Inner, old: usize, new: usize) {
+    if new >= old {
+        inner.contents_bytes.fetch_add(new - old, Ordering::AcqRel);
+    } else {
+        inner.contents_bytes.fetch_sub(old - new, Ordering::AcqRel);
+    }
 }
 
 /// The file system's read: up to `length` bytes at `offset` (STATUS_END_OF_FILE at or past the
@@ -244,9 +258,10 @@ fn fs_read(inner: &Inner, key: &(usize, String), offset: u64, length: usize) -> 
 pub const WRITE_TO_END_OF_FILE: i64 = -1;
 /// `STATUS_DISK_FULL` (ntstatus.h).
 const DISK_FULL: i32 = 0xC000_007F_u32.cast_signed();
-/// The largest stream fltemu keeps (a write ending past it fails with STATUS_DISK_FULL rather
-/// than have a driver's wild offset allocate the host's memory).
-const MAX_STREAM: usize = 1 << 28;
+/// The most file data fltemu keeps, one stream or all of them together: a write that would
+/// take a stream or the total past it fails with STATUS_DISK_FULL rather than have a driver's
+/// wild offsets (on one stream or many) allocate the host's memory.
+const MAX_CONTENTS: usize = 1 << 28;
 
 /// Where a write's ByteOffset says it starts: None for FILE_WRITE_TO_END_OF_FILE (the end,
 /// decided under the contents lock), Err(STATUS_INVALID_PARAMETER) for other negative values
@@ -260,7 +275,7 @@ fn write_start(offset: i64) -> Result<Option<u64>, i32> {
 
 /// The file system's write of `bytes` at `offset` (None: at the end of the file); a gap before
 /// it reads as zeros. Paging writes do not extend the file (what lies past the end is dropped).
-/// Returns the bytes written, or STATUS_DISK_FULL past [`MAX_STREAM`].
+/// Returns the bytes written, or STATUS_DISK_FULL past [`MAX_CONTENTS`].
 fn fs_write(inner: &Inner, key: &(usize, String), offset: Option<u64>, bytes: &[u8], mode: WriteMode) -> Result<usize, i32> {
     let WriteMode { paging, non_cached } = mode;
     let mut shard = inner.contents.lock(state::name_hash(key.0, &key.1));
@@ -278,8 +293,13 @@ fn fs_write(inner: &Inner, key: &(usize, String), offset: Option<u64>, bytes: &[
     if bytes.is_empty() {
         return Ok(0);
     }
-    let end = start.checked_add(bytes.len()).filter(|end| *end <= MAX_STREAM).ok_or(DISK_FULL)?;
+    let end = start.checked_add(bytes.len()).filter(|end| *end <= MAX_CONTENTS).ok_or(DISK_FULL)?;
     if data.len() < end {
+        let growth = end - data.len();
+        inner
+            .contents_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |total| total.checked_add(growth).filter(|t| *t <= MAX_CONTENTS))
+            .map_err(|_| DISK_FULL)?;
         data.resize(end, 0);
     }
     data[start..end].copy_from_slice(bytes);
@@ -887,7 +907,7 @@ pub const DOCS: &[Emulated] = &[
     ),
     flt(
         "FltWriteFile",
-        "as FltReadFile; writes the stream's contents (grows it; FLTFL_IO_OPERATION_PAGING never extends it); ByteOffset FILE_WRITE_TO_END_OF_FILE (HighPart -1) appends (NON_CACHED: the end of file must be sector-aligned, else INVALID_PARAMETER), other negative offsets → INVALID_PARAMETER; a write ending past 256 MiB → STATUS_DISK_FULL",
+        "as FltReadFile; writes the stream's contents (grows it; FLTFL_IO_OPERATION_PAGING never extends it); ByteOffset FILE_WRITE_TO_END_OF_FILE (HighPart -1) appends (NON_CACHED: the end of file must be sector-aligned, else INVALID_PARAMETER), other negative offsets → INVALID_PARAMETER; a write ending past 256 MiB, or taking all streams' data together past 256 MiB → STATUS_DISK_FULL",
     ),
     flt(
         "FltSetCallbackDataDirty",

@@ -436,3 +436,28 @@ fn a_negative_read_offset_is_invalid_parameter() {
         assert_eq!(pre_reads, if negative_in_pre_read { 2 } else { 0 }, "{report}");
     }
 }
+
+/// Wild offsets on many streams cannot add up to more than 256 MiB of the host's memory: a
+/// write that would take all streams' data together past it is STATUS_DISK_FULL (before, each
+/// stream could take 256 MiB); data released by replacing a stream counts back.
+#[test]
+fn all_streams_together_are_capped() {
+    const DISK_FULL: i32 = 0xC000_007F_u32.cast_signed();
+    let image = CDriver::new("passthrough").build();
+    let emu = Emulator::load(&image, Config::default()).expect("loads");
+    let volume = emu.mount(VolumeSpec::ntfs("\\Device\\vol1")).unwrap();
+    let far = 150 << 20;
+    let first = emu.open(volume, "\\first.bin", &OpenOptions::default()).unwrap();
+    let second = emu.open(volume, "\\second.bin", &OpenOptions::default()).unwrap();
+    let grown = emu.write(&first, far, b"x", &IoOptions::default()).unwrap();
+    assert_eq!((grown.status, grown.information), (0, 1));
+    let refused = emu.write(&second, far, b"y", &IoOptions::default()).unwrap();
+    assert_eq!((refused.status, refused.information), (DISK_FULL, 0));
+    emu.set_file_contents(volume, "\\first.bin", b"");
+    let after_release = emu.write(&second, far, b"y", &IoOptions::default()).unwrap();
+    assert_eq!((after_release.status, after_release.information), (0, 1));
+    emu.close(first).unwrap();
+    emu.close(second).unwrap();
+    let report = emu.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
+}
