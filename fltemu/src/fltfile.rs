@@ -115,8 +115,10 @@ fn apply_disposition(inner: &Inner, volume: usize, path: &str, disposition: u32)
     }
     let key = (volume, crate::io::stream_key(path));
     // Scanned before the shard is locked (the scan locks every shard in turn); what it finds
-    // only ever makes the name exist, and the name's own entry is decided under the lock.
-    let elsewhere = exists_apart_from_contents(inner, volume, &key.1);
+    // only ever makes the name exist, and the name's own entry is decided under the lock. A
+    // name with contents needs no scan: contents entries are emptied, never removed.
+    let present = inner.contents.lock(state::name_hash(key.0, &key.1)).contains_key(&key);
+    let elsewhere = if present { None } else { exists_apart_from_contents(inner, volume, &key.1) };
     let mut emptied = 0;
     let outcome = dispose(&inner.contents, key, elsewhere, disposition, &mut emptied, &|| inner.race_point("create decided its disposition"));
     crate::rw::resized(inner, emptied, 0);
