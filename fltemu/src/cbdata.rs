@@ -190,7 +190,10 @@ extern "win64" fn flt_reuse_callback_data(data: usize) {
 /// `FltFreeCallbackData` (fltkernel.h; ≤ DISPATCH_LEVEL): frees it (kept allocated, poisoned)
 /// and, as the DDI page says ("frees any MDL chain associated with the supplied CallbackData"),
 /// the MDL chain in an IRP_MJ_READ / IRP_MJ_WRITE's Parameters MdlAddress; a later IoFreeMdl of
-/// it is a double free.
+/// it is a double free. Other majors' MDL parameters (QueryDirectory, QueryEa, SetEa, quota,
+/// security, DeviceIoControl) are not freed: fltemu performs none of those through allocated
+/// callback data, and their x64 offsets (POINTER_ALIGNMENT members windows-sys omits) are not
+/// modelled, so a driver that leaves one for FltFreeCallbackData is reported ObjectLeaked(Mdl).
 extern "win64" fn flt_free_callback_data(data: usize) {
     objects::count("FltFreeCallbackData", DISPATCH_LEVEL);
     let Some((iopb_address, ..)) = live("FltFreeCallbackData", data) else { return };
@@ -236,10 +239,10 @@ pub const DOCS: &[Emulated] = &[
     ),
     flt(
         "FltReuseCallbackData",
-        "≤ APC; frees the MDL chain in a read/write's Parameters MdlAddress (as FltFreeCallbackData), clears IoStatus and the parameters (instance and FILE_OBJECT kept); freed or foreign → ObjectMisuse",
+        "≤ APC; frees the MDL chain in a read/write's Parameters MdlAddress (as FltFreeCallbackData), clears IoStatus and the parameters (instance and FILE_OBJECT kept); only a read/write's MdlAddress is known to fltemu: an MDL in another major's parameters (QueryDirectory, QueryEa, DeviceIoControl …) is not freed, so a driver relying on that is reported ObjectLeaked(Mdl); freed or foreign → ObjectMisuse",
     ),
     flt(
         "FltFreeCallbackData",
-        "≤ DISPATCH; frees the MDL chain in a read/write's Parameters MdlAddress too (a later IoFreeMdl of it → ObjectMisuse; one the filter freed already → ObjectMisuse); freed twice or foreign → ObjectMisuse",
+        "≤ DISPATCH; frees the MDL chain in a read/write's Parameters MdlAddress too (a later IoFreeMdl of it → ObjectMisuse; one the filter freed already → ObjectMisuse); only a read/write's MdlAddress is known to fltemu: an MDL in another major's parameters (QueryDirectory, QueryEa, DeviceIoControl …) is not freed, so a driver relying on that is reported ObjectLeaked(Mdl); freed twice or foreign → ObjectMisuse",
     ),
 ];

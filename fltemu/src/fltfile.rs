@@ -60,35 +60,112 @@ const FILE_OPENED: usize = 1;
 const FILE_CREATED: usize = 2;
 const FILE_OVERWRITTEN: usize = 3;
 
-/// Whether the stream `path` on `volume` exists in the emulator's file table: it has contents
-/// (seeded, written, or created empty by an earlier create) or an open FILE_OBJECT.
-fn stream_exists(inner: &Inner, volume: usize, path: &str) -> bool {
-    let key = (volume, crate::io::stream_key(path));
-    crate::rw::has_contents(inner, volume, path)
-        || inner.streams.lock(state::name_hash(key.0, &key.1)).live.get(&key).is_some_and(|s| s.open_file_objects > 0)
+/// The IoStatus.Information of a failed create (wdm.h; the IoCreateFileEx page's IoStatusBlock,
+/// learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-iocreatefileex): FILE_EXISTS for
+/// a CREATE that found the file, FILE_DOES_NOT_EXIST for an OPEN/OVERWRITE that did not.
+const FILE_EXISTS: usize = 4;
+const FILE_DOES_NOT_EXIST: usize = 5;
+
+/// What exists of the name `key` (a stream key) on `volume` apart from its own contents entry:
+/// Some(true) a directory (the root, or a parent of a stream with contents), Some(false) a file
+/// (another stream of it has contents: a file exists when any of its streams does) or a stream
+/// with an open FILE_OBJECT, None nothing. A name with a trailing `\` names a directory only;
+/// a named stream (`a.txt:s`) exists only by itself.
+fn exists_apart_from_contents(inner: &Inner, volume: usize, key: &str) -> Option<bool> {
+    let directory_only = key.ends_with('\\');
+    let name = key.trim_end_matches('\\');
+    if name.is_empty() {
+        return Some(true);
+    }
+    let open = !directory_only
+        && inner.streams.lock(state::name_hash(volume, key)).live.get(&(volume, key.to_owned())).is_some_and(|s| s.open_file_objects > 0);
+    if open {
+        return Some(false);
+    }
+    let other_streams_count = !directory_only && file_key(name) == name;
+    let children = format!("{name}\\");
+    let mut found = None;
+    for shard in inner.contents.each() {
+        for (v, k) in shard.keys() {
+            if *v != volume {
+                continue;
+            }
+            if k.starts_with(&children) {
+                return Some(true);
+            }
+            if other_streams_count && k != key && file_key(k) == name {
+                found = Some(false);
+            }
+        }
+    }
+    found
 }
 
 /// What the file system does for `disposition` (the FltCreateFile page's CreateDisposition
 /// table) to the stream: Ok(IoStatus.Information), having created (empty contents) or emptied it
-/// as the disposition says; Err(status) for OPEN / OVERWRITE of a missing stream
-/// (STATUS_OBJECT_NAME_NOT_FOUND) and CREATE of an existing one (STATUS_OBJECT_NAME_COLLISION).
+/// as the disposition says; Err((status, information)) for OPEN / OVERWRITE of a missing stream
+/// (STATUS_OBJECT_NAME_NOT_FOUND, FILE_DOES_NOT_EXIST) and CREATE of an existing one
+/// (STATUS_OBJECT_NAME_COLLISION, FILE_EXISTS). The decision and the create or truncate happen
+/// under one lock of the stream's contents shard, so of two racing FILE_CREATEs of a new name
+/// one creates it and the other collides. A directory is opened, never given contents.
 /// None: not a disposition.
-fn apply_disposition(inner: &Inner, volume: usize, path: &str, disposition: u32) -> Option<Result<usize, i32>> {
-    let exists = stream_exists(inner, volume, path);
+fn apply_disposition(inner: &Inner, volume: usize, path: &str, disposition: u32) -> Option<Result<usize, (i32, usize)>> {
+    if disposition > FILE_OVERWRITE_IF {
+        return None;
+    }
+    let key = (volume, crate::io::stream_key(path));
+    // Scanned before the shard is locked (the scan locks every shard in turn); what it finds
+    // only ever makes the name exist, and the name's own entry is decided under the lock. A
+    // name with contents needs no scan: contents entries are emptied, never removed.
+    let present = inner.contents.lock(state::name_hash(key.0, &key.1)).contains_key(&key);
+    let elsewhere = if present { None } else { exists_apart_from_contents(inner, volume, &key.1) };
+    let mut emptied = 0;
+    let outcome = dispose(&inner.contents, key, elsewhere, disposition, &mut emptied, &|| inner.race_point("create decided its disposition"));
+    crate::rw::resized(inner, emptied, 0);
+    Some(outcome)
+}
+
+/// [`apply_disposition`]'s decision and its create or truncate, in one critical section on the
+/// stream's contents shard (`emptied`: the bytes a truncation released); `decided` runs between the two (a race point: another create of
+/// the name waits for the section to end).
+fn dispose(
+    contents: &Contents,
+    key: (usize, String),
+    elsewhere: Option<bool>,
+    disposition: u32,
+    emptied: &mut usize,
+    decided: &dyn Fn(),
+) -> Result<usize, (i32, usize)> {
+    use std::collections::hash_map::Entry;
+    let mut shard = contents.lock(state::name_hash(key.0, &key.1));
+    let entry = shard.entry(key);
+    let directory = elsewhere == Some(true) && matches!(entry, Entry::Vacant(_));
+    let exists = elsewhere.is_some() || matches!(entry, Entry::Occupied(_));
     let (outcome, empty) = match (disposition, exists) {
         (FILE_SUPERSEDE, true) => (Ok(FILE_SUPERSEDED), true),
         (FILE_OPEN | FILE_OPEN_IF, true) => (Ok(FILE_OPENED), false),
         (FILE_OVERWRITE | FILE_OVERWRITE_IF, true) => (Ok(FILE_OVERWRITTEN), true),
         (FILE_SUPERSEDE | FILE_CREATE | FILE_OPEN_IF | FILE_OVERWRITE_IF, false) => (Ok(FILE_CREATED), true),
-        (FILE_CREATE, true) => (Err(status::OBJECT_NAME_COLLISION), false),
-        (FILE_OPEN | FILE_OVERWRITE, false) => (Err(status::OBJECT_NAME_NOT_FOUND), false),
-        _ => return None,
+        (FILE_CREATE, true) => (Err((status::OBJECT_NAME_COLLISION, FILE_EXISTS)), false),
+        _ => (Err((status::OBJECT_NAME_NOT_FOUND, FILE_DOES_NOT_EXIST)), false),
     };
-    if empty {
-        crate::rw::set_contents(inner, volume, path, &[]);
+    decided();
+    if empty && !directory {
+        match entry {
+            Entry::Occupied(mut contents) => {
+                *emptied = contents.get().len();
+                contents.get_mut().clear();
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(Vec::new());
+            }
+        }
     }
-    Some(outcome)
+    outcome
 }
+
+/// The emulator's file contents (state.rs's `Inner::contents`).
+type Contents = state::Sharded<state::FnvMap<(usize, String), Vec<u8>>>;
 
 /// The file system's open of `path` on `volume` below every filter: a FILE_OBJECT sharing the
 /// stream (and file node) with the other opens of that stream.
@@ -145,7 +222,7 @@ fn open_below(inner: &Inner, volume: usize, path: &str, desired_access: u32, sha
 }
 
 /// The file key of a stream key (as io.rs computes it: the path without `:stream`).
-fn file_key(stream_key: &str) -> String {
+pub(crate) fn file_key(stream_key: &str) -> String {
     let name_start = stream_key.rfind('\\').map_or(0, |at| at + 1);
     match stream_key[name_start..].find(':') {
         Some(colon) => stream_key[..name_start + colon].to_owned(),
@@ -241,9 +318,9 @@ fn create(args: &CreateArgs) -> i32 {
     }
     let information = match apply_disposition(inner, volume, &path, args.disposition) {
         Some(Ok(information)) => information,
-        Some(Err(failure)) => {
+        Some(Err((failure, information))) => {
             // SAFETY: the caller's IO_STATUS_BLOCK (Status, Information), checked above.
-            unsafe { args.io_status.write_unaligned([failure.cast_unsigned() as usize, 0]) };
+            unsafe { args.io_status.write_unaligned([failure.cast_unsigned() as usize, information]) };
             return failure;
         }
         None => return misuse("CreateDisposition is not FILE_SUPERSEDE, FILE_OPEN, FILE_CREATE, FILE_OPEN_IF, FILE_OVERWRITE or FILE_OVERWRITE_IF"),
@@ -453,7 +530,7 @@ const fn flt(function: &'static str, notes: &'static str) -> Emulated {
 pub const DOCS: &[Emulated] = &[
     flt(
         "FltCreateFile",
-        "PASSIVE; `\\Device\\VOL\\path` in ObjectName (RootDirectory not modelled; unknown volume → OBJECT_PATH_NOT_FOUND); opened below the Instance (the filter's callbacks do not see it), sharing the stream with other opens; CreateDisposition honoured against the file table (a stream exists once it has contents or an open): OPEN / OVERWRITE of a missing one → OBJECT_NAME_NOT_FOUND, CREATE of an existing one → OBJECT_NAME_COLLISION, SUPERSEDE / OVERWRITE(_IF) empty it, IoStatus.Information FILE_SUPERSEDED/FILE_OPENED/FILE_CREATED/FILE_OVERWRITTEN, another value → InvalidParameter; ObjectName's Buffer may be at any address (copied bytewise, as x64 Windows has no alignment fault); a handle never FltClose'd → ObjectLeaked(file handle); NULL Instance (top of the stack) not modelled, Instance on another volume, wrong Filter → InvalidParameter",
+        "PASSIVE; `\\Device\\VOL\\path` in ObjectName (RootDirectory not modelled; unknown volume → OBJECT_PATH_NOT_FOUND); opened below the Instance (the filter's callbacks do not see it), sharing the stream with other opens; CreateDisposition honoured against the file table, decided and applied atomically (a stream exists once it has contents, a creating disposition of any create made it, or it has an open; a file exists when any of its streams does; the root and every parent of a stream are directories that exist): OPEN / OVERWRITE of a missing one → OBJECT_NAME_NOT_FOUND with Information FILE_DOES_NOT_EXIST, CREATE of an existing one → OBJECT_NAME_COLLISION with FILE_EXISTS, SUPERSEDE / OVERWRITE(_IF) empty it, IoStatus.Information FILE_SUPERSEDED/FILE_OPENED/FILE_CREATED/FILE_OVERWRITTEN, another value → InvalidParameter; ObjectName's Buffer may be at any address (copied bytewise, as x64 Windows has no alignment fault); a handle never FltClose'd → ObjectLeaked(file handle); NULL Instance (top of the stack) not modelled, Instance on another volume, wrong Filter → InvalidParameter",
     ),
     flt(
         "FltCreateFileEx",
@@ -465,3 +542,44 @@ pub const DOCS: &[Emulated] = &[
         "PASSIVE; cleanup and close below the filter; a handle not open (closed twice, never opened) → InvalidParameter + STATUS_INVALID_HANDLE",
     ),
 ];
+
+#[cfg(test)]
+mod disposition_tests {
+    use super::*;
+
+    /// Two FILE_CREATEs of one new name: the second starts while the first has decided to
+    /// create (and waits 50 ms there); it must wait for the first to finish and collide
+    /// (FILE_EXISTS). Had the decision and the create separate critical sections, the second
+    /// would find the name missing too and both would report FILE_CREATED.
+    #[test]
+    fn of_two_racing_creates_one_creates_and_one_collides() {
+        let contents = Contents::default();
+        let key = (0, "\\race.txt".to_owned());
+        let (decided_tx, decided_rx) = std::sync::mpsc::channel();
+        let (first, second) = std::thread::scope(|scope| {
+            let first = scope.spawn(|| {
+                dispose(&contents, key.clone(), None, FILE_CREATE, &mut 0, &|| {
+                    decided_tx.send(()).expect("the test waits");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                })
+            });
+            decided_rx.recv().expect("the first create decides");
+            let second = dispose(&contents, key.clone(), None, FILE_CREATE, &mut 0, &|| ());
+            (first.join().expect("no panic"), second)
+        });
+        assert_eq!(first, Ok(FILE_CREATED));
+        assert_eq!(second, Err((status::OBJECT_NAME_COLLISION, FILE_EXISTS)));
+        assert_eq!(dispose(&contents, key, None, FILE_OPEN, &mut 0, &|| ()), Ok(FILE_OPENED));
+    }
+
+    /// A directory is opened but never given contents, even by a disposition that empties a file.
+    #[test]
+    fn a_directory_exists_without_contents() {
+        let contents = Contents::default();
+        let key = (0, "\\dir".to_owned());
+        assert_eq!(dispose(&contents, key.clone(), Some(true), FILE_OVERWRITE_IF, &mut 0, &|| ()), Ok(FILE_OVERWRITTEN));
+        assert_eq!(dispose(&contents, key.clone(), Some(true), FILE_CREATE, &mut 0, &|| ()), Err((status::OBJECT_NAME_COLLISION, FILE_EXISTS)));
+        assert!(!contents.lock(state::name_hash(key.0, &key.1)).contains_key(&key));
+        assert_eq!(dispose(&contents, key, None, FILE_OPEN, &mut 0, &|| ()), Err((status::OBJECT_NAME_NOT_FOUND, FILE_DOES_NOT_EXIST)));
+    }
+}

@@ -171,6 +171,28 @@ fn opened_stream_key(path: &str, options: &OpenOptions) -> String {
     stream_key(path)
 }
 
+/// `FILE_DIRECTORY_FILE` (wdm.h CreateOptions).
+const FILE_DIRECTORY_FILE: u32 = 0x1;
+
+/// Whether a successful create of `options` leaves its stream existing: a creating disposition
+/// (FILE_SUPERSEDE, FILE_CREATE, FILE_OPEN_IF, FILE_OVERWRITE_IF) of a file's stream (not a
+/// volume, target-directory or directory open, which name no stream with contents).
+fn creates_stream(options: &OpenOptions) -> bool {
+    matches!(options.disposition, 0 | 2 | 3 | 5)
+        && !options.volume_open
+        && !options.open_target_directory
+        && options.create_options & FILE_DIRECTORY_FILE == 0
+}
+
+/// The file system created the stream of a successful create with a creating disposition if it
+/// was missing: it exists from now on (a later FltCreateFile with FILE_OPEN finds it). A name
+/// ending in `\` is a directory and gets no contents.
+fn record_created(inner: &Inner, key: &(usize, String), options: &OpenOptions) {
+    if creates_stream(options) && !key.1.ends_with('\\') {
+        inner.contents.lock(state::name_hash(key.0, &key.1)).entry(key.clone()).or_default();
+    }
+}
+
 /// The stream key of a path: case-insensitive, `::$DATA` is the unnamed stream.
 pub(crate) fn stream_key(path: &str) -> String {
     let lower = path.to_lowercase();
@@ -476,6 +498,7 @@ pub fn create(inner: &Inner, volume: usize, path: &str, options: &OpenOptions) -
             if status >= 0 {
                 let key = (volume, opened_stream_key(path, options));
                 let file_key = (volume, file_key(&key.1));
+                record_created(inner, &key, options);
                 let stream = {
                     let mut streams = inner.streams.lock(state::name_hash(key.0, &key.1));
                     let record = streams.live.entry(key).or_insert_with(|| StreamRecord { fs_context: Box::new([0; 8]), open_file_objects: 0 });

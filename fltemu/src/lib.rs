@@ -766,7 +766,9 @@ impl Emulator {
     /// IRP_MJ_READ of `length` bytes at `offset` through the filter's pre/post-read callbacks
     /// (a user buffer for the requestor, or with `options.paging` a paging read into a kernel
     /// buffer with an MDL). Reads see earlier writes; at or past the end the status is
-    /// STATUS_END_OF_FILE, at the end a read is short.
+    /// STATUS_END_OF_FILE, at the end a read is short. An offset above `i64::MAX` is a negative
+    /// ByteOffset, which the I/O manager refuses (STATUS_INVALID_PARAMETER) before any filter
+    /// sees the read.
     ///
     /// # Errors
     /// [`EmuError::InvalidHandle`] when `file` is not open, [`EmuError::Stopped`].

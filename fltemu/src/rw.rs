@@ -11,7 +11,7 @@
 //! `Violation::UserBufferTouchedDirectly`). Paging reads carry IRP_PAGING_IO | IRP_NOCACHE and
 //! a kernel buffer described by an MDL Filter Manager built.
 
-use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_IO_PARAMETER_BLOCK;
@@ -90,68 +90,24 @@ static RUNNING: Table<usize, (usize, usize, usize, bool)> = Table::new();
 /// MDLs FltLockUserBuffer put into a running operation's parameters: callback data → MDL.
 static LOCKED: Table<usize, usize> = Table::new();
 
-/// Retired user buffers that stay inaccessible (user address and kernel view) before their
-/// mappings may serve another operation: a driver that kept a buffer's address past its
-/// operation faults on it for at least the next QUARANTINE operations.
-const QUARANTINE: usize = 32;
-/// Retired buffers kept beyond the quarantine for reuse by an operation of the same page count;
-/// past that the oldest is unmapped. Each buffer costs three mappings (data pages, guard page,
-/// kernel view), so with this bound the process's mapping count stays flat instead of growing
-/// until vm.max_map_count (65530 by default, about 21,000 operations) makes mmap fail.
-const POOLED: usize = 64;
-
-/// Retired user buffers, oldest first. Their regions belong to the user space of the emulator
-/// that made them; [`reset`] drops them when the next emulator loads.
-static RETIRED: Mutex<VecDeque<UserMapping>> = Mutex::new(VecDeque::new());
-
-/// Forgets the running operations (a new emulator loads).
+/// Forgets the running operations (a new emulator loads). The retired buffers belong to the old
+/// emulator's [`UserSpace`], which unmaps them when it is dropped.
 pub fn reset() {
     RUNNING.clear();
     LOCKED.clear();
-    for mapping in RETIRED.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
-        // The user pages belong to the old emulator's UserSpace, which unmaps its retired
-        // regions when it is dropped; the kernel view is this module's to unmap.
-        // SAFETY: a kernel view this module mapped and retired; nothing of the old run uses it.
-        unsafe { libc::munmap(mapping.alias as *mut libc::c_void, mapping.data_length) };
-    }
 }
 
 impl<'a> OpBuffer<'a> {
     /// A user buffer of `length` bytes in its own shared mapping (guard page after it) plus a
-    /// second mapping of the same pages: the kernel view an MDL of it maps to. A retired
-    /// buffer of the same page count past its quarantine is reused (zeroed), else one is made.
+    /// second mapping of the same pages: the kernel view an MDL of it maps to. Always a new
+    /// mapping: a retired buffer's addresses are never handed out again (see [`retire`]).
     /// None when the host cannot map one (out of mappings or memory).
     fn user(inner: &'a Inner, length: usize) -> Option<Self> {
         // Overflow-checked: a length near usize::MAX has no page-rounded size.
         let data_length = length.div_ceil(PAGE).max(1).checked_mul(PAGE)?;
-        let reused = {
-            let mut retired = RETIRED.lock().unwrap_or_else(PoisonError::into_inner);
-            let eligible = retired.len().saturating_sub(QUARANTINE);
-            let found = retired.iter().take(eligible).position(|m| m.data_length == data_length);
-            found.and_then(|at| retired.remove(at))
-        };
-        let mapping = match reused {
-            Some(mapping) => {
-                Self::revive(&mapping);
-                mapping
-            }
-            None => Self::map(inner, data_length)?,
-        };
+        let mapping = Self::map(inner, data_length)?;
         let (address, system) = (mapping.base, mapping.alias);
         Some(Self { address, length, system, user: Some((mapping, &inner.user)), _kernel: None })
-    }
-
-    /// Makes a retired mapping a fresh buffer again: accessible, zero-filled, its region mapped.
-    fn revive(mapping: &UserMapping) {
-        // SAFETY: the retired buffer's own data pages and its kernel view.
-        unsafe { libc::mprotect(mapping.base as *mut libc::c_void, mapping.data_length, libc::PROT_READ | libc::PROT_WRITE) };
-        // SAFETY: as above.
-        unsafe { libc::mprotect(mapping.alias as *mut libc::c_void, mapping.data_length, libc::PROT_READ | libc::PROT_WRITE) };
-        // SAFETY: the kernel view holds `data_length` writable bytes (made writable just above).
-        unsafe { core::ptr::write_bytes(mapping.alias as *mut u8, 0, mapping.data_length) };
-        let mut region = mapping.region.lock().unwrap_or_else(PoisonError::into_inner);
-        region.access = Access::ReadWrite;
-        region.secured = 0;
     }
 
     /// A new user buffer mapping of `data_length` bytes, registered in the user space; None
@@ -200,7 +156,7 @@ impl<'a> OpBuffer<'a> {
         let base = base as usize;
         let region =
             Arc::new(Mutex::new(Region { base, length: data_length, access: Access::ReadWrite, secured: 0, mapped_file: false }));
-        inner.user.regions.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::clone(&region));
+        inner.user.insert(Arc::clone(&region));
         Some(UserMapping { region, base, data_length, alias: alias as usize })
     }
 
@@ -237,36 +193,44 @@ impl<'a> OpBuffer<'a> {
     }
 }
 
-/// Unmaps an evicted retired buffer (data pages, guard page, kernel view) and takes its region
-/// out of the user space, so the address is no longer reported as a user buffer.
-fn unmap(mapping: &UserMapping, space: &UserSpace) {
-    // SAFETY: the retired buffer's whole reservation (data pages and guard page), inaccessible
-    // and past its quarantine.
-    unsafe { libc::munmap(mapping.base as *mut libc::c_void, mapping.data_length + PAGE) };
-    // SAFETY: its kernel view, likewise.
-    unsafe { libc::munmap(mapping.alias as *mut libc::c_void, mapping.data_length) };
-    space.regions.lock().unwrap_or_else(PoisonError::into_inner).retain(|r| !Arc::ptr_eq(r, &mapping.region));
+/// Replaces `[base, base + length)` with an anonymous PROT_NONE reservation: the memory file's
+/// pages are released, the address stays taken (a driver holding it faults instead of reaching
+/// whatever the kernel would place there next). The flags are the reservation's own (private,
+/// anonymous, no MAP_NORESERVE), so the kernel merges adjacent retired ranges and guard pages
+/// into few mappings. Should the kernel refuse (out of mappings), the pages are made
+/// inaccessible in place instead, which keeps the address just as unavailable.
+fn reserve_over(base: usize, length: usize) {
+    // SAFETY: replaces a retired buffer's own pages (data or kernel view), which nothing of
+    // fltemu reads any more, by a fresh inaccessible reservation at the same address.
+    let replaced = unsafe {
+        libc::mmap(base as *mut libc::c_void, length, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED, -1, 0)
+    };
+    if replaced == libc::MAP_FAILED {
+        // SAFETY: the same pages, still this buffer's own mapping.
+        unsafe { libc::mprotect(base as *mut libc::c_void, length, libc::PROT_NONE) };
+    }
+}
+
+/// Retires an operation's user buffer for good: reported unmapped first (so from the moment its
+/// pages become inaccessible a touch is classified as a stale user buffer), then its data pages
+/// and kernel view become PROT_NONE reservations kept until the user space is dropped. The
+/// region stays registered, so a later fault on the address is still
+/// `Violation::UserBufferTouchedDirectly`.
+fn retire(mapping: &UserMapping, space: &UserSpace) {
+    mapping.region.lock().unwrap_or_else(PoisonError::into_inner).access = Access::Unmapped;
+    reserve_over(mapping.base, mapping.data_length);
+    reserve_over(mapping.alias, mapping.data_length);
+    space.retired_views.lock().unwrap_or_else(PoisonError::into_inner).push((mapping.alias, mapping.data_length));
 }
 
 impl Drop for OpBuffer<'_> {
     /// The operation is over: the user buffer is retired like a dropped [`crate::UserBuffer`]
-    /// (inaccessible, reported unmapped); the kernel view becomes inaccessible too, so a driver
-    /// that kept the system address faults rather than reading reused memory. It joins the
-    /// retired buffers (see [`QUARANTINE`]); the oldest beyond the bound is unmapped.
+    /// (inaccessible, reported unmapped, its address never reused); the kernel view becomes
+    /// inaccessible too, so a driver that kept the system address faults rather than reading
+    /// another operation's memory.
     fn drop(&mut self) {
-        let Some((user, space)) = self.user.take() else { return };
-        // SAFETY: this buffer's own data pages and its kernel view.
-        unsafe { libc::mprotect(user.base as *mut libc::c_void, user.data_length, libc::PROT_NONE) };
-        // SAFETY: as above.
-        unsafe { libc::mprotect(user.alias as *mut libc::c_void, user.data_length, libc::PROT_NONE) };
-        user.region.lock().unwrap_or_else(PoisonError::into_inner).access = Access::Unmapped;
-        let evicted = {
-            let mut retired = RETIRED.lock().unwrap_or_else(PoisonError::into_inner);
-            retired.push_back(user);
-            if retired.len() > QUARANTINE + POOLED { retired.pop_front() } else { None }
-        };
-        if let Some(oldest) = evicted {
-            unmap(&oldest, space);
+        if let Some((user, space)) = self.user.take() {
+            retire(&user, space);
         }
     }
 }
@@ -282,16 +246,23 @@ pub fn contents(inner: &Inner, volume: usize, path: &str) -> Option<Vec<u8>> {
     inner.contents.lock(state::name_hash(key.0, &key.1)).get(&key).cloned()
 }
 
-/// Whether the stream `path` on `volume` has contents (seeded, written, or created empty).
-pub fn has_contents(inner: &Inner, volume: usize, path: &str) -> bool {
-    let key = contents_key(volume, path);
-    inner.contents.lock(state::name_hash(key.0, &key.1)).contains_key(&key)
-}
-
 /// Replaces the contents of the stream `path` on `volume`.
 pub fn set_contents(inner: &Inner, volume: usize, path: &str, bytes: &[u8]) {
     let key = contents_key(volume, path);
-    inner.contents.lock(state::name_hash(key.0, &key.1)).insert(key, bytes.to_vec());
+    let mut shard = inner.contents.lock(state::name_hash(key.0, &key.1));
+    let old = shard.insert(key, bytes.to_vec()).map_or(0, |old| old.len());
+    // The host's own data counts towards the total (it is not refused: the cap is for writes);
+    // every length change is counted under its shard's lock, so the total never underflows.
+    resized(inner, old, bytes.len());
+}
+
+/// Accounts a stream's change of length from `old` to `new` bytes in the contents total.
+pub(crate) fn resized(inner: &Inner, old: usize, new: usize) {
+    if new >= old {
+        inner.contents_bytes.fetch_add(new - old, Ordering::AcqRel);
+    } else {
+        inner.contents_bytes.fetch_sub(old - new, Ordering::AcqRel);
+    }
 }
 
 /// The file system's read: up to `length` bytes at `offset` (STATUS_END_OF_FILE at or past the
@@ -312,9 +283,10 @@ fn fs_read(inner: &Inner, key: &(usize, String), offset: u64, length: usize) -> 
 pub const WRITE_TO_END_OF_FILE: i64 = -1;
 /// `STATUS_DISK_FULL` (ntstatus.h).
 const DISK_FULL: i32 = 0xC000_007F_u32.cast_signed();
-/// The largest stream fltemu keeps (a write ending past it fails with STATUS_DISK_FULL rather
-/// than have a driver's wild offset allocate the host's memory).
-const MAX_STREAM: usize = 1 << 28;
+/// The most file data fltemu keeps, one stream or all of them together: a write that would
+/// take a stream or the total past it fails with STATUS_DISK_FULL rather than have a driver's
+/// wild offsets (on one stream or many) allocate the host's memory.
+const MAX_CONTENTS: usize = 1 << 28;
 
 /// Where a write's ByteOffset says it starts: None for FILE_WRITE_TO_END_OF_FILE (the end,
 /// decided under the contents lock), Err(STATUS_INVALID_PARAMETER) for other negative values
@@ -328,29 +300,47 @@ fn write_start(offset: i64) -> Result<Option<u64>, i32> {
 
 /// The file system's write of `bytes` at `offset` (None: at the end of the file); a gap before
 /// it reads as zeros. Paging writes do not extend the file (what lies past the end is dropped).
-/// Returns the bytes written, or STATUS_DISK_FULL past [`MAX_STREAM`].
-fn fs_write(inner: &Inner, key: &(usize, String), offset: Option<u64>, bytes: &[u8], paging: bool) -> Result<usize, i32> {
+/// Returns the bytes written, or STATUS_DISK_FULL past [`MAX_CONTENTS`].
+fn fs_write(inner: &Inner, key: &(usize, String), offset: Option<u64>, bytes: &[u8], mode: WriteMode) -> Result<usize, i32> {
+    let WriteMode { paging, non_cached } = mode;
     let mut shard = inner.contents.lock(state::name_hash(key.0, &key.1));
     let data = shard.entry(key.clone()).or_default();
     let start = match offset {
         None => data.len(),
         Some(offset) => usize::try_from(offset).unwrap_or(usize::MAX),
     };
+    // Non-cached I/O must start on a sector boundary; for an append the start is the end of
+    // file, known only here (an explicit offset was checked by the caller).
+    if non_cached && !(start as u64).is_multiple_of(SECTOR) {
+        return Err(status::INVALID_PARAMETER);
+    }
     let bytes = if paging { &bytes[..data.len().saturating_sub(start).min(bytes.len())] } else { bytes };
     if bytes.is_empty() {
         return Ok(0);
     }
-    let end = start.checked_add(bytes.len()).filter(|end| *end <= MAX_STREAM).ok_or(DISK_FULL)?;
+    let end = start.checked_add(bytes.len()).filter(|end| *end <= MAX_CONTENTS).ok_or(DISK_FULL)?;
     if data.len() < end {
+        let growth = end - data.len();
+        inner
+            .contents_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |total| total.checked_add(growth).filter(|t| *t <= MAX_CONTENTS))
+            .map_err(|_| DISK_FULL)?;
         data.resize(end, 0);
     }
     data[start..end].copy_from_slice(bytes);
     Ok(bytes.len())
 }
 
+/// How the file system writes: paging I/O (never extends the file), non-cached (sector-aligned).
+#[derive(Clone, Copy, Default)]
+struct WriteMode {
+    paging: bool,
+    non_cached: bool,
+}
+
 /// A write of the operation's parameters: (status, bytes written).
-fn write_at(inner: &Inner, key: &(usize, String), offset: i64, bytes: &[u8], paging: bool) -> (i32, usize) {
-    match write_start(offset).and_then(|start| fs_write(inner, key, start, bytes, paging)) {
+fn write_at(inner: &Inner, key: &(usize, String), offset: i64, bytes: &[u8], mode: WriteMode) -> (i32, usize) {
+    match write_start(offset).and_then(|start| fs_write(inner, key, start, bytes, mode)) {
         Ok(written) => (status::SUCCESS, written),
         Err(failure) => (failure, 0),
     }
@@ -483,6 +473,11 @@ pub fn issue(
         }
         (file.volume, file.path.clone())
     };
+    // The I/O manager refuses a read at a negative ByteOffset before any filter sees it (only a
+    // write has a negative special value, FILE_WRITE_TO_END_OF_FILE).
+    if data.is_none() && offset.cast_signed() < 0 {
+        return Ok(IoResult { status: status::INVALID_PARAMETER, information: 0, data: Vec::new() });
+    }
     let key = contents_key(volume, &path);
     let major = if data.is_some() { IRP_MJ_WRITE } else { IRP_MJ_READ };
     let (pre_operation, post_operation) =
@@ -549,15 +544,18 @@ pub fn issue(
         check_swapped_mdl(inner, after.mdl, before.mdl, locked, &mut swapped_freed);
         let target = target_of(after);
         let length = after.length as usize;
-        let offset = u64::try_from(after.offset).unwrap_or(u64::MAX);
         if data.is_some() {
             match copy_from(target, length) {
-                Some(bytes) => write_at(inner, &key, after.offset, &bytes, options.paging),
+                Some(bytes) => write_at(inner, &key, after.offset, &bytes, WriteMode { paging: options.paging, non_cached: false }),
                 None => (INVALID_USER_BUFFER, 0),
             }
-        } else {
+        } else if let Ok(offset) = u64::try_from(after.offset) {
             let (result, bytes) = fs_read(inner, &key, offset, length);
             if copy_to(target, &bytes) { (result, bytes.len()) } else { (INVALID_USER_BUFFER, 0) }
+        } else {
+            // A filter moved the read to a negative offset: the file system refuses it, as
+            // FltReadFile does.
+            (status::INVALID_PARAMETER, 0)
         }
     };
     io::set_io_status(&mut op, final_status, information);
@@ -864,7 +862,11 @@ extern "win64" fn flt_write_file(
     };
     let Some(inner) = state::current() else { return status::FLT_NOT_INITIALIZED };
     let Some(bytes) = copy_from(buffer as usize, length as usize) else { return INVALID_USER_BUFFER };
-    let (result, written) = write_at(inner, &key, offset, &bytes, flags & FLTFL_IO_OPERATION_PAGING != 0);
+    let mode = WriteMode {
+        paging: flags & FLTFL_IO_OPERATION_PAGING != 0,
+        non_cached: flags & FLTFL_IO_OPERATION_NON_CACHED != 0,
+    };
+    let (result, written) = write_at(inner, &key, offset, &bytes, mode);
     put(bytes_written, u32::try_from(written).unwrap_or(u32::MAX));
     result
 }
@@ -896,7 +898,7 @@ pub(crate) fn perform_generated(
     let target = target_of(p);
     if major == IRP_MJ_WRITE {
         let Some(bytes) = copy_from(target, p.length as usize) else { return (INVALID_USER_BUFFER, 0) };
-        return write_at(inner, &key, p.offset, &bytes, false);
+        return write_at(inner, &key, p.offset, &bytes, WriteMode::default());
     }
     let Ok(offset) = u64::try_from(p.offset) else { return (status::INVALID_PARAMETER, 0) };
     let (result, bytes) = fs_read(inner, &key, offset, p.length as usize);
@@ -934,7 +936,7 @@ pub const DOCS: &[Emulated] = &[
     ),
     flt(
         "FltWriteFile",
-        "as FltReadFile; writes the stream's contents (grows it; FLTFL_IO_OPERATION_PAGING never extends it); ByteOffset FILE_WRITE_TO_END_OF_FILE (HighPart -1) appends, other negative offsets → INVALID_PARAMETER; a write ending past 256 MiB → STATUS_DISK_FULL",
+        "as FltReadFile; writes the stream's contents (grows it; FLTFL_IO_OPERATION_PAGING never extends it); ByteOffset FILE_WRITE_TO_END_OF_FILE (HighPart -1) appends (NON_CACHED: the end of file must be sector-aligned, else INVALID_PARAMETER), other negative offsets → INVALID_PARAMETER; a write ending past 256 MiB, or taking all streams' data together past 256 MiB → STATUS_DISK_FULL",
     ),
     flt(
         "FltSetCallbackDataDirty",

@@ -612,6 +612,8 @@ pub struct Inner {
     /// File contents per stream, by (volume, stream key as io.rs computes it), kept for the run
     /// (a stream's data outlives its last close, as a file's data does on disk).
     pub contents: Sharded<FnvMap<(usize, String), Vec<u8>>>,
+    /// The bytes all of `contents` holds (rw.rs caps what writes may add to it).
+    pub contents_bytes: AtomicUsize,
     pub name_infos: Sharded<NameShard>,
     /// Filter Manager's name cache: (stream FsContext, name format) → the cached block. Taken
     /// before a `name_infos` shard, never the other way round.
@@ -720,6 +722,7 @@ impl Inner {
             file_nodes: Sharded::default(),
             callback_data: Sharded::default(),
             contents: Sharded::default(),
+            contents_bytes: AtomicUsize::new(0),
             name_infos: Sharded::default(),
             name_cache: Mutex::default(),
             violations: Mutex::new(Vec::new()),

@@ -8,6 +8,7 @@
 //! "Unmapped" buffers stay reserved as PROT_NONE (so the address is never reused) but are
 //! reported as not mapped to MmSecureVirtualMemory.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 const PAGE: usize = 4096;
@@ -59,7 +60,13 @@ pub(crate) struct RegionInfo {
 /// The registry of user mappings.
 #[derive(Debug, Default)]
 pub struct UserSpace {
-    pub(crate) regions: Mutex<Vec<Arc<Mutex<Region>>>>,
+    /// Every user mapping made in this user space, by base address. Addresses are never reused
+    /// while the user space lives (a retired range stays reserved), so the regions never overlap
+    /// and the one holding an address is the last one starting at or below it.
+    pub(crate) regions: Mutex<BTreeMap<usize, Arc<Mutex<Region>>>>,
+    /// The kernel views (base, length) of retired operation buffers, kept reserved as PROT_NONE
+    /// so a driver holding a system address faults; unmapped when the user space goes.
+    pub(crate) retired_views: Mutex<Vec<(usize, usize)>>,
 }
 
 impl Drop for UserSpace {
@@ -67,7 +74,7 @@ impl Drop for UserSpace {
     /// buffers' reserved ranges are returned (a long test run would otherwise exhaust the
     /// process's mapping count). A buffer still alive keeps its mapping.
     fn drop(&mut self) {
-        for region in self.regions.get_mut().unwrap_or_else(PoisonError::into_inner).drain(..) {
+        for (_, region) in std::mem::take(self.regions.get_mut().unwrap_or_else(PoisonError::into_inner)) {
             let region = region.lock().unwrap_or_else(PoisonError::into_inner);
             if region.access == Access::Unmapped {
                 // SAFETY: the retired buffer's whole mapping (data pages and guard page), which
@@ -75,26 +82,40 @@ impl Drop for UserSpace {
                 unsafe { libc::munmap(region.base as *mut libc::c_void, region.length + PAGE) };
             }
         }
+        for (base, length) in self.retired_views.get_mut().unwrap_or_else(PoisonError::into_inner).drain(..) {
+            // SAFETY: a retired kernel view (PROT_NONE reservation) nothing references any more.
+            unsafe { libc::munmap(base as *mut libc::c_void, length) };
+        }
     }
 }
 
 impl UserSpace {
+    /// Registers a new user mapping.
+    pub(crate) fn insert(&self, region: Arc<Mutex<Region>>) {
+        let base = region.lock().unwrap_or_else(PoisonError::into_inner).base;
+        self.regions.lock().unwrap_or_else(PoisonError::into_inner).insert(base, region);
+    }
+
+    /// The region whose mapping (data pages and guard page) holds `address`.
+    fn holding(&self, address: usize) -> Option<Arc<Mutex<Region>>> {
+        let regions = self.regions.lock().unwrap_or_else(PoisonError::into_inner);
+        let (_, region) = regions.range(..=address).next_back()?;
+        let r = region.lock().unwrap_or_else(PoisonError::into_inner);
+        (address < r.base + r.length + PAGE).then(|| Arc::clone(region))
+    }
+
     /// True when `address` lies inside any user mapping ever made, guard page included (fault
     /// classification).
     pub fn contains(&self, address: usize) -> bool {
-        self.regions.lock().unwrap_or_else(PoisonError::into_inner).iter().any(|r| {
-            let r = r.lock().unwrap_or_else(PoisonError::into_inner);
-            address >= r.base && address < r.base + r.length + PAGE
-        })
+        self.holding(address).is_some()
     }
 
     /// The access of the mapping holding `[address, address + length)`, if one holds it whole.
     pub fn access_of(&self, address: usize, length: usize) -> Option<Access> {
         let end = address.checked_add(length)?;
-        self.regions.lock().unwrap_or_else(PoisonError::into_inner).iter().find_map(|r| {
-            let r = r.lock().unwrap_or_else(PoisonError::into_inner);
-            (address >= r.base && end <= r.base + r.length).then_some(r.access)
-        })
+        let region = self.holding(address)?;
+        let r = region.lock().unwrap_or_else(PoisonError::into_inner);
+        (end <= r.base + r.length).then_some(r.access)
     }
 
     /// What `ZwQueryVirtualMemory` reports for the page holding `address`: a buffer's data
@@ -106,38 +127,26 @@ impl UserSpace {
         const PAGE_READWRITE: u32 = 0x04;
         let page = address & !(PAGE - 1);
         let free = RegionInfo { base: page, allocation_base: 0, size: PAGE, state: MEM_FREE, protect: PAGE_NOACCESS, kind: 0 };
-        for region in self.regions.lock().unwrap_or_else(PoisonError::into_inner).iter() {
-            let r = region.lock().unwrap_or_else(PoisonError::into_inner);
-            if address < r.base || address >= r.base + r.length + PAGE {
-                continue;
-            }
-            let kind = if r.mapped_file { MEM_MAPPED } else { MEM_PRIVATE };
-            if address >= r.base + r.length {
-                return RegionInfo {
-                    base: r.base + r.length,
-                    allocation_base: r.base,
-                    size: PAGE,
-                    state: MEM_COMMIT,
-                    protect: PAGE_NOACCESS,
-                    kind,
-                };
-            }
-            let protect = match r.access {
-                Access::ReadWrite => PAGE_READWRITE,
-                Access::ReadOnly => PAGE_READONLY,
-                Access::NoAccess => PAGE_NOACCESS,
-                Access::Unmapped => return RegionInfo { base: r.base, size: r.length, ..free },
-            };
-            return RegionInfo { base: r.base, allocation_base: r.base, size: r.length, state: MEM_COMMIT, protect, kind };
+        let Some(region) = self.holding(address) else { return free };
+        let r = region.lock().unwrap_or_else(PoisonError::into_inner);
+        let kind = if r.mapped_file { MEM_MAPPED } else { MEM_PRIVATE };
+        if address >= r.base + r.length {
+            return RegionInfo { base: r.base + r.length, allocation_base: r.base, size: PAGE, state: MEM_COMMIT, protect: PAGE_NOACCESS, kind };
         }
-        free
+        let protect = match r.access {
+            Access::ReadWrite => PAGE_READWRITE,
+            Access::ReadOnly => PAGE_READONLY,
+            Access::NoAccess => PAGE_NOACCESS,
+            Access::Unmapped => return RegionInfo { base: r.base, size: r.length, ..free },
+        };
+        RegionInfo { base: r.base, allocation_base: r.base, size: r.length, state: MEM_COMMIT, protect, kind }
     }
 
     /// Marks the mapping holding `address` as secured (+1) or unsecured (-1).
     pub fn secure(&self, address: usize, delta: isize) {
-        for region in self.regions.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+        if let Some(region) = self.holding(address) {
             let mut r = region.lock().unwrap_or_else(PoisonError::into_inner);
-            if address >= r.base && address < r.base + r.length {
+            if address < r.base + r.length {
                 r.secured = r.secured.saturating_add_signed(delta);
             }
         }
@@ -179,7 +188,7 @@ impl UserBuffer {
         let address = end_aligned + misalignment;
         let address = if address + length > guard { end_aligned - 16 + misalignment } else { address };
         let region = Arc::new(Mutex::new(Region { base: mapping, length: data_pages * PAGE, access: Access::ReadWrite, secured: 0, mapped_file: false }));
-        space.regions.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::clone(&region));
+        space.insert(Arc::clone(&region));
         Self { region, mapping, mapping_length, address, length }
     }
 

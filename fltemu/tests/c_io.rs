@@ -235,7 +235,7 @@ fn each_reader_bug_is_caught_by_the_default_scenario() {
             "FltPerformSynchronousIo (callback data (FltAllocateCallbackData)): callback data already freed",
         ),
         ("BUG_FREE_SWAPPED_MDL", 1, "freed the MDL it put in the callback data while it was still attached"),
-        ("BUG_FREE_CALLBACK_DATA_MDL", 1, "IoFreeMdl"),
+        ("BUG_FREE_CALLBACK_DATA_MDL", 1, "IoFreeMdl (MDL): not an MDL from IoAllocateMdl (or already freed)"),
     ];
     for profile in [Profile::Release, Profile::Debug] {
         for (define, exit, finding) in cases {
@@ -271,20 +271,40 @@ fn flt_create_file_honours_the_create_disposition() {
     let image = CDriver::new("reader").define("READER_PROBES").build();
     let emu = Emulator::load(&image, Config::default()).expect("loads");
     let volume = emu.mount(VolumeSpec::ntfs("\\Device\\vol1")).unwrap();
+    // made.txt: created by the emulator's open (FILE_OPEN_IF), never written; opened without
+    // FILE_READ_DATA so the reader does not scan it.
+    let made = emu.open(volume, "\\made.txt", &OpenOptions { desired_access: 0x2, ..OpenOptions::default() }).unwrap();
+    emu.close(made).unwrap();
+    emu.set_file_contents(volume, "\\adsonly.txt:ads", b"x");
+    emu.set_file_contents(volume, "\\dir\\sub\\f.txt", b"f");
     emu.set_file_contents(volume, "\\probe.txt", b"hello");
     let file = emu.open(volume, "\\probe.txt", &OpenOptions::default()).unwrap();
     emu.close(file).unwrap();
     assert_eq!(emu.file_contents(volume, "\\probe.txt.a").unwrap(), b"xyz");
     assert_eq!(emu.file_contents(volume, "\\probe.txt.d").unwrap(), b"");
+    let emu_contents_len = emu.file_contents(volume, "\\probe.txt.e").unwrap().len();
     let report = emu.unload().unwrap();
     assert!(report.is_clean(), "{report}");
     let probes: Vec<&str> =
         report.debug_output.iter().filter_map(|l| l.trim_end().strip_prefix("reader: probe ")).collect();
+    // A failed create's Information is FILE_DOES_NOT_EXIST (5) or FILE_EXISTS (4).
     let expected = [
-        ".a disposition 1: status 0xc0000034 information 99 append 0x00000000 size -1", // OPEN, missing
-        ".a disposition 4: status 0xc0000034 information 99 append 0x00000000 size -1", // OVERWRITE, missing
-        ".a disposition 2: status 0x00000000 information 2 append 0x00000000 size 3",   // CREATE + "abc"
-        ".a disposition 2: status 0xc0000035 information 99 append 0x00000000 size -1", // CREATE, exists
+        "path '' disposition 1: status 0x00000000 information 1", // the volume's root
+        "path '\\' disposition 1: status 0x00000000 information 1",
+        "path '\\' disposition 2: status 0xc0000035 information 4",
+        "path '\\made.txt' disposition 1: status 0x00000000 information 1", // made by a create
+        "path '\\made.txt:ads' disposition 1: status 0xc0000034 information 5", // a missing stream
+        "path '\\adsonly.txt' disposition 1: status 0x00000000 information 1", // data only in an ADS
+        "path '\\adsonly.txt' disposition 2: status 0xc0000035 information 4",
+        "path '\\dir' disposition 1: status 0x00000000 information 1", // parents of a stream
+        "path '\\dir\\' disposition 1: status 0x00000000 information 1",
+        "path '\\DIR\\sub' disposition 3: status 0x00000000 information 1",
+        "path '\\di' disposition 1: status 0xc0000034 information 5", // a prefix, not a parent
+        "path '\\dir\\su\\' disposition 1: status 0xc0000034 information 5",
+        ".a disposition 1: status 0xc0000034 information 5 append 0x00000000 size -1", // OPEN, missing
+        ".a disposition 4: status 0xc0000034 information 5 append 0x00000000 size -1", // OVERWRITE, missing
+        ".a disposition 2: status 0x00000000 information 2 append 0x00000000 size 3", // CREATE + "abc"
+        ".a disposition 2: status 0xc0000035 information 4 append 0x00000000 size -1", // CREATE, exists
         ".a disposition 1: status 0x00000000 information 1 append 0x00000000 size 5",   // OPEN + "de" at the end
         ".a disposition 3: status 0x00000000 information 1 append 0x00000000 size 5",   // OPEN_IF, exists
         ".a disposition 4: status 0x00000000 information 3 append 0x00000000 size 0",   // OVERWRITE truncates
@@ -295,6 +315,13 @@ fn flt_create_file_honours_the_create_disposition() {
         ".d disposition 3: status 0x00000000 information 2 append 0x00000000 size 0",   // OPEN_IF, missing
     ];
     assert_eq!(probes, expected, "{:?}", report.debug_output);
+    // A non-cached append must start on a sector boundary (the end of file decides).
+    assert!(
+        report.debug_output.iter().any(|l| l.contains("non-cached append at end of file 3: 0xc000000d, at 512: 0x00000000 (512 written)")),
+        "{:?}",
+        report.debug_output
+    );
+    assert_eq!(emu_contents_len, 1024);
     assert!(
         report.debug_output.iter().any(|l| l.contains("FltGetVolumeFromName of a missing volume: 0xc01c0014")),
         "{:?}",
@@ -382,4 +409,55 @@ fn flt_free_callback_data_at_dispatch_frees_its_mdl() {
         assert_eq!(code, 0, "{profile:?}:\n{text}");
         assert!(text.contains("violations: 0"), "{profile:?}:\n{text}");
     }
+}
+
+/// A read at a negative ByteOffset is STATUS_INVALID_PARAMETER: from the requestor before any
+/// filter sees it (fltemu handed the filter ByteOffset -1 and answered END_OF_FILE), and from
+/// the file system when a filter moved the read there (was END_OF_FILE), as FltReadFile answers.
+#[test]
+fn a_negative_read_offset_is_invalid_parameter() {
+    const INVALID_PARAMETER: i32 = 0xC000_000D_u32.cast_signed();
+    for negative_in_pre_read in [false, true] {
+        let driver = CDriver::new("stale");
+        let driver = if negative_in_pre_read { driver.define("NEGATIVE_READ_OFFSET") } else { driver };
+        let emu = Emulator::load(driver.build(), Config::default()).expect("loads");
+        let volume = emu.mount(VolumeSpec::ntfs("\\Device\\vol1")).unwrap();
+        emu.set_file_contents(volume, "\\a.txt", b"0123456789");
+        let file = emu.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+        let offsets: &[u64] = if negative_in_pre_read { &[0, 4] } else { &[u64::MAX, 1 << 63, u64::MAX - 1] };
+        for &offset in offsets {
+            let read = emu.read(&file, offset, 4, &IoOptions::default()).unwrap();
+            assert_eq!((read.status, read.information), (INVALID_PARAMETER, 0), "offset {offset:#x} {negative_in_pre_read}");
+        }
+        emu.close(file).unwrap();
+        let report = emu.unload().unwrap();
+        assert!(report.is_clean(), "{report}");
+        let pre_reads = report.debug_output.iter().filter(|line| line.contains("stale: pre-read")).count();
+        assert_eq!(pre_reads, if negative_in_pre_read { 2 } else { 0 }, "{report}");
+    }
+}
+
+/// Wild offsets on many streams cannot add up to more than 256 MiB of the host's memory: a
+/// write that would take all streams' data together past it is STATUS_DISK_FULL (before, each
+/// stream could take 256 MiB); data released by replacing a stream counts back.
+#[test]
+fn all_streams_together_are_capped() {
+    const DISK_FULL: i32 = 0xC000_007F_u32.cast_signed();
+    let image = CDriver::new("passthrough").build();
+    let emu = Emulator::load(&image, Config::default()).expect("loads");
+    let volume = emu.mount(VolumeSpec::ntfs("\\Device\\vol1")).unwrap();
+    let far = 150 << 20;
+    let first = emu.open(volume, "\\first.bin", &OpenOptions::default()).unwrap();
+    let second = emu.open(volume, "\\second.bin", &OpenOptions::default()).unwrap();
+    let grown = emu.write(&first, far, b"x", &IoOptions::default()).unwrap();
+    assert_eq!((grown.status, grown.information), (0, 1));
+    let refused = emu.write(&second, far, b"y", &IoOptions::default()).unwrap();
+    assert_eq!((refused.status, refused.information), (DISK_FULL, 0));
+    emu.set_file_contents(volume, "\\first.bin", b"");
+    let after_release = emu.write(&second, far, b"y", &IoOptions::default()).unwrap();
+    assert_eq!((after_release.status, after_release.information), (0, 1));
+    emu.close(first).unwrap();
+    emu.close(second).unwrap();
+    let report = emu.unload().unwrap();
+    assert!(report.is_clean(), "{report}");
 }

@@ -1,7 +1,9 @@
-//! The user buffers of the reads and writes fltemu issues reuse retired mappings: a long run
-//! keeps the process's mapping count flat. Before, every operation left three mappings behind
+//! The user buffers of the reads and writes fltemu issues are retired as PROT_NONE reservations
+//! that the kernel merges with their neighbours: a long run keeps the process's mapping count
+//! flat although no address is ever reused. Before, every operation left three mappings behind
 //! (data pages, guard page, kernel view), and about 21,000 operations exhausted
 //! vm.max_map_count (65530 by default), after which fltemu could not map a buffer and failed.
+//! (That a retired buffer is never handed out again is tests/stale_buffers.rs.)
 //! Its own test binary, so no other test's mappings come and go meanwhile.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
@@ -23,8 +25,7 @@ fn thirty_thousand_reads_and_writes_keep_the_mapping_count_bounded() {
     let file = emu.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
     let options = IoOptions::default();
     // One operation pair: a one-byte write, then a read of one page or of two (two sizes of
-    // buffer, so reuse has to match sizes), checked so a reused buffer cannot hand out stale
-    // bytes unnoticed.
+    // buffer, retired next to each other), each checked against the file's contents.
     let pair = |i: usize| {
         let byte = b'a' + u8::try_from(i % 26).unwrap();
         let written = emu.write(&file, (i % 10) as u64, &[byte], &options).unwrap();
@@ -34,7 +35,7 @@ fn thirty_thousand_reads_and_writes_keep_the_mapping_count_bounded() {
         assert_eq!((read.status, read.data.first()), (0, Some(&byte)), "read {i}");
         assert_eq!(read.information, 10 - i % 10, "read {i}");
     };
-    // Fill the quarantine and the pool of retired buffers first.
+    // Let the allocator and the emulator's tables settle first.
     for i in 0..300 {
         pair(i);
     }

@@ -35,7 +35,8 @@
  * them without an alignment fault); FltGetVolumeFromName must succeed (else 0xE0000004).
  *
  * READER_PROBES (not a bug): the first scan also runs FltCreateFileEx with each CreateDisposition
- * on "<name>.a" … "<name>.d", appends with FltWriteFile at FILE_WRITE_TO_END_OF_FILE, and asks
+ * on "<name>.a" … "<name>.d", appends with FltWriteFile at FILE_WRITE_TO_END_OF_FILE (also
+ * non-cached, on "<name>.e"), opens existing roots, directories and files by path, and asks
  * FltGetVolumeFromName for a volume that does not exist; each result is printed.
  *
  * READER_SWAP_BUFFERS (not a bug): pre-read swaps in a pool buffer described by an MDL of its own
@@ -257,11 +258,105 @@ static VOID probe_create(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING base, W
         FltClose(handle);
     }
     DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "reader: probe .%c disposition %lu: status 0x%08lx information %lu append 0x%08lx size %lld\n", (int)suffix,
-               disposition, status, NT_SUCCESS(status) ? (ULONG)io.Information : 99, appended, size);
+               disposition, status, (ULONG)io.Information, appended, size);
 }
 
-static VOID run_probes(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING base)
+/* FltCreateFileEx of the volume's name + `rest` (no create options: a file or a directory) with
+ * `disposition`; prints the status and IoStatus.Information (99 if fltemu left it alone). */
+static VOID probe_path(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING volume, PCWSTR rest, const char *label, ULONG disposition)
 {
+    WCHAR text[260];
+    USHORT units = volume->Length / sizeof(WCHAR);
+    if (units >= 200) {
+        return;
+    }
+    for (USHORT i = 0; i < units; i++) {
+        text[i] = volume->Buffer[i];
+    }
+    for (USHORT i = 0; rest[i] != 0 && units < 260; i++) {
+        text[units++] = rest[i];
+    }
+    UNICODE_STRING name = { (USHORT)(units * sizeof(WCHAR)), (USHORT)(units * sizeof(WCHAR)), text };
+    OBJECT_ATTRIBUTES attributes;
+    InitializeObjectAttributes(&attributes, &name, OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE, NULL, NULL);
+    HANDLE handle = NULL;
+    PFILE_OBJECT file = NULL;
+    IO_STATUS_BLOCK io;
+    io.Information = 99;
+    NTSTATUS status = FltCreateFileEx(g_filter, objects->Instance, &handle, &file, 0x80 /* FILE_READ_ATTRIBUTES */ | SYNCHRONIZE, &attributes, &io, NULL, 0,
+                                      FILE_SHARE_READ | FILE_SHARE_WRITE, disposition, 0, NULL, 0, 0);
+    if (NT_SUCCESS(status)) {
+        ObDereferenceObject(file);
+        FltClose(handle);
+    }
+    DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "reader: probe path '%s' disposition %lu: status 0x%08lx information %lu\n", label, disposition, status,
+               (ULONG)io.Information);
+}
+
+/* Non-cached appends (FLTFL_IO_OPERATION_NON_CACHED, FILE_WRITE_TO_END_OF_FILE) of one sector to
+ * `base` + ".e" (created, 3 bytes written cached): refused while the end of file is not on a
+ * sector boundary, accepted once a cached write brought it to 512. Prints both statuses. */
+static UCHAR g_sector[512];
+
+static VOID probe_noncached_append(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING base)
+{
+    WCHAR text[260];
+    USHORT units = base->Length / sizeof(WCHAR);
+    if (units + 2 > 260) {
+        return;
+    }
+    for (USHORT i = 0; i < units; i++) {
+        text[i] = base->Buffer[i];
+    }
+    text[units] = L'.';
+    text[units + 1] = L'e';
+    UNICODE_STRING name = { (USHORT)((units + 2) * sizeof(WCHAR)), (USHORT)((units + 2) * sizeof(WCHAR)), text };
+    OBJECT_ATTRIBUTES attributes;
+    InitializeObjectAttributes(&attributes, &name, OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE, NULL, NULL);
+    HANDLE handle = NULL;
+    PFILE_OBJECT file = NULL;
+    IO_STATUS_BLOCK io;
+    NTSTATUS status = FltCreateFileEx(g_filter, objects->Instance, &handle, &file, FILE_READ_DATA | FILE_WRITE_DATA | SYNCHRONIZE, &attributes, &io, NULL, 0,
+                                      FILE_SHARE_READ | FILE_SHARE_WRITE, FILE_CREATE, FILE_NON_DIRECTORY_FILE, NULL, 0, 0);
+    if (!NT_SUCCESS(status)) {
+        return;
+    }
+    LARGE_INTEGER start;
+    start.QuadPart = 0;
+    LARGE_INTEGER end;
+    end.HighPart = -1;
+    end.LowPart = FILE_WRITE_TO_END_OF_FILE;
+    ULONG written = 0;
+    FltWriteFile(objects->Instance, file, &start, 3, g_sector, 0, &written, NULL, NULL);
+    NTSTATUS unaligned = FltWriteFile(objects->Instance, file, &end, sizeof(g_sector), g_sector, FLTFL_IO_OPERATION_NON_CACHED, &written, NULL, NULL);
+    start.QuadPart = 3;
+    FltWriteFile(objects->Instance, file, &start, sizeof(g_sector) - 3, g_sector, 0, &written, NULL, NULL);
+    NTSTATUS aligned = FltWriteFile(objects->Instance, file, &end, sizeof(g_sector), g_sector, FLTFL_IO_OPERATION_NON_CACHED, &written, NULL, NULL);
+    ObDereferenceObject(file);
+    FltClose(handle);
+    DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "reader: non-cached append at end of file 3: 0x%08lx, at 512: 0x%08lx (%lu written)\n", unaligned, aligned,
+               written);
+}
+
+static VOID run_probes(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING base, PCUNICODE_STRING volume_name)
+{
+    probe_noncached_append(objects, base);
+    /* What exists besides streams with contents: the root (with or without its backslash), a
+     * file made by a create and never written, a file whose only data is in an ADS, and every
+     * directory above a stream. The test seeds \made.txt, \adsonly.txt:ads and
+     * \dir\sub\f.txt. */
+    probe_path(objects, volume_name, L"", "", FILE_OPEN);
+    probe_path(objects, volume_name, L"\\", "\\", FILE_OPEN);
+    probe_path(objects, volume_name, L"\\", "\\", FILE_CREATE);
+    probe_path(objects, volume_name, L"\\made.txt", "\\made.txt", FILE_OPEN);
+    probe_path(objects, volume_name, L"\\made.txt:ads", "\\made.txt:ads", FILE_OPEN);
+    probe_path(objects, volume_name, L"\\adsonly.txt", "\\adsonly.txt", FILE_OPEN);
+    probe_path(objects, volume_name, L"\\adsonly.txt", "\\adsonly.txt", FILE_CREATE);
+    probe_path(objects, volume_name, L"\\dir", "\\dir", FILE_OPEN);
+    probe_path(objects, volume_name, L"\\dir\\", "\\dir\\", FILE_OPEN);
+    probe_path(objects, volume_name, L"\\DIR\\sub", "\\DIR\\sub", FILE_OPEN_IF);
+    probe_path(objects, volume_name, L"\\di", "\\di", FILE_OPEN);
+    probe_path(objects, volume_name, L"\\dir\\su\\", "\\dir\\su\\", FILE_OPEN);
     probe_create(objects, base, L'a', FILE_OPEN, NULL);
     probe_create(objects, base, L'a', FILE_OVERWRITE, NULL);
     probe_create(objects, base, L'a', FILE_CREATE, "abc");
@@ -303,7 +398,7 @@ static BOOLEAN scan_file(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects)
     }
 #if defined(READER_PROBES)
     if (_InterlockedExchange(&g_probed, 1) == 0) {
-        run_probes(objects, &name->Name);
+        run_probes(objects, &name->Name, &name->Volume);
     }
 #endif
     PUNICODE_STRING object_name = &name->Name;

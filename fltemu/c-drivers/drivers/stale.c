@@ -1,0 +1,101 @@
+/* A filter with a stale user-buffer pointer (fltemu's retired buffers must stay inaccessible
+ * for good): pre-write keeps the first write's WriteBuffer address and, in the pre-write of
+ * write STALE_AT, reads it directly (a bug: the address belongs to an operation that is over;
+ * fltemu must bug check 0x1E and report UserBufferTouchedDirectly, never hand back another
+ * operation's data). STALE_AT 0 never touches it. Pre-read prints the first bytes of its
+ * ReadBuffer before the file system fills it: a fresh buffer is all zeros, so a buffer that
+ * still held an earlier write's data would show here. NEGATIVE_READ_OFFSET: pre-read moves
+ * every read to ByteOffset -4096 (marked dirty), which the file system must refuse. */
+#include "fltemu_km.h"
+
+#ifndef STALE_AT
+#define STALE_AT 0
+#endif
+
+static PFLT_FILTER g_filter;
+static volatile LONG g_writes;
+static const volatile UCHAR *g_first;
+
+static FLT_PREOP_CALLBACK_STATUS pre_write(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID *completion)
+{
+    UNREFERENCED_PARAMETER(objects);
+    *completion = NULL;
+    LONG n = _InterlockedIncrement(&g_writes);
+    const volatile UCHAR *buffer = (const volatile UCHAR *)data->Iopb->Parameters.Write.WriteBuffer;
+    if (n == 1) {
+        g_first = buffer;
+    } else if (n == STALE_AT) {
+        char seen[9];
+        for (int i = 0; i < 8; i++) {
+            seen[i] = (char)g_first[i];
+        }
+        seen[8] = 0;
+        DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "stale: write %ld read write 1's buffer: '%s'\n", n, seen);
+    }
+    return FLT_PREOP_SUCCESS_NO_CALLBACK;
+}
+
+static FLT_PREOP_CALLBACK_STATUS pre_read(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID *completion)
+{
+    UNREFERENCED_PARAMETER(objects);
+    *completion = NULL;
+    /* fltemu issues reads from user mode at PASSIVE_LEVEL in the requestor's context, where the
+     * buffer is reachable; a real filter would probe it inside __try first. */
+    const UCHAR *buffer = (const UCHAR *)data->Iopb->Parameters.Read.ReadBuffer;
+    ULONG length = data->Iopb->Parameters.Read.Length;
+    ULONG nonzero = 0;
+    for (ULONG i = 0; i < length; i++) {
+        nonzero += buffer[i] != 0;
+    }
+    DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "stale: pre-read buffer of %lu bytes has %lu non-zero bytes\n", length, nonzero);
+#if defined(NEGATIVE_READ_OFFSET)
+    data->Iopb->Parameters.Read.ByteOffset.QuadPart = -4096;
+    FltSetCallbackDataDirty(data);
+#endif
+    return FLT_PREOP_SUCCESS_NO_CALLBACK;
+}
+
+static NTSTATUS instance_setup(PCFLT_RELATED_OBJECTS objects, FLT_INSTANCE_SETUP_FLAGS flags, DEVICE_TYPE device, FLT_FILESYSTEM_TYPE fs)
+{
+    UNREFERENCED_PARAMETER(objects);
+    UNREFERENCED_PARAMETER(flags);
+    UNREFERENCED_PARAMETER(device);
+    UNREFERENCED_PARAMETER(fs);
+    return STATUS_SUCCESS;
+}
+
+static NTSTATUS filter_unload(FLT_FILTER_UNLOAD_FLAGS flags)
+{
+    UNREFERENCED_PARAMETER(flags);
+    FltUnregisterFilter(g_filter);
+    return STATUS_SUCCESS;
+}
+
+static const FLT_OPERATION_REGISTRATION operations[] = {
+    { IRP_MJ_READ, 0, pre_read, NULL, NULL },
+    { IRP_MJ_WRITE, 0, pre_write, NULL, NULL },
+    { IRP_MJ_OPERATION_END, 0, NULL, NULL, NULL },
+};
+
+static const FLT_REGISTRATION registration = {
+    .Size = sizeof(FLT_REGISTRATION),
+    .Version = FLT_REGISTRATION_VERSION,
+    .OperationRegistration = operations,
+    .FilterUnloadCallback = filter_unload,
+    .InstanceSetupCallback = instance_setup,
+};
+
+NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path);
+NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path)
+{
+    UNREFERENCED_PARAMETER(registry_path);
+    NTSTATUS status = FltRegisterFilter(driver, &registration, &g_filter);
+    if (!NT_SUCCESS(status)) {
+        return status;
+    }
+    status = FltStartFiltering(g_filter);
+    if (!NT_SUCCESS(status)) {
+        FltUnregisterFilter(g_filter);
+    }
+    return status;
+}
