@@ -7,18 +7,11 @@
 
 mod c_build;
 
-use c_build::{CDriver, Profile};
+use c_build::{CDriver, Profile, bare_run};
 use fltemu::{Config, Emulator, IoOptions, OpenOptions, VolumeSpec};
-use std::process::Command;
 
 const END_OF_FILE: i32 = 0xC000_0011_u32.cast_signed();
 
-fn bare_run(driver: &CDriver) -> (i32, String) {
-    let image = driver.build();
-    let output = Command::new(env!("CARGO_BIN_EXE_fltemu")).arg("run").arg(&image).output().expect("fltemu runs");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    (output.status.code().unwrap_or(-1), text)
-}
 
 #[test]
 fn reads_see_earlier_writes_and_end_of_file() {

@@ -6,16 +6,12 @@
 
 mod c_build;
 
-use c_build::{CDriver, Profile};
-use std::process::Command;
+use c_build::{CDriver, Profile, fltemu_run};
 use std::time::{Duration, Instant};
 
 /// `fltemu run` of the driver with the default scenario; `args` are extra options.
 fn bare_run(driver: &CDriver, args: &[&str]) -> (i32, String) {
-    let image = driver.build();
-    let output = Command::new(env!("CARGO_BIN_EXE_fltemu")).arg("run").arg(&image).args(args).output().expect("fltemu runs");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    (output.status.code().unwrap_or(-1), text)
+    fltemu_run(&driver.build(), args)
 }
 
 /// The driver's counter `name` from its unload line (`pend: creates N pended N …`).

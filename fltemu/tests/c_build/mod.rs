@@ -95,6 +95,19 @@ fn run(command: &mut Command) {
     );
 }
 
+/// `fltemu run <image> <args…>` through the CLI a C developer uses (the debug build under
+/// `cargo test`): its exit status and its standard output followed by its standard error.
+pub fn fltemu_run(image: &Path, args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_fltemu")).arg("run").arg(image).args(args).output().expect("fltemu runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap_or(-1), text)
+}
+
+/// Builds `driver` and runs it with no scenario (the default one), as a new user would.
+pub fn bare_run(driver: &CDriver) -> (i32, String) {
+    fltemu_run(&driver.build(), &[])
+}
+
 static SCRATCH: AtomicUsize = AtomicUsize::new(0);
 
 impl CDriver {
