@@ -49,7 +49,8 @@ fn ansi_bytes(string: *const Ansi) -> &'static [u8] {
 /// The characters of the driver's UNICODE_STRING, copied out bytewise (it and its Buffer may
 /// sit at odd addresses, which x64 allows).
 fn wide_units(string: *const UNICODE_STRING) -> Vec<u16> {
-    crate::driver_mem::unicode_string(string)
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { crate::driver_mem::unicode_string(string) }
 }
 
 fn fold(byte: u8, insensitive: bool) -> u8 {
@@ -139,7 +140,8 @@ extern "win64" fn rtl_ansi_string_to_unicode_string(destination: *mut UNICODE_ST
         return status::BUFFER_OVERFLOW;
     }
     // `buffer` holds `capacity` ≥ `bytes` bytes (the caller's Buffer may sit at an odd address).
-    crate::driver_mem::write_units(buffer, &converted);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { crate::driver_mem::write_units(buffer, &converted) };
     if bytes + 2 <= capacity {
         // SAFETY: as above; the NUL fits.
         unsafe { buffer.wrapping_add(converted.len()).write_unaligned(0) };

@@ -180,7 +180,8 @@ extern "win64" fn flt_create_communication_port(
         return status::INVALID_PARAMETER;
     }
     // Copied bytewise: the driver's Buffer may sit at an odd address (x64 allows it).
-    let name = String::from_utf16_lossy(&crate::driver_mem::wide_units(name.Buffer, name.Length));
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    let name = String::from_utf16_lossy(&unsafe { crate::driver_mem::counted_units(name.Buffer, name.Length) });
     let Ok(max_connections) = usize::try_from(max_connections) else { return status::INVALID_PARAMETER };
     if max_connections == 0 {
         return status::INVALID_PARAMETER;

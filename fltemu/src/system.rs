@@ -17,11 +17,13 @@ fn counted(string: *const UNICODE_STRING) -> Option<String> {
     if string.is_null() {
         return None;
     }
-    let value = crate::driver_mem::read(string);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    let value = unsafe { crate::driver_mem::read(string) };
     if value.Buffer.is_null() {
         return None;
     }
-    Some(String::from_utf16_lossy(&crate::driver_mem::wide_units(value.Buffer, value.Length)))
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    Some(String::from_utf16_lossy(&unsafe { crate::driver_mem::counted_units(value.Buffer, value.Length) }))
 }
 
 /// `MmGetSystemRoutineAddress` (wdm.h; PASSIVE): the address of an ntoskrnl.exe or hal.dll
