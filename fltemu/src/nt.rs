@@ -278,7 +278,7 @@ extern "win64" fn ke_release_spin_lock(lock: *mut usize, new_irql: u8) {
         if let Some(word) = spin_lock_word("KeReleaseSpinLock", lock) {
             word.store(0, Ordering::Release);
         }
-    } else if lock as usize % 8 == 0 {
+    } else if (lock as usize).is_multiple_of(8) {
         flag("spin lock not held by this thread");
     } else {
         // Never taken (its acquire reported it): report the release too, and restore the IRQL.

@@ -235,12 +235,14 @@ fn reraises() -> usize {
     RERAISES.with(|r| r.borrow().len())
 }
 
-/// Raises `status` from inside the dispatcher or unwinder, as RtlRaiseStatus there does
-/// (noncontinuable, ExceptionRecord → the record being dispatched): dispatched from `context`,
-/// the context the raising routine's frames unwind to.
+/// Raises `status` from inside the dispatcher or unwinder, as RtlRaiseStatus there does: the
+/// amd64 RtlDispatchException / RtlUnwindEx (WRK `exdsptch.c`) call
+/// RtlRaiseStatus(STATUS_NONCONTINUABLE_EXCEPTION / STATUS_INVALID_DISPOSITION /
+/// STATUS_BAD_STACK), which builds a fresh noncontinuable record whose ExceptionRecord is NULL
+/// (nothing chains it to the record being dispatched). Dispatched from `context`, the context
+/// the raising routine's frames unwind to.
 fn raise_from_dispatcher(status: i32, record: &ExceptionRecord, context: &Context) -> ! {
-    let mut raised = ExceptionRecord::new(status, EXCEPTION_NONCONTINUABLE, record.address, &[]);
-    raised.nested = &raw const *record as u64;
+    let raised = ExceptionRecord::new(status, EXCEPTION_NONCONTINUABLE, record.address, &[]);
     debug_line(format!(
         "fltemu: exception {:#010x} at {}: the dispatcher raises {:#010x}",
         record.code.cast_unsigned(),
@@ -417,7 +419,9 @@ fn check_nesting(image: &Image, phase: Phase, context: &Context, at: u64, what: 
 }
 
 /// RtlpIsFrameInBounds: an establisher frame must be 8-byte aligned and inside the thread's
-/// stack limits (when they are known).
+/// stack limits. The limits are unknown only when [`note_stack_bounds`] could not read them
+/// (pthread_getattr_np failed) or did not run on this thread; then only the alignment is
+/// checked, a documented gap (the README's list of exceptions).
 fn frame_in_bounds(frame: u64) -> bool {
     frame.is_multiple_of(8) && unwind::thread_stack().is_none_or(|(low, high)| frame >= low as u64 && frame < high as u64)
 }

@@ -220,7 +220,7 @@ extern "win64" fn flt_get_volume_properties(volume: isize, properties: usize, le
             fixed[offset + 8..offset + 16].copy_from_slice(&(at as u64).to_le_bytes());
             // SAFETY: the caller's buffer holds `length` ≥ `needed` bytes; copied bytewise, as the
             // buffer (and so each name) may sit at any address.
-            unsafe { crate::driver_mem::write_units(at as *mut u16, &name) };
+            unsafe { crate::driver_mem::write_units(at as *mut u16, name) };
             at += name.len() * 2;
         }
     }
