@@ -473,12 +473,6 @@ pub fn note_export(function: &'static str) {
     LAST_EXPORT.with(|c| c.set(function));
 }
 
-/// The export this thread entered last ("" before any).
-#[must_use]
-pub fn last_export() -> &'static str {
-    LAST_EXPORT.with(Cell::get)
-}
-
 /// How many driver calls are running on this thread.
 #[must_use]
 pub fn call_depth() -> usize {

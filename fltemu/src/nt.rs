@@ -263,6 +263,11 @@ extern "win64" fn ke_release_spin_lock(lock: *mut usize, new_irql: u8) {
             inner.violation(Violation::InvalidParameter { function: "KeReleaseSpinLock", reason });
         }
     };
+    let Some(word) = spin_lock_word("KeReleaseSpinLock", lock) else {
+        // Never taken (its acquire reported it and left the IRQL): only the IRQL is restored.
+        exec::set_irql(new_irql);
+        return;
+    };
     if exec::irql() < DISPATCH_LEVEL {
         flag("called below DISPATCH_LEVEL");
     }
@@ -275,14 +280,9 @@ extern "win64" fn ke_release_spin_lock(lock: *mut usize, new_irql: u8) {
         position.map(|position| held.remove(position)).is_some()
     });
     if held {
-        if let Some(word) = spin_lock_word("KeReleaseSpinLock", lock) {
-            word.store(0, Ordering::Release);
-        }
-    } else if (lock as usize).is_multiple_of(8) {
-        flag("spin lock not held by this thread");
+        word.store(0, Ordering::Release);
     } else {
-        // Never taken (its acquire reported it): report the release too, and restore the IRQL.
-        let _ = spin_lock_word("KeReleaseSpinLock", lock);
+        flag("spin lock not held by this thread");
     }
     exec::set_irql(new_irql);
 }

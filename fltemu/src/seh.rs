@@ -1262,13 +1262,9 @@ unsafe extern "C" {
 /// the routine's, which fltemu does not have as a driver-visible address.
 pub(crate) fn export_access_violation(address: usize, write: bool) -> ! {
     let access = if write { "writing" } else { "reading" };
-    let counted = match exec::last_export() {
-        "" => String::new(),
-        name => format!(" (the last counted export is {name})"),
-    };
     debug_line(format!(
         "fltemu: access violation {access} {address:#x} inside an emulated kernel routine, through a NULL pointer from the \
-         driver{counted}: on Windows it is dispatched from the routine's frames into the driver's (a __try around the call \
+         driver: on Windows it is dispatched from the routine's frames into the driver's (a __try around the call \
          could handle it); fltemu does not unwind its own frames, so it ends the run as not handled"
     ));
     let record = ExceptionRecord::new(STATUS_ACCESS_VIOLATION, 0, 0, &[u64::from(write), address as u64]);

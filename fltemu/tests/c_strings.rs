@@ -57,6 +57,27 @@ fn a_null_pointer_in_a_routine_is_an_unhandled_access_violation_not_an_abort() {
     }
 }
 
+/// Lock words not 8-byte aligned (KSPIN_LOCK, EX_PUSH_LOCK) and an RTL_BITMAP Buffer not
+/// ULONG-aligned are invalid parameters; each call leaves them alone (no atomic is formed over
+/// them) and the spin-lock acquire leaves the IRQL at PASSIVE_LEVEL.
+#[test]
+fn misaligned_lock_words_and_bitmap_buffers_are_invalid_parameters_and_left_alone() {
+    let (_, text) = bare_run(&CDriver::new("oddstr").define("BUG_LOCK_MISALIGNED").profile(Profile::Debug));
+    for function in [
+        "KeAcquireSpinLockRaiseToDpc",
+        "KeReleaseSpinLock",
+        "FltInitializePushLock",
+        "FltAcquirePushLockExclusive",
+        "FltReleasePushLock",
+        "FltDeletePushLock",
+    ] {
+        assert!(text.contains(&format!("{function}: lock not 8-byte aligned (the call is ignored)")), "{function}:\n{text}");
+    }
+    assert!(text.contains("RtlInterlockedClearBits: bitmap Buffer not ULONG-aligned"), "{text}");
+    assert!(!text.contains("called below DISPATCH_LEVEL"), "the release of a lock never taken is not a second finding:\n{text}");
+    assert!(text.lines().any(|l| l.ends_with("oddstr: misaligned locks left alone, IRQL 0")), "{text}");
+}
+
 /// An SLIST_HEADER that is not 16-byte aligned (required on 64-bit Windows) is an invalid
 /// parameter; the push and pop leave it alone and return NULL.
 #[test]

@@ -11,7 +11,9 @@
  * Bug variants: BUG_WCSLEN_NULL calls wcslen(NULL) and BUG_COPY_NULL RtlCopyUnicodeString into a
  * NULL destination (on Windows an access violation inside the routine, unhandled: bug check
  * 0x1E); BUG_SLIST_MISALIGNED pushes onto an SLIST_HEADER that is not 16-byte aligned (the
- * SLIST_ENTRY page requires 16-byte alignment on 64-bit Windows).
+ * SLIST_ENTRY page requires 16-byte alignment on 64-bit Windows); BUG_LOCK_MISALIGNED uses a
+ * KSPIN_LOCK and an EX_PUSH_LOCK 4 bytes past 8-byte alignment and clears bits of an RTL_BITMAP
+ * whose Buffer is not ULONG-aligned (RtlInitializeBitMap's page requires it).
  */
 #include "fltemu_km_ctx.h"
 
@@ -24,6 +26,12 @@ __declspec(dllimport) SIZE_T wcsnlen(const WCHAR *text, SIZE_T maximum);
 __declspec(dllimport) int wcscat_s(WCHAR *destination, SIZE_T size, const WCHAR *source);
 __declspec(dllimport) PVOID ExpInterlockedPushEntrySList(PVOID header, PVOID entry);
 __declspec(dllimport) PVOID ExpInterlockedPopEntrySList(PVOID header);
+__declspec(dllimport) VOID FltInitializePushLock(PVOID lock);
+__declspec(dllimport) VOID FltAcquirePushLockExclusive(PVOID lock);
+__declspec(dllimport) VOID FltReleasePushLock(PVOID lock);
+__declspec(dllimport) VOID FltDeletePushLock(PVOID lock);
+typedef struct { ULONG SizeOfBitMap; PULONG Buffer; } ODD_BITMAP;
+__declspec(dllimport) VOID RtlInterlockedClearBits(ODD_BITMAP *bitmap, ULONG start, ULONG count);
 
 static PFLT_FILTER g_filter;
 
@@ -147,6 +155,20 @@ static VOID exercise_strings(VOID)
     memcpy(header, &(ULONGLONG[2]){ 0, 0 }, 16);
     PVOID previous = ExpInterlockedPushEntrySList(header, entry);
     DbgPrint("oddstr: misaligned push %p, pop %p\n", previous, ExpInterlockedPopEntrySList(header));
+#elif defined(BUG_LOCK_MISALIGNED)
+    /* The arena is 16-byte aligned: offsets 1988 and 1972 are 4 past an 8-byte boundary, 1954 is
+     * 2 past a ULONG boundary. */
+    PKSPIN_LOCK spin = (PKSPIN_LOCK)(g_arena + 1988);
+    KIRQL old = KeAcquireSpinLockRaiseToDpc(spin);
+    KeReleaseSpinLock(spin, old);
+    PVOID push = g_arena + 1972;
+    FltInitializePushLock(push);
+    FltAcquirePushLockExclusive(push);
+    FltReleasePushLock(push);
+    FltDeletePushLock(push);
+    ODD_BITMAP bitmap = { 64, (PULONG)(g_arena + 1954) };
+    RtlInterlockedClearBits(&bitmap, 0, 8);
+    DbgPrint("oddstr: misaligned locks left alone, IRQL %u\n", KeGetCurrentIrql());
 #endif
 }
 
