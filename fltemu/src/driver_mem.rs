@@ -109,6 +109,24 @@ pub(crate) unsafe fn bytes(address: *const u8, count: usize) -> Vec<u8> {
     copy
 }
 
+/// A NUL-terminated byte string without its NUL, at most `limit` bytes; bytes past the NUL or
+/// the limit are not read. NULL faults (the C routines take no NULL).
+///
+/// # Safety
+/// `text` must be readable up to its NUL or `limit` bytes, whichever comes first.
+pub(crate) unsafe fn c_string(text: *const u8, limit: usize) -> Vec<u8> {
+    let mut found = Vec::new();
+    for index in 0..limit.min(MAX_UNITS) {
+        // SAFETY: before the NUL and inside the limit (the caller's contract).
+        let byte = unsafe { read(text.wrapping_add(index)) };
+        if byte == 0 {
+            break;
+        }
+        found.push(byte);
+    }
+    found
+}
+
 /// `count` UTF-16 units at `buffer`, copied out bytewise (empty for a count of 0, without
 /// touching `buffer`; at most [`MAX_UNITS`]).
 ///

@@ -115,8 +115,9 @@ extern "win64" fn memcmp(a: *const u8, b: *const u8, count: usize) -> i32 {
 }
 
 extern "win64" fn strlen(text: *const u8) -> usize {
-    // SAFETY: the C contract of strlen: a NUL-terminated string.
-    unsafe { core::ffi::CStr::from_ptr(text.cast()) }.count_bytes()
+    // SAFETY: the C contract of strlen: a NUL-terminated string; driver_mem checks the NULL
+    // region.
+    unsafe { crate::driver_mem::c_string(text, usize::MAX) }.len()
 }
 
 /// `ExAllocatePool2` (wdm.h "ExAllocatePool2"): zeroed unless POOL_FLAG_UNINITIALIZED

@@ -281,7 +281,7 @@ extern "win64" fn flt_send_message(filter: isize, client: *const isize, sender: 
         return status::PORT_DISCONNECTED;
     }
     // SAFETY: the sender buffer holds SenderBufferLength bytes (FltSendMessage's contract).
-    let payload = if sender.is_null() { Vec::new() } else { unsafe { std::slice::from_raw_parts(sender, sender_length as usize) }.to_vec() };
+    let payload = if sender.is_null() { Vec::new() } else { unsafe { crate::driver_mem::bytes(sender, sender_length as usize) } };
     let id = {
         let mut state = inner.lock();
         state.ports.next_message += 1;

@@ -64,9 +64,9 @@ unsafe fn counted(pointer: usize, is_wide: bool) -> String {
         String::from_utf16_lossy(&unsafe { crate::driver_mem::counted_units(buffer as *const u16, length) })
     } else {
         let length = usize::from(length);
-        // SAFETY: Length bytes at Buffer are readable for a valid ANSI_STRING.
-        let bytes = unsafe { std::slice::from_raw_parts(buffer as *const u8, length) };
-        String::from_utf8_lossy(bytes).into_owned()
+        // SAFETY: Length bytes at Buffer are readable for a valid ANSI_STRING; copied out.
+        let bytes = unsafe { crate::driver_mem::bytes(buffer as *const u8, length) };
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 }
 

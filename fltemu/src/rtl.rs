@@ -39,14 +39,10 @@ fn wide_bounded(text: *const u16, count: usize) -> Vec<u16> {
     unsafe { driver_mem::wide_c_string(text, count.min(MAX_CHARS)) }
 }
 
-fn narrow(text: *const u8) -> &'static [u8] {
-    let mut length = 0;
-    // SAFETY: a NUL-terminated string (the C contract).
-    while length < MAX_CHARS && unsafe { text.wrapping_add(length).read() } != 0 {
-        length += 1;
-    }
-    // SAFETY: `length` bytes are readable.
-    unsafe { std::slice::from_raw_parts(text, length) }
+fn narrow(text: *const u8) -> Vec<u8> {
+    // SAFETY: a NUL-terminated string the driver passed (the C contract), copied out; driver_mem
+    // checks the NULL region.
+    unsafe { driver_mem::c_string(text, MAX_CHARS) }
 }
 
 fn upcase(unit: u16) -> u16 {
@@ -242,10 +238,11 @@ extern "win64" fn rtl_compare_memory(a: *const u8, b: *const u8, length: usize) 
     objects::count("RtlCompareMemory", ANY);
     (0..length)
         .position(|i| {
-            // SAFETY: both ranges hold `length` bytes (the DDI's contract).
-            let x = unsafe { a.wrapping_add(i).read() };
+            // SAFETY: both ranges hold `length` bytes (the DDI's contract); driver_mem checks the
+            // NULL region.
+            let x = unsafe { driver_mem::read(a.wrapping_add(i)) };
             // SAFETY: as above.
-            let y = unsafe { b.wrapping_add(i).read() };
+            let y = unsafe { driver_mem::read(b.wrapping_add(i)) };
             x != y
         })
         .unwrap_or(length)
@@ -421,7 +418,7 @@ extern "win64" fn towlower(unit: u16) -> u16 {
 
 extern "win64" fn strcmp(a: *const u8, b: *const u8) -> i32 {
     let (a, b) = (narrow(a), narrow(b));
-    a.cmp(b) as i32
+    a.cmp(&b) as i32
 }
 
 extern "win64" fn strncmp(a: *const u8, b: *const u8, count: usize) -> i32 {

@@ -39,8 +39,8 @@ extern "win64" fn flt_get_routine_address(name: *const u8) -> usize {
     if name.is_null() {
         return 0;
     }
-    // SAFETY: a NUL-terminated routine name (the DDI's contract).
-    let name = unsafe { core::ffi::CStr::from_ptr(name.cast()) }.to_string_lossy().into_owned();
+    // SAFETY: a NUL-terminated routine name (the DDI's contract), copied out.
+    let name = String::from_utf8_lossy(&unsafe { crate::driver_mem::c_string(name, 1 << 16) }).into_owned();
     crate::resolve_import("fltmgr.sys", &name).unwrap_or(0)
 }
 

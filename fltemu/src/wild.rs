@@ -1060,8 +1060,8 @@ extern "win64" fn rtl_init_ansi_string(string: *mut u8, source: *const u8) {
     let length = if source.is_null() {
         0
     } else {
-        // SAFETY: a NUL-terminated string (the DDI's contract).
-        unsafe { core::ffi::CStr::from_ptr(source.cast()) }.to_bytes().len().min(0xFFFE)
+        // SAFETY: a NUL-terminated string (the DDI's contract); no more than 0xFFFF bytes read.
+        unsafe { crate::driver_mem::c_string(source, 0xFFFF) }.len().min(0xFFFE)
     };
     let header = [length as u16, if source.is_null() { 0 } else { length as u16 + 1 }];
     // SAFETY: the caller's ANSI_STRING: Length, MaximumLength, then Buffer at 8.
