@@ -36,20 +36,21 @@ fn read_ansi(string: *const Ansi) -> Option<Ansi> {
     Some(unsafe { string.read_unaligned() })
 }
 
-fn ansi_bytes(string: *const Ansi) -> &'static [u8] {
+fn ansi_bytes(string: *const Ansi) -> Vec<u8> {
     match read_ansi(string) {
         Some(value) if !value.buffer.is_null() => {
-            // SAFETY: Buffer holds Length bytes (the ANSI_STRING contract).
-            unsafe { std::slice::from_raw_parts(value.buffer, usize::from(value.length)) }
+            // SAFETY: Buffer holds Length bytes (the ANSI_STRING contract), copied out.
+            unsafe { crate::driver_mem::bytes(value.buffer, usize::from(value.length)) }
         }
-        _ => &[],
+        _ => Vec::new(),
     }
 }
 
 /// The characters of the driver's UNICODE_STRING, copied out bytewise (it and its Buffer may
 /// sit at odd addresses, which x64 allows).
 fn wide_units(string: *const UNICODE_STRING) -> Vec<u16> {
-    crate::driver_mem::unicode_string(string)
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { crate::driver_mem::unicode_string(string) }
 }
 
 fn fold(byte: u8, insensitive: bool) -> u8 {
@@ -61,7 +62,7 @@ fn fold(byte: u8, insensitive: bool) -> u8 {
 extern "win64" fn rtl_equal_string(a: *const Ansi, b: *const Ansi, insensitive: u8) -> u8 {
     objects::count("RtlEqualString", DISPATCH_LEVEL);
     let (a, b) = (ansi_bytes(a), ansi_bytes(b));
-    u8::from(a.len() == b.len() && a.iter().zip(b).all(|(x, y)| fold(*x, insensitive != 0) == fold(*y, insensitive != 0)))
+    u8::from(a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| fold(*x, insensitive != 0) == fold(*y, insensitive != 0)))
 }
 
 /// `RtlFreeAnsiString` (wdm.h; PASSIVE): frees a buffer RtlUnicodeStringToAnsiString allocated.
@@ -139,7 +140,8 @@ extern "win64" fn rtl_ansi_string_to_unicode_string(destination: *mut UNICODE_ST
         return status::BUFFER_OVERFLOW;
     }
     // `buffer` holds `capacity` ≥ `bytes` bytes (the caller's Buffer may sit at an odd address).
-    crate::driver_mem::write_units(buffer, &converted);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { crate::driver_mem::write_units(buffer, &converted) };
     if bytes + 2 <= capacity {
         // SAFETY: as above; the NUL fits.
         unsafe { buffer.wrapping_add(converted.len()).write_unaligned(0) };
@@ -219,17 +221,12 @@ extern "win64" fn rtl_get_version(info: *mut u8) -> i32 {
     status::SUCCESS
 }
 
-fn c_string(text: *const u8, limit: usize) -> &'static [u8] {
+fn c_string(text: *const u8, limit: usize) -> Vec<u8> {
     if text.is_null() {
-        return &[];
+        return Vec::new();
     }
-    let mut length = 0;
-    // SAFETY: a NUL-terminated string (the CRT contract), read up to `limit`.
-    while length < limit && unsafe { text.wrapping_add(length).read() } != 0 {
-        length += 1;
-    }
-    // SAFETY: `length` bytes were just read.
-    unsafe { std::slice::from_raw_parts(text, length) }
+    // SAFETY: a NUL-terminated string (the CRT contract), read up to `limit` and copied out.
+    unsafe { crate::driver_mem::c_string(text, limit) }
 }
 
 /// `_strnicmp` (CRT): ASCII case-insensitive comparison of at most `count` characters.

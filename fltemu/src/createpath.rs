@@ -39,9 +39,10 @@ extern "win64" fn flt_request_operation_status_callback(data: usize, routine: us
 /// the status.
 pub fn operation_status(data: usize, objects: usize, iopb: usize, result: i32) {
     let Some((routine, context)) = STATUS_CALLBACKS.with(|t| t.remove(&data)) else { return };
-    // SAFETY: FLT_IO_PARAMETER_BLOCK is plain data (the snapshot the DDI passes is a copy); the
-    // block is fltemu's own (io.rs boxes it), so it is aligned.
-    let snapshot: Box<windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_IO_PARAMETER_BLOCK> = Box::new(unsafe { (iopb as *const windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_IO_PARAMETER_BLOCK).read() });
+    // SAFETY: FLT_IO_PARAMETER_BLOCK is plain data (the snapshot the DDI passes is a copy). The
+    // pointer is read from FLT_CALLBACK_DATA.Iopb, which the driver may overwrite, so it is read
+    // unaligned rather than trusted to be fltemu's boxed block.
+    let snapshot: Box<windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_IO_PARAMETER_BLOCK> = Box::new(unsafe { (iopb as *const windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_IO_PARAMETER_BLOCK).read_unaligned() });
     // SAFETY: the driver's PFLT_GET_OPERATION_STATUS_CALLBACK (Win64).
     let call = unsafe { core::mem::transmute::<usize, unsafe extern "win64" fn(usize, usize, i32, usize)>(routine) };
     let snapshot_address = &raw const *snapshot as usize;

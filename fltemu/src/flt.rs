@@ -677,10 +677,12 @@ extern "win64" fn flt_get_volume_name(volume: isize, name: *mut UNICODE_STRING, 
     }
     // The caller's buffer holds MaximumLength ≥ `bytes` bytes; it and the UNICODE_STRING may
     // sit at odd addresses (x64 allows it), so both are written unaligned.
-    crate::driver_mem::write_units(target.Buffer, &wide);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { crate::driver_mem::write_units(target.Buffer, &wide) };
     #[allow(clippy::cast_possible_truncation)]
     // Length is the first field.
-    crate::driver_mem::write(name.cast::<u16>(), bytes as u16);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { crate::driver_mem::write(name.cast::<u16>(), bytes as u16) };
     put(needed, bytes);
     status::SUCCESS
 }
@@ -1004,11 +1006,16 @@ const PUSH_LOCK_SPINS: u32 = 8;
 /// watchdog (Config::call_timeout) runs out, and a lost wake-up could only delay, never hang.
 const PUSH_LOCK_SLEEP: std::time::Duration = std::time::Duration::from_millis(20);
 
-fn push_lock(pointer: *mut usize) -> &'static AtomicU32 {
-    // SAFETY: an EX_PUSH_LOCK is a pointer-sized, aligned word in driver memory that lives as
-    // long as the lock is used (the push-lock DDIs' contract); fltemu only ever accesses its low
-    // 32 bits, always atomically and always at this size.
-    unsafe { AtomicU32::from_ptr(pointer.cast::<u32>()) }
+/// The EX_PUSH_LOCK at `pointer` as an atomic word, or None (reported; the call then does
+/// nothing) when it is misaligned.
+fn push_lock(function: &'static str, pointer: *mut usize) -> Option<&'static AtomicU32> {
+    if !crate::driver_mem::lock_word(function, pointer as usize) {
+        return None;
+    }
+    // SAFETY: an EX_PUSH_LOCK is a pointer-sized word in driver memory that lives as long as
+    // the lock is used (the push-lock DDIs' contract), 8-byte aligned (checked); fltemu only
+    // ever accesses its low 32 bits, always atomically and always at this size.
+    Some(unsafe { AtomicU32::from_ptr(pointer.cast::<u32>()) })
 }
 
 /// Acquires `word` when `free(value)` says the lock can be taken as `value + add`; sleeps on the
@@ -1040,7 +1047,9 @@ extern "win64" fn flt_initialize_push_lock(lock: *mut usize) {
     if let Some(inner) = state::current() {
         inner.enter("FltInitializePushLock", APC_LEVEL);
     }
-    push_lock(lock).store(0, Ordering::Release);
+    if let Some(word) = push_lock("FltInitializePushLock", lock) {
+        word.store(0, Ordering::Release);
+    }
 }
 
 extern "win64" fn flt_acquire_push_lock_exclusive(lock: *mut usize) {
@@ -1048,14 +1057,18 @@ extern "win64" fn flt_acquire_push_lock_exclusive(lock: *mut usize) {
         inner.enter("FltAcquirePushLockExclusive", APC_LEVEL);
     }
     // Free when neither exclusive nor shared holders are left (a sleeper's bit is kept).
-    acquire_push_lock(push_lock(lock), |value| value & !PUSH_LOCK_WAITING == 0, PUSH_LOCK_EXCLUSIVE);
+    if let Some(word) = push_lock("FltAcquirePushLockExclusive", lock) {
+        acquire_push_lock(word, |value| value & !PUSH_LOCK_WAITING == 0, PUSH_LOCK_EXCLUSIVE);
+    }
 }
 
 extern "win64" fn flt_acquire_push_lock_shared(lock: *mut usize) {
     if let Some(inner) = state::current() {
         inner.enter("FltAcquirePushLockShared", APC_LEVEL);
     }
-    acquire_push_lock(push_lock(lock), |value| value & PUSH_LOCK_EXCLUSIVE == 0, PUSH_LOCK_SHARED);
+    if let Some(word) = push_lock("FltAcquirePushLockShared", lock) {
+        acquire_push_lock(word, |value| value & PUSH_LOCK_EXCLUSIVE == 0, PUSH_LOCK_SHARED);
+    }
 }
 
 extern "win64" fn flt_release_push_lock(lock: *mut usize) {
@@ -1063,7 +1076,7 @@ extern "win64" fn flt_release_push_lock(lock: *mut usize) {
     if let Some(inner) = inner {
         inner.enter("FltReleasePushLock", APC_LEVEL);
     }
-    let word = push_lock(lock);
+    let Some(word) = push_lock("FltReleasePushLock", lock) else { return };
     let value = word.load(Ordering::Acquire);
     let woke = if value & PUSH_LOCK_EXCLUSIVE != 0 {
         // The last holder: clear the waiting bit too, and wake every sleeper to retry.
@@ -1085,7 +1098,7 @@ extern "win64" fn flt_release_push_lock(lock: *mut usize) {
 extern "win64" fn flt_delete_push_lock(lock: *mut usize) {
     let Some(inner) = state::current() else { return };
     inner.enter("FltDeletePushLock", APC_LEVEL);
-    if push_lock(lock).load(Ordering::Acquire) != 0 {
+    if push_lock("FltDeletePushLock", lock).is_some_and(|word| word.load(Ordering::Acquire) != 0) {
         inner.violation(Violation::PushLockMisuse { function: "FltDeletePushLock" });
     }
 }

@@ -97,12 +97,15 @@ extern "win64" fn memset(destination: *mut u8, value: i32, count: usize) -> *mut
     destination
 }
 
+/// `memcmp`: a count of 0 compares nothing (0, whatever the pointers); otherwise both ranges
+/// are copied out (another driver thread may be writing them) and compared bytewise.
 extern "win64" fn memcmp(a: *const u8, b: *const u8, count: usize) -> i32 {
-    // SAFETY: the C contract of memcmp: both ranges valid for `count` bytes.
-    let a = unsafe { std::slice::from_raw_parts(a, count) };
+    // SAFETY: the C contract of memcmp: both ranges valid for `count` bytes; driver_mem checks
+    // the NULL region and reads nothing for a count of 0.
+    let a = unsafe { crate::driver_mem::bytes(a, count) };
     // SAFETY: as above.
-    let b = unsafe { std::slice::from_raw_parts(b, count) };
-    for (x, y) in a.iter().zip(b) {
+    let b = unsafe { crate::driver_mem::bytes(b, count) };
+    for (x, y) in a.iter().zip(&b) {
         let (x, y) = (*x, *y);
         if x != y {
             return i32::from(x) - i32::from(y);
@@ -112,8 +115,9 @@ extern "win64" fn memcmp(a: *const u8, b: *const u8, count: usize) -> i32 {
 }
 
 extern "win64" fn strlen(text: *const u8) -> usize {
-    // SAFETY: the C contract of strlen: a NUL-terminated string.
-    unsafe { core::ffi::CStr::from_ptr(text.cast()) }.count_bytes()
+    // SAFETY: the C contract of strlen: a NUL-terminated string; driver_mem checks the NULL
+    // region.
+    unsafe { crate::driver_mem::c_string(text, usize::MAX) }.len()
 }
 
 /// `ExAllocatePool2` (wdm.h "ExAllocatePool2"): zeroed unless POOL_FLAG_UNINITIALIZED
@@ -192,10 +196,14 @@ thread_local! {
     static HELD_SPIN_LOCKS: core::cell::RefCell<Vec<usize>> = const { core::cell::RefCell::new(Vec::new()) };
 }
 
-fn spin_lock_word(pointer: *mut usize) -> &'static AtomicUsize {
-    // SAFETY: a KSPIN_LOCK is a pointer-sized, aligned word in non-paged driver memory that
-    // lives as long as the lock is used (the spin-lock DDIs' contract).
-    unsafe { AtomicUsize::from_ptr(pointer) }
+/// The KSPIN_LOCK at `pointer` as an atomic word, or None (reported) when it is misaligned.
+fn spin_lock_word(function: &'static str, pointer: *mut usize) -> Option<&'static AtomicUsize> {
+    if !crate::driver_mem::lock_word(function, pointer as usize) {
+        return None;
+    }
+    // SAFETY: a KSPIN_LOCK is a pointer-sized word in non-paged driver memory that lives as
+    // long as the lock is used (the spin-lock DDIs' contract); its alignment was checked.
+    Some(unsafe { AtomicUsize::from_ptr(pointer) })
 }
 
 /// Waits for a spin lock's holder: a real waiter spins, but an emulated holder is a host thread
@@ -229,8 +237,10 @@ extern "win64" fn ke_acquire_spin_lock_raise_to_dpc(lock: *mut usize) -> u8 {
             });
         }
     }
+    // A misaligned lock is reported and not taken: the IRQL stays (the returned value is the
+    // current one, so the matching release restores it unchanged).
+    let Some(word) = spin_lock_word("KeAcquireSpinLockRaiseToDpc", lock) else { return exec::irql() };
     let old_irql = exec::set_irql(DISPATCH_LEVEL.max(exec::irql()));
-    let word = spin_lock_word(lock);
     let mut round = 0;
     while word.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
         spin_back_off(&mut round);
@@ -254,6 +264,11 @@ extern "win64" fn ke_release_spin_lock(lock: *mut usize, new_irql: u8) {
             inner.violation(Violation::InvalidParameter { function: "KeReleaseSpinLock", reason });
         }
     };
+    let Some(word) = spin_lock_word("KeReleaseSpinLock", lock) else {
+        // Never taken (its acquire reported it and left the IRQL): only the IRQL is restored.
+        exec::set_irql(new_irql);
+        return;
+    };
     if exec::irql() < DISPATCH_LEVEL {
         flag("called below DISPATCH_LEVEL");
     }
@@ -266,7 +281,7 @@ extern "win64" fn ke_release_spin_lock(lock: *mut usize, new_irql: u8) {
         position.map(|position| held.remove(position)).is_some()
     });
     if held {
-        spin_lock_word(lock).store(0, Ordering::Release);
+        word.store(0, Ordering::Release);
     } else {
         flag("spin lock not held by this thread");
     }
@@ -289,7 +304,8 @@ extern "win64" fn ke_query_system_time_precise(time: *mut i64) {
     let value = (since_unix.as_nanos() / 100 + EPOCH_DIFFERENCE_100NS) as i64;
     if !time.is_null() {
         // The caller's LARGE_INTEGER out pointer, at whatever alignment the driver chose.
-        crate::driver_mem::write(time, value);
+        // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+        unsafe { crate::driver_mem::write(time, value) };
     }
 }
 
@@ -358,7 +374,8 @@ extern "win64" fn mm_copy_memory(target: usize, source: usize, length: usize, fl
     if let Some(failure) = inner.injected("MmCopyMemory") {
         if !transferred.is_null() {
             // The caller's SIZE_T out pointer, at whatever alignment the driver chose.
-            crate::driver_mem::write(transferred, 0);
+            // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+            unsafe { crate::driver_mem::write(transferred, 0) };
         }
         return failure;
     }
@@ -379,7 +396,8 @@ extern "win64" fn mm_copy_memory(target: usize, source: usize, length: usize, fl
     };
     if !transferred.is_null() {
         // The caller's SIZE_T out pointer, at whatever alignment the driver chose.
-        crate::driver_mem::write(transferred, copied);
+        // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+        unsafe { crate::driver_mem::write(transferred, copied) };
     }
     result
 }

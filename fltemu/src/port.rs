@@ -180,7 +180,8 @@ extern "win64" fn flt_create_communication_port(
         return status::INVALID_PARAMETER;
     }
     // Copied bytewise: the driver's Buffer may sit at an odd address (x64 allows it).
-    let name = String::from_utf16_lossy(&crate::driver_mem::wide_units(name.Buffer, name.Length));
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    let name = String::from_utf16_lossy(&unsafe { crate::driver_mem::counted_units(name.Buffer, name.Length) });
     let Ok(max_connections) = usize::try_from(max_connections) else { return status::INVALID_PARAMETER };
     if max_connections == 0 {
         return status::INVALID_PARAMETER;
@@ -280,7 +281,7 @@ extern "win64" fn flt_send_message(filter: isize, client: *const isize, sender: 
         return status::PORT_DISCONNECTED;
     }
     // SAFETY: the sender buffer holds SenderBufferLength bytes (FltSendMessage's contract).
-    let payload = if sender.is_null() { Vec::new() } else { unsafe { std::slice::from_raw_parts(sender, sender_length as usize) }.to_vec() };
+    let payload = if sender.is_null() { Vec::new() } else { unsafe { crate::driver_mem::bytes(sender, sender_length as usize) } };
     let id = {
         let mut state = inner.lock();
         state.ports.next_message += 1;

@@ -18,7 +18,8 @@ unsafe fn narrow(pointer: usize) -> String {
     }
     let mut bytes = Vec::new();
     for index in 0..MAX_STRING {
-        let byte = crate::driver_mem::read((pointer + index) as *const u8);
+        // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+        let byte = unsafe { crate::driver_mem::read(pointer.wrapping_add(index) as *const u8) };
         if byte == 0 {
             break;
         }
@@ -36,7 +37,8 @@ unsafe fn wide(pointer: usize) -> String {
         return "(null)".into();
     }
     // A driver's wide string may sit at an odd address (x64 allows it): read bytewise.
-    String::from_utf16_lossy(&crate::driver_mem::wide_c_string(pointer as *const u16, MAX_STRING))
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    String::from_utf16_lossy(&unsafe { crate::driver_mem::wide_c_string(pointer as *const u16, MAX_STRING) })
 }
 
 /// Reads a counted string (UNICODE_STRING when `is_wide`, ANSI_STRING otherwise): Length at 0,
@@ -49,19 +51,22 @@ unsafe fn counted(pointer: usize, is_wide: bool) -> String {
         return "(null)".into();
     }
     // The structure and its Buffer may sit at odd addresses (x64 allows it): read unaligned.
-    let length = crate::driver_mem::read(pointer as *const u16);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    let length = unsafe { crate::driver_mem::read(pointer as *const u16) };
     // Buffer is the pointer at offset 8.
-    let buffer = crate::driver_mem::read((pointer + 8) as *const usize);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    let buffer = unsafe { crate::driver_mem::read(pointer.wrapping_add(8) as *const usize) };
     if buffer == 0 {
         return "(null)".into();
     }
     if is_wide {
-        String::from_utf16_lossy(&crate::driver_mem::wide_units(buffer as *const u16, length))
+        // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+        String::from_utf16_lossy(&unsafe { crate::driver_mem::counted_units(buffer as *const u16, length) })
     } else {
         let length = usize::from(length);
-        // SAFETY: Length bytes at Buffer are readable for a valid ANSI_STRING.
-        let bytes = unsafe { std::slice::from_raw_parts(buffer as *const u8, length) };
-        String::from_utf8_lossy(bytes).into_owned()
+        // SAFETY: Length bytes at Buffer are readable for a valid ANSI_STRING; copied out.
+        let bytes = unsafe { crate::driver_mem::bytes(buffer as *const u8, length) };
+        String::from_utf8_lossy(&bytes).into_owned()
     }
 }
 

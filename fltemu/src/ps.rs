@@ -185,12 +185,14 @@ extern "win64" fn ps_lookup_process_by_process_id(pid: usize, process: *mut usiz
     }
     if pid == 0 || pid > u32::MAX as usize {
         // The caller's out pointer, at whatever alignment the driver chose.
-        crate::driver_mem::write(process, 0);
+        // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+        unsafe { crate::driver_mem::write(process, 0) };
         return status::INVALID_PARAMETER;
     }
     let object = process_object(pid as u32);
     OBJECTS.with(|t| t.get_mut(&object).map(|o| o.driver_refs += 1));
-    crate::driver_mem::write(process, object);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { crate::driver_mem::write(process, object) };
     status::SUCCESS
 }
 
@@ -276,7 +278,8 @@ extern "win64" fn se_locate_process_image_name(process: usize, name: *mut usize)
     // SAFETY: as above.
     unsafe { core::ptr::copy_nonoverlapping(text.as_ptr(), (block + 16) as *mut u16, text.len()) };
     // The caller's out pointer, at whatever alignment the driver chose.
-    crate::driver_mem::write(name, block);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { crate::driver_mem::write(name, block) };
     status::SUCCESS
 }
 

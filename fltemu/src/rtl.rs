@@ -22,21 +22,27 @@ const ANY: u8 = 15;
 
 /// The units of a NUL-terminated UTF-16 string before its NUL (the C contract of each caller).
 fn wide_len(text: *const u16) -> usize {
-    (0..MAX_CHARS).position(|index| driver_mem::unit_at(text, index) == 0).unwrap_or(MAX_CHARS)
+    // SAFETY: a pointer the driver passed (the C contract: a NUL-terminated string); the
+    // units read stop at the NUL, and driver_mem checks the NULL region.
+    (0..MAX_CHARS).position(|index| unsafe { driver_mem::unit_at(text, index) } == 0).unwrap_or(MAX_CHARS)
 }
 
 fn wide(text: *const u16) -> Vec<u16> {
-    driver_mem::wide_c_string(text, MAX_CHARS)
+    wide_bounded(text, MAX_CHARS)
 }
 
-fn narrow(text: *const u8) -> &'static [u8] {
-    let mut length = 0;
-    // SAFETY: a NUL-terminated string (the C contract).
-    while length < MAX_CHARS && unsafe { text.wrapping_add(length).read() } != 0 {
-        length += 1;
-    }
-    // SAFETY: `length` bytes are readable.
-    unsafe { std::slice::from_raw_parts(text, length) }
+/// At most `count` units of a NUL-terminated string: the `n` routines read no further (the C
+/// contract lets their argument be an array of `count` units without a NUL).
+fn wide_bounded(text: *const u16, count: usize) -> Vec<u16> {
+    // SAFETY: a pointer the driver passed, readable to its NUL or `count` units (the C
+    // contract); driver_mem checks the NULL region.
+    unsafe { driver_mem::wide_c_string(text, count.min(MAX_CHARS)) }
+}
+
+fn narrow(text: *const u8) -> Vec<u8> {
+    // SAFETY: a NUL-terminated string the driver passed (the C contract), copied out; driver_mem
+    // checks the NULL region.
+    unsafe { driver_mem::c_string(text, MAX_CHARS) }
 }
 
 fn upcase(unit: u16) -> u16 {
@@ -67,16 +73,19 @@ fn sign(value: i32) -> i32 {
 
 /// The characters of a counted string (empty for NULL), copied out.
 fn chars(string: *const UNICODE_STRING) -> Vec<u16> {
-    driver_mem::unicode_string(string)
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { driver_mem::unicode_string(string) }
 }
 
 fn header(string: *const UNICODE_STRING) -> UNICODE_STRING {
-    driver_mem::read(string)
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { driver_mem::read(string) }
 }
 
 fn set_length(string: *mut UNICODE_STRING, bytes: usize) {
     // Length is the first field.
-    driver_mem::write(string.cast::<u16>(), bytes as u16);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { driver_mem::write(string.cast::<u16>(), bytes as u16) };
 }
 
 /// `RtlInitUnicodeString` (wdm.h; ≤ DISPATCH for non-paged source): Length = bytes without the
@@ -104,10 +113,12 @@ extern "win64" fn rtl_copy_unicode_string(destination: *mut UNICODE_STRING, sour
     let from = chars(source);
     let count = from.len().min(usize::from(target.MaximumLength) / 2);
     // The destination buffer holds MaximumLength bytes; `from` is a copy, so overlap is harmless.
-    driver_mem::write_units(target.Buffer, &from[..count]);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { driver_mem::write_units(target.Buffer, &from[..count]) };
     if count * 2 + 2 <= usize::from(target.MaximumLength) {
         // Room for the terminator.
-        driver_mem::write(target.Buffer.wrapping_add(count), 0);
+        // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+        unsafe { driver_mem::write(target.Buffer.wrapping_add(count), 0) };
     }
     set_length(destination, count * 2);
 }
@@ -132,10 +143,12 @@ fn append(destination: *mut UNICODE_STRING, from: &[u16]) -> i32 {
         return status::BUFFER_TOO_SMALL;
     }
     // The destination buffer holds MaximumLength bytes; the sum fits (checked).
-    driver_mem::write_units(target.Buffer.wrapping_add(have), from);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { driver_mem::write_units(target.Buffer.wrapping_add(have), from) };
     if have + from.len() < room {
         // Room for the terminator.
-        driver_mem::write(target.Buffer.wrapping_add(have + from.len()), 0);
+        // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+        unsafe { driver_mem::write(target.Buffer.wrapping_add(have + from.len()), 0) };
     }
     set_length(destination, (have + from.len()) * 2);
     status::SUCCESS
@@ -191,7 +204,8 @@ fn convert_case(function: &'static str, destination: *mut UNICODE_STRING, source
         target.Buffer
     };
     // The buffer holds at least the converted length (checked, or just allocated).
-    driver_mem::write_units(buffer, &converted);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { driver_mem::write_units(buffer, &converted) };
     set_length(destination, converted.len() * 2);
     status::SUCCESS
 }
@@ -224,10 +238,11 @@ extern "win64" fn rtl_compare_memory(a: *const u8, b: *const u8, length: usize) 
     objects::count("RtlCompareMemory", ANY);
     (0..length)
         .position(|i| {
-            // SAFETY: both ranges hold `length` bytes (the DDI's contract).
-            let x = unsafe { a.wrapping_add(i).read() };
+            // SAFETY: both ranges hold `length` bytes (the DDI's contract); driver_mem checks the
+            // NULL region.
+            let x = unsafe { driver_mem::read(a.wrapping_add(i)) };
             // SAFETY: as above.
-            let y = unsafe { b.wrapping_add(i).read() };
+            let y = unsafe { driver_mem::read(b.wrapping_add(i)) };
             x != y
         })
         .unwrap_or(length)
@@ -281,7 +296,8 @@ extern "win64" fn wcslen(text: *const u16) -> usize {
 
 extern "win64" fn wcsnlen(text: *const u16, maximum: usize) -> usize {
     // At most `maximum` units are read (the C contract).
-    (0..maximum).position(|i| driver_mem::unit_at(text, i) == 0).unwrap_or(maximum)
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    (0..maximum).position(|i| unsafe { driver_mem::unit_at(text, i) } == 0).unwrap_or(maximum)
 }
 
 extern "win64" fn wcscmp(a: *const u16, b: *const u16) -> i32 {
@@ -289,8 +305,7 @@ extern "win64" fn wcscmp(a: *const u16, b: *const u16) -> i32 {
 }
 
 extern "win64" fn wcsncmp(a: *const u16, b: *const u16, count: usize) -> i32 {
-    let (a, b) = (wide(a), wide(b));
-    sign(compare(&a[..a.len().min(count)], &b[..b.len().min(count)], false))
+    sign(compare(&wide_bounded(a, count), &wide_bounded(b, count), false))
 }
 
 /// `_wcsicmp`: compares as lower case, as the CRT does.
@@ -300,8 +315,8 @@ extern "win64" fn wcsicmp(a: *const u16, b: *const u16) -> i32 {
 }
 
 extern "win64" fn wcsnicmp(a: *const u16, b: *const u16, count: usize) -> i32 {
-    let a: Vec<u16> = wide(a).iter().take(count).map(|u| downcase(*u)).collect();
-    let b: Vec<u16> = wide(b).iter().take(count).map(|u| downcase(*u)).collect();
+    let a: Vec<u16> = wide_bounded(a, count).iter().map(|u| downcase(*u)).collect();
+    let b: Vec<u16> = wide_bounded(b, count).iter().map(|u| downcase(*u)).collect();
     sign(compare(&a, &b, false))
 }
 
@@ -347,16 +362,19 @@ fn copy_s(destination: *mut u16, size: usize, pieces: &[&[u16]]) -> i32 {
     let total: usize = pieces.iter().map(|p| p.len()).sum();
     if total + 1 > size {
         // size ≥ 1 units are writable.
-        driver_mem::write(destination, 0);
+        // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+        unsafe { driver_mem::write(destination, 0) };
         return ERANGE;
     }
     let mut at = 0;
     for piece in pieces {
         // The destination holds `size` > total units; the pieces are copies, so overlap is harmless.
-        driver_mem::write_units(destination.wrapping_add(at), piece);
+        // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+        unsafe { driver_mem::write_units(destination.wrapping_add(at), piece) };
         at += piece.len();
     }
-    driver_mem::write(destination.wrapping_add(at), 0);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { driver_mem::write(destination.wrapping_add(at), 0) };
     0
 }
 
@@ -381,7 +399,8 @@ extern "win64" fn wcscat_s(destination: *mut u16, size: usize, source: *const u1
         return EINVAL;
     }
     // At most `size` units of the destination are read.
-    let have: Vec<u16> = driver_mem::wide_c_string(destination, size);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    let have: Vec<u16> = unsafe { driver_mem::wide_c_string(destination, size) };
     if have.len() == size {
         return EINVAL;
     }
@@ -399,7 +418,7 @@ extern "win64" fn towlower(unit: u16) -> u16 {
 
 extern "win64" fn strcmp(a: *const u8, b: *const u8) -> i32 {
     let (a, b) = (narrow(a), narrow(b));
-    a.cmp(b) as i32
+    a.cmp(&b) as i32
 }
 
 extern "win64" fn strncmp(a: *const u8, b: *const u8, count: usize) -> i32 {
@@ -492,7 +511,7 @@ fn format_narrow(format: *const u8, next: &mut dyn FnMut() -> u64) -> Vec<u8> {
 
 /// The `_vsn*printf` contract: up to `count` characters; NUL-terminated when it fits; the length
 /// when it fits (terminator excluded), `count` when exactly `count` fit, −1 when truncated.
-fn write_counted<T: Copy + Default>(buffer: *mut T, count: usize, text: &[T]) -> i32 {
+fn write_counted<T: driver_mem::DriverData + Default>(buffer: *mut T, count: usize, text: &[T]) -> i32 {
     let written = text.len().min(count);
     if written > 0 {
         // SAFETY: the caller's buffer holds `count` elements; copied as bytes because the buffer
@@ -501,7 +520,8 @@ fn write_counted<T: Copy + Default>(buffer: *mut T, count: usize, text: &[T]) ->
     }
     if text.len() < count {
         // Room for the terminator.
-        driver_mem::write(buffer.wrapping_add(text.len()), T::default());
+        // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+        unsafe { driver_mem::write(buffer.wrapping_add(text.len()), T::default()) };
     }
     if text.len() <= count { i32::try_from(text.len()).unwrap_or(i32::MAX) } else { -1 }
 }
@@ -563,7 +583,8 @@ extern "win64" fn swprintf_s(buffer: *mut u16, size: usize, format: *const u16, 
     let text = format_wide(format, &mut slots([a0, a1, a2, a3, a4, a5, a6, a7, a8, a9]));
     if text.len() + 1 > size {
         // size ≥ 1.
-        driver_mem::write(buffer, 0);
+        // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+        unsafe { driver_mem::write(buffer, 0) };
         objects::flag(crate::Violation::InvalidParameter { function: "swprintf_s", reason: "formatted text does not fit the buffer" });
         return -1;
     }
@@ -667,9 +688,9 @@ pub const DOCS: &[Emulated] = &[
     crt("wcslen", "strlen-wcslen-mbslen-mbslen-l-mbstrlen-mbstrlen-l", "C semantics"),
     crt("wcsnlen", "strnlen-strnlen-s", "C semantics"),
     crt("wcscmp", "strcmp-wcscmp-mbscmp", "C semantics (sign)"),
-    crt("wcsncmp", "strncmp-wcsncmp-mbsncmp-mbsncmp-l", "C semantics (sign)"),
+    crt("wcsncmp", "strncmp-wcsncmp-mbsncmp-mbsncmp-l", "C semantics (sign); reads at most count units of each"),
     crt("_wcsicmp", "stricmp-wcsicmp-mbsicmp-stricmp-l-wcsicmp-l-mbsicmp-l", "compares lower-cased, as the CRT does"),
-    crt("_wcsnicmp", "strnicmp-wcsnicmp-mbsnicmp-strnicmp-l-wcsnicmp-l-mbsnicmp-l", "as _wcsicmp, at most n characters"),
+    crt("_wcsnicmp", "strnicmp-wcsnicmp-mbsnicmp-strnicmp-l-wcsnicmp-l-mbsnicmp-l", "as _wcsicmp, at most n characters (none read past them)"),
     crt("wcschr", "strchr-wcschr-mbschr-mbschr-l", "C semantics"),
     crt("wcsrchr", "strrchr-wcsrchr-mbsrchr-mbsrchr-l", "C semantics"),
     crt("wcsstr", "strstr-wcsstr-mbsstr-mbsstr-l", "C semantics"),

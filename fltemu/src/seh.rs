@@ -235,12 +235,14 @@ fn reraises() -> usize {
     RERAISES.with(|r| r.borrow().len())
 }
 
-/// Raises `status` from inside the dispatcher or unwinder, as RtlRaiseStatus there does
-/// (noncontinuable, ExceptionRecord → the record being dispatched): dispatched from `context`,
-/// the context the raising routine's frames unwind to.
+/// Raises `status` from inside the dispatcher or unwinder, as RtlRaiseStatus there does: the
+/// amd64 RtlDispatchException / RtlUnwindEx (WRK `exdsptch.c`) call
+/// RtlRaiseStatus(STATUS_NONCONTINUABLE_EXCEPTION / STATUS_INVALID_DISPOSITION /
+/// STATUS_BAD_STACK), which builds a fresh noncontinuable record whose ExceptionRecord is NULL
+/// (nothing chains it to the record being dispatched). Dispatched from `context`, the context
+/// the raising routine's frames unwind to.
 fn raise_from_dispatcher(status: i32, record: &ExceptionRecord, context: &Context) -> ! {
-    let mut raised = ExceptionRecord::new(status, EXCEPTION_NONCONTINUABLE, record.address, &[]);
-    raised.nested = &raw const *record as u64;
+    let raised = ExceptionRecord::new(status, EXCEPTION_NONCONTINUABLE, record.address, &[]);
     debug_line(format!(
         "fltemu: exception {:#010x} at {}: the dispatcher raises {:#010x}",
         record.code.cast_unsigned(),
@@ -417,7 +419,9 @@ fn check_nesting(image: &Image, phase: Phase, context: &Context, at: u64, what: 
 }
 
 /// RtlpIsFrameInBounds: an establisher frame must be 8-byte aligned and inside the thread's
-/// stack limits (when they are known).
+/// stack limits. The limits are unknown only when [`note_stack_bounds`] could not read them
+/// (pthread_getattr_np failed) or did not run on this thread; then only the alignment is
+/// checked, a documented gap (the README's list of exceptions).
 fn frame_in_bounds(frame: u64) -> bool {
     frame.is_multiple_of(8) && unwind::thread_stack().is_none_or(|(low, high)| frame >= low as u64 && frame < high as u64)
 }
@@ -767,10 +771,14 @@ extern "win64" fn c_specific_handler(
     context: *mut Context,
     dispatcher: *mut DispatcherContext,
 ) -> i32 {
+    // Copied in unaligned: a driver may call this export itself with structures anywhere (no
+    // references are formed over its memory); the one field written back is ScopeIndex.
+    let dispatcher_at = dispatcher;
     // SAFETY: called by fltemu's dispatcher (or a driver) with a live DISPATCHER_CONTEXT.
-    let dispatcher = unsafe { &mut *dispatcher };
+    let dispatcher = unsafe { dispatcher_at.read_unaligned() };
     // SAFETY: as above, the record being dispatched.
-    let record_ref = unsafe { &mut *record };
+    let mut record_copy = unsafe { record.read_unaligned() };
+    let record_ref = &mut record_copy;
     let Some(image) = Image::current() else { return EXCEPTION_CONTINUE_SEARCH_DISPOSITION };
     if dispatcher.image_base != image.base as u64 {
         corrupt_scope_table(Some(&image), record_ref, &format!("DISPATCHER_CONTEXT.ImageBase {:#x} is not the driver image's", dispatcher.image_base));
@@ -827,7 +835,11 @@ extern "win64" fn c_specific_handler(
             if let Err(reason) = scope_code(&image, table, index, "__finally block", entry.handler) {
                 corrupt_scope_table(Some(&image), record_ref, &reason);
             }
-            dispatcher.scope_index = index + 1;
+            // Written back before the __finally runs: a collided unwind reads it there.
+            // SAFETY: the live DISPATCHER_CONTEXT (as above); a field place, no reference.
+            let scope_index = unsafe { &raw mut (*dispatcher_at).scope_index };
+            // SAFETY: as above; unaligned, as the structure may be.
+            unsafe { scope_index.write_unaligned(index + 1) };
             // SAFETY: a termination funclet of this image, Win64 ABI: (abnormal, frame).
             let finally = unsafe { core::mem::transmute::<usize, TerminationRoutine>(base as usize + entry.handler as usize) };
             // SAFETY: called as the language handler calls a __finally block during unwind.
@@ -1240,13 +1252,32 @@ unsafe extern "C" {
     fn fltemu_mm_probe_and_lock_pages_thunk();
 }
 
+/// An emulated routine's access to the NULL region through a driver's pointer (`wcslen(NULL)`,
+/// RtlCopyUnicodeString into a NULL string): on Windows the kernel routine's load or store
+/// faults, and the access violation (parameters 0 read / 1 write, and the address) is
+/// dispatched from the routine's frames into the driver's. fltemu does not unwind its own
+/// frames (as for an exception that would leave a callback through an export, see
+/// [`reached_top`]), so the exception is not handled: bug check 0x1E with the exception's code
+/// and parameters. The exception address (parameter 2) is 0: the faulting instruction would be
+/// the routine's, which fltemu does not have as a driver-visible address.
+pub(crate) fn export_access_violation(address: usize, write: bool) -> ! {
+    let access = if write { "writing" } else { "reading" };
+    debug_line(format!(
+        "fltemu: access violation {access} {address:#x} inside an emulated kernel routine, through a NULL pointer from the \
+         driver: on Windows it is dispatched from the routine's frames into the driver's (a __try around the call \
+         could handle it); fltemu does not unwind its own frames, so it ends the run as not handled"
+    ));
+    let record = ExceptionRecord::new(STATUS_ACCESS_VIOLATION, 0, 0, &[u64::from(write), address as u64]);
+    not_handled(Image::current().as_ref(), &record)
+}
+
 // ---- faults in driver code -----------------------------------------------------------------
 
 /// `PAGE_FAULT_IN_NONPAGED_AREA`.
 pub const PAGE_FAULT_IN_NONPAGED_AREA: u32 = 0x50;
 /// Addresses below this are the NULL region of the user half (never mapped), so a fault there
 /// is an ordinary access violation.
-const NULL_REGION: u64 = 0x1_0000;
+pub(crate) const NULL_REGION: usize = 0x1_0000;
 
 /// How a redirected fault reached the dispatcher.
 const TRAP_PAGE_FAULT: u64 = 0;
@@ -1281,7 +1312,7 @@ extern "sysv64" fn fault_entry(record: *const ExceptionRecord, context: *const C
     }
     let address = record.information[1];
     let user = crate::state::current().is_some_and(|inner| usize::try_from(address).is_ok_and(|a| inner.user.contains(a)));
-    if kind == TRAP_PAGE_FAULT && !user && address >= NULL_REGION {
+    if kind == TRAP_PAGE_FAULT && !user && address >= NULL_REGION as u64 {
         // Parameter 2 on x64 since Windows 10 1507: 0 read, 2 write, 0x10 execute.
         let operation = match record.information[0] {
             1 => 2,
@@ -1705,8 +1736,9 @@ pub fn redirect_fault(signal: i32, si_code: i32, address: usize, ucontext: *mut 
         && (fltemu_leaf_start as *const () as u64..fltemu_leaf_end as *const () as u64).contains(&rip);
     if leaf {
         // A leaf routine pushed nothing: its caller's frame is one return address up.
-        // SAFETY: RSP of a thread inside a leaf routine points at its return address.
-        rip = unsafe { (rsp as *const u64).read() };
+        // SAFETY: RSP of a thread inside a leaf routine points at its return address (read
+        // unaligned: the driver's RSP, which a broken caller may have misaligned).
+        rip = unsafe { (rsp as *const u64).read_unaligned() };
         rsp += 8;
     }
     let error = register(libc::REG_ERR);

@@ -323,7 +323,8 @@ extern "win64" fn ex_delete_npaged_lookaside_list(list: usize) {
     }
     // The list's Free routine pointer at offset 0x38 (written by the initialise), in the
     // driver's NPAGED_LOOKASIDE_LIST at whatever alignment it chose.
-    let free = driver_mem::read((list + 0x38) as *const usize);
+    // SAFETY: a live lookaside list (checked above) is the driver's 0x80-byte structure.
+    let free = unsafe { driver_mem::read(list.wrapping_add(0x38) as *const usize) };
     while let Some(entry) = pop(list) {
         if free != 0 {
             // SAFETY: the Free routine (PFREE_FUNCTION: one pointer argument, Win64).
@@ -333,44 +334,87 @@ extern "win64" fn ex_delete_npaged_lookaside_list(list: usize) {
     }
 }
 
+/// Whether `address` (an SLIST_HEADER or SLIST_ENTRY) is 16-byte aligned, as the SLIST_ENTRY
+/// and SLIST_HEADER pages require on 64-bit Windows ("SLIST_ENTRY structures must be 16-byte
+/// aligned"; the header is updated with a 16-byte compare-exchange). A misaligned one is
+/// reported as an invalid parameter; the caller then leaves the list alone.
+fn slist_aligned(function: &'static str, what: &'static str, address: usize) -> bool {
+    if address.is_multiple_of(16) {
+        return true;
+    }
+    if let Some(inner) = crate::state::current() {
+        let reason = if what == "header" { "SLIST_HEADER not 16-byte aligned" } else { "SLIST_ENTRY not 16-byte aligned" };
+        inner.violation(crate::verifier::Violation::InvalidParameter { function, reason });
+    }
+    false
+}
+
 /// Pops the first entry of the SLIST at `header`: Depth in the low 16 bits of the first
 /// quadword, the first entry's address in the second.
 fn pop(header: usize) -> Option<usize> {
     let _serial = SLIST.lock().unwrap_or_else(PoisonError::into_inner);
     // The header and entries are driver memory (SLIST_HEADER, then each entry's Next pointer
-    // first), read and written unaligned so a misplaced one cannot abort a debug fltemu.
-    let first = driver_mem::read((header + 8) as *const usize);
+    // first); read unaligned so a corrupted list cannot abort a debug fltemu. Addresses are
+    // the driver's: wrapping arithmetic, so a wild one faults as the driver's access would.
+    // SAFETY: the driver's SLIST_HEADER (16 bytes; the DDI's contract).
+    let first = unsafe { driver_mem::read(header.wrapping_add(8) as *const usize) };
     if first == 0 {
         return None;
     }
-    let next = driver_mem::read(first as *const usize);
-    driver_mem::write((header + 8) as *mut usize, next);
-    let depth = driver_mem::read(header as *const u16);
-    driver_mem::write(header as *mut u16, depth.saturating_sub(1));
+    // SAFETY: the list's first entry, whose Next pointer comes first (SLIST_ENTRY).
+    let next = unsafe { driver_mem::read(first as *const usize) };
+    // SAFETY: the driver's SLIST_HEADER, as above.
+    unsafe { driver_mem::write(header.wrapping_add(8) as *mut usize, next) };
+    // SAFETY: as above.
+    let depth = unsafe { driver_mem::read(header as *const u16) };
+    // SAFETY: as above.
+    unsafe { driver_mem::write(header as *mut u16, depth.saturating_sub(1)) };
     Some(first)
 }
 
+/// `ExpInterlockedPopEntrySList` (InterlockedPopEntrySList, wdm.h): NULL for an empty list or a
+/// misaligned header.
 extern "win64" fn exp_interlocked_pop_entry_slist(header: usize) -> usize {
     objects::count("ExpInterlockedPopEntrySList", 15);
+    if !slist_aligned("ExpInterlockedPopEntrySList", "header", header) {
+        return 0;
+    }
     pop(header).unwrap_or(0)
 }
 
+/// `ExpInterlockedPushEntrySList` (InterlockedPushEntrySList, wdm.h): the previous first
+/// entry; a misaligned header or entry is not pushed (NULL returned).
 extern "win64" fn exp_interlocked_push_entry_slist(header: usize, entry: usize) -> usize {
     objects::count("ExpInterlockedPushEntrySList", 15);
+    if !slist_aligned("ExpInterlockedPushEntrySList", "header", header) || !slist_aligned("ExpInterlockedPushEntrySList", "entry", entry) {
+        return 0;
+    }
     let _serial = SLIST.lock().unwrap_or_else(PoisonError::into_inner);
-    let first = driver_mem::read((header + 8) as *const usize);
-    driver_mem::write(entry as *mut usize, first);
-    driver_mem::write((header + 8) as *mut usize, entry);
-    let depth = driver_mem::read(header as *const u16);
-    driver_mem::write(header as *mut u16, depth.wrapping_add(1));
+    // SAFETY: the driver's SLIST_HEADER (16 bytes; the DDI's contract).
+    let first = unsafe { driver_mem::read(header.wrapping_add(8) as *const usize) };
+    // SAFETY: the driver's SLIST_ENTRY, its Next pointer first.
+    unsafe { driver_mem::write(entry as *mut usize, first) };
+    // SAFETY: the driver's SLIST_HEADER, as above.
+    unsafe { driver_mem::write(header.wrapping_add(8) as *mut usize, entry) };
+    // SAFETY: as above.
+    let depth = unsafe { driver_mem::read(header as *const u16) };
+    // SAFETY: as above.
+    unsafe { driver_mem::write(header as *mut u16, depth.wrapping_add(1)) };
     first
 }
 
+/// `ExpInterlockedFlushSList` (InterlockedFlushSList, wdm.h): the former first entry; a
+/// misaligned header is left alone (NULL returned).
 extern "win64" fn exp_interlocked_flush_slist(header: usize) -> usize {
     objects::count("ExpInterlockedFlushSList", 15);
+    if !slist_aligned("ExpInterlockedFlushSList", "header", header) {
+        return 0;
+    }
     let _serial = SLIST.lock().unwrap_or_else(PoisonError::into_inner);
-    let first = driver_mem::read((header + 8) as *const usize);
-    driver_mem::write(header as *mut [u64; 2], [0, 0]);
+    // SAFETY: the driver's SLIST_HEADER (16 bytes; the DDI's contract).
+    let first = unsafe { driver_mem::read(header.wrapping_add(8) as *const usize) };
+    // SAFETY: as above.
+    unsafe { driver_mem::write(header as *mut [u64; 2], [0, 0]) };
     first
 }
 
@@ -436,7 +480,7 @@ pub const DOCS: &[Emulated] = &[
     wdm("KeReleaseGuardedMutex", "not the owner → ObjectMisuse"),
     wdm("ExInitializeNPagedLookasideList", "≤ DISPATCH; 16-byte aligned; Depth 0 so every block stays pool-accounted; default Allocate/Free = ExAllocatePoolWithTag/ExFreePool; not deleted by unload → ObjectLeaked(LookasideList)"),
     wdm("ExDeleteNPagedLookasideList", "≤ DISPATCH; frees cached entries through Free; not live → ObjectMisuse"),
-    Emulated { dll: "ntoskrnl.exe", function: "ExpInterlockedPopEntrySList", notes: "what InterlockedPopEntrySList (and ExAllocateFromNPagedLookasideList) compile to on x64; serialized", source: Source::DdiAs("wdm", "InterlockedPopEntrySList") },
-    Emulated { dll: "ntoskrnl.exe", function: "ExpInterlockedPushEntrySList", notes: "what InterlockedPushEntrySList compiles to on x64; serialized", source: Source::DdiAs("wdm", "InterlockedPushEntrySList") },
-    Emulated { dll: "ntoskrnl.exe", function: "ExpInterlockedFlushSList", notes: "what InterlockedFlushSList compiles to on x64", source: Source::DdiAs("wdm", "InterlockedFlushSList") },
+    Emulated { dll: "ntoskrnl.exe", function: "ExpInterlockedPopEntrySList", notes: "what InterlockedPopEntrySList (and ExAllocateFromNPagedLookasideList) compile to on x64; serialized; an SLIST_HEADER not 16-byte aligned (the SLIST_ENTRY page: required on 64-bit Windows) → InvalidParameter, NULL, list untouched", source: Source::DdiAs("wdm", "InterlockedPopEntrySList") },
+    Emulated { dll: "ntoskrnl.exe", function: "ExpInterlockedPushEntrySList", notes: "what InterlockedPushEntrySList compiles to on x64; serialized; an SLIST_HEADER or SLIST_ENTRY not 16-byte aligned → InvalidParameter, nothing pushed, NULL", source: Source::DdiAs("wdm", "InterlockedPushEntrySList") },
+    Emulated { dll: "ntoskrnl.exe", function: "ExpInterlockedFlushSList", notes: "what InterlockedFlushSList compiles to on x64; an SLIST_HEADER not 16-byte aligned → InvalidParameter, NULL, list untouched", source: Source::DdiAs("wdm", "InterlockedFlushSList") },
 ];

@@ -17,11 +17,13 @@ fn counted(string: *const UNICODE_STRING) -> Option<String> {
     if string.is_null() {
         return None;
     }
-    let value = crate::driver_mem::read(string);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    let value = unsafe { crate::driver_mem::read(string) };
     if value.Buffer.is_null() {
         return None;
     }
-    Some(String::from_utf16_lossy(&crate::driver_mem::wide_units(value.Buffer, value.Length)))
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    Some(String::from_utf16_lossy(&unsafe { crate::driver_mem::counted_units(value.Buffer, value.Length) }))
 }
 
 /// `MmGetSystemRoutineAddress` (wdm.h; PASSIVE): the address of an ntoskrnl.exe or hal.dll
@@ -37,8 +39,8 @@ extern "win64" fn flt_get_routine_address(name: *const u8) -> usize {
     if name.is_null() {
         return 0;
     }
-    // SAFETY: a NUL-terminated routine name (the DDI's contract).
-    let name = unsafe { core::ffi::CStr::from_ptr(name.cast()) }.to_string_lossy().into_owned();
+    // SAFETY: a NUL-terminated routine name (the DDI's contract), copied out.
+    let name = String::from_utf8_lossy(&unsafe { crate::driver_mem::c_string(name, 1 << 16) }).into_owned();
     crate::resolve_import("fltmgr.sys", &name).unwrap_or(0)
 }
 

@@ -97,7 +97,8 @@ fn unicode(string: *const windows_sys::Win32::Foundation::UNICODE_STRING) -> Opt
     }
     // SAFETY: the caller's UNICODE_STRING.
     let value = unsafe { string.read_unaligned() };
-    Some(String::from_utf16_lossy(&crate::driver_mem::wide_units(value.Buffer, value.Length)))
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    Some(String::from_utf16_lossy(&unsafe { crate::driver_mem::counted_units(value.Buffer, value.Length) }))
 }
 
 /// `FltGetVolumeFromName` (fltkernel.h; PASSIVE): by device name (`\Device\HarddiskVolume1`),
@@ -217,8 +218,9 @@ extern "win64" fn flt_get_volume_properties(volume: isize, properties: usize, le
             fixed[offset..offset + 2].copy_from_slice(&bytes.to_le_bytes());
             fixed[offset + 2..offset + 4].copy_from_slice(&bytes.to_le_bytes());
             fixed[offset + 8..offset + 16].copy_from_slice(&(at as u64).to_le_bytes());
-            // SAFETY: the caller's buffer holds `length` ≥ `needed` bytes.
-            unsafe { core::ptr::copy_nonoverlapping(name.as_ptr(), at as *mut u16, name.len()) };
+            // SAFETY: the caller's buffer holds `length` ≥ `needed` bytes; copied bytewise, as the
+            // buffer (and so each name) may sit at any address.
+            unsafe { crate::driver_mem::write_units(at as *mut u16, name) };
             at += name.len() * 2;
         }
     }

@@ -535,30 +535,37 @@ extern "win64" fn ke_release_mutex(mutex: usize, _wait: u8) -> i32 {
 /// The LIST_ENTRY links (Flink at 0, Blink at 8), in driver memory at whatever alignment the
 /// driver chose (x64 loads need none), so read and written unaligned.
 fn link(entry: usize, blink: bool) -> usize {
-    crate::driver_mem::read((entry + 8 * usize::from(blink)) as *const usize)
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { crate::driver_mem::read(entry.wrapping_add(8 * usize::from(blink)) as *const usize) }
 }
 
 fn set_link(entry: usize, blink: bool, value: usize) {
-    crate::driver_mem::write((entry + 8 * usize::from(blink)) as *mut usize, value);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { crate::driver_mem::write(entry.wrapping_add(8 * usize::from(blink)) as *mut usize, value) };
 }
 
-/// Runs `f` under the KSPIN_LOCK word at `lock` (the same word KeAcquireSpinLock takes).
-fn with_spin_lock<R>(lock: usize, f: impl FnOnce() -> R) -> R {
-    // SAFETY: a KSPIN_LOCK: a pointer-sized aligned word in non-paged driver memory.
+/// Runs `f` under the KSPIN_LOCK word at `lock` (the same word KeAcquireSpinLock takes); a
+/// misaligned lock is reported and `f` does not run (None: the call does nothing).
+fn with_spin_lock<R>(function: &'static str, lock: usize, f: impl FnOnce() -> R) -> Option<R> {
+    if !crate::driver_mem::lock_word(function, lock) {
+        return None;
+    }
+    // SAFETY: a KSPIN_LOCK: a pointer-sized word in non-paged driver memory, 8-byte aligned
+    // (checked).
     let word = unsafe { std::sync::atomic::AtomicUsize::from_ptr(lock as *mut usize) };
     while word.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
         std::thread::yield_now();
     }
     let result = f();
     word.store(0, Ordering::Release);
-    result
+    Some(result)
 }
 
 /// `ExInterlockedInsertTailList` / `ExInterlockedInsertHeadList` (wdm.h; any IRQL): inserts
 /// under the spin lock; returns the former tail (head), NULL if the list was empty.
 extern "win64" fn ex_interlocked_insert_tail_list(head: usize, entry: usize, lock: usize) -> usize {
     objects::count("ExInterlockedInsertTailList", ANY);
-    with_spin_lock(lock, || {
+    with_spin_lock("ExInterlockedInsertTailList", lock, || {
         let tail = link(head, true);
         set_link(entry, false, head);
         set_link(entry, true, tail);
@@ -566,11 +573,12 @@ extern "win64" fn ex_interlocked_insert_tail_list(head: usize, entry: usize, loc
         set_link(head, true, entry);
         if tail == head { 0 } else { tail }
     })
+    .unwrap_or(0)
 }
 
 extern "win64" fn ex_interlocked_insert_head_list(head: usize, entry: usize, lock: usize) -> usize {
     objects::count("ExInterlockedInsertHeadList", ANY);
-    with_spin_lock(lock, || {
+    with_spin_lock("ExInterlockedInsertHeadList", lock, || {
         let first = link(head, false);
         set_link(entry, false, first);
         set_link(entry, true, head);
@@ -578,12 +586,13 @@ extern "win64" fn ex_interlocked_insert_head_list(head: usize, entry: usize, loc
         set_link(head, false, entry);
         if first == head { 0 } else { first }
     })
+    .unwrap_or(0)
 }
 
 /// `ExInterlockedRemoveHeadList` (wdm.h; any IRQL): the first entry removed, or NULL.
 extern "win64" fn ex_interlocked_remove_head_list(head: usize, lock: usize) -> usize {
     objects::count("ExInterlockedRemoveHeadList", ANY);
-    with_spin_lock(lock, || {
+    with_spin_lock("ExInterlockedRemoveHeadList", lock, || {
         let first = link(head, false);
         if first == head {
             return 0;
@@ -593,6 +602,7 @@ extern "win64" fn ex_interlocked_remove_head_list(head: usize, lock: usize) -> u
         set_link(next, true, head);
         first
     })
+    .unwrap_or(0)
 }
 
 // ---- attaching to a process ----
@@ -725,7 +735,8 @@ static LINKS: Table<String, String> = Table::new();
 /// The driver's UNICODE_STRING as text (copied bytewise: it and its Buffer may sit at odd
 /// addresses).
 fn string_of(string: *const UNICODE_STRING) -> String {
-    String::from_utf16_lossy(&crate::driver_mem::unicode_string(string))
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    String::from_utf16_lossy(&unsafe { crate::driver_mem::unicode_string(string) })
 }
 
 /// `IoCreateDevice` (wdm.h; PASSIVE): a zeroed DEVICE_OBJECT (Type 3, Size, DriverObject,
@@ -914,7 +925,8 @@ extern "win64" fn zw_query_symbolic_link_object(handle: usize, target: *mut UNIC
         return status::BUFFER_TOO_SMALL;
     }
     // Buffer holds MaximumLength ≥ bytes bytes (at any alignment).
-    crate::driver_mem::write_units(value.Buffer, &units);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { crate::driver_mem::write_units(value.Buffer, &units) };
     // SAFETY: the caller's UNICODE_STRING.
     unsafe { target.write_unaligned(UNICODE_STRING { Length: bytes as u16, ..value }) };
     status::SUCCESS
@@ -991,7 +1003,8 @@ extern "win64" fn flt_get_volume_guid_name(volume: usize, name: *mut UNICODE_STR
         return status::BUFFER_TOO_SMALL;
     }
     // Buffer holds MaximumLength ≥ bytes bytes (at any alignment).
-    crate::driver_mem::write_units(value.Buffer, &units);
+    // SAFETY: a pointer the driver passed (the DDI's contract); driver_mem checks the NULL region.
+    unsafe { crate::driver_mem::write_units(value.Buffer, &units) };
     // SAFETY: the caller's UNICODE_STRING.
     unsafe { name.write_unaligned(UNICODE_STRING { Length: bytes as u16, ..value }) };
     status::SUCCESS
@@ -1047,8 +1060,8 @@ extern "win64" fn rtl_init_ansi_string(string: *mut u8, source: *const u8) {
     let length = if source.is_null() {
         0
     } else {
-        // SAFETY: a NUL-terminated string (the DDI's contract).
-        unsafe { core::ffi::CStr::from_ptr(source.cast()) }.to_bytes().len().min(0xFFFE)
+        // SAFETY: a NUL-terminated string (the DDI's contract); no more than 0xFFFF bytes read.
+        unsafe { crate::driver_mem::c_string(source, 0xFFFF) }.len().min(0xFFFE)
     };
     let header = [length as u16, if source.is_null() { 0 } else { length as u16 + 1 }];
     // SAFETY: the caller's ANSI_STRING: Length, MaximumLength, then Buffer at 8.
@@ -1229,9 +1242,19 @@ extern "win64" fn rtl_interlocked_clear_bits(bitmap: *const usize, start: u32, c
         objects::flag(crate::Violation::InvalidParameter { function: "RtlInterlockedClearBits", reason: "bits past SizeOfBitMap" });
         return;
     }
+    if !buffer.is_multiple_of(4) {
+        // RtlInitializeBitMap: "The base address of this buffer must be ULONG-aligned"; the
+        // interlocked update is a ULONG atomic, which needs that alignment.
+        objects::flag(crate::Violation::InvalidParameter { function: "RtlInterlockedClearBits", reason: "bitmap Buffer not ULONG-aligned" });
+        return;
+    }
     for bit in start..start + count {
-        let word = buffer + (bit / 32) as usize * 4;
-        // SAFETY: a ULONG of the bitmap's buffer, inside SizeOfBitMap bits.
+        let word = buffer.wrapping_add((bit / 32) as usize * 4);
+        if word < crate::seh::NULL_REGION {
+            crate::seh::export_access_violation(word, true);
+        }
+        // SAFETY: a ULONG of the bitmap's buffer, inside SizeOfBitMap bits, ULONG-aligned
+        // (checked).
         let atomic = unsafe { std::sync::atomic::AtomicU32::from_ptr(word as *mut u32) };
         atomic.fetch_and(!(1u32 << (bit % 32)), Ordering::AcqRel);
     }
@@ -1414,7 +1437,7 @@ pub const DOCS: &[Emulated] = &[
     nt("MmIsAddressValid", "ntddk", "≤ DISPATCH; whether a one-byte read faults (process_vm_readv)"),
     nt("KeInitializeMutex", "wdm", "PASSIVE; a signaled KMUTEX; KeWaitForSingleObject acquires it (recursively for its owner) and enters a critical region, TIMEOUT at the deadline"),
     nt("KeReleaseMutex", "wdm", "≤ DISPATCH; one level of ownership, leaves the critical region; not the owner → ObjectMisuse (STATUS_MUTANT_NOT_OWNED on Windows)"),
-    nt("ExInterlockedInsertTailList", "wdm", "any IRQL; under the KSPIN_LOCK word (the one KeAcquireSpinLock takes); returns the former tail or NULL"),
+    nt("ExInterlockedInsertTailList", "wdm", "any IRQL; under the KSPIN_LOCK word (the one KeAcquireSpinLock takes); returns the former tail or NULL; a lock not 8-byte aligned → InvalidParameter, nothing done, NULL (also for the head insert and remove)"),
     nt("ExInterlockedInsertHeadList", "wdm", "any IRQL; as ExInterlockedInsertTailList at the head"),
     nt("ExInterlockedRemoveHeadList", "wdm", "any IRQL; the first entry removed, NULL when empty"),
     nt("KeStackAttachProcess", "ntifs", "≤ DISPATCH; the thread runs in the process's context (PsGetCurrentProcessId …) until the matching detach; not a process → ObjectMisuse"),
@@ -1430,7 +1453,7 @@ pub const DOCS: &[Emulated] = &[
     Emulated { dll: "ntoskrnl.exe", function: "RtlxUnicodeStringToAnsiSize", notes: "PASSIVE; Length / 2 + 1", source: Source::DdiAs("wdm", "RtlUnicodeStringToAnsiSize") },
     nt_as("RtlAssert", "wdm", "ASSERT", "≤ APC; what ASSERT/ASSERTMSG call in Debug (DBG) builds when the expression is false: InvalidParameter, the run continues"),
     nt("IoGetStackLimits", "wdm", "any IRQL; the 24 KiB (KERNEL_STACK_SIZE) stack StackTooDeep measures, ending where this thread's outermost driver call began"),
-    nt("RtlInterlockedClearBits", "wdm", "any IRQL; atomic per ULONG; a run past SizeOfBitMap → InvalidParameter, nothing cleared"),
+    nt("RtlInterlockedClearBits", "wdm", "any IRQL; atomic per ULONG; a run past SizeOfBitMap, or a Buffer not ULONG-aligned (RtlInitializeBitMap's page requires it) → InvalidParameter, nothing cleared"),
     Emulated { dll: "fltmgr.sys", function: "FltCreateSystemVolumeInformationFolder", notes: "PASSIVE; STATUS_SUCCESS for a live instance (no directories exist to create); else InvalidParameter + INVALID_PARAMETER", source: Source::Ddi("fltkernel") },
     Emulated { dll: "fltmgr.sys", function: "FltGetEcpListFromCallbackData", notes: "≤ APC; STATUS_SUCCESS with a NULL list: fltemu's creates carry no extra create parameters", source: Source::Ddi("fltkernel") },
     Emulated { dll: "fltmgr.sys", function: "FltFindExtraCreateParameter", notes: "≤ APC; no list fltemu hands out exists, so any call is InvalidParameter; STATUS_NOT_FOUND", source: Source::Ddi("fltkernel") },

@@ -66,8 +66,8 @@ fn divide_errors_ud2_int3_and_nested_exceptions_reach_the_drivers_except_blocks(
              (the caller's __except saw 0)",
             "exceptions: context cleanup caught 0xc0000094",
             "exceptions: work item caught 0xc0000094",
-            "exceptions: continuing a noncontinuable exception raised 0xc0000025, caught by the outer __except (its record points \
-             at 0xe0000001)",
+            "exceptions: continuing a noncontinuable exception raised 0xc0000025, caught by the outer __except (it chains to \
+             0: none)",
             "exceptions: RtlUnwindEx to a frame below the stack raised 0xc0000028, caught by its caller's __except",
             "exceptions: 12 raises of the dispatcher caught inside a filter, then the outer __except ran",
             "exceptions: div cx behind an ignored REX caught as 0xc0000094",

@@ -23,8 +23,8 @@
  * - a divide by zero caught inside a generic work item and inside a context cleanup callback
  *   (run by FltReleaseContext in the unload callback);
  * - a filter that returns EXCEPTION_CONTINUE_EXECUTION for a noncontinuable exception
- *   (ExRaiseStatus): the dispatcher raises STATUS_NONCONTINUABLE_EXCEPTION, whose record points
- *   at the first, and an outer __except catches it; RtlUnwindEx to a frame below the stack
+ *   (ExRaiseStatus): the dispatcher raises STATUS_NONCONTINUABLE_EXCEPTION, a fresh record
+ *   (RtlRaiseStatus: its ExceptionRecord is NULL), and an outer __except catches it; RtlUnwindEx to a frame below the stack
  *   raises STATUS_BAD_STACK, which the caller's own __except catches; a filter that catches 12
  *   such raises of the dispatcher itself and then accepts the exception;
  * - divide errors behind prefixes (48 66 F7 F1 = div cx, 2E 48 F7 F1 = div rcx) caught;
@@ -194,7 +194,8 @@ static LONG looping_filter(void)
  * follows is ignored), `2E 48 F7 F1` is `div rcx`; both divide by zero (ECX = 0). */
 __declspec(noinline) static void divide_rex_then_operand_size(void)
 {
-    __asm__ volatile("xor %%ecx, %%ecx\n\t.byte 0x48, 0x66, 0xF7, 0xF1" : : : "rax", "rcx", "rdx");
+    /* CX = 0 but RCX != 0: read as div rcx it would be an overflow (0xC0000095), not a divide by zero. */
+    __asm__ volatile("mov $0x10000, %%ecx\n\t.byte 0x48, 0x66, 0xF7, 0xF1" : : : "rax", "rcx", "rdx");
 }
 
 __declspec(noinline) static void divide_segment_then_rex(void)
@@ -647,8 +648,8 @@ __declspec(noinline) static void caught_cases(void)
     } __except (nested_record_filter(GetExceptionInformation())) {
         code = GetExceptionCode();
     }
-    PRINT("exceptions: continuing a noncontinuable exception raised %#lx, caught by the outer __except (its record points at "
-          "%#lx)\n",
+    PRINT("exceptions: continuing a noncontinuable exception raised %#lx, caught by the outer __except (it chains to "
+          "%#lx: none)\n",
           code, g_first_code);
 
     code = STATUS_SUCCESS;

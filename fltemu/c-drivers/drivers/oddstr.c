@@ -5,17 +5,42 @@
  * every string below with the structure and its Buffer both at odd addresses, calls the string
  * routines on them and prints each result, then registers and starts filtering like
  * passthrough.c. Nothing here is a bug: a run is clean, and the printed results are what the
- * routines' DDI pages say (learn.microsoft.com, wdm.h / ntifs.h).
+ * routines' DDI pages say (learn.microsoft.com, wdm.h / ntifs.h); where a page promises only a
+ * sign (RtlCompareUnicodeString, the C comparisons) the driver prints the sign.
+ *
+ * Bug variants: BUG_WCSLEN_NULL calls wcslen(NULL) and BUG_COPY_NULL RtlCopyUnicodeString into a
+ * NULL destination (on Windows an access violation inside the routine, unhandled: bug check
+ * 0x1E); BUG_SLIST_MISALIGNED pushes onto an SLIST_HEADER that is not 16-byte aligned (the
+ * SLIST_ENTRY page requires 16-byte alignment on 64-bit Windows); BUG_LOCK_MISALIGNED uses a
+ * KSPIN_LOCK and an EX_PUSH_LOCK 4 bytes past 8-byte alignment and clears bits of an RTL_BITMAP
+ * whose Buffer is not ULONG-aligned (RtlInitializeBitMap's page requires it).
  */
-#include "fltemu_km.h"
+#include "fltemu_km_ctx.h"
 
 void *memcpy(void *destination, const void *source, SIZE_T count);
 #pragma intrinsic(memcpy)
+int memcmp(const void *a, const void *b, SIZE_T count);
+__declspec(dllimport) int wcsncmp(const WCHAR *a, const WCHAR *b, SIZE_T count);
+__declspec(dllimport) int _wcsnicmp(const WCHAR *a, const WCHAR *b, SIZE_T count);
+__declspec(dllimport) SIZE_T wcsnlen(const WCHAR *text, SIZE_T maximum);
+__declspec(dllimport) int wcscat_s(WCHAR *destination, SIZE_T size, const WCHAR *source);
+__declspec(dllimport) PVOID ExpInterlockedPushEntrySList(PVOID header, PVOID entry);
+__declspec(dllimport) PVOID ExpInterlockedPopEntrySList(PVOID header);
+__declspec(dllimport) VOID FltInitializePushLock(PVOID lock);
+__declspec(dllimport) VOID FltAcquirePushLockExclusive(PVOID lock);
+__declspec(dllimport) VOID FltReleasePushLock(PVOID lock);
+__declspec(dllimport) VOID FltDeletePushLock(PVOID lock);
+typedef struct { ULONG SizeOfBitMap; PULONG Buffer; } ODD_BITMAP;
+__declspec(dllimport) VOID RtlInterlockedClearBits(ODD_BITMAP *bitmap, ULONG start, ULONG count);
 
 static PFLT_FILTER g_filter;
 
 /* Room for the strings; `odd_room` hands out pieces that start at an odd address. */
-static UCHAR g_arena[2048];
+static __declspec(align(16)) UCHAR g_arena[2048];
+/* Read through a volatile so the compiler cannot see the NULL. */
+static volatile ULONG_PTR g_null;
+/* FltGetVolumeProperties's output, placed one byte past 16-byte alignment. */
+static __declspec(align(16)) UCHAR g_properties[512];
 static SIZE_T g_used;
 
 static UCHAR *odd_room(SIZE_T bytes)
@@ -73,6 +98,7 @@ static VOID exercise_strings(VOID)
     BOOLEAN equal = RtlEqualUnicodeString(source, lower, TRUE);
     BOOLEAN prefix = RtlPrefixUnicodeString(odd_string(L"\\DIR", 8), lower, TRUE);
     BOOLEAN suffix = RtlSuffixUnicodeString(odd_string(L".txt", 8), source, TRUE);
+    sensitive = sensitive < 0 ? -1 : sensitive > 0 ? 1 : 0;
     DbgPrint("oddstr: compare insensitive %ld, sensitive %ld, equal %u, prefix %u, suffix %u\n", order, sensitive, equal, prefix, suffix);
 
     NTSTATUS appended = RtlAppendUnicodeStringToString(copy, odd_string(L":ads", 8));
@@ -108,6 +134,59 @@ static VOID exercise_strings(VOID)
     PWSTR target = odd_text(L"", 32);
     int copied = wcscpy_s(target, 16, odd_text(L"crt", 0));
     DbgPrint("oddstr: crt %d %lu %d = %ws\n", copied, (ULONG)wcslen(target), _wcsicmp(target, odd_text(L"CRT", 0)), target);
+
+    /* The n comparisons stop at `count`: "abcX" and "abcY" agree in their first 3 units. */
+    int bounded = wcsncmp(odd_text(L"abcX", 0), odd_text(L"abcY", 0), 3);
+    int bounded_insensitive = _wcsnicmp(odd_text(L"ABCx", 0), odd_text(L"abcY", 0), 3);
+    int differs = wcsncmp(odd_text(L"abcX", 0), odd_text(L"abcY", 0), 4);
+    DbgPrint("oddstr: bounded %d %d %d\n", bounded, bounded_insensitive, differs < 0 ? -1 : differs > 0 ? 1 : 0);
+    int appended_crt = wcscat_s(target, 16, odd_text(L"+x", 0));
+    DbgPrint("oddstr: wcscat_s %d = %ws, wcsnlen %lu %lu\n", appended_crt, target, (ULONG)wcsnlen(target, 16), (ULONG)wcsnlen(target, 2));
+    DbgPrint("oddstr: memcmp of nothing %d\n", memcmp((const void *)g_null, (const void *)g_null, (SIZE_T)g_null));
+
+#if defined(BUG_WCSLEN_NULL)
+    DbgPrint("oddstr: wcslen(NULL) %lu\n", (ULONG)wcslen((const WCHAR *)g_null));
+#elif defined(BUG_COPY_NULL)
+    RtlCopyUnicodeString((PUNICODE_STRING)g_null, source);
+#elif defined(BUG_SLIST_MISALIGNED)
+    /* An SLIST_HEADER is 16 bytes; this one starts 8 bytes past a 16-byte boundary. */
+    PVOID header = g_arena + sizeof(g_arena) - 48 + 8;
+    PVOID entry = g_arena + sizeof(g_arena) - 16;
+    memcpy(header, &(ULONGLONG[2]){ 0, 0 }, 16);
+    PVOID previous = ExpInterlockedPushEntrySList(header, entry);
+    DbgPrint("oddstr: misaligned push %p, pop %p\n", previous, ExpInterlockedPopEntrySList(header));
+#elif defined(BUG_LOCK_MISALIGNED)
+    /* The arena is 16-byte aligned: offsets 1988 and 1972 are 4 past an 8-byte boundary, 1954 is
+     * 2 past a ULONG boundary. */
+    PKSPIN_LOCK spin = (PKSPIN_LOCK)(g_arena + 1988);
+    KIRQL old = KeAcquireSpinLockRaiseToDpc(spin);
+    KeReleaseSpinLock(spin, old);
+    PVOID push = g_arena + 1972;
+    FltInitializePushLock(push);
+    FltAcquirePushLockExclusive(push);
+    FltReleasePushLock(push);
+    FltDeletePushLock(push);
+    ODD_BITMAP bitmap = { 64, (PULONG)(g_arena + 1954) };
+    RtlInterlockedClearBits(&bitmap, 0, 8);
+    DbgPrint("oddstr: misaligned locks left alone, IRQL %u\n", KeGetCurrentIrql());
+#endif
+}
+
+/* FltGetVolumeProperties into a buffer at an odd address: the names it copies after the fixed
+ * part land at odd addresses too. */
+static NTSTATUS instance_setup(PCFLT_RELATED_OBJECTS objects, FLT_INSTANCE_SETUP_FLAGS flags, DEVICE_TYPE device, FLT_FILESYSTEM_TYPE type)
+{
+    UNREFERENCED_PARAMETER(flags);
+    UNREFERENCED_PARAMETER(device);
+    UNREFERENCED_PARAMETER(type);
+    PFLT_VOLUME volume = NULL;
+    if (NT_SUCCESS(FltGetVolumeFromInstance(objects->Instance, &volume))) {
+        ULONG needed = 0;
+        NTSTATUS got = FltGetVolumeProperties(volume, g_properties + 1, sizeof(g_properties) - 16, &needed);
+        DbgPrint("oddstr: volume properties 0x%08lx\n", got);
+        FltObjectDereference(volume);
+    }
+    return STATUS_SUCCESS;
 }
 
 static NTSTATUS filter_unload(FLT_FILTER_UNLOAD_FLAGS flags)
@@ -126,6 +205,7 @@ static const FLT_REGISTRATION registration = {
     .Version = FLT_REGISTRATION_VERSION,
     .OperationRegistration = operations,
     .FilterUnloadCallback = filter_unload,
+    .InstanceSetupCallback = instance_setup,
 };
 
 NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path);
