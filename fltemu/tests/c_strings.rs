@@ -7,15 +7,7 @@
 
 mod c_build;
 
-use c_build::{CDriver, Profile};
-use std::process::Command;
-
-fn bare_run(driver: &CDriver) -> (i32, String) {
-    let image = driver.build();
-    let output = Command::new(env!("CARGO_BIN_EXE_fltemu")).arg("run").arg(&image).output().expect("fltemu runs");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    (output.status.code().unwrap_or(-1), text)
-}
+use c_build::{CDriver, Profile, bare_run};
 
 #[test]
 fn string_routines_read_and_write_odd_addresses_without_aborting() {
