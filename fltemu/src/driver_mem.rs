@@ -156,14 +156,6 @@ pub(crate) unsafe fn counted_units(buffer: *const u16, length: u16) -> Vec<u16> 
     unsafe { units(buffer, usize::from(length / 2)) }
 }
 
-/// [`counted_units`] for the one caller in fltfile.rs, which is being changed on another
-/// branch: safe-signatured only until that caller moves to [`counted_units`] (its buffer is a
-/// driver's UNICODE_STRING Buffer, trusted as every other).
-pub(crate) fn wide_units(buffer: *const u16, length: u16) -> Vec<u16> {
-    // SAFETY: a driver's counted string (the DDI's contract); the NULL region is checked.
-    unsafe { counted_units(buffer, length) }
-}
-
 /// The characters of the UNICODE_STRING at `string` (empty for a NULL `string`, which the
 /// routines that call this accept; a NULL Buffer with a non-zero Length faults).
 ///

@@ -250,7 +250,9 @@ fn resolve_name(inner: &Inner, attributes: usize) -> Result<(usize, String), i32
     if name.Buffer.is_null() {
         return Err(OBJECT_NAME_INVALID);
     }
-    let text = String::from_utf16_lossy(&crate::driver_mem::wide_units(name.Buffer, name.Length));
+    // SAFETY: the caller's UNICODE_STRING: Buffer holds Length bytes (the DDI's contract).
+    let units = unsafe { crate::driver_mem::counted_units(name.Buffer, name.Length) };
+    let text = String::from_utf16_lossy(&units);
     let lower = text.to_lowercase();
     let volumes = inner.volumes();
     for (index, volume) in volumes.iter().enumerate() {
