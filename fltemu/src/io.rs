@@ -172,7 +172,7 @@ fn opened_stream_key(path: &str, options: &OpenOptions) -> String {
 }
 
 /// `FILE_DIRECTORY_FILE` (wdm.h CreateOptions).
-const FILE_DIRECTORY_FILE: u32 = 0x1;
+pub(crate) const FILE_DIRECTORY_FILE: u32 = 0x1;
 
 /// Whether a successful create of `options` leaves its stream existing: a creating disposition
 /// (FILE_SUPERSEDE, FILE_CREATE, FILE_OPEN_IF, FILE_OVERWRITE_IF) of a file's stream (not a
