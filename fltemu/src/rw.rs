@@ -220,7 +220,7 @@ fn retire(mapping: &UserMapping, space: &UserSpace) {
     mapping.region.lock().unwrap_or_else(PoisonError::into_inner).access = Access::Unmapped;
     reserve_over(mapping.base, mapping.data_length);
     reserve_over(mapping.alias, mapping.data_length);
-    space.retired_views.lock().unwrap_or_else(PoisonError::into_inner).push((mapping.alias, mapping.data_length));
+    space.retire_view(mapping.alias, mapping.data_length);
 }
 
 impl Drop for OpBuffer<'_> {

@@ -64,9 +64,11 @@ pub struct UserSpace {
     /// while the user space lives (a retired range stays reserved), so the regions never overlap
     /// and the one holding an address is the last one starting at or below it.
     pub(crate) regions: Mutex<BTreeMap<usize, Arc<Mutex<Region>>>>,
-    /// The kernel views (base, length) of retired operation buffers, kept reserved as PROT_NONE
-    /// so a driver holding a system address faults; unmapped when the user space goes.
-    pub(crate) retired_views: Mutex<Vec<(usize, usize)>>,
+    /// The kernel views of retired operation buffers, start → end, kept reserved as PROT_NONE
+    /// so a driver holding a system address faults (classified with [`Self::in_retired_view`]);
+    /// unmapped when the user space goes. Touching ranges are merged into one entry, as the
+    /// kernel merges their mappings.
+    retired_views: Mutex<BTreeMap<usize, usize>>,
 }
 
 impl Drop for UserSpace {
@@ -82,9 +84,10 @@ impl Drop for UserSpace {
                 unsafe { libc::munmap(region.base as *mut libc::c_void, region.length + PAGE) };
             }
         }
-        for (base, length) in self.retired_views.get_mut().unwrap_or_else(PoisonError::into_inner).drain(..) {
-            // SAFETY: a retired kernel view (PROT_NONE reservation) nothing references any more.
-            unsafe { libc::munmap(base as *mut libc::c_void, length) };
+        for (start, end) in std::mem::take(self.retired_views.get_mut().unwrap_or_else(PoisonError::into_inner)) {
+            // SAFETY: retired kernel views (PROT_NONE reservations, merged only where they
+            // touch) that nothing references any more.
+            unsafe { libc::munmap(start as *mut libc::c_void, end - start) };
         }
     }
 }
@@ -94,6 +97,37 @@ impl UserSpace {
     pub(crate) fn insert(&self, region: Arc<Mutex<Region>>) {
         let base = region.lock().unwrap_or_else(PoisonError::into_inner).base;
         self.regions.lock().unwrap_or_else(PoisonError::into_inner).insert(base, region);
+    }
+
+    /// Records `[base, base + length)` as a retired kernel view, merged with the retired views
+    /// it touches.
+    pub(crate) fn retire_view(&self, base: usize, length: usize) {
+        let mut views = self.retired_views.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut start, mut end) = (base, base.saturating_add(length));
+        if let Some((&before, &before_end)) = views.range(..=start).next_back()
+            && before_end >= start
+        {
+            start = before;
+            end = end.max(before_end);
+            views.remove(&before);
+        }
+        if let Some(after_end) = views.remove(&end) {
+            end = after_end;
+        }
+        views.insert(start, end);
+    }
+
+    /// True when `address` lies in the kernel view of an operation buffer that was retired: a
+    /// driver kept an MDL's system address past the end of its operation.
+    pub(crate) fn in_retired_view(&self, address: usize) -> bool {
+        let views = self.retired_views.lock().unwrap_or_else(PoisonError::into_inner);
+        views.range(..=address).next_back().is_some_and(|(_, &end)| address < end)
+    }
+
+    /// The retired kernel view entries (after merging).
+    #[cfg(test)]
+    fn retired_view_entries(&self) -> usize {
+        self.retired_views.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     /// The region whose mapping (data pages and guard page) holds `address`.
@@ -272,5 +306,30 @@ impl Drop for UserBuffer {
         // SAFETY: this buffer's own mapping.
         unsafe { libc::mprotect(self.mapping as *mut libc::c_void, self.mapping_length, libc::PROT_NONE) };
         self.region.lock().unwrap_or_else(PoisonError::into_inner).access = Access::Unmapped;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UserSpace;
+
+    /// Retired views are found by any address inside them (not past their end), and touching
+    /// views share one entry whichever order they retire in.
+    #[test]
+    fn retired_views_are_found_and_touching_ones_merged() {
+        let space = UserSpace::default();
+        space.retire_view(0x10_000, 0x2000);
+        space.retire_view(0x14_000, 0x1000);
+        assert!(space.in_retired_view(0x10_000) && space.in_retired_view(0x11_fff) && space.in_retired_view(0x14_800));
+        assert!(!space.in_retired_view(0x12_000) && !space.in_retired_view(0xf_fff) && !space.in_retired_view(0x15_000));
+        assert_eq!(space.retired_view_entries(), 2);
+        space.retire_view(0x12_000, 0x2000);
+        assert_eq!(space.retired_view_entries(), 1, "the gap's view joins both neighbours");
+        space.retire_view(0xe_000, 0x2000);
+        space.retire_view(0x15_000, 0x1000);
+        assert_eq!(space.retired_view_entries(), 1);
+        assert!(space.in_retired_view(0xe_000) && space.in_retired_view(0x15_fff) && !space.in_retired_view(0x16_000));
+        // Nothing was mapped at these addresses: forget them rather than unmap someone else's.
+        std::mem::take(&mut *space.retired_views.lock().unwrap());
     }
 }
