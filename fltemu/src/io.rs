@@ -220,6 +220,13 @@ pub(crate) struct OpFrame {
     retained: bool,
 }
 
+impl OpFrame {
+    /// Whether fltemu gave up on this pended operation (the driver may still use it).
+    pub(crate) const fn is_retained(&self) -> bool {
+        self.retained
+    }
+}
+
 /// Leaves `slot`'s allocation behind (forgotten) and puts a fresh one in its place.
 fn retain<T>(slot: &mut Box<T>, fresh: T) {
     core::mem::forget(core::mem::replace(slot, Box::new(fresh)));

@@ -604,6 +604,12 @@ pub fn issue(
         io::op_done(inner, instance);
     }
     let data = if data.is_none() && final_status >= 0 { buffer.bytes()[..information.min(length)].to_vec() } else { Vec::new() };
+    if op.is_retained() {
+        // fltemu gave up waiting for the driver to complete the pended operation, so to the
+        // driver it is still running and its buffer still valid: kept mapped for good, like the
+        // retained frame, rather than retired (a late touch would be a false stale access).
+        core::mem::forget(buffer);
+    }
     Ok(IoResult { status: final_status, information, data })
 }
 

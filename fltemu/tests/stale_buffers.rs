@@ -82,6 +82,34 @@ fn a_kept_mdl_system_address_is_a_reported_misuse() {
     });
 }
 
+/// Write 1 pends and is never completed in time: fltemu gives up on it (PendedOperationNotCompleted)
+/// and the write goes on without the filter. Its buffer is still the driver's (the operation
+/// was never completed to it): write 2's pre-write reads it and completes write 1 late. That
+/// read must see write 1's data, and the missing completion must be the only violation. Before,
+/// the buffer was retired when write 1 returned, so the read bug checked 0x1E with
+/// UserBufferTouchedDirectly on top.
+#[test]
+fn an_abandoned_pended_write_keeps_its_buffer() {
+    let image = CDriver::new("stale").define("STALE_AT=2").define("PEND_FIRST_WRITE").build();
+    let config = Config { call_timeout: std::time::Duration::from_millis(800), ..Config::default() };
+    let emu = Emulator::load(&image, config).expect("loads");
+    let volume = emu.mount(VolumeSpec::ntfs("\\Device\\vol1")).unwrap();
+    emu.set_file_contents(volume, "\\a.txt", b"");
+    let file = emu.open(volume, "\\a.txt", &OpenOptions::default()).unwrap();
+    let abandoned = emu.write(&file, 0, b"pay00001", &IoOptions::default()).expect("goes on without the filter");
+    assert_eq!((abandoned.status, abandoned.information), (0, 8));
+    let late = emu.write(&file, 8, b"pay00002", &IoOptions::default());
+    assert!(late.as_ref().is_ok_and(|r| r.status == 0), "{late:?}\n{}", emu.report());
+    emu.close(file).unwrap();
+    let report = emu.unload().unwrap();
+    assert!(report.debug_output.iter().any(|line| line.contains("stale: write 2 read write 1's buffer: 'pay00001'")), "{report}");
+    assert!(
+        matches!(&report.violations[..], [Violation::PendedOperationNotCompleted { operation: fltemu::Operation::PreWrite, .. }]),
+        "{report}"
+    );
+    assert!(report.stop.is_none(), "{report}");
+}
+
 /// Pre-read counts the non-zero bytes of its ReadBuffer before the file system fills it: after
 /// same-size writes of non-zero data (more of them than the old quarantine) it must see zeros,
 /// and no two reads may get the same buffer address.
