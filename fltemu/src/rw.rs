@@ -155,7 +155,7 @@ impl<'a> OpBuffer<'a> {
         }
         let base = base as usize;
         let region =
-            Arc::new(Mutex::new(Region { base, length: data_length, access: Access::ReadWrite, secured: 0, mapped_file: false }));
+            Arc::new(Mutex::new(Region { base, length: data_length, access: Access::ReadWrite, secured: 0, mapped_file: false, retired: false }));
         inner.user.insert(Arc::clone(&region));
         Some(UserMapping { region, base, data_length, alias: alias as usize })
     }
@@ -217,10 +217,15 @@ fn reserve_over(base: usize, length: usize) {
 /// region stays registered, so a later fault on the address is still
 /// `Violation::UserBufferTouchedDirectly`.
 fn retire(mapping: &UserMapping, space: &UserSpace) {
-    mapping.region.lock().unwrap_or_else(PoisonError::into_inner).access = Access::Unmapped;
+    {
+        let mut region = mapping.region.lock().unwrap_or_else(PoisonError::into_inner);
+        region.access = Access::Unmapped;
+        region.retired = true;
+    }
     reserve_over(mapping.base, mapping.data_length);
     reserve_over(mapping.alias, mapping.data_length);
     space.retire_view(mapping.alias, mapping.data_length);
+    space.retire_buffer(mapping.base, mapping.data_length);
 }
 
 impl Drop for OpBuffer<'_> {
