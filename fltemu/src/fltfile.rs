@@ -67,9 +67,9 @@ const FILE_EXISTS: usize = 4;
 const FILE_DOES_NOT_EXIST: usize = 5;
 
 /// What exists of the name `key` (a stream key) on `volume` apart from its own contents entry:
-/// Some(true) a directory (the root, or a parent of a stream with contents), Some(false) a file
-/// (another stream of it has contents: a file exists when any of its streams does) or a stream
-/// with an open FILE_OBJECT, None nothing. A name with a trailing `\` names a directory only;
+/// Some(true) a directory (the root, or a parent of a stream with contents, open or not),
+/// Some(false) a file (another stream of it has contents: a file exists when any of its streams
+/// does) or a stream with an open FILE_OBJECT, None nothing. A name with a trailing `\` names a directory only;
 /// a named stream (`a.txt:s`) exists only by itself.
 fn exists_apart_from_contents(inner: &Inner, volume: usize, key: &str) -> Option<bool> {
     let directory_only = key.ends_with('\\');
@@ -77,14 +77,13 @@ fn exists_apart_from_contents(inner: &Inner, volume: usize, key: &str) -> Option
     if name.is_empty() {
         return Some(true);
     }
+    // An open FILE_OBJECT makes the name a file only when no stream lies below it: a directory
+    // someone holds open is still a directory (else a SUPERSEDE would give it contents).
     let open = !directory_only
         && inner.streams.lock(state::name_hash(volume, key)).live.get(&(volume, key.to_owned())).is_some_and(|s| s.open_file_objects > 0);
-    if open {
-        return Some(false);
-    }
     let other_streams_count = !directory_only && file_key(name) == name;
     let children = format!("{name}\\");
-    let mut found = None;
+    let mut found = open.then_some(false);
     for shard in inner.contents.each() {
         for (v, k) in shard.keys() {
             if *v != volume {

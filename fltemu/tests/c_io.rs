@@ -304,6 +304,7 @@ fn flt_create_file_honours_the_create_disposition() {
         "path '\\made.txt' disposition 1 options 0x40: status 0x00000000 information 1",
         "path '\\newdir' disposition 2 options 0x1: status 0x00000000 information 2", // a directory made
         "path '\\newdir' disposition 5 options 0x1: status 0xc000000d information 0", // not for a directory
+        "path '\\dir' disposition 0 options 0x0: status 0xc0000035 information 4", // while open: still a directory
         ".a disposition 1: status 0xc0000034 information 5 append 0x00000000 size -1", // OPEN, missing
         ".a disposition 4: status 0xc0000034 information 5 append 0x00000000 size -1", // OVERWRITE, missing
         ".a disposition 2: status 0x00000000 information 2 append 0x00000000 size 3", // CREATE + "abc"

@@ -293,6 +293,36 @@ static VOID probe_path(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING volume, P
                disposition, options, status, (ULONG)io.Information);
 }
 
+/* probe_path of `rest` while another FltCreateFileEx (FILE_OPEN) of it holds it open: an open
+ * directory is still a directory. */
+static VOID probe_path_while_open(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING volume, PCWSTR rest, const char *label, ULONG disposition)
+{
+    WCHAR text[260];
+    USHORT units = volume->Length / sizeof(WCHAR);
+    if (units >= 200) {
+        return;
+    }
+    for (USHORT i = 0; i < units; i++) {
+        text[i] = volume->Buffer[i];
+    }
+    for (USHORT i = 0; rest[i] != 0 && units < 260; i++) {
+        text[units++] = rest[i];
+    }
+    UNICODE_STRING name = { (USHORT)(units * sizeof(WCHAR)), (USHORT)(units * sizeof(WCHAR)), text };
+    OBJECT_ATTRIBUTES attributes;
+    InitializeObjectAttributes(&attributes, &name, OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE, NULL, NULL);
+    HANDLE handle = NULL;
+    PFILE_OBJECT file = NULL;
+    IO_STATUS_BLOCK io;
+    NTSTATUS status = FltCreateFileEx(g_filter, objects->Instance, &handle, &file, 0x80 /* FILE_READ_ATTRIBUTES */ | SYNCHRONIZE, &attributes, &io, NULL, 0,
+                                      FILE_SHARE_READ | FILE_SHARE_WRITE, FILE_OPEN, 0, NULL, 0, 0);
+    probe_path(objects, volume, rest, label, disposition, 0);
+    if (NT_SUCCESS(status)) {
+        ObDereferenceObject(file);
+        FltClose(handle);
+    }
+}
+
 /* Non-cached appends (FLTFL_IO_OPERATION_NON_CACHED, FILE_WRITE_TO_END_OF_FILE) of one sector to
  * `base` + ".e" (created, 3 bytes written cached): refused while the end of file is not on a
  * sector boundary, accepted once a cached write brought it to 512. Prints both statuses. */
@@ -369,6 +399,7 @@ static VOID run_probes(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING base, PCU
     probe_path(objects, volume_name, L"\\made.txt", "\\made.txt", FILE_OPEN, FILE_NON_DIRECTORY_FILE);
     probe_path(objects, volume_name, L"\\newdir", "\\newdir", FILE_CREATE, FILE_DIRECTORY_FILE);
     probe_path(objects, volume_name, L"\\newdir", "\\newdir", FILE_OVERWRITE_IF, FILE_DIRECTORY_FILE);
+    probe_path_while_open(objects, volume_name, L"\\dir", "\\dir", FILE_SUPERSEDE);
     probe_create(objects, base, L'a', FILE_OPEN, NULL);
     probe_create(objects, base, L'a', FILE_OVERWRITE, NULL);
     probe_create(objects, base, L'a', FILE_CREATE, "abc");
