@@ -67,9 +67,9 @@ const FILE_EXISTS: usize = 4;
 const FILE_DOES_NOT_EXIST: usize = 5;
 
 /// What exists of the name `key` (a stream key) on `volume` apart from its own contents entry:
-/// Some(true) a directory (the root, or a parent of a stream with contents), Some(false) a file
-/// (another stream of it has contents: a file exists when any of its streams does) or a stream
-/// with an open FILE_OBJECT, None nothing. A name with a trailing `\` names a directory only;
+/// Some(true) a directory (the root, or a parent of a stream with contents, open or not),
+/// Some(false) a file (another stream of it has contents: a file exists when any of its streams
+/// does) or a stream with an open FILE_OBJECT, None nothing. A name with a trailing `\` names a directory only;
 /// a named stream (`a.txt:s`) exists only by itself.
 fn exists_apart_from_contents(inner: &Inner, volume: usize, key: &str) -> Option<bool> {
     let directory_only = key.ends_with('\\');
@@ -77,14 +77,13 @@ fn exists_apart_from_contents(inner: &Inner, volume: usize, key: &str) -> Option
     if name.is_empty() {
         return Some(true);
     }
+    // An open FILE_OBJECT makes the name a file only when no stream lies below it: a directory
+    // someone holds open is still a directory (else a SUPERSEDE would give it contents).
     let open = !directory_only
         && inner.streams.lock(state::name_hash(volume, key)).live.get(&(volume, key.to_owned())).is_some_and(|s| s.open_file_objects > 0);
-    if open {
-        return Some(false);
-    }
     let other_streams_count = !directory_only && file_key(name) == name;
     let children = format!("{name}\\");
-    let mut found = None;
+    let mut found = open.then_some(false);
     for shard in inner.contents.each() {
         for (v, k) in shard.keys() {
             if *v != volume {
@@ -101,15 +100,19 @@ fn exists_apart_from_contents(inner: &Inner, volume: usize, key: &str) -> Option
     found
 }
 
-/// What the file system does for `disposition` (the FltCreateFile page's CreateDisposition
-/// table) to the stream: Ok(IoStatus.Information), having created (empty contents) or emptied it
-/// as the disposition says; Err((status, information)) for OPEN / OVERWRITE of a missing stream
-/// (STATUS_OBJECT_NAME_NOT_FOUND, FILE_DOES_NOT_EXIST) and CREATE of an existing one
-/// (STATUS_OBJECT_NAME_COLLISION, FILE_EXISTS). The decision and the create or truncate happen
-/// under one lock of the stream's contents shard, so of two racing FILE_CREATEs of a new name
-/// one creates it and the other collides. A directory is opened, never given contents.
-/// None: not a disposition.
-fn apply_disposition(inner: &Inner, volume: usize, path: &str, disposition: u32) -> Option<Result<usize, (i32, usize)>> {
+/// What the file system does for `disposition` and `create_options` (the FltCreateFile page's
+/// CreateDisposition table) to the stream: Ok(IoStatus.Information), having created (empty
+/// contents) or emptied it as the disposition says; Err((status, information)) otherwise (see
+/// [`dispose`]). The decision and the create or truncate happen under one lock of the stream's
+/// contents shard, so of two racing FILE_CREATEs of a new name one creates it and the other
+/// collides. None: not a disposition.
+fn apply_disposition(
+    inner: &Inner,
+    volume: usize,
+    path: &str,
+    disposition: u32,
+    create_options: u32,
+) -> Option<Result<usize, (i32, usize)>> {
     if disposition > FILE_OVERWRITE_IF {
         return None;
     }
@@ -119,41 +122,82 @@ fn apply_disposition(inner: &Inner, volume: usize, path: &str, disposition: u32)
     // name with contents needs no scan: contents entries are emptied, never removed.
     let present = inner.contents.lock(state::name_hash(key.0, &key.1)).contains_key(&key);
     let elsewhere = if present { None } else { exists_apart_from_contents(inner, volume, &key.1) };
-    let mut emptied = 0;
-    let outcome = dispose(&inner.contents, key, elsewhere, disposition, &mut emptied, &|| inner.race_point("create decided its disposition"));
-    crate::rw::resized(inner, emptied, 0);
-    Some(outcome)
+    let request = Request { disposition, create_options };
+    Some(dispose(&inner.contents, &inner.contents_bytes, key, elsewhere, request, &|| {
+        inner.race_point("create decided its disposition");
+    }))
+}
+
+/// `FILE_NON_DIRECTORY_FILE` (wdm.h CreateOptions; FILE_DIRECTORY_FILE is io.rs's).
+const FILE_NON_DIRECTORY_FILE: u32 = 0x40;
+/// `STATUS_FILE_IS_A_DIRECTORY`, `STATUS_NOT_A_DIRECTORY` (ntstatus.h).
+const FILE_IS_A_DIRECTORY: i32 = 0xC000_00BA_u32.cast_signed();
+const NOT_A_DIRECTORY: i32 = 0xC000_0103_u32.cast_signed();
+
+/// What a create asks of the file system: its CreateDisposition and CreateOptions.
+#[derive(Clone, Copy)]
+struct Request {
+    disposition: u32,
+    create_options: u32,
 }
 
 /// [`apply_disposition`]'s decision and its create or truncate, in one critical section on the
-/// stream's contents shard (`emptied`: the bytes a truncation released); `decided` runs between the two (a race point: another create of
-/// the name waits for the section to end).
+/// stream's contents shard; a truncation gives its bytes back to `contents_bytes` (Inner's
+/// total of all streams' data) inside that section too, so a write elsewhere never sees
+/// bytes counted that the stream no longer holds. `decided` runs between the decision and the
+/// change (a race point: another create of the name waits for the section to end).
+///
+/// As file systems decide (the ZwCreateFile page's CreateOptions; the FastFat sample's create
+/// path for the directory cases): FILE_DIRECTORY_FILE with FILE_NON_DIRECTORY_FILE, or with a
+/// disposition other than CREATE / OPEN / OPEN_IF → STATUS_INVALID_PARAMETER;
+/// FILE_NON_DIRECTORY_FILE on a directory → STATUS_FILE_IS_A_DIRECTORY; FILE_DIRECTORY_FILE on a
+/// file → STATUS_NOT_A_DIRECTORY; an existing directory with a disposition other than OPEN /
+/// OPEN_IF → STATUS_OBJECT_NAME_COLLISION (FILE_EXISTS), the root → STATUS_ACCESS_DENIED; OPEN /
+/// OVERWRITE of a missing name → STATUS_OBJECT_NAME_NOT_FOUND (FILE_DOES_NOT_EXIST), CREATE of
+/// an existing one → STATUS_OBJECT_NAME_COLLISION (FILE_EXISTS). A directory (an existing one,
+/// FILE_DIRECTORY_FILE, a name ending in `\`) never gets contents.
 fn dispose(
     contents: &Contents,
+    contents_bytes: &std::sync::atomic::AtomicUsize,
     key: (usize, String),
     elsewhere: Option<bool>,
-    disposition: u32,
-    emptied: &mut usize,
+    request: Request,
     decided: &dyn Fn(),
 ) -> Result<usize, (i32, usize)> {
     use std::collections::hash_map::Entry;
+    let Request { disposition, create_options } = request;
+    let root = key.1.trim_end_matches('\\').is_empty();
+    let directory_name = key.1.ends_with('\\');
+    let directory_file = create_options & crate::io::FILE_DIRECTORY_FILE != 0;
+    let non_directory_file = create_options & FILE_NON_DIRECTORY_FILE != 0;
     let mut shard = contents.lock(state::name_hash(key.0, &key.1));
     let entry = shard.entry(key);
     let directory = elsewhere == Some(true) && matches!(entry, Entry::Vacant(_));
     let exists = elsewhere.is_some() || matches!(entry, Entry::Occupied(_));
-    let (outcome, empty) = match (disposition, exists) {
-        (FILE_SUPERSEDE, true) => (Ok(FILE_SUPERSEDED), true),
-        (FILE_OPEN | FILE_OPEN_IF, true) => (Ok(FILE_OPENED), false),
-        (FILE_OVERWRITE | FILE_OVERWRITE_IF, true) => (Ok(FILE_OVERWRITTEN), true),
-        (FILE_SUPERSEDE | FILE_CREATE | FILE_OPEN_IF | FILE_OVERWRITE_IF, false) => (Ok(FILE_CREATED), true),
-        (FILE_CREATE, true) => (Err((status::OBJECT_NAME_COLLISION, FILE_EXISTS)), false),
-        _ => (Err((status::OBJECT_NAME_NOT_FOUND, FILE_DOES_NOT_EXIST)), false),
+    let opens = matches!(disposition, FILE_OPEN | FILE_OPEN_IF);
+    let (outcome, empty) = if directory_file && (non_directory_file || !(opens || disposition == FILE_CREATE)) {
+        (Err((status::INVALID_PARAMETER, 0)), false)
+    } else if exists && directory && non_directory_file {
+        (Err((FILE_IS_A_DIRECTORY, 0)), false)
+    } else if exists && !directory && directory_file {
+        (Err((NOT_A_DIRECTORY, 0)), false)
+    } else if exists && directory && !opens {
+        (Err(if root { (status::ACCESS_DENIED, 0) } else { (status::OBJECT_NAME_COLLISION, FILE_EXISTS) }), false)
+    } else {
+        match (disposition, exists) {
+            (FILE_SUPERSEDE, true) => (Ok(FILE_SUPERSEDED), true),
+            (FILE_OPEN | FILE_OPEN_IF, true) => (Ok(FILE_OPENED), false),
+            (FILE_OVERWRITE | FILE_OVERWRITE_IF, true) => (Ok(FILE_OVERWRITTEN), true),
+            (FILE_SUPERSEDE | FILE_CREATE | FILE_OPEN_IF | FILE_OVERWRITE_IF, false) => (Ok(FILE_CREATED), true),
+            (FILE_CREATE, true) => (Err((status::OBJECT_NAME_COLLISION, FILE_EXISTS)), false),
+            _ => (Err((status::OBJECT_NAME_NOT_FOUND, FILE_DOES_NOT_EXIST)), false),
+        }
     };
     decided();
-    if empty && !directory {
+    if empty && !directory && !directory_file && !directory_name {
         match entry {
             Entry::Occupied(mut contents) => {
-                *emptied = contents.get().len();
+                contents_bytes.fetch_sub(contents.get().len(), std::sync::atomic::Ordering::AcqRel);
                 contents.get_mut().clear();
             }
             Entry::Vacant(slot) => {
@@ -282,6 +326,7 @@ struct CreateArgs {
     io_status: *mut [usize; 2],
     share_access: u32,
     disposition: u32,
+    create_options: u32,
 }
 
 fn create(args: &CreateArgs) -> i32 {
@@ -318,7 +363,7 @@ fn create(args: &CreateArgs) -> i32 {
     if volume != instance_volume {
         return misuse("ObjectAttributes names a file on another volume than the Instance's");
     }
-    let information = match apply_disposition(inner, volume, &path, args.disposition) {
+    let information = match apply_disposition(inner, volume, &path, args.disposition, args.create_options) {
         Some(Ok(information)) => information,
         Some(Err((failure, information))) => {
             // SAFETY: the caller's IO_STATUS_BLOCK (Status, Information), checked above.
@@ -356,7 +401,7 @@ extern "win64" fn flt_create_file(
     _file_attributes: u32,
     share_access: u32,
     disposition: u32,
-    _create_options: u32,
+    create_options: u32,
     _ea_buffer: usize,
     _ea_length: u32,
     _flags: u32,
@@ -372,6 +417,7 @@ extern "win64" fn flt_create_file(
         io_status,
         share_access,
         disposition,
+        create_options,
     })
 }
 
@@ -389,7 +435,7 @@ extern "win64" fn flt_create_file_ex(
     _file_attributes: u32,
     share_access: u32,
     disposition: u32,
-    _create_options: u32,
+    create_options: u32,
     _ea_buffer: usize,
     _ea_length: u32,
     _flags: u32,
@@ -405,6 +451,7 @@ extern "win64" fn flt_create_file_ex(
         io_status,
         share_access,
         disposition,
+        create_options,
     })
 }
 
@@ -423,7 +470,7 @@ extern "win64" fn flt_create_file_ex2(
     _file_attributes: u32,
     share_access: u32,
     disposition: u32,
-    _create_options: u32,
+    create_options: u32,
     _ea_buffer: usize,
     _ea_length: u32,
     _flags: u32,
@@ -440,6 +487,7 @@ extern "win64" fn flt_create_file_ex2(
         io_status,
         share_access,
         disposition,
+        create_options,
     })
 }
 
@@ -532,7 +580,7 @@ const fn flt(function: &'static str, notes: &'static str) -> Emulated {
 pub const DOCS: &[Emulated] = &[
     flt(
         "FltCreateFile",
-        "PASSIVE; `\\Device\\VOL\\path` in ObjectName (RootDirectory not modelled; unknown volume → OBJECT_PATH_NOT_FOUND); opened below the Instance (the filter's callbacks do not see it), sharing the stream with other opens; CreateDisposition honoured against the file table, decided and applied atomically (a stream exists once it has contents, a creating disposition of any create made it, or it has an open; a file exists when any of its streams does; the root and every parent of a stream are directories that exist): OPEN / OVERWRITE of a missing one → OBJECT_NAME_NOT_FOUND with Information FILE_DOES_NOT_EXIST, CREATE of an existing one → OBJECT_NAME_COLLISION with FILE_EXISTS, SUPERSEDE / OVERWRITE(_IF) empty it, IoStatus.Information FILE_SUPERSEDED/FILE_OPENED/FILE_CREATED/FILE_OVERWRITTEN, another value → InvalidParameter; ObjectName's Buffer may be at any address (copied bytewise, as x64 Windows has no alignment fault); a handle never FltClose'd → ObjectLeaked(file handle); NULL Instance (top of the stack) not modelled, Instance on another volume, wrong Filter → InvalidParameter",
+        "PASSIVE; `\\Device\\VOL\\path` in ObjectName (RootDirectory not modelled; unknown volume → OBJECT_PATH_NOT_FOUND); opened below the Instance (the filter's callbacks do not see it), sharing the stream with other opens; CreateDisposition honoured against the file table, decided and applied atomically (a stream exists once it has contents, a creating disposition of any create made it, or it has an open; a file exists when any of its streams does; the root and every parent of a stream are directories that exist): OPEN / OVERWRITE of a missing one → OBJECT_NAME_NOT_FOUND with Information FILE_DOES_NOT_EXIST, CREATE of an existing one → OBJECT_NAME_COLLISION with FILE_EXISTS, SUPERSEDE / OVERWRITE(_IF) empty a file; an existing directory opens with OPEN / OPEN_IF only (other dispositions → OBJECT_NAME_COLLISION with FILE_EXISTS; the root → ACCESS_DENIED) and never gets contents; CreateOptions: FILE_DIRECTORY_FILE makes CREATE / OPEN_IF create a directory (no contents; it is not remembered, so a later open of it alone finds nothing), allows only CREATE / OPEN / OPEN_IF (else INVALID_PARAMETER, as with FILE_NON_DIRECTORY_FILE too) and on a file → NOT_A_DIRECTORY; FILE_NON_DIRECTORY_FILE on a directory → FILE_IS_A_DIRECTORY; IoStatus.Information FILE_SUPERSEDED/FILE_OPENED/FILE_CREATED/FILE_OVERWRITTEN, another value → InvalidParameter; ObjectName's Buffer may be at any address (copied bytewise, as x64 Windows has no alignment fault); a handle never FltClose'd → ObjectLeaked(file handle); NULL Instance (top of the stack) not modelled, Instance on another volume, wrong Filter → InvalidParameter",
     ),
     flt(
         "FltCreateFileEx",
@@ -548,6 +596,12 @@ pub const DOCS: &[Emulated] = &[
 #[cfg(test)]
 mod disposition_tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A create of `disposition` without CreateOptions.
+    const fn plain(disposition: u32) -> Request {
+        Request { disposition, create_options: 0 }
+    }
 
     /// Two FILE_CREATEs of one new name: the second starts while the first has decided to
     /// create (and waits 50 ms there); it must wait for the first to finish and collide
@@ -556,32 +610,96 @@ mod disposition_tests {
     #[test]
     fn of_two_racing_creates_one_creates_and_one_collides() {
         let contents = Contents::default();
+        let total = AtomicUsize::new(0);
         let key = (0, "\\race.txt".to_owned());
         let (decided_tx, decided_rx) = std::sync::mpsc::channel();
         let (first, second) = std::thread::scope(|scope| {
             let first = scope.spawn(|| {
-                dispose(&contents, key.clone(), None, FILE_CREATE, &mut 0, &|| {
+                dispose(&contents, &total, key.clone(), None, plain(FILE_CREATE), &|| {
                     decided_tx.send(()).expect("the test waits");
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 })
             });
             decided_rx.recv().expect("the first create decides");
-            let second = dispose(&contents, key.clone(), None, FILE_CREATE, &mut 0, &|| ());
+            let second = dispose(&contents, &total, key.clone(), None, plain(FILE_CREATE), &|| ());
             (first.join().expect("no panic"), second)
         });
         assert_eq!(first, Ok(FILE_CREATED));
         assert_eq!(second, Err((status::OBJECT_NAME_COLLISION, FILE_EXISTS)));
-        assert_eq!(dispose(&contents, key, None, FILE_OPEN, &mut 0, &|| ()), Ok(FILE_OPENED));
+        assert_eq!(dispose(&contents, &total, key, None, plain(FILE_OPEN), &|| ()), Ok(FILE_OPENED));
     }
 
-    /// A directory is opened but never given contents, even by a disposition that empties a file.
+    /// An existing directory opens with OPEN / OPEN_IF only: every other disposition collides
+    /// (FILE_EXISTS) as on a file system, and nothing gives it contents; the root refuses them
+    /// with STATUS_ACCESS_DENIED.
     #[test]
-    fn a_directory_exists_without_contents() {
+    fn a_directory_opens_but_is_never_superseded_or_overwritten() {
         let contents = Contents::default();
+        let total = AtomicUsize::new(0);
         let key = (0, "\\dir".to_owned());
-        assert_eq!(dispose(&contents, key.clone(), Some(true), FILE_OVERWRITE_IF, &mut 0, &|| ()), Ok(FILE_OVERWRITTEN));
-        assert_eq!(dispose(&contents, key.clone(), Some(true), FILE_CREATE, &mut 0, &|| ()), Err((status::OBJECT_NAME_COLLISION, FILE_EXISTS)));
+        let root = (0, "\\".to_owned());
+        for disposition in [FILE_OPEN, FILE_OPEN_IF] {
+            assert_eq!(dispose(&contents, &total, key.clone(), Some(true), plain(disposition), &|| ()), Ok(FILE_OPENED));
+            assert_eq!(dispose(&contents, &total, root.clone(), Some(true), plain(disposition), &|| ()), Ok(FILE_OPENED));
+        }
+        for disposition in [FILE_SUPERSEDE, FILE_CREATE, FILE_OVERWRITE, FILE_OVERWRITE_IF] {
+            let collision = Err((status::OBJECT_NAME_COLLISION, FILE_EXISTS));
+            assert_eq!(dispose(&contents, &total, key.clone(), Some(true), plain(disposition), &|| ()), collision, "{disposition}");
+            let denied = Err((status::ACCESS_DENIED, 0));
+            assert_eq!(dispose(&contents, &total, root.clone(), Some(true), plain(disposition), &|| ()), denied, "{disposition}");
+        }
         assert!(!contents.lock(state::name_hash(key.0, &key.1)).contains_key(&key));
-        assert_eq!(dispose(&contents, key, None, FILE_OPEN, &mut 0, &|| ()), Err((status::OBJECT_NAME_NOT_FOUND, FILE_DOES_NOT_EXIST)));
+        assert!(!contents.lock(state::name_hash(root.0, &root.1)).contains_key(&root));
+        let missing = Err((status::OBJECT_NAME_NOT_FOUND, FILE_DOES_NOT_EXIST));
+        assert_eq!(dispose(&contents, &total, key, None, plain(FILE_OPEN), &|| ()), missing);
+    }
+
+    /// FILE_DIRECTORY_FILE creates a directory (no contents) with CREATE / OPEN_IF, refuses the
+    /// dispositions that supersede or overwrite, and does not open a file;
+    /// FILE_NON_DIRECTORY_FILE does not open a directory; both together are contradictory.
+    #[test]
+    fn create_options_say_whether_a_directory_or_a_file_is_meant() {
+        let contents = Contents::default();
+        let total = AtomicUsize::new(0);
+        let directory = |disposition| Request { disposition, create_options: crate::io::FILE_DIRECTORY_FILE };
+        let new = (0, "\\newdir".to_owned());
+        for disposition in [FILE_CREATE, FILE_OPEN_IF] {
+            assert_eq!(dispose(&contents, &total, new.clone(), None, directory(disposition), &|| ()), Ok(FILE_CREATED));
+        }
+        assert!(!contents.lock(state::name_hash(new.0, &new.1)).contains_key(&new), "a directory has no contents");
+        for disposition in [FILE_SUPERSEDE, FILE_OVERWRITE, FILE_OVERWRITE_IF] {
+            let invalid = Err((status::INVALID_PARAMETER, 0));
+            assert_eq!(dispose(&contents, &total, new.clone(), None, directory(disposition), &|| ()), invalid, "{disposition}");
+        }
+        let both = Request { disposition: FILE_OPEN, create_options: crate::io::FILE_DIRECTORY_FILE | FILE_NON_DIRECTORY_FILE };
+        assert_eq!(dispose(&contents, &total, new, Some(true), both, &|| ()), Err((status::INVALID_PARAMETER, 0)));
+        let dir = (0, "\\dir".to_owned());
+        let file_only = Request { disposition: FILE_OPEN, create_options: FILE_NON_DIRECTORY_FILE };
+        assert_eq!(dispose(&contents, &total, dir.clone(), Some(true), file_only, &|| ()), Err((FILE_IS_A_DIRECTORY, 0)));
+        assert_eq!(dispose(&contents, &total, dir, Some(true), directory(FILE_OPEN), &|| ()), Ok(FILE_OPENED));
+        let file = (0, "\\f.txt".to_owned());
+        assert_eq!(dispose(&contents, &total, file.clone(), None, plain(FILE_CREATE), &|| ()), Ok(FILE_CREATED));
+        assert_eq!(dispose(&contents, &total, file.clone(), None, directory(FILE_OPEN), &|| ()), Err((NOT_A_DIRECTORY, 0)));
+        assert_eq!(dispose(&contents, &total, file, None, file_only, &|| ()), Ok(FILE_OPENED));
+    }
+
+    /// Emptying a stream gives its bytes back to the total within dispose's critical section
+    /// (before, the caller subtracted them after the lock was dropped, so a write elsewhere in
+    /// between saw the emptied bytes still counted against the 256 MiB cap).
+    #[test]
+    fn an_emptied_stream_gives_its_bytes_back_before_the_lock_is_released() {
+        let contents = Contents::default();
+        let key = (0, "\\big.txt".to_owned());
+        contents.lock(state::name_hash(key.0, &key.1)).insert(key.clone(), vec![7; 1000]);
+        for disposition in [FILE_OVERWRITE, FILE_SUPERSEDE, FILE_OVERWRITE_IF] {
+            let total = AtomicUsize::new(1000 + 24);
+            contents.lock(state::name_hash(key.0, &key.1)).insert(key.clone(), vec![7; 1000]);
+            assert!(dispose(&contents, &total, key.clone(), None, plain(disposition), &|| ()).is_ok());
+            assert_eq!(total.load(Ordering::Acquire), 24, "{disposition}");
+            assert!(contents.lock(state::name_hash(key.0, &key.1))[&key].is_empty());
+        }
+        let total = AtomicUsize::new(24);
+        assert_eq!(dispose(&contents, &total, key, None, plain(FILE_OPEN), &|| ()), Ok(FILE_OPENED));
+        assert_eq!(total.load(Ordering::Acquire), 24, "an open empties nothing");
     }
 }

@@ -172,7 +172,7 @@ fn opened_stream_key(path: &str, options: &OpenOptions) -> String {
 }
 
 /// `FILE_DIRECTORY_FILE` (wdm.h CreateOptions).
-const FILE_DIRECTORY_FILE: u32 = 0x1;
+pub(crate) const FILE_DIRECTORY_FILE: u32 = 0x1;
 
 /// Whether a successful create of `options` leaves its stream existing: a creating disposition
 /// (FILE_SUPERSEDE, FILE_CREATE, FILE_OPEN_IF, FILE_OVERWRITE_IF) of a file's stream (not a
@@ -218,6 +218,13 @@ pub(crate) struct OpFrame {
     /// A pended operation fltemu gave up on: the driver may still hold its callback data, so
     /// the frame's memory is never returned to the allocator.
     retained: bool,
+}
+
+impl OpFrame {
+    /// Whether fltemu gave up on this pended operation (the driver may still use it).
+    pub(crate) const fn is_retained(&self) -> bool {
+        self.retained
+    }
 }
 
 /// Leaves `slot`'s allocation behind (forgotten) and puts a fresh one in its place.

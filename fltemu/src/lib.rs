@@ -450,6 +450,19 @@ pub(crate) fn stopped(inner: &Inner, stop: Stop) -> EmuError {
     {
         inner.violation(Violation::UserBufferTouchedDirectly { address: params[3], rva });
     }
+    // A kernel address in the view of a finished operation's buffer: the driver kept the system
+    // address of the operation's MDL (FltLockUserBuffer) past its completion, when Filter
+    // Manager unmapped it. Windows bug checks 0x50 on the unmapped page as fltemu does; the
+    // violation names the cause.
+    if let Stop::BugCheck { code: seh::PAGE_FAULT_IN_NONPAGED_AREA, params, .. } = stop
+        && inner.user.in_retired_view(params[0])
+    {
+        inner.violation(Violation::ObjectMisuse {
+            function: "FltLockUserBuffer",
+            kind: objects::ObjectKind::Mdl,
+            reason: "the system address of an operation's MDL was used after the operation completed (its view was unmapped then)",
+        });
+    }
     inner.record_stop(stop.clone());
     EmuError::Stopped(inner.stop.get().cloned().unwrap_or(stop))
 }

@@ -155,7 +155,7 @@ impl<'a> OpBuffer<'a> {
         }
         let base = base as usize;
         let region =
-            Arc::new(Mutex::new(Region { base, length: data_length, access: Access::ReadWrite, secured: 0, mapped_file: false }));
+            Arc::new(Mutex::new(Region { base, length: data_length, access: Access::ReadWrite, secured: 0, mapped_file: false, retired: false }));
         inner.user.insert(Arc::clone(&region));
         Some(UserMapping { region, base, data_length, alias: alias as usize })
     }
@@ -217,10 +217,15 @@ fn reserve_over(base: usize, length: usize) {
 /// region stays registered, so a later fault on the address is still
 /// `Violation::UserBufferTouchedDirectly`.
 fn retire(mapping: &UserMapping, space: &UserSpace) {
-    mapping.region.lock().unwrap_or_else(PoisonError::into_inner).access = Access::Unmapped;
+    {
+        let mut region = mapping.region.lock().unwrap_or_else(PoisonError::into_inner);
+        region.access = Access::Unmapped;
+        region.retired = true;
+    }
     reserve_over(mapping.base, mapping.data_length);
     reserve_over(mapping.alias, mapping.data_length);
-    space.retired_views.lock().unwrap_or_else(PoisonError::into_inner).push((mapping.alias, mapping.data_length));
+    space.retire_view(mapping.alias, mapping.data_length);
+    space.retire_buffer(mapping.base, mapping.data_length);
 }
 
 impl Drop for OpBuffer<'_> {
@@ -604,6 +609,12 @@ pub fn issue(
         io::op_done(inner, instance);
     }
     let data = if data.is_none() && final_status >= 0 { buffer.bytes()[..information.min(length)].to_vec() } else { Vec::new() };
+    if op.is_retained() {
+        // fltemu gave up waiting for the driver to complete the pended operation, so to the
+        // driver it is still running and its buffer still valid: kept mapped for good, like the
+        // retained frame, rather than retired (a late touch would be a false stale access).
+        core::mem::forget(buffer);
+    }
     Ok(IoResult { status: final_status, information, data })
 }
 

@@ -35,6 +35,10 @@ pub(crate) struct Region {
     pub secured: usize,
     /// Reported as a mapped view of a file (`MEM_MAPPED`) rather than private memory.
     pub mapped_file: bool,
+    /// Its owner (a UserBuffer or an operation's buffer) is gone and the range is only a
+    /// reservation: the user space may unmap it when it goes. A live buffer set to
+    /// [`Access::Unmapped`] is not retired (its owner still mprotects and unmaps it).
+    pub retired: bool,
 }
 
 /// `MEM_COMMIT` (winnt.h).
@@ -64,27 +68,61 @@ pub struct UserSpace {
     /// while the user space lives (a retired range stays reserved), so the regions never overlap
     /// and the one holding an address is the last one starting at or below it.
     pub(crate) regions: Mutex<BTreeMap<usize, Arc<Mutex<Region>>>>,
-    /// The kernel views (base, length) of retired operation buffers, kept reserved as PROT_NONE
-    /// so a driver holding a system address faults; unmapped when the user space goes.
-    pub(crate) retired_views: Mutex<Vec<(usize, usize)>>,
+    /// The user mappings (data and guard pages) of retired operation buffers, start → end:
+    /// reservations still user memory to fault classification, so a kept address is a
+    /// UserBufferTouchedDirectly however late. Touching ranges share one entry; in practice
+    /// the kernel places each buffer's kernel view between two buffers, so every operation
+    /// keeps one entry here and one in `retired_views` (about 50 bytes together with the
+    /// B-tree's nodes) until the user space goes: 30,000 operations keep about 1.5 MB.
+    retired_buffers: Mutex<BTreeMap<usize, usize>>,
+    /// The kernel views of retired operation buffers, start → end, kept reserved as PROT_NONE
+    /// so a driver holding a system address faults (classified with [`Self::in_retired_view`]);
+    /// touching ranges merged as above. Both are unmapped when the user space goes.
+    retired_views: Mutex<BTreeMap<usize, usize>>,
+}
+
+/// Adds `[base, base + length)` to `ranges` (start → end, none overlapping), merged with the
+/// ranges it touches.
+fn add_range(ranges: &mut BTreeMap<usize, usize>, base: usize, length: usize) {
+    let (mut start, mut end) = (base, base.saturating_add(length));
+    if let Some((&before, &before_end)) = ranges.range(..=start).next_back()
+        && before_end >= start
+    {
+        start = before;
+        end = end.max(before_end);
+        ranges.remove(&before);
+    }
+    if let Some(after_end) = ranges.remove(&end) {
+        end = after_end;
+    }
+    ranges.insert(start, end);
+}
+
+/// Whether one of `ranges` holds `address`.
+fn in_ranges(ranges: &BTreeMap<usize, usize>, address: usize) -> bool {
+    ranges.range(..=address).next_back().is_some_and(|(_, &end)| address < end)
 }
 
 impl Drop for UserSpace {
     /// The emulator is gone, so no driver can hold a stale user address any more: the retired
     /// buffers' reserved ranges are returned (a long test run would otherwise exhaust the
-    /// process's mapping count). A buffer still alive keeps its mapping.
+    /// process's mapping count). A buffer still alive keeps its mapping (it unmaps it itself
+    /// when it is dropped, see UserBuffer's Drop), even one set to [`Access::Unmapped`].
     fn drop(&mut self) {
         for (_, region) in std::mem::take(self.regions.get_mut().unwrap_or_else(PoisonError::into_inner)) {
             let region = region.lock().unwrap_or_else(PoisonError::into_inner);
-            if region.access == Access::Unmapped {
+            if region.retired {
                 // SAFETY: the retired buffer's whole mapping (data pages and guard page), which
                 // nothing references any more.
                 unsafe { libc::munmap(region.base as *mut libc::c_void, region.length + PAGE) };
             }
         }
-        for (base, length) in self.retired_views.get_mut().unwrap_or_else(PoisonError::into_inner).drain(..) {
-            // SAFETY: a retired kernel view (PROT_NONE reservation) nothing references any more.
-            unsafe { libc::munmap(base as *mut libc::c_void, length) };
+        let buffers = std::mem::take(self.retired_buffers.get_mut().unwrap_or_else(PoisonError::into_inner));
+        let views = std::mem::take(self.retired_views.get_mut().unwrap_or_else(PoisonError::into_inner));
+        for (start, end) in buffers.into_iter().chain(views) {
+            // SAFETY: retired operation buffers and kernel views (PROT_NONE reservations,
+            // merged only where they touch) that nothing references any more.
+            unsafe { libc::munmap(start as *mut libc::c_void, end - start) };
         }
     }
 }
@@ -94,6 +132,38 @@ impl UserSpace {
     pub(crate) fn insert(&self, region: Arc<Mutex<Region>>) {
         let base = region.lock().unwrap_or_else(PoisonError::into_inner).base;
         self.regions.lock().unwrap_or_else(PoisonError::into_inner).insert(base, region);
+    }
+
+    /// Records `[base, base + length)` as a retired kernel view, merged with the retired views
+    /// it touches.
+    pub(crate) fn retire_view(&self, base: usize, length: usize) {
+        add_range(&mut self.retired_views.lock().unwrap_or_else(PoisonError::into_inner), base, length);
+    }
+
+    /// True when `address` lies in the kernel view of an operation buffer that was retired: a
+    /// driver kept an MDL's system address past the end of its operation.
+    pub(crate) fn in_retired_view(&self, address: usize) -> bool {
+        in_ranges(&self.retired_views.lock().unwrap_or_else(PoisonError::into_inner), address)
+    }
+
+    /// Moves the operation buffer registered at `base` (its data pages and guard page) from the
+    /// regions to the retired buffer ranges: still user memory to fault classification (listed
+    /// there first, so the address is never in neither), no longer an entry of its own.
+    pub(crate) fn retire_buffer(&self, base: usize, length: usize) {
+        add_range(&mut self.retired_buffers.lock().unwrap_or_else(PoisonError::into_inner), base, length + PAGE);
+        self.regions.lock().unwrap_or_else(PoisonError::into_inner).remove(&base);
+    }
+
+    /// Whether `address` lies in a retired operation buffer.
+    fn in_retired_buffer(&self, address: usize) -> bool {
+        in_ranges(&self.retired_buffers.lock().unwrap_or_else(PoisonError::into_inner), address)
+    }
+
+    /// The retired kernel view and buffer entries (after merging).
+    #[cfg(test)]
+    fn retired_entries(&self) -> (usize, usize) {
+        let views = self.retired_views.lock().unwrap_or_else(PoisonError::into_inner).len();
+        (views, self.retired_buffers.lock().unwrap_or_else(PoisonError::into_inner).len())
     }
 
     /// The region whose mapping (data pages and guard page) holds `address`.
@@ -107,20 +177,24 @@ impl UserSpace {
     /// True when `address` lies inside any user mapping ever made, guard page included (fault
     /// classification).
     pub fn contains(&self, address: usize) -> bool {
-        self.holding(address).is_some()
+        self.holding(address).is_some() || self.in_retired_buffer(address)
     }
 
     /// The access of the mapping holding `[address, address + length)`, if one holds it whole.
     pub fn access_of(&self, address: usize, length: usize) -> Option<Access> {
         let end = address.checked_add(length)?;
-        let region = self.holding(address)?;
+        let Some(region) = self.holding(address) else {
+            // A retired operation buffer: nothing of it is accessible any more.
+            return (self.in_retired_buffer(address) && self.in_retired_buffer(end.saturating_sub(1).max(address))).then_some(Access::Unmapped);
+        };
         let r = region.lock().unwrap_or_else(PoisonError::into_inner);
         (end <= r.base + r.length).then_some(r.access)
     }
 
     /// What `ZwQueryVirtualMemory` reports for the page holding `address`: a buffer's data
     /// pages are one region (committed with the buffer's protection, or free once unmapped),
-    /// its guard page another (committed, no access); an address in no mapping is a free page.
+    /// its guard page another (committed, no access); an address in no mapping, or in a retired
+    /// operation buffer, is a free page.
     pub(crate) fn query(&self, address: usize) -> RegionInfo {
         const PAGE_NOACCESS: u32 = 0x01;
         const PAGE_READONLY: u32 = 0x02;
@@ -187,7 +261,7 @@ impl UserBuffer {
         let end_aligned = (guard - length) & !15;
         let address = end_aligned + misalignment;
         let address = if address + length > guard { end_aligned - 16 + misalignment } else { address };
-        let region = Arc::new(Mutex::new(Region { base: mapping, length: data_pages * PAGE, access: Access::ReadWrite, secured: 0, mapped_file: false }));
+        let region = Arc::new(Mutex::new(Region { base: mapping, length: data_pages * PAGE, access: Access::ReadWrite, secured: 0, mapped_file: false, retired: false }));
         space.insert(Arc::clone(&region));
         Self { region, mapping, mapping_length, address, length }
     }
@@ -267,10 +341,97 @@ impl UserBuffer {
 
 impl Drop for UserBuffer {
     fn drop(&mut self) {
-        // Keep the range reserved and inaccessible rather than unmapping it: a driver holding a
-        // stale user address must fault, never read someone else's new mapping.
-        // SAFETY: this buffer's own mapping.
-        unsafe { libc::mprotect(self.mapping as *mut libc::c_void, self.mapping_length, libc::PROT_NONE) };
-        self.region.lock().unwrap_or_else(PoisonError::into_inner).access = Access::Unmapped;
+        let mut region = self.region.lock().unwrap_or_else(PoisonError::into_inner);
+        if Arc::strong_count(&self.region) == 1 {
+            // The user space (and its emulator) is gone: no driver can hold the address any
+            // more, and nothing else will unmap the range.
+            // SAFETY: this buffer's own mapping, which nothing else references.
+            unsafe { libc::munmap(self.mapping as *mut libc::c_void, self.mapping_length) };
+        } else {
+            // Keep the range reserved and inaccessible rather than unmapping it: a driver
+            // holding a stale user address must fault, never read someone else's new mapping.
+            // SAFETY: this buffer's own mapping.
+            unsafe { libc::mprotect(self.mapping as *mut libc::c_void, self.mapping_length, libc::PROT_NONE) };
+        }
+        region.access = Access::Unmapped;
+        region.retired = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Access, UserBuffer, UserSpace};
+
+    /// Whether `[address, address + length)` is mapped in this process (msync fails with ENOMEM
+    /// on an unmapped range).
+    fn mapped(address: usize, length: usize) -> bool {
+        // SAFETY: msync only inspects the range; MS_ASYNC writes nothing back for anonymous memory.
+        unsafe { libc::msync((address & !(super::PAGE - 1)) as *mut libc::c_void, length, libc::MS_ASYNC) == 0 }
+    }
+
+    /// A retired operation buffer leaves the regions for the merged retired ranges: still user
+    /// memory (a touch is a stale user buffer), inaccessible, one entry for buffers side by side.
+    #[test]
+    fn retired_operation_buffers_stay_user_memory_in_one_entry() {
+        let space = UserSpace::default();
+        for base in [0x20_000, 0x22_000, 0x24_000] {
+            let region = super::Region { base, length: 0x1000, access: Access::ReadWrite, secured: 0, mapped_file: false, retired: false };
+            space.insert(std::sync::Arc::new(std::sync::Mutex::new(region)));
+        }
+        for base in [0x20_000, 0x24_000, 0x22_000] {
+            space.retire_buffer(base, 0x1000);
+        }
+        assert_eq!(space.regions.lock().unwrap().len(), 0);
+        assert_eq!(space.retired_entries(), (0, 1));
+        assert!(space.contains(0x20_000) && space.contains(0x25_fff) && !space.contains(0x26_000) && !space.contains(0x1f_fff));
+        assert_eq!(space.access_of(0x22_010, 16), Some(Access::Unmapped));
+        assert_eq!(space.access_of(0x25_ff0, 0x20), None, "past the retired range");
+        assert_eq!(space.query(0x22_010).state, super::MEM_FREE);
+        std::mem::take(&mut *space.retired_buffers.lock().unwrap());
+    }
+
+    /// A buffer still alive keeps its mapping when the user space goes, even while set to
+    /// Unmapped (before, the space unmapped it, and the buffer's later set_access and Drop
+    /// changed the protection of a range the kernel may have handed to someone else); the
+    /// buffer unmaps it itself when it is dropped after the space. A buffer dropped first is a
+    /// retired reservation the space unmaps.
+    #[test]
+    fn a_live_buffer_keeps_its_mapping_past_its_user_space() {
+        let space = UserSpace::default();
+        let live = UserBuffer::new(&space, 100, 0);
+        let gone = UserBuffer::new(&space, 100, 0);
+        let gone_address = gone.address();
+        drop(gone);
+        assert!(mapped(gone_address, 100), "a retired buffer stays reserved while the space lives");
+        assert!(live.set_access(Access::Unmapped));
+        drop(space);
+        assert!(!mapped(gone_address, 100), "the space returns the retired reservation");
+        assert!(mapped(live.address(), 100), "the live buffer's mapping is still its own");
+        assert!(live.set_access(Access::ReadWrite));
+        assert!(live.write(b"still mine"));
+        assert_eq!(&live.read()[..10], b"still mine");
+        let address = live.address();
+        drop(live);
+        assert!(!mapped(address, 100), "the last owner unmaps it");
+    }
+
+    /// Retired views are found by any address inside them (not past their end), and touching
+    /// views share one entry whichever order they retire in.
+    #[test]
+    fn retired_views_are_found_and_touching_ones_merged() {
+        let space = UserSpace::default();
+        space.retire_view(0x10_000, 0x2000);
+        space.retire_view(0x14_000, 0x1000);
+        assert!(space.in_retired_view(0x10_000) && space.in_retired_view(0x11_fff) && space.in_retired_view(0x14_800));
+        assert!(!space.in_retired_view(0x12_000) && !space.in_retired_view(0xf_fff) && !space.in_retired_view(0x15_000));
+        assert_eq!(space.retired_entries(), (2, 0));
+        space.retire_view(0x12_000, 0x2000);
+        assert_eq!(space.retired_entries(), (1, 0), "the gap's view joins both neighbours");
+        space.retire_view(0xe_000, 0x2000);
+        space.retire_view(0x15_000, 0x1000);
+        assert_eq!(space.retired_entries(), (1, 0));
+        assert!(space.in_retired_view(0xe_000) && space.in_retired_view(0x15_fff) && !space.in_retired_view(0x16_000));
+        // Nothing was mapped at these addresses: forget them rather than unmap someone else's.
+        std::mem::take(&mut *space.retired_views.lock().unwrap());
     }
 }

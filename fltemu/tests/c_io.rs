@@ -282,18 +282,29 @@ fn flt_create_file_honours_the_create_disposition() {
         report.debug_output.iter().filter_map(|l| l.trim_end().strip_prefix("reader: probe ")).collect();
     // A failed create's Information is FILE_DOES_NOT_EXIST (5) or FILE_EXISTS (4).
     let expected = [
-        "path '' disposition 1: status 0x00000000 information 1", // the volume's root
-        "path '\\' disposition 1: status 0x00000000 information 1",
-        "path '\\' disposition 2: status 0xc0000035 information 4",
-        "path '\\made.txt' disposition 1: status 0x00000000 information 1", // made by a create
-        "path '\\made.txt:ads' disposition 1: status 0xc0000034 information 5", // a missing stream
-        "path '\\adsonly.txt' disposition 1: status 0x00000000 information 1", // data only in an ADS
-        "path '\\adsonly.txt' disposition 2: status 0xc0000035 information 4",
-        "path '\\dir' disposition 1: status 0x00000000 information 1", // parents of a stream
-        "path '\\dir\\' disposition 1: status 0x00000000 information 1",
-        "path '\\DIR\\sub' disposition 3: status 0x00000000 information 1",
-        "path '\\di' disposition 1: status 0xc0000034 information 5", // a prefix, not a parent
-        "path '\\dir\\su\\' disposition 1: status 0xc0000034 information 5",
+        "path '' disposition 1 options 0x0: status 0x00000000 information 1", // the volume's root
+        "path '\\' disposition 1 options 0x0: status 0x00000000 information 1",
+        "path '\\' disposition 2 options 0x0: status 0xc0000022 information 0", // the root: only opened
+        "path '\\made.txt' disposition 1 options 0x0: status 0x00000000 information 1", // made by a create
+        "path '\\made.txt:ads' disposition 1 options 0x0: status 0xc0000034 information 5", // a missing stream
+        "path '\\adsonly.txt' disposition 1 options 0x0: status 0x00000000 information 1", // data only in an ADS
+        "path '\\adsonly.txt' disposition 2 options 0x0: status 0xc0000035 information 4",
+        "path '\\dir' disposition 1 options 0x0: status 0x00000000 information 1", // parents of a stream
+        "path '\\dir\\' disposition 1 options 0x0: status 0x00000000 information 1",
+        "path '\\DIR\\sub' disposition 3 options 0x0: status 0x00000000 information 1",
+        "path '\\di' disposition 1 options 0x0: status 0xc0000034 information 5", // a prefix, not a parent
+        "path '\\dir\\su\\' disposition 1 options 0x0: status 0xc0000034 information 5",
+        "path '\\dir' disposition 0 options 0x0: status 0xc0000035 information 4", // a directory: only opened
+        "path '\\dir' disposition 5 options 0x0: status 0xc0000035 information 4",
+        "path '\\dir\\' disposition 4 options 0x0: status 0xc0000035 information 4",
+        "path '\\' disposition 5 options 0x0: status 0xc0000022 information 0",
+        "path '\\dir' disposition 1 options 0x40: status 0xc00000ba information 0", // FILE_IS_A_DIRECTORY
+        "path '\\dir' disposition 1 options 0x1: status 0x00000000 information 1",
+        "path '\\made.txt' disposition 1 options 0x1: status 0xc0000103 information 0", // NOT_A_DIRECTORY
+        "path '\\made.txt' disposition 1 options 0x40: status 0x00000000 information 1",
+        "path '\\newdir' disposition 2 options 0x1: status 0x00000000 information 2", // a directory made
+        "path '\\newdir' disposition 5 options 0x1: status 0xc000000d information 0", // not for a directory
+        "path '\\dir' disposition 0 options 0x0: status 0xc0000035 information 4", // while open: still a directory
         ".a disposition 1: status 0xc0000034 information 5 append 0x00000000 size -1", // OPEN, missing
         ".a disposition 4: status 0xc0000034 information 5 append 0x00000000 size -1", // OVERWRITE, missing
         ".a disposition 2: status 0x00000000 information 2 append 0x00000000 size 3", // CREATE + "abc"
@@ -308,6 +319,8 @@ fn flt_create_file_honours_the_create_disposition() {
         ".d disposition 3: status 0x00000000 information 2 append 0x00000000 size 0",   // OPEN_IF, missing
     ];
     assert_eq!(probes, expected, "{:?}", report.debug_output);
+    assert_eq!(emu.file_contents(volume, "\\newdir"), None, "a directory gets no contents");
+    assert_eq!(emu.file_contents(volume, "\\dir"), None, "nor does a superseded or overwritten one");
     // A non-cached append must start on a sector boundary (the end of file decides).
     assert!(
         report.debug_output.iter().any(|l| l.contains("non-cached append at end of file 3: 0xc000000d, at 512: 0x00000000 (512 written)")),

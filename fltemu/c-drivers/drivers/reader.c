@@ -261,9 +261,9 @@ static VOID probe_create(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING base, W
                disposition, status, (ULONG)io.Information, appended, size);
 }
 
-/* FltCreateFileEx of the volume's name + `rest` (no create options: a file or a directory) with
- * `disposition`; prints the status and IoStatus.Information (99 if fltemu left it alone). */
-static VOID probe_path(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING volume, PCWSTR rest, const char *label, ULONG disposition)
+/* FltCreateFileEx of the volume's name + `rest` with `disposition` and `options` (0: a file or a
+ * directory); prints the status and IoStatus.Information (99 if fltemu left it alone). */
+static VOID probe_path(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING volume, PCWSTR rest, const char *label, ULONG disposition, ULONG options)
 {
     WCHAR text[260];
     USHORT units = volume->Length / sizeof(WCHAR);
@@ -284,13 +284,43 @@ static VOID probe_path(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING volume, P
     IO_STATUS_BLOCK io;
     io.Information = 99;
     NTSTATUS status = FltCreateFileEx(g_filter, objects->Instance, &handle, &file, 0x80 /* FILE_READ_ATTRIBUTES */ | SYNCHRONIZE, &attributes, &io, NULL, 0,
-                                      FILE_SHARE_READ | FILE_SHARE_WRITE, disposition, 0, NULL, 0, 0);
+                                      FILE_SHARE_READ | FILE_SHARE_WRITE, disposition, options, NULL, 0, 0);
     if (NT_SUCCESS(status)) {
         ObDereferenceObject(file);
         FltClose(handle);
     }
-    DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "reader: probe path '%s' disposition %lu: status 0x%08lx information %lu\n", label, disposition, status,
-               (ULONG)io.Information);
+    DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "reader: probe path '%s' disposition %lu options 0x%lx: status 0x%08lx information %lu\n", label,
+               disposition, options, status, (ULONG)io.Information);
+}
+
+/* probe_path of `rest` while another FltCreateFileEx (FILE_OPEN) of it holds it open: an open
+ * directory is still a directory. */
+static VOID probe_path_while_open(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING volume, PCWSTR rest, const char *label, ULONG disposition)
+{
+    WCHAR text[260];
+    USHORT units = volume->Length / sizeof(WCHAR);
+    if (units >= 200) {
+        return;
+    }
+    for (USHORT i = 0; i < units; i++) {
+        text[i] = volume->Buffer[i];
+    }
+    for (USHORT i = 0; rest[i] != 0 && units < 260; i++) {
+        text[units++] = rest[i];
+    }
+    UNICODE_STRING name = { (USHORT)(units * sizeof(WCHAR)), (USHORT)(units * sizeof(WCHAR)), text };
+    OBJECT_ATTRIBUTES attributes;
+    InitializeObjectAttributes(&attributes, &name, OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE, NULL, NULL);
+    HANDLE handle = NULL;
+    PFILE_OBJECT file = NULL;
+    IO_STATUS_BLOCK io;
+    NTSTATUS status = FltCreateFileEx(g_filter, objects->Instance, &handle, &file, 0x80 /* FILE_READ_ATTRIBUTES */ | SYNCHRONIZE, &attributes, &io, NULL, 0,
+                                      FILE_SHARE_READ | FILE_SHARE_WRITE, FILE_OPEN, 0, NULL, 0, 0);
+    probe_path(objects, volume, rest, label, disposition, 0);
+    if (NT_SUCCESS(status)) {
+        ObDereferenceObject(file);
+        FltClose(handle);
+    }
 }
 
 /* Non-cached appends (FLTFL_IO_OPERATION_NON_CACHED, FILE_WRITE_TO_END_OF_FILE) of one sector to
@@ -345,18 +375,31 @@ static VOID run_probes(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING base, PCU
      * file made by a create and never written, a file whose only data is in an ADS, and every
      * directory above a stream. The test seeds \made.txt, \adsonly.txt:ads and
      * \dir\sub\f.txt. */
-    probe_path(objects, volume_name, L"", "", FILE_OPEN);
-    probe_path(objects, volume_name, L"\\", "\\", FILE_OPEN);
-    probe_path(objects, volume_name, L"\\", "\\", FILE_CREATE);
-    probe_path(objects, volume_name, L"\\made.txt", "\\made.txt", FILE_OPEN);
-    probe_path(objects, volume_name, L"\\made.txt:ads", "\\made.txt:ads", FILE_OPEN);
-    probe_path(objects, volume_name, L"\\adsonly.txt", "\\adsonly.txt", FILE_OPEN);
-    probe_path(objects, volume_name, L"\\adsonly.txt", "\\adsonly.txt", FILE_CREATE);
-    probe_path(objects, volume_name, L"\\dir", "\\dir", FILE_OPEN);
-    probe_path(objects, volume_name, L"\\dir\\", "\\dir\\", FILE_OPEN);
-    probe_path(objects, volume_name, L"\\DIR\\sub", "\\DIR\\sub", FILE_OPEN_IF);
-    probe_path(objects, volume_name, L"\\di", "\\di", FILE_OPEN);
-    probe_path(objects, volume_name, L"\\dir\\su\\", "\\dir\\su\\", FILE_OPEN);
+    probe_path(objects, volume_name, L"", "", FILE_OPEN, 0);
+    probe_path(objects, volume_name, L"\\", "\\", FILE_OPEN, 0);
+    probe_path(objects, volume_name, L"\\", "\\", FILE_CREATE, 0);
+    probe_path(objects, volume_name, L"\\made.txt", "\\made.txt", FILE_OPEN, 0);
+    probe_path(objects, volume_name, L"\\made.txt:ads", "\\made.txt:ads", FILE_OPEN, 0);
+    probe_path(objects, volume_name, L"\\adsonly.txt", "\\adsonly.txt", FILE_OPEN, 0);
+    probe_path(objects, volume_name, L"\\adsonly.txt", "\\adsonly.txt", FILE_CREATE, 0);
+    probe_path(objects, volume_name, L"\\dir", "\\dir", FILE_OPEN, 0);
+    probe_path(objects, volume_name, L"\\dir\\", "\\dir\\", FILE_OPEN, 0);
+    probe_path(objects, volume_name, L"\\DIR\\sub", "\\DIR\\sub", FILE_OPEN_IF, 0);
+    probe_path(objects, volume_name, L"\\di", "\\di", FILE_OPEN, 0);
+    probe_path(objects, volume_name, L"\\dir\\su\\", "\\dir\\su\\", FILE_OPEN, 0);
+    /* A directory opens with FILE_OPEN / FILE_OPEN_IF only (the root refuses the others with
+     * access denied); CreateOptions say whether a directory or a file is meant. */
+    probe_path(objects, volume_name, L"\\dir", "\\dir", FILE_SUPERSEDE, 0);
+    probe_path(objects, volume_name, L"\\dir", "\\dir", FILE_OVERWRITE_IF, 0);
+    probe_path(objects, volume_name, L"\\dir\\", "\\dir\\", FILE_OVERWRITE, 0);
+    probe_path(objects, volume_name, L"\\", "\\", FILE_OVERWRITE_IF, 0);
+    probe_path(objects, volume_name, L"\\dir", "\\dir", FILE_OPEN, FILE_NON_DIRECTORY_FILE);
+    probe_path(objects, volume_name, L"\\dir", "\\dir", FILE_OPEN, FILE_DIRECTORY_FILE);
+    probe_path(objects, volume_name, L"\\made.txt", "\\made.txt", FILE_OPEN, FILE_DIRECTORY_FILE);
+    probe_path(objects, volume_name, L"\\made.txt", "\\made.txt", FILE_OPEN, FILE_NON_DIRECTORY_FILE);
+    probe_path(objects, volume_name, L"\\newdir", "\\newdir", FILE_CREATE, FILE_DIRECTORY_FILE);
+    probe_path(objects, volume_name, L"\\newdir", "\\newdir", FILE_OVERWRITE_IF, FILE_DIRECTORY_FILE);
+    probe_path_while_open(objects, volume_name, L"\\dir", "\\dir", FILE_SUPERSEDE);
     probe_create(objects, base, L'a', FILE_OPEN, NULL);
     probe_create(objects, base, L'a', FILE_OVERWRITE, NULL);
     probe_create(objects, base, L'a', FILE_CREATE, "abc");

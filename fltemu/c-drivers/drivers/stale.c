@@ -5,8 +5,16 @@
  * operation's data). STALE_AT 0 never touches it. Pre-read prints the first bytes of its
  * ReadBuffer before the file system fills it: a fresh buffer is all zeros, so a buffer that
  * still held an earlier write's data would show here. NEGATIVE_READ_OFFSET: pre-read moves
- * every read to ByteOffset -4096 (marked dirty), which the file system must refuse. */
+ * every read to ByteOffset -4096 (marked dirty), which the file system must refuse.
+ * STALE_VIEW: write 1's kept pointer is instead the system address of its MDL
+ * (FltLockUserBuffer + MmGetSystemAddressForMdlSafe), unmapped once write 1 completed: the
+ * stale read must bug check 0x50 and be reported as a misuse of the MDL. Pre-read also prints
+ * its ReadBuffer's address (never handed out twice). PEND_FIRST_WRITE: write 1's pre-write
+ * returns FLT_PREOP_PENDING and never completes it in time (fltemu gives up on it); the
+ * pre-write of write STALE_AT reads its buffer, still the pended operation's, and completes it
+ * late: only the missing completion is a bug. */
 #include "fltemu_km.h"
+#include "fltemu_km_ctx.h"
 
 #ifndef STALE_AT
 #define STALE_AT 0
@@ -15,6 +23,9 @@
 static PFLT_FILTER g_filter;
 static volatile LONG g_writes;
 static const volatile UCHAR *g_first;
+#if defined(PEND_FIRST_WRITE)
+static PFLT_CALLBACK_DATA g_pended_write;
+#endif
 
 static FLT_PREOP_CALLBACK_STATUS pre_write(PFLT_CALLBACK_DATA data, PCFLT_RELATED_OBJECTS objects, PVOID *completion)
 {
@@ -24,6 +35,15 @@ static FLT_PREOP_CALLBACK_STATUS pre_write(PFLT_CALLBACK_DATA data, PCFLT_RELATE
     const volatile UCHAR *buffer = (const volatile UCHAR *)data->Iopb->Parameters.Write.WriteBuffer;
     if (n == 1) {
         g_first = buffer;
+#if defined(STALE_VIEW)
+        if (NT_SUCCESS(FltLockUserBuffer(data))) {
+            g_first = (const volatile UCHAR *)MmGetSystemAddressForMdlSafe(data->Iopb->Parameters.Write.MdlAddress, NormalPagePriority);
+        }
+#endif
+#if defined(PEND_FIRST_WRITE)
+        g_pended_write = data;
+        return FLT_PREOP_PENDING;
+#endif
     } else if (n == STALE_AT) {
         char seen[9];
         for (int i = 0; i < 8; i++) {
@@ -31,6 +51,9 @@ static FLT_PREOP_CALLBACK_STATUS pre_write(PFLT_CALLBACK_DATA data, PCFLT_RELATE
         }
         seen[8] = 0;
         DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "stale: write %ld read write 1's buffer: '%s'\n", n, seen);
+#if defined(PEND_FIRST_WRITE)
+        FltCompletePendedPreOperation(g_pended_write, FLT_PREOP_SUCCESS_NO_CALLBACK, NULL);
+#endif
     }
     return FLT_PREOP_SUCCESS_NO_CALLBACK;
 }
@@ -47,7 +70,8 @@ static FLT_PREOP_CALLBACK_STATUS pre_read(PFLT_CALLBACK_DATA data, PCFLT_RELATED
     for (ULONG i = 0; i < length; i++) {
         nonzero += buffer[i] != 0;
     }
-    DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "stale: pre-read buffer of %lu bytes has %lu non-zero bytes\n", length, nonzero);
+    DbgPrintEx(DPFLTR_IHVDRIVER_ID, DPFLTR_INFO_LEVEL, "stale: pre-read buffer %p of %lu bytes has %lu non-zero bytes\n", (PVOID)buffer, length,
+               nonzero);
 #if defined(NEGATIVE_READ_OFFSET)
     data->Iopb->Parameters.Read.ByteOffset.QuadPart = -4096;
     FltSetCallbackDataDirty(data);
