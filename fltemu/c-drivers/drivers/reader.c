@@ -261,14 +261,13 @@ static VOID probe_create(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING base, W
                disposition, status, (ULONG)io.Information, appended, size);
 }
 
-/* FltCreateFileEx of the volume's name + `rest` with `disposition` and `options` (0: a file or a
- * directory); prints the status and IoStatus.Information (99 if fltemu left it alone). */
-static VOID probe_path(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING volume, PCWSTR rest, const char *label, ULONG disposition, ULONG options)
+/* `volume` + `rest` in `text` (260 characters), described by `name`; FALSE when the volume name
+ * leaves no room. */
+static BOOLEAN volume_path(PCUNICODE_STRING volume, PCWSTR rest, WCHAR *text, UNICODE_STRING *name)
 {
-    WCHAR text[260];
     USHORT units = volume->Length / sizeof(WCHAR);
     if (units >= 200) {
-        return;
+        return FALSE;
     }
     for (USHORT i = 0; i < units; i++) {
         text[i] = volume->Buffer[i];
@@ -276,7 +275,20 @@ static VOID probe_path(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING volume, P
     for (USHORT i = 0; rest[i] != 0 && units < 260; i++) {
         text[units++] = rest[i];
     }
-    UNICODE_STRING name = { (USHORT)(units * sizeof(WCHAR)), (USHORT)(units * sizeof(WCHAR)), text };
+    name->Length = name->MaximumLength = (USHORT)(units * sizeof(WCHAR));
+    name->Buffer = text;
+    return TRUE;
+}
+
+/* FltCreateFileEx of the volume's name + `rest` with `disposition` and `options` (0: a file or a
+ * directory); prints the status and IoStatus.Information (99 if fltemu left it alone). */
+static VOID probe_path(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING volume, PCWSTR rest, const char *label, ULONG disposition, ULONG options)
+{
+    WCHAR text[260];
+    UNICODE_STRING name;
+    if (!volume_path(volume, rest, text, &name)) {
+        return;
+    }
     OBJECT_ATTRIBUTES attributes;
     InitializeObjectAttributes(&attributes, &name, OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE, NULL, NULL);
     HANDLE handle = NULL;
@@ -298,17 +310,10 @@ static VOID probe_path(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING volume, P
 static VOID probe_path_while_open(PCFLT_RELATED_OBJECTS objects, PCUNICODE_STRING volume, PCWSTR rest, const char *label, ULONG disposition)
 {
     WCHAR text[260];
-    USHORT units = volume->Length / sizeof(WCHAR);
-    if (units >= 200) {
+    UNICODE_STRING name;
+    if (!volume_path(volume, rest, text, &name)) {
         return;
     }
-    for (USHORT i = 0; i < units; i++) {
-        text[i] = volume->Buffer[i];
-    }
-    for (USHORT i = 0; rest[i] != 0 && units < 260; i++) {
-        text[units++] = rest[i];
-    }
-    UNICODE_STRING name = { (USHORT)(units * sizeof(WCHAR)), (USHORT)(units * sizeof(WCHAR)), text };
     OBJECT_ATTRIBUTES attributes;
     InitializeObjectAttributes(&attributes, &name, OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE, NULL, NULL);
     HANDLE handle = NULL;
