@@ -35,6 +35,9 @@ const BUGS: &[(&str, i32, &str)] = &[
     ("bug-panic-in-driver-entry", 2, "bug check 0x46585450"),
     ("bug-work-item-leak", 1, "generic work items never freed"),
     ("bug-set-in-pre-create", 1, "FltSetStreamHandleContext: FILE_OBJECT not opened"),
+    ("bug-forget-replaced-context", 1, "context(s) leaked at unload: StreamHandle"),
+    ("bug-forget-deleted-context", 1, "context(s) leaked at unload: StreamHandle"),
+    ("bug-guard-parked-in-static", 1, "context(s) leaked at unload: StreamHandle"),
 ];
 
 #[test]
