@@ -748,6 +748,15 @@ mod tests {
         }
     }
 
+    /// A context at `rva` of the fake image with RSP and RBP set, the rest zero.
+    fn context_at(fake: &Fake, rva: usize, rsp: u64, rbp: u64) -> Context {
+        let mut context = Context::zeroed();
+        context.rip = (fake.base() + rva) as u64;
+        context.gpr[RSP] = rsp;
+        context.gpr[5] = rbp;
+        context
+    }
+
     fn stack() -> Vec<u64> {
         vec![0; 64]
     }
@@ -771,10 +780,7 @@ mod tests {
         stack[16 + 6] = 0xB0B0; // saved rbp at S + 0x30
         stack[16 + 7] = 0x7777; // return address at S + 0x38
         let image = fake.image();
-        let mut context = Context::zeroed();
-        context.rip = (fake.base() + 0x1050) as u64;
-        context.gpr[RSP] = s;
-        context.gpr[5] = s + 0x20;
+        let mut context = context_at(&fake, 0x1050, s, s + 0x20);
         let function = image.lookup(0x1050).expect("covered by .pdata");
         let frame = virtual_unwind(&image, &function, &mut context, UNW_FLAG_EHANDLER).unwrap();
         assert_eq!(frame.establisher, s, "frame register minus 16 x offset");
@@ -797,10 +803,7 @@ mod tests {
         stack[9] = 0xB0B0;
         stack[10] = 0x7777;
         let image = fake.image();
-        let mut context = Context::zeroed();
-        context.rip = (fake.base() + 0x1002) as u64; // after both pushes, before sub rsp
-        context.gpr[RSP] = t;
-        context.gpr[5] = 0xDEAD;
+        let mut context = context_at(&fake, 0x1002, t, 0xDEAD); // after both pushes, before sub rsp
         let function = image.lookup(0x1002).unwrap();
         let frame = virtual_unwind(&image, &function, &mut context, UNW_FLAG_EHANDLER).unwrap();
         assert_eq!(frame.establisher, t, "before SET_FPREG the establisher is RSP");
@@ -821,10 +824,7 @@ mod tests {
         stack[16 + 6] = 0xB0B0;
         stack[16 + 7] = 0x7777;
         let image = fake.image();
-        let mut context = Context::zeroed();
-        context.rip = (fake.base() + 0x1080) as u64;
-        context.gpr[RSP] = s;
-        context.gpr[5] = s + 0x20;
+        let mut context = context_at(&fake, 0x1080, s, s + 0x20);
         let function = image.lookup(0x1080).unwrap();
         let frame = virtual_unwind(&image, &function, &mut context, UNW_FLAG_EHANDLER).unwrap();
         assert_eq!(frame.handler, None, "no handler runs for a frame in its epilog");
@@ -876,10 +876,7 @@ mod tests {
         stack[16 + 6] = 0xB0B0;
         stack[16 + 7] = 0x7777;
         let image = fake.image();
-        let mut context = Context::zeroed();
-        context.rip = (fake.base() + 0x1050) as u64;
-        context.gpr[RSP] = s;
-        context.gpr[5] = s + 0x20;
+        let mut context = context_at(&fake, 0x1050, s, s + 0x20);
         let function = image.lookup(0x1050).unwrap();
         assert_eq!(image.entry_at(function.entry_address), Some(function));
         assert_eq!(image.entry_at(function.entry_address + 4), None, "not the start of an entry");
@@ -889,10 +886,7 @@ mod tests {
         assert_eq!(pointers.integer.iter().filter(|p| **p != 0).count(), 2);
         // add rsp, 0x28; pop rsi; pop rbp; rep ret
         fake.put(0x1080, &[0x48, 0x83, 0xC4, 0x28, 0x5E, 0x5D, 0xF3, 0xC3]);
-        let mut context = Context::zeroed();
-        context.rip = (fake.base() + 0x1080) as u64;
-        context.gpr[RSP] = s;
-        context.gpr[5] = s + 0x20;
+        let mut context = context_at(&fake, 0x1080, s, s + 0x20);
         let mut pointers = ContextPointers::default();
         let frame = virtual_unwind_recording(&image, &function, &mut context, UNW_FLAG_EHANDLER, &mut pointers).unwrap();
         assert_eq!(frame.handler, None);
@@ -925,10 +919,7 @@ mod tests {
             let mut stack = stack();
             let s = &raw mut stack[16] as u64;
             let image = fake.image();
-            let mut context = Context::zeroed();
-            context.rip = (fake.base() + 0x1050) as u64;
-            context.gpr[RSP] = s;
-            context.gpr[5] = s + 0x20;
+            let mut context = context_at(&fake, 0x1050, s, s + 0x20);
             let function = image.lookup(0x1050).unwrap();
             assert_eq!(
                 virtual_unwind(&image, &function, &mut context, UNW_FLAG_EHANDLER),
@@ -950,10 +941,7 @@ mod tests {
         let mut stack = stack();
         let s = &raw mut stack[16] as u64;
         let image = fake.image();
-        let mut context = Context::zeroed();
-        context.rip = (fake.base() + 0x1050) as u64;
-        context.gpr[RSP] = s;
-        context.gpr[5] = s + 0x20;
+        let mut context = context_at(&fake, 0x1050, s, s + 0x20);
         let function = image.lookup(0x1050).unwrap();
         assert_eq!(
             virtual_unwind(&image, &function, &mut context, UNW_FLAG_EHANDLER),
